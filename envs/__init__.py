@@ -1,0 +1,16 @@
+"""Families of related Gymnasium environments, registered as ``rltransfer/<Family>-<variant>-v0``.
+
+>>> import gymnasium as gym
+>>> import rltransfer.envs
+>>> env = gym.make("rltransfer/CartPole-long-v0")
+>>> env.unwrapped.length
+0.75
+"""
+
+from rltransfer.envs.family import Distance, Family, Param, Variant
+from rltransfer.envs.registry import FAMILIES, get_family, register_family
+
+for _family in FAMILIES.values():
+    register_family(_family)
+
+__all__ = ["FAMILIES", "Distance", "Family", "Param", "Variant", "get_family", "register_family"]

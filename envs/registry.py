@@ -1,0 +1,36 @@
+"""The families shipped with rltransfer, their lookup, and Gymnasium registration."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+
+from rltransfer.envs.acrobot import ACROBOT
+from rltransfer.envs.cartpole import CARTPOLE
+from rltransfer.envs.family import Family
+from rltransfer.envs.mountain_car import MOUNTAIN_CAR
+from rltransfer.envs.pendulum import PENDULUM
+
+FAMILIES: dict[str, Family] = {f.name: f for f in (CARTPOLE, ACROBOT, MOUNTAIN_CAR, PENDULUM)}
+
+
+def get_family(name: str) -> Family:
+    """Look a family up by its lower-case name (``cartpole``) or title (``CartPole``)."""
+    key = name.lower().replace("-", "").replace("_", "")
+    if key in FAMILIES:
+        return FAMILIES[key]
+    raise ValueError(f"unknown family '{name}'; choose one of: {', '.join(FAMILIES)}")
+
+
+def register_family(family: Family) -> None:
+    """Register every variant of ``family`` (held-out ones included) as a Gymnasium id."""
+    for variant in (*family.variants, *family.held_out_variants()):
+        env_id = family.env_id(variant)
+        if env_id in gym.registry:
+            continue
+        gym.register(
+            id=env_id,
+            entry_point=family.entry_point,
+            max_episode_steps=family.max_episode_steps,
+            reward_threshold=family.threshold,
+            kwargs=dict(variant.params),
+        )

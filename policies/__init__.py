@@ -1,0 +1,19 @@
+"""Policies whose shared feature layers form a named, transferable trunk."""
+
+from rltransfer.policies.multitask import (
+    MultiTaskActorCriticPolicy,
+    MultiTaskTrunkExtractor,
+    TaskHeads,
+    TaskLinear,
+)
+from rltransfer.policies.trunk import TRUNK_PREFIX, TrunkExtractor, build_trunk
+
+__all__ = [
+    "TRUNK_PREFIX",
+    "MultiTaskActorCriticPolicy",
+    "MultiTaskTrunkExtractor",
+    "TaskHeads",
+    "TaskLinear",
+    "TrunkExtractor",
+    "build_trunk",
+]

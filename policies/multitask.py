@@ -1,0 +1,168 @@
+"""Multi-task actor-critic: one shared trunk, per-task heads, task id in the observation.
+
+Observation space: ``Dict{"obs": Box, "task_id": Discrete(K)}``. Routing is done inside
+the features extractor (trunk output + one-hot task id) and inside ``TaskHeads``, the
+replacement for SB3's ``MlpExtractor``; SB3's ``forward``/``evaluate_actions`` then need no
+override. Each head's latent has size ``K * h`` and is zero outside the active task's
+block, so SB3's single ``action_net``/``value_net`` act as K independent output layers
+(their biases and a Gaussian ``log_std`` stay shared across tasks).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch as th
+from stable_baselines3.common.policies import MultiInputActorCriticPolicy
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from torch import nn
+
+from rltransfer.policies.trunk import build_trunk
+
+
+def task_one_hot(task_id: th.Tensor, n_tasks: int) -> th.Tensor:
+    """SB3 one-hot encodes ``Discrete`` as ``(B, K)`` in rollouts but ``(B, 1, K)`` from the buffer."""
+    return task_id.reshape(-1, n_tasks)
+
+
+class MultiTaskTrunkExtractor(BaseFeaturesExtractor):
+    """Shared trunk over ``obs``; emits ``[trunk(obs), one_hot(task_id)]``."""
+
+    def __init__(
+        self,
+        observation_space: gym.spaces.Dict,
+        net_arch: list[int] | None = None,
+        activation_fn: type[nn.Module] = nn.Tanh,
+    ) -> None:
+        arch = list(net_arch) if net_arch is not None else [64, 64]
+        obs_space, task_space = observation_space["obs"], observation_space["task_id"]
+        if not isinstance(task_space, gym.spaces.Discrete):
+            raise ValueError(f"task_id must be a Discrete space, got {task_space}")
+        self.n_tasks = int(task_space.n)
+        self.trunk_dim = arch[-1]
+        super().__init__(observation_space, features_dim=self.trunk_dim + self.n_tasks)
+        assert obs_space.shape is not None
+        self.trunk = build_trunk(int(np.prod(obs_space.shape)), arch, activation_fn)
+
+    def forward(self, observations: dict[str, th.Tensor]) -> th.Tensor:
+        features = self.trunk(th.flatten(observations["obs"], start_dim=1))
+        return th.cat([features, task_one_hot(observations["task_id"], self.n_tasks)], dim=1)
+
+
+class TaskLinear(nn.Module):
+    """K independent linear layers applied in one batched op: ``(B, [K,] in) -> (B, K, out)``.
+
+    ``weight`` is ``(K, out, in)`` so that ``weight[k]`` has ``nn.Linear``'s layout.
+    """
+
+    def __init__(self, n_tasks: int, in_features: int, out_features: int, gain: float = math.sqrt(2)) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(th.empty(n_tasks, out_features, in_features))
+        self.bias = nn.Parameter(th.zeros(n_tasks, out_features))
+        for k in range(n_tasks):  # orthogonal per task, like SB3's ortho_init of nn.Linear
+            nn.init.orthogonal_(self.weight.data[k], gain=gain)
+
+    def forward(self, x: th.Tensor) -> th.Tensor:
+        if x.dim() == 2:
+            return th.einsum("bi,koi->bko", x, self.weight) + self.bias
+        return th.einsum("bki,koi->bko", x, self.weight) + self.bias
+
+
+class TaskHeads(nn.Module):
+    """Per-task policy and value MLPs over the shared trunk features (SB3 ``MlpExtractor`` interface)."""
+
+    def __init__(
+        self,
+        trunk_dim: int,
+        n_tasks: int,
+        net_arch: dict[str, list[int]],
+        activation_fn: type[nn.Module],
+    ) -> None:
+        super().__init__()
+        self.trunk_dim, self.n_tasks = trunk_dim, n_tasks
+        self.policy_heads = self._stack(net_arch.get("pi", []))
+        self.value_heads = self._stack(net_arch.get("vf", []))
+        self.activation = activation_fn()
+        pi, vf = net_arch.get("pi", []), net_arch.get("vf", [])
+        self.head_dim_pi = pi[-1] if pi else trunk_dim
+        self.head_dim_vf = vf[-1] if vf else trunk_dim
+        self.latent_dim_pi = n_tasks * self.head_dim_pi
+        self.latent_dim_vf = n_tasks * self.head_dim_vf
+
+    def _stack(self, widths: list[int]) -> nn.ModuleList:
+        layers, last = [], self.trunk_dim
+        for width in widths:
+            layers.append(TaskLinear(self.n_tasks, last, width))
+            last = width
+        return nn.ModuleList(layers)
+
+    def _run(self, layers: nn.ModuleList, features: th.Tensor) -> th.Tensor:
+        trunk, one_hot = features[:, : self.trunk_dim], features[:, self.trunk_dim :]
+        x = trunk.unsqueeze(1).expand(-1, self.n_tasks, -1)
+        for layer in layers:
+            x = self.activation(layer(x))
+        # Zero every block but the active task's: output layers then see only their own task.
+        return (x * one_hot.unsqueeze(-1)).flatten(start_dim=1)
+
+    def forward(self, features: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+        return self.forward_actor(features), self.forward_critic(features)
+
+    def forward_actor(self, features: th.Tensor) -> th.Tensor:
+        return self._run(self.policy_heads, features)
+
+    def forward_critic(self, features: th.Tensor) -> th.Tensor:
+        return self._run(self.value_heads, features)
+
+
+class MultiTaskActorCriticPolicy(MultiInputActorCriticPolicy):
+    """PPO policy for K tasks: shared trunk (``features_extractor.trunk``) + per-task heads.
+
+    Args:
+        trunk_arch: widths of the shared trunk layers (the part that transfers).
+        net_arch: per-task head widths, ``dict(pi=[...], vf=[...])``; SB3's own argument,
+            reused so that save/load round-trips without extra constructor parameters.
+    """
+
+    def __init__(
+        self,
+        observation_space: gym.spaces.Dict,
+        action_space: gym.spaces.Space,
+        lr_schedule: Any,
+        net_arch: dict[str, list[int]] | None = None,
+        activation_fn: type[nn.Module] = nn.Tanh,
+        trunk_arch: list[int] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.trunk_arch = list(trunk_arch) if trunk_arch is not None else [64, 64]
+        kwargs.setdefault("features_extractor_class", MultiTaskTrunkExtractor)
+        kwargs.setdefault("features_extractor_kwargs", {})
+        kwargs["features_extractor_kwargs"] = {
+            "net_arch": self.trunk_arch,
+            "activation_fn": activation_fn,
+            **kwargs["features_extractor_kwargs"],
+        }
+        kwargs.setdefault("share_features_extractor", True)
+        arch = net_arch if net_arch is not None else {"pi": [64], "vf": [64]}
+        super().__init__(observation_space, action_space, lr_schedule, arch, activation_fn, **kwargs)
+
+    @property
+    def n_tasks(self) -> int:
+        return int(self.observation_space["task_id"].n)  # type: ignore[index]
+
+    def _build_mlp_extractor(self) -> None:
+        assert isinstance(self.net_arch, dict), "net_arch must be dict(pi=[...], vf=[...]) for per-task heads"
+        self.mlp_extractor = TaskHeads(  # type: ignore[assignment]
+            self.trunk_arch[-1], self.n_tasks, self.net_arch, self.activation_fn
+        )
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data["trunk_arch"] = self.trunk_arch
+        # Rebuilt from trunk_arch on load; keeping it would duplicate the source of truth.
+        data["features_extractor_kwargs"] = {
+            k: v for k, v in data["features_extractor_kwargs"].items() if k != "net_arch"
+        }
+        return data

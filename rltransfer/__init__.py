@@ -1,0 +1,1 @@
+"""rltransfer: RL policy transfer with honest comparisons against scratch."""
