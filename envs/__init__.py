@@ -8,9 +8,21 @@
 """
 
 from rltransfer.envs.family import Distance, Family, Param, Variant
+from rltransfer.envs.multitask import TaskIdWrapper, make_eval_env, make_multitask_vec_env
 from rltransfer.envs.registry import FAMILIES, get_family, register_family
 
 for _family in FAMILIES.values():
     register_family(_family)
 
-__all__ = ["FAMILIES", "Distance", "Family", "Param", "Variant", "get_family", "register_family"]
+__all__ = [
+    "FAMILIES",
+    "Distance",
+    "Family",
+    "Param",
+    "TaskIdWrapper",
+    "Variant",
+    "get_family",
+    "make_eval_env",
+    "make_multitask_vec_env",
+    "register_family",
+]

@@ -1,0 +1,103 @@
+"""Checkpoints: an SB3 zip plus ``manifest.json``; loading reads weights only, never pickles."""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch as th
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.save_util import load_from_zip_file
+
+from rltransfer.errors import UserError
+from rltransfer.io import atomic_write_json, sha256
+
+MODEL_FILE = "model.zip"
+MANIFEST_FILE = "manifest.json"
+
+
+@dataclass
+class Checkpoint:
+    """Weights and metadata of a PPO model, read without executing anything from the file.
+
+    ``manifest`` is ``None`` for a plain SB3 zip (e.g. an RL Zoo agent); ``spaces`` holds what
+    the zip's JSON says about its observation and action spaces (shape, n, bounds), read as
+    text rather than unpickled.
+    """
+
+    path: Path
+    state_dict: dict[str, th.Tensor]
+    manifest: dict[str, Any] | None
+    sha256: str
+    spaces: dict[str, dict[str, Any]]
+
+    @property
+    def has_trunk(self) -> bool:
+        return any(k.startswith("features_extractor.trunk.") for k in self.state_dict)
+
+
+def save_checkpoint(model: BaseAlgorithm, directory: Path, manifest: dict[str, Any]) -> Path:
+    """Write ``model.zip`` then ``manifest.json`` (last, so its presence means complete)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    zip_path = directory / MODEL_FILE
+    tmp = directory / f".{MODEL_FILE}.tmp.zip"
+    model.save(tmp)
+    os.replace(tmp, zip_path)
+    atomic_write_json(directory / MANIFEST_FILE, {**manifest, "zip_sha256": sha256(zip_path)})
+    return zip_path
+
+
+def _resolve_zip(path: Path) -> tuple[Path, Path | None]:
+    if path.is_dir():
+        zip_path = path / MODEL_FILE
+        manifest = path / MANIFEST_FILE
+        if not zip_path.exists():
+            raise UserError(f"'{path}' holds no {MODEL_FILE}; pass a checkpoint directory or an SB3 .zip")
+        return zip_path, manifest if manifest.exists() else None
+    if not path.exists():
+        raise UserError(f"checkpoint '{path}' does not exist; run `rltransfer pretrain` or pass an SB3 PPO .zip")
+    beside = path.parent / MANIFEST_FILE
+    return path, beside if path.name == MODEL_FILE and beside.exists() else None
+
+
+def _spaces_from_json(archive: zipfile.ZipFile) -> dict[str, dict[str, Any]]:
+    """Human-readable fields SB3 writes beside each pickled space (no unpickling)."""
+    if "data" not in archive.namelist():
+        return {}
+    data = json.loads(archive.read("data"))
+    out = {}
+    for key in ("observation_space", "action_space"):
+        entry = data.get(key)
+        if isinstance(entry, dict):
+            out[key] = {k: v for k, v in entry.items() if not k.startswith(":")}
+    return out
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Read a checkpoint directory or any SB3 PPO zip: weights via ``weights_only`` torch loading."""
+    zip_path, manifest_path = _resolve_zip(Path(path))
+    try:
+        with zipfile.ZipFile(zip_path) as archive:
+            spaces = _spaces_from_json(archive)
+        _, params, _ = load_from_zip_file(zip_path, load_data=False, device="cpu")
+    except (zipfile.BadZipFile, json.JSONDecodeError, KeyError, RuntimeError, EOFError, ValueError) as e:
+        raise UserError(
+            f"checkpoint '{zip_path}' is not a readable SB3 zip ({type(e).__name__}); re-create it with "
+            "`rltransfer pretrain` or `model.save()`"
+        ) from None
+    if not params or "policy" not in params:
+        raise UserError(f"checkpoint '{zip_path}' has no policy weights (policy.pth); is it an SB3 model zip?")
+    manifest = None
+    digest = sha256(zip_path)
+    if manifest_path is not None:
+        manifest = json.loads(manifest_path.read_text())
+        if manifest.get("zip_sha256") not in (None, digest):
+            raise UserError(
+                f"'{zip_path}' does not match the checksum in {manifest_path.name}; the zip was modified or "
+                "corrupted: re-run pretraining or remove the stale manifest"
+            )
+    return Checkpoint(zip_path, dict(params["policy"]), manifest, digest, spaces)

@@ -1,0 +1,112 @@
+"""Per-task evaluation at a fixed step interval, and per-task rollout statistics.
+
+SB3's ``EvalCallback`` covers one env and would overwrite ``eval/`` keys across tasks;
+here every task has its own eval env and keys ``eval/<task>/mean_return``.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.vec_env import VecEnv
+
+
+@dataclass
+class EvalCurve:
+    """Evaluation results: ``returns[e, t]`` is the mean return on task ``t`` at ``steps[e]``."""
+
+    task_names: list[str]
+    steps: list[int] = field(default_factory=list)
+    returns: list[list[float]] = field(default_factory=list)
+    stds: list[list[float]] = field(default_factory=list)
+
+    def as_arrays(self) -> dict[str, np.ndarray]:
+        return {
+            "steps": np.asarray(self.steps, dtype=np.int64),
+            "returns": np.asarray(self.returns, dtype=np.float64).reshape(-1, len(self.task_names)).T,
+            "stds": np.asarray(self.stds, dtype=np.float64).reshape(-1, len(self.task_names)).T,
+        }
+
+
+def evaluate_tasks(
+    model: BaseAlgorithm,
+    eval_envs: Mapping[str, VecEnv],
+    n_episodes: int,
+    seed: int,
+    deterministic: bool = True,
+) -> dict[str, tuple[float, float]]:
+    """Mean and std of the episode return per task, each env re-seeded so every call sees the same starts."""
+    out = {}
+    for name, env in eval_envs.items():
+        env.seed(seed)
+        rewards, _ = evaluate_policy(
+            model, env, n_eval_episodes=n_episodes, deterministic=deterministic, return_episode_rewards=True
+        )
+        out[name] = (float(np.mean(rewards)), float(np.std(rewards)))
+    return out
+
+
+class PerTaskEvalCallback(BaseCallback):
+    """Evaluate every task at step 0, every ``eval_freq`` env steps, and at the end of training."""
+
+    def __init__(self, eval_envs: Mapping[str, VecEnv], eval_freq: int, n_episodes: int, seed: int) -> None:
+        super().__init__()
+        self.eval_envs = dict(eval_envs)
+        self.eval_freq, self.n_episodes, self.seed = eval_freq, n_episodes, seed
+        self.curve = EvalCurve(list(eval_envs))
+        self._next = 0
+
+    def _evaluate(self) -> None:
+        results = evaluate_tasks(self.model, self.eval_envs, self.n_episodes, self.seed)
+        self.curve.steps.append(int(self.num_timesteps))
+        self.curve.returns.append([results[t][0] for t in self.curve.task_names])
+        self.curve.stds.append([results[t][1] for t in self.curve.task_names])
+        for task, (mean, std) in results.items():
+            self.logger.record(f"eval/{task}/mean_return", mean)
+            self.logger.record(f"eval/{task}/std_return", std)
+        self.logger.record("eval/mean_return", float(np.mean([m for m, _ in results.values()])))
+        self.logger.dump(self.num_timesteps)
+        self._next = (self.num_timesteps // self.eval_freq + 1) * self.eval_freq
+
+    def _on_training_start(self) -> None:
+        self._evaluate()
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps >= self._next:
+            self._evaluate()
+        return True
+
+    def _on_training_end(self) -> None:
+        if not self.curve.steps or self.curve.steps[-1] != self.num_timesteps:
+            self._evaluate()
+
+
+class TaskRolloutLogger(BaseCallback):
+    """``rollout/<task>/ep_rew_mean`` and ``ep_len_mean`` over the last 100 episodes of each task."""
+
+    def __init__(self, env_task_ids: np.ndarray, task_names: list[str], window: int = 100) -> None:
+        super().__init__()
+        self.env_task_ids, self.task_names = env_task_ids, task_names
+        self.returns = {t: deque(maxlen=window) for t in task_names}
+        self.lengths = {t: deque(maxlen=window) for t in task_names}
+
+    def _on_step(self) -> bool:
+        for i, info in enumerate(self.locals["infos"]):
+            episode = info.get("episode")
+            if episode is not None:
+                task = self.task_names[self.env_task_ids[i]]
+                self.returns[task].append(episode["r"])
+                self.lengths[task].append(episode["l"])
+        return True
+
+    def _on_rollout_end(self) -> None:
+        for task in self.task_names:
+            if self.returns[task]:
+                self.logger.record(f"rollout/{task}/ep_rew_mean", float(np.mean(self.returns[task])))
+                self.logger.record(f"rollout/{task}/ep_len_mean", float(np.mean(self.lengths[task])))

@@ -1,0 +1,192 @@
+"""Train one multi-task policy on several targets, from a source checkpoint or from scratch.
+
+The scratch baseline is ``finetune(..., checkpoint=None, strategy="scratch")``: the same
+function, architecture, hyperparameters, seeds and evaluation; only the initialisation
+and the freezing / learning-rate plan differ between arms.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rltransfer.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from rltransfer.envs import Family, Variant, make_eval_env, make_multitask_vec_env
+from rltransfer.errors import UserError
+from rltransfer.evaluation import EvalCurve, PerTaskEvalCallback, TaskRolloutLogger, evaluate_tasks
+from rltransfer.hyperparams import activation, ppo_kwargs, resolve_hyperparams
+from rltransfer.io import atomic_write_bytes, atomic_write_json, staging_dir, versions
+from rltransfer.policies import MultiTaskActorCriticPolicy
+from rltransfer.ppo import TransferPPO
+from rltransfer.pretrain import EVAL_SEED_OFFSET
+from rltransfer.resolve import resolve_family, resolve_variant
+from rltransfer.strategies import Strategy, configure_strategy, frozen_parameters, parse_strategy
+from rltransfer.training import attach_logger, learn
+from rltransfer.transfer import TransferReport, apply_transfer
+
+ARCH_KEYS = ("trunk_arch", "head_arch", "activation_fn")
+
+
+@dataclass
+class FinetuneResult:
+    model: TransferPPO
+    curve: EvalCurve
+    report: TransferReport | None
+    manifest: dict[str, Any]
+    out: Path | None
+
+
+def source_architecture(checkpoint: Checkpoint) -> dict[str, Any]:
+    """Trunk/head widths the target must have for the source's weights to fit."""
+    if checkpoint.manifest and "hyperparams" in checkpoint.manifest:
+        hp = checkpoint.manifest["hyperparams"]
+        return {k: hp[k] for k in ARCH_KEYS if k in hp}
+    # Plain SB3 MlpPolicy: its actor's hidden layers become the trunk; heads are linear.
+    sd = checkpoint.state_dict
+    widths = [int(sd[k].shape[0]) for k in sorted(
+        (k for k in sd if k.startswith("mlp_extractor.policy_net.") and k.endswith(".weight")),
+        key=lambda k: int(k.split(".")[2]),
+    )]  # fmt: skip
+    return {"trunk_arch": widths, "head_arch": {"pi": [], "vf": []}} if widths else {}
+
+
+def build_model(
+    family: Family,
+    variants: Sequence[Variant],
+    hp: Mapping[str, Any],
+    seed: int,
+    device: str = "cpu",
+) -> TransferPPO:
+    """The multi-task PPO model every arm starts from (same seed: same initial weights)."""
+    env = make_multitask_vec_env(family, variants, n_envs_per_task=hp["n_envs"], seed=seed)
+    policy_kwargs = {
+        "trunk_arch": list(hp["trunk_arch"]),
+        "net_arch": dict(hp["head_arch"]),
+        "activation_fn": activation(hp),
+    }
+    return TransferPPO(
+        MultiTaskActorCriticPolicy, env, seed=seed, device=device, policy_kwargs=policy_kwargs, **ppo_kwargs(hp)
+    )
+
+
+def finetune(
+    family: str | Family,
+    targets: Sequence[str | Variant | Mapping[str, float]],
+    checkpoint: str | Path | Checkpoint | None,
+    strategy: str | Strategy = "finetune",
+    seed: int = 0,
+    timesteps: int | None = None,
+    hyperparams: Mapping[str, Any] | None = None,
+    out: str | Path | None = None,
+    overwrite: bool = False,
+    progress: bool = False,
+    device: str = "cpu",
+    verbose: int = 0,
+) -> FinetuneResult:
+    """Train (or, for ``zero-shot``, only evaluate) a multi-task policy on ``targets``.
+
+    ``timesteps`` counts target env steps over all tasks together. Each task gets
+    ``n_envs`` sub-environments, so every task sees data at the single-task rate.
+    """
+    fam = resolve_family(family)
+    variants = [resolve_variant(fam, t, name=f"custom{i}") for i, t in enumerate(targets)]
+    if not variants:
+        raise UserError("no target variants given; pass --targets with at least one variant")
+    strat = parse_strategy(strategy) if isinstance(strategy, str) else strategy
+    ckpt = load_checkpoint(checkpoint) if isinstance(checkpoint, str | Path) else checkpoint
+    if strat.uses_source and ckpt is None:
+        raise UserError(f"strategy '{strat.name}' transfers from a source; pass --source PATH (or use scratch)")
+    overrides = dict(hyperparams or {})
+    if ckpt is not None:
+        for key, value in source_architecture(ckpt).items():
+            overrides.setdefault(key, value)
+    if timesteps is not None:
+        overrides["n_timesteps"] = timesteps
+    hp = resolve_hyperparams(fam.name, overrides)
+    if seed < 0:
+        raise UserError(f"seed must be >= 0, got {seed}")
+    out_path = Path(out) if out is not None else None
+    if out_path is None:
+        return _run(fam, variants, ckpt, strat, seed, hp, None, progress, device, verbose)
+    with staging_dir(out_path, overwrite=overwrite) as staging:
+        result = _run(fam, variants, ckpt, strat, seed, hp, staging, progress, device, verbose)
+    result.out = out_path
+    return result
+
+
+def _run(
+    fam: Family,
+    variants: list[Variant],
+    ckpt: Checkpoint | None,
+    strat: Strategy,
+    seed: int,
+    hp: dict[str, Any],
+    staging: Path | None,
+    progress: bool,
+    device: str,
+    verbose: int,
+) -> FinetuneResult:
+    started = time.time()
+    model = build_model(fam, variants, hp, seed, device)
+    policy = model.policy
+    assert isinstance(policy, MultiTaskActorCriticPolicy)
+    report = None
+    if ckpt is not None and strat.uses_source:
+        report = apply_transfer(policy, ckpt, strat.transfer, strat.layer_map)
+    callbacks = configure_strategy(model, strat, hp["n_timesteps"])
+    if report is not None:
+        report.frozen = frozen_parameters(policy)
+    attach_logger(model, staging / "logs" if staging else None, verbose)
+    names = [v.name for v in variants]
+    eval_envs = {v.name: make_eval_env(fam, v, hp["eval_episodes"], k, len(variants)) for k, v in enumerate(variants)}
+    eval_seed = seed + EVAL_SEED_OFFSET
+    if strat.train:
+        evaluator = PerTaskEvalCallback(eval_envs, hp["eval_freq"], hp["eval_episodes"], eval_seed)
+        rollout_log = TaskRolloutLogger(model.get_env().env_task_ids, names)  # type: ignore[union-attr]
+        learn(model, hp["n_timesteps"], [evaluator, rollout_log, *callbacks], progress=progress)
+        curve = evaluator.curve
+    else:
+        # Zero-shot: one evaluation at step 0. An untrained policy evaluated deterministically on
+        # the same starts scores the same at every step; experiments broadcast it over their grid.
+        results = evaluate_tasks(model, eval_envs, hp["eval_episodes"], eval_seed)
+        curve = EvalCurve(names, [0], [[results[t][0] for t in names]], [[results[t][1] for t in names]])
+    manifest = {
+        "kind": "transfer" if report else "scratch",
+        "family": fam.name,
+        "targets": [{"name": v.name, "distance": v.distance, "params": fam.resolve(v.params)} for v in variants],
+        "strategy": strat.to_dict(),
+        "seed": seed,
+        "timesteps": int(model.num_timesteps),
+        "hyperparams": hp,
+        "source": None if ckpt is None else {
+            "path": str(ckpt.path), "zip_sha256": ckpt.sha256,
+            "manifest": {k: ckpt.manifest.get(k) for k in ("family", "variant", "seed", "timesteps", "eval", "zip_sha256")}
+            if ckpt.manifest else None,
+        },  # fmt: skip
+        "frozen": frozen_parameters(policy),
+        "final_eval": dict(zip(names, curve.returns[-1], strict=True)),
+        "versions": versions(),
+        "command": sys.argv,
+        "wall_time_s": round(time.time() - started, 2),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    if staging is not None:
+        arrays = curve.as_arrays()
+        buf = io.BytesIO()
+        np.savez(buf, task_names=np.asarray(names), **arrays)
+        atomic_write_bytes(staging / "curves.npz", buf.getvalue())
+        if report is not None:
+            atomic_write_json(staging / "transfer_report.json", report.to_dict())
+        atomic_write_json(staging / "config.json", {"family": fam.name, "targets": names, "seed": seed,
+                                                     "strategy": strat.to_dict(), "hyperparams": hp})  # fmt: skip
+        save_checkpoint(model, staging, manifest)
+    model.get_env().close()  # type: ignore[union-attr]
+    return FinetuneResult(model, curve, report, manifest, None)
+

@@ -1,0 +1,101 @@
+"""RL Zoo-style PPO hyperparameters: load from YAML, apply overrides, turn into SB3 kwargs."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from importlib import resources
+from typing import Any
+
+import yaml
+from stable_baselines3 import PPO
+from torch import nn
+
+from rltransfer.errors import UserError
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU}
+# Keys that are ours, not PPO's.
+RUN_KEYS = {"n_timesteps", "n_envs", "trunk_arch", "head_arch", "activation_fn", "eval_freq", "eval_episodes"}
+PPO_KEYS = set(inspect.signature(PPO.__init__).parameters) - {"self", "policy", "env", "policy_kwargs", "seed"}
+# Passed by rltransfer itself; a user value would be silently ignored, so refuse it.
+RESERVED = {"tensorboard_log", "verbose", "device", "_init_setup_model"}
+
+
+def default_hyperparams(family: str) -> dict[str, Any]:
+    """The shipped hyperparameters for ``family`` (``rltransfer/hyperparams/ppo.yml``)."""
+    text = resources.files("rltransfer").joinpath("hyperparams/ppo.yml").read_text()
+    table = yaml.safe_load(text)
+    if family not in table:
+        raise UserError(f"no PPO hyperparameters for family '{family}'; add a '{family}:' block to ppo.yml")
+    return dict(table[family])
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``key=value`` with the value read as YAML (``n_steps=64``, ``learning_rate=lin_3e-4``)."""
+    if "=" not in text:
+        raise UserError(f"hyperparameter override '{text}' must look like key=value, e.g. n_steps=64")
+    key, raw = text.split("=", 1)
+    try:
+        return key.strip(), yaml.safe_load(raw)
+    except yaml.YAMLError:
+        raise UserError(f"cannot parse the value of override '{text}'; write it as YAML (e.g. 0.001)") from None
+
+
+def resolve_hyperparams(family: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Shipped defaults updated by ``overrides``, with every key and schedule validated."""
+    hp = default_hyperparams(family)
+    hp.update(overrides or {})
+    for key, value in hp.items():
+        if key in RESERVED:
+            raise UserError(f"hyperparameter '{key}' is set by rltransfer itself; remove it")
+        if key not in PPO_KEYS and key not in RUN_KEYS:
+            raise UserError(
+                f"unknown hyperparameter '{key}'; use a PPO argument or one of {sorted(RUN_KEYS)}"
+            )
+        if isinstance(value, str) and key not in ("activation_fn",):
+            schedule(value, key)  # validate now, not at the first update
+    for key in ("n_timesteps", "n_envs", "eval_freq", "eval_episodes"):
+        if int(hp[key]) != hp[key] or hp[key] <= 0:
+            raise UserError(f"{key} must be a positive integer, got {hp[key]!r}")
+        hp[key] = int(hp[key])
+    if str(hp["activation_fn"]).lower() not in ACTIVATIONS:
+        raise UserError(f"activation_fn '{hp['activation_fn']}' unknown; choose one of {sorted(ACTIVATIONS)}")
+    return hp
+
+
+def schedule(value: Any, key: str = "value") -> float | Callable[[float], float]:
+    """``lin_0.001`` -> linear decay to 0 over training (RL Zoo convention); numbers pass through."""
+    if isinstance(value, str):
+        if value.startswith("lin_"):
+            try:
+                initial = float(value[4:])
+            except ValueError:
+                raise UserError(f"{key}='{value}' is not a schedule; write lin_<number>, e.g. lin_0.001") from None
+            return _Linear(initial)
+        try:
+            return float(value)
+        except ValueError:
+            raise UserError(f"{key}='{value}' must be a number or lin_<number>") from None
+    return value
+
+
+class _Linear:
+    """Picklable linear schedule (SB3 calls it with progress_remaining going 1 -> 0)."""
+
+    def __init__(self, initial: float) -> None:
+        self.initial = initial
+
+    def __call__(self, progress_remaining: float) -> float:
+        return progress_remaining * self.initial
+
+    def __repr__(self) -> str:
+        return f"lin_{self.initial}"
+
+
+def ppo_kwargs(hp: Mapping[str, Any]) -> dict[str, Any]:
+    """The subset of ``hp`` that PPO's constructor takes, schedules turned into callables."""
+    return {k: schedule(v, k) if isinstance(v, str) else v for k, v in hp.items() if k in PPO_KEYS}
+
+
+def activation(hp: Mapping[str, Any]) -> type[nn.Module]:
+    return ACTIVATIONS[str(hp["activation_fn"]).lower()]

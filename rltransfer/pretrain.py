@@ -1,0 +1,131 @@
+"""Source pretraining: PPO with a named trunk on one variant of a family."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from stable_baselines3.common.env_util import make_vec_env
+
+from rltransfer.checkpoint import save_checkpoint
+from rltransfer.envs import Family, Variant
+from rltransfer.evaluation import EvalCurve, PerTaskEvalCallback
+from rltransfer.hyperparams import activation, ppo_kwargs, resolve_hyperparams
+from rltransfer.io import atomic_write_json, staging_dir, versions
+from rltransfer.policies import TrunkExtractor
+from rltransfer.ppo import TransferPPO
+from rltransfer.resolve import resolve_family, resolve_variant
+from rltransfer.training import attach_logger, learn
+
+EVAL_SEED_OFFSET = 10_000
+
+
+@dataclass
+class PretrainResult:
+    model: TransferPPO
+    curve: EvalCurve
+    manifest: dict[str, Any]
+    out: Path | None
+
+
+def source_policy_kwargs(hp: Mapping[str, Any]) -> dict[str, Any]:
+    """SB3 ``MlpPolicy`` whose hidden layers shared by actor and critic are ``features_extractor.trunk``."""
+    act = activation(hp)
+    return {
+        "features_extractor_class": TrunkExtractor,
+        "features_extractor_kwargs": {"net_arch": list(hp["trunk_arch"]), "activation_fn": act},
+        "net_arch": dict(hp["head_arch"]),
+        "activation_fn": act,
+        "share_features_extractor": True,
+    }
+
+
+def pretrain(
+    family: str | Family,
+    variant: str | Variant | Mapping[str, float] = "source",
+    seed: int = 0,
+    timesteps: int | None = None,
+    hyperparams: Mapping[str, Any] | None = None,
+    out: str | Path | None = None,
+    overwrite: bool = False,
+    progress: bool = False,
+    device: str = "cpu",
+    verbose: int = 0,
+) -> PretrainResult:
+    """Train a PPO source policy; with ``out``, write ``model.zip``, ``manifest.json``, logs and curves.
+
+    Example:
+        >>> result = pretrain("cartpole", seed=0, timesteps=256, hyperparams={"n_steps": 32})  # doctest: +SKIP
+        >>> result.curve.returns[-1]  # doctest: +SKIP
+    """
+    fam = resolve_family(family)
+    var = resolve_variant(fam, variant)
+    overrides = dict(hyperparams or {})
+    if timesteps is not None:
+        overrides["n_timesteps"] = timesteps
+    hp = resolve_hyperparams(fam.name, overrides)
+    if seed < 0:
+        from rltransfer.errors import UserError
+
+        raise UserError(f"seed must be >= 0, got {seed}")
+    out_path = Path(out) if out is not None else None
+    if out_path is None:
+        return _train(fam, var, seed, hp, None, progress, device, verbose)
+    with staging_dir(out_path, overwrite=overwrite) as staging:
+        return _train(fam, var, seed, hp, staging, progress, device, verbose, final=out_path)
+
+
+def _train(
+    fam: Family,
+    var: Variant,
+    seed: int,
+    hp: dict[str, Any],
+    staging: Path | None,
+    progress: bool,
+    device: str,
+    verbose: int,
+    final: Path | None = None,
+) -> PretrainResult:
+    started = time.time()
+    env = make_vec_env(lambda: fam.make(var), n_envs=hp["n_envs"], seed=seed)
+    model = TransferPPO(
+        "MlpPolicy", env, seed=seed, device=device, verbose=verbose,
+        policy_kwargs=source_policy_kwargs(hp), **ppo_kwargs(hp),
+    )  # fmt: skip
+    attach_logger(model, staging / "logs" if staging else None, verbose)
+    from rltransfer.envs import make_eval_env
+
+    evaluator = PerTaskEvalCallback(
+        {var.name: make_eval_env(fam, var, hp["eval_episodes"])},
+        hp["eval_freq"], hp["eval_episodes"], seed + EVAL_SEED_OFFSET,
+    )  # fmt: skip
+    learn(model, hp["n_timesteps"], [evaluator], progress=progress)
+    curve = evaluator.curve
+    manifest = {
+        "kind": "source",
+        "family": fam.name,
+        "variant": {"name": var.name, "distance": var.distance, "params": fam.resolve(var.params)},
+        "seed": seed,
+        "timesteps": int(model.num_timesteps),
+        "hyperparams": hp,
+        "eval": {
+            "mean_return": curve.returns[-1][0],
+            "std_return": curve.stds[-1][0],
+            "episodes": hp["eval_episodes"],
+            "threshold": fam.threshold,
+        },
+        "curve": {"steps": curve.steps, "returns": [r[0] for r in curve.returns]},
+        "versions": versions(),
+        "command": sys.argv,
+        "wall_time_s": round(time.time() - started, 2),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    if staging is not None:
+        atomic_write_json(staging / "config.json", {"family": fam.name, "variant": var.name, "seed": seed, **hp})
+        save_checkpoint(model, staging, manifest)
+    env.close()
+    return PretrainResult(model, curve, manifest, final)

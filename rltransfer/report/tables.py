@@ -1,0 +1,109 @@
+"""Summary-table rows of comparison results, independent of the output format."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from rltransfer.compare.summary import TIE, Estimate, TaskComparison
+
+#: Flag texts; renderers emphasise them (bold negative-transfer marker, winner marker).
+NEGATIVE = "NEGATIVE TRANSFER"
+POSITIVE = "positive transfer"
+WINNER = "winner"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One arm's cells in a task table, plus its flags (subsets of the constants above)."""
+
+    cells: tuple[str, ...]
+    flags: tuple[str, ...]
+
+
+def fmt_number(value: float | None) -> str:
+    """Compact, readable number: thousands separators for large values, ``—`` for NaN."""
+    if value is None or math.isnan(value):
+        return "—"
+    if math.isinf(value):
+        return "∞" if value > 0 else "-∞"
+    magnitude = abs(value)
+    if magnitude >= 100:
+        return f"{value:,.0f}"
+    if magnitude >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def fmt_estimate(estimate: Estimate | None) -> str:
+    """``value [low, high]``, or ``—`` when there is no estimate (the baseline's own row)."""
+    if estimate is None:
+        return "—"
+    return f"{fmt_number(estimate.value)} [{fmt_number(estimate.low)}, {fmt_number(estimate.high)}]"
+
+
+def fmt_time_to_threshold(comparison: TaskComparison) -> str:
+    """Median steps to threshold and the share of runs that reached it."""
+    median = comparison.time_to_threshold_median
+    text = "not reached" if math.isinf(median) else fmt_number(median)
+    return f"{text} ({comparison.reached_fraction:.0%} reached)"
+
+
+def headers(confidence: float) -> tuple[str, ...]:
+    """Column titles of :func:`row`."""
+    ci = f"[{confidence:.0%} CI]"
+    return (
+        "arm",
+        "runs",
+        f"AUC mean {ci}",
+        f"AUC IQM {ci}",
+        f"jumpstart {ci}",
+        "time to threshold: median (reached)",
+        f"final return {ci}",
+        f"transfer ratio {ci}",
+        f"P(improvement) {ci}",
+        "flags",
+    )
+
+
+def row(comparison: TaskComparison) -> Row:
+    """Cells for one comparison; the last column (flags) is left to the renderer."""
+    metrics = comparison.metrics
+    flags = [NEGATIVE] if comparison.negative_transfer else []
+    if comparison.positive_transfer:
+        flags.append(POSITIVE)
+    if comparison.is_winner:
+        flags.append(WINNER)
+    cells = (
+        comparison.arm,
+        str(comparison.n_runs),
+        fmt_estimate(metrics["auc"].mean),
+        fmt_estimate(metrics["auc"].iqm),
+        fmt_estimate(metrics["jumpstart"].mean),
+        fmt_time_to_threshold(comparison),
+        fmt_estimate(metrics["final_return"].mean),
+        fmt_estimate(metrics["transfer_ratio"].mean),
+        fmt_estimate(comparison.prob_improvement),
+    )
+    return Row(cells=cells, flags=tuple(flags))
+
+
+def winner_sentence(comparisons: Sequence[TaskComparison]) -> str:
+    """A sentence naming the task's winner, or explaining a tie."""
+    winner = comparisons[0].winner if comparisons else ""
+    if winner == TIE:
+        return "Winner: tie — the best mean AUC's interval overlaps the runner-up's."
+    return f"Winner (highest mean AUC, interval clear of the runner-up): {winner}."
+
+
+LEGEND = (
+    "AUC is the mean evaluation return over training (trapezoidal area divided by the step span). "
+    "IQM is the interquartile mean. Jumpstart is the return before training minus the baseline's. "
+    "Final return averages the last evaluations. Transfer ratio is "
+    "(AUC - baseline AUC) / |baseline AUC|. P(improvement) is the probability that a run of the arm "
+    "has a higher AUC than a run of the baseline. Intervals are stratified bootstrap percentile "
+    "intervals over runs. NEGATIVE TRANSFER marks an arm whose AUC-difference interval to the baseline "
+    "lies entirely below 0; positive transfer, entirely above 0. The all-tasks rows pool raw returns "
+    "across tasks."
+)

@@ -1,0 +1,258 @@
+"""Load a source policy's trunk (and optionally heads) into a multi-task policy, with a full report.
+
+Source layouts understood:
+
+* rltransfer checkpoints: ``features_extractor.trunk.*`` (identity mapping), per-task
+  heads from ``mlp_extractor.policy_net``/``value_net``, ``action_net``, ``value_net``, ``log_std``;
+* plain SB3 ``MlpPolicy`` zips (RL Zoo agents): no shared layers, so the default
+  ``LayerMap`` maps the actor's hidden layers ``mlp_extractor.policy_net.*`` into the trunk
+  and the critic's are reported as skipped.
+
+Every source tensor ends up in the report as copied, skipped (with the reason) or an error.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import torch as th
+
+from rltransfer.checkpoint import Checkpoint
+from rltransfer.errors import UserError
+from rltransfer.policies import MultiTaskActorCriticPolicy
+
+Part = Literal["trunk", "pi_head", "action", "vf_head", "log_std"]
+PARTS: tuple[Part, ...] = ("trunk", "pi_head", "action", "vf_head", "log_std")
+PRESETS: dict[str, frozenset[str]] = {
+    "none": frozenset(),
+    "trunk": frozenset({"trunk"}),
+    # Everything but the action layer: fresh action head, hence fresh exploration (DESIGN.md pilot 3).
+    "no-action": frozenset({"trunk", "pi_head", "vf_head"}),
+    "heads": frozenset({"trunk", "pi_head", "action", "vf_head"}),
+    "all": frozenset(PARTS),
+}
+TRUNK = "features_extractor.trunk."
+ALIASES = ("pi_features_extractor.", "vf_features_extractor.")
+
+
+def parse_parts(spec: str | Iterable[str]) -> frozenset[str]:
+    """``"trunk"``, ``"heads"``, ``"all"``, ``"no-action"``, or parts joined by ``+`` / given as a list."""
+    items = spec.split("+") if isinstance(spec, str) else list(spec)
+    out: set[str] = set()
+    for item in items:
+        item = item.strip()
+        if item in PRESETS:
+            out |= PRESETS[item]
+        elif item in PARTS:
+            out.add(item)
+        else:
+            raise UserError(
+                f"unknown transfer part '{item}'; use {', '.join(PRESETS)} or parts {', '.join(PARTS)} joined by '+'"
+            )
+    if out and "trunk" not in out:
+        raise UserError(f"transfer parts {sorted(out)} lack 'trunk'; the trunk is what transfers, add it")
+    return frozenset(out)
+
+
+@dataclass(frozen=True)
+class LayerMap:
+    """Which source prefix becomes the target trunk; ``skip`` patterns (fnmatch) are left out knowingly."""
+
+    trunk_from: str | None = None  # None: detect (features_extractor.trunk. or mlp_extractor.policy_net.)
+    skip: tuple[str, ...] = ()
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any] | None) -> LayerMap:
+        options = options or {}
+        skip = options.get("skip", ())
+        return cls(options.get("trunk_from"), (skip,) if isinstance(skip, str) else tuple(skip))
+
+
+@dataclass
+class Entry:
+    source: str
+    target: str | None
+    status: Literal["copied", "skipped"]
+    shape: list[int]
+    reason: str = ""
+
+
+@dataclass
+class TransferReport:
+    """What happened to every source tensor, and which target parameters are frozen."""
+
+    source: str
+    source_sha256: str
+    parts: list[str]
+    entries: list[Entry] = field(default_factory=list)
+    frozen: list[str] = field(default_factory=list)
+    fresh: list[str] = field(default_factory=list)
+
+    @property
+    def copied(self) -> list[Entry]:
+        return [e for e in self.entries if e.status == "copied"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "n_copied": len(self.copied), "n_skipped": len(self.entries) - len(self.copied)}
+
+    def summary(self) -> str:
+        lines = [f"transfer from {self.source} (parts: {', '.join(self.parts) or 'none'})"]
+        for e in self.entries:
+            arrow = f" -> {e.target}" if e.target else ""
+            note = f"  ({e.reason})" if e.reason else ""
+            lines.append(f"  {e.status:8s} {e.source}{arrow} {tuple(e.shape)}{note}")
+        lines.append(f"  fresh (random init): {', '.join(self.fresh) or 'none'}")
+        lines.append(f"  frozen: {', '.join(self.frozen) or 'none'}")
+        return "\n".join(lines)
+
+
+def detect_trunk_prefix(state_dict: Mapping[str, th.Tensor], layer_map: LayerMap) -> str:
+    if layer_map.trunk_from is not None:
+        prefix = layer_map.trunk_from.rstrip(".") + "."
+        if not any(k.startswith(prefix) for k in state_dict):
+            raise UserError(f"layer map trunk_from '{prefix}' matches no source tensor; check the source's keys")
+        return prefix
+    for prefix in (TRUNK, "pi_features_extractor.trunk.", "mlp_extractor.shared_net.", "mlp_extractor.policy_net."):
+        if any(k.startswith(prefix) for k in state_dict):
+            return prefix
+    raise UserError("source has no recognisable hidden layers; give a layer map with trunk_from=<prefix>")
+
+
+def _linear_indices(state_dict: Mapping[str, th.Tensor], prefix: str) -> list[str]:
+    """Sorted sub-module indices of Linear layers under ``prefix`` (``0``, ``2``, ...)."""
+    found = {m.group(1) for k in state_dict if (m := re.match(re.escape(prefix) + r"(\d+)\.weight$", k))}
+    return sorted(found, key=int)
+
+
+def _check_shape(src_key: str, src: th.Tensor, dst_key: str, dst: th.Tensor) -> None:
+    if tuple(src.shape) != tuple(dst.shape):
+        raise UserError(
+            f"shape mismatch: source {src_key} {tuple(src.shape)} vs target {dst_key} {tuple(dst.shape)}; "
+            "match the target architecture to the source (trunk_arch/head_arch) or skip the tensor in the layer map"
+        )
+
+
+def apply_transfer(
+    policy: MultiTaskActorCriticPolicy,
+    checkpoint: Checkpoint,
+    parts: frozenset[str],
+    layer_map: LayerMap | None = None,
+    tasks: Sequence[int] | None = None,
+) -> TransferReport:
+    """Copy the selected parts of ``checkpoint`` into ``policy`` in place (call after constructing the model).
+
+    Source heads are copied into every target task's head (or those in ``tasks``).
+    """
+    layer_map = layer_map or LayerMap()
+    report = TransferReport(str(checkpoint.path), checkpoint.sha256, sorted(parts))
+    src: dict[str, th.Tensor] = {}
+    for key, value in checkpoint.state_dict.items():
+        if any(fnmatch.fnmatch(key, pat) for pat in layer_map.skip):
+            report.entries.append(Entry(key, None, "skipped", list(value.shape), "skipped by the layer map"))
+        else:
+            src[key] = value
+    targets = dict(policy.named_parameters())  # deduplicated: shared trunk appears once
+    n_tasks = policy.n_tasks
+    task_ids = list(range(n_tasks)) if tasks is None else list(tasks)
+    heads = policy.mlp_extractor
+    trunk_prefix = detect_trunk_prefix(src, layer_map)
+    pending: list[tuple[str, th.Tensor, str, th.Tensor]] = []  # (src_key, value, dst_key, dst view)
+    handled: set[str] = set()
+
+    def skip(key: str, reason: str) -> None:
+        report.entries.append(Entry(key, None, "skipped", list(src[key].shape), reason))
+        handled.add(key)
+
+    # Trunk: source Linear layers in order onto target trunk Linear layers in order.
+    src_layers = _linear_indices(src, trunk_prefix)
+    dst_layers = _linear_indices(targets, TRUNK)
+    for key in [k for k in src if k.startswith(trunk_prefix)]:
+        if "trunk" not in parts:
+            skip(key, "trunk not selected (scratch)")
+            continue
+        if len(src_layers) != len(dst_layers):
+            raise UserError(
+                f"source trunk {trunk_prefix}* has {len(src_layers)} layers, target trunk has {len(dst_layers)}; "
+                f"set trunk_arch to the source's widths"
+            )
+        idx, leaf = key[len(trunk_prefix) :].split(".", 1)
+        dst_key = f"{TRUNK}{dst_layers[src_layers.index(idx)]}.{leaf}"
+        pending.append((key, src[key], dst_key, targets[dst_key].data))
+
+    # Per-task heads from a single-task source: hidden layers, output layers, log_std.
+    def head_layers(src_prefix: str, part: str, dst_stack: str) -> None:
+        src_idx = _linear_indices(src, src_prefix)
+        dst_n = len(getattr(heads, dst_stack))
+        for key in [k for k in src if k.startswith(src_prefix)]:
+            if part not in parts:
+                skip(key, f"{part} not selected (fresh per-task head)")
+                continue
+            if len(src_idx) != dst_n:
+                raise UserError(
+                    f"source {src_prefix}* has {len(src_idx)} layers, target {dst_stack} has {dst_n}; "
+                    "set head_arch to match the source or leave this part out of 'transfer'"
+                )
+            idx, leaf = key[len(src_prefix) :].split(".", 1)
+            dst_key = f"mlp_extractor.{dst_stack}.{src_idx.index(idx)}.{leaf}"
+            for k in task_ids:
+                pending.append((key, src[key], f"{dst_key}[{k}]", targets[dst_key].data[k]))
+
+    if trunk_prefix != "mlp_extractor.policy_net.":
+        head_layers("mlp_extractor.policy_net.", "pi_head", "policy_heads")
+    head_layers("mlp_extractor.value_net.", "vf_head", "value_heads")
+
+    def output_layer(name: str, part: str, block: int) -> None:
+        w_key, b_key = f"{name}.weight", f"{name}.bias"
+        if w_key not in src:
+            return
+        if part not in parts:
+            skip(w_key, f"{part} not selected (fresh)")
+            skip(b_key, f"{part} not selected (fresh)")
+            return
+        dst_w = targets[w_key].data
+        for k in task_ids:
+            view = dst_w[:, k * block : (k + 1) * block]
+            pending.append((w_key, src[w_key], f"{w_key}[:, task {k}]", view))
+        # Output biases are shared across tasks in the multi-task policy (see policies/multitask.py).
+        pending.append((b_key, src[b_key], b_key, targets[b_key].data))
+
+    output_layer("action_net", "action", heads.head_dim_pi)
+    output_layer("value_net", "vf_head", heads.head_dim_vf)
+
+    if "log_std" in src:
+        if "log_std" not in parts:
+            skip("log_std", "log_std not selected (fresh exploration)")
+        elif src["log_std"].dim() == 2:  # gSDE: rows index the policy latent, one block per task
+            for k in task_ids:
+                view = targets["log_std"].data[k * heads.head_dim_pi : (k + 1) * heads.head_dim_pi]
+                pending.append(("log_std", src["log_std"], f"log_std[task {k}]", view))
+        else:
+            pending.append(("log_std", src["log_std"], "log_std", targets["log_std"].data))
+
+    handled |= {p[0] for p in pending}
+    for key in src:
+        if key in handled:
+            continue
+        if key.startswith(ALIASES):
+            skip(key, "alias of the shared features extractor")
+        elif trunk_prefix == "mlp_extractor.policy_net." and key.startswith("mlp_extractor.value_net."):
+            skip(key, "critic hidden layers of a plain MlpPolicy: the trunk comes from the actor")
+        else:
+            raise UserError(
+                f"source tensor '{key}' {tuple(src[key].shape)} has no place in the target policy; "
+                "add it to the layer map's skip list if leaving it out is intended"
+            )
+
+    for src_key, value, dst_key, view in pending:
+        _check_shape(src_key, value, dst_key, view)
+    with th.no_grad():
+        for src_key, value, dst_key, view in pending:
+            view.copy_(value.to(view.device, view.dtype))
+            report.entries.append(Entry(src_key, dst_key, "copied", list(value.shape)))
+    written = {p[2].split("[")[0] for p in pending}
+    report.fresh = sorted(n for n in targets if n not in written)
+    return report
