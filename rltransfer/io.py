@@ -81,9 +81,12 @@ def staging_dir(final: Path, overwrite: bool = False) -> Iterator[Path]:
         raise UserError(f"'{final}' already holds a finished run; pass --overwrite or choose another --out")
     check_writable(final.parent)
     staging = final.with_name(final.name + ".partial")
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True)
+    try:
+        if staging.exists():
+            shutil.rmtree(staging)
+        staging.mkdir(parents=True)
+    except OSError as e:
+        raise UserError(f"cannot create '{staging}' ({e.strerror}); choose a writable --out") from None
     try:
         yield staging
     except BaseException:

@@ -60,7 +60,8 @@ def test_markdown_flags_negative_transfer_and_winner(report: tuple) -> None:
     assert all("**NEGATIVE TRANSFER**" in line for line in bad)
     assert not any("NEGATIVE" in line for line in good + table_rows(markdown, "scratch"))
     assert all("**winner**" in line for line in good)
-    assert "gravity\\|15" in markdown  # pipes in names do not break the table
+    assert "| spec | specs/x.yml |" in markdown and "| seeds | [0, 1, 2, 3, 4] |" in markdown
+    assert "## gravity|15 (threshold 60)" in markdown
     assert "](plots/learning_curve_" in markdown
 
 

@@ -14,7 +14,7 @@ import numpy.typing as npt
 
 from rltransfer.compare.scores import METRICS, per_run_scores, validate_arms
 from rltransfer.compare.summary import ALL_TASKS, TaskComparison, json_float
-from rltransfer.report.files import write_csv, write_curves_npz, write_json, write_text
+from rltransfer.report.files import RESERVED_NPZ_KEYS, write_csv, write_curves_npz, write_json, write_text
 from rltransfer.report.plots import plot_learning_curves
 from rltransfer.report.tables import LEGEND, NEGATIVE, WINNER, Row, headers, row, winner_sentence
 
@@ -67,6 +67,9 @@ def write_report(
         raise ValueError("write_report needs at least one comparison (from compare_arms)")
     first = comparisons[0]
     arrays, x, limits = validate_arms(curves, steps, task_names, thresholds, first.baseline)
+    clashes = RESERVED_NPZ_KEYS.intersection(arrays)
+    if clashes:
+        raise ValueError(f"arm names {sorted(clashes)} clash with curves.npz's own keys")
     directory = Path(out_dir)
     directory.mkdir(parents=True, exist_ok=True)
     plots = plot_learning_curves(arrays, x, task_names, limits, directory / "plots", baseline=first.baseline)
@@ -128,7 +131,9 @@ def _write_scores(
 
 def _meta_rows(meta: Mapping[str, Any]) -> list[tuple[str, str]]:
     def text(value: Any) -> str:
-        return value if isinstance(value, str) else json.dumps(value, default=str)
+        if isinstance(value, Mapping | list | tuple):
+            return json.dumps(value, default=str)
+        return str(value)
 
     return [(str(key), text(value)) for key, value in meta.items()]
 

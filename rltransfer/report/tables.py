@@ -30,10 +30,12 @@ def fmt_number(value: float | None) -> str:
         return "∞" if value > 0 else "-∞"
     magnitude = abs(value)
     if magnitude >= 100:
-        return f"{value:,.0f}"
-    if magnitude >= 10:
-        return f"{value:.1f}"
-    return f"{value:.2f}"
+        text = f"{value:,.0f}"
+    elif magnitude >= 10:
+        text = f"{value:.1f}"
+    else:
+        text = f"{value:.2f}"
+    return text.removeprefix("-") if float(text.replace(",", "")) == 0 else text
 
 
 def fmt_estimate(estimate: Estimate | None) -> str:

@@ -1,0 +1,173 @@
+"""Command line: a thin layer over the Python API (``rltransfer envs|pretrain|transfer|run|report``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rltransfer.errors import UserError
+
+EXIT_USAGE = 2
+
+
+def _kv(items: Sequence[str] | None) -> dict[str, Any]:
+    from rltransfer.hyperparams import parse_override
+
+    return dict(parse_override(item) for item in items or [])
+
+
+def _variant_arg(family: str, variant: str, params: Sequence[str] | None) -> Any:
+    """``--param length=0.8`` defines a custom variant; otherwise ``--variant`` names one."""
+    if params:
+        return _kv(params)
+    return variant
+
+
+def _threads() -> None:
+    # One torch thread per run: PPO's small matrices gain nothing from more, and parallel
+    # runs side by side scale better (DESIGN.md, measured facts).
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("RLTRANSFER_TORCH_THREADS", "1")))
+
+
+def cmd_envs(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from rltransfer.envs import FAMILIES
+    from rltransfer.resolve import resolve_family
+
+    families = [resolve_family(args.family)] if args.family else list(FAMILIES.values())
+    if args.json:
+        out = []
+        for fam in families:
+            out.append({
+                "family": fam.name, "threshold": fam.threshold, "max_episode_steps": fam.max_episode_steps,
+                "params": [vars(p) for p in fam.params], "held_out": {k: list(v) for k, v in fam.held_out.items()},
+                "variants": [{"name": v.name, "distance": v.distance, "params": dict(v.params), "id": fam.env_id(v)}
+                             for v in (*fam.variants, *fam.held_out_variants())],
+            })  # fmt: skip
+        print(json.dumps(out, indent=2))
+        return 0
+    console = Console(width=max(Console().width, 110))
+    for fam in families:
+        params = Table(title=f"{fam.name}: parameters (threshold {fam.threshold:g})", title_justify="left")
+        for col in ("parameter", "default", "valid range", "meaning"):
+            params.add_column(col)
+        for p in fam.params:
+            params.add_row(p.name, f"{p.default:g}", f"[{p.low:g}, {p.high:g}]", p.doc)
+        variants = Table(title=f"{fam.name}: variants", title_justify="left")
+        for col in ("variant", "distance", "changes", "gymnasium id"):
+            variants.add_column(col)
+        for v in (*fam.variants, *fam.held_out_variants()):
+            changes = ", ".join(f"{k}={val:g}" for k, val in v.params.items()) or "(defaults)"
+            variants.add_row(v.name, v.distance, changes, fam.env_id(v))
+        console.print(params)
+        console.print(variants)
+    return 0
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from rltransfer.pretrain import pretrain
+
+    _threads()
+    variant = _variant_arg(args.family, args.variant, args.param)
+    name = args.variant if not args.param else "custom"
+    out = Path(args.out) if args.out else Path("runs") / "sources" / f"{args.family}-{name}-seed{args.seed}"
+    result = pretrain(
+        args.family, variant, seed=args.seed, timesteps=args.timesteps, hyperparams=_kv(args.hp),
+        out=out, overwrite=args.overwrite, progress=not args.quiet, device=args.device,
+    )  # fmt: skip
+    ev = result.manifest["eval"]
+    if not args.quiet:
+        print(f"source policy: {out / 'model.zip'}")
+        print(f"evaluation return {ev['mean_return']:.1f} ± {ev['std_return']:.1f} over {ev['episodes']} episodes "
+              f"after {result.manifest['timesteps']} steps (threshold {ev['threshold']:g})")  # fmt: skip
+    return 0
+
+
+def cmd_transfer(args: argparse.Namespace) -> int:
+    from rltransfer.finetune import finetune
+    from rltransfer.strategies import parse_strategy
+
+    _threads()
+    options = _kv(args.option)
+    if args.transfer:
+        options["transfer"] = args.transfer
+    strategy = parse_strategy(args.strategy, options)
+    if strategy.uses_source and not args.source:
+        raise UserError(f"strategy '{args.strategy}' needs --source PATH (a checkpoint dir or SB3 .zip)")
+    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    out = Path(args.out) if args.out else Path("runs") / "transfer" / f"{args.family}-{strategy.name}-seed{args.seed}"
+    result = finetune(
+        args.family, targets, args.source if strategy.uses_source else None, strategy, seed=args.seed,
+        timesteps=args.timesteps, hyperparams=_kv(args.hp), out=out, overwrite=args.overwrite,
+        progress=not args.quiet, device=args.device,
+    )  # fmt: skip
+    if not args.quiet:
+        if result.report is not None:
+            print(result.report.summary())
+        finals = ", ".join(f"{k} {v:.1f}" for k, v in result.manifest["final_eval"].items())
+        print(f"final evaluation: {finals}")
+        print(f"multi-task policy: {out / 'model.zip'}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rltransfer", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("envs", help="list families, variants and parameters")
+    p.add_argument("--family", help="only this family")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_envs)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--family", required=True, help="environment family (see `rltransfer envs`)")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--timesteps", type=int, help="training budget in env steps (default: the YAML's n_timesteps)")
+        p.add_argument("--hp", action="append", metavar="KEY=VALUE", help="override a PPO hyperparameter (repeatable)")
+        p.add_argument("--out", help="output directory")
+        p.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
+        p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, auto)")
+        p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+
+    p = sub.add_parser("pretrain", help="train a PPO source policy with a named trunk")
+    common(p)
+    p.add_argument("--variant", default="source", help="variant to train on (default: source)")
+    p.add_argument("--param", action="append", metavar="NAME=VALUE", help="custom variant by parameter values")
+    p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("transfer", help="fine-tune one multi-task policy on several targets")
+    common(p)
+    p.add_argument("--source", help="source checkpoint directory or any SB3 PPO .zip")
+    p.add_argument("--targets", required=True, help="comma-separated target variants")
+    p.add_argument("--strategy", default="finetune", help="scratch, zero-shot, freeze, finetune, partial:N, l2sp, gradual")
+    p.add_argument("--transfer", help="what transfers: trunk, heads, all, no-action, or parts joined by '+'")
+    p.add_argument("--option", action="append", metavar="KEY=VALUE",
+                   help="strategy option: trunk_lr_scale=0.1, coef=0.01, unfreeze_at=[0.25,0.5]")  # fmt: skip
+    p.set_defaults(func=cmd_transfer)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except UserError as e:
+        print(f"rltransfer: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("rltransfer: interrupted; finished runs are kept, rerun with --resume to continue", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
