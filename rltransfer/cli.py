@@ -119,6 +119,33 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from rltransfer.experiment.run import run_experiment
+
+    _threads()
+    result, report = run_experiment(
+        args.spec, out=args.out, seeds=args.seeds, workers=args.workers, resume=args.resume, progress=not args.quiet
+    )
+    done = len(result.finished) + len(result.skipped)
+    print(f"runs: {done} finished ({len(result.skipped)} kept from before), {len(result.failed)} failed")
+    for job, tb in result.failed:
+        print(f"  FAILED {job.label}: {tb.strip().splitlines()[-1]}  (traceback: {job.failed_marker})")
+    if report is not None:
+        print(f"report: {report / 'report.md'}  (also report.html; TensorBoard: tensorboard --logdir {result.out})")
+    if result.failed:
+        print(f"grid incomplete: rerun with --resume --out {result.out} to retry the failed runs", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from rltransfer.experiment.report import build_report
+
+    report = build_report(Path(args.dir))
+    print(f"report: {report / 'report.md'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rltransfer", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -153,6 +180,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--option", action="append", metavar="KEY=VALUE",
                    help="strategy option: trunk_lr_scale=0.1, coef=0.01, unfreeze_at=[0.25,0.5]")  # fmt: skip
     p.set_defaults(func=cmd_transfer)
+
+    p = sub.add_parser("run", help="run a transfer-vs-scratch experiment grid and write its report")
+    p.add_argument("spec", help="experiment YAML, e.g. experiments/cartpole.yaml")
+    p.add_argument("--seeds", type=int, help="number of seeds (overrides the spec)")
+    p.add_argument("--workers", type=int, help="parallel worker processes (default: all cores)")
+    p.add_argument("--out", help="output directory (default: runs/<experiment name>)")
+    p.add_argument("--resume", action="store_true", help="keep finished runs, redo unfinished and failed ones")
+    p.add_argument("--quiet", action="store_true", help="no progress display")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("report", help="(re)build the report of an experiment directory")
+    p.add_argument("dir", help="the --out directory of `rltransfer run`")
+    p.set_defaults(func=cmd_report)
     return parser
 
 

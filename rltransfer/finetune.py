@@ -23,7 +23,8 @@ from rltransfer.errors import UserError
 from rltransfer.evaluation import EvalCurve, PerTaskEvalCallback, TaskRolloutLogger, evaluate_tasks
 from rltransfer.hyperparams import activation, ppo_kwargs, resolve_hyperparams
 from rltransfer.io import atomic_write_bytes, atomic_write_json, staging_dir, versions
-from rltransfer.policies import MultiTaskActorCriticPolicy
+from rltransfer.forgetting import measure_forgetting
+from rltransfer.policies import TRUNK_PREFIX, MultiTaskActorCriticPolicy
 from rltransfer.ppo import TransferPPO
 from rltransfer.pretrain import EVAL_SEED_OFFSET
 from rltransfer.resolve import resolve_family, resolve_variant
@@ -89,11 +90,14 @@ def finetune(
     progress: bool = False,
     device: str = "cpu",
     verbose: int = 0,
+    forgetting: bool = True,
 ) -> FinetuneResult:
     """Train (or, for ``zero-shot``, only evaluate) a multi-task policy on ``targets``.
 
     ``timesteps`` counts target env steps over all tasks together. Each task gets
-    ``n_envs`` sub-environments, so every task sees data at the single-task rate.
+    ``n_envs`` sub-environments, so every task sees data at the single-task rate. With
+    ``forgetting`` and an rltransfer source, the source task is evaluated with the source
+    heads on the fine-tuned trunk (see ``rltransfer.forgetting``).
     """
     fam = resolve_family(family)
     variants = [resolve_variant(fam, t, name=f"custom{i}") for i, t in enumerate(targets)]
@@ -114,9 +118,9 @@ def finetune(
         raise UserError(f"seed must be >= 0, got {seed}")
     out_path = Path(out) if out is not None else None
     if out_path is None:
-        return _run(fam, variants, ckpt, strat, seed, hp, None, progress, device, verbose)
+        return _run(fam, variants, ckpt, strat, seed, hp, None, progress, device, verbose, forgetting)
     with staging_dir(out_path, overwrite=overwrite) as staging:
-        result = _run(fam, variants, ckpt, strat, seed, hp, staging, progress, device, verbose)
+        result = _run(fam, variants, ckpt, strat, seed, hp, staging, progress, device, verbose, forgetting)
     result.out = out_path
     return result
 
@@ -132,6 +136,7 @@ def _run(
     progress: bool,
     device: str,
     verbose: int,
+    forgetting: bool = True,
 ) -> FinetuneResult:
     started = time.time()
     model = build_model(fam, variants, hp, seed, device)
@@ -157,8 +162,13 @@ def _run(
         # the same starts scores the same at every step; experiments broadcast it over their grid.
         results = evaluate_tasks(model, eval_envs, hp["eval_episodes"], eval_seed)
         curve = EvalCurve(names, [0], [[results[t][0] for t in names]], [[results[t][1] for t in names]])
+    forgot = None
+    if forgetting and ckpt is not None and report is not None:
+        trunk = {k: v.detach().clone() for k, v in policy.state_dict().items() if k.startswith(TRUNK_PREFIX)}
+        forgot = measure_forgetting(ckpt, fam, trunk, hp["eval_episodes"], eval_seed)
     manifest = {
         "kind": "transfer" if report else "scratch",
+        "forgetting": None if forgot is None else {"before": forgot.before, "after": forgot.after, "drop": forgot.drop},
         "family": fam.name,
         "targets": [{"name": v.name, "distance": v.distance, "params": fam.resolve(v.params)} for v in variants],
         "strategy": strat.to_dict(),

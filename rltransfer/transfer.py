@@ -203,7 +203,9 @@ def apply_transfer(
 
     if trunk_prefix != "mlp_extractor.policy_net.":
         head_layers("mlp_extractor.policy_net.", "pi_head", "policy_heads")
-    head_layers("mlp_extractor.value_net.", "vf_head", "value_heads")
+        # A plain MlpPolicy's critic hidden layers read raw observations, not trunk features:
+        # they are reported as skipped below rather than mapped onto the value heads.
+        head_layers("mlp_extractor.value_net.", "vf_head", "value_heads")
 
     def output_layer(name: str, part: str, block: int) -> None:
         w_key, b_key = f"{name}.weight", f"{name}.bias"

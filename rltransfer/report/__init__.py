@@ -6,6 +6,6 @@ when a plot is drawn, not when this package is imported.
 
 from rltransfer.report.files import atomic_path, write_curves_npz
 from rltransfer.report.plots import plot_learning_curves
-from rltransfer.report.render import write_report
+from rltransfer.report.render import ExtraTable, write_report
 
-__all__ = ["atomic_path", "plot_learning_curves", "write_curves_npz", "write_report"]
+__all__ = ["ExtraTable", "atomic_path", "plot_learning_curves", "write_curves_npz", "write_report"]

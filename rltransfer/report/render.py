@@ -8,7 +8,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy.typing as npt
 
@@ -17,6 +17,15 @@ from rltransfer.compare.summary import ALL_TASKS, TaskComparison, json_float
 from rltransfer.report.files import RESERVED_NPZ_KEYS, write_csv, write_curves_npz, write_json, write_text
 from rltransfer.report.plots import plot_learning_curves
 from rltransfer.report.tables import LEGEND, NEGATIVE, WINNER, Row, headers, row, winner_sentence
+
+class ExtraTable(NamedTuple):
+    """A titled table of pre-formatted cells, with an optional explanatory note."""
+
+    title: str
+    headers: list[str]
+    rows: list[list[str]]
+    note: str = ""
+
 
 _CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
@@ -40,6 +49,7 @@ def write_report(
     task_names: Sequence[str],
     thresholds: Sequence[float] | npt.ArrayLike,
     meta: Mapping[str, Any],
+    extra_tables: Sequence[ExtraTable] = (),
 ) -> dict[str, Path]:
     """Writes the full report into ``out_dir`` (created if missing), every file atomically.
 
@@ -59,6 +69,7 @@ def write_report(
         task_names: one name per task.
         thresholds: one threshold per task.
         meta: header facts (experiment name, spec path, seeds, versions, ...).
+        extra_tables: further tables (forgetting, total-step accounting...) shown after the tasks.
 
     Returns:
         Path of every written file, keyed by its path relative to ``out_dir``.
@@ -78,9 +89,9 @@ def write_report(
     sections = _sections(comparisons, [*task_names, ALL_TASKS])
 
     written["report.md"] = write_text(
-        directory / "report.md", _markdown(title, meta, sections, plot_of, directory)
+        directory / "report.md", _markdown(title, meta, sections, plot_of, directory, extra_tables)
     )
-    written["report.html"] = write_text(directory / "report.html", _html(title, meta, sections, plot_of))
+    written["report.html"] = write_text(directory / "report.html", _html(title, meta, sections, plot_of, extra_tables))
     written["scores.csv"] = _write_scores(
         directory / "scores.csv", comparisons, arrays, x, task_names, limits
     )
@@ -93,6 +104,7 @@ def write_report(
         "tasks": list(task_names),
         "thresholds": [json_float(float(v)) for v in limits],
         "comparisons": [c.to_dict() for c in comparisons],
+        "extra_tables": [t._asdict() for t in extra_tables],
     }
     written["summary.json"] = write_json(directory / "summary.json", summary)
     return written
@@ -144,6 +156,7 @@ def _markdown(
     sections: list[tuple[str, list[TaskComparison]]],
     plot_of: Mapping[str, Path],
     directory: Path,
+    extra_tables: Sequence[ExtraTable] = (),
 ) -> str:
     def line(cells: Sequence[str]) -> str:
         return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
@@ -166,6 +179,10 @@ def _markdown(
         out += ["", winner_sentence(group), ""]
         if task in plot_of:
             out += [f"![{task} learning curves]({plot_of[task].relative_to(directory).as_posix()})", ""]
+    for extra in extra_tables:
+        out += [f"## {extra.title}", "", line(extra.headers), line(["---"] * len(extra.headers))]
+        out += [line(r) for r in extra.rows]
+        out += ["", extra.note, ""] if extra.note else [""]
     return "\n".join(out)
 
 
@@ -174,6 +191,7 @@ def _html(
     meta: Mapping[str, Any],
     sections: list[tuple[str, list[TaskComparison]]],
     plot_of: Mapping[str, Path],
+    extra_tables: Sequence[ExtraTable] = (),
 ) -> str:
     esc = html.escape
 
@@ -202,6 +220,10 @@ def _html(
         if task in plot_of:
             data = base64.b64encode(plot_of[task].read_bytes()).decode("ascii")
             parts.append(f'<img alt="{esc(task)} learning curves" src="data:image/png;base64,{data}">')
+    for extra in extra_tables:
+        parts += [f"<h2>{esc(extra.title)}</h2>", table(extra.headers, [[esc(c) for c in r] for r in extra.rows])]
+        if extra.note:
+            parts.append(f'<p class="legend">{esc(extra.note)}</p>')
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{esc(title)}</title><style>{_CSS}</style></head>\n<body>\n"

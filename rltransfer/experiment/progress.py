@@ -1,0 +1,47 @@
+"""A rich progress display over the grid: runs done / running / failed / left, elapsed, ETA."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from rltransfer.experiment.runner import Job
+
+
+class GridProgress:
+    """Event sink for ``run_grid``; prints failures as they happen."""
+
+    def __init__(self, total: int, enabled: bool = True) -> None:
+        self.console = Console(stderr=True)
+        self.enabled = enabled
+        self.running = self.failed = 0
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+            console=self.console, disable=not enabled,
+        )  # fmt: skip
+        self.task = self.progress.add_task("runs", total=total, status="")
+
+    def __enter__(self) -> GridProgress:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(None, None, None)
+
+    def __call__(self, event: str, job: Job, info: dict[str, Any]) -> None:
+        if event == "start":
+            self.running += 1
+        elif event in ("done", "failed"):
+            self.running -= 1
+            self.progress.advance(self.task)
+        elif event == "skip":
+            self.progress.advance(self.task)
+        if event == "failed":
+            self.failed += 1
+            last = info.get("traceback", "").strip().splitlines()[-1:] or ["?"]
+            self.console.print(f"[red]run failed:[/red] {job.label}: {last[0]}")
+        status = f"running {self.running}" + (f" · [red]failed {self.failed}[/red]" if self.failed else "")
+        self.progress.update(self.task, status=status)

@@ -1,0 +1,94 @@
+"""Build an experiment's report from its run directories (also the end of ``rltransfer run``)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from rltransfer.compare import ALL_TASKS, compare_arms, stratified_bootstrap_ci
+from rltransfer.errors import UserError
+from rltransfer.experiment.collect import Collected, collect
+from rltransfer.experiment.runner import EXPERIMENT_FILE
+from rltransfer.experiment.spec import ExperimentSpec, parse_spec
+from rltransfer.report import ExtraTable, write_report
+from rltransfer.report.tables import fmt_number
+
+BOOTSTRAP_REPS = 2000
+
+
+def load_experiment(out: Path) -> ExperimentSpec:
+    record = out / EXPERIMENT_FILE
+    if not record.exists():
+        raise UserError(f"'{out}' holds no {EXPERIMENT_FILE}; pass the --out directory of `rltransfer run`")
+    data = json.loads(record.read_text())
+    spec = parse_spec(data["spec"], where=str(record))
+    return replace(spec, seeds=tuple(data.get("seeds", spec.seeds)))
+
+
+def _forgetting_table(data: Collected) -> ExtraTable | None:
+    rows = []
+    for arm, values in data.forgetting.items():
+        drop = (values[:, 0] - values[:, 1])[:, None]
+        low, high = stratified_bootstrap_ci(drop, lambda x: float(np.mean(x)), reps=BOOTSTRAP_REPS)
+        rows.append([arm, str(len(values)), fmt_number(float(values[:, 0].mean())),
+                     fmt_number(float(values[:, 1].mean())),
+                     f"{fmt_number(float(drop.mean()))} [{fmt_number(low)}, {fmt_number(high)}]"])  # fmt: skip
+    if not rows:
+        return None
+    return ExtraTable(
+        "Source-task forgetting",
+        ["arm", "runs", "source return before", "after fine-tuning", "drop [95% CI]"],
+        rows,
+        "The source policy's own heads on the fine-tuned trunk, evaluated on the source task; "
+        "a positive drop means the shared features moved away from the source task.",
+    )
+
+
+def _total_steps_table(spec: ExperimentSpec, data: Collected) -> ExtraTable | None:
+    if not any(data.source_steps.values()):
+        return None
+    comps = compare_arms(data.curves, data.steps, spec.task_names, spec.thresholds,
+                         reps=BOOTSTRAP_REPS, source_steps=data.source_steps, accounting="total")  # fmt: skip
+    rows = [[c.arm, c.task, fmt_number(c.source_steps or 0.0),
+             "not reached" if np.isinf(c.time_to_threshold_median) else fmt_number(c.time_to_threshold_median),
+             f"{c.reached_fraction:.0%}"] for c in comps if c.task != ALL_TASKS]  # fmt: skip
+    return ExtraTable(
+        "Time to threshold counting source samples (total steps)",
+        ["arm", "task", "source steps", "median total steps to threshold", "reached"],
+        rows,
+        "Total steps = target steps + the source policy's pretraining steps (charged to every transfer arm).",
+    )
+
+
+def build_report(out: str | Path, spec: ExperimentSpec | None = None) -> Path:
+    """Write ``<out>/report/`` (markdown, HTML, plots, CSV, NPZ, JSON); returns the report directory."""
+    out = Path(out)
+    spec = spec or load_experiment(out)
+    data = collect(spec, out)
+    if "scratch" not in data.curves:
+        raise UserError(f"no finished scratch runs under '{out}'; the comparison needs the baseline")
+    comps = compare_arms(data.curves, data.steps, spec.task_names, spec.thresholds, reps=BOOTSTRAP_REPS,
+                         source_steps=data.source_steps, accounting="target")  # fmt: skip
+    meta = {
+        "experiment": spec.name,
+        "family": spec.family.name,
+        "mode": spec.mode,
+        "targets": ", ".join(f"{t.name} ({t.distance})" for t in spec.targets),
+        "arms": ", ".join(f"{a} ({len(s)} seeds)" for a, s in data.seeds.items()),
+        "target budget (env steps)": spec.timesteps,
+        "evaluation": f"every {spec.eval_freq} steps, {spec.eval_episodes} deterministic episodes per task",
+        "source pretraining steps": max(data.source_steps.values(), default=0),
+        "spec": str(spec.path or out / EXPERIMENT_FILE),
+    }
+    if data.failed:
+        meta["FAILED runs (excluded)"] = ", ".join(data.failed)
+    if data.missing:
+        meta["unfinished runs (excluded)"] = ", ".join(data.missing)
+    extras = [t for t in (_forgetting_table(data), _total_steps_table(spec, data)) if t is not None]
+    report_dir = out / "report"
+    write_report(report_dir, f"Transfer vs scratch: {spec.name}", comps, data.curves, data.steps,
+                 spec.task_names, spec.thresholds, meta, extra_tables=extras)  # fmt: skip
+    return report_dir

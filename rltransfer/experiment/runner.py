@@ -1,0 +1,214 @@
+"""Run an experiment grid: pretrain (or reuse) the source, then every (arm, seed) in parallel workers.
+
+Each run builds its directory as ``<dir>.partial`` and renames it into place when complete,
+so a directory ``<out>/<arm>/seed<k>/`` exists only for a finished run; ``--resume`` skips
+those and redoes the rest.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+import traceback
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rltransfer.checkpoint import MANIFEST_FILE, load_checkpoint
+from rltransfer.envs import Variant
+from rltransfer.errors import UserError
+from rltransfer.experiment.spec import Arm, ExperimentSpec
+from rltransfer.io import atomic_write_json, check_writable, versions
+
+EXPERIMENT_FILE = "experiment.json"
+
+
+@dataclass(frozen=True)
+class Job:
+    """One training run of the grid."""
+
+    arm: Arm
+    seed: int
+    targets: tuple[Variant, ...]
+    run_dir: Path
+
+    @property
+    def label(self) -> str:
+        return str(self.run_dir)
+
+    @property
+    def failed_marker(self) -> Path:
+        return self.run_dir.with_name(self.run_dir.name + ".failed.json")
+
+    @property
+    def finished(self) -> bool:
+        return (self.run_dir / MANIFEST_FILE).exists()
+
+
+@dataclass
+class GridResult:
+    out: Path
+    finished: list[Job] = field(default_factory=list)
+    failed: list[tuple[Job, str]] = field(default_factory=list)
+    skipped: list[Job] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return not self.failed
+
+
+def plan_jobs(spec: ExperimentSpec, out: Path) -> list[Job]:
+    """Every (arm, seed) run; in per-target mode every (arm, seed, target)."""
+    jobs = []
+    for arm in spec.arms:
+        for seed in spec.seeds:
+            base = out / arm.dirname / f"seed{seed}"
+            if spec.mode == "multitask":
+                jobs.append(Job(arm, seed, spec.targets, base))
+            else:
+                jobs.extend(Job(arm, seed, (t,), base / t.name) for t in spec.targets)
+    return jobs
+
+
+def prepare_out(spec: ExperimentSpec, out: Path, resume: bool) -> None:
+    """Claim ``out`` for this experiment, refusing another experiment's directory."""
+    check_writable(out)
+    record = out / EXPERIMENT_FILE
+    if record.exists():
+        import json
+
+        try:
+            previous = json.loads(record.read_text())
+        except (OSError, ValueError):
+            raise UserError(f"'{record}' is unreadable; choose another --out or remove it") from None
+        if previous.get("fingerprint") != spec.fingerprint():
+            raise UserError(
+                f"'{out}' holds runs of a different experiment ('{previous.get('name')}', another spec); "
+                "choose another --out"
+            )
+        if not resume:
+            raise UserError(f"'{out}' already holds runs of this experiment; pass --resume to continue it")
+    elif out.exists() and any(out.iterdir()):
+        raise UserError(f"'{out}' is not empty and holds no {EXPERIMENT_FILE}; choose an empty or new --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create '{out}' ({e.strerror}); choose a writable --out") from None
+    atomic_write_json(record, {
+        "name": spec.name, "fingerprint": spec.fingerprint(), "spec": spec.raw,
+        "spec_path": str(spec.path) if spec.path else None, "versions": versions(), "seeds": list(spec.seeds),
+    })  # fmt: skip
+
+
+def ensure_source(spec: ExperimentSpec, out: Path, progress: bool) -> Path:
+    """The source checkpoint: the spec's, or pretrained once into ``<out>/source``."""
+    if spec.source.checkpoint is not None:
+        load_checkpoint(spec.source.checkpoint)  # validate before any run starts
+        return spec.source.checkpoint
+    source_dir = out / "source"
+    if not (source_dir / MANIFEST_FILE).exists():
+        from rltransfer.pretrain import pretrain
+
+        pretrain(
+            spec.family, spec.source.variant, seed=spec.source.seed, timesteps=spec.source.timesteps,
+            hyperparams=spec.source.hyperparams, out=source_dir, overwrite=False, progress=progress,
+        )  # fmt: skip
+    return source_dir
+
+
+def preflight(spec: ExperimentSpec, source: Path) -> None:
+    """Apply every arm's transfer to a throwaway model so mapping errors stop the grid before training."""
+    from rltransfer.finetune import build_model, source_architecture
+    from rltransfer.hyperparams import resolve_hyperparams
+    from rltransfer.transfer import apply_transfer
+
+    ckpt = load_checkpoint(source)
+    overrides = {**source_architecture(ckpt), **spec.target_hyperparams()}
+    hp = resolve_hyperparams(spec.family.name, overrides)
+    for arm in spec.arms:
+        if arm.strategy.uses_source:
+            targets = spec.targets if spec.mode == "multitask" else spec.targets[:1]
+            model = build_model(spec.family, list(targets), hp, seed=0)
+            apply_transfer(model.policy, ckpt, arm.strategy.transfer, arm.strategy.layer_map)  # type: ignore[arg-type]
+            model.get_env().close()  # type: ignore[union-attr]
+
+
+def execute_job(job: Job, spec: ExperimentSpec, source: str | None) -> dict[str, Any]:
+    """Worker entry point: one run, errors captured as a traceback (the grid goes on)."""
+    import torch
+
+    torch.set_num_threads(1)
+    from rltransfer.finetune import finetune
+
+    started = time.time()
+    try:
+        finetune(
+            spec.family, list(job.targets), source if job.arm.strategy.uses_source else None, job.arm.strategy,
+            seed=job.seed, hyperparams=spec.target_hyperparams(), out=job.run_dir, overwrite=False,
+            forgetting=spec.forgetting,
+        )  # fmt: skip
+    except Exception:
+        return {"ok": False, "traceback": traceback.format_exc(), "seconds": time.time() - started}
+    return {"ok": True, "seconds": time.time() - started}
+
+
+def run_grid(
+    spec: ExperimentSpec,
+    out: Path,
+    source: Path,
+    workers: int,
+    on_event: Callable[[str, Job, dict[str, Any]], None] | None = None,
+) -> GridResult:
+    """Run every unfinished job, ``workers`` at a time; report events ``start``/``done``/``failed``/``skip``."""
+    result = GridResult(out)
+    notify = on_event or (lambda *_: None)
+    todo = []
+    for job in plan_jobs(spec, out):
+        if job.finished:
+            result.skipped.append(job)
+            notify("skip", job, {})
+        else:
+            job.failed_marker.unlink(missing_ok=True)
+            todo.append(job)
+    src = str(source)
+
+    def record(job: Job, outcome: dict[str, Any]) -> None:
+        if outcome["ok"]:
+            result.finished.append(job)
+            notify("done", job, outcome)
+        else:
+            atomic_write_json(job.failed_marker, {"run": str(job.run_dir), **outcome})
+            result.failed.append((job, outcome["traceback"]))
+            notify("failed", job, outcome)
+
+    if workers <= 1:
+        for job in todo:
+            notify("start", job, {})
+            record(job, execute_job(job, spec, src))
+        return result
+    # spawn: workers start clean (no inherited torch threads or open env handles).
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        pending: dict[Future[dict[str, Any]], Job] = {}
+        queue = list(todo)
+        while queue or pending:
+            while queue and len(pending) < workers:
+                job = queue.pop(0)
+                pending[pool.submit(execute_job, job, spec, src)] = job
+                notify("start", job, {})
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                job = pending.pop(fut)
+                try:
+                    outcome = fut.result()
+                except Exception:  # the worker process itself died
+                    outcome = {"ok": False, "traceback": traceback.format_exc()}
+                record(job, outcome)
+    return result
+
+
+def default_workers() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)

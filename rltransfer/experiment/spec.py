@@ -1,0 +1,256 @@
+"""Experiment specs: YAML describing source, targets, arms, seeds, budget and evaluation.
+
+Every key is checked; an unknown or malformed one is reported with its line number.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from rltransfer.envs import Family, Variant
+from rltransfer.errors import UserError
+from rltransfer.hyperparams import resolve_hyperparams
+from rltransfer.resolve import resolve_family, resolve_variant
+from rltransfer.strategies import Strategy, parse_strategy
+
+Mode = Literal["multitask", "per-target"]
+TOP_KEYS = {"name", "family", "source", "targets", "arms", "seeds", "timesteps", "eval", "thresholds",
+            "mode", "hyperparams", "forgetting", "description"}  # fmt: skip
+SOURCE_KEYS = {"variant", "params", "timesteps", "seed", "checkpoint", "hyperparams"}
+EVAL_KEYS = {"freq", "episodes"}
+ARM_KEYS = {"name", "strategy", "transfer", "trunk_lr_scale", "coef", "unfreeze_at", "layer_map"}
+TARGET_KEYS = {"name", "variant", "params"}
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One arm of the comparison: a display name and its fine-tuning strategy."""
+
+    name: str
+    strategy: Strategy
+
+    @property
+    def dirname(self) -> str:
+        return re.sub(r"[^A-Za-z0-9_.-]+", "-", self.name)
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    variant: Variant
+    timesteps: int | None
+    seed: int
+    checkpoint: Path | None
+    hyperparams: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ExperimentSpec:
+    """A resolved experiment: every name checked, every default filled in."""
+
+    name: str
+    family: Family
+    source: SourceSpec
+    targets: tuple[Variant, ...]
+    arms: tuple[Arm, ...]
+    seeds: tuple[int, ...]
+    timesteps: int
+    eval_freq: int
+    eval_episodes: int
+    thresholds: tuple[float, ...]
+    mode: Mode
+    hyperparams: dict[str, Any]
+    forgetting: bool
+    raw: dict[str, Any] = field(compare=False, repr=False)
+    path: Path | None = None
+
+    @property
+    def task_names(self) -> list[str]:
+        return [t.name for t in self.targets]
+
+    def target_hyperparams(self) -> dict[str, Any]:
+        """PPO settings shared by every arm (budget and evaluation included)."""
+        return {**self.hyperparams, "n_timesteps": self.timesteps, "eval_freq": self.eval_freq,
+                "eval_episodes": self.eval_episodes}  # fmt: skip
+
+    def fingerprint(self) -> str:
+        """Hash of everything but the seeds: runs of the same fingerprint are comparable."""
+        body = {k: v for k, v in self.raw.items() if k not in ("seeds", "description")}
+        return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _lines(node: yaml.Node, prefix: str = "") -> dict[str, int]:
+    """Map ``a.b.c`` key paths to 1-based line numbers, for error messages."""
+    out: dict[str, int] = {}
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            path = f"{prefix}{key.value}"
+            out[path] = key.start_mark.line + 1
+            out.update(_lines(value, path + "."))
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            out[f"{prefix}{i}"] = item.start_mark.line + 1
+            out.update(_lines(item, f"{prefix}{i}."))
+    return out
+
+
+class _Ctx:
+    def __init__(self, where: str, lines: dict[str, int]) -> None:
+        self.where, self.lines = where, lines
+
+    def fail(self, path: str, message: str) -> UserError:
+        line = self.lines.get(path)
+        at = f"{self.where}:{line}" if line else self.where
+        return UserError(f"{at}: {message}")
+
+    def check_keys(self, mapping: Any, allowed: set[str], path: str) -> dict[str, Any]:
+        if not isinstance(mapping, dict):
+            raise self.fail(path, f"'{path or 'spec'}' must be a mapping of keys to values")
+        for key in mapping:
+            if key not in allowed:
+                raise self.fail(f"{path}.{key}" if path else str(key),
+                                f"unknown key '{key}'{' in ' + path if path else ''}; allowed: {', '.join(sorted(allowed))}")  # fmt: skip
+        return mapping
+
+    def positive_int(self, value: Any, path: str) -> int:
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise self.fail(path, f"'{path}' must be a positive integer, got {value!r}")
+        return value
+
+
+def load_spec(path: str | Path) -> ExperimentSpec:
+    """Read and validate a YAML experiment spec."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"spec '{p}' not found; pass a YAML file such as experiments/cartpole.yaml")
+    text = p.read_text()
+    try:
+        node = yaml.compose(text)
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        raise UserError(f"{p}{line}: malformed YAML ({getattr(e, 'problem', e)}); fix the syntax") from None
+    spec = parse_spec(raw, where=str(p), lines=_lines(node) if node is not None else {})
+    return ExperimentSpec(**{**spec.__dict__, "path": p})
+
+
+def parse_spec(raw: Any, where: str = "spec", lines: dict[str, int] | None = None) -> ExperimentSpec:
+    """Validate a spec given as a dict (``load_spec`` adds line numbers)."""
+    ctx = _Ctx(where, lines or {})
+    raw = ctx.check_keys(raw, TOP_KEYS, "")
+    for key in ("family", "targets", "arms"):
+        if key not in raw:
+            raise ctx.fail("", f"missing required key '{key}'")
+    try:
+        family = resolve_family(str(raw["family"]))
+    except UserError as e:
+        raise ctx.fail("family", str(e)) from None
+    name = str(raw.get("name", family.name))
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise ctx.fail("name", f"name '{name}' may hold only letters, digits, '_', '.', '-'")
+
+    src = ctx.check_keys(raw.get("source", {}) or {}, SOURCE_KEYS, "source")
+    try:
+        src_variant = resolve_variant(family, src["params"], "source-custom") if "params" in src \
+            else resolve_variant(family, str(src.get("variant", "source")))  # fmt: skip
+    except UserError as e:
+        raise ctx.fail("source", str(e)) from None
+    checkpoint = Path(src["checkpoint"]) if src.get("checkpoint") else None
+    source = SourceSpec(
+        src_variant,
+        ctx.positive_int(src["timesteps"], "source.timesteps") if "timesteps" in src else None,
+        int(src.get("seed", 0)),
+        checkpoint,
+        dict(src.get("hyperparams", {}) or {}),
+    )
+
+    targets_raw = raw["targets"]
+    if not isinstance(targets_raw, list) or not targets_raw:
+        raise ctx.fail("targets", "'targets' must be a non-empty list of variant names or {name, params}")
+    targets: list[Variant] = []
+    for i, t in enumerate(targets_raw):
+        try:
+            if isinstance(t, str):
+                targets.append(resolve_variant(family, t))
+            else:
+                t = ctx.check_keys(t, TARGET_KEYS, f"targets.{i}")
+                if "params" in t:
+                    targets.append(resolve_variant(family, t["params"], name=str(t.get("name", f"custom{i}"))))
+                else:
+                    targets.append(resolve_variant(family, str(t.get("variant", t.get("name")))))
+        except UserError as e:
+            raise ctx.fail(f"targets.{i}", str(e)) from None
+    names = [t.name for t in targets]
+    if len(set(names)) != len(names):
+        raise ctx.fail("targets", f"target names must be distinct, got {names}")
+
+    arms = _parse_arms(ctx, raw["arms"])
+    seeds_raw = raw.get("seeds", 3)
+    if isinstance(seeds_raw, list):
+        if not seeds_raw or any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in seeds_raw):
+            raise ctx.fail("seeds", f"seeds must be non-negative integers, got {seeds_raw}")
+        seeds = tuple(seeds_raw)
+    else:
+        seeds = tuple(range(ctx.positive_int(seeds_raw, "seeds")))
+
+    ev = ctx.check_keys(raw.get("eval", {}) or {}, EVAL_KEYS, "eval")
+    overrides = dict(raw.get("hyperparams", {}) or {})
+    try:
+        hp = resolve_hyperparams(family.name, overrides)
+    except UserError as e:
+        raise ctx.fail("hyperparams", str(e)) from None
+    timesteps = ctx.positive_int(raw.get("timesteps", hp["n_timesteps"]), "timesteps")
+    eval_freq = ctx.positive_int(ev.get("freq", hp["eval_freq"]), "eval.freq")
+    eval_episodes = ctx.positive_int(ev.get("episodes", hp["eval_episodes"]), "eval.episodes")
+
+    thr_raw = raw.get("thresholds", {}) or {}
+    if isinstance(thr_raw, int | float):
+        thresholds = tuple(float(thr_raw) for _ in targets)
+    else:
+        thr_raw = ctx.check_keys(thr_raw, set(names), "thresholds")
+        thresholds = tuple(float(thr_raw.get(n, family.threshold)) for n in names)
+
+    mode = raw.get("mode", "multitask")
+    if mode not in ("multitask", "per-target"):
+        raise ctx.fail("mode", f"mode '{mode}' unknown; use 'multitask' or 'per-target'")
+    return ExperimentSpec(
+        name=name, family=family, source=source, targets=tuple(targets), arms=arms, seeds=seeds,
+        timesteps=timesteps, eval_freq=eval_freq, eval_episodes=eval_episodes, thresholds=thresholds,
+        mode=mode, hyperparams=overrides, forgetting=bool(raw.get("forgetting", True)), raw=raw,
+    )  # fmt: skip
+
+
+def _parse_arms(ctx: _Ctx, arms_raw: Any) -> tuple[Arm, ...]:
+    if not isinstance(arms_raw, list) or not arms_raw:
+        raise ctx.fail("arms", "'arms' must be a non-empty list, e.g. [scratch, freeze, finetune]")
+    arms: list[Arm] = []
+    for i, a in enumerate(arms_raw):
+        path = f"arms.{i}"
+        if isinstance(a, str):
+            name, strategy, options = a, a, {}
+        else:
+            a = ctx.check_keys(a, ARM_KEYS, path)
+            strategy = str(a.get("strategy", a.get("name", "")))
+            name = str(a.get("name", strategy))
+            options = {k: v for k, v in a.items() if k not in ("name", "strategy")}
+        try:
+            arms.append(Arm(name, parse_strategy(strategy, options)))
+        except UserError as e:
+            raise ctx.fail(path, str(e)) from None
+    names = [a.name for a in arms]
+    if len(set(names)) != len(names):
+        raise ctx.fail("arms", f"arm names must be distinct, got {names}; give repeated strategies a 'name'")
+    if "scratch" not in names:
+        raise ctx.fail("arms", "arms must include 'scratch', the baseline every transfer arm is compared with")
+    if len({a.dirname for a in arms}) != len(arms):
+        raise ctx.fail("arms", f"arm names {names} collide as directory names; rename one")
+    return tuple(arms)
