@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 from gymnasium.envs.classic_control.acrobot import AcrobotEnv
-
 from rltransfer.envs.family import Family, Param, Variant
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from gymnasium.envs.classic_control.cartpole import CartPoleEnv
-
 from rltransfer.envs.family import Family, Param, Variant
 
 

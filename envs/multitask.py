@@ -7,10 +7,9 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from rltransfer.envs.family import Family, Variant
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
-
-from rltransfer.envs.family import Family, Variant
 
 
 class TaskIdWrapper(gym.ObservationWrapper):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gymnasium as gym
-
 from rltransfer.envs.acrobot import ACROBOT
 from rltransfer.envs.cartpole import CARTPOLE
 from rltransfer.envs.family import Family

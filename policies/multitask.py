@@ -16,11 +16,10 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch as th
+from rltransfer.policies.trunk import build_trunk
 from stable_baselines3.common.policies import MultiInputActorCriticPolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
-
-from rltransfer.policies.trunk import build_trunk
 
 
 def task_one_hot(task_id: th.Tensor, n_tasks: int) -> th.Tensor:

@@ -1,1 +1,36 @@
-"""rltransfer: RL policy transfer with honest comparisons against scratch."""
+"""rltransfer: RL policy transfer with honest comparisons against scratch.
+
+Public API: :func:`pretrain`, :func:`finetune`, :func:`run_experiment`, :func:`load_checkpoint`,
+:func:`parse_strategy`, :func:`load_spec`, :func:`build_report`.
+"""
+
+from rltransfer.checkpoint import Checkpoint, load_checkpoint
+from rltransfer.errors import UserError
+from rltransfer.experiment.report import build_report
+from rltransfer.experiment.run import run_experiment
+from rltransfer.experiment.spec import ExperimentSpec, load_spec
+from rltransfer.finetune import FinetuneResult, finetune
+from rltransfer.pretrain import PretrainResult, pretrain
+from rltransfer.strategies import Strategy, parse_strategy
+from rltransfer.transfer import LayerMap, TransferReport, apply_transfer
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Checkpoint",
+    "ExperimentSpec",
+    "FinetuneResult",
+    "LayerMap",
+    "PretrainResult",
+    "Strategy",
+    "TransferReport",
+    "UserError",
+    "apply_transfer",
+    "build_report",
+    "finetune",
+    "load_checkpoint",
+    "load_spec",
+    "parse_strategy",
+    "pretrain",
+    "run_experiment",
+]

@@ -21,9 +21,9 @@ from rltransfer.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from rltransfer.envs import Family, Variant, make_eval_env, make_multitask_vec_env
 from rltransfer.errors import UserError
 from rltransfer.evaluation import EvalCurve, PerTaskEvalCallback, TaskRolloutLogger, evaluate_tasks
+from rltransfer.forgetting import measure_forgetting
 from rltransfer.hyperparams import activation, ppo_kwargs, resolve_hyperparams
 from rltransfer.io import atomic_write_bytes, atomic_write_json, staging_dir, versions
-from rltransfer.forgetting import measure_forgetting
 from rltransfer.policies import TRUNK_PREFIX, MultiTaskActorCriticPolicy
 from rltransfer.ppo import TransferPPO
 from rltransfer.pretrain import EVAL_SEED_OFFSET

@@ -13,7 +13,8 @@ class TransferPPO(PPO):
 
     SB3's ``_update_learning_rate`` sets every group's rate to the schedule's value before
     each update, which would erase per-layer rates; here each group gets
-    ``schedule(progress) * lr_scale``. Saved zips load with plain ``PPO.load``.
+    ``schedule(progress) * lr_scale``. Saved zips load with plain ``PPO.load`` (the optimizer
+    state is saved in the single-group layout plain PPO builds).
     """
 
     def _update_learning_rate(self, optimizers: list[th.optim.Optimizer] | th.optim.Optimizer) -> None:
@@ -45,10 +46,30 @@ class TransferPPO(PPO):
         lr = self.lr_schedule(1.0)
         policy.optimizer = policy.optimizer_class(param_groups, lr=lr, **policy.optimizer_kwargs)
 
-    def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
-        state_dicts, variables = super()._get_torch_save_params()
-        # A multi-group optimizer state would not load into plain PPO's single-group
-        # optimizer; the weights are what a transferred model is for.
-        if len(self.policy.optimizer.param_groups) > 1:
-            state_dicts = [s for s in state_dicts if s != "policy.optimizer"]
-        return state_dicts, variables
+    def get_parameters(self) -> dict[str, dict]:
+        params = super().get_parameters()
+        optimizer = self.policy.optimizer
+        if len(optimizer.param_groups) > 1:
+            # Plain PPO.load expects the single-group optimizer SB3 builds from
+            # ``policy.parameters()``; save the same moments in that layout.
+            params["policy.optimizer"] = single_group_state(optimizer, list(self.policy.parameters()))
+        return params
+
+
+def single_group_state(optimizer: th.optim.Optimizer, params: Sequence[th.nn.Parameter]) -> dict:
+    """``optimizer.state_dict()`` re-indexed as one group over ``params`` (in that order).
+
+    Per-group settings other than the first group's (``lr_scale``, rates) are dropped: the
+    learning rate is re-set from the schedule at every update anyway.
+    """
+    state = optimizer.state_dict()
+    position = {id(p): i for i, p in enumerate(params)}
+    old_index = {}
+    for group, saved in zip(optimizer.param_groups, state["param_groups"], strict=True):
+        for p, idx in zip(group["params"], saved["params"], strict=True):
+            old_index[idx] = position[id(p)]
+    first = {k: v for k, v in state["param_groups"][0].items() if k not in ("params", "name", "lr_scale")}
+    return {
+        "state": {old_index[i]: v for i, v in state["state"].items()},
+        "param_groups": [{**first, "params": list(range(len(params)))}],
+    }

@@ -9,9 +9,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import pytest
-from gymnasium.utils.env_checker import check_env
-
 import rltransfer.envs
+from gymnasium.utils.env_checker import check_env
 from rltransfer.envs import FAMILIES, Family, get_family, make_multitask_vec_env
 
 ENV_IDS = sorted(i for i in gym.registry if i.startswith("rltransfer/"))

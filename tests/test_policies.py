@@ -8,11 +8,11 @@ from typing import Any
 import numpy as np
 import pytest
 import torch as th
-from stable_baselines3 import PPO
-
 from rltransfer.envs import get_family, make_multitask_vec_env
 from rltransfer.policies import TRUNK_PREFIX, MultiTaskActorCriticPolicy, TaskLinear
 from rltransfer.policies.multitask import task_one_hot
+from stable_baselines3 import PPO
+
 from rltransfer.ppo import TransferPPO
 
 HEAD = 16

@@ -18,6 +18,7 @@ from rltransfer.report.files import RESERVED_NPZ_KEYS, write_csv, write_curves_n
 from rltransfer.report.plots import plot_learning_curves
 from rltransfer.report.tables import LEGEND, NEGATIVE, WINNER, Row, headers, row, winner_sentence
 
+
 class ExtraTable(NamedTuple):
     """A titled table of pre-formatted cells, with an optional explanatory note."""
 
