@@ -5,16 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import importlib
+
 import numpy as np
 import pytest
 import torch as th
-
-import rltransfer.finetune as finetune_module
+from stable_baselines3.common.logger import configure
 from rltransfer.checkpoint import load_checkpoint
 from rltransfer.errors import UserError
 from rltransfer.finetune import FinetuneResult, finetune
 from rltransfer.ppo import TransferPPO
 from rltransfer.strategies import GradualUnfreeze, parse_strategy, trunk_layers
+
+# The module, not the function of the same name that ``rltransfer/__init__.py`` re-exports.
+finetune_module = importlib.import_module("rltransfer.finetune")
 
 BOTTOM = ("features_extractor.trunk.0.weight", "features_extractor.trunk.0.bias")
 TOP = ("features_extractor.trunk.2.weight", "features_extractor.trunk.2.bias")
@@ -194,6 +198,7 @@ def test_gradual_never_reaching_a_fraction_keeps_that_layer(
 
 class _FakeModel:
     num_timesteps = 0
+    logger = configure(None, [])
 
 
 def test_gradual_unfreeze_callback() -> None:

@@ -1,0 +1,178 @@
+"""Experiment specs, the grid runner, resume, determinism and the report, at tiny budgets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+
+from rltransfer.errors import UserError
+from rltransfer.experiment.report import build_report
+from rltransfer.experiment.run import run_experiment
+from rltransfer.experiment.spec import load_spec, parse_spec
+
+HP = {"n_steps": 32, "batch_size": 32, "n_epochs": 1, "n_envs": 1}
+
+
+def tiny_spec(**changes: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "name": "tiny",
+        "family": "cartpole",
+        "source": {"timesteps": 256, "hyperparams": HP},
+        "targets": ["long", {"name": "mine", "params": {"length": 0.9}}],
+        "arms": ["scratch", "zero-shot", "freeze", {"name": "ft-heads", "strategy": "finetune", "transfer": "heads"}],
+        "seeds": 2,
+        "timesteps": 192,
+        "eval": {"freq": 64, "episodes": 2},
+        "hyperparams": HP,
+    }
+    spec.update(changes)
+    return spec
+
+
+def write(tmp_path: Path, spec: dict[str, Any], name: str = "spec.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def test_shipped_specs_parse() -> None:
+    for path in sorted(Path("experiments").glob("*.yaml")):
+        spec = load_spec(path)
+        assert "scratch" in [a.name for a in spec.arms], path
+
+
+def test_unknown_key_names_key_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("family: cartpole\ntargets: [long]\narms: [scratch]\nsedes: 3\n")
+    with pytest.raises(UserError, match=r"bad.yaml:4: unknown key 'sedes'"):
+        load_spec(path)
+
+
+def test_malformed_yaml_names_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("family: cartpole\ntargets: [long\narms: [scratch]\n")
+    with pytest.raises(UserError, match=r"bad.yaml:\d+: malformed YAML"):
+        load_spec(path)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"family": "nope"}, "unknown family 'nope'"),
+        ({"targets": ["nope"]}, "no variant 'nope'"),
+        ({"targets": [{"name": "x", "params": {"length": 99}}]}, "outside its valid range"),
+        ({"arms": ["scratch", "warp"]}, "unknown strategy 'warp'"),
+        ({"arms": ["freeze"]}, "must include 'scratch'"),
+        ({"arms": ["scratch", "freeze", "freeze"]}, "distinct"),
+        ({"seeds": 0}, "positive integer"),
+        ({"seeds": [-1]}, "non-negative"),
+        ({"timesteps": -5}, "positive integer"),
+        ({"eval": {"freq": 0}}, "positive integer"),
+        ({"eval": {"every": 10}}, "unknown key 'every'"),
+        ({"mode": "both"}, "mode 'both' unknown"),
+        ({"thresholds": {"nope": 1}}, "unknown key 'nope'"),
+        ({"hyperparams": {"n_stepz": 3}}, "unknown hyperparameter 'n_stepz'"),
+        ({"arms": ["scratch", {"strategy": "partial:x"}]}, "partial:N"),
+    ],
+)
+def test_bad_specs(changes: dict[str, Any], message: str) -> None:
+    with pytest.raises(UserError, match=message):
+        parse_spec(tiny_spec(**changes))
+
+
+def test_grid_runs_reports_and_resumes(tmp_path: Path) -> None:
+    spec_path = write(tmp_path, tiny_spec())
+    out = tmp_path / "exp"
+    result, report = run_experiment(spec_path, out=out, workers=1, progress=False)
+    assert result.complete and len(result.finished) == 8
+    assert report is not None
+    for name in ("report.md", "report.html", "scores.csv", "curves.npz", "summary.json"):
+        assert (report / name).exists(), name
+    assert (out / "experiment.json").exists() and (out / "source" / "model.zip").exists()
+    run = out / "freeze" / "seed1"
+    for name in ("model.zip", "manifest.json", "config.json", "curves.npz", "transfer_report.json"):
+        assert (run / name).exists(), name
+    assert list((run / "logs").glob("events.out.tfevents.*"))
+    assert list((out / "_layout").glob("events.out.tfevents.*"))
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["source"]["zip_sha256"] == json.loads((out / "source" / "manifest.json").read_text())["zip_sha256"]
+    assert manifest["forgetting"] is not None and manifest["forgetting"]["drop"] == 0.0  # frozen trunk
+    md = (report / "report.md").read_text()
+    assert "## long" in md and "## mine" in md and "Source-task forgetting" in md
+    with np.load(report / "curves.npz") as data:
+        assert data["scratch"].shape == (2, 2, len(data["steps"]))
+        assert data["zero-shot"].shape == data["scratch"].shape
+
+    # Without --resume the directory is refused; with it, finished runs are kept untouched.
+    with pytest.raises(UserError, match="--resume"):
+        run_experiment(spec_path, out=out, workers=1, progress=False)
+    before = (run / "model.zip").stat().st_mtime_ns
+    result2, _ = run_experiment(spec_path, out=out, workers=1, progress=False, resume=True)
+    assert len(result2.skipped) == 8 and not result2.finished
+    assert (run / "model.zip").stat().st_mtime_ns == before
+
+    # An unfinished run (directory gone) is redone; more seeds extend the grid.
+    import shutil
+
+    shutil.rmtree(out / "scratch" / "seed0")
+    result3, _ = run_experiment(spec_path, out=out, workers=1, progress=False, resume=True, seeds=3)
+    assert {(j.arm.name, j.seed) for j in result3.finished} == {("scratch", 0)} | {
+        (a, 2) for a in ("scratch", "zero-shot", "freeze", "ft-heads")
+    }
+
+    # Another experiment's directory is refused.
+    other = write(tmp_path, tiny_spec(targets=["long"]), "other.yaml")
+    with pytest.raises(UserError, match="different experiment"):
+        run_experiment(other, out=out, workers=1, progress=False, resume=True)
+
+    # The report can be rebuilt from the directory alone.
+    assert build_report(out) == report
+
+
+def test_parallel_workers_match_serial(tmp_path: Path) -> None:
+    """Same spec and seeds: bit-identical curves from 1 worker and from 2 worker processes."""
+    spec = tiny_spec(arms=["scratch", "freeze"], targets=["long"])
+    serial, _ = run_experiment(write(tmp_path, spec), out=tmp_path / "a", workers=1, progress=False)
+    parallel, _ = run_experiment(write(tmp_path, spec), out=tmp_path / "b", workers=2, progress=False)
+    assert serial.complete and parallel.complete
+    for arm in ("scratch", "freeze"):
+        for seed in (0, 1):
+            with np.load(tmp_path / "a" / arm / f"seed{seed}" / "curves.npz") as a, np.load(
+                tmp_path / "b" / arm / f"seed{seed}" / "curves.npz"
+            ) as b:
+                np.testing.assert_array_equal(a["returns"], b["returns"])
+                np.testing.assert_array_equal(a["steps"], b["steps"])
+    assert (tmp_path / "a" / "report" / "scores.csv").read_text() == (tmp_path / "b" / "report" / "scores.csv").read_text()
+
+
+def test_per_target_mode(tmp_path: Path) -> None:
+    spec = tiny_spec(arms=["scratch", "freeze"], seeds=1, mode="per-target")
+    result, report = run_experiment(write(tmp_path, spec), out=tmp_path / "pt", workers=1, progress=False)
+    assert result.complete and len(result.finished) == 4
+    assert (tmp_path / "pt" / "freeze" / "seed0" / "mine" / "model.zip").exists()
+    with np.load(report / "curves.npz") as data:  # type: ignore[operator]
+        assert data["freeze"].shape[:2] == (1, 2)
+
+
+def test_failed_run_is_recorded_and_grid_goes_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rltransfer.experiment import runner
+
+    real = runner.execute_job
+
+    def flaky(job: runner.Job, spec: Any, source: str | None) -> dict[str, Any]:
+        if job.arm.name == "freeze" and job.seed == 1:
+            return {"ok": False, "traceback": "Traceback...\nRuntimeError: boom"}
+        return real(job, spec, source)
+
+    monkeypatch.setattr(runner, "execute_job", flaky)
+    spec = tiny_spec(arms=["scratch", "freeze"], targets=["long"])
+    result, report = run_experiment(write(tmp_path, spec), out=tmp_path / "f", workers=1, progress=False)
+    assert not result.complete and len(result.failed) == 1
+    marker = tmp_path / "f" / "freeze" / "seed1.failed.json"
+    assert "boom" in json.loads(marker.read_text())["traceback"]
+    assert report is not None and "FAILED" in (report / "report.md").read_text()
