@@ -40,9 +40,7 @@ class AcrobotFamilyEnv(AcrobotEnv):
         self.LINK_COM_POS_1 = 0.5 * self.LINK_LENGTH_1
         self.LINK_COM_POS_2 = 0.5 * self.LINK_LENGTH_2
         # AcrobotEnv uses one inertia for both links; the mean keeps the defaults exact.
-        self.LINK_MOI = 0.5 * (
-            self.LINK_MASS_1 * self.LINK_LENGTH_1**2 + self.LINK_MASS_2 * self.LINK_LENGTH_2**2
-        )
+        self.LINK_MOI = 0.5 * (self.LINK_MASS_1 * self.LINK_LENGTH_1**2 + self.LINK_MASS_2 * self.LINK_LENGTH_2**2)
 
     def _terminal(self) -> bool:
         s = self.state

@@ -105,8 +105,7 @@ class Family:
                 return v
         known = ", ".join(v.name for v in self.variants)
         raise ValueError(
-            f"family '{self.name}' has no variant '{name}'; choose one of: {known} "
-            "(or define one by parameter values)"
+            f"family '{self.name}' has no variant '{name}'; choose one of: {known} (or define one by parameter values)"
         )
 
     def custom(self, name: str, params: Mapping[str, Any], doc: str = "") -> Variant:
@@ -136,4 +135,4 @@ class Family:
         v = self.variant(variant) if isinstance(variant, str) else variant
         params = self.resolve(v.params)
         # Through the registered source id, so the time limit and checkers are Gymnasium's own.
-        return gym.make(self.env_id(self.source), **params, **kwargs)
+        return gym.make(self.env_id(self.source), **{**params, **kwargs})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -50,7 +50,7 @@ def make_multitask_vec_env(
         raise ValueError(f"n_envs_per_task must be >= 1, got {n_envs_per_task}")
     n_tasks = len(resolved)
 
-    def factory(variant: Variant, task_id: int):  # type: ignore[no-untyped-def]
+    def factory(variant: Variant, task_id: int) -> Callable[[], gym.Env]:
         def _make() -> gym.Env:
             env = family.make(variant)
             if monitor:

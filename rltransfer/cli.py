@@ -47,12 +47,24 @@ def cmd_envs(args: argparse.Namespace) -> int:
     if args.json:
         out = []
         for fam in families:
-            out.append({
-                "family": fam.name, "threshold": fam.threshold, "max_episode_steps": fam.max_episode_steps,
-                "params": [vars(p) for p in fam.params], "held_out": {k: list(v) for k, v in fam.held_out.items()},
-                "variants": [{"name": v.name, "distance": v.distance, "params": dict(v.params), "id": fam.env_id(v)}
-                             for v in (*fam.variants, *fam.held_out_variants())],
-            })  # fmt: skip
+            out.append(
+                {
+                    "family": fam.name,
+                    "threshold": fam.threshold,
+                    "max_episode_steps": fam.max_episode_steps,
+                    "params": [vars(p) for p in fam.params],
+                    "held_out": {k: list(v) for k, v in fam.held_out.items()},
+                    "variants": [
+                        {
+                            "name": v.name,
+                            "distance": v.distance,
+                            "params": dict(v.params),
+                            "id": fam.env_id(v),
+                        }
+                        for v in (*fam.variants, *fam.held_out_variants())
+                    ],
+                }
+            )
         print(json.dumps(out, indent=2))
         return 0
     console = Console(width=max(Console().width, 110))
@@ -81,14 +93,23 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     name = args.variant if not args.param else "custom"
     out = Path(args.out) if args.out else Path("runs") / "sources" / f"{args.family}-{name}-seed{args.seed}"
     result = pretrain(
-        args.family, variant, seed=args.seed, timesteps=args.timesteps, hyperparams=_kv(args.hp),
-        out=out, overwrite=args.overwrite, progress=not args.quiet, device=args.device,
-    )  # fmt: skip
+        args.family,
+        variant,
+        seed=args.seed,
+        timesteps=args.timesteps,
+        hyperparams=_kv(args.hp),
+        out=out,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+        device=args.device,
+    )
     ev = result.manifest["eval"]
     if not args.quiet:
         print(f"source policy: {out / 'model.zip'}")
-        print(f"evaluation return {ev['mean_return']:.1f} ± {ev['std_return']:.1f} over {ev['episodes']} episodes "
-              f"after {result.manifest['timesteps']} steps (threshold {ev['threshold']:g})")  # fmt: skip
+        print(
+            f"evaluation return {ev['mean_return']:.1f} ± {ev['std_return']:.1f} over {ev['episodes']} episodes "
+            f"after {result.manifest['timesteps']} steps (threshold {ev['threshold']:g})"
+        )
     return 0
 
 
@@ -106,10 +127,18 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     out = Path(args.out) if args.out else Path("runs") / "transfer" / f"{args.family}-{strategy.name}-seed{args.seed}"
     result = finetune(
-        args.family, targets, args.source if strategy.uses_source else None, strategy, seed=args.seed,
-        timesteps=args.timesteps, hyperparams=_kv(args.hp), out=out, overwrite=args.overwrite,
-        progress=not args.quiet, device=args.device,
-    )  # fmt: skip
+        args.family,
+        targets,
+        args.source if strategy.uses_source else None,
+        strategy,
+        seed=args.seed,
+        timesteps=args.timesteps,
+        hyperparams=_kv(args.hp),
+        out=out,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+        device=args.device,
+    )
     if not args.quiet:
         if result.report is not None:
             print(result.report.summary())
@@ -124,7 +153,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     _threads()
     result, report = run_experiment(
-        args.spec, out=args.out, seeds=args.seeds, workers=args.workers, resume=args.resume, progress=not args.quiet
+        args.spec,
+        out=args.out,
+        seeds=args.seeds,
+        workers=args.workers,
+        resume=args.resume,
+        progress=not args.quiet,
     )
     done = len(result.finished) + len(result.skipped)
     print(f"runs: {done} finished ({len(result.skipped)} kept from before), {len(result.failed)} failed")
@@ -133,7 +167,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if report is not None:
         print(f"report: {report / 'report.md'}  (also report.html; TensorBoard: tensorboard --logdir {result.out})")
     if result.failed:
-        print(f"grid incomplete: rerun with --resume --out {result.out} to retry the failed runs", file=sys.stderr)
+        print(
+            f"grid incomplete: rerun with --resume --out {result.out} to retry the failed runs",
+            file=sys.stderr,
+        )
         return 1
     return 0
 
@@ -175,10 +212,18 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     p.add_argument("--source", help="source checkpoint directory or any SB3 PPO .zip")
     p.add_argument("--targets", required=True, help="comma-separated target variants")
-    p.add_argument("--strategy", default="finetune", help="scratch, zero-shot, freeze, finetune, partial:N, l2sp, gradual")
+    p.add_argument(
+        "--strategy",
+        default="finetune",
+        help="scratch, zero-shot, freeze, finetune, partial:N, l2sp, gradual",
+    )
     p.add_argument("--transfer", help="what transfers: trunk, heads, all, no-action, or parts joined by '+'")
-    p.add_argument("--option", action="append", metavar="KEY=VALUE",
-                   help="strategy option: trunk_lr_scale=0.1, coef=0.01, unfreeze_at=[0.25,0.5]")  # fmt: skip
+    p.add_argument(
+        "--option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="strategy option: trunk_lr_scale=0.1, coef=0.01, unfreeze_at=[0.25,0.5]",
+    )
     p.set_defaults(func=cmd_transfer)
 
     p = sub.add_parser("run", help="run a transfer-vs-scratch experiment grid and write its report")
@@ -205,7 +250,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"rltransfer: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("rltransfer: interrupted; finished runs are kept, rerun with --resume to continue", file=sys.stderr)
+        print(
+            "rltransfer: interrupted; finished runs are kept, rerun with --resume to continue",
+            file=sys.stderr,
+        )
         return 130
 
 

@@ -93,8 +93,8 @@ class TaskRolloutLogger(BaseCallback):
     def __init__(self, env_task_ids: np.ndarray, task_names: list[str], window: int = 100) -> None:
         super().__init__()
         self.env_task_ids, self.task_names = env_task_ids, task_names
-        self.returns = {t: deque(maxlen=window) for t in task_names}
-        self.lengths = {t: deque(maxlen=window) for t in task_names}
+        self.returns: dict[str, deque[float]] = {t: deque(maxlen=window) for t in task_names}
+        self.lengths: dict[str, deque[int]] = {t: deque(maxlen=window) for t in task_names}
 
     def _on_step(self) -> bool:
         for i, info in enumerate(self.locals["infos"]):

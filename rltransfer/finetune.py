@@ -51,10 +51,13 @@ def source_architecture(checkpoint: Checkpoint) -> dict[str, Any]:
         return {k: hp[k] for k in ARCH_KEYS if k in hp}
     # Plain SB3 MlpPolicy: its actor's hidden layers become the trunk; heads are linear.
     sd = checkpoint.state_dict
-    widths = [int(sd[k].shape[0]) for k in sorted(
-        (k for k in sd if k.startswith("mlp_extractor.policy_net.") and k.endswith(".weight")),
-        key=lambda k: int(k.split(".")[2]),
-    )]  # fmt: skip
+    widths = [
+        int(sd[k].shape[0])
+        for k in sorted(
+            (k for k in sd if k.startswith("mlp_extractor.policy_net.") and k.endswith(".weight")),
+            key=lambda k: int(k.split(".")[2]),
+        )
+    ]
     return {"trunk_arch": widths, "head_arch": {"pi": [], "vf": []}} if widths else {}
 
 
@@ -73,7 +76,12 @@ def build_model(
         "activation_fn": activation(hp),
     }
     return TransferPPO(
-        MultiTaskActorCriticPolicy, env, seed=seed, device=device, policy_kwargs=policy_kwargs, **ppo_kwargs(hp)
+        MultiTaskActorCriticPolicy,
+        env,
+        seed=seed,
+        device=device,
+        policy_kwargs=policy_kwargs,
+        **ppo_kwargs(hp),
     )
 
 
@@ -175,11 +183,17 @@ def _run(
         "seed": seed,
         "timesteps": int(model.num_timesteps),
         "hyperparams": hp,
-        "source": None if ckpt is None else {
-            "path": str(ckpt.path), "zip_sha256": ckpt.sha256,
-            "manifest": {k: ckpt.manifest.get(k) for k in ("family", "variant", "seed", "timesteps", "eval", "zip_sha256")}
-            if ckpt.manifest else None,
-        },  # fmt: skip
+        "source": None
+        if ckpt is None
+        else {
+            "path": str(ckpt.path),
+            "zip_sha256": ckpt.sha256,
+            "manifest": {
+                k: ckpt.manifest.get(k) for k in ("family", "variant", "seed", "timesteps", "eval", "zip_sha256")
+            }
+            if ckpt.manifest
+            else None,
+        },
         "frozen": frozen_parameters(policy),
         "final_eval": dict(zip(names, curve.returns[-1], strict=True)),
         "versions": versions(),
@@ -190,13 +204,20 @@ def _run(
     if staging is not None:
         arrays = curve.as_arrays()
         buf = io.BytesIO()
-        np.savez(buf, task_names=np.asarray(names), **arrays)
+        np.savez(buf, task_names=np.asarray(names), **arrays)  # type: ignore[arg-type]
         atomic_write_bytes(staging / "curves.npz", buf.getvalue())
         if report is not None:
             atomic_write_json(staging / "transfer_report.json", report.to_dict())
-        atomic_write_json(staging / "config.json", {"family": fam.name, "targets": names, "seed": seed,
-                                                     "strategy": strat.to_dict(), "hyperparams": hp})  # fmt: skip
+        atomic_write_json(
+            staging / "config.json",
+            {
+                "family": fam.name,
+                "targets": names,
+                "seed": seed,
+                "strategy": strat.to_dict(),
+                "hyperparams": hp,
+            },
+        )
         save_checkpoint(model, staging, manifest)
     model.get_env().close()  # type: ignore[union-attr]
     return FinetuneResult(model, curve, report, manifest, None)
-

@@ -48,8 +48,16 @@ def measure_forgetting(
     variant = Variant("source-task", manifest["variant"]["params"], "source")
     env = make_vec_env(lambda: family.make(variant), n_envs=1, seed=seed)
     kwargs = {k: v for k, v in ppo_kwargs(hp).items() if k not in ("n_steps", "batch_size")}
-    model = TransferPPO("MlpPolicy", env, seed=seed, policy_kwargs=source_policy_kwargs(hp), device="cpu",
-                        n_steps=64, batch_size=64, **kwargs)  # fmt: skip
+    model = TransferPPO(
+        "MlpPolicy",
+        env,
+        seed=seed,
+        policy_kwargs=source_policy_kwargs(hp),
+        device="cpu",
+        n_steps=64,
+        batch_size=64,
+        **kwargs,
+    )
     model.policy.load_state_dict(checkpoint.state_dict)
     eval_env = {"source": make_eval_env(family, variant, n_episodes)}
     before = evaluate_tasks(model, eval_env, n_episodes, seed)["source"][0]

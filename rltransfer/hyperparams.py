@@ -16,7 +16,13 @@ from rltransfer.errors import UserError
 ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU}
 # Keys that are ours, not PPO's.
 RUN_KEYS = {"n_timesteps", "n_envs", "trunk_arch", "head_arch", "activation_fn", "eval_freq", "eval_episodes"}
-PPO_KEYS = set(inspect.signature(PPO.__init__).parameters) - {"self", "policy", "env", "policy_kwargs", "seed"}
+PPO_KEYS = set(inspect.signature(PPO.__init__).parameters) - {
+    "self",
+    "policy",
+    "env",
+    "policy_kwargs",
+    "seed",
+}
 # Passed by rltransfer itself; a user value would be silently ignored, so refuse it.
 RESERVED = {"tensorboard_log", "verbose", "device", "_init_setup_model"}
 
@@ -49,9 +55,7 @@ def resolve_hyperparams(family: str, overrides: Mapping[str, Any] | None = None)
         if key in RESERVED:
             raise UserError(f"hyperparameter '{key}' is set by rltransfer itself; remove it")
         if key not in PPO_KEYS and key not in RUN_KEYS:
-            raise UserError(
-                f"unknown hyperparameter '{key}'; use a PPO argument or one of {sorted(RUN_KEYS)}"
-            )
+            raise UserError(f"unknown hyperparameter '{key}'; use a PPO argument or one of {sorted(RUN_KEYS)}")
         if isinstance(value, str) and key not in ("activation_fn",):
             schedule(value, key)  # validate now, not at the first update
     for key in ("n_timesteps", "n_envs", "eval_freq", "eval_episodes"):

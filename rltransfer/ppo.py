@@ -44,7 +44,7 @@ class TransferPPO(PPO):
         if missing:
             raise ValueError(f"parameters in no group: {missing}")
         lr = self.lr_schedule(1.0)
-        policy.optimizer = policy.optimizer_class(param_groups, lr=lr, **policy.optimizer_kwargs)
+        policy.optimizer = policy.optimizer_class(param_groups, lr=lr, **policy.optimizer_kwargs)  # type: ignore[call-arg]
 
     def get_parameters(self) -> dict[str, dict]:
         params = super().get_parameters()

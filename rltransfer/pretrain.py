@@ -93,16 +93,23 @@ def _train(
     started = time.time()
     env = make_vec_env(lambda: fam.make(var), n_envs=hp["n_envs"], seed=seed)
     model = TransferPPO(
-        "MlpPolicy", env, seed=seed, device=device, verbose=verbose,
-        policy_kwargs=source_policy_kwargs(hp), **ppo_kwargs(hp),
-    )  # fmt: skip
+        "MlpPolicy",
+        env,
+        seed=seed,
+        device=device,
+        verbose=verbose,
+        policy_kwargs=source_policy_kwargs(hp),
+        **ppo_kwargs(hp),
+    )
     attach_logger(model, staging / "logs" if staging else None, verbose)
     from rltransfer.envs import make_eval_env
 
     evaluator = PerTaskEvalCallback(
         {var.name: make_eval_env(fam, var, hp["eval_episodes"])},
-        hp["eval_freq"], hp["eval_episodes"], seed + EVAL_SEED_OFFSET,
-    )  # fmt: skip
+        hp["eval_freq"],
+        hp["eval_episodes"],
+        seed + EVAL_SEED_OFFSET,
+    )
     learn(model, hp["n_timesteps"], [evaluator], progress=progress)
     curve = evaluator.curve
     manifest = {

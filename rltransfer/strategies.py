@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,7 +94,10 @@ def parse_strategy(name: str, options: Mapping[str, Any] | None = None) -> Strat
         if isinstance(scale_raw, list | tuple)
         else _positive(scale_raw, "trunk_lr_scale")
     )
-    kwargs: dict[str, Any] = {"trunk_lr_scale": scale, "layer_map": LayerMap.from_options(opts.get("layer_map"))}
+    kwargs: dict[str, Any] = {
+        "trunk_lr_scale": scale,
+        "layer_map": LayerMap.from_options(opts.get("layer_map")),
+    }
     if base == "partial":
         if not arg.isdigit() or int(arg) < 1:
             raise UserError(f"'{name}': write partial:N with N >= 1 trunk layers to train, e.g. partial:1")
@@ -125,7 +128,7 @@ def parse_strategy(name: str, options: Mapping[str, Any] | None = None) -> Strat
 
 def trunk_layers(policy: MultiTaskActorCriticPolicy) -> list[nn.Linear]:
     """The trunk's Linear layers, bottom first."""
-    return [m for m in policy.features_extractor.trunk if isinstance(m, nn.Linear)]  # type: ignore[union-attr]
+    return [m for m in policy.features_extractor.trunk if isinstance(m, nn.Linear)]
 
 
 def set_trainable(layers: Sequence[nn.Module], trainable: bool) -> None:
@@ -167,7 +170,7 @@ class L2SPPenalty(BaseCallback):
         for p, p0 in zip(self.params, self.anchors, strict=True):
             p.register_hook(self._hook(p, p0))
 
-    def _hook(self, p: nn.Parameter, p0: th.Tensor):  # type: ignore[no-untyped-def]
+    def _hook(self, p: nn.Parameter, p0: th.Tensor) -> Callable[[th.Tensor], th.Tensor]:
         return lambda grad: grad + self.coef * (p.detach() - p0)
 
     def sq_distance(self) -> float:

@@ -97,7 +97,11 @@ class TransferReport:
         return [e for e in self.entries if e.status == "copied"]
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "n_copied": len(self.copied), "n_skipped": len(self.entries) - len(self.copied)}
+        return {
+            **asdict(self),
+            "n_copied": len(self.copied),
+            "n_skipped": len(self.entries) - len(self.copied),
+        }
 
     def summary(self) -> str:
         lines = [f"transfer from {self.source} (parts: {', '.join(self.parts) or 'none'})"]
@@ -116,7 +120,12 @@ def detect_trunk_prefix(state_dict: Mapping[str, th.Tensor], layer_map: LayerMap
         if not any(k.startswith(prefix) for k in state_dict):
             raise UserError(f"layer map trunk_from '{prefix}' matches no source tensor; check the source's keys")
         return prefix
-    for prefix in (TRUNK, "pi_features_extractor.trunk.", "mlp_extractor.shared_net.", "mlp_extractor.policy_net."):
+    for prefix in (
+        TRUNK,
+        "pi_features_extractor.trunk.",
+        "mlp_extractor.shared_net.",
+        "mlp_extractor.policy_net.",
+    ):
         if any(k.startswith(prefix) for k in state_dict):
             return prefix
     raise UserError("source has no recognisable hidden layers; give a layer map with trunk_from=<prefix>")

@@ -24,7 +24,12 @@ def tiny_spec(**changes: Any) -> dict[str, Any]:
         "family": "cartpole",
         "source": {"timesteps": 256, "hyperparams": HP},
         "targets": ["long", {"name": "mine", "params": {"length": 0.9}}],
-        "arms": ["scratch", "zero-shot", "freeze", {"name": "ft-heads", "strategy": "finetune", "transfer": "heads"}],
+        "arms": [
+            "scratch",
+            "zero-shot",
+            "freeze",
+            {"name": "ft-heads", "strategy": "finetune", "transfer": "heads"},
+        ],
         "seeds": 2,
         "timesteps": 192,
         "eval": {"freq": 64, "episodes": 2},
@@ -142,12 +147,15 @@ def test_parallel_workers_match_serial(tmp_path: Path) -> None:
     assert serial.complete and parallel.complete
     for arm in ("scratch", "freeze"):
         for seed in (0, 1):
-            with np.load(tmp_path / "a" / arm / f"seed{seed}" / "curves.npz") as a, np.load(
-                tmp_path / "b" / arm / f"seed{seed}" / "curves.npz"
-            ) as b:
+            with (
+                np.load(tmp_path / "a" / arm / f"seed{seed}" / "curves.npz") as a,
+                np.load(tmp_path / "b" / arm / f"seed{seed}" / "curves.npz") as b,
+            ):
                 np.testing.assert_array_equal(a["returns"], b["returns"])
                 np.testing.assert_array_equal(a["steps"], b["steps"])
-    assert (tmp_path / "a" / "report" / "scores.csv").read_text() == (tmp_path / "b" / "report" / "scores.csv").read_text()
+    assert (tmp_path / "a" / "report" / "scores.csv").read_text() == (
+        tmp_path / "b" / "report" / "scores.csv"
+    ).read_text()
 
 
 def test_per_target_mode(tmp_path: Path) -> None:

@@ -233,8 +233,7 @@ class _Bootstrap(NamedTuple):
 
 def _summarise(values: FloatArray, boot: _Bootstrap) -> MetricSummary:
     estimates = [
-        Estimate(statistic(values), *stratified_bootstrap_ci(values, statistic, *boot))
-        for statistic in (mean, iqm)
+        Estimate(statistic(values), *stratified_bootstrap_ci(values, statistic, *boot)) for statistic in (mean, iqm)
     ]
     return MetricSummary(mean=estimates[0], iqm=estimates[1])
 

@@ -66,8 +66,8 @@ def collect(spec: ExperimentSpec, out: Path) -> Collected:
             if returns.shape[1] == 1:
                 returns = np.repeat(returns, len(steps), axis=1)
             arrays.append(returns)
-            f = [m.get("forgetting") for _, _, m in runs[seed]]
-            if all(f):
+            f = [m["forgetting"] for _, _, m in runs[seed] if m.get("forgetting")]
+            if f and len(f) == len(runs[seed]):
                 forgot.append([np.mean([x["before"] for x in f]), np.mean([x["after"] for x in f])])
         curves[arm.name] = np.stack(arrays)
         seeds[arm.name] = complete

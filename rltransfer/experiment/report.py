@@ -33,9 +33,15 @@ def _forgetting_table(data: Collected) -> ExtraTable | None:
     for arm, values in data.forgetting.items():
         drop = (values[:, 0] - values[:, 1])[:, None]
         low, high = stratified_bootstrap_ci(drop, lambda x: float(np.mean(x)), reps=BOOTSTRAP_REPS)
-        rows.append([arm, str(len(values)), fmt_number(float(values[:, 0].mean())),
-                     fmt_number(float(values[:, 1].mean())),
-                     f"{fmt_number(float(drop.mean()))} [{fmt_number(low)}, {fmt_number(high)}]"])  # fmt: skip
+        rows.append(
+            [
+                arm,
+                str(len(values)),
+                fmt_number(float(values[:, 0].mean())),
+                fmt_number(float(values[:, 1].mean())),
+                f"{fmt_number(float(drop.mean()))} [{fmt_number(low)}, {fmt_number(high)}]",
+            ]
+        )
     if not rows:
         return None
     return ExtraTable(
@@ -50,11 +56,26 @@ def _forgetting_table(data: Collected) -> ExtraTable | None:
 def _total_steps_table(spec: ExperimentSpec, data: Collected) -> ExtraTable | None:
     if not any(data.source_steps.values()):
         return None
-    comps = compare_arms(data.curves, data.steps, spec.task_names, spec.thresholds,
-                         reps=BOOTSTRAP_REPS, source_steps=data.source_steps, accounting="total")  # fmt: skip
-    rows = [[c.arm, c.task, fmt_number(c.source_steps or 0.0),
-             "not reached" if np.isinf(c.time_to_threshold_median) else fmt_number(c.time_to_threshold_median),
-             f"{c.reached_fraction:.0%}"] for c in comps if c.task != ALL_TASKS]  # fmt: skip
+    comps = compare_arms(
+        data.curves,
+        data.steps,
+        spec.task_names,
+        spec.thresholds,
+        reps=BOOTSTRAP_REPS,
+        source_steps=data.source_steps,
+        accounting="total",
+    )
+    rows = [
+        [
+            c.arm,
+            c.task,
+            fmt_number(c.source_steps or 0.0),
+            "not reached" if np.isinf(c.time_to_threshold_median) else fmt_number(c.time_to_threshold_median),
+            f"{c.reached_fraction:.0%}",
+        ]
+        for c in comps
+        if c.task != ALL_TASKS
+    ]
     return ExtraTable(
         "Time to threshold counting source samples (total steps)",
         ["arm", "task", "source steps", "median total steps to threshold", "reached"],
@@ -70,8 +91,15 @@ def build_report(out: str | Path, spec: ExperimentSpec | None = None) -> Path:
     data = collect(spec, out)
     if "scratch" not in data.curves:
         raise UserError(f"no finished scratch runs under '{out}'; the comparison needs the baseline")
-    comps = compare_arms(data.curves, data.steps, spec.task_names, spec.thresholds, reps=BOOTSTRAP_REPS,
-                         source_steps=data.source_steps, accounting="target")  # fmt: skip
+    comps = compare_arms(
+        data.curves,
+        data.steps,
+        spec.task_names,
+        spec.thresholds,
+        reps=BOOTSTRAP_REPS,
+        source_steps=data.source_steps,
+        accounting="target",
+    )
     meta = {
         "experiment": spec.name,
         "family": spec.family.name,
@@ -89,6 +117,15 @@ def build_report(out: str | Path, spec: ExperimentSpec | None = None) -> Path:
         meta["unfinished runs (excluded)"] = ", ".join(data.missing)
     extras = [t for t in (_forgetting_table(data), _total_steps_table(spec, data)) if t is not None]
     report_dir = out / "report"
-    write_report(report_dir, f"Transfer vs scratch: {spec.name}", comps, data.curves, data.steps,
-                 spec.task_names, spec.thresholds, meta, extra_tables=extras)  # fmt: skip
+    write_report(
+        report_dir,
+        f"Transfer vs scratch: {spec.name}",
+        comps,
+        data.curves,
+        data.steps,
+        spec.task_names,
+        spec.thresholds,
+        meta,
+        extra_tables=extras,
+    )
     return report_dir

@@ -97,10 +97,17 @@ def prepare_out(spec: ExperimentSpec, out: Path, resume: bool) -> None:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"cannot create '{out}' ({e.strerror}); choose a writable --out") from None
-    atomic_write_json(record, {
-        "name": spec.name, "fingerprint": spec.fingerprint(), "spec": spec.raw,
-        "spec_path": str(spec.path) if spec.path else None, "versions": versions(), "seeds": list(spec.seeds),
-    })  # fmt: skip
+    atomic_write_json(
+        record,
+        {
+            "name": spec.name,
+            "fingerprint": spec.fingerprint(),
+            "spec": spec.raw,
+            "spec_path": str(spec.path) if spec.path else None,
+            "versions": versions(),
+            "seeds": list(spec.seeds),
+        },
+    )
 
 
 def ensure_source(spec: ExperimentSpec, out: Path, progress: bool) -> Path:
@@ -113,9 +120,15 @@ def ensure_source(spec: ExperimentSpec, out: Path, progress: bool) -> Path:
         from rltransfer.pretrain import pretrain
 
         pretrain(
-            spec.family, spec.source.variant, seed=spec.source.seed, timesteps=spec.source.timesteps,
-            hyperparams=spec.source.hyperparams, out=source_dir, overwrite=False, progress=progress,
-        )  # fmt: skip
+            spec.family,
+            spec.source.variant,
+            seed=spec.source.seed,
+            timesteps=spec.source.timesteps,
+            hyperparams=spec.source.hyperparams,
+            out=source_dir,
+            overwrite=False,
+            progress=progress,
+        )
     return source_dir
 
 
@@ -132,7 +145,7 @@ def preflight(spec: ExperimentSpec, source: Path) -> None:
         if arm.strategy.uses_source:
             targets = spec.targets if spec.mode == "multitask" else spec.targets[:1]
             model = build_model(spec.family, list(targets), hp, seed=0)
-            apply_transfer(model.policy, ckpt, arm.strategy.transfer, arm.strategy.layer_map)  # type: ignore[arg-type]
+            apply_transfer(model.policy, ckpt, arm.strategy.transfer, arm.strategy.layer_map)
             model.get_env().close()  # type: ignore[union-attr]
 
 
@@ -146,10 +159,16 @@ def execute_job(job: Job, spec: ExperimentSpec, source: str | None) -> dict[str,
     started = time.time()
     try:
         finetune(
-            spec.family, list(job.targets), source if job.arm.strategy.uses_source else None, job.arm.strategy,
-            seed=job.seed, hyperparams=spec.target_hyperparams(), out=job.run_dir, overwrite=False,
+            spec.family,
+            list(job.targets),
+            source if job.arm.strategy.uses_source else None,
+            job.arm.strategy,
+            seed=job.seed,
+            hyperparams=spec.target_hyperparams(),
+            out=job.run_dir,
+            overwrite=False,
             forgetting=spec.forgetting,
-        )  # fmt: skip
+        )
     except Exception:
         return {"ok": False, "traceback": traceback.format_exc(), "seconds": time.time() - started}
     return {"ok": True, "seconds": time.time() - started}

@@ -21,8 +21,21 @@ from rltransfer.resolve import resolve_family, resolve_variant
 from rltransfer.strategies import Strategy, parse_strategy
 
 Mode = Literal["multitask", "per-target"]
-TOP_KEYS = {"name", "family", "source", "targets", "arms", "seeds", "timesteps", "eval", "thresholds",
-            "mode", "hyperparams", "forgetting", "description"}  # fmt: skip
+TOP_KEYS = {
+    "name",
+    "family",
+    "source",
+    "targets",
+    "arms",
+    "seeds",
+    "timesteps",
+    "eval",
+    "thresholds",
+    "mode",
+    "hyperparams",
+    "forgetting",
+    "description",
+}
 SOURCE_KEYS = {"variant", "params", "timesteps", "seed", "checkpoint", "hyperparams"}
 EVAL_KEYS = {"freq", "episodes"}
 ARM_KEYS = {"name", "strategy", "transfer", "trunk_lr_scale", "coef", "unfreeze_at", "layer_map"}
@@ -76,8 +89,12 @@ class ExperimentSpec:
 
     def target_hyperparams(self) -> dict[str, Any]:
         """PPO settings shared by every arm (budget and evaluation included)."""
-        return {**self.hyperparams, "n_timesteps": self.timesteps, "eval_freq": self.eval_freq,
-                "eval_episodes": self.eval_episodes}  # fmt: skip
+        return {
+            **self.hyperparams,
+            "n_timesteps": self.timesteps,
+            "eval_freq": self.eval_freq,
+            "eval_episodes": self.eval_episodes,
+        }
 
     def fingerprint(self) -> str:
         """Hash of everything but the seeds: runs of the same fingerprint are comparable."""
@@ -114,8 +131,10 @@ class _Ctx:
             raise self.fail(path, f"'{path or 'spec'}' must be a mapping of keys to values")
         for key in mapping:
             if key not in allowed:
-                raise self.fail(f"{path}.{key}" if path else str(key),
-                                f"unknown key '{key}'{' in ' + path if path else ''}; allowed: {', '.join(sorted(allowed))}")  # fmt: skip
+                raise self.fail(
+                    f"{path}.{key}" if path else str(key),
+                    f"unknown key '{key}'{' in ' + path if path else ''}; allowed: {', '.join(sorted(allowed))}",
+                )
         return mapping
 
     def positive_int(self, value: Any, path: str) -> int:
@@ -160,8 +179,11 @@ def parse_spec(raw: Any, where: str = "spec", lines: dict[str, int] | None = Non
 
     src = ctx.check_keys(raw.get("source", {}) or {}, SOURCE_KEYS, "source")
     try:
-        src_variant = resolve_variant(family, src["params"], "source-custom") if "params" in src \
-            else resolve_variant(family, str(src.get("variant", "source")))  # fmt: skip
+        src_variant = (
+            resolve_variant(family, src["params"], "source-custom")
+            if "params" in src
+            else resolve_variant(family, str(src.get("variant", "source")))
+        )
     except UserError as e:
         raise ctx.fail("source", str(e)) from None
     checkpoint = Path(src["checkpoint"]) if src.get("checkpoint") else None
@@ -223,10 +245,21 @@ def parse_spec(raw: Any, where: str = "spec", lines: dict[str, int] | None = Non
     if mode not in ("multitask", "per-target"):
         raise ctx.fail("mode", f"mode '{mode}' unknown; use 'multitask' or 'per-target'")
     return ExperimentSpec(
-        name=name, family=family, source=source, targets=tuple(targets), arms=arms, seeds=seeds,
-        timesteps=timesteps, eval_freq=eval_freq, eval_episodes=eval_episodes, thresholds=thresholds,
-        mode=mode, hyperparams=overrides, forgetting=bool(raw.get("forgetting", True)), raw=raw,
-    )  # fmt: skip
+        name=name,
+        family=family,
+        source=source,
+        targets=tuple(targets),
+        arms=arms,
+        seeds=seeds,
+        timesteps=timesteps,
+        eval_freq=eval_freq,
+        eval_episodes=eval_episodes,
+        thresholds=thresholds,
+        mode=mode,
+        hyperparams=overrides,
+        forgetting=bool(raw.get("forgetting", True)),
+        raw=raw,
+    )
 
 
 def _parse_arms(ctx: _Ctx, arms_raw: Any) -> tuple[Arm, ...]:

@@ -86,9 +86,7 @@ def plot_learning_curves(
                 else:
                     ax.fill_between(x, low, high, color=colours[arm], alpha=0.2, linewidth=0)
                     ax.plot(x, centre, color=colours[arm], linewidth=1.6, label=label)
-            ax.axhline(
-                limits[t], color="0.3", linestyle="--", linewidth=1.0, label=f"threshold {limits[t]:g}"
-            )
+            ax.axhline(limits[t], color="0.3", linestyle="--", linewidth=1.0, label=f"threshold {limits[t]:g}")
             ax.set_title(task)
             ax.set_xlabel("target env steps")
             ax.set_ylabel("evaluation return")

@@ -93,9 +93,7 @@ def write_report(
         directory / "report.md", _markdown(title, meta, sections, plot_of, directory, extra_tables)
     )
     written["report.html"] = write_text(directory / "report.html", _html(title, meta, sections, plot_of, extra_tables))
-    written["scores.csv"] = _write_scores(
-        directory / "scores.csv", comparisons, arrays, x, task_names, limits
-    )
+    written["scores.csv"] = _write_scores(directory / "scores.csv", comparisons, arrays, x, task_names, limits)
     written["curves.npz"] = write_curves_npz(directory / "curves.npz", arrays, x, task_names, limits)
     summary = {
         "title": title,
@@ -111,9 +109,7 @@ def write_report(
     return written
 
 
-def _sections(
-    comparisons: Sequence[TaskComparison], tasks: Sequence[str]
-) -> list[tuple[str, list[TaskComparison]]]:
+def _sections(comparisons: Sequence[TaskComparison], tasks: Sequence[str]) -> list[tuple[str, list[TaskComparison]]]:
     return [(task, [c for c in comparisons if c.task == task]) for task in tasks]
 
 
@@ -127,9 +123,7 @@ def _write_scores(
 ) -> Path:
     first = comparisons[0]
     sources = {c.arm: c.source_steps for c in comparisons}
-    scores = per_run_scores(
-        curves, steps, thresholds, first.baseline, first.last_k, sources, first.accounting
-    )
+    scores = per_run_scores(curves, steps, thresholds, first.baseline, first.last_k, sources, first.accounting)
     rows: list[list[Any]] = []
     for arm, metrics in scores.items():
         runs = metrics["auc"].shape[0]
@@ -222,12 +216,13 @@ def _html(
             data = base64.b64encode(plot_of[task].read_bytes()).decode("ascii")
             parts.append(f'<img alt="{esc(task)} learning curves" src="data:image/png;base64,{data}">')
     for extra in extra_tables:
-        parts += [f"<h2>{esc(extra.title)}</h2>", table(extra.headers, [[esc(c) for c in r] for r in extra.rows])]
+        parts += [
+            f"<h2>{esc(extra.title)}</h2>",
+            table(extra.headers, [[esc(c) for c in r] for r in extra.rows]),
+        ]
         if extra.note:
             parts.append(f'<p class="legend">{esc(extra.note)}</p>')
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>{esc(title)}</title><style>{_CSS}</style></head>\n<body>\n"
-        + "\n".join(parts)
-        + "\n</body></html>\n"
+        f"<title>{esc(title)}</title><style>{_CSS}</style></head>\n<body>\n" + "\n".join(parts) + "\n</body></html>\n"
     )
