@@ -29,7 +29,7 @@ from rltransfer.ppo import TransferPPO
 from rltransfer.pretrain import EVAL_SEED_OFFSET
 from rltransfer.resolve import resolve_family, resolve_variant
 from rltransfer.strategies import Strategy, configure_strategy, frozen_parameters, parse_strategy
-from rltransfer.training import attach_logger, learn
+from rltransfer.training import attach_logger, learn, record_hparams
 from rltransfer.transfer import TransferReport, apply_transfer
 
 ARCH_KEYS = ("trunk_arch", "head_arch", "activation_fn")
@@ -157,6 +157,7 @@ def _run(
     if report is not None:
         report.frozen = frozen_parameters(policy)
     attach_logger(model, staging / "logs" if staging else None, verbose)
+    record_hparams(model, {**hp, "seed": seed, "strategy": strat.name, "transfer": "+".join(sorted(strat.transfer))})
     names = [v.name for v in variants]
     eval_envs = {v.name: make_eval_env(fam, v, hp["eval_episodes"], k, len(variants)) for k, v in enumerate(variants)}
     eval_seed = seed + EVAL_SEED_OFFSET

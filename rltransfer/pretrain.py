@@ -19,7 +19,7 @@ from rltransfer.io import atomic_write_json, staging_dir, versions
 from rltransfer.policies import TrunkExtractor
 from rltransfer.ppo import TransferPPO
 from rltransfer.resolve import resolve_family, resolve_variant
-from rltransfer.training import attach_logger, learn
+from rltransfer.training import attach_logger, learn, record_hparams
 
 EVAL_SEED_OFFSET = 10_000
 
@@ -102,6 +102,7 @@ def _train(
         **ppo_kwargs(hp),
     )
     attach_logger(model, staging / "logs" if staging else None, verbose)
+    record_hparams(model, {**hp, "seed": seed, "family": fam.name, "variant": var.name})
     from rltransfer.envs import make_eval_env
 
     evaluator = PerTaskEvalCallback(

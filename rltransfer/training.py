@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 from pathlib import Path
 
 import torch as th
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
-from stable_baselines3.common.logger import configure
+from stable_baselines3.common.logger import HParam, configure
 
 
 class DivergenceError(RuntimeError):
@@ -38,6 +39,12 @@ def attach_logger(model: BaseAlgorithm, log_dir: Path | None, verbose: int = 0) 
     if log_dir is not None:
         formats += ["csv", "tensorboard"]
     model.set_logger(configure(str(log_dir) if log_dir is not None else None, formats))
+
+
+def record_hparams(model: BaseAlgorithm, hparams: Mapping[str, Any]) -> None:
+    """Hyperparameters into TensorBoard's HParams tab (written with the first dump)."""
+    flat = {k: v if isinstance(v, int | float | str | bool) else str(v) for k, v in hparams.items()}
+    model.logger.record("hparams", HParam(flat, {"eval/mean_return": 0.0}), exclude=("stdout", "log", "json", "csv"))
 
 
 def learn(

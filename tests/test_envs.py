@@ -50,6 +50,8 @@ def test_ids_are_collected() -> None:
     assert rltransfer.envs.FAMILIES is FAMILIES
 
 
+# Gymnasium's own advice on Pendulum's action bounds and CartPole's infinite observation bounds.
+@pytest.mark.filterwarnings("ignore:.*(For Box action spaces|A Box observation space):UserWarning")
 @pytest.mark.parametrize("env_id", ENV_IDS)
 def test_check_env_on_every_registered_id(env_id: str) -> None:
     env = gym.make(env_id)
@@ -143,9 +145,9 @@ def test_unknown_parameter_raises(family_name: str) -> None:
 
 def test_unknown_variant_and_family_raise() -> None:
     family = get_family("cartpole")
-    with pytest.raises(ValueError, match="no variant 'nope'.*long"):
+    with pytest.raises(ValueError, match=r"no variant 'nope'.*long"):
         family.variant("nope")
-    with pytest.raises(ValueError, match="unknown family 'nope'.*cartpole"):
+    with pytest.raises(ValueError, match=r"unknown family 'nope'.*cartpole"):
         get_family("nope")
     assert get_family("CartPole") is family
 

@@ -126,7 +126,9 @@ def test_ppo_load_after_param_groups(tmp_path: Path) -> None:
     assert_same_outputs(model.policy, loaded.policy, obs_batch(model))
     assert len(loaded.policy.optimizer.param_groups) == 1
     # Adam moments survive, re-indexed to the loaded single group's parameter order.
-    saved = {id(p): st for g in policy.optimizer.param_groups for p in g["params"] if (st := policy.optimizer.state.get(p))}
+    saved = {
+        id(p): st for g in policy.optimizer.param_groups for p in g["params"] if (st := policy.optimizer.state.get(p))
+    }
     for p_orig, p_loaded in zip(policy.parameters(), loaded.policy.parameters(), strict=True):
         th.testing.assert_close(loaded.policy.optimizer.state[p_loaded]["exp_avg"], saved[id(p_orig)]["exp_avg"])
     loaded.learn(total_timesteps=96)  # and training continues

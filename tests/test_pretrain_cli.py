@@ -13,11 +13,11 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import pytest
+from rltransfer.envs import FAMILIES
 from stable_baselines3 import PPO
 
 from rltransfer.checkpoint import load_checkpoint
 from rltransfer.cli import main
-from rltransfer.envs import FAMILIES
 from rltransfer.errors import UserError
 
 # The module, not the function of the same name that ``rltransfer/__init__.py`` re-exports.
@@ -78,7 +78,7 @@ def test_pretrained_zip_loads_in_plain_sb3(source_dir: Path) -> None:
 
 def test_pretrain_refuses_to_overwrite_a_finished_run(source_dir: Path, tiny: dict[str, Any]) -> None:
     before = (source_dir / "manifest.json").read_text()
-    with pytest.raises(UserError, match="already holds a finished run.*--overwrite"):
+    with pytest.raises(UserError, match=r"already holds a finished run.*--overwrite"):
         pretrain("cartpole", seed=1, timesteps=64, hyperparams=tiny, out=source_dir)
     assert (source_dir / "manifest.json").read_text() == before
 
@@ -92,7 +92,9 @@ def test_pretrain_overwrite_replaces_the_run(tmp_path: Path, tiny: dict[str, Any
     load_checkpoint(out)  # checksum of the new zip matches the new manifest
 
 
-def test_failed_pretrain_leaves_no_partial(tmp_path: Path, tiny: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failed_pretrain_leaves_no_partial(
+    tmp_path: Path, tiny: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
     def boom(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("simulated crash mid-training")
 
@@ -105,7 +107,9 @@ def test_failed_pretrain_leaves_no_partial(tmp_path: Path, tiny: dict[str, Any],
     assert list(tmp_path.iterdir()) == []
 
 
-def test_failed_overwrite_keeps_the_old_run(tmp_path: Path, tiny: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failed_overwrite_keeps_the_old_run(
+    tmp_path: Path, tiny: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
     out = tmp_path / "run"
     pretrain("cartpole", seed=0, timesteps=64, hyperparams=tiny, out=out)
     before = (out / "manifest.json").read_text()
@@ -138,6 +142,22 @@ def test_pretrain_input_errors(tmp_path: Path, tiny: dict[str, Any]) -> None:
     with pytest.raises(UserError, match="seed"):
         pretrain("cartpole", seed=-1, timesteps=64, hyperparams=tiny, out=tmp_path / "e")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug in rltransfer/training.py (attach_logger) and its callers pretrain/finetune: the SB3 logger's "
+    "CSV file and TensorBoard SummaryWriter (with its writer thread) are never closed, so every run leaks "
+    "them (ResourceWarning: unclosed progress.csv) and its run directory is renamed from .partial while "
+    "they are still open (os.replace fails on Windows); close model.logger before leaving staging_dir",
+)
+def test_pretrain_closes_its_log_files(tmp_path: Path, tiny: dict[str, Any]) -> None:
+    from stable_baselines3.common.logger import CSVOutputFormat
+
+    result = pretrain("cartpole", seed=0, timesteps=64, hyperparams=tiny, out=tmp_path / "run")
+    csv = [f for f in result.model.logger.output_formats if isinstance(f, CSVOutputFormat)]
+    assert csv, "the run wrote no progress.csv"
+    assert all(f.file.closed for f in csv)
 
 
 def test_pretrain_custom_variant_without_output(tiny: dict[str, Any]) -> None:
@@ -220,8 +240,9 @@ def test_cli_param_out_of_range_names_the_range(in_tmp: Path, capsys: pytest.Cap
 def test_cli_out_under_a_regular_file(in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
     blocker = in_tmp / "a_file"
     blocker.write_text("not a directory")
-    code = main(["pretrain", "--family", "cartpole", "--timesteps", "64", *hp_args(), "--out", str(blocker / "run"),
-                 "--quiet"])  # fmt: skip
+    code = main(
+        ["pretrain", "--family", "cartpole", "--timesteps", "64", *hp_args(), "--out", str(blocker / "run"), "--quiet"]
+    )
     assert code == 2
     assert "a_file" in one_line_error(capsys.readouterr().err)
     assert blocker.read_text() == "not a directory"
@@ -269,7 +290,9 @@ def test_cli_argparse_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_cli_pretrain_tiny(in_tmp: Path) -> None:
     out = in_tmp / "src"
-    assert main(["pretrain", "--family", "cartpole", "--timesteps", "64", *hp_args(), "--out", str(out), "--quiet"]) == 0
+    assert (
+        main(["pretrain", "--family", "cartpole", "--timesteps", "64", *hp_args(), "--out", str(out), "--quiet"]) == 0
+    )
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["timesteps"] == 64 and manifest["hyperparams"]["n_envs"] == 1
     assert (out / "model.zip").exists()
@@ -277,8 +300,23 @@ def test_cli_pretrain_tiny(in_tmp: Path) -> None:
 
 def test_cli_transfer_tiny(source_dir: Path, in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = in_tmp / "transfer"
-    argv = ["transfer", "--family", "cartpole", "--source", str(source_dir), "--targets", "long,heavy",
-            "--strategy", "freeze", "--timesteps", "64", *hp_args(), "--out", str(out), "--quiet"]  # fmt: skip
+    argv = [
+        "transfer",
+        "--family",
+        "cartpole",
+        "--source",
+        str(source_dir),
+        "--targets",
+        "long,heavy",
+        "--strategy",
+        "freeze",
+        "--timesteps",
+        "64",
+        *hp_args(),
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     assert main(argv) == 0
     assert {p.name for p in out.iterdir()} >= {"model.zip", "manifest.json", "transfer_report.json", "curves.npz"}
     assert not out.with_name("transfer.partial").exists()

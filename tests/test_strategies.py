@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Any
-
-import importlib
 
 import numpy as np
 import pytest
 import torch as th
 from stable_baselines3.common.logger import configure
+
 from rltransfer.checkpoint import load_checkpoint
 from rltransfer.errors import UserError
 from rltransfer.finetune import FinetuneResult, finetune
@@ -30,7 +30,9 @@ def params(model: TransferPPO) -> dict[str, th.Tensor]:
     return {k: v.detach().clone() for k, v in model.policy.named_parameters()}
 
 
-def run(source: Path | None, strategy: Any, tiny: dict[str, Any], seed: int = 0, timesteps: int = 256) -> FinetuneResult:
+def run(
+    source: Path | None, strategy: Any, tiny: dict[str, Any], seed: int = 0, timesteps: int = 256
+) -> FinetuneResult:
     return finetune("cartpole", ["long"], source, strategy, seed=seed, timesteps=timesteps, hyperparams=tiny)
 
 
@@ -133,10 +135,11 @@ def test_trunk_lr_scale_survives_the_schedule(
 def test_per_layer_trunk_lr_scales(source_dir: Path, tiny: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     calls = _record_lrs(monkeypatch)
     run(source_dir, parse_strategy("finetune", {"trunk_lr_scale": [0.5, 0.25]}), {**tiny, "learning_rate": 0.001})
-    assert calls and all(
-        c["heads"] == pytest.approx(0.001) and c["trunk.0"] == pytest.approx(0.0005) and c["trunk.1"] == pytest.approx(0.00025)
-        for c in calls
-    )  # fmt: skip
+    assert calls
+    for c in calls:
+        assert c["heads"] == pytest.approx(0.001)
+        assert c["trunk.0"] == pytest.approx(0.0005)
+        assert c["trunk.1"] == pytest.approx(0.00025)
     with pytest.raises(UserError, match="3 values for 2 trunk layers"):
         run(source_dir, parse_strategy("finetune", {"trunk_lr_scale": [1, 1, 1]}), tiny)
 
@@ -153,8 +156,15 @@ def test_linear_schedule_never_goes_negative(
 ) -> None:
     calls = _record_lrs(monkeypatch)
     # Three tasks x 2 envs x 32 steps = 192 per rollout; 256 steps end at 384.
-    finetune("cartpole", ["long", "heavy", "longer"], source_dir, "finetune", seed=0, timesteps=256,
-             hyperparams={**tiny, "learning_rate": "lin_0.001"})  # fmt: skip
+    finetune(
+        "cartpole",
+        ["long", "heavy", "longer"],
+        source_dir,
+        "finetune",
+        seed=0,
+        timesteps=256,
+        hyperparams={**tiny, "learning_rate": "lin_0.001"},
+    )
     assert calls
     assert all(lr >= 0 for c in calls for lr in c.values()), calls
 

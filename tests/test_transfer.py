@@ -14,15 +14,15 @@ from typing import Any
 import numpy as np
 import pytest
 import torch as th
+from rltransfer.envs import get_family
+from rltransfer.policies import TRUNK_PREFIX, MultiTaskActorCriticPolicy
 from stable_baselines3 import PPO
 from stable_baselines3.common.save_util import load_from_zip_file
 
 from rltransfer.checkpoint import Checkpoint, load_checkpoint
-from rltransfer.envs import get_family
 from rltransfer.errors import UserError
 from rltransfer.finetune import build_model, finetune, source_architecture
 from rltransfer.hyperparams import resolve_hyperparams
-from rltransfer.policies import TRUNK_PREFIX, MultiTaskActorCriticPolicy
 from rltransfer.transfer import LayerMap, apply_transfer, parse_parts
 
 TARGETS = ["long", "heavy", "longer"]
@@ -106,9 +106,12 @@ def test_all_makes_every_task_equal_to_the_source(source_dir: Path, tiny: dict[s
         probs, values = task_outputs(policy, x, k)
         th.testing.assert_close(probs, src_probs, rtol=1e-5, atol=1e-6)
         th.testing.assert_close(values, src_values, rtol=1e-5, atol=1e-5)
-        th.testing.assert_close(policy.mlp_extractor.policy_heads[0].weight[k], ckpt.state_dict[
-            "mlp_extractor.policy_net.0.weight"
-        ], rtol=0, atol=0)  # fmt: skip
+        th.testing.assert_close(
+            policy.mlp_extractor.policy_heads[0].weight[k],
+            ckpt.state_dict["mlp_extractor.policy_net.0.weight"],
+            rtol=0,
+            atol=0,
+        )
 
 
 def test_heads_into_selected_tasks_only(source_dir: Path, tiny: dict[str, Any]) -> None:
@@ -151,10 +154,15 @@ def test_plain_sb3_zip_is_a_source(plain_zip: Path, tiny: dict[str, Any]) -> Non
     sd = ckpt.state_dict
     for i in (0, 2):
         for leaf in ("weight", "bias"):
-            assert th.equal(policy.state_dict()[f"{TRUNK_PREFIX}{i}.{leaf}"], sd[f"mlp_extractor.policy_net.{i}.{leaf}"])
+            assert th.equal(
+                policy.state_dict()[f"{TRUNK_PREFIX}{i}.{leaf}"], sd[f"mlp_extractor.policy_net.{i}.{leaf}"]
+            )
     mapped = {e.source: e.target for e in report.copied}
-    assert mapped == {f"mlp_extractor.policy_net.{i}.{leaf}": f"{TRUNK_PREFIX}{i}.{leaf}"
-                      for i in (0, 2) for leaf in ("weight", "bias")}  # fmt: skip
+    assert mapped == {
+        f"mlp_extractor.policy_net.{i}.{leaf}": f"{TRUNK_PREFIX}{i}.{leaf}"
+        for i in (0, 2)
+        for leaf in ("weight", "bias")
+    }
     skipped = {e.source for e in report.entries if e.status == "skipped"}
     assert {k for k in sd if k.startswith("mlp_extractor.value_net.")} <= skipped
     assert ckpt.spaces["observation_space"]["_shape"] == [4]
@@ -194,13 +202,15 @@ def test_shape_mismatch_names_both_shapes(source_dir: Path, tiny: dict[str, Any]
     assert all(th.equal(before[k], after[k]) for k in before), "a failed transfer must not half-copy"
     # The user's architecture wins over the source's, so finetune reports the same error.
     with pytest.raises(UserError, match="shape mismatch"):
-        finetune("cartpole", ["long"], source_dir, "finetune", timesteps=64, hyperparams={**tiny, "trunk_arch": [32, 32]})
+        finetune(
+            "cartpole", ["long"], source_dir, "finetune", timesteps=64, hyperparams={**tiny, "trunk_arch": [32, 32]}
+        )
 
 
 def test_layer_count_mismatch(source_dir: Path, tiny: dict[str, Any]) -> None:
     ckpt = load_checkpoint(source_dir)
     policy = target_policy(tiny, trunk_arch=[64])
-    with pytest.raises(UserError, match="2 layers.*1"):
+    with pytest.raises(UserError, match=r"2 layers, target trunk has 1"):
         apply_transfer(policy, ckpt, parse_parts("trunk"))
 
 
