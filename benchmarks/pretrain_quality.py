@@ -18,7 +18,7 @@ import time
 import torch
 
 from rltransfer.hyperparams import resolve_hyperparams
-from rltransfer.pretrain import pretrain
+from rltransfer.pretraining import pretrain
 
 BARS = {"cartpole": (475.0, 100_000), "acrobot": (-100.0, None), "pendulum": (-250.0, None)}
 

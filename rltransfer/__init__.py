@@ -9,8 +9,8 @@ from rltransfer.errors import UserError
 from rltransfer.experiment.report import build_report
 from rltransfer.experiment.run import run_experiment
 from rltransfer.experiment.spec import ExperimentSpec, load_spec
-from rltransfer.finetune import FinetuneResult, finetune
-from rltransfer.pretrain import PretrainResult, pretrain
+from rltransfer.finetuning import FinetuneResult, finetune
+from rltransfer.pretraining import PretrainResult, pretrain
 from rltransfer.strategies import Strategy, parse_strategy
 from rltransfer.transfer import LayerMap, TransferReport, apply_transfer
 

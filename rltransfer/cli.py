@@ -86,7 +86,7 @@ def cmd_envs(args: argparse.Namespace) -> int:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
-    from rltransfer.pretrain import pretrain
+    from rltransfer.pretraining import pretrain
 
     _threads()
     variant = _variant_arg(args.family, args.variant, args.param)
@@ -114,7 +114,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def cmd_transfer(args: argparse.Namespace) -> int:
-    from rltransfer.finetune import finetune
+    from rltransfer.finetuning import finetune
     from rltransfer.strategies import parse_strategy
 
     _threads()

@@ -19,7 +19,7 @@ from rltransfer.evaluation import evaluate_tasks
 from rltransfer.hyperparams import ppo_kwargs
 from rltransfer.policies import TRUNK_PREFIX
 from rltransfer.ppo import TransferPPO
-from rltransfer.pretrain import source_policy_kwargs
+from rltransfer.pretraining import source_policy_kwargs
 
 
 @dataclass

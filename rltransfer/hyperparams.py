@@ -90,7 +90,8 @@ class _Linear:
         self.initial = initial
 
     def __call__(self, progress_remaining: float) -> float:
-        return progress_remaining * self.initial
+        # SB3 lets progress go below 0 when the last rollout overshoots the budget.
+        return max(progress_remaining, 0.0) * self.initial
 
     def __repr__(self) -> str:
         return f"lin_{self.initial}"

@@ -53,10 +53,13 @@ def learn(
     callbacks: Sequence[BaseCallback],
     progress: bool = False,
 ) -> None:
-    """``model.learn`` with the NaN guard; ``timesteps`` counted from zero."""
-    model.learn(
-        total_timesteps=timesteps,
-        callback=CallbackList([*callbacks, NanGuard()]),
-        progress_bar=progress,
-        reset_num_timesteps=True,
-    )
+    """``model.learn`` with the NaN guard; ``timesteps`` counted from zero. Closes the log files."""
+    try:
+        model.learn(
+            total_timesteps=timesteps,
+            callback=CallbackList([*callbacks, NanGuard()]),
+            progress_bar=progress,
+            reset_num_timesteps=True,
+        )
+    finally:
+        model.logger.close()

@@ -232,7 +232,12 @@ def apply_transfer(
         pending.append((b_key, src[b_key], b_key, targets[b_key].data))
 
     output_layer("action_net", "action", heads.head_dim_pi)
-    output_layer("value_net", "vf_head", heads.head_dim_vf)
+    if trunk_prefix == "mlp_extractor.policy_net." and "value_net.weight" in src:
+        # A plain MlpPolicy's value layer reads the critic's own hidden layers, which do not transfer.
+        for key in ("value_net.weight", "value_net.bias"):
+            skip(key, "value layer of a plain MlpPolicy reads critic layers that do not transfer")
+    else:
+        output_layer("value_net", "vf_head", heads.head_dim_vf)
 
     if "log_std" in src:
         if "log_std" not in parts:

@@ -37,7 +37,7 @@ def tiny() -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def source_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A CartPole source checkpoint directory (model.zip + manifest.json), pretrained for 256 steps."""
-    from rltransfer.pretrain import pretrain
+    from rltransfer.pretraining import pretrain
 
     out = tmp_path_factory.mktemp("source") / "cartpole-source-seed0"
     pretrain("cartpole", seed=0, timesteps=256, hyperparams=TINY, out=out)

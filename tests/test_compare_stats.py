@@ -99,10 +99,7 @@ def test_probability_of_improvement_known_values() -> None:
 def test_probability_of_improvement_is_mann_whitney_u(scores: np.ndarray) -> None:
     x, y = scores[:7], scores[2:] + 0.3
     expected = np.mean(
-        [
-            scipy.stats.mannwhitneyu(x[:, t], y[:, t], alternative="greater").statistic / (7 * 8)
-            for t in range(4)
-        ]
+        [scipy.stats.mannwhitneyu(x[:, t], y[:, t], alternative="greater").statistic / (7 * 8) for t in range(4)]
     )
     assert probability_of_improvement(x, y) == pytest.approx(expected, rel=1e-12)
 
@@ -139,13 +136,9 @@ def test_agrees_with_rliable(scores: np.ndarray) -> None:
         assert mean(scores) == pytest.approx(rly_metrics.aggregate_mean(scores), rel=1e-12)
         tolerance = 0.02 * np.ptp(scores)
         for ours, theirs in ((iqm, rly_metrics.aggregate_iqm), (mean, rly_metrics.aggregate_mean)):
-            _, intervals = rly.get_interval_estimates(
-                {"arm": scores}, lambda s, f=theirs: np.array([f(s)]), reps=5000
-            )
+            _, intervals = rly.get_interval_estimates({"arm": scores}, lambda s, f=theirs: np.array([f(s)]), reps=5000)
             expected = intervals["arm"].ravel()
-            np.testing.assert_allclose(
-                stratified_bootstrap_ci(scores, ours, reps=5000), expected, atol=tolerance
-            )
+            np.testing.assert_allclose(stratified_bootstrap_ci(scores, ours, reps=5000), expected, atol=tolerance)
 
         x, y = scores[:8, :3], scores[3:, :3] + 0.5
         assert probability_of_improvement(x, y) == pytest.approx(
@@ -154,8 +147,6 @@ def test_agrees_with_rliable(scores: np.ndarray) -> None:
         _, intervals = rly.get_interval_estimates(
             {"pair": [x, y]}, lambda a, b: np.array([rly_metrics.probability_of_improvement(a, b)]), reps=500
         )
-        np.testing.assert_allclose(
-            probability_of_improvement_ci(x, y, reps=2000), intervals["pair"].ravel(), atol=0.05
-        )
+        np.testing.assert_allclose(probability_of_improvement_ci(x, y, reps=2000), intervals["pair"].ravel(), atol=0.05)
     finally:
         np.random.set_state(state)

@@ -21,7 +21,7 @@ from rltransfer.cli import main
 from rltransfer.errors import UserError
 
 # The module, not the function of the same name that ``rltransfer/__init__.py`` re-exports.
-pretrain_module = importlib.import_module("rltransfer.pretrain")
+pretrain_module = importlib.import_module("rltransfer.pretraining")
 pretrain = pretrain_module.pretrain
 
 TINY_HP = ["n_steps=32", "n_envs=1", "batch_size=32", "n_epochs=1", "eval_freq=64", "eval_episodes=2"]
@@ -144,13 +144,6 @@ def test_pretrain_input_errors(tmp_path: Path, tiny: dict[str, Any]) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug in rltransfer/training.py (attach_logger) and its callers pretrain/finetune: the SB3 logger's "
-    "CSV file and TensorBoard SummaryWriter (with its writer thread) are never closed, so every run leaks "
-    "them (ResourceWarning: unclosed progress.csv) and its run directory is renamed from .partial while "
-    "they are still open (os.replace fails on Windows); close model.logger before leaving staging_dir",
-)
 def test_pretrain_closes_its_log_files(tmp_path: Path, tiny: dict[str, Any]) -> None:
     from stable_baselines3.common.logger import CSVOutputFormat
 

@@ -13,12 +13,12 @@ from stable_baselines3.common.logger import configure
 
 from rltransfer.checkpoint import load_checkpoint
 from rltransfer.errors import UserError
-from rltransfer.finetune import FinetuneResult, finetune
+from rltransfer.finetuning import FinetuneResult, finetune
 from rltransfer.ppo import TransferPPO
 from rltransfer.strategies import GradualUnfreeze, parse_strategy, trunk_layers
 
 # The module, not the function of the same name that ``rltransfer/__init__.py`` re-exports.
-finetune_module = importlib.import_module("rltransfer.finetune")
+finetune_module = importlib.import_module("rltransfer.finetuning")
 
 BOTTOM = ("features_extractor.trunk.0.weight", "features_extractor.trunk.0.bias")
 TOP = ("features_extractor.trunk.2.weight", "features_extractor.trunk.2.bias")
@@ -144,13 +144,6 @@ def test_per_layer_trunk_lr_scales(source_dir: Path, tiny: dict[str, Any], monke
         run(source_dir, parse_strategy("finetune", {"trunk_lr_scale": [1, 1, 1]}), tiny)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug in rltransfer/hyperparams.py: _Linear ('lin_' schedules) returns progress_remaining * initial "
-    "without clamping, and SB3's progress_remaining goes below 0 whenever the last rollout overshoots "
-    "n_timesteps (multi-task rollouts are n_envs*K*n_steps; also the shipped cartpole defaults: 1e5 steps "
-    "in rollouts of 256) -> a negative learning rate (Adam then ascends the loss) and a negative clip_range",
-)
 def test_linear_schedule_never_goes_negative(
     source_dir: Path, tiny: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -117,7 +117,7 @@ def ensure_source(spec: ExperimentSpec, out: Path, progress: bool) -> Path:
         return spec.source.checkpoint
     source_dir = out / "source"
     if not (source_dir / MANIFEST_FILE).exists():
-        from rltransfer.pretrain import pretrain
+        from rltransfer.pretraining import pretrain
 
         pretrain(
             spec.family,
@@ -134,7 +134,7 @@ def ensure_source(spec: ExperimentSpec, out: Path, progress: bool) -> Path:
 
 def preflight(spec: ExperimentSpec, source: Path) -> None:
     """Apply every arm's transfer to a throwaway model so mapping errors stop the grid before training."""
-    from rltransfer.finetune import build_model, source_architecture
+    from rltransfer.finetuning import build_model, source_architecture
     from rltransfer.hyperparams import resolve_hyperparams
     from rltransfer.transfer import apply_transfer
 
@@ -154,7 +154,7 @@ def execute_job(job: Job, spec: ExperimentSpec, source: str | None) -> dict[str,
     import torch
 
     torch.set_num_threads(1)
-    from rltransfer.finetune import finetune
+    from rltransfer.finetuning import finetune
 
     started = time.time()
     try:

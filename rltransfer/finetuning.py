@@ -26,7 +26,7 @@ from rltransfer.hyperparams import activation, ppo_kwargs, resolve_hyperparams
 from rltransfer.io import atomic_write_bytes, atomic_write_json, staging_dir, versions
 from rltransfer.policies import TRUNK_PREFIX, MultiTaskActorCriticPolicy
 from rltransfer.ppo import TransferPPO
-from rltransfer.pretrain import EVAL_SEED_OFFSET
+from rltransfer.pretraining import EVAL_SEED_OFFSET
 from rltransfer.resolve import resolve_family, resolve_variant
 from rltransfer.strategies import Strategy, configure_strategy, frozen_parameters, parse_strategy
 from rltransfer.training import attach_logger, learn, record_hparams
@@ -170,6 +170,7 @@ def _run(
         # Zero-shot: one evaluation at step 0. An untrained policy evaluated deterministically on
         # the same starts scores the same at every step; experiments broadcast it over their grid.
         results = evaluate_tasks(model, eval_envs, hp["eval_episodes"], eval_seed)
+        model.logger.close()
         curve = EvalCurve(names, [0], [[results[t][0] for t in names]], [[results[t][1] for t in names]])
     forgot = None
     if forgetting and ckpt is not None and report is not None:
