@@ -36,6 +36,11 @@ class Checkpoint:
     spaces: dict[str, dict[str, Any]]
 
     @property
+    def obs_normalization(self) -> dict[str, Any] | None:
+        """Observation statistics the source policy was trained with (rltransfer checkpoints only)."""
+        return (self.manifest or {}).get("obs_normalization")
+
+    @property
     def has_trunk(self) -> bool:
         return any(k.startswith("features_extractor.trunk.") for k in self.state_dict)
 

@@ -14,7 +14,7 @@ import numpy as np
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.evaluation import evaluate_policy
-from stable_baselines3.common.vec_env import VecEnv
+from stable_baselines3.common.vec_env import VecEnv, sync_envs_normalization
 
 
 @dataclass
@@ -40,10 +40,16 @@ def evaluate_tasks(
     n_episodes: int,
     seed: int,
     deterministic: bool = True,
+    train_env: VecEnv | None = None,
 ) -> dict[str, tuple[float, float]]:
-    """Mean and std of the episode return per task, each env re-seeded so every call sees the same starts."""
+    """Mean and std of the episode return per task, each env re-seeded so every call sees the same starts.
+
+    With ``train_env``, observation-normalisation statistics are copied from it first.
+    """
     out = {}
     for name, env in eval_envs.items():
+        if train_env is not None:
+            sync_envs_normalization(train_env, env)
         env.seed(seed)
         rewards, _ = evaluate_policy(
             model, env, n_eval_episodes=n_episodes, deterministic=deterministic, return_episode_rewards=True
@@ -63,7 +69,7 @@ class PerTaskEvalCallback(BaseCallback):
         self._next = 0
 
     def _evaluate(self) -> None:
-        results = evaluate_tasks(self.model, self.eval_envs, self.n_episodes, self.seed)
+        results = evaluate_tasks(self.model, self.eval_envs, self.n_episodes, self.seed, train_env=self.training_env)
         self.curve.steps.append(int(self.num_timesteps))
         self.curve.returns.append([results[t][0] for t in self.curve.task_names])
         self.curve.stds.append([results[t][1] for t in self.curve.task_names])

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from rltransfer import normalization
 from rltransfer.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from rltransfer.envs import Family, Variant, make_eval_env, make_multitask_vec_env
 from rltransfer.errors import UserError
@@ -32,7 +33,8 @@ from rltransfer.strategies import Strategy, configure_strategy, frozen_parameter
 from rltransfer.training import attach_logger, learn, record_hparams
 from rltransfer.transfer import TransferReport, apply_transfer
 
-ARCH_KEYS = ("trunk_arch", "head_arch", "activation_fn")
+# Settings a target must share with its source for the weights to mean the same thing.
+SOURCE_BOUND_KEYS = ("trunk_arch", "head_arch", "activation_fn", "normalize")
 
 
 @dataclass
@@ -48,7 +50,7 @@ def source_architecture(checkpoint: Checkpoint) -> dict[str, Any]:
     """Trunk/head widths the target must have for the source's weights to fit."""
     if checkpoint.manifest and "hyperparams" in checkpoint.manifest:
         hp = checkpoint.manifest["hyperparams"]
-        return {k: hp[k] for k in ARCH_KEYS if k in hp}
+        return {k: hp[k] for k in SOURCE_BOUND_KEYS if k in hp}
     # Plain SB3 MlpPolicy: its actor's hidden layers become the trunk; heads are linear.
     sd = checkpoint.state_dict
     widths = [
@@ -69,7 +71,9 @@ def build_model(
     device: str = "cpu",
 ) -> TransferPPO:
     """The multi-task PPO model every arm starts from (same seed: same initial weights)."""
-    env = make_multitask_vec_env(family, variants, n_envs_per_task=hp["n_envs"], seed=seed)
+    env = normalization.wrap(
+        make_multitask_vec_env(family, variants, n_envs_per_task=hp["n_envs"], seed=seed), hp, dict_obs=True
+    )
     policy_kwargs = {
         "trunk_arch": list(hp["trunk_arch"]),
         "net_arch": dict(hp["head_arch"]),
@@ -153,13 +157,20 @@ def _run(
     report = None
     if ckpt is not None and strat.uses_source:
         report = apply_transfer(policy, ckpt, strat.transfer, strat.layer_map)
+        if ckpt.obs_normalization is not None:
+            normalization.load_stats(model.get_env(), ckpt.obs_normalization)  # type: ignore[arg-type]
+            count = ckpt.obs_normalization["count"]
+            report.notes.append(f"observation normalisation statistics carried from the source (count {count:g})")
     callbacks = configure_strategy(model, strat, hp["n_timesteps"])
     if report is not None:
         report.frozen = frozen_parameters(policy)
     attach_logger(model, staging / "logs" if staging else None, verbose)
     record_hparams(model, {**hp, "seed": seed, "strategy": strat.name, "transfer": "+".join(sorted(strat.transfer))})
     names = [v.name for v in variants]
-    eval_envs = {v.name: make_eval_env(fam, v, hp["eval_episodes"], k, len(variants)) for k, v in enumerate(variants)}
+    eval_envs = {
+        v.name: normalization.wrap(make_eval_env(fam, v, hp["eval_episodes"], k, len(variants)), hp, True, False)
+        for k, v in enumerate(variants)
+    }
     eval_seed = seed + EVAL_SEED_OFFSET
     if strat.train:
         evaluator = PerTaskEvalCallback(eval_envs, hp["eval_freq"], hp["eval_episodes"], eval_seed)
@@ -169,7 +180,7 @@ def _run(
     else:
         # Zero-shot: one evaluation at step 0. An untrained policy evaluated deterministically on
         # the same starts scores the same at every step; experiments broadcast it over their grid.
-        results = evaluate_tasks(model, eval_envs, hp["eval_episodes"], eval_seed)
+        results = evaluate_tasks(model, eval_envs, hp["eval_episodes"], eval_seed, train_env=model.get_env())
         model.logger.close()
         curve = EvalCurve(names, [0], [[results[t][0] for t in names]], [[results[t][1] for t in names]])
     forgot = None

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch as th
 from stable_baselines3.common.env_util import make_vec_env
 
+from rltransfer import normalization
 from rltransfer.checkpoint import Checkpoint
 from rltransfer.envs import Family, Variant, make_eval_env
 from rltransfer.evaluation import evaluate_tasks
@@ -46,7 +47,7 @@ def measure_forgetting(
         return None
     hp = manifest["hyperparams"]
     variant = Variant("source-task", manifest["variant"]["params"], "source")
-    env = make_vec_env(lambda: family.make(variant), n_envs=1, seed=seed)
+    env = normalization.wrap(make_vec_env(lambda: family.make(variant), n_envs=1, seed=seed), hp, False, False)
     kwargs = {k: v for k, v in ppo_kwargs(hp).items() if k not in ("n_steps", "batch_size")}
     model = TransferPPO(
         "MlpPolicy",
@@ -59,7 +60,9 @@ def measure_forgetting(
         **kwargs,
     )
     model.policy.load_state_dict(checkpoint.state_dict)
-    eval_env = {"source": make_eval_env(family, variant, n_episodes)}
+    eval_env = {"source": normalization.wrap(make_eval_env(family, variant, n_episodes), hp, False, False)}
+    if checkpoint.obs_normalization is not None:
+        normalization.load_stats(eval_env["source"], checkpoint.obs_normalization)
     before = evaluate_tasks(model, eval_env, n_episodes, seed)["source"][0]
     with th.no_grad():
         for name, param in model.policy.named_parameters():

@@ -15,7 +15,16 @@ from rltransfer.errors import UserError
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU}
 # Keys that are ours, not PPO's.
-RUN_KEYS = {"n_timesteps", "n_envs", "trunk_arch", "head_arch", "activation_fn", "eval_freq", "eval_episodes"}
+RUN_KEYS = {
+    "n_timesteps",
+    "n_envs",
+    "trunk_arch",
+    "head_arch",
+    "activation_fn",
+    "eval_freq",
+    "eval_episodes",
+    "normalize",
+}
 PPO_KEYS = set(inspect.signature(PPO.__init__).parameters) - {
     "self",
     "policy",
@@ -56,12 +65,15 @@ def resolve_hyperparams(family: str, overrides: Mapping[str, Any] | None = None)
             raise UserError(f"hyperparameter '{key}' is set by rltransfer itself; remove it")
         if key not in PPO_KEYS and key not in RUN_KEYS:
             raise UserError(f"unknown hyperparameter '{key}'; use a PPO argument or one of {sorted(RUN_KEYS)}")
-        if isinstance(value, str) and key not in ("activation_fn",):
+        if isinstance(value, str) and key not in ("activation_fn", "normalize"):
             schedule(value, key)  # validate now, not at the first update
     for key in ("n_timesteps", "n_envs", "eval_freq", "eval_episodes"):
         if int(hp[key]) != hp[key] or hp[key] <= 0:
             raise UserError(f"{key} must be a positive integer, got {hp[key]!r}")
         hp[key] = int(hp[key])
+    from rltransfer.normalization import normalize_options
+
+    normalize_options(hp)  # validate
     if str(hp["activation_fn"]).lower() not in ACTIVATIONS:
         raise UserError(f"activation_fn '{hp['activation_fn']}' unknown; choose one of {sorted(ACTIVATIONS)}")
     return hp

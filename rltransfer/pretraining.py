@@ -11,8 +11,9 @@ from typing import Any
 
 from stable_baselines3.common.env_util import make_vec_env
 
+from rltransfer import normalization
 from rltransfer.checkpoint import save_checkpoint
-from rltransfer.envs import Family, Variant
+from rltransfer.envs import Family, Variant, make_eval_env
 from rltransfer.evaluation import EvalCurve, PerTaskEvalCallback
 from rltransfer.hyperparams import activation, ppo_kwargs, resolve_hyperparams
 from rltransfer.io import atomic_write_json, staging_dir, versions
@@ -91,7 +92,7 @@ def _train(
     final: Path | None = None,
 ) -> PretrainResult:
     started = time.time()
-    env = make_vec_env(lambda: fam.make(var), n_envs=hp["n_envs"], seed=seed)
+    env = normalization.wrap(make_vec_env(lambda: fam.make(var), n_envs=hp["n_envs"], seed=seed), hp, dict_obs=False)
     model = TransferPPO(
         "MlpPolicy",
         env,
@@ -103,10 +104,8 @@ def _train(
     )
     attach_logger(model, staging / "logs" if staging else None, verbose)
     record_hparams(model, {**hp, "seed": seed, "family": fam.name, "variant": var.name})
-    from rltransfer.envs import make_eval_env
-
     evaluator = PerTaskEvalCallback(
-        {var.name: make_eval_env(fam, var, hp["eval_episodes"])},
+        {var.name: normalization.wrap(make_eval_env(fam, var, hp["eval_episodes"]), hp, False, training=False)},
         hp["eval_freq"],
         hp["eval_episodes"],
         seed + EVAL_SEED_OFFSET,
@@ -127,6 +126,7 @@ def _train(
             "threshold": fam.threshold,
         },
         "curve": {"steps": curve.steps, "returns": [r[0] for r in curve.returns]},
+        "obs_normalization": normalization.stats_of(env),
         "versions": versions(),
         "command": sys.argv,
         "wall_time_s": round(time.time() - started, 2),

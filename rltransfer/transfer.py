@@ -91,6 +91,7 @@ class TransferReport:
     entries: list[Entry] = field(default_factory=list)
     frozen: list[str] = field(default_factory=list)
     fresh: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def copied(self) -> list[Entry]:
@@ -111,6 +112,7 @@ class TransferReport:
             lines.append(f"  {e.status:8s} {e.source}{arrow} {tuple(e.shape)}{note}")
         lines.append(f"  fresh (random init): {', '.join(self.fresh) or 'none'}")
         lines.append(f"  frozen: {', '.join(self.frozen) or 'none'}")
+        lines += [f"  note: {note}" for note in self.notes]
         return "\n".join(lines)
 
 

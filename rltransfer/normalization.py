@@ -1,0 +1,80 @@
+"""Observation normalisation (SB3 ``VecNormalize``) whose statistics travel with a source policy.
+
+Statistics are stored as plain numbers in the checkpoint manifest (never pickled), and the
+task id of a multi-task observation is never normalised (``norm_obs_keys=["obs"]``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from stable_baselines3.common.running_mean_std import RunningMeanStd
+from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper, VecNormalize
+
+from rltransfer.errors import UserError
+
+OPTION_KEYS = {"norm_obs", "norm_reward", "clip_obs", "clip_reward"}
+
+
+def normalize_options(hp: Mapping[str, Any]) -> dict[str, Any] | None:
+    """RL Zoo's ``normalize``: ``false``, ``true`` (observations only), or VecNormalize kwargs."""
+    value = hp.get("normalize", False)
+    if value is False or value is None:
+        return None
+    if value is True:
+        return {"norm_obs": True, "norm_reward": False}
+    if isinstance(value, Mapping) and set(value) <= OPTION_KEYS:
+        return {"norm_obs": True, "norm_reward": False, **value}
+    raise UserError(f"normalize must be true, false or a mapping with keys {sorted(OPTION_KEYS)}; got {value!r}")
+
+
+def wrap(venv: VecEnv, hp: Mapping[str, Any], dict_obs: bool, training: bool = True) -> VecEnv:
+    """``venv`` inside ``VecNormalize`` when the hyperparameters ask for it (eval envs: ``training=False``)."""
+    options = normalize_options(hp)
+    if options is None:
+        return venv
+    if not training:
+        options = {**options, "norm_reward": False}
+    keys = ["obs"] if dict_obs else None
+    return VecNormalize(venv, training=training, gamma=hp.get("gamma", 0.99), norm_obs_keys=keys, **options)
+
+
+def find(venv: VecEnv) -> VecNormalize | None:
+    while isinstance(venv, VecEnvWrapper):
+        if isinstance(venv, VecNormalize):
+            return venv
+        venv = venv.venv
+    return None
+
+
+def _rms(vn: VecNormalize) -> RunningMeanStd:
+    rms = vn.obs_rms
+    return rms["obs"] if isinstance(rms, dict) else rms
+
+
+def stats_of(venv: VecEnv) -> dict[str, Any] | None:
+    """The observation statistics of ``venv`` as JSON-ready numbers, or ``None`` without normalisation."""
+    vn = find(venv)
+    if vn is None or not vn.norm_obs:
+        return None
+    rms = _rms(vn)
+    return {"mean": rms.mean.tolist(), "var": rms.var.tolist(), "count": float(rms.count),
+            "clip_obs": vn.clip_obs, "epsilon": vn.epsilon}  # fmt: skip
+
+
+def load_stats(venv: VecEnv, stats: Mapping[str, Any]) -> None:
+    """Start ``venv``'s observation statistics from a source's (they keep updating while training)."""
+    vn = find(venv)
+    if vn is None:
+        raise UserError("the source carries observation normalisation but the target env has none; set normalize")
+    rms = _rms(vn)
+    mean = np.asarray(stats["mean"], dtype=np.float64)
+    if mean.shape != rms.mean.shape:
+        raise UserError(
+            f"source normalisation statistics have shape {mean.shape}, target observations {rms.mean.shape}"
+        )
+    rms.mean = mean
+    rms.var = np.asarray(stats["var"], dtype=np.float64)
+    rms.count = float(stats["count"])

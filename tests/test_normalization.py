@@ -1,0 +1,61 @@
+"""Observation normalisation: statistics saved with the source, carried into targets, task id untouched."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from rltransfer.envs import get_family
+
+from rltransfer.checkpoint import load_checkpoint
+from rltransfer.errors import UserError
+from rltransfer.finetuning import build_model, finetune
+from rltransfer.hyperparams import resolve_hyperparams
+from rltransfer.normalization import find, load_stats
+from rltransfer.pretraining import pretrain
+
+
+@pytest.fixture(scope="module")
+def normalized_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("norm") / "src"
+    hp = {"n_steps": 32, "batch_size": 32, "n_epochs": 1, "n_envs": 2, "eval_freq": 64, "eval_episodes": 2}
+    pretrain("cartpole", seed=0, timesteps=256, hyperparams={**hp, "normalize": True}, out=out)
+    return out
+
+
+def test_source_manifest_carries_statistics(normalized_source: Path) -> None:
+    ckpt = load_checkpoint(normalized_source)
+    stats = ckpt.obs_normalization
+    assert stats is not None and len(stats["mean"]) == 4 and stats["count"] > 256
+    assert np.all(np.asarray(stats["var"]) > 0)
+
+
+def test_zero_shot_with_carried_statistics_reproduces_the_source(normalized_source: Path) -> None:
+    """The source variant as the only target, everything transferred: the source's own evaluation."""
+    ckpt = load_checkpoint(normalized_source)
+    result = finetune("cartpole", ["source"], ckpt, "zero-shot", seed=0, hyperparams={"eval_episodes": 2})
+    assert result.report is not None and any("normalisation" in n for n in result.report.notes)
+    assert result.curve.returns[0][0] == pytest.approx(ckpt.manifest["eval"]["mean_return"])  # type: ignore[index]
+    assert result.manifest["hyperparams"]["normalize"] is True
+
+
+def test_task_id_is_never_normalised(normalized_source: Path) -> None:
+    hp = resolve_hyperparams("cartpole", {"normalize": True, "n_envs": 1})
+    family = get_family("cartpole")
+    model = build_model(family, [family.variant("long"), family.variant("longer")], hp, seed=0)
+    vn = find(model.get_env())  # type: ignore[arg-type]
+    assert vn is not None and set(vn.obs_rms) == {"obs"}
+    stats = load_checkpoint(normalized_source).obs_normalization
+    assert stats is not None
+    load_stats(model.get_env(), stats)  # type: ignore[arg-type]
+    np.testing.assert_array_equal(vn.obs_rms["obs"].mean, stats["mean"])
+    obs = vn.reset()
+    assert set(np.unique(obs["task_id"])) == {0, 1}
+
+
+@pytest.mark.parametrize("value", ["yes", 3, {"norm_bogus": True}])
+def test_bad_normalize_values(value: Any) -> None:
+    with pytest.raises(UserError, match="normalize"):
+        resolve_hyperparams("cartpole", {"normalize": value})
