@@ -1,7 +1,7 @@
 """Quality bar for source pretraining (issue: foundation).
 
 CartPole must reach an evaluation return >= 475 within 100k steps on seed 0; Acrobot >= -100
-and Pendulum >= -250 within the budgets in rltransfer/hyperparams/ppo.yml. Prints, per family,
+and Pendulum >= -250 within the budgets in rltransfer/ppo.yml. Prints, per family,
 the first evaluation step at or above the bar, the best and the final evaluation; exits 1 if a
 bar is missed.
 

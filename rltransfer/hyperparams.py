@@ -37,8 +37,8 @@ RESERVED = {"tensorboard_log", "verbose", "device", "_init_setup_model"}
 
 
 def default_hyperparams(family: str) -> dict[str, Any]:
-    """The shipped hyperparameters for ``family`` (``rltransfer/hyperparams/ppo.yml``)."""
-    text = resources.files("rltransfer").joinpath("hyperparams/ppo.yml").read_text()
+    """The shipped hyperparameters for ``family`` (``rltransfer/ppo.yml``)."""
+    text = resources.files("rltransfer").joinpath("ppo.yml").read_text()
     table = yaml.safe_load(text)
     if family not in table:
         raise UserError(f"no PPO hyperparameters for family '{family}'; add a '{family}:' block to ppo.yml")
