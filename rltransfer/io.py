@@ -70,28 +70,81 @@ def check_writable(directory: Path) -> None:
         raise UserError(f"cannot write to '{directory}' ({probe} is not a writable directory); choose --out elsewhere")
 
 
+PARTIAL = ".partial-"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_partials(final: Path) -> None:
+    """Delete staging directories of ``final`` whose writing process no longer exists (killed attempts)."""
+    if not final.parent.is_dir():
+        return
+    for stale in final.parent.glob(f"{final.name}{PARTIAL}*"):
+        pid = stale.name[len(final.name) + len(PARTIAL) :].split("-", 1)[0]
+        if not pid.isdigit() or not _alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
 @contextmanager
 def staging_dir(final: Path, overwrite: bool = False) -> Iterator[Path]:
-    """Build a run in ``<final>.partial`` and move it into place only when the body succeeds.
+    """Build a run in its own ``<final>.partial-<pid>-<n>`` and rename it into place only on success.
 
-    A killed or failed run leaves only the ``.partial`` directory (removed on the next
-    attempt), never a half-written ``final``.
+    A killed or failed attempt leaves at most its own staging directory, never a half-written
+    ``final``; a unique name per attempt means a straggling attempt can never write into
+    another's files. Without ``overwrite`` a ``final`` that appeared meanwhile is kept.
     """
     if final.exists() and not overwrite:
         raise UserError(f"'{final}' already holds a finished run; pass --overwrite or choose another --out")
     check_writable(final.parent)
-    staging = final.with_name(final.name + ".partial")
+    remove_partials(final)
     try:
-        if staging.exists():
-            shutil.rmtree(staging)
-        staging.mkdir(parents=True)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f"{final.name}{PARTIAL}{os.getpid()}-", dir=final.parent))
     except OSError as e:
-        raise UserError(f"cannot create '{staging}' ({e.strerror}); choose a writable --out") from None
+        raise UserError(f"cannot create a directory beside '{final}' ({e.strerror}); choose a writable --out") from None
     try:
         yield staging
+        if overwrite and final.exists():
+            shutil.rmtree(final)
+        # Renaming onto an existing non-empty directory fails: a finished run is never replaced by accident.
+        os.rename(staging, final)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(staging, final)
+
+
+@contextmanager
+def exclusive_lock(path: Path, what: str) -> Iterator[None]:
+    """Hold an advisory lock on ``path`` for the body; a second holder gets a clear error.
+
+    The kernel drops the lock when its process dies, even by ``kill -9``.
+    """
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no protection against two runners, but no failure either
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise UserError(f"{what} is in use by {holder}; wait for it to finish or choose another --out") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -36,7 +36,7 @@ def hp_args(items: list[str] = TINY_HP) -> list[str]:
 
 def test_pretrain_writes_a_complete_run(source_dir: Path, tiny: dict[str, Any]) -> None:
     assert {p.name for p in source_dir.iterdir()} >= {"model.zip", "manifest.json", "config.json", "logs"}
-    assert not source_dir.with_name(source_dir.name + ".partial").exists()
+    assert not list(source_dir.parent.glob(source_dir.name + ".partial*"))
     manifest = json.loads((source_dir / "manifest.json").read_text())
     assert manifest["kind"] == "source"
     assert manifest["family"] == "cartpole"
@@ -88,7 +88,7 @@ def test_pretrain_overwrite_replaces_the_run(tmp_path: Path, tiny: dict[str, Any
     pretrain("cartpole", seed=0, timesteps=64, hyperparams=tiny, out=out)
     pretrain("cartpole", seed=1, timesteps=64, hyperparams=tiny, out=out, overwrite=True)
     assert json.loads((out / "manifest.json").read_text())["seed"] == 1
-    assert not (tmp_path / "run.partial").exists()
+    assert not list(tmp_path.glob("run.partial*"))
     load_checkpoint(out)  # checksum of the new zip matches the new manifest
 
 
@@ -103,7 +103,7 @@ def test_failed_pretrain_leaves_no_partial(
     with pytest.raises(RuntimeError, match="simulated crash"):
         pretrain("cartpole", seed=0, timesteps=64, hyperparams=tiny, out=out)
     assert not out.exists()
-    assert not (tmp_path / "run.partial").exists()
+    assert not list(tmp_path.glob("run.partial*"))
     assert list(tmp_path.iterdir()) == []
 
 
@@ -117,12 +117,12 @@ def test_failed_overwrite_keeps_the_old_run(
     with pytest.raises(RuntimeError):
         pretrain("cartpole", seed=1, timesteps=64, hyperparams=tiny, out=out, overwrite=True)
     assert (out / "manifest.json").read_text() == before
-    assert not (tmp_path / "run.partial").exists()
+    assert not list(tmp_path.glob("run.partial*"))
     load_checkpoint(out)
 
 
 def test_stale_partial_from_a_killed_run_is_replaced(tmp_path: Path, tiny: dict[str, Any]) -> None:
-    stale = tmp_path / "run.partial"
+    stale = tmp_path / "run.partial-999999999-x1"  # a writer pid that does not exist
     stale.mkdir()
     (stale / "junk.bin").write_bytes(b"half-written")
     pretrain("cartpole", seed=0, timesteps=64, hyperparams=tiny, out=tmp_path / "run")
@@ -312,7 +312,7 @@ def test_cli_transfer_tiny(source_dir: Path, in_tmp: Path, capsys: pytest.Captur
     ]
     assert main(argv) == 0
     assert {p.name for p in out.iterdir()} >= {"model.zip", "manifest.json", "transfer_report.json", "curves.npz"}
-    assert not out.with_name("transfer.partial").exists()
+    assert not list(out.parent.glob("transfer.partial*"))
 
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["kind"] == "transfer"

@@ -47,6 +47,9 @@ class GridProgress:
     def __call__(self, event: str, job: Job, info: dict[str, Any]) -> None:
         if event == "start":
             self.running += 1
+        elif event == "retry":
+            self.running -= 1
+            self.console.print(f"[yellow]worker died, retrying:[/yellow] {job.label}")
         elif event in ("done", "failed"):
             self.running -= 1
             self.progress.advance(self.task)

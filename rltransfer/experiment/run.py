@@ -9,7 +9,9 @@ from rltransfer.errors import UserError
 from rltransfer.experiment.progress import GridProgress
 from rltransfer.experiment.report import build_report
 from rltransfer.experiment.runner import (
+    LOCK_FILE,
     GridResult,
+    check_out,
     default_workers,
     ensure_source,
     plan_jobs,
@@ -19,6 +21,7 @@ from rltransfer.experiment.runner import (
 )
 from rltransfer.experiment.spec import ExperimentSpec, load_spec
 from rltransfer.experiment.tensorboard import write_layout
+from rltransfer.io import exclusive_lock
 
 
 def run_experiment(
@@ -42,13 +45,15 @@ def run_experiment(
     if n_workers <= 0:
         raise UserError(f"--workers must be a positive integer, got {n_workers}")
     out_dir = Path(out) if out is not None else Path("runs") / spec.name
-    prepare_out(spec, out_dir, resume)
-    source = ensure_source(spec, out_dir, progress)
-    preflight(spec, source)
-    write_layout(spec, out_dir)
-    with GridProgress(len(plan_jobs(spec, out_dir)), enabled=progress) as display:
-        result = run_grid(spec, out_dir, source, n_workers, on_event=display)
-    report = build_report(out_dir, spec) if not _nothing_to_report(result) else None
+    check_out(spec, out_dir, resume)  # before the lock file creates the directory
+    with exclusive_lock(out_dir / LOCK_FILE, f"'{out_dir}'"):
+        prepare_out(spec, out_dir, resume)
+        source = ensure_source(spec, out_dir, progress)
+        preflight(spec, source)
+        write_layout(spec, out_dir)
+        with GridProgress(len(plan_jobs(spec, out_dir)), enabled=progress) as display:
+            result = run_grid(spec, out_dir, source, n_workers, on_event=display)
+        report = build_report(out_dir, spec) if not _nothing_to_report(result) else None
     return result, report
 
 

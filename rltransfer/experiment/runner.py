@@ -1,6 +1,6 @@
 """Run an experiment grid: pretrain (or reuse) the source, then every (arm, seed) in parallel workers.
 
-Each run builds its directory as ``<dir>.partial`` and renames it into place when complete,
+Each run builds its directory as ``<dir>.partial-<pid>-<n>`` and renames it into place when complete,
 so a directory ``<out>/<arm>/seed<k>/`` exists only for a finished run; ``--resume`` skips
 those and redoes the rest.
 """
@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
 import time
 import traceback
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,9 +23,10 @@ from rltransfer.checkpoint import MANIFEST_FILE, load_checkpoint
 from rltransfer.envs import Variant
 from rltransfer.errors import UserError
 from rltransfer.experiment.spec import Arm, ExperimentSpec
-from rltransfer.io import atomic_write_json, check_writable, versions
+from rltransfer.io import atomic_write_json, check_writable, remove_partials, versions
 
 EXPERIMENT_FILE = "experiment.json"
+LOCK_FILE = ".lock"
 
 
 @dataclass(frozen=True)
@@ -73,8 +76,8 @@ def plan_jobs(spec: ExperimentSpec, out: Path) -> list[Job]:
     return jobs
 
 
-def prepare_out(spec: ExperimentSpec, out: Path, resume: bool) -> None:
-    """Claim ``out`` for this experiment, refusing another experiment's directory."""
+def check_out(spec: ExperimentSpec, out: Path, resume: bool) -> None:
+    """Refuse ``out`` if it holds another experiment, or this one without ``resume`` (reads only)."""
     check_writable(out)
     record = out / EXPERIMENT_FILE
     if record.exists():
@@ -91,14 +94,19 @@ def prepare_out(spec: ExperimentSpec, out: Path, resume: bool) -> None:
             )
         if not resume:
             raise UserError(f"'{out}' already holds runs of this experiment; pass --resume to continue it")
-    elif out.exists() and any(out.iterdir()):
+    elif out.exists() and any(p.name != LOCK_FILE for p in out.iterdir()):
         raise UserError(f"'{out}' is not empty and holds no {EXPERIMENT_FILE}; choose an empty or new --out")
+
+
+def prepare_out(spec: ExperimentSpec, out: Path, resume: bool) -> None:
+    """Claim ``out`` for this experiment (call while holding the directory's lock)."""
+    check_out(spec, out, resume)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"cannot create '{out}' ({e.strerror}); choose a writable --out") from None
     atomic_write_json(
-        record,
+        out / EXPERIMENT_FILE,
         {
             "name": spec.name,
             "fingerprint": spec.fingerprint(),
@@ -191,6 +199,7 @@ def run_grid(
             notify("skip", job, {})
         else:
             job.failed_marker.unlink(missing_ok=True)
+            remove_partials(job.run_dir)
             todo.append(job)
     src = str(source)
 
@@ -208,14 +217,49 @@ def run_grid(
             notify("start", job, {})
             record(job, execute_job(job, spec, src))
         return result
+    queue = list(todo)
+    attempts: dict[str, int] = {}
+    while queue:
+        # A pool whose worker died (OOM, kill -9) is broken for every job in it: start a new one and
+        # retry the jobs that were in flight, up to MAX_ATTEMPTS each.
+        queue = _run_pool(queue, workers, spec, src, attempts, record, notify)
+    return result
+
+
+MAX_ATTEMPTS = 3
+
+
+def _worker_init() -> None:
+    """Die with the runner: an orphaned worker must never finish a run nobody is waiting for."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _run_pool(
+    queue: list[Job],
+    workers: int,
+    spec: ExperimentSpec,
+    src: str,
+    attempts: dict[str, int],
+    record: Callable[[Job, dict[str, Any]], None],
+    notify: Callable[[str, Job, dict[str, Any]], None],
+) -> list[Job]:
+    """Run ``queue`` in one process pool; returns the jobs to retry after the pool broke."""
+    retry: list[Job] = []
     # spawn: workers start clean (no inherited torch threads or open env handles).
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init) as pool:
         pending: dict[Future[dict[str, Any]], Job] = {}
-        queue = list(todo)
-        while queue or pending:
-            while queue and len(pending) < workers:
+        queue = list(queue)
+        broken = False
+        while (queue and not broken) or pending:
+            while queue and not broken and len(pending) < workers:
                 job = queue.pop(0)
+                attempts[job.label] = attempts.get(job.label, 0) + 1
                 pending[pool.submit(execute_job, job, spec, src)] = job
                 notify("start", job, {})
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
@@ -223,10 +267,18 @@ def run_grid(
                 job = pending.pop(fut)
                 try:
                     outcome = fut.result()
-                except Exception:  # the worker process itself died
-                    outcome = {"ok": False, "traceback": traceback.format_exc()}
+                except BrokenProcessPool:
+                    broken = True
+                    if attempts[job.label] < MAX_ATTEMPTS:
+                        notify("retry", job, {})
+                        retry.append(job)
+                        continue
+                    outcome = {
+                        "ok": False,
+                        "traceback": f"worker process died {attempts[job.label]} times running {job.label}",
+                    }
                 record(job, outcome)
-    return result
+    return retry + queue
 
 
 def default_workers() -> int:
