@@ -8,6 +8,7 @@
 """
 
 from rltransfer.envs.family import Distance, Family, Param, Variant
+from rltransfer.envs.guards import FiniteGuard, NonFiniteError
 from rltransfer.envs.multitask import TaskIdWrapper, make_eval_env, make_multitask_vec_env
 from rltransfer.envs.registry import FAMILIES, get_family, register_family
 
@@ -18,6 +19,8 @@ __all__ = [
     "FAMILIES",
     "Distance",
     "Family",
+    "FiniteGuard",
+    "NonFiniteError",
     "Param",
     "TaskIdWrapper",
     "Variant",

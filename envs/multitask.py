@@ -1,4 +1,9 @@
-"""Multi-task vectorised environments: several variants of a family in one SB3 VecEnv."""
+"""Vectorised environments of a family: multi-task training, single-task training, evaluation.
+
+Families with a batched implementation (``rltransfer.envs.batched``) get one array-stepped
+``VecEnv`` by default; ``batched=False`` (or a family without one) gives the equivalent
+``DummyVecEnv`` of ``Monitor``-wrapped single envs. Both produce identical trajectories.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from rltransfer.envs.batched import batched_class, make_batched_vec_env
 from rltransfer.envs.family import Family, Variant
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
@@ -28,17 +34,46 @@ class TaskIdWrapper(gym.ObservationWrapper):
         return {"obs": observation, "task_id": self.task_id}
 
 
+def _vec_env(
+    family: Family,
+    variants: Sequence[Variant],
+    task_ids: Sequence[int] | None,
+    n_tasks: int | None,
+    monitor: bool,
+    batched: bool,
+) -> VecEnv:
+    """One sub-environment per entry of ``variants``: batched when possible and asked for."""
+    if batched and batched_class(family) is not None:
+        return make_batched_vec_env(family, variants, task_ids, n_tasks, monitor)
+
+    def factory(variant: Variant, task_id: int | None) -> Callable[[], gym.Env]:
+        def _make() -> gym.Env:
+            env = family.make(variant)
+            if monitor:
+                env = Monitor(env)
+            if task_id is not None:
+                env = TaskIdWrapper(env, task_id, n_tasks if n_tasks is not None else task_id + 1)
+            return env
+
+        return _make
+
+    ids: Sequence[int | None] = task_ids if task_ids is not None else [None] * len(variants)
+    return DummyVecEnv([factory(v, k) for v, k in zip(variants, ids, strict=True)])
+
+
 def make_multitask_vec_env(
     family: Family,
     variants: Sequence[Variant | str],
     n_envs_per_task: int = 1,
     seed: int | None = None,
     monitor: bool = True,
+    batched: bool = True,
 ) -> VecEnv:
-    """One ``DummyVecEnv`` holding ``n_envs_per_task`` sub-envs of each variant, task-id tagged.
+    """``n_envs_per_task`` task-id tagged sub-envs of each variant in one ``VecEnv``.
 
     Sub-environments are ordered task-major (task 0's envs first). The returned env has
-    ``task_names`` and ``env_task_ids`` attributes for per-task logging.
+    ``task_names`` and ``env_task_ids`` attributes for per-task logging. ``batched=False``
+    forces a ``DummyVecEnv`` (identical trajectories, slower).
     """
     resolved = [family.variant(v) if isinstance(v, str) else v for v in variants]
     if not resolved:
@@ -49,20 +84,31 @@ def make_multitask_vec_env(
     if n_envs_per_task < 1:
         raise ValueError(f"n_envs_per_task must be >= 1, got {n_envs_per_task}")
     n_tasks = len(resolved)
-
-    def factory(variant: Variant, task_id: int) -> Callable[[], gym.Env]:
-        def _make() -> gym.Env:
-            env = family.make(variant)
-            if monitor:
-                env = Monitor(env)
-            return TaskIdWrapper(env, task_id, n_tasks)
-
-        return _make
-
-    fns = [factory(v, k) for k, v in enumerate(resolved) for _ in range(n_envs_per_task)]
-    vec_env = DummyVecEnv(fns)
+    task_ids = np.repeat(np.arange(n_tasks), n_envs_per_task)
+    per_env = [resolved[k] for k in task_ids]
+    vec_env = _vec_env(family, per_env, task_ids.tolist(), n_tasks, monitor, batched)
     vec_env.task_names = names  # type: ignore[attr-defined]
-    vec_env.env_task_ids = np.repeat(np.arange(n_tasks), n_envs_per_task)  # type: ignore[attr-defined]
+    vec_env.env_task_ids = task_ids  # type: ignore[attr-defined]
+    if seed is not None:
+        vec_env.seed(seed)
+    return vec_env
+
+
+def make_task_vec_env(
+    family: Family,
+    variant: Variant | str,
+    n_envs: int,
+    seed: int | None = None,
+    batched: bool = True,
+) -> VecEnv:
+    """``n_envs`` Monitor-wrapped copies of one variant with plain Box observations, for training.
+
+    Equivalent to SB3's ``make_vec_env(lambda: family.make(variant), n_envs, seed=seed)``.
+    """
+    v = family.variant(variant) if isinstance(variant, str) else variant
+    if n_envs < 1:
+        raise ValueError(f"n_envs must be >= 1, got {n_envs}")
+    vec_env = _vec_env(family, [v] * n_envs, None, None, True, batched)
     if seed is not None:
         vec_env.seed(seed)
     return vec_env
@@ -74,6 +120,7 @@ def make_eval_env(
     n_envs: int,
     task_id: int | None = None,
     n_tasks: int | None = None,
+    batched: bool = True,
 ) -> VecEnv:
     """``n_envs`` copies of one variant for batched evaluation (one episode per env).
 
@@ -81,11 +128,8 @@ def make_eval_env(
     the plain Box observations a single-task (source) policy expects.
     """
     v = family.variant(variant) if isinstance(variant, str) else variant
-
-    def _make() -> gym.Env:
-        env: gym.Env = Monitor(family.make(v))
-        if task_id is not None:
-            env = TaskIdWrapper(env, task_id, n_tasks if n_tasks is not None else task_id + 1)
-        return env
-
-    return DummyVecEnv([_make] * n_envs)
+    task_ids = None if task_id is None else [task_id] * n_envs
+    k = None if task_id is None else (n_tasks if n_tasks is not None else task_id + 1)
+    if task_id is not None and not 0 <= task_id < k:  # type: ignore[operator]
+        raise ValueError(f"task_id {task_id} outside [0, {k})")
+    return _vec_env(family, [v] * n_envs, task_ids, k, True, batched)

@@ -10,7 +10,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from rltransfer.envs import NonFiniteError
 from rltransfer.errors import UserError
+from rltransfer.training import DivergenceError
 
 EXIT_USAGE = 2
 
@@ -246,9 +248,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
-    except UserError as e:
+    except (UserError, NonFiniteError) as e:
         print(f"rltransfer: error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except DivergenceError as e:
+        print(f"rltransfer: error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        # Disk full, permissions, vanished paths mid-run: finished runs are untouched (atomic writes).
+        print(f"rltransfer: error: cannot write or read '{e.filename or '?'}': {e.strerror or e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(
             "rltransfer: interrupted; finished runs are kept, rerun with --resume to continue",

@@ -14,7 +14,9 @@ import numpy as np
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.evaluation import evaluate_policy
-from stable_baselines3.common.vec_env import VecEnv, sync_envs_normalization
+from stable_baselines3.common.vec_env import VecEnv
+
+from rltransfer import normalization
 
 
 @dataclass
@@ -49,7 +51,7 @@ def evaluate_tasks(
     out = {}
     for name, env in eval_envs.items():
         if train_env is not None:
-            sync_envs_normalization(train_env, env)
+            normalization.sync(train_env, env)
         env.seed(seed)
         rewards, _ = evaluate_policy(
             model, env, n_eval_episodes=n_episodes, deterministic=deterministic, return_episode_rewards=True

@@ -19,7 +19,7 @@ import numpy as np
 
 from rltransfer import normalization
 from rltransfer.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from rltransfer.envs import Family, Variant, make_eval_env, make_multitask_vec_env
+from rltransfer.envs import Family, FiniteGuard, Variant, make_eval_env, make_multitask_vec_env
 from rltransfer.errors import UserError
 from rltransfer.evaluation import EvalCurve, PerTaskEvalCallback, TaskRolloutLogger, evaluate_tasks
 from rltransfer.forgetting import measure_forgetting
@@ -71,8 +71,9 @@ def build_model(
     device: str = "cpu",
 ) -> TransferPPO:
     """The multi-task PPO model every arm starts from (same seed: same initial weights)."""
+    raw = make_multitask_vec_env(family, variants, n_envs_per_task=hp["n_envs"], seed=seed)
     env = normalization.wrap(
-        make_multitask_vec_env(family, variants, n_envs_per_task=hp["n_envs"], seed=seed), hp, dict_obs=True
+        FiniteGuard(raw, f"{family.name}: {', '.join(v.name for v in variants)}"), hp, dict_obs=True
     )
     policy_kwargs = {
         "trunk_arch": list(hp["trunk_arch"]),
@@ -168,7 +169,12 @@ def _run(
     record_hparams(model, {**hp, "seed": seed, "strategy": strat.name, "transfer": "+".join(sorted(strat.transfer))})
     names = [v.name for v in variants]
     eval_envs = {
-        v.name: normalization.wrap(make_eval_env(fam, v, hp["eval_episodes"], k, len(variants)), hp, True, False)
+        v.name: normalization.wrap(
+            FiniteGuard(make_eval_env(fam, v, hp["eval_episodes"], k, len(variants)), f"{fam.name}: {v.name}"),
+            hp,
+            True,
+            False,
+        )
         for k, v in enumerate(variants)
     }
     eval_seed = seed + EVAL_SEED_OFFSET

@@ -11,11 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch as th
-from stable_baselines3.common.env_util import make_vec_env
 
 from rltransfer import normalization
 from rltransfer.checkpoint import Checkpoint
 from rltransfer.envs import Family, Variant, make_eval_env
+from rltransfer.envs.multitask import make_task_vec_env
 from rltransfer.evaluation import evaluate_tasks
 from rltransfer.hyperparams import ppo_kwargs
 from rltransfer.policies import TRUNK_PREFIX
@@ -47,7 +47,7 @@ def measure_forgetting(
         return None
     hp = manifest["hyperparams"]
     variant = Variant("source-task", manifest["variant"]["params"], "source")
-    env = normalization.wrap(make_vec_env(lambda: family.make(variant), n_envs=1, seed=seed), hp, False, False)
+    env = normalization.wrap(make_task_vec_env(family, variant, 1, seed=seed), hp, False, False)
     kwargs = {k: v for k, v in ppo_kwargs(hp).items() if k not in ("n_steps", "batch_size")}
     model = TransferPPO(
         "MlpPolicy",

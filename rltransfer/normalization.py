@@ -7,6 +7,7 @@ task id of a multi-task observation is never normalised (``norm_obs_keys=["obs"]
 from __future__ import annotations
 
 from collections.abc import Mapping
+from copy import deepcopy
 from typing import Any
 
 import numpy as np
@@ -47,6 +48,16 @@ def find(venv: VecEnv) -> VecNormalize | None:
             return venv
         venv = venv.venv
     return None
+
+
+def sync(train_env: VecEnv, eval_env: VecEnv) -> None:
+    """Copy observation statistics from the training env's ``VecNormalize`` to the eval env's.
+
+    Unlike SB3's ``sync_envs_normalization`` the two wrapper stacks need not be alike.
+    """
+    source, target = find(train_env), find(eval_env)
+    if source is not None and target is not None:
+        target.obs_rms = deepcopy(source.obs_rms)
 
 
 def _rms(vn: VecNormalize) -> RunningMeanStd:

@@ -9,11 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stable_baselines3.common.env_util import make_vec_env
-
 from rltransfer import normalization
 from rltransfer.checkpoint import save_checkpoint
-from rltransfer.envs import Family, Variant, make_eval_env
+from rltransfer.envs import Family, FiniteGuard, Variant, make_eval_env
+from rltransfer.envs.multitask import make_task_vec_env
 from rltransfer.evaluation import EvalCurve, PerTaskEvalCallback
 from rltransfer.hyperparams import activation, ppo_kwargs, resolve_hyperparams
 from rltransfer.io import atomic_write_json, staging_dir, versions
@@ -92,7 +91,8 @@ def _train(
     final: Path | None = None,
 ) -> PretrainResult:
     started = time.time()
-    env = normalization.wrap(make_vec_env(lambda: fam.make(var), n_envs=hp["n_envs"], seed=seed), hp, dict_obs=False)
+    raw = FiniteGuard(make_task_vec_env(fam, var, hp["n_envs"], seed=seed), f"{fam.name}: {var.name}")
+    env = normalization.wrap(raw, hp, dict_obs=False)
     model = TransferPPO(
         "MlpPolicy",
         env,
@@ -105,7 +105,11 @@ def _train(
     attach_logger(model, staging / "logs" if staging else None, verbose)
     record_hparams(model, {**hp, "seed": seed, "family": fam.name, "variant": var.name})
     evaluator = PerTaskEvalCallback(
-        {var.name: normalization.wrap(make_eval_env(fam, var, hp["eval_episodes"]), hp, False, training=False)},
+        {
+            var.name: normalization.wrap(
+                FiniteGuard(make_eval_env(fam, var, hp["eval_episodes"]), f"{fam.name}: {var.name}"), hp, False, False
+            )
+        },
         hp["eval_freq"],
         hp["eval_episodes"],
         seed + EVAL_SEED_OFFSET,

@@ -147,6 +147,49 @@ def _check_shape(src_key: str, src: th.Tensor, dst_key: str, dst: th.Tensor) -> 
         )
 
 
+def describe_space(space: Any) -> str:
+    """``Box(4,)`` / ``Discrete(2)`` from a gymnasium space or SB3's JSON description of one."""
+    if isinstance(space, dict):
+        if space.get("n") is not None:
+            return f"Discrete({space['n']})"
+        return f"Box{tuple(space.get('_shape') or space.get('shape') or ())}"
+    if hasattr(space, "n"):
+        return f"Discrete({space.n})"
+    return f"Box{tuple(space.shape)}"
+
+
+def _check_spaces(
+    checkpoint: Checkpoint,
+    policy: MultiTaskActorCriticPolicy,
+    pending: Sequence[tuple[str, th.Tensor, str, th.Tensor]],
+    trunk_prefix: str,
+    first_layer: Sequence[str],
+) -> None:
+    """Name the spaces (and the option that fixes it) when the source cannot map onto the targets."""
+    obs_space = policy.observation_space["obs"]
+    first = f"{trunk_prefix}{first_layer[0]}.weight" if first_layer else None
+    src_spaces = checkpoint.spaces
+    for src_key, value, _, view in pending:
+        if tuple(value.shape) == tuple(view.shape):
+            continue
+        if src_key == first and value.shape[1] != view.shape[1]:
+            src_obs = describe_space(src_spaces.get("observation_space", {"shape": (int(value.shape[1]),)}))
+            raise UserError(
+                f"source observation space {src_obs} cannot map onto the targets' {describe_space(obs_space)} "
+                f"(the trunk's input layer takes {int(value.shape[1])} features, the targets give "
+                f"{int(view.shape[1])}); transfer only the upper trunk layers with "
+                f"layer_map: {{skip: ['{trunk_prefix}{first_layer[0]}.*']}}"
+            )
+        # The action dimension: rows of action_net, the last axis of log_std (gSDE's is 2-D).
+        axis = -1 if src_key == "log_std" else 0
+        if src_key.startswith(("action_net.", "log_std")) and value.shape[axis] != view.shape[axis]:
+            src_act = describe_space(src_spaces.get("action_space", {"shape": (int(value.shape[0]),)}))
+            raise UserError(
+                f"source action space {src_act} cannot map onto the targets' {describe_space(policy.action_space)}; "
+                "leave the action head out of the transfer (transfer: trunk, or transfer: no-action)"
+            )
+
+
 def apply_transfer(
     policy: MultiTaskActorCriticPolicy,
     checkpoint: Checkpoint,
@@ -179,7 +222,7 @@ def apply_transfer(
         handled.add(key)
 
     # Trunk: source Linear layers in order onto target trunk Linear layers in order.
-    src_layers = _linear_indices(src, trunk_prefix)
+    src_layers = _linear_indices(checkpoint.state_dict, trunk_prefix)  # positions count skipped layers too
     dst_layers = _linear_indices(targets, TRUNK)
     for key in [k for k in src if k.startswith(trunk_prefix)]:
         if "trunk" not in parts:
@@ -265,6 +308,7 @@ def apply_transfer(
                 "add it to the layer map's skip list if leaving it out is intended"
             )
 
+    _check_spaces(checkpoint, policy, pending, trunk_prefix, src_layers[:1])
     for src_key, value, dst_key, view in pending:
         _check_shape(src_key, value, dst_key, view)
     with th.no_grad():

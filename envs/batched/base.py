@@ -59,6 +59,8 @@ class BatchedFamilyVecEnv(VecEnv):
     """
 
     env_class: ClassVar[type[gym.Env]]
+    state_dim: ClassVar[int]
+    state: np.ndarray
 
     def __init__(
         self,
@@ -95,16 +97,14 @@ class BatchedFamilyVecEnv(VecEnv):
         self._t_start = time.time()
         self._setup()
 
-    state_dim: ClassVar[int]
-
     # -- family-specific parts -------------------------------------------------------------
 
     def _setup(self) -> None:
         """Read the constants of every sub-environment from ``self.envs`` into arrays."""
         raise NotImplementedError
 
-    def _dynamics(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Advance ``self.state`` one step for every sub-environment: float64 rewards, terminations."""
+    def _dynamics(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One step of every sub-environment from ``self.state``: next state, float64 rewards, terminations."""
         raise NotImplementedError
 
     def _observe(self) -> np.ndarray:
@@ -168,7 +168,7 @@ class BatchedFamilyVecEnv(VecEnv):
     def step_wait(self) -> VecEnvStepReturn:
         if self._needs_reset:
             raise RuntimeError("call reset() before step()")
-        rewards, terminated = self._dynamics(self._check_actions(self._actions))
+        self.state, rewards, terminated = self._dynamics(self._check_actions(self._actions))
         self._elapsed += 1
         self._returns += rewards
         truncated = self._elapsed >= self.max_episode_steps
@@ -207,7 +207,9 @@ class BatchedFamilyVecEnv(VecEnv):
             "build a new env with the parameters you want"
         )
 
-    def env_method(self, method_name: str, *method_args: Any, indices: VecEnvIndices = None, **kwargs: Any) -> list[Any]:
+    def env_method(
+        self, method_name: str, *method_args: Any, indices: VecEnvIndices = None, **kwargs: Any
+    ) -> list[Any]:
         raise NotImplementedError(
             f"a batched env has no per-sub-environment '{method_name}'; use batched=False for a DummyVecEnv"
         )

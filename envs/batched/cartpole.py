@@ -22,7 +22,7 @@ class BatchedCartPole(BatchedFamilyVecEnv):
         self._x_threshold = float(self._shared("x_threshold"))
         self._theta_threshold = float(self._shared("theta_threshold_radians"))
 
-    def _dynamics(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _dynamics(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         s, tau = self.state, self._tau
         x, x_dot, theta, theta_dot = s[:, 0], s[:, 1], s[:, 2], s[:, 3]
         force = np.where(actions == 1, self._force_mag, -self._force_mag)
@@ -38,14 +38,14 @@ class BatchedCartPole(BatchedFamilyVecEnv):
         x_dot = x_dot + tau * xacc
         theta = theta + tau * theta_dot
         theta_dot = theta_dot + tau * thetaacc
-        self.state = np.stack((x, x_dot, theta, theta_dot), axis=1)
         terminated = (
             (x < -self._x_threshold)
             | (x > self._x_threshold)
             | (theta < -self._theta_threshold)
             | (theta > self._theta_threshold)
         )
-        return np.ones(self.num_envs, dtype=np.float64), terminated
+        state = np.stack((x, x_dot, theta, theta_dot), axis=1)
+        return state, np.ones(self.num_envs, dtype=np.float64), terminated
 
     def _observe(self) -> np.ndarray:
         return self.state.astype(np.float32)

@@ -22,7 +22,7 @@ class BatchedMountainCar(BatchedFamilyVecEnv):
         self._goal_position = float(self._shared("goal_position"))
         self._goal_velocity = float(self._shared("goal_velocity"))
 
-    def _dynamics(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _dynamics(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         position, velocity = self.state[:, 0], self.state[:, 1]
         # ``velocity += a + b`` adds the right-hand side's sum; math.cos and np.cos agree (libm).
         velocity = velocity + ((actions - 1) * self._force + np.cos(3 * position) * (-self._gravity))
@@ -31,8 +31,7 @@ class BatchedMountainCar(BatchedFamilyVecEnv):
         position = np.clip(position, self._min_position, self._max_position)
         velocity = np.where((position == self._min_position) & (velocity < 0), 0.0, velocity)
         terminated = (position >= self._goal_position) & (velocity >= self._goal_velocity)
-        self.state = np.stack((position, velocity), axis=1)
-        return np.full(self.num_envs, -1.0), terminated
+        return np.stack((position, velocity), axis=1), np.full(self.num_envs, -1.0), terminated
 
     def _observe(self) -> np.ndarray:
         return self.state.astype(np.float32)

@@ -16,13 +16,13 @@ class BatchedPendulum(BatchedFamilyVecEnv):
     def _setup(self) -> None:
         envs = [env.unwrapped for env in self.envs]
         # The single env's parameter-only subexpressions, evaluated as it evaluates them.
-        self._gravity_coef = np.array([3 * e.g / (2 * e.l) for e in envs])  # type: ignore[attr-defined]
-        self._torque_coef = np.array([3.0 / (e.m * e.l**2) for e in envs])  # type: ignore[attr-defined]
+        self._gravity_coef = np.array([3 * e.g / (2 * e.l) for e in envs])
+        self._torque_coef = np.array([3.0 / (e.m * e.l**2) for e in envs])
         self._max_speed = self._shared("max_speed")
         self._max_torque = float(self._shared("max_torque"))
         self._dt = float(self._shared("dt"))
 
-    def _dynamics(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _dynamics(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         th, thdot = self.state[:, 0], self.state[:, 1]
         # The single env keeps the action's dtype (float32 from SB3): a Python float times a
         # float32 scalar is a float32 product, so the torque term is computed in that dtype.
@@ -35,8 +35,7 @@ class BatchedPendulum(BatchedFamilyVecEnv):
         newthdot = thdot + (self._gravity_coef * np.sin(th) + torque_term) * self._dt
         newthdot = np.clip(newthdot, -self._max_speed, self._max_speed)
         newth = th + newthdot * self._dt
-        self.state = np.stack((newth, newthdot), axis=1)
-        return -costs, np.zeros(self.num_envs, dtype=bool)
+        return np.stack((newth, newthdot), axis=1), -costs, np.zeros(self.num_envs, dtype=bool)
 
     def _observe(self) -> np.ndarray:
         th, thdot = self.state[:, 0], self.state[:, 1]

@@ -45,17 +45,27 @@ def run_experiment(
     if n_workers <= 0:
         raise UserError(f"--workers must be a positive integer, got {n_workers}")
     out_dir = Path(out) if out is not None else Path("runs") / spec.name
-    check_out(spec, out_dir, resume)  # before the lock file creates the directory
+    # Everything that can be checked is checked before the first file is written.
+    check_out(spec, out_dir, resume)
+    if spec.source.checkpoint is not None:
+        preflight(spec, spec.source.checkpoint)
     with exclusive_lock(out_dir / LOCK_FILE, f"'{out_dir}'"):
         prepare_out(spec, out_dir, resume)
         source = ensure_source(spec, out_dir, progress)
-        preflight(spec, source)
+        if spec.source.checkpoint is None:
+            preflight(spec, source)
         write_layout(spec, out_dir)
         with GridProgress(len(plan_jobs(spec, out_dir)), enabled=progress) as display:
             result = run_grid(spec, out_dir, source, n_workers, on_event=display)
-        report = build_report(out_dir, spec) if not _nothing_to_report(result) else None
+        report = _report(out_dir, spec, result)
     return result, report
 
 
-def _nothing_to_report(result: GridResult) -> bool:
-    return not result.finished and not result.skipped
+def _report(out: Path, spec: ExperimentSpec, result: GridResult) -> Path | None:
+    """The report, or ``None`` when failures left nothing to compare (the exit code says why)."""
+    try:
+        return build_report(out, spec)
+    except UserError:
+        if result.failed:
+            return None
+        raise

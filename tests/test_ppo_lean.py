@@ -1,0 +1,136 @@
+"""The lean PPO update is bit-identical to SB3's ``PPO.train`` on identical data."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+import pytest
+import torch as th
+from rltransfer.envs import get_family
+from rltransfer.envs.multitask import make_multitask_vec_env, make_task_vec_env
+from rltransfer.policies import MultiTaskActorCriticPolicy
+from stable_baselines3 import PPO
+from stable_baselines3.common.callbacks import CallbackList
+
+from rltransfer.hyperparams import ppo_kwargs, resolve_hyperparams
+from rltransfer.ppo import TransferPPO, clip_grad_norm
+from rltransfer.pretraining import source_policy_kwargs
+
+ZOO = ppo_kwargs(resolve_hyperparams("cartpole"))  # RL Zoo CartPole: 8 envs x 32 steps, 1 x 256 minibatch, 20 epochs
+
+
+def build(case: str) -> TransferPPO:
+    """A model that has trained a little (non-trivial weights and Adam moments)."""
+    fam = get_family("pendulum" if case.startswith("pendulum") else "cartpole")
+    kwargs: dict[str, Any] = {**ZOO, "n_epochs": 4}
+    if case == "zoo-source":
+        env = make_task_vec_env(fam, "source", 8, seed=0)
+        model = TransferPPO(
+            "MlpPolicy", env, seed=0, policy_kwargs=source_policy_kwargs(resolve_hyperparams("cartpole")), **kwargs
+        )
+        return model
+    if case.startswith("pendulum"):
+        env = make_task_vec_env(fam, "source", 2, seed=0)
+        kwargs = {"n_steps": 64, "batch_size": 48, "n_epochs": 2, "use_sde": case == "pendulum-sde"}
+        return TransferPPO("MlpPolicy", env, seed=0, **kwargs)
+    env = make_multitask_vec_env(fam, ["long", "heavy", "longer"], n_envs_per_task=2, seed=0)
+    kwargs.update(batch_size=80, n_epochs=3)  # 192 samples: minibatches of 80, 80 and 32
+    if case == "multitask-entropy":
+        kwargs["ent_coef"] = 0.01
+    if case == "multitask-clipvf":
+        kwargs.update(clip_range_vf=0.1, normalize_advantage=False)
+    if case == "multitask-target-kl":
+        kwargs["target_kl"] = 1e-7
+    if case == "multitask-plain":
+        kwargs["learning_rate"] = 3e-4
+    return TransferPPO(MultiTaskActorCriticPolicy, env, seed=0, policy_kwargs={"trunk_arch": [32, 32]}, **kwargs)
+
+
+def filled(model: TransferPPO) -> TransferPPO:
+    model.learn(2 * model.n_steps * model.n_envs)  # two updates
+    total, callback = model._setup_learn(10_000, CallbackList([]), reset_num_timesteps=False)
+    callback.on_training_start(locals(), globals())
+    assert model.env is not None
+    model.collect_rollouts(model.env, callback, model.rollout_buffer, model.n_steps)
+    return model
+
+
+def one_update(model: TransferPPO, lean: bool, start: dict[str, Any]) -> tuple[dict[str, th.Tensor], dict[str, Any]]:
+    """Restore ``start``, run one ``train()`` (lean or SB3's), return weights and logged values."""
+    model.policy.load_state_dict(start["policy"])
+    model.policy.optimizer.load_state_dict(copy.deepcopy(start["optimizer"]))
+    model.rollout_buffer = copy.deepcopy(start["buffer"])
+    model._n_updates = start["n_updates"]
+    np.random.set_state(start["np_random"])
+    model.logger.name_to_value.clear()
+    model.lean = lean
+    model.train()
+    weights = {k: v.clone() for k, v in model.policy.state_dict().items()}
+    moments = model.policy.optimizer.state_dict()["state"]
+    for i, state in moments.items():
+        weights[f"adam{i}.exp_avg"] = state["exp_avg"].clone()
+        weights[f"adam{i}.exp_avg_sq"] = state["exp_avg_sq"].clone()
+    return weights, dict(model.logger.name_to_value)
+
+
+CASES = [
+    "zoo-source",
+    "multitask-plain",
+    "multitask-entropy",
+    "multitask-clipvf",
+    "multitask-target-kl",
+    "pendulum",
+    "pendulum-sde",
+]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_lean_update_is_bit_identical_to_sb3(case: str) -> None:
+    model = filled(build(case))
+    start = {
+        "policy": copy.deepcopy(model.policy.state_dict()),
+        "optimizer": copy.deepcopy(model.policy.optimizer.state_dict()),
+        "buffer": copy.deepcopy(model.rollout_buffer),
+        "n_updates": model._n_updates,
+        "np_random": np.random.get_state(),
+    }
+    reference, ref_log = one_update(model, lean=False, start=start)
+    lean, lean_log = one_update(model, lean=True, start=start)
+    assert reference.keys() == lean.keys()
+    changed = [k for k in reference if not th.equal(reference[k], start["policy"].get(k, th.zeros(0)))]
+    assert changed, "the update changed nothing; the comparison would be vacuous"
+    for key in reference:
+        assert th.equal(reference[key], lean[key]), key
+    assert ref_log == lean_log
+    if case == "multitask-target-kl":
+        assert model._n_updates < start["n_updates"] + model.n_epochs  # stopped early
+
+
+def test_plain_sb3_ppo_and_lean_transfer_ppo_learn_the_same() -> None:
+    """End to end on the RL Zoo config: plain ``PPO`` and ``TransferPPO`` give the same weights."""
+    fam = get_family("cartpole")
+    weights = []
+    for cls in (PPO, TransferPPO):
+        env = make_task_vec_env(fam, "source", 8, seed=1)
+        model = cls("MlpPolicy", env, seed=1, **{**ZOO, "n_epochs": 5})
+        model.learn(1024)
+        weights.append(model.policy.state_dict())
+    for key in weights[0]:
+        assert th.equal(weights[0][key], weights[1][key]), key
+
+
+def test_clip_grad_norm_matches_torch() -> None:
+    gen = th.Generator().manual_seed(0)
+    shapes = [(64, 4), (64,), (2, 64), (2,)]
+    for scale in (0.01, 100.0):  # below and above the threshold
+        grads = [th.randn(s, generator=gen) * scale for s in shapes]
+        ours = [th.nn.Parameter(th.zeros(s)) for s in shapes]
+        torch_ = [th.nn.Parameter(th.zeros(s)) for s in shapes]
+        for a, b, g in zip(ours, torch_, grads, strict=True):
+            a.grad, b.grad = g.clone(), g.clone()
+        clip_grad_norm(ours, 0.5)
+        th.nn.utils.clip_grad_norm_(torch_, 0.5)
+        for a, b in zip(ours, torch_, strict=True):
+            assert th.equal(a.grad, b.grad)  # type: ignore[arg-type]

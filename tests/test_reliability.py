@@ -1,0 +1,354 @@
+"""Reliability: bad input (one line, exit 2, nothing written), NaN environments, divergence,
+write failures, kill -9 of the runner or a worker followed by --resume, determinism."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+
+from rltransfer.cli import main
+
+HP = {"n_steps": 32, "batch_size": 32, "n_epochs": 1, "n_envs": 1}
+HP_ARGS = [a for k, v in {**HP, "eval_freq": 32, "eval_episodes": 1}.items() for a in ("--hp", f"{k}={v}")]
+
+
+def tiny_spec(**changes: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "name": "rel",
+        "family": "cartpole",
+        "source": {"timesteps": 128, "hyperparams": HP},
+        "targets": ["long"],
+        "arms": ["scratch", "freeze"],
+        "seeds": 2,
+        "timesteps": 128,
+        "eval": {"freq": 64, "episodes": 2},
+        "hyperparams": HP,
+    }
+    spec.update(changes)
+    return spec
+
+
+def tree(root: Path) -> dict[str, str]:
+    """Every file under ``root`` with its content hash: the state bad input must not change."""
+    if not root.exists():
+        return {}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*") if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A workspace: a tiny source, a finished experiment, specs good and bad, a corrupt zip."""
+    root = tmp_path_factory.mktemp("world")
+    from rltransfer.experiment.run import run_experiment
+
+    good = root / "good.yaml"
+    good.write_text(yaml.safe_dump(tiny_spec()))
+    run_experiment(good, out=root / "exp", workers=1, progress=False)
+    other = root / "other.yaml"
+    other.write_text(yaml.safe_dump(tiny_spec(name="other", targets=["longer"])))
+    bad_zip = root / "bad.zip"
+    bad_zip.write_bytes(b"PK\x03\x04 this is not a zip")
+    not_model = root / "notmodel.zip"
+    with zipfile.ZipFile(not_model, "w") as z:
+        z.writestr("readme.txt", "hello")
+    (root / "file").write_text("a regular file")
+    from rltransfer.pretraining import pretrain
+
+    pretrain("acrobot", seed=0, timesteps=64, hyperparams={**HP, "eval_freq": 64, "eval_episodes": 1},
+             out=root / "acrobot-src")  # fmt: skip
+    return {"root": root, "good": good, "other": other, "exp": root / "exp", "src": root / "exp" / "source"}
+
+
+def spec_file(root: Path, text: str) -> str:
+    path = root / f"spec-{hashlib.sha1(text.encode()).hexdigest()[:8]}.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+GOOD_YAML = yaml.safe_dump(tiny_spec(), sort_keys=False)
+# (id, argv builder, expected fragment of the one-line error)
+CASES: list[tuple[str, Callable[[dict[str, Path]], list[str]], str]] = [
+    ("yaml-malformed", lambda w: ["run", spec_file(w["root"], "family: cartpole\ntargets: [long\n")], "malformed YAML"),
+    ("yaml-unknown-key", lambda w: ["run", spec_file(w["root"], GOOD_YAML + "sedes: 3\n")], "unknown key 'sedes'"),
+    ("yaml-not-mapping", lambda w: ["run", spec_file(w["root"], "- a\n- b\n")], "must be a mapping"),
+    ("yaml-missing-file", lambda w: ["run", str(w["root"] / "nope.yaml")], "not found"),
+    ("yaml-unknown-family", lambda w: ["run", spec_file(w["root"], GOOD_YAML.replace("cartpole", "cartpol"))],
+     "unknown family 'cartpol'"),
+    ("yaml-unknown-variant", lambda w: ["run", spec_file(w["root"], GOOD_YAML.replace("- long", "- lengthy"))],
+     "no variant 'lengthy'"),
+    ("yaml-unknown-arm", lambda w: ["run", spec_file(w["root"], GOOD_YAML.replace("- freeze", "- melt"))],
+     "unknown strategy 'melt'"),
+    ("yaml-param-bounds", lambda w: ["run", spec_file(w["root"], GOOD_YAML.replace("- long", "- {name: x, params: {length: 9}}"))],
+     "outside its valid range"),
+    ("yaml-zero-budget", lambda w: ["run", spec_file(w["root"], GOOD_YAML.replace("timesteps: 128\neval:", "timesteps: 0\neval:"))],
+     "positive integer"),
+    ("yaml-negative-seeds", lambda w: ["run", spec_file(w["root"], GOOD_YAML.replace("seeds: 2", "seeds: -1"))],
+     "positive integer"),
+    ("yaml-unknown-hyperparam", lambda w: ["run", spec_file(w["root"], GOOD_YAML.replace("n_epochs", "n_epochz"))],
+     "unknown hyperparameter"),
+    ("yaml-missing-checkpoint", lambda w: ["run", spec_file(w["root"], GOOD_YAML.replace("source:\n", f"source:\n  checkpoint: {w['root']}/missing.zip\n"))],
+     "does not exist"),
+    ("run-other-experiment-dir", lambda w: ["run", str(w["other"]), "--out", str(w["exp"]), "--resume"], "different experiment"),
+    ("run-finished-without-resume", lambda w: ["run", str(w["good"]), "--out", str(w["exp"])], "--resume"),
+    ("run-unwritable-out", lambda w: ["run", str(w["good"]), "--out", str(w["root"] / "file" / "x")], "cannot write"),
+    ("run-zero-seeds", lambda w: ["run", str(w["good"]), "--seeds", "0", "--out", str(w["root"] / "n1")], "--seeds"),
+    ("run-zero-workers", lambda w: ["run", str(w["good"]), "--workers", "0", "--out", str(w["root"] / "n2")], "--workers"),
+    ("pretrain-unknown-family", lambda w: ["pretrain", "--family", "nope", "--out", str(w["root"] / "p1")], "unknown family"),
+    ("pretrain-unknown-variant", lambda w: ["pretrain", "--family", "cartpole", "--variant", "x", "--out", str(w["root"] / "p2")],
+     "no variant 'x'"),
+    ("pretrain-param-bounds", lambda w: ["pretrain", "--family", "cartpole", "--param", "length=99", "--out", str(w["root"] / "p3")],
+     "outside its valid range"),
+    ("pretrain-unknown-param", lambda w: ["pretrain", "--family", "cartpole", "--param", "mass=1", "--out", str(w["root"] / "p4")],
+     "no parameter 'mass'"),
+    ("pretrain-zero-timesteps", lambda w: ["pretrain", "--family", "cartpole", "--timesteps", "0", "--out", str(w["root"] / "p5")],
+     "positive integer"),
+    ("pretrain-negative-seed", lambda w: ["pretrain", "--family", "cartpole", "--seed", "-3", "--timesteps", "64", "--out", str(w["root"] / "p6")],
+     "seed"),
+    ("pretrain-overwrite-finished", lambda w: ["pretrain", "--family", "cartpole", "--timesteps", "64", "--out", str(w["src"])],
+     "already holds a finished run"),
+    ("pretrain-unwritable", lambda w: ["pretrain", "--family", "cartpole", "--out", str(w["root"] / "file" / "sub")], "cannot write"),
+    ("pretrain-bad-hp-syntax", lambda w: ["pretrain", "--family", "cartpole", "--hp", "n_steps", "--out", str(w["root"] / "p7")],
+     "key=value"),
+    ("pretrain-bad-schedule", lambda w: ["pretrain", "--family", "cartpole", "--hp", "learning_rate=lin_x", "--out", str(w["root"] / "p8")],
+     "lin_"),
+    ("transfer-missing-zip", lambda w: ["transfer", "--family", "cartpole", "--targets", "long", "--strategy", "freeze",
+                                        "--source", str(w["root"] / "none.zip"), "--out", str(w["root"] / "t1")], "does not exist"),
+    ("transfer-corrupt-zip", lambda w: ["transfer", "--family", "cartpole", "--targets", "long", "--strategy", "freeze",
+                                        "--source", str(w["root"] / "bad.zip"), "--out", str(w["root"] / "t2")], "not a readable SB3 zip"),
+    ("transfer-zip-without-policy", lambda w: ["transfer", "--family", "cartpole", "--targets", "long", "--strategy", "freeze",
+                                               "--source", str(w["root"] / "notmodel.zip"), "--out", str(w["root"] / "t3")], "policy"),
+    ("transfer-space-mismatch", lambda w: ["transfer", "--family", "cartpole", "--targets", "long", "--strategy", "freeze",
+                                           "--source", str(w["root"] / "acrobot-src"), *HP_ARGS, "--out", str(w["root"] / "t4")],
+     "observation space Box(6,) cannot map onto the targets' Box(4,)"),
+    ("transfer-action-mismatch", lambda w: ["transfer", "--family", "cartpole", "--targets", "long", "--strategy", "freeze",
+                                            "--transfer", "heads", "--option", "layer_map={skip: [features_extractor.trunk.0.*]}",
+                                            "--source", str(w["root"] / "acrobot-src"), *HP_ARGS, "--out", str(w["root"] / "t5")],
+     "action space Discrete(3) cannot map onto the targets' Discrete(2)"),
+    ("transfer-unknown-strategy", lambda w: ["transfer", "--family", "cartpole", "--targets", "long", "--strategy", "melt",
+                                             "--out", str(w["root"] / "t6")], "unknown strategy"),
+    ("transfer-bad-partial", lambda w: ["transfer", "--family", "cartpole", "--targets", "long", "--strategy", "partial:9",
+                                        "--source", str(w["src"]), *HP_ARGS, "--out", str(w["root"] / "t7")], "only 2 layers"),
+    ("transfer-unknown-target", lambda w: ["transfer", "--family", "cartpole", "--targets", "long,nope", "--strategy", "scratch",
+                                           "--out", str(w["root"] / "t8")], "no variant 'nope'"),
+    ("transfer-no-source", lambda w: ["transfer", "--family", "cartpole", "--targets", "long", "--strategy", "finetune",
+                                      "--out", str(w["root"] / "t9")], "--source"),
+    ("report-not-an-experiment", lambda w: ["report", str(w["root"])], "holds no experiment.json"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("argv", "fragment"), [pytest.param(a, f, id=i) for i, a, f in CASES])
+def test_bad_input_one_line_exit_2_nothing_written(
+    world: dict[str, Path],
+    argv: Callable[[dict[str, Path]], list[str]],
+    fragment: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(world["root"])  # a default --out lands inside the checked tree
+    args = argv(world)
+    assert all(
+        s in GOOD_YAML for s in ("timesteps: 128\neval:", "seeds: 2", "- long", "- freeze", "n_epochs", "source:\n")
+    )
+    before = tree(world["root"])
+    assert main([*args, "--quiet"] if args[0] in ("run", "pretrain", "transfer") else args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("rltransfer: error: ") and fragment in err[0], err[0]
+    after = tree(world["root"])
+    created = {k for k in set(after) - set(before) if not k.startswith("spec-")}
+    assert not created, f"bad input wrote files: {sorted(created)}"
+    assert {k: v for k, v in after.items() if k in before} == before, "bad input changed existing files"
+
+
+def test_at_least_25_bad_input_cases() -> None:
+    assert len(CASES) >= 25
+
+
+def test_nan_environment_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
+    from stable_baselines3.common.vec_env import VecEnvWrapper
+
+    from rltransfer import pretraining
+
+    class NanAfter(VecEnvWrapper):
+        """An environment that starts returning NaN observations after 10 steps."""
+
+        steps = 0
+
+        def reset(self) -> Any:
+            return self.venv.reset()
+
+        def step_wait(self) -> Any:
+            obs, rewards, dones, infos = self.venv.step_wait()
+            self.steps += 1
+            return (obs * np.nan if self.steps > 10 else obs), rewards, dones, infos
+
+    real = pretraining.make_task_vec_env
+    monkeypatch.setattr(pretraining, "make_task_vec_env", lambda *a, **k: NanAfter(real(*a, **k)))
+    out = tmp_path / "nan"
+    argv = ["pretrain", "--family", "cartpole", "--timesteps", "128", *HP_ARGS, "--out", str(out), "--quiet"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "non-finite observation" in err[0] and "cartpole: source" in err[0], err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_divergence_stops_with_step_and_is_recorded_failed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from rltransfer.experiment.run import run_experiment
+    from rltransfer.ppo import TransferPPO
+
+    real_train = TransferPPO.train
+
+    def poisoned(self: TransferPPO) -> None:
+        real_train(self)
+        if self.policy.features_extractor.trunk[0].weight.requires_grad:  # type: ignore[index]
+            with torch.no_grad():
+                next(self.policy.parameters()).fill_(float("nan"))
+
+    spec = tmp_path / "s.yaml"
+    spec.write_text(yaml.safe_dump(tiny_spec(timesteps=256)))
+    run_experiment(spec, out=tmp_path / "e", workers=1, progress=False, seeds=1)  # source and grid, unpoisoned
+    import shutil
+
+    shutil.rmtree(tmp_path / "e" / "scratch" / "seed0")
+    monkeypatch.setattr(TransferPPO, "train", poisoned)
+    result, _ = run_experiment(spec, out=tmp_path / "e", workers=1, progress=False, seeds=1, resume=True)
+    assert [j.label for j, _ in result.failed] == [str(tmp_path / "e" / "scratch" / "seed0")]
+    tb = result.failed[0][1]
+    assert "DivergenceError: training diverged at step" in tb and "non-finite parameters" in tb
+    assert (tmp_path / "e" / "freeze" / "seed0" / "manifest.json").exists()  # the other run is untouched
+
+
+def test_write_failure_fails_loudly_and_keeps_finished_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    from rltransfer import checkpoint
+    from rltransfer.experiment.run import run_experiment
+
+    spec = tmp_path / "s.yaml"
+    spec.write_text(yaml.safe_dump(tiny_spec()))
+    run_experiment(spec, out=tmp_path / "e", workers=1, progress=False, seeds=1)
+    finished = tree(tmp_path / "e" / "freeze")
+    real = checkpoint.atomic_write_json
+
+    def disk_full(path: Path, obj: Any) -> None:
+        if "seed1" in str(path):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real(path, obj)
+
+    monkeypatch.setattr(checkpoint, "atomic_write_json", disk_full)
+    result, _ = run_experiment(spec, out=tmp_path / "e", workers=1, progress=False, seeds=2, resume=True)
+    assert {j.label for j, _ in result.failed} == {str(tmp_path / "e" / a / "seed1") for a in ("scratch", "freeze")}
+    assert all("No space left on device" in tb for _, tb in result.failed)
+    assert not (tmp_path / "e" / "freeze" / "seed1").exists() and not list(
+        (tmp_path / "e" / "freeze").glob("seed1.partial*")
+    )
+    assert {k: v for k, v in tree(tmp_path / "e" / "freeze").items() if k.startswith("seed0")} == finished
+
+
+# --- kill -9 and resume ------------------------------------------------------------------------
+
+
+def _run_cli(args: list[str], **kw: Any) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    return subprocess.Popen([sys.executable, "-m", "rltransfer.cli", *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kw)  # fmt: skip
+
+
+REPORT_FILES = ("report.md", "scores.csv", "summary.json")
+
+
+def _report(out: Path) -> dict[str, str]:
+    files = {n: (out / "report" / n).read_text() for n in REPORT_FILES}
+    with np.load(out / "report" / "curves.npz") as data:
+        files["curves"] = json.dumps({k: data[k].tolist() for k in sorted(data.files)})
+    return files
+
+
+def _runs(out: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.glob("*/seed*/curves.npz"))}
+
+
+@pytest.fixture(scope="module")
+def kill_spec(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, float]:
+    """The spec, an uninterrupted reference run of it, and how long that run took."""
+    root = tmp_path_factory.mktemp("kill")
+    spec = root / "spec.yaml"
+    spec.write_text(yaml.safe_dump(tiny_spec(seeds=3, arms=["scratch", "freeze", "finetune"])))
+    started = time.time()
+    proc = _run_cli(["run", str(spec), "--out", str(root / "ref"), "--workers", "2", "--quiet"])
+    assert proc.wait(timeout=300) == 0, proc.stderr.read() if proc.stderr else ""
+    return spec, root / "ref", time.time() - started
+
+
+@pytest.mark.parametrize("trial", range(3))
+def test_kill_runner_then_resume_matches_uninterrupted(
+    kill_spec: tuple[Path, Path, float], tmp_path: Path, trial: int
+) -> None:
+    spec, ref, duration = kill_spec
+    out = tmp_path / "run"
+    proc = _run_cli(["run", str(spec), "--out", str(out), "--workers", "2", "--quiet"], start_new_session=True)
+    time.sleep(random.Random(trial).uniform(0.5, max(1.0, 0.9 * duration)))
+    os.killpg(proc.pid, signal.SIGKILL)  # the runner and its workers, as a crash or OOM would
+    proc.wait()
+    kept = {k: v for k, v in _runs(out).items()}  # finished before the kill
+    resume = _run_cli(["run", str(spec), "--out", str(out), "--workers", "2", "--resume", "--quiet"])
+    assert resume.wait(timeout=300) == 0, resume.stderr.read() if resume.stderr else ""
+    after = _runs(out)
+    assert {k: after[k] for k in kept} == kept, "a finished run changed on resume"
+    assert after == _runs(ref)
+    assert _report(out) == _report(ref)
+    assert not list(out.glob("*/seed*.partial*")) and not list(out.glob("*/seed*.failed.json"))
+
+
+def test_killed_worker_is_retried_and_grid_completes(kill_spec: tuple[Path, Path, float], tmp_path: Path) -> None:
+    spec, ref, _ = kill_spec
+    out = tmp_path / "run"
+    proc = _run_cli(["run", str(spec), "--out", str(out), "--workers", "2"])
+    deadline = time.time() + 120
+    killed = False
+    while time.time() < deadline and proc.poll() is None and not killed:
+        # Wait until a worker is training (a staging directory exists), then kill that worker.
+        if list(out.glob("*/seed*.partial-*")):
+            children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+            workers = [int(c) for c in children if "spawn_main" in Path(f"/proc/{c}/cmdline").read_text()]
+            if workers:
+                os.kill(workers[0], signal.SIGKILL)
+                killed = True
+        time.sleep(0.05)
+    assert killed, "no worker was seen training"
+    assert proc.wait(timeout=300) == 0, proc.stderr.read() if proc.stderr else ""
+    assert _runs(out) == _runs(ref)
+    assert _report(out) == _report(ref)
+
+
+def test_two_runners_on_one_directory_are_refused(kill_spec: tuple[Path, Path, float], tmp_path: Path) -> None:
+    spec, _, _ = kill_spec
+    out = tmp_path / "run"
+    first = _run_cli(["run", str(spec), "--out", str(out), "--workers", "1", "--quiet"])
+    deadline = time.time() + 60
+    while not (out / ".lock").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    second = _run_cli(["run", str(spec), "--out", str(out), "--workers", "1", "--resume", "--quiet"])
+    assert second.wait(timeout=60) == 2
+    assert second.stderr is not None and b"in use by pid" in second.stderr.read()
+    first.kill()
+    first.wait()
