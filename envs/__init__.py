@@ -7,6 +7,7 @@
 0.75
 """
 
+from rltransfer.envs.crossspace import PaddedSpaces, Task, make_cross_vec_env, padded_spaces
 from rltransfer.envs.family import Distance, Family, Param, Variant
 from rltransfer.envs.guards import FiniteGuard, NonFiniteError
 from rltransfer.envs.multitask import TaskIdWrapper, make_eval_env, make_multitask_vec_env
@@ -21,11 +22,15 @@ __all__ = [
     "Family",
     "FiniteGuard",
     "NonFiniteError",
+    "PaddedSpaces",
     "Param",
+    "Task",
     "TaskIdWrapper",
     "Variant",
     "get_family",
+    "make_cross_vec_env",
     "make_eval_env",
     "make_multitask_vec_env",
+    "padded_spaces",
     "register_family",
 ]

@@ -7,9 +7,10 @@ from rltransfer.envs.acrobot import ACROBOT
 from rltransfer.envs.cartpole import CARTPOLE
 from rltransfer.envs.family import Family
 from rltransfer.envs.mountain_car import MOUNTAIN_CAR
+from rltransfer.envs.mountain_car_continuous import MOUNTAIN_CAR_CONTINUOUS
 from rltransfer.envs.pendulum import PENDULUM
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (CARTPOLE, ACROBOT, MOUNTAIN_CAR, PENDULUM)}
+FAMILIES: dict[str, Family] = {f.name: f for f in (CARTPOLE, ACROBOT, MOUNTAIN_CAR, PENDULUM, MOUNTAIN_CAR_CONTINUOUS)}
 
 
 def get_family(name: str) -> Family:

@@ -1,5 +1,6 @@
 """Policies whose shared feature layers form a named, transferable trunk."""
 
+from rltransfer.policies.crossspace import AdapterTrunkExtractor, MaskedDiagGaussianDistribution
 from rltransfer.policies.multitask import (
     MultiTaskActorCriticPolicy,
     MultiTaskTrunkExtractor,
@@ -10,6 +11,8 @@ from rltransfer.policies.trunk import TRUNK_PREFIX, TrunkExtractor, build_trunk
 
 __all__ = [
     "TRUNK_PREFIX",
+    "AdapterTrunkExtractor",
+    "MaskedDiagGaussianDistribution",
     "MultiTaskActorCriticPolicy",
     "MultiTaskTrunkExtractor",
     "TaskHeads",

@@ -16,7 +16,14 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch as th
+from rltransfer.policies.crossspace import (
+    AdapterTrunkExtractor,
+    MaskedDiagGaussianDistribution,
+    mask_logits,
+    valid_action_table,
+)
 from rltransfer.policies.trunk import build_trunk
+from stable_baselines3.common.distributions import CategoricalDistribution, DiagGaussianDistribution, Distribution
 from stable_baselines3.common.policies import MultiInputActorCriticPolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
@@ -48,7 +55,8 @@ class MultiTaskTrunkExtractor(BaseFeaturesExtractor):
 
     def forward(self, observations: dict[str, th.Tensor]) -> th.Tensor:
         features = self.trunk(th.flatten(observations["obs"], start_dim=1))
-        return th.cat([features, task_one_hot(observations["task_id"], self.n_tasks)], dim=1)
+        self.last_task_one_hot = task_one_hot(observations["task_id"], self.n_tasks)
+        return th.cat([features, self.last_task_one_hot], dim=1)
 
 
 class TaskLinear(nn.Module):
@@ -123,6 +131,10 @@ class MultiTaskActorCriticPolicy(MultiInputActorCriticPolicy):
         trunk_arch: widths of the shared trunk layers (the part that transfers).
         net_arch: per-task head widths, ``dict(pi=[...], vf=[...])``; SB3's own argument,
             reused so that save/load round-trips without extra constructor parameters.
+        task_obs_dims: observation size of each task when they differ (observations padded
+            to the largest): the first trunk width becomes a per-task input adapter.
+        task_action_dims: action count (discrete) or size (continuous) of each task when they
+            differ: padded actions are masked out of the distribution.
     """
 
     def __init__(
@@ -133,10 +145,15 @@ class MultiTaskActorCriticPolicy(MultiInputActorCriticPolicy):
         net_arch: dict[str, list[int]] | None = None,
         activation_fn: type[nn.Module] = nn.Tanh,
         trunk_arch: list[int] | None = None,
+        task_obs_dims: list[int] | None = None,
+        task_action_dims: list[int] | None = None,
         **kwargs: Any,
     ) -> None:
         self.trunk_arch = list(trunk_arch) if trunk_arch is not None else [64, 64]
-        kwargs.setdefault("features_extractor_class", MultiTaskTrunkExtractor)
+        self.task_obs_dims = list(task_obs_dims) if task_obs_dims is not None else None
+        self.task_action_dims = list(task_action_dims) if task_action_dims is not None else None
+        extractor = AdapterTrunkExtractor if self.task_obs_dims is not None else MultiTaskTrunkExtractor
+        kwargs.setdefault("features_extractor_class", extractor)
         kwargs.setdefault("features_extractor_kwargs", {})
         kwargs["features_extractor_kwargs"] = {
             "net_arch": self.trunk_arch,
@@ -146,6 +163,31 @@ class MultiTaskActorCriticPolicy(MultiInputActorCriticPolicy):
         kwargs.setdefault("share_features_extractor", True)
         arch = net_arch if net_arch is not None else {"pi": [64], "vf": [64]}
         super().__init__(observation_space, action_space, lr_schedule, arch, activation_fn, **kwargs)
+        self.valid_actions: th.Tensor | None
+        if self.task_action_dims is None:
+            self.valid_actions = None
+        else:
+            if len(self.task_action_dims) != self.n_tasks:
+                raise ValueError(f"task_action_dims has {len(self.task_action_dims)} entries for {self.n_tasks} tasks")
+            width = int(action_space.n) if isinstance(action_space, gym.spaces.Discrete) else int(action_space.shape[0])  # type: ignore[index]
+            self.register_buffer("valid_actions", valid_action_table(self.task_action_dims, width), persistent=False)
+            if isinstance(self.action_dist, DiagGaussianDistribution):
+                self.action_dist = MaskedDiagGaussianDistribution(width)
+            elif not isinstance(self.action_dist, CategoricalDistribution):
+                raise ValueError(f"per-task action masking supports Discrete and Box actions, not {action_space}")
+
+    def _get_action_dist_from_latent(self, latent_pi: th.Tensor) -> Distribution:
+        if self.valid_actions is None:
+            return super()._get_action_dist_from_latent(latent_pi)
+        # Every path to an action distribution runs the (actor's) features extractor first,
+        # which keeps the batch's task one-hot: SB3 passes only the latent to this method.
+        one_hot: th.Tensor = self.pi_features_extractor.last_task_one_hot  # type: ignore[assignment]
+        valid = (one_hot @ self.valid_actions.float()) > 0.5  # (B, width)
+        mean_actions = self.action_net(latent_pi)
+        if isinstance(self.action_dist, MaskedDiagGaussianDistribution):
+            return self.action_dist.proba_distribution(mean_actions, self.log_std).with_mask(valid.float())
+        assert isinstance(self.action_dist, CategoricalDistribution)
+        return self.action_dist.proba_distribution(action_logits=mask_logits(mean_actions, valid))
 
     @property
     def n_tasks(self) -> int:
@@ -160,6 +202,8 @@ class MultiTaskActorCriticPolicy(MultiInputActorCriticPolicy):
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
         data["trunk_arch"] = self.trunk_arch
+        data["task_obs_dims"] = self.task_obs_dims
+        data["task_action_dims"] = self.task_action_dims
         # Rebuilt from trunk_arch on load; keeping it would duplicate the source of truth.
         data["features_extractor_kwargs"] = {
             k: v for k, v in data["features_extractor_kwargs"].items() if k != "net_arch"

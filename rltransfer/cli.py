@@ -161,6 +161,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         workers=args.workers,
         resume=args.resume,
         progress=not args.quiet,
+        backend=args.backend,
+        address=args.address,
+        gpus_per_run=args.gpus_per_run,
     )
     done = len(result.finished) + len(result.skipped)
     print(f"runs: {done} finished ({len(result.skipped)} kept from before), {len(result.failed)} failed")
@@ -235,6 +238,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output directory (default: runs/<experiment name>)")
     p.add_argument("--resume", action="store_true", help="keep finished runs, redo unfinished and failed ones")
     p.add_argument("--quiet", action="store_true", help="no progress display")
+    p.add_argument(
+        "--backend",
+        choices=["local", "ray"],
+        default="local",
+        help='local process pool (default) or a Ray cluster (pip install "rltransfer[ray]")',
+    )
+    p.add_argument(
+        "--address",
+        help="Ray cluster to use with --backend ray: auto or HOST:PORT (default: start a local Ray instance)",
+    )
+    p.add_argument(
+        "--gpus-per-run", type=float, default=0.0, help="GPUs each Ray task reserves (default 0; --backend ray)"
+    )
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("report", help="(re)build the report of an experiment directory")

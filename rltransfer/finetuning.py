@@ -19,7 +19,7 @@ import numpy as np
 
 from rltransfer import normalization
 from rltransfer.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from rltransfer.envs import Family, FiniteGuard, Variant, make_eval_env, make_multitask_vec_env
+from rltransfer.envs import Family, FiniteGuard, Variant
 from rltransfer.errors import UserError
 from rltransfer.evaluation import EvalCurve, PerTaskEvalCallback, TaskRolloutLogger, evaluate_tasks
 from rltransfer.forgetting import measure_forgetting
@@ -28,8 +28,8 @@ from rltransfer.io import atomic_write_bytes, atomic_write_json, staging_dir, ve
 from rltransfer.policies import TRUNK_PREFIX, MultiTaskActorCriticPolicy
 from rltransfer.ppo import TransferPPO
 from rltransfer.pretraining import EVAL_SEED_OFFSET
-from rltransfer.resolve import resolve_family, resolve_variant
 from rltransfer.strategies import Strategy, configure_strategy, frozen_parameters, parse_strategy
+from rltransfer.tasks import Target, TaskSet, resolve_targets
 from rltransfer.training import attach_logger, learn, record_hparams
 from rltransfer.transfer import TransferReport, apply_transfer
 
@@ -63,22 +63,43 @@ def source_architecture(checkpoint: Checkpoint) -> dict[str, Any]:
     return {"trunk_arch": widths, "head_arch": {"pi": [], "vf": []}} if widths else {}
 
 
+def source_view_trunk(policy: MultiTaskActorCriticPolicy, same_space: list[int] | None) -> dict[str, Any] | None:
+    """The fine-tuned trunk as a single-task source trunk (adapter of a same-space task first), or ``None``."""
+    state = {k: v.detach().clone() for k, v in policy.state_dict().items() if k.startswith(TRUNK_PREFIX)}
+    if policy.task_obs_dims is None:
+        return state
+    if not same_space:
+        return None
+    k = same_space[0]
+    adapters = policy.features_extractor.adapters
+    out = {
+        f"{TRUNK_PREFIX}0.weight": adapters.weight[k, :, : policy.task_obs_dims[k]].detach().clone(),
+        f"{TRUNK_PREFIX}0.bias": adapters.bias[k].detach().clone(),
+    }
+    for key, value in state.items():
+        idx, leaf = key[len(TRUNK_PREFIX) :].split(".", 1)
+        out[f"{TRUNK_PREFIX}{int(idx) + 2}.{leaf}"] = value  # trunk layer i was the source's layer i + 1
+    return out
+
+
 def build_model(
-    family: Family,
-    variants: Sequence[Variant],
+    family: Family | TaskSet,
+    variants: Sequence[Variant] | None,
     hp: Mapping[str, Any],
     seed: int,
     device: str = "cpu",
 ) -> TransferPPO:
-    """The multi-task PPO model every arm starts from (same seed: same initial weights)."""
-    raw = make_multitask_vec_env(family, variants, n_envs_per_task=hp["n_envs"], seed=seed)
-    env = normalization.wrap(
-        FiniteGuard(raw, f"{family.name}: {', '.join(v.name for v in variants)}"), hp, dict_obs=True
-    )
+    """The multi-task PPO model every arm starts from (same seed: same initial weights).
+
+    ``family`` is a ``TaskSet`` (then ``variants`` is ``None``) or a family with its variants.
+    """
+    tasks = family if isinstance(family, TaskSet) else resolve_targets(family, list(variants or []))
+    env = normalization.wrap(FiniteGuard(tasks.train_env(hp["n_envs"], seed), tasks.describe()), hp, dict_obs=True)
     policy_kwargs = {
         "trunk_arch": list(hp["trunk_arch"]),
         "net_arch": dict(hp["head_arch"]),
         "activation_fn": activation(hp),
+        **tasks.policy_kwargs(),
     }
     return TransferPPO(
         MultiTaskActorCriticPolicy,
@@ -92,7 +113,7 @@ def build_model(
 
 def finetune(
     family: str | Family,
-    targets: Sequence[str | Variant | Mapping[str, float]],
+    targets: Sequence[Target],
     checkpoint: str | Path | Checkpoint | None,
     strategy: str | Strategy = "finetune",
     seed: int = 0,
@@ -107,15 +128,16 @@ def finetune(
 ) -> FinetuneResult:
     """Train (or, for ``zero-shot``, only evaluate) a multi-task policy on ``targets``.
 
+    ``family`` names the hyperparameters (and the family of bare variant names); targets of
+    other families are written ``family/variant`` and may have other observation or action
+    spaces (per-task adapters and action masks then bridge them).
     ``timesteps`` counts target env steps over all tasks together. Each task gets
     ``n_envs`` sub-environments, so every task sees data at the single-task rate. With
     ``forgetting`` and an rltransfer source, the source task is evaluated with the source
     heads on the fine-tuned trunk (see ``rltransfer.forgetting``).
     """
-    fam = resolve_family(family)
-    variants = [resolve_variant(fam, t, name=f"custom{i}") for i, t in enumerate(targets)]
-    if not variants:
-        raise UserError("no target variants given; pass --targets with at least one variant")
+    tasks = resolve_targets(family, targets)
+    fam = tasks.family
     strat = parse_strategy(strategy) if isinstance(strategy, str) else strategy
     ckpt = load_checkpoint(checkpoint) if isinstance(checkpoint, str | Path) else checkpoint
     if strat.uses_source and ckpt is None:
@@ -131,16 +153,15 @@ def finetune(
         raise UserError(f"seed must be >= 0, got {seed}")
     out_path = Path(out) if out is not None else None
     if out_path is None:
-        return _run(fam, variants, ckpt, strat, seed, hp, None, progress, device, verbose, forgetting)
+        return _run(tasks, ckpt, strat, seed, hp, None, progress, device, verbose, forgetting)
     with staging_dir(out_path, overwrite=overwrite) as staging:
-        result = _run(fam, variants, ckpt, strat, seed, hp, staging, progress, device, verbose, forgetting)
+        result = _run(tasks, ckpt, strat, seed, hp, staging, progress, device, verbose, forgetting)
     result.out = out_path
     return result
 
 
 def _run(
-    fam: Family,
-    variants: list[Variant],
+    tasks: TaskSet,
     ckpt: Checkpoint | None,
     strat: Strategy,
     seed: int,
@@ -152,12 +173,13 @@ def _run(
     forgetting: bool = True,
 ) -> FinetuneResult:
     started = time.time()
-    model = build_model(fam, variants, hp, seed, device)
+    fam = tasks.family
+    model = build_model(tasks, None, hp, seed, device)
     policy = model.policy
     assert isinstance(policy, MultiTaskActorCriticPolicy)
     report = None
     if ckpt is not None and strat.uses_source:
-        report = apply_transfer(policy, ckpt, strat.transfer, strat.layer_map)
+        report = apply_transfer(policy, ckpt, strat.transfer, strat.layer_map, tasks.same_space_tasks(ckpt))
         if ckpt.obs_normalization is not None:
             normalization.load_stats(model.get_env(), ckpt.obs_normalization)  # type: ignore[arg-type]
             count = ckpt.obs_normalization["count"]
@@ -167,15 +189,10 @@ def _run(
         report.frozen = frozen_parameters(policy)
     attach_logger(model, staging / "logs" if staging else None, verbose)
     record_hparams(model, {**hp, "seed": seed, "strategy": strat.name, "transfer": "+".join(sorted(strat.transfer))})
-    names = [v.name for v in variants]
+    names = tasks.names
     eval_envs = {
-        v.name: normalization.wrap(
-            FiniteGuard(make_eval_env(fam, v, hp["eval_episodes"], k, len(variants)), f"{fam.name}: {v.name}"),
-            hp,
-            True,
-            False,
-        )
-        for k, v in enumerate(variants)
+        name: normalization.wrap(FiniteGuard(tasks.eval_env(k, hp["eval_episodes"]), name), hp, True, False)
+        for k, name in enumerate(names)
     }
     eval_seed = seed + EVAL_SEED_OFFSET
     if strat.train:
@@ -191,13 +208,14 @@ def _run(
         curve = EvalCurve(names, [0], [[results[t][0] for t in names]], [[results[t][1] for t in names]])
     forgot = None
     if forgetting and ckpt is not None and report is not None:
-        trunk = {k: v.detach().clone() for k, v in policy.state_dict().items() if k.startswith(TRUNK_PREFIX)}
-        forgot = measure_forgetting(ckpt, fam, trunk, hp["eval_episodes"], eval_seed)
+        trunk = source_view_trunk(policy, tasks.same_space_tasks(ckpt))
+        if trunk is not None:
+            forgot = measure_forgetting(ckpt, fam, trunk, hp["eval_episodes"], eval_seed)
     manifest = {
         "kind": "transfer" if report else "scratch",
         "forgetting": None if forgot is None else {"before": forgot.before, "after": forgot.after, "drop": forgot.drop},
         "family": fam.name,
-        "targets": [{"name": v.name, "distance": v.distance, "params": fam.resolve(v.params)} for v in variants],
+        "targets": tasks.to_dicts(),
         "strategy": strat.to_dict(),
         "seed": seed,
         "timesteps": int(model.num_timesteps),

@@ -1,15 +1,20 @@
-"""PPO with per-parameter-group learning-rate scales and a lean, bit-identical update.
+"""PPO with per-parameter-group learning-rate scales and lean rollouts and updates.
 
-``TransferPPO.train`` is SB3's ``PPO.train`` with its per-minibatch overhead removed and the
-same arithmetic: the rollout buffer is converted to tensors once per update instead of once
-per minibatch (same ``np.random.permutation`` draws, so the same minibatches), a categorical
-policy's log-probabilities and entropy are computed with the exact operations
-``torch.distributions.Categorical`` performs (without building distribution objects and
-validating arguments), the entropy is computed outside the graph when ``ent_coef == 0`` (its
-gradient is exactly zero), and the gradient norm is clipped with the same foreach kernels
-as ``clip_grad_norm_`` minus its grouping overhead. Losses, gradients, weights and logged
-values are bit-identical to ``PPO.train`` (``tests/test_ppo_lean.py``); set ``lean = False`` on
-a model to run SB3's own ``train``.
+Lean (``TransferPPO.lean``, default on) means SB3's ``PPO.train`` and ``collect_rollouts``
+with their per-step overhead removed and the same arithmetic: the rollout buffer is turned
+into tensors once per update instead of once per minibatch (same ``np.random.permutation``
+draws, so the same minibatches); a categorical policy's sampling, log-probabilities and
+entropy use exactly the operations ``torch.distributions.Categorical`` performs, without
+building distribution objects or validating arguments; with ``ent_coef == 0`` the entropy is
+computed outside the autograd graph (its gradient is exactly zero); the gradient norm is
+clipped with ``clip_grad_norm_``'s own foreach kernels minus its grouping overhead. Rollouts,
+losses, gradients, weights and logged values are bit-identical to SB3's
+(``tests/test_ppo_lean.py``).
+
+``fused_adam`` (default on) builds Adam with ``fused=True``: the same update rule in one
+kernel per parameter instead of a dozen, equal to SB3's ``foreach=False`` Adam to float
+rounding (about 1e-7 relative per step), so learning curves agree within seed noise but
+weights are not bit-identical to plain SB3. Pass ``fused_adam=False`` for bit-identity.
 """
 
 from __future__ import annotations
@@ -22,9 +27,11 @@ import torch as th
 from gymnasium import spaces
 from stable_baselines3 import PPO
 from stable_baselines3.common.buffers import DictRolloutBuffer, RolloutBuffer
+from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.distributions import CategoricalDistribution
 from stable_baselines3.common.policies import ActorCriticPolicy
-from stable_baselines3.common.utils import explained_variance
+from stable_baselines3.common.utils import explained_variance, get_device, obs_as_tensor
+from stable_baselines3.common.vec_env import VecEnv
 from torch.nn import functional as F
 
 
@@ -36,17 +43,69 @@ class TransferPPO(PPO):
     ``schedule(progress) * lr_scale``. Saved zips load with plain ``PPO.load`` (the optimizer
     state is saved in the single-group layout plain PPO builds).
 
+    Args:
+        fused_adam: build SB3's default Adam (``eps=1e-5``) with ``fused=True`` where the
+            installed torch supports it on the model's device (see the module docstring).
+
     Attributes:
-        lean: run the lean update (default); ``False`` runs SB3's ``PPO.train``.
+        lean: lean rollouts and updates (default); ``False`` runs SB3's own code.
     """
 
     lean: bool = True
+
+    def __init__(self, *args: Any, fused_adam: bool = True, **kwargs: Any) -> None:
+        if fused_adam and fused_adam_supported(kwargs.get("device", "auto")):
+            kwargs["policy_kwargs"] = with_fused_adam(kwargs.get("policy_kwargs"))
+        super().__init__(*args, **kwargs)
 
     def train(self) -> None:
         if self.lean:
             lean_train(self)
         else:
             super().train()
+
+    def collect_rollouts(
+        self, env: VecEnv, callback: BaseCallback, rollout_buffer: RolloutBuffer, n_rollout_steps: int
+    ) -> bool:
+        """SB3's ``collect_rollouts``; lean for categorical policies (same samples, same buffer)."""
+        if not (self.lean and categorical_fast_path(self.policy)) or self.use_sde:
+            return super().collect_rollouts(env, callback, rollout_buffer, n_rollout_steps)
+        # Mirrors OnPolicyAlgorithm.collect_rollouts (SB3 2.x) line by line; the local names
+        # are the same because callbacks read them through ``update_locals(locals())``.
+        assert self._last_obs is not None, "No previous observation was provided"
+        self.policy.set_training_mode(False)
+        n_steps = 0
+        rollout_buffer.reset()
+        callback.on_rollout_start()
+        while n_steps < n_rollout_steps:
+            with th.no_grad():
+                obs_tensor = obs_as_tensor(self._last_obs, self.device)  # type: ignore[arg-type]
+                sampled, values, log_probs = sample_categorical(self.policy, obs_tensor)
+            actions = sampled.cpu().numpy()
+            clipped_actions = actions
+            new_obs, rewards, dones, infos = env.step(clipped_actions)
+            self.num_timesteps += env.num_envs
+            callback.update_locals(locals())
+            if not callback.on_step():
+                return False
+            self._update_info_buffer(infos, dones)
+            n_steps += 1
+            actions = actions.reshape(-1, 1)
+            for idx in np.flatnonzero(dones):  # SB3 visits every env; only finished ones matter
+                if infos[idx].get("terminal_observation") is not None and infos[idx].get("TimeLimit.truncated", False):
+                    terminal_obs = self.policy.obs_to_tensor(infos[idx]["terminal_observation"])[0]
+                    with th.no_grad():
+                        terminal_value = self.policy.predict_values(terminal_obs)[0]
+                    rewards[idx] += self.gamma * terminal_value
+            rollout_buffer.add(self._last_obs, actions, rewards, self._last_episode_starts, values, log_probs)  # type: ignore[arg-type]
+            self._last_obs = new_obs  # type: ignore[assignment]
+            self._last_episode_starts = dones
+        with th.no_grad():
+            values = self.policy.predict_values(obs_as_tensor(new_obs, self.device))  # type: ignore[arg-type]
+        rollout_buffer.compute_returns_and_advantage(last_values=values, dones=dones)
+        callback.update_locals(locals())
+        callback.on_rollout_end()
+        return True
 
     def _update_learning_rate(self, optimizers: list[th.optim.Optimizer] | th.optim.Optimizer) -> None:
         lr = self.lr_schedule(self._current_progress_remaining)
@@ -106,6 +165,28 @@ def single_group_state(optimizer: th.optim.Optimizer, params: Sequence[th.nn.Par
     }
 
 
+def fused_adam_supported(device: th.device | str) -> bool:
+    """Whether torch's fused Adam runs on ``device`` (CPU needs torch >= 2.4)."""
+    try:
+        th.optim.Adam([th.nn.Parameter(th.zeros(1, device=get_device(device)))], fused=True)
+    except (RuntimeError, ValueError):
+        return False
+    return True
+
+
+def with_fused_adam(policy_kwargs: dict[str, Any] | None) -> dict[str, Any]:
+    """``policy_kwargs`` whose (default) Adam is fused, keeping SB3's ``eps=1e-5`` default."""
+    kwargs = dict(policy_kwargs or {})
+    if kwargs.get("optimizer_class", th.optim.Adam) is not th.optim.Adam:
+        return kwargs
+    # SB3 sets eps=1e-5 only when optimizer_kwargs is None, so pass it along explicitly.
+    optimizer_kwargs = dict(kwargs["optimizer_kwargs"]) if kwargs.get("optimizer_kwargs") else {"eps": 1e-5}
+    if not optimizer_kwargs.get("foreach"):
+        optimizer_kwargs.setdefault("fused", True)
+    kwargs["optimizer_kwargs"] = optimizer_kwargs
+    return kwargs
+
+
 class FlatRollout:
     """A full rollout buffer as flat tensors, converted once; minibatches are index selections.
 
@@ -154,12 +235,15 @@ class FlatRollout:
 
 
 def categorical_fast_path(policy: Any) -> bool:
-    """Whether ``evaluate_actions`` is SB3's own over a categorical distribution (then inlined)."""
+    """Whether the policy's ``forward``/``evaluate_actions`` are SB3's own over a categorical distribution."""
+    cls = type(policy)
     return (
         isinstance(policy, ActorCriticPolicy)
         and isinstance(policy.action_dist, CategoricalDistribution)
-        and type(policy).evaluate_actions is ActorCriticPolicy.evaluate_actions
-        and type(policy)._get_action_dist_from_latent is ActorCriticPolicy._get_action_dist_from_latent
+        and all(
+            getattr(cls, name) is getattr(ActorCriticPolicy, name)
+            for name in ("forward", "evaluate_actions", "_get_action_dist_from_latent", "predict_values")
+        )
     )
 
 
@@ -187,6 +271,24 @@ def evaluate_categorical(
         clamped = th.clamp(logits, min=th.finfo(logits.dtype).min)
         entropy = -(clamped * F.softmax(logits, dim=-1)).sum(-1)
     return values, log_prob, entropy
+
+
+def sample_categorical(policy: ActorCriticPolicy, obs: Any) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+    """``policy(obs)`` (stochastic) for a categorical policy: same operations, same RNG draws."""
+    features = policy.extract_features(obs)
+    if policy.share_features_extractor:
+        latent_pi, latent_vf = policy.mlp_extractor(features)
+    else:
+        pi_features, vf_features = features
+        latent_pi = policy.mlp_extractor.forward_actor(pi_features)
+        latent_vf = policy.mlp_extractor.forward_critic(vf_features)
+    values = policy.value_net(latent_vf)
+    logits = policy.action_net(latent_pi)
+    logits = logits - logits.logsumexp(dim=-1, keepdim=True)
+    probs = F.softmax(logits, dim=-1)
+    actions = th.multinomial(probs.reshape(-1, probs.shape[-1]), 1, True).T.reshape(probs.shape[:-1])
+    log_prob = logits.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+    return actions.reshape(-1), values, log_prob
 
 
 def clip_grad_norm(params: Sequence[th.nn.Parameter], max_norm: float) -> None:

@@ -199,7 +199,9 @@ def apply_transfer(
 ) -> TransferReport:
     """Copy the selected parts of ``checkpoint`` into ``policy`` in place (call after constructing the model).
 
-    Source heads are copied into every target task's head (or those in ``tasks``).
+    Source heads are copied into every target task's head (or those in ``tasks``). A policy
+    with per-task input adapters (targets whose spaces differ) takes the source's input
+    layer into the adapters of ``tasks`` and its upper layers into the shared trunk.
     """
     layer_map = layer_map or LayerMap()
     report = TransferReport(str(checkpoint.path), checkpoint.sha256, sorted(parts))
@@ -221,21 +223,37 @@ def apply_transfer(
         report.entries.append(Entry(key, None, "skipped", list(src[key].shape), reason))
         handled.add(key)
 
-    # Trunk: source Linear layers in order onto target trunk Linear layers in order.
+    # Trunk: source Linear layers in order onto target trunk Linear layers in order; with input
+    # adapters the source's first layer feeds the adapters and the rest the shared trunk.
     src_layers = _linear_indices(checkpoint.state_dict, trunk_prefix)  # positions count skipped layers too
     dst_layers = _linear_indices(targets, TRUNK)
+    adapters = "features_extractor.adapters.weight" in targets
+    offset = 1 if adapters else 0
     for key in [k for k in src if k.startswith(trunk_prefix)]:
         if "trunk" not in parts:
             skip(key, "trunk not selected (scratch)")
             continue
-        if len(src_layers) != len(dst_layers):
+        if len(src_layers) != len(dst_layers) + offset:
             raise UserError(
-                f"source trunk {trunk_prefix}* has {len(src_layers)} layers, target trunk has {len(dst_layers)}; "
-                f"set trunk_arch to the source's widths"
+                f"source trunk {trunk_prefix}* has {len(src_layers)} layers, target trunk has "
+                f"{len(dst_layers) + offset}; set trunk_arch to the source's widths"
             )
         idx, leaf = key[len(trunk_prefix) :].split(".", 1)
-        dst_key = f"{TRUNK}{dst_layers[src_layers.index(idx)]}.{leaf}"
+        position = src_layers.index(idx)
+        if adapters and position == 0:
+            dst = targets[f"features_extractor.adapters.{leaf}"].data
+            if not task_ids:
+                skip(key, "no target task shares the source's observation space: adapters start fresh")
+            for k in task_ids:
+                view = dst[k][:, : src[key].shape[1]] if leaf == "weight" else dst[k]
+                pending.append((key, src[key], f"features_extractor.adapters.{leaf}[task {k}]", view))
+            continue
+        dst_key = f"{TRUNK}{dst_layers[position - offset]}.{leaf}"
         pending.append((key, src[key], dst_key, targets[dst_key].data))
+    if adapters:
+        fresh_adapters = [k for k in range(n_tasks) if k not in task_ids]
+        if fresh_adapters:
+            report.notes.append(f"input adapters of tasks {fresh_adapters} start fresh (their spaces differ)")
 
     # Per-task heads from a single-task source: hidden layers, output layers, log_std.
     def head_layers(src_prefix: str, part: str, dst_stack: str) -> None:
@@ -244,6 +262,9 @@ def apply_transfer(
         for key in [k for k in src if k.startswith(src_prefix)]:
             if part not in parts:
                 skip(key, f"{part} not selected (fresh per-task head)")
+                continue
+            if not task_ids:
+                skip(key, "no target task shares the source's spaces: fresh per-task heads")
                 continue
             if len(src_idx) != dst_n:
                 raise UserError(
@@ -269,12 +290,18 @@ def apply_transfer(
             skip(w_key, f"{part} not selected (fresh)")
             skip(b_key, f"{part} not selected (fresh)")
             return
-        dst_w = targets[w_key].data
+        dst_w, dst_b = targets[w_key].data, targets[b_key].data
+        # Padded action spaces: the source's outputs are the first rows (the rest are masked padding).
+        rows = src[w_key].shape[0] if policy.task_action_dims is not None and name == "action_net" else None
+        if not task_ids:
+            skip(w_key, "no target task shares the source's spaces: fresh")
+            skip(b_key, "no target task shares the source's spaces: fresh")
+            return
         for k in task_ids:
-            view = dst_w[:, k * block : (k + 1) * block]
+            view = dst_w[:rows, k * block : (k + 1) * block]
             pending.append((w_key, src[w_key], f"{w_key}[:, task {k}]", view))
         # Output biases are shared across tasks in the multi-task policy (see policies/multitask.py).
-        pending.append((b_key, src[b_key], b_key, targets[b_key].data))
+        pending.append((b_key, src[b_key], b_key, dst_b[:rows]))
 
     output_layer("action_net", "action", heads.head_dim_pi)
     if trunk_prefix == "mlp_extractor.policy_net." and "value_net.weight" in src:
@@ -292,7 +319,8 @@ def apply_transfer(
                 view = targets["log_std"].data[k * heads.head_dim_pi : (k + 1) * heads.head_dim_pi]
                 pending.append(("log_std", src["log_std"], f"log_std[task {k}]", view))
         else:
-            pending.append(("log_std", src["log_std"], "log_std", targets["log_std"].data))
+            rows = src["log_std"].shape[0] if policy.task_action_dims is not None else None
+            pending.append(("log_std", src["log_std"], "log_std", targets["log_std"].data[:rows]))
 
     handled |= {p[0] for p in pending}
     for key in src:

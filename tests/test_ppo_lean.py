@@ -52,6 +52,7 @@ def filled(model: TransferPPO) -> TransferPPO:
     model.learn(2 * model.n_steps * model.n_envs)  # two updates
     total, callback = model._setup_learn(10_000, CallbackList([]), reset_num_timesteps=False)
     callback.on_training_start(locals(), globals())
+    model._update_current_progress_remaining(model.num_timesteps, total)  # learning rate and clip range > 0
     assert model.env is not None
     model.collect_rollouts(model.env, callback, model.rollout_buffer, model.n_steps)
     return model
@@ -99,8 +100,8 @@ def test_lean_update_is_bit_identical_to_sb3(case: str) -> None:
     reference, ref_log = one_update(model, lean=False, start=start)
     lean, lean_log = one_update(model, lean=True, start=start)
     assert reference.keys() == lean.keys()
-    changed = [k for k in reference if not th.equal(reference[k], start["policy"].get(k, th.zeros(0)))]
-    assert changed, "the update changed nothing; the comparison would be vacuous"
+    changed = [k for k, v in start["policy"].items() if not th.equal(reference[k], v)]
+    assert changed, "the update changed no weight; the comparison would be vacuous"
     for key in reference:
         assert th.equal(reference[key], lean[key]), key
     assert ref_log == lean_log
@@ -114,11 +115,64 @@ def test_plain_sb3_ppo_and_lean_transfer_ppo_learn_the_same() -> None:
     weights = []
     for cls in (PPO, TransferPPO):
         env = make_task_vec_env(fam, "source", 8, seed=1)
-        model = cls("MlpPolicy", env, seed=1, **{**ZOO, "n_epochs": 5})
+        extra = {"fused_adam": False} if cls is TransferPPO else {}
+        model = cls("MlpPolicy", env, seed=1, **{**ZOO, "n_epochs": 5}, **extra)
         model.learn(1024)
         weights.append(model.policy.state_dict())
     for key in weights[0]:
         assert th.equal(weights[0][key], weights[1][key]), key
+
+
+@pytest.mark.parametrize("family", ["cartpole", "mountaincar"])
+def test_lean_rollouts_are_bit_identical_to_sb3(family: str) -> None:
+    """Same samples, values, log-probs, time-limit bootstraps and episode statistics."""
+    fam = get_family(family)
+    runs = []
+    for lean in (False, True):
+        env = make_multitask_vec_env(fam, [v.name for v in fam.targets[:2]], n_envs_per_task=2, seed=0)
+        model = TransferPPO(MultiTaskActorCriticPolicy, env, seed=0, n_steps=256, batch_size=256)
+        model.lean = lean
+        _, callback = model._setup_learn(10_000, CallbackList([]))
+        callback.on_training_start(locals(), globals())
+        th.manual_seed(5)
+        assert model.env is not None
+        assert model.collect_rollouts(model.env, callback, model.rollout_buffer, model.n_steps)
+        runs.append(model)
+    buffers = [m.rollout_buffer for m in runs]
+    for name in ("actions", "rewards", "returns", "advantages", "values", "log_probs", "episode_starts"):
+        np.testing.assert_array_equal(getattr(buffers[0], name), getattr(buffers[1], name), strict=True)
+    for key in buffers[0].observations:  # type: ignore[union-attr]
+        np.testing.assert_array_equal(buffers[0].observations[key], buffers[1].observations[key])  # type: ignore[index]
+    episodes = [[(e["r"], e["l"]) for e in m.ep_info_buffer] for m in runs]
+    assert episodes[0] == episodes[1] and episodes[0]
+    if family == "mountaincar":  # every episode hits the 200-step limit: bootstrapped rewards
+        assert all(length == 200 for _, length in episodes[0])
+
+
+def test_fused_adam_matches_sb3_adam_to_float_tolerance() -> None:
+    """One RL Zoo CartPole update from the same state: fused and SB3's Adam agree to rounding."""
+    fam = get_family("cartpole")
+    weights = []
+    for fused in (False, True):
+        env = make_task_vec_env(fam, "source", 8, seed=2)
+        model = TransferPPO("MlpPolicy", env, seed=2, fused_adam=fused, **ZOO)
+        assert model.policy.optimizer.defaults["fused"] is (True if fused else None)
+        assert model.policy.optimizer.defaults["eps"] == 1e-5
+        model.learn(256)  # one rollout, one update of 20 Adam steps
+        weights.append(model.policy.state_dict())
+    for key in weights[0]:
+        th.testing.assert_close(weights[0][key], weights[1][key], rtol=1e-5, atol=1e-6)
+
+
+def test_device_cpu_is_honoured_explicitly(tiny: dict[str, Any]) -> None:
+    from rltransfer.finetuning import finetune
+    from rltransfer.pretraining import pretrain
+
+    source = pretrain("cartpole", seed=0, timesteps=64, hyperparams=tiny, device="cpu")
+    assert source.model.device == th.device("cpu")
+    assert all(p.device.type == "cpu" for p in source.model.policy.parameters())
+    target = finetune("cartpole", ["long"], None, "scratch", timesteps=64, hyperparams=tiny, device="cpu")
+    assert target.model.device == th.device("cpu")
 
 
 def test_clip_grad_norm_matches_torch() -> None:

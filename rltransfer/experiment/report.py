@@ -104,7 +104,7 @@ def build_report(out: str | Path, spec: ExperimentSpec | None = None) -> Path:
         "experiment": spec.name,
         "family": spec.family.name,
         "mode": spec.mode,
-        "targets": ", ".join(f"{t.name} ({t.distance})" for t in spec.targets),
+        "targets": ", ".join(f"{n} ({t.variant.distance})" for n, t in zip(spec.task_names, spec.targets, strict=True)),
         "arms": ", ".join(f"{a} ({len(s)} seeds)" for a, s in data.seeds.items()),
         "target budget (env steps)": spec.timesteps,
         "evaluation": f"every {spec.eval_freq} steps, {spec.eval_episodes} deterministic episodes per task",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,6 +24,8 @@ from rltransfer.experiment.spec import ExperimentSpec, load_spec
 from rltransfer.experiment.tensorboard import write_layout
 from rltransfer.io import exclusive_lock
 
+BACKENDS = ("local", "ray")
+
 
 def run_experiment(
     spec: ExperimentSpec | str | Path,
@@ -31,11 +34,27 @@ def run_experiment(
     workers: int | None = None,
     resume: bool = False,
     progress: bool = True,
+    backend: str = "local",
+    address: str | None = None,
+    gpus_per_run: float = 0.0,
 ) -> tuple[GridResult, Path | None]:
     """Run every (arm, seed) of ``spec`` and write the report; returns the grid result and report dir.
 
     ``seeds`` overrides the spec's seed count (``range(seeds)``); ``workers`` defaults to all cores.
+    ``backend="ray"`` runs source pretraining and every run as Ray tasks (``rltransfer.experiment.ray_backend``)
+    on the cluster at ``address`` (``"auto"`` or ``HOST:PORT``; ``None`` starts a private local Ray
+    instance with ``workers`` CPUs), each reserving one CPU and ``gpus_per_run`` GPUs.
     """
+    if backend not in BACKENDS:
+        raise UserError(f"--backend must be one of {', '.join(BACKENDS)}, got '{backend}'")
+    if backend != "ray" and (address is not None or gpus_per_run):
+        raise UserError("--address and --gpus-per-run apply to the Ray backend only; add --backend ray")
+    if gpus_per_run < 0:
+        raise UserError(f"--gpus-per-run must be >= 0, got {gpus_per_run}")
+    if backend == "ray":
+        from rltransfer.experiment.ray_backend import require_ray
+
+        require_ray()
     spec = spec if isinstance(spec, ExperimentSpec) else load_spec(spec)
     if seeds is not None:
         if seeds <= 0:
@@ -49,14 +68,28 @@ def run_experiment(
     check_out(spec, out_dir, resume)
     if spec.source.checkpoint is not None:
         preflight(spec, spec.source.checkpoint)
-    with exclusive_lock(out_dir / LOCK_FILE, f"'{out_dir}'"):
+    # Connect before the lock: an unreachable cluster is reported with nothing written.
+    session: AbstractContextManager[None] = nullcontext()
+    if backend == "ray":
+        from rltransfer.experiment import ray_backend
+
+        session = ray_backend.ray_session(address, num_cpus=n_workers)
+    with session, exclusive_lock(out_dir / LOCK_FILE, f"'{out_dir}'"):
         prepare_out(spec, out_dir, resume)
-        source = ensure_source(spec, out_dir, progress)
+        if backend == "ray":
+            source = ray_backend.ensure_source_ray(spec, out_dir, gpus_per_run)
+        else:
+            source = ensure_source(spec, out_dir, progress)
         if spec.source.checkpoint is None:
             preflight(spec, source)
         write_layout(spec, out_dir)
         with GridProgress(len(plan_jobs(spec, out_dir)), enabled=progress) as display:
-            result = run_grid(spec, out_dir, source, n_workers, on_event=display)
+            if backend == "ray":
+                # A cluster's own size sets the runs in flight unless --workers caps it.
+                cap = workers if address is not None else n_workers
+                result = ray_backend.run_grid_ray(spec, out_dir, source, cap, display, gpus_per_run)
+            else:
+                result = run_grid(spec, out_dir, source, n_workers, on_event=display)
         report = _report(out_dir, spec, result)
     return result, report
 

@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from rltransfer.checkpoint import MANIFEST_FILE, load_checkpoint
-from rltransfer.envs import Variant
+from rltransfer.envs import Task
 from rltransfer.errors import UserError
 from rltransfer.experiment.spec import Arm, ExperimentSpec
 from rltransfer.io import atomic_write_json, check_writable, remove_partials, versions
+from rltransfer.tasks import resolve_targets
 
 EXPERIMENT_FILE = "experiment.json"
 LOCK_FILE = ".lock"
@@ -35,7 +36,7 @@ class Job:
 
     arm: Arm
     seed: int
-    targets: tuple[Variant, ...]
+    targets: tuple[Task, ...]
     run_dir: Path
 
     @property
@@ -72,7 +73,10 @@ def plan_jobs(spec: ExperimentSpec, out: Path) -> list[Job]:
             if spec.mode == "multitask":
                 jobs.append(Job(arm, seed, spec.targets, base))
             else:
-                jobs.extend(Job(arm, seed, (t,), base / t.name) for t in spec.targets)
+                jobs.extend(
+                    Job(arm, seed, (t,), base / name.replace("/", "-"))
+                    for t, name in zip(spec.targets, spec.task_names, strict=True)
+                )
     return jobs
 
 
@@ -125,19 +129,24 @@ def ensure_source(spec: ExperimentSpec, out: Path, progress: bool) -> Path:
         return spec.source.checkpoint
     source_dir = out / "source"
     if not (source_dir / MANIFEST_FILE).exists():
-        from rltransfer.pretraining import pretrain
-
-        pretrain(
-            spec.family,
-            spec.source.variant,
-            seed=spec.source.seed,
-            timesteps=spec.source.timesteps,
-            hyperparams=spec.source.hyperparams,
-            out=source_dir,
-            overwrite=False,
-            progress=progress,
-        )
+        pretrain_source(spec, source_dir, progress)
     return source_dir
+
+
+def pretrain_source(spec: ExperimentSpec, source_dir: Path, progress: bool) -> None:
+    """Pretrain the spec's source policy into ``source_dir`` (shared by the local and Ray backends)."""
+    from rltransfer.pretraining import pretrain
+
+    pretrain(
+        spec.family,
+        spec.source.variant,
+        seed=spec.source.seed,
+        timesteps=spec.source.timesteps,
+        hyperparams=spec.source.hyperparams,
+        out=source_dir,
+        overwrite=False,
+        progress=progress,
+    )
 
 
 def preflight(spec: ExperimentSpec, source: Path) -> None:
@@ -152,7 +161,7 @@ def preflight(spec: ExperimentSpec, source: Path) -> None:
     for arm in spec.arms:
         if arm.strategy.uses_source:
             targets = spec.targets if spec.mode == "multitask" else spec.targets[:1]
-            model = build_model(spec.family, list(targets), hp, seed=0)
+            model = build_model(resolve_targets(spec.family, targets), None, hp, seed=0)
             apply_transfer(model.policy, ckpt, arm.strategy.transfer, arm.strategy.layer_map)
             model.get_env().close()  # type: ignore[union-attr]
 
@@ -192,25 +201,11 @@ def run_grid(
     """Run every unfinished job, ``workers`` at a time; report events ``start``/``done``/``failed``/``skip``."""
     result = GridResult(out)
     notify = on_event or (lambda *_: None)
-    todo = []
-    for job in plan_jobs(spec, out):
-        if job.finished:
-            result.skipped.append(job)
-            notify("skip", job, {})
-        else:
-            job.failed_marker.unlink(missing_ok=True)
-            remove_partials(job.run_dir)
-            todo.append(job)
+    todo = unfinished_jobs(spec, out, result, notify)
     src = str(source)
 
     def record(job: Job, outcome: dict[str, Any]) -> None:
-        if outcome["ok"]:
-            result.finished.append(job)
-            notify("done", job, outcome)
-        else:
-            atomic_write_json(job.failed_marker, {"run": str(job.run_dir), **outcome})
-            result.failed.append((job, outcome["traceback"]))
-            notify("failed", job, outcome)
+        record_outcome(result, job, outcome, notify)
 
     if workers <= 1:
         for job in todo:
@@ -224,6 +219,35 @@ def run_grid(
         # retry the jobs that were in flight, up to MAX_ATTEMPTS each.
         queue = _run_pool(queue, workers, spec, src, attempts, record, notify)
     return result
+
+
+def unfinished_jobs(
+    spec: ExperimentSpec, out: Path, result: GridResult, notify: Callable[[str, Job, dict[str, Any]], None]
+) -> list[Job]:
+    """The jobs still to run; finished ones are recorded as skipped, stale markers and partials removed."""
+    todo = []
+    for job in plan_jobs(spec, out):
+        if job.finished:
+            result.skipped.append(job)
+            notify("skip", job, {})
+        else:
+            job.failed_marker.unlink(missing_ok=True)
+            remove_partials(job.run_dir)
+            todo.append(job)
+    return todo
+
+
+def record_outcome(
+    result: GridResult, job: Job, outcome: dict[str, Any], notify: Callable[[str, Job, dict[str, Any]], None]
+) -> None:
+    """Record a run as finished, or as failed with its traceback in ``<run_dir>.failed.json``."""
+    if outcome["ok"]:
+        result.finished.append(job)
+        notify("done", job, outcome)
+    else:
+        atomic_write_json(job.failed_marker, {"run": str(job.run_dir), **outcome})
+        result.failed.append((job, outcome["traceback"]))
+        notify("failed", job, outcome)
 
 
 MAX_ATTEMPTS = 3

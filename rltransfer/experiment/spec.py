@@ -14,11 +14,12 @@ from typing import Any, Literal
 
 import yaml
 
-from rltransfer.envs import Family, Variant
+from rltransfer.envs import Family, Task, Variant
 from rltransfer.errors import UserError
 from rltransfer.hyperparams import resolve_hyperparams
 from rltransfer.resolve import resolve_family, resolve_variant
 from rltransfer.strategies import Strategy, parse_strategy
+from rltransfer.tasks import resolve_targets
 
 Mode = Literal["multitask", "per-target"]
 TOP_KEYS = {
@@ -39,7 +40,7 @@ TOP_KEYS = {
 SOURCE_KEYS = {"variant", "params", "timesteps", "seed", "checkpoint", "hyperparams"}
 EVAL_KEYS = {"freq", "episodes"}
 ARM_KEYS = {"name", "strategy", "transfer", "trunk_lr_scale", "coef", "unfreeze_at", "layer_map"}
-TARGET_KEYS = {"name", "variant", "params"}
+TARGET_KEYS = {"name", "variant", "params", "family"}
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ class ExperimentSpec:
     name: str
     family: Family
     source: SourceSpec
-    targets: tuple[Variant, ...]
+    targets: tuple[Task, ...]
     arms: tuple[Arm, ...]
     seeds: tuple[int, ...]
     timesteps: int
@@ -85,7 +86,7 @@ class ExperimentSpec:
 
     @property
     def task_names(self) -> list[str]:
-        return [t.name for t in self.targets]
+        return resolve_targets(self.family, self.targets).names
 
     def target_hyperparams(self) -> dict[str, Any]:
         """PPO settings shared by every arm (budget and evaluation included)."""
@@ -198,22 +199,26 @@ def parse_spec(raw: Any, where: str = "spec", lines: dict[str, int] | None = Non
     targets_raw = raw["targets"]
     if not isinstance(targets_raw, list) or not targets_raw:
         raise ctx.fail("targets", "'targets' must be a non-empty list of variant names or {name, params}")
-    targets: list[Variant] = []
+    targets: list[Task] = []
     for i, t in enumerate(targets_raw):
         try:
             if isinstance(t, str):
-                targets.append(resolve_variant(family, t))
+                targets.extend(resolve_targets(family, [t]).tasks)
+                continue
+            t = ctx.check_keys(t, TARGET_KEYS, f"targets.{i}")
+            fam = resolve_family(str(t["family"])) if "family" in t else family
+            if "params" in t:
+                variant = resolve_variant(fam, t["params"], name=str(t.get("name", f"custom{i}")))
             else:
-                t = ctx.check_keys(t, TARGET_KEYS, f"targets.{i}")
-                if "params" in t:
-                    targets.append(resolve_variant(family, t["params"], name=str(t.get("name", f"custom{i}"))))
-                else:
-                    targets.append(resolve_variant(family, str(t.get("variant", t.get("name")))))
+                variant = resolve_variant(fam, str(t.get("variant", t.get("name"))))
+            targets.append(Task(fam, variant))
         except UserError as e:
             raise ctx.fail(f"targets.{i}", str(e)) from None
-    names = [t.name for t in targets]
-    if len(set(names)) != len(names):
-        raise ctx.fail("targets", f"target names must be distinct, got {names}")
+    try:
+        task_set = resolve_targets(family, targets)
+    except UserError as e:
+        raise ctx.fail("targets", str(e)) from None
+    names = task_set.names
 
     arms = _parse_arms(ctx, raw["arms"])
     seeds_raw = raw.get("seeds", 3)
@@ -239,7 +244,7 @@ def parse_spec(raw: Any, where: str = "spec", lines: dict[str, int] | None = Non
         thresholds = tuple(float(thr_raw) for _ in targets)
     else:
         thr_raw = ctx.check_keys(thr_raw, set(names), "thresholds")
-        thresholds = tuple(float(thr_raw.get(n, family.threshold)) for n in names)
+        thresholds = tuple(float(thr_raw.get(n, t.family.threshold)) for n, t in zip(names, targets, strict=True))
 
     mode = raw.get("mode", "multitask")
     if mode not in ("multitask", "per-target"):

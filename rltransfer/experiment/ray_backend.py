@@ -1,0 +1,307 @@
+"""Run an experiment grid on a Ray cluster: source pretraining and every (arm, seed) run are Ray tasks.
+
+No shared filesystem is assumed. The source checkpoint travels to workers through Ray's object store
+(a tar of its files, put once); each task trains into a temporary directory on its worker and returns
+that run's files as a tar in memory, which the driver unpacks into a staging directory beside the run
+directory and renames into place (``rltransfer.io.staging_dir``). The output directory therefore has
+exactly the layout of the local backend: ``--resume`` works across backends, and results are the same.
+
+Ray is an optional extra and is imported only inside this module's functions.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import sys
+import tarfile
+import tempfile
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from rltransfer.checkpoint import MANIFEST_FILE, MODEL_FILE, load_checkpoint
+from rltransfer.errors import UserError
+from rltransfer.experiment.runner import (
+    MAX_ATTEMPTS,
+    GridResult,
+    Job,
+    execute_job,
+    pretrain_source,
+    record_outcome,
+    unfinished_jobs,
+)
+from rltransfer.experiment.spec import ExperimentSpec
+from rltransfer.io import staging_dir
+
+INSTALL_HINT = 'the Ray backend needs Ray: pip install "rltransfer[ray]"'
+Execute = Callable[[Job, ExperimentSpec, str | None], dict[str, Any]]
+Notify = Callable[[str, Job, dict[str, Any]], None]
+
+
+def require_ray() -> Any:
+    """The ``ray`` module, or a one-line ``UserError`` saying how to install it."""
+    try:
+        import ray
+    except ImportError:
+        raise UserError(INSTALL_HINT) from None
+    return ray
+
+
+@contextmanager
+def ray_session(address: str | None, num_cpus: int | None = None) -> Iterator[None]:
+    """Connect to the cluster at ``address`` (``auto`` or ``HOST:PORT``) for the body, then disconnect.
+
+    Without ``address`` a private local Ray instance with ``num_cpus`` CPUs is started (never an
+    existing one joined by accident) and stopped afterwards. A session already opened by the caller
+    (``ray.init`` in a notebook or test) is used as it is and left open.
+    """
+    ray = require_ray()
+    if ray.is_initialized():
+        yield
+        return
+    quiet = {"log_to_driver": False, "logging_level": logging.ERROR}
+    try:
+        if address is None:
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **quiet)
+        else:
+            ray.init(address=address, **quiet)
+    except (ConnectionError, ValueError, RuntimeError, TimeoutError) as e:
+        where = f"at '{address}'" if address else "locally"
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"cannot start or reach a Ray cluster {where}: {first}") from None
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+# --- files as bytes --------------------------------------------------------------------------------
+
+
+def pack(directory: Path, names: list[str] | None = None) -> bytes:
+    """The files under ``directory`` (or only ``names``) as an uncompressed tar in memory."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name in sorted(names if names is not None else os.listdir(directory)):
+            tar.add(directory / name, arcname=name)
+    return buf.getvalue()
+
+
+def unpack(blob: bytes, directory: Path) -> None:
+    """Write a tar made by ``pack`` into ``directory``: regular files and folders only, no path escapes.
+
+    Every file is fsynced, so that a directory renamed into place afterwards survives a crash whole.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(blob), mode="r") as tar:
+        for member in tar.getmembers():
+            parts = Path(member.name).parts
+            if Path(member.name).is_absolute() or ".." in parts or not parts:
+                raise ValueError(f"refusing tar entry '{member.name}' outside the run directory")
+            target = directory.joinpath(*parts)
+            if member.isdir():
+                target.mkdir(parents=True, exist_ok=True)
+            elif member.isfile():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                data = tar.extractfile(member)
+                assert data is not None
+                with open(target, "wb") as f:
+                    f.write(data.read())
+                    f.flush()
+                    os.fsync(f.fileno())
+            else:
+                raise ValueError(f"refusing tar entry '{member.name}': not a regular file or folder")
+
+
+def install(blob: bytes, final: Path) -> None:
+    """Unpack a run's files into a staging directory beside ``final`` and rename it into place."""
+    with staging_dir(final) as staging:
+        unpack(blob, staging)
+
+
+def _source_files(source: Path) -> tuple[Path, list[str], str]:
+    """What of a checkpoint to ship: its folder, the file names, and what to load relative to them."""
+    if source.is_dir():
+        names = [n for n in (MODEL_FILE, MANIFEST_FILE) if (source / n).exists()]
+        return source, names, "."
+    names = [source.name]
+    if source.name == MODEL_FILE and (source.parent / MANIFEST_FILE).exists():
+        names.append(MANIFEST_FILE)
+    return source.parent, names, source.name
+
+
+# --- worker side -----------------------------------------------------------------------------------
+
+
+@contextmanager
+def _driver_argv(argv: list[str]) -> Iterator[None]:
+    """Record the driver's command line in manifests, as spawned local workers do."""
+    saved = sys.argv
+    sys.argv = list(argv)
+    try:
+        yield
+    finally:
+        sys.argv = saved
+
+
+def _run_task(
+    job: Job,
+    spec: ExperimentSpec,
+    source_blob: bytes | None,
+    source_entry: str,
+    driver_zip: str,
+    argv: list[str],
+    execute: Execute,
+) -> dict[str, Any]:
+    """Ray task: one run trained into a temporary directory; its files come back as bytes."""
+    with tempfile.TemporaryDirectory(prefix="rltransfer-run-") as tmp:
+        source = None
+        if source_blob is not None:
+            unpack(source_blob, Path(tmp) / "source")
+            source = str(Path(tmp) / "source" / source_entry)
+        local = replace(job, run_dir=Path(tmp) / "run")
+        with _driver_argv(argv):
+            outcome = execute(local, spec, source)
+        if outcome.get("ok"):
+            if source is not None:
+                worker_zip = Path(source) / MODEL_FILE if Path(source).is_dir() else Path(source)
+                _record_driver_source(local.run_dir, str(worker_zip), driver_zip)
+            outcome["files"] = pack(local.run_dir)
+        return outcome
+
+
+def _record_driver_source(run_dir: Path, worker_zip: str, driver_zip: str) -> None:
+    """Name the source by its path on the driver in the run's manifest, not the worker's temporary copy."""
+    from rltransfer.io import atomic_write_json
+
+    path = run_dir / MANIFEST_FILE
+    manifest = json.loads(path.read_text())
+    if (manifest.get("source") or {}).get("path") == worker_zip:
+        manifest["source"]["path"] = driver_zip
+        atomic_write_json(path, manifest)
+
+
+def _pretrain_task(spec: ExperimentSpec, argv: list[str]) -> bytes:
+    """Ray task: pretrain the spec's source into a temporary directory and return its files."""
+    import torch
+
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory(prefix="rltransfer-source-") as tmp, _driver_argv(argv):
+        pretrain_source(spec, Path(tmp) / "source", progress=False)
+        return pack(Path(tmp) / "source")
+
+
+# --- driver side -----------------------------------------------------------------------------------
+
+
+def _options(gpus_per_run: float) -> dict[str, Any]:
+    # max_retries: Ray reruns a task whose worker process or node died; an exception raised by the task
+    # itself is a result (recorded failed with its traceback), never retried.
+    return {"num_cpus": 1, "num_gpus": gpus_per_run, "max_retries": MAX_ATTEMPTS - 1, "retry_exceptions": False}
+
+
+def _check_resources(ray: Any, gpus_per_run: float) -> None:
+    if gpus_per_run < 0:
+        raise UserError(f"--gpus-per-run must be >= 0, got {gpus_per_run}")
+    res = ray.cluster_resources()
+    if res.get("CPU", 0) < 1:
+        raise UserError("the Ray cluster has no CPUs to run on; join a worker with `ray start --address HOST:PORT`")
+    if gpus_per_run > 0 and res.get("GPU", 0) < gpus_per_run:
+        raise UserError(f"--gpus-per-run {gpus_per_run:g} but the Ray cluster has {res.get('GPU', 0):g} GPUs")
+
+
+def ensure_source_ray(spec: ExperimentSpec, out: Path, gpus_per_run: float = 0.0) -> Path:
+    """The source checkpoint: the spec's, or pretrained once by a Ray task into ``<out>/source``."""
+    if spec.source.checkpoint is not None:
+        load_checkpoint(spec.source.checkpoint)
+        return spec.source.checkpoint
+    source_dir = out / "source"
+    if (source_dir / MANIFEST_FILE).exists():
+        return source_dir
+    ray = require_ray()
+    _check_resources(ray, gpus_per_run)
+    task = ray.remote(_pretrain_task).options(**_options(gpus_per_run))
+    try:
+        blob = ray.get(task.remote(spec, list(sys.argv)))
+    except ray.exceptions.RayTaskError as e:  # the same error the local backend would raise, one line
+        cause = e.cause if isinstance(e.cause, Exception) else RuntimeError(str(e))
+        raise cause from None
+    except ray.exceptions.RayError as e:
+        raise RuntimeError(f"source pretraining failed on the Ray cluster after {MAX_ATTEMPTS} attempts: {e}") from e
+    install(blob, source_dir)
+    return source_dir
+
+
+def run_grid_ray(
+    spec: ExperimentSpec,
+    out: Path,
+    source: Path,
+    workers: int | None = None,
+    on_event: Notify | None = None,
+    gpus_per_run: float = 0.0,
+    execute: Execute = execute_job,
+) -> GridResult:
+    """Run every unfinished job as a Ray task; the same contract and events as ``runner.run_grid``.
+
+    At most ``workers`` runs are in flight (default: as many as the cluster's CPUs, and GPUs when
+    ``gpus_per_run`` asks for them, re-read as nodes join or leave), so ``start`` means running.
+    ``execute`` is the per-run function (``execute_job``), shipped to the workers with each task.
+    """
+    ray = require_ray()
+    result = GridResult(out)
+    notify = on_event or (lambda *_: None)
+    queue = unfinished_jobs(spec, out, result, notify)
+    if not queue:
+        return result
+    _check_resources(ray, gpus_per_run)
+    folder, names, entry = _source_files(source)
+    source_ref = ray.put(pack(folder, names)) if any(j.arm.strategy.uses_source for j in queue) else None
+    driver_zip = str(source / MODEL_FILE) if source.is_dir() else str(source)
+    task = ray.remote(_run_task).options(**_options(gpus_per_run))
+    pending: dict[Any, Job] = {}
+    try:
+        while queue or pending:
+            while queue and len(pending) < (workers or _capacity(ray, gpus_per_run)):
+                job = queue.pop(0)
+                blob = source_ref if job.arm.strategy.uses_source else None
+                pending[task.remote(job, spec, blob, entry, driver_zip, list(sys.argv), execute)] = job
+                notify("start", job, {})
+            done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+            for ref in done:
+                job = pending.pop(ref)
+                record_outcome(result, job, _collect(ray, ref, job), notify)
+    finally:
+        for ref in pending:  # interrupted: stop what is still running on the cluster
+            ray.cancel(ref, force=True)
+    return result
+
+
+def _capacity(ray: Any, gpus_per_run: float) -> int:
+    res = ray.cluster_resources()
+    slots = int(res.get("CPU", 0))
+    if gpus_per_run > 0:
+        slots = min(slots, int(res.get("GPU", 0) / gpus_per_run))
+    return max(1, slots)
+
+
+def _collect(ray: Any, ref: Any, job: Job) -> dict[str, Any]:
+    """A finished task's outcome, its files installed into ``job.run_dir``."""
+    try:
+        outcome = dict(ray.get(ref))
+    except ray.exceptions.RayTaskError as e:  # the task raised: its traceback is the record
+        return {"ok": False, "traceback": str(e)}
+    except ray.exceptions.RayError as e:  # workers or nodes died more often than max_retries allows
+        return {"ok": False, "traceback": f"Ray gave up on {job.label} after {MAX_ATTEMPTS} attempts: {e}"}
+    files = outcome.pop("files", None)
+    if outcome.get("ok"):
+        try:
+            install(files, job.run_dir)
+        except Exception:
+            return {**outcome, "ok": False, "traceback": traceback.format_exc()}
+    return outcome

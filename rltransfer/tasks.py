@@ -1,0 +1,139 @@
+"""The targets of one fine-tuning run: variants of one family, or tasks of several families.
+
+Variants of one family share spaces and use the family's (batched) multi-task env. Tasks of
+several families are padded into one space (``rltransfer.envs.crossspace``); when their
+spaces differ the policy gets per-task input adapters and action masks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any, TypeAlias
+
+from stable_baselines3.common.vec_env import VecEnv
+
+from rltransfer.checkpoint import Checkpoint
+from rltransfer.envs import (
+    Family,
+    PaddedSpaces,
+    Task,
+    Variant,
+    make_cross_vec_env,
+    make_eval_env,
+    make_multitask_vec_env,
+    padded_spaces,
+)
+from rltransfer.errors import UserError
+from rltransfer.resolve import resolve_family, resolve_variant
+
+Target: TypeAlias = "str | Variant | Task | Mapping[str, float]"
+
+
+@dataclass(frozen=True)
+class TaskSet:
+    """Targets plus ``family``, whose hyperparameters the run uses (and bare names resolve in)."""
+
+    family: Family
+    tasks: tuple[Task, ...]
+
+    @property
+    def single_family(self) -> bool:
+        return all(t.family.name == self.family.name for t in self.tasks)
+
+    @property
+    def names(self) -> list[str]:
+        """Variant names for one family's targets; ``family/variant`` across families."""
+        return [t.variant.name if self.single_family else t.name for t in self.tasks]
+
+    @cached_property
+    def spaces(self) -> PaddedSpaces | None:
+        """The padded common space, or ``None`` when all targets are one family's (same spaces)."""
+        if self.single_family:
+            return None
+        try:
+            return padded_spaces(self.tasks)
+        except ValueError as e:
+            raise UserError(str(e)) from None
+
+    def policy_kwargs(self) -> dict[str, Any]:
+        """Per-task adapters / action masks when the spaces differ."""
+        s = self.spaces
+        if s is None:
+            return {}
+        out: dict[str, Any] = {}
+        if len(set(s.obs_dims)) > 1:
+            out["task_obs_dims"] = s.obs_dims
+        if len(set(s.action_dims)) > 1:
+            out["task_action_dims"] = s.action_dims
+        return out
+
+    def train_env(self, n_envs_per_task: int, seed: int) -> VecEnv:
+        if self.single_family:
+            return make_multitask_vec_env(self.family, [t.variant for t in self.tasks], n_envs_per_task, seed=seed)
+        return make_cross_vec_env(self.tasks, n_envs_per_task, seed=seed)
+
+    def eval_env(self, k: int, n_envs: int) -> VecEnv:
+        if self.single_family:
+            return make_eval_env(self.family, self.tasks[k].variant, n_envs, k, len(self.tasks))
+        return make_cross_vec_env(self.tasks, n_envs, task_id=k)
+
+    def describe(self) -> str:
+        return f"{self.family.name}: {', '.join(self.names)}" if self.single_family else ", ".join(self.names)
+
+    def same_space_tasks(self, checkpoint: Checkpoint) -> list[int] | None:
+        """Tasks whose spaces (and family, when the source names one) match the source's; ``None``: all."""
+        s = self.spaces
+        if s is None or not s.differ:
+            return None
+        manifest = checkpoint.manifest or {}
+        src_family = manifest.get("family")
+        sd = checkpoint.state_dict
+        first = next((sd[k] for k in sorted(sd) if k.endswith(".0.weight") and "trunk" in k), None)
+        if first is None:
+            first = sd.get("mlp_extractor.policy_net.0.weight")
+        obs_dim = int(first.shape[1]) if first is not None else -1
+        act_dim = int(sd["action_net.weight"].shape[0]) if "action_net.weight" in sd else -1
+        return [
+            k
+            for k, t in enumerate(self.tasks)
+            if s.obs_dims[k] == obs_dim
+            and s.action_dims[k] == act_dim
+            and (src_family is None or t.family.name == src_family)
+        ]
+
+    def to_dicts(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "name": n,
+                "family": t.family.name,
+                "variant": t.variant.name,
+                "distance": t.variant.distance,
+                "params": t.family.resolve(t.variant.params),
+            }
+            for n, t in zip(self.names, self.tasks, strict=True)
+        ]
+
+
+def resolve_targets(family: str | Family, targets: Sequence[Target]) -> TaskSet:
+    """``long`` (a variant of ``family``), ``acrobot/source`` (another family's), a ``Variant``,
+    a ``Task`` or parameter values (a custom variant of ``family``)."""
+    fam = resolve_family(family)
+    tasks = []
+    for i, t in enumerate(targets):
+        if isinstance(t, Task):
+            tasks.append(t)
+        elif isinstance(t, str) and "/" in t:
+            other, _, name = t.partition("/")
+            f = resolve_family(other)
+            tasks.append(Task(f, resolve_variant(f, name)))
+        else:
+            tasks.append(Task(fam, resolve_variant(fam, t, name=f"custom{i}")))
+    if not tasks:
+        raise UserError("no target variants given; pass --targets with at least one variant")
+    result = TaskSet(fam, tuple(tasks))
+    if len(set(result.names)) != len(result.names):
+        raise UserError(f"target names must be distinct, got {result.names}")
+    result.spaces  # noqa: B018 - fail now (as a UserError) if the targets' spaces cannot be padded together
+    return result
