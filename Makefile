@@ -11,7 +11,7 @@ $(BIN)/rltransfer: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet "$(TORCH)"
-	$(BIN)/pip install --quiet -e ".[dev,rliable]"
+	$(BIN)/pip install --quiet -e ".[dev,rliable,box2d,mujoco,ray]"
 	touch $@
 
 setup: $(BIN)/rltransfer

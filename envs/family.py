@@ -7,6 +7,7 @@ arguments of the family's environment class, never attributes set on a built env
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -51,6 +52,7 @@ class Family:
         held_out: parameter intervals reserved for generalisation tests, never used as targets.
         max_episode_steps: time limit applied by ``gym.make``.
         threshold: evaluation return regarded as "solved" (RL Zoo reference).
+        extra: the install extra the family's simulator needs (``box2d``, ``mujoco``), if any.
     """
 
     name: str
@@ -61,6 +63,13 @@ class Family:
     held_out: Mapping[str, tuple[float, float]] = field(default_factory=dict)
     max_episode_steps: int = 500
     threshold: float = 0.0
+    extra: str | None = None
+
+    @property
+    def available(self) -> bool:
+        """Whether the simulator is installed (families of extras are registered either way)."""
+        module = {"box2d": "Box2D", "mujoco": "mujoco"}.get(self.extra or "")
+        return module is None or importlib.util.find_spec(module) is not None
 
     @property
     def source(self) -> Variant:
@@ -134,5 +143,10 @@ class Family:
         """Build one variant (registered or custom) with the family's time limit."""
         v = self.variant(variant) if isinstance(variant, str) else variant
         params = self.resolve(v.params)
+        if not self.available:
+            raise ValueError(
+                f"family '{self.name}' needs the {self.extra} simulator; install it with "
+                f'pip install "rltransfer[{self.extra}]"'
+            )
         # Through the registered source id, so the time limit and checkers are Gymnasium's own.
         return gym.make(self.env_id(self.source), **{**params, **kwargs})

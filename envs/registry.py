@@ -6,11 +6,27 @@ import gymnasium as gym
 from rltransfer.envs.acrobot import ACROBOT
 from rltransfer.envs.cartpole import CARTPOLE
 from rltransfer.envs.family import Family
+from rltransfer.envs.lunar_lander import LUNAR_LANDER, LUNAR_LANDER_CONTINUOUS
 from rltransfer.envs.mountain_car import MOUNTAIN_CAR
 from rltransfer.envs.mountain_car_continuous import MOUNTAIN_CAR_CONTINUOUS
+from rltransfer.envs.mujoco_families import HALF_CHEETAH, HOPPER, WALKER2D
 from rltransfer.envs.pendulum import PENDULUM
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (CARTPOLE, ACROBOT, MOUNTAIN_CAR, PENDULUM, MOUNTAIN_CAR_CONTINUOUS)}
+FAMILIES: dict[str, Family] = {
+    f.name: f
+    for f in (
+        CARTPOLE,
+        ACROBOT,
+        MOUNTAIN_CAR,
+        PENDULUM,
+        MOUNTAIN_CAR_CONTINUOUS,
+        LUNAR_LANDER,
+        LUNAR_LANDER_CONTINUOUS,
+        HALF_CHEETAH,
+        HOPPER,
+        WALKER2D,
+    )
+}
 
 
 def get_family(name: str) -> Family:

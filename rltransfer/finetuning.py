@@ -181,7 +181,8 @@ def _run(
     if ckpt is not None and strat.uses_source:
         report = apply_transfer(policy, ckpt, strat.transfer, strat.layer_map, tasks.same_space_tasks(ckpt))
         if ckpt.obs_normalization is not None:
-            normalization.load_stats(model.get_env(), ckpt.obs_normalization)  # type: ignore[arg-type]
+            padded = tasks.spaces is not None
+            normalization.load_stats(model.get_env(), ckpt.obs_normalization, padded)  # type: ignore[arg-type]
             count = ckpt.obs_normalization["count"]
             report.notes.append(f"observation normalisation statistics carried from the source (count {count:g})")
     callbacks = configure_strategy(model, strat, hp["n_timesteps"])

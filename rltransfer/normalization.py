@@ -75,17 +75,28 @@ def stats_of(venv: VecEnv) -> dict[str, Any] | None:
             "clip_obs": vn.clip_obs, "epsilon": vn.epsilon}  # fmt: skip
 
 
-def load_stats(venv: VecEnv, stats: Mapping[str, Any]) -> None:
-    """Start ``venv``'s observation statistics from a source's (they keep updating while training)."""
+def load_stats(venv: VecEnv, stats: Mapping[str, Any], padded: bool = False) -> None:
+    """Start ``venv``'s observation statistics from a source's (they keep updating while training).
+
+    With ``padded`` (targets of several spaces padded into one) the source's statistics fill the
+    first entries; one ``VecNormalize`` then serves every task, so they are a starting point only.
+    """
     vn = find(venv)
     if vn is None:
         raise UserError("the source carries observation normalisation but the target env has none; set normalize")
     rms = _rms(vn)
     mean = np.asarray(stats["mean"], dtype=np.float64)
+    var = np.asarray(stats["var"], dtype=np.float64)
+    if padded and mean.ndim == 1 and mean.shape[0] <= rms.mean.shape[0]:
+        mean, var = _fill(rms.mean, mean), _fill(rms.var, var)
     if mean.shape != rms.mean.shape:
         raise UserError(
             f"source normalisation statistics have shape {mean.shape}, target observations {rms.mean.shape}"
         )
-    rms.mean = mean
-    rms.var = np.asarray(stats["var"], dtype=np.float64)
-    rms.count = float(stats["count"])
+    rms.mean, rms.var, rms.count = mean, var, float(stats["count"])
+
+
+def _fill(base: np.ndarray, prefix: np.ndarray) -> np.ndarray:
+    out = np.array(base, dtype=np.float64)
+    out[: prefix.shape[0]] = prefix
+    return out

@@ -78,7 +78,8 @@ def test_every_parameter_changes_a_rollout(family_name: str, param: str) -> None
     assert value != family.param(param).default
     obs_default, rew_default = _rollout(family.make("source"))
     obs_changed, rew_changed = _rollout(family.make(family.custom("probe", {param: value})))
-    assert obs_default[0].tolist() == obs_changed[0].tolist(), "same seed must give the same start state"
+    if family.extra is None:  # LunarLander's reset already steps its physics
+        assert obs_default[0].tolist() == obs_changed[0].tolist(), "same seed must give the same start state"
     same_obs = obs_default.shape == obs_changed.shape and np.array_equal(obs_default, obs_changed)
     same_rew = rew_default.shape == rew_changed.shape and np.array_equal(rew_default, rew_changed)
     assert not (same_obs and same_rew), f"{family_name}.{param}={value} left a 30-step rollout unchanged"
@@ -273,3 +274,15 @@ def test_multitask_vec_env_seed_is_reproducible() -> None:
     np.testing.assert_array_equal(a.env_task_ids, [0, 0, 1, 1])
     a.close()
     b.close()
+
+
+@pytest.fixture(autouse=True)
+def _skip_missing_extras(request: pytest.FixtureRequest) -> None:
+    """Families of extras (box2d, mujoco) are registered always but need their simulator to run."""
+    params = getattr(getattr(request.node, "callspec", None), "params", {})
+    name = params.get("family_name")
+    if name is None and "env_id" in params:
+        title = params["env_id"].split("/")[1].split("-")[0]
+        name = next(f.name for f in FAMILIES.values() if f.title == title)
+    if name is not None and not FAMILIES[name].available:
+        pytest.skip(f"needs the {FAMILIES[name].extra} extra")

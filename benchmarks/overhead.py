@@ -1,0 +1,112 @@
+"""rltransfer's single-task training vs plain SB3 on the identical config (issue 6).
+
+RL Zoo CartPole hyperparameters (``rltransfer/ppo.yml``: 8 envs x 32 steps, one 256-sample
+minibatch, 20 epochs, linear schedules). Arms, alternated round by round, env steps per
+second of ``learn`` (medians over rounds), ratio to plain SB3:
+
+* ``sb3``: ``PPO("MlpPolicy", make_vec_env("CartPole-v1", 8))``, the reference;
+* ``rltransfer, all speed-ups off``: ``TransferPPO`` with rltransfer's trunk policy on a
+  ``DummyVecEnv`` of the family env, SB3's own rollouts and update, SB3's Adam, NaN guard:
+  the pure overhead of rltransfer's classes (target ratio >= 0.95);
+* ``rltransfer default``: the same with the batched env, lean rollouts/updates, fused Adam;
+* ``pretrain()``: the public API end to end (model set-up, evaluations at step 0, every
+  ``eval_freq`` and at the end, logs), timed around the whole call.
+
+    python benchmarks/overhead.py [--timesteps 20480] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+from rltransfer.envs import get_family
+from rltransfer.envs.multitask import make_task_vec_env
+from stable_baselines3 import PPO
+from stable_baselines3.common.env_util import make_vec_env
+
+from rltransfer.hyperparams import ppo_kwargs, resolve_hyperparams
+from rltransfer.ppo import TransferPPO
+from rltransfer.pretraining import pretrain, source_policy_kwargs
+from rltransfer.training import learn
+
+
+def machine() -> str:
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{model}, {os.cpu_count()} cores"
+
+
+HP = resolve_hyperparams("cartpole")
+
+
+def sb3(timesteps: int, seed: int) -> float:
+    model = PPO("MlpPolicy", make_vec_env("CartPole-v1", n_envs=HP["n_envs"], seed=seed), seed=seed, **ppo_kwargs(HP))
+    started = time.perf_counter()
+    model.learn(timesteps)
+    return timesteps / (time.perf_counter() - started)
+
+
+def rltransfer_loop(fast: bool) -> Callable[[int, int], float]:
+    def run(timesteps: int, seed: int) -> float:
+        env = make_task_vec_env(get_family("cartpole"), "source", HP["n_envs"], seed=seed, batched=fast)
+        model = TransferPPO(
+            "MlpPolicy", env, seed=seed, policy_kwargs=source_policy_kwargs(HP), fused_adam=fast, **ppo_kwargs(HP)
+        )
+        model.lean = fast
+        started = time.perf_counter()
+        learn(model, timesteps, [])
+        return timesteps / (time.perf_counter() - started)
+
+    return run
+
+
+def pretrain_api(timesteps: int, seed: int) -> float:
+    started = time.perf_counter()
+    pretrain("cartpole", seed=seed, timesteps=timesteps)
+    return timesteps / (time.perf_counter() - started)
+
+
+ARMS: dict[str, Callable[[int, int], float]] = {
+    "sb3 PPO MlpPolicy + DummyVecEnv": sb3,
+    "rltransfer, all speed-ups off": rltransfer_loop(False),
+    "rltransfer default (batched, lean, fused Adam)": rltransfer_loop(True),
+    "pretrain() incl. evaluations": pretrain_api,
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--timesteps", type=int, default=20480)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    results: dict[str, list[float]] = {name: [] for name in ARMS}
+    names = list(ARMS)
+    for r in range(args.repeats):
+        for name in names if r % 2 == 0 else reversed(names):
+            results[name].append(ARMS[name](args.timesteps, r))
+    base = statistics.median(results[names[0]])
+    print(f"machine: {machine()}; torch threads 1; RL Zoo CartPole config, {args.timesteps} steps per run")
+    print(f"medians of {args.repeats} alternating rounds")
+    print("| arm | env steps/s | ratio to SB3 | runs |")
+    print("| --- | --- | --- | --- |")
+    for name in names:
+        median = statistics.median(results[name])
+        runs = ", ".join(f"{v:,.0f}" for v in results[name])
+        print(f"| {name} | {median:,.0f} | {median / base:.2f} | {runs} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
