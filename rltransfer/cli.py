@@ -188,6 +188,38 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_advise(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from rltransfer.advise import advise, to_json, validate
+
+    _threads()
+    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    advice = advise(args.source, args.family, targets, episodes=args.episodes, samples=args.samples, seed=args.seed)
+    if args.json:
+        print(json.dumps(to_json(advice), indent=2))
+    else:
+        table = Table(title=f"transfer advice: {args.source} -> {args.family}", title_justify="left")
+        for col in ("target", "distance", "zero-shot (random)", "score", "feature MMD²", "advice", "why"):
+            table.add_column(col)
+        for a in advice:
+            table.add_row(
+                a.target,
+                a.distance,
+                f"{a.zero_shot_return:.1f} ({a.random_return:.1f})",
+                f"{a.zero_shot_score:.2f}",
+                f"{a.feature_mmd:.4f}",
+                a.recommendation,
+                a.reason,
+            )
+        Console(width=max(Console().width, 140)).print(table)
+    if args.validate:
+        rho, pairs = validate(advice, args.validate)
+        print(f"Spearman(predicted gain, realised AUC gain of the best arm) = {rho:.2f} over {len(pairs)} targets")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rltransfer", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -252,6 +284,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--gpus-per-run", type=float, default=0.0, help="GPUs each Ray task reserves (default 0; --backend ray)"
     )
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("advise", help="zero-shot return, feature shift and a strategy per target, before training")
+    p.add_argument("--source", required=True, help="source checkpoint directory (from `rltransfer pretrain`)")
+    p.add_argument("--family", required=True)
+    p.add_argument("--targets", required=True, help="comma-separated target variants")
+    p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--samples", type=int, default=1000, help="states per task for the feature shift")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--validate", metavar="DIR", help="correlate with the realised gains of a finished experiment")
+    p.set_defaults(func=cmd_advise)
 
     p = sub.add_parser("report", help="(re)build the report of an experiment directory")
     p.add_argument("dir", help="the --out directory of `rltransfer run`")

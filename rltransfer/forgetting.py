@@ -12,15 +12,11 @@ from dataclasses import dataclass
 
 import torch as th
 
-from rltransfer import normalization
 from rltransfer.checkpoint import Checkpoint
-from rltransfer.envs import Family, Variant, make_eval_env
-from rltransfer.envs.multitask import make_task_vec_env
+from rltransfer.envs import Family
 from rltransfer.evaluation import evaluate_tasks
-from rltransfer.hyperparams import ppo_kwargs
 from rltransfer.policies import TRUNK_PREFIX
-from rltransfer.ppo import TransferPPO
-from rltransfer.pretraining import source_policy_kwargs
+from rltransfer.source_policy import is_source_of, load_source_model, source_eval_env, source_variant
 
 
 @dataclass
@@ -42,32 +38,15 @@ def measure_forgetting(
     seed: int,
 ) -> Forgetting | None:
     """``None`` when the source is not an rltransfer source checkpoint of ``family``."""
-    manifest = checkpoint.manifest
-    if not manifest or manifest.get("kind") != "source" or manifest.get("family") != family.name:
+    if not is_source_of(checkpoint, family):
         return None
-    hp = manifest["hyperparams"]
-    variant = Variant("source-task", manifest["variant"]["params"], "source")
-    env = normalization.wrap(make_task_vec_env(family, variant, 1, seed=seed), hp, False, False)
-    kwargs = {k: v for k, v in ppo_kwargs(hp).items() if k not in ("n_steps", "batch_size")}
-    model = TransferPPO(
-        "MlpPolicy",
-        env,
-        seed=seed,
-        policy_kwargs=source_policy_kwargs(hp),
-        device="cpu",
-        n_steps=64,
-        batch_size=64,
-        **kwargs,
-    )
-    model.policy.load_state_dict(checkpoint.state_dict)
-    eval_env = {"source": normalization.wrap(make_eval_env(family, variant, n_episodes), hp, False, False)}
-    if checkpoint.obs_normalization is not None:
-        normalization.load_stats(eval_env["source"], checkpoint.obs_normalization)
+    model = load_source_model(checkpoint, family, seed)
+    eval_env = {"source": source_eval_env(checkpoint, family, source_variant(checkpoint), n_episodes)}
     before = evaluate_tasks(model, eval_env, n_episodes, seed)["source"][0]
     with th.no_grad():
         for name, param in model.policy.named_parameters():
             if name.startswith(TRUNK_PREFIX):
                 param.copy_(trunk_state[name])
     after = evaluate_tasks(model, eval_env, n_episodes, seed)["source"][0]
-    env.close()
+    model.get_env().close()  # type: ignore[union-attr]
     return Forgetting(before, after)

@@ -14,6 +14,7 @@ from rltransfer.compare.metrics import (
     time_to_threshold,
     transfer_ratio,
 )
+from rltransfer.compare.mmd import mmd_rbf
 from rltransfer.compare.scores import METRICS, per_run_scores, validate_arms
 from rltransfer.compare.stats import (
     iqm,
@@ -52,6 +53,7 @@ __all__ = [
     "mean",
     "mean_curve_ci",
     "mean_difference",
+    "mmd_rbf",
     "per_run_scores",
     "percentile_interval",
     "probability_of_improvement",

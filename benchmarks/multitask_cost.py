@@ -1,0 +1,119 @@
+"""Cost of a K-task policy per env step relative to a one-task policy (issue 6; target <= 1.15x).
+
+Same total data in every arm: 8 sub-environments (K=1: 8 copies of one CartPole variant;
+K=8: one of each of 8 variants), RL Zoo CartPole hyperparameters, ``MultiTaskActorCriticPolicy``
+with rltransfer's default architecture (trunk [64, 64], per-task heads pi [64] / vf [64]).
+Arms alternate round by round; medians. Two measurements:
+
+* end to end: env steps per second of ``learn`` (rollouts + updates), batched env;
+* one update step: forward + backward + optimizer step of a 256-sample minibatch.
+
+    python benchmarks/multitask_cost.py [--tasks 1 2 4 8] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+from rltransfer.envs import get_family
+from rltransfer.envs.multitask import make_multitask_vec_env
+from rltransfer.policies import MultiTaskActorCriticPolicy
+
+from rltransfer.hyperparams import ppo_kwargs, resolve_hyperparams
+from rltransfer.ppo import TransferPPO, evaluate_categorical
+
+HP = resolve_hyperparams("cartpole")
+FAMILY = get_family("cartpole")
+VARIANTS = [v.name for v in (*FAMILY.variants, *FAMILY.held_out_variants())]
+
+
+def machine() -> str:
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{model}, {os.cpu_count()} cores"
+
+
+def model_for(k: int, seed: int = 0) -> TransferPPO:
+    if k > len(VARIANTS) or 8 % k:
+        raise SystemExit(f"K={k}: needs K <= {len(VARIANTS)} dividing 8")
+    env = make_multitask_vec_env(FAMILY, VARIANTS[:k], n_envs_per_task=8 // k, seed=seed)
+    policy_kwargs = {"trunk_arch": list(HP["trunk_arch"]), "net_arch": dict(HP["head_arch"])}
+    return TransferPPO(MultiTaskActorCriticPolicy, env, seed=seed, policy_kwargs=policy_kwargs, **ppo_kwargs(HP))
+
+
+def end_to_end(k: int, timesteps: int) -> Callable[[], float]:
+    def run() -> float:
+        model = model_for(k)
+        started = time.perf_counter()
+        model.learn(timesteps)
+        return timesteps / (time.perf_counter() - started)
+
+    return run
+
+
+def update_step(k: int, n: int = 200) -> Callable[[], float]:
+    """Microseconds per forward + backward + Adam step on a 256-sample minibatch with K tasks."""
+    model = model_for(k)
+    policy = model.policy
+    gen = torch.Generator().manual_seed(0)
+    task = torch.randint(0, k, (256,), generator=gen)
+    obs = {"obs": torch.randn(256, 4, generator=gen), "task_id": task.float().reshape(-1, 1)}
+    actions = torch.randint(0, 2, (256,), generator=gen)
+
+    def run() -> float:
+        started = time.perf_counter()
+        for _ in range(n):
+            values, log_prob, _ = evaluate_categorical(policy, obs, actions, entropy_grad=False)  # type: ignore[arg-type]
+            loss = values.pow(2).mean() - log_prob.mean()
+            policy.optimizer.zero_grad()
+            loss.backward()
+            policy.optimizer.step()
+        return (time.perf_counter() - started) / n * 1e6
+
+    return run
+
+
+def alternate(arms: dict[int, Callable[[], float]], repeats: int) -> dict[int, float]:
+    results: dict[int, list[float]] = {k: [] for k in arms}
+    keys = list(arms)
+    for r in range(repeats):
+        for k in keys if r % 2 == 0 else reversed(keys):
+            results[k].append(arms[k]())
+    return {k: statistics.median(v) for k, v in results.items()}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", type=int, nargs="+", default=[1, 2, 4, 8])
+    parser.add_argument("--timesteps", type=int, default=16384)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    steps = alternate({k: end_to_end(k, args.timesteps) for k in args.tasks}, args.repeats)
+    update = alternate({k: update_step(k) for k in args.tasks}, args.repeats)
+    base = args.tasks[0]
+    print(f"machine: {machine()}; torch threads 1; RL Zoo CartPole config, 8 sub-envs, {args.timesteps} steps")
+    print(f"medians of {args.repeats} alternating rounds; cost = time per env step relative to K={base}")
+    print("| K tasks | env steps/s | cost per env step | update step (us) | cost per update |")
+    print("| --- | --- | --- | --- | --- |")
+    for k in args.tasks:
+        print(
+            f"| {k} | {steps[k]:,.0f} | {steps[base] / steps[k]:.2f}x "
+            f"| {update[k]:,.0f} | {update[k] / update[base]:.2f}x |"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""Sample-efficiency suite: every ready experiment, one headline table.
+
+For each spec (default: every ``experiments/*.yaml``) the grid is run (or resumed) and, per
+target and transfer arm, the table gives the time-to-threshold ratio transfer/scratch (mean
+steps; a run that never reaches the threshold counts as the full budget, so such ratios are
+bounds) with a 95% stratified bootstrap CI over seeds, the AUC gain over scratch with its CI,
+and the negative-transfer flag. ``--quick`` scales every budget (source and target) down and
+uses 3 seeds, for a machine-sized pass; the table records the settings actually used.
+
+    python benchmarks/suite.py --quick experiments/cartpole.yaml experiments/cartpole-to-classic.yaml
+    python benchmarks/suite.py --out docs/suite.md            # everything, full budgets (hours)
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from rltransfer.compare import stratified_independent_bootstrap_ci, time_to_threshold
+from rltransfer.experiment.run import run_experiment
+from rltransfer.experiment.spec import ExperimentSpec, load_spec, parse_spec
+from rltransfer.hyperparams import resolve_hyperparams
+
+
+def scaled(spec: ExperimentSpec, factor: float, seeds: int) -> ExperimentSpec:
+    """The same experiment at ``factor`` times the budgets (evaluation keeps ~10 points).
+
+    Built from the spec's own YAML so the run directory records the settings really used.
+    """
+    raw = copy.deepcopy(spec.raw)
+    timesteps = max(1024, int(spec.timesteps * factor))
+    raw.update(name=f"{spec.name}-quick", timesteps=timesteps, seeds=seeds)
+    raw["eval"] = {**(raw.get("eval") or {}), "freq": max(256, timesteps // 10)}
+    if spec.source.checkpoint is None:
+        source_steps = spec.source.timesteps or resolve_hyperparams(spec.family.name)["n_timesteps"]
+        raw["source"] = {**(raw.get("source") or {}), "timesteps": max(1024, int(source_steps * factor))}
+    return parse_spec(raw, where=f"{spec.path} (quick)")
+
+
+def ttt_ratio(arm: np.ndarray, scratch: np.ndarray, budget: float) -> tuple[float, float, float]:
+    """Mean steps to threshold, arm / scratch, with never-reached runs counted as the budget."""
+
+    def ratio(x: np.ndarray, y: np.ndarray) -> float:
+        return float(np.mean(x) / max(np.mean(y), 1.0))
+
+    a, s = np.minimum(arm, budget), np.minimum(scratch, budget)
+    low, high = stratified_independent_bootstrap_ci(a, s, ratio)
+    return ratio(a, s), low, high
+
+
+def rows_for(spec: ExperimentSpec, out: Path) -> list[str]:
+    report = out / "report"
+    summary = json.loads((report / "summary.json").read_text())
+    with np.load(report / "curves.npz") as data:
+        steps = data["steps"]
+        curves = {arm: data[arm] for arm in summary["arms"]}
+    thresholds = np.asarray(spec.thresholds)
+    ttt = {arm: time_to_threshold(c, steps, thresholds) for arm, c in curves.items()}
+    budget = float(steps[-1])
+    rows = []
+    for c in summary["comparisons"]:
+        arm, task = c["arm"], c["task"]
+        if arm == "scratch" or task == "all tasks":
+            continue
+        t = spec.task_names.index(task)
+        r, lo, hi = ttt_ratio(ttt[arm][:, t : t + 1], ttt["scratch"][:, t : t + 1], budget)
+        d = c["auc_difference"]
+        flag = "NEGATIVE" if c["negative_transfer"] else ("positive" if c["positive_transfer"] else "")
+        rows.append(
+            f"| {spec.name} | {task} | {arm} | {r:.2f} [{lo:.2f}, {hi:.2f}] | {d['value']:+.1f} "
+            f"[{d['low']:+.1f}, {d['high']:+.1f}] | {c['reached_fraction']:.0%} | {flag} |"
+        )
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("specs", nargs="*", help="default: every experiments/*.yaml whose family is installed")
+    parser.add_argument("--quick", type=float, nargs="?", const=0.25, help="budget factor (default 0.25)")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds with --quick (default 3)")
+    parser.add_argument("--root", default="runs/suite", help="where the grids run")
+    parser.add_argument("--out", help="also write the table to this markdown file")
+    args = parser.parse_args()
+    paths = [Path(p) for p in args.specs] or sorted(Path("experiments").glob("*.yaml"))
+    lines = [
+        f"machine: {platform.machine()}, {platform.python_version()}; "
+        + (f"quick: budgets x{args.quick}, {args.seeds} seeds" if args.quick else "full budgets"),
+        "",
+        "| experiment | target | arm | TTT ratio transfer/scratch [95% CI] | AUC gain [95% CI] | reached | flag |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for path in paths:
+        spec = load_spec(path)
+        if not all(t.family.available for t in spec.targets):
+            print(f"skip {path}: its family needs an extra that is not installed", file=sys.stderr)
+            continue
+        if args.quick:
+            spec = scaled(spec, args.quick, args.seeds)
+        started = time.time()
+        out = Path(args.root) / spec.name
+        result, _ = run_experiment(spec, out=out, resume=True, progress=False)
+        if result.failed:
+            print(f"{path}: {len(result.failed)} runs failed; rerun to retry", file=sys.stderr)
+            continue
+        lines += rows_for(spec, out)
+        print(f"{path}: {time.time() - started:.0f}s", file=sys.stderr, flush=True)
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

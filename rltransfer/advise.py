@@ -1,0 +1,142 @@
+"""Transferability advice before any training: zero-shot return, feature shift, a strategy per target.
+
+For each target: the source policy's zero-shot return, normalised between a random policy's
+return (0) and the family's threshold (1); the shift of the source trunk's features between
+states of the source task and of the target (RBF MMD^2, both collected by running the source
+policy); and a recommendation from these two numbers. The rules are heuristics, stated in
+``recommend``; ``validate`` measures how well the advice ranks realised transfer gains.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch as th
+from scipy.stats import spearmanr
+
+from rltransfer.checkpoint import Checkpoint, load_checkpoint
+from rltransfer.compare import mmd_rbf
+from rltransfer.envs import Family, Variant
+from rltransfer.errors import UserError
+from rltransfer.evaluation import evaluate_tasks
+from rltransfer.resolve import resolve_family, resolve_variant
+from rltransfer.source_policy import is_source_of, load_source_model, source_eval_env, source_variant
+
+
+@dataclass
+class Advice:
+    target: str
+    distance: str
+    zero_shot_return: float
+    random_return: float
+    threshold: float
+    zero_shot_score: float
+    feature_mmd: float
+    predicted_gain: float
+    recommendation: str
+    reason: str
+
+
+def recommend(score: float, mmd: float, mmd_scale: float) -> tuple[str, str]:
+    """Heuristic strategy from the normalised zero-shot score and the relative feature shift."""
+    shift = mmd / mmd_scale if mmd_scale > 0 else 0.0
+    if score >= 0.9:
+        return "zero-shot", "the source policy already reaches the threshold here"
+    if score >= 0.3:
+        return "finetune (transfer: heads)", "the source policy is partly competent: start from all of it"
+    if shift <= 1.0:
+        return "freeze", "the source features barely shift on this target: train new heads on them"
+    if score > 0.0:
+        return "finetune", "features shift and the policy is weak: adapt the trunk, fresh heads"
+    return "scratch", "features shift strongly and the source policy does worse than random"
+
+
+def _features(model: Any, env: Any, samples: int, seed: int) -> np.ndarray:
+    """Trunk features of states visited by the (stochastic) source policy."""
+    env.seed(seed)
+    obs = env.reset()
+    rows: list[np.ndarray] = []
+    while sum(len(r) for r in rows) < samples:
+        actions, _ = model.predict(obs, deterministic=False)
+        obs, _, _, _ = env.step(actions)
+        with th.no_grad():
+            tensor, _ = model.policy.obs_to_tensor(obs)
+            rows.append(model.policy.extract_features(tensor).cpu().numpy())
+    return np.concatenate(rows)[:samples]
+
+
+def _random_return(env: Any, episodes: int, seed: int) -> float:
+    env.seed(seed)
+    env.reset()
+    returns: list[float] = []
+    current = np.zeros(env.num_envs)
+    rng = np.random.default_rng(seed)
+    env.action_space.seed(int(rng.integers(2**31)))
+    while len(returns) < episodes:
+        _, rewards, dones, _ = env.step(np.array([env.action_space.sample() for _ in range(env.num_envs)]))
+        current += rewards
+        returns += list(current[dones])
+        current[dones] = 0.0
+    return float(np.mean(returns[:episodes]))
+
+
+def advise(
+    source: str | Path | Checkpoint,
+    family: str | Family,
+    targets: Sequence[str | Variant],
+    episodes: int = 10,
+    samples: int = 1000,
+    seed: int = 0,
+) -> list[Advice]:
+    """Advice per target for transferring ``source`` (an rltransfer source checkpoint of ``family``)."""
+    ckpt = source if isinstance(source, Checkpoint) else load_checkpoint(source)
+    fam = resolve_family(family)
+    if not is_source_of(ckpt, fam):
+        raise UserError(f"advise needs a source checkpoint pretrained by rltransfer on the '{fam.name}' family")
+    variants = [resolve_variant(fam, t) if not isinstance(t, Variant) else t for t in targets]
+    model = load_source_model(ckpt, fam, seed)
+    src_env = source_eval_env(ckpt, fam, source_variant(ckpt), 8)
+    src_feats = _features(model, src_env, samples, seed)
+    src_feats_b = _features(model, src_env, samples, seed + 1)
+    floor = max(mmd_rbf(src_feats, src_feats_b), 0.0)
+    rows = []
+    for v in variants:
+        env = source_eval_env(ckpt, fam, v, episodes)
+        zero_shot = evaluate_tasks(model, {v.name: env}, episodes, seed)[v.name][0]
+        rand = _random_return(env, episodes, seed)
+        score = (zero_shot - rand) / (fam.threshold - rand) if fam.threshold != rand else 0.0
+        feats = _features(model, source_eval_env(ckpt, fam, v, 8), samples, seed)
+        rows.append((v, zero_shot, rand, score, mmd_rbf(src_feats, feats)))
+    # Relative scale of feature shift: the median over targets, floored by sampling noise.
+    scale = max(float(np.median([r[4] for r in rows])), 2.0 * floor, 1e-12)
+    advice = []
+    for v, zero_shot, rand, score, mmd in rows:
+        rec, why = recommend(score, mmd, scale)
+        advice.append(
+            Advice(v.name, v.distance, zero_shot, rand, fam.threshold, score, mmd, score - mmd / scale, rec, why)
+        )
+    return advice
+
+
+def validate(advice: Sequence[Advice], experiment_dir: str | Path) -> tuple[float, list[tuple[str, float, float]]]:
+    """Spearman correlation between ``predicted_gain`` and the realised gain of the best transfer arm
+    (mean AUC minus scratch's) in a finished experiment's ``report/summary.json``."""
+    summary = json.loads((Path(experiment_dir) / "report" / "summary.json").read_text())
+    realised: dict[str, float] = {}
+    for c in summary["comparisons"]:
+        if c["arm"] != "scratch" and c["auc_difference"] is not None:
+            realised[c["task"]] = max(realised.get(c["task"], -np.inf), float(c["auc_difference"]["value"]))
+    pairs = [(a.target, a.predicted_gain, realised[a.target]) for a in advice if a.target in realised]
+    if len(pairs) < 3:
+        raise UserError(f"need >= 3 targets shared with {experiment_dir} to correlate, got {len(pairs)}")
+    rho = float(spearmanr([p[1] for p in pairs], [p[2] for p in pairs]).statistic)
+    return rho, pairs
+
+
+def to_json(advice: Sequence[Advice]) -> list[dict[str, Any]]:
+    return [asdict(a) for a in advice]

@@ -1,0 +1,101 @@
+"""Feature-shift statistic and transferability advice."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rltransfer.advise import advise, recommend, validate
+from rltransfer.cli import main
+from rltransfer.compare import mmd_rbf
+from rltransfer.errors import UserError
+
+
+def test_mmd_is_near_zero_for_one_distribution_and_grows_with_shift() -> None:
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(200, 3)), rng.normal(size=(200, 3))
+    near, far = rng.normal(0.5, 1, size=(200, 3)), rng.normal(2.0, 1, size=(200, 3))
+    same = mmd_rbf(a, b, bandwidth=1.0)
+    assert abs(same) < 0.02
+    assert same < mmd_rbf(a, near, bandwidth=1.0) < mmd_rbf(a, far, bandwidth=1.0)
+    with pytest.raises(ValueError, match="equal d"):
+        mmd_rbf(a, rng.normal(size=(10, 2)))
+
+
+def test_mmd_matches_a_direct_computation() -> None:
+    x = np.array([[0.0], [1.0]])
+    y = np.array([[2.0], [4.0]])
+
+    def k(u: float, v: float) -> float:  # Gaussian kernel, bandwidth 1
+        return float(np.exp(-((u - v) ** 2) / 2.0))
+
+    xx = k(0.0, 1.0)  # mean over i != j pairs of x
+    yy = k(2.0, 4.0)
+    xy = np.mean([k(a, b) for a in (0.0, 1.0) for b in (2.0, 4.0)])
+    expected = xx + yy - 2 * xy
+    assert mmd_rbf(x, y, bandwidth=1.0) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("score", "mmd", "expected"),
+    [
+        (1.0, 5.0, "zero-shot"),
+        (0.5, 5.0, "finetune (transfer: heads)"),
+        (0.1, 0.5, "freeze"),
+        (0.1, 5.0, "finetune"),
+        (-0.2, 5.0, "scratch"),
+    ],
+)
+def test_recommendation_rules(score: float, mmd: float, expected: str) -> None:
+    assert recommend(score, mmd, mmd_scale=1.0)[0] == expected
+
+
+def test_advise_on_a_tiny_source(source_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    advice = advise(source_dir, "cartpole", ["long", "longer", "gravity30"], episodes=2, samples=64)
+    assert [a.target for a in advice] == ["long", "longer", "gravity30"]
+    for a in advice:
+        assert np.isfinite(a.zero_shot_return) and np.isfinite(a.feature_mmd) and a.recommendation
+    assert (
+        main(
+            [
+                "advise",
+                "--source",
+                str(source_dir),
+                "--family",
+                "cartpole",
+                "--targets",
+                "long,longer",
+                "--episodes",
+                "2",
+                "--samples",
+                "64",
+                "--json",
+            ]
+        )
+        == 0
+    )
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["target"] for r in rows] == ["long", "longer"]
+
+
+def test_advise_refuses_other_sources(source_dir: Path) -> None:
+    with pytest.raises(UserError, match="'acrobot' family"):
+        advise(source_dir, "acrobot", ["long1"])
+
+
+def test_validate_correlates_with_realised_gains(tmp_path: Path) -> None:
+    from rltransfer.advise import Advice
+
+    comparisons = [
+        {"arm": arm, "task": task, "auc_difference": None if arm == "scratch" else {"value": gain}}
+        for task, gain in (("a", 10.0), ("b", 5.0), ("c", -3.0))
+        for arm in ("scratch", "freeze")
+    ]
+    (tmp_path / "report").mkdir()
+    (tmp_path / "report" / "summary.json").write_text(json.dumps({"comparisons": comparisons}))
+    advice = [Advice(t, "near", 0, 0, 1, 0, 0, g, "x", "y") for t, g in (("a", 3.0), ("b", 2.0), ("c", 1.0))]
+    rho, pairs = validate(advice, tmp_path)
+    assert rho == pytest.approx(1.0) and len(pairs) == 3
