@@ -12,16 +12,20 @@ from rltransfer.envs.family import Distance, Family, Param, Variant
 from rltransfer.envs.guards import FiniteGuard, NonFiniteError
 from rltransfer.envs.multitask import TaskIdWrapper, make_eval_env, make_multitask_vec_env
 from rltransfer.envs.registry import FAMILIES, get_family, register_family
+from rltransfer.envs.shift import STANDARD_SHIFTS, ObsShift, ObsShiftWrapper
 
 for _family in FAMILIES.values():
     register_family(_family)
 
 __all__ = [
     "FAMILIES",
+    "STANDARD_SHIFTS",
     "Distance",
     "Family",
     "FiniteGuard",
     "NonFiniteError",
+    "ObsShift",
+    "ObsShiftWrapper",
     "PaddedSpaces",
     "Param",
     "Task",

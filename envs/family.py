@@ -14,8 +14,9 @@ from typing import Any, Literal
 
 import gymnasium as gym
 import numpy as np
+from rltransfer.envs.shift import STANDARD_SHIFTS, ObsShift, ObsShiftWrapper
 
-Distance = Literal["source", "near", "far", "held-out", "custom"]
+Distance = Literal["source", "near", "far", "held-out", "shift", "custom"]
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class Variant:
     params: Mapping[str, float]
     distance: Distance = "custom"
     doc: str = ""
+    shift: ObsShift | None = None
 
 
 @dataclass(frozen=True)
@@ -108,8 +110,19 @@ class Family:
             values[key] = value
         return values
 
+    def shift_variants(self) -> tuple[Variant, ...]:
+        """The source dynamics with each standard observation shift (``noisy``, ``scaled``, ...)."""
+        return tuple(
+            Variant(name, {}, "shift", f"source dynamics, observation shift: {s.kind}", s)
+            for name, s in STANDARD_SHIFTS.items()
+        )
+
+    def all_variants(self) -> tuple[Variant, ...]:
+        """Every registered variant: declared, held-out and observation-shift ones."""
+        return (*self.variants, *self.held_out_variants(), *self.shift_variants())
+
     def variant(self, name: str) -> Variant:
-        for v in (*self.variants, *self.held_out_variants()):
+        for v in self.all_variants():
             if v.name == name:
                 return v
         known = ", ".join(v.name for v in self.variants)
@@ -149,4 +162,5 @@ class Family:
                 f'pip install "rltransfer[{self.extra}]"'
             )
         # Through the registered source id, so the time limit and checkers are Gymnasium's own.
-        return gym.make(self.env_id(self.source), **{**params, **kwargs})
+        env = gym.make(self.env_id(self.source), **{**params, **kwargs})
+        return ObsShiftWrapper(env, v.shift) if v.shift is not None else env

@@ -43,7 +43,8 @@ def _vec_env(
     batched: bool,
 ) -> VecEnv:
     """One sub-environment per entry of ``variants``: batched when possible and asked for."""
-    if batched and batched_class(family) is not None:
+    # Observation-shift variants wrap single envs; the batched classes step raw physics only.
+    if batched and batched_class(family) is not None and not any(v.shift for v in variants):
         return make_batched_vec_env(family, variants, task_ids, n_tasks, monitor)
 
     def factory(variant: Variant, task_id: int | None) -> Callable[[], gym.Env]:

@@ -39,14 +39,19 @@ def get_family(name: str) -> Family:
 
 def register_family(family: Family) -> None:
     """Register every variant of ``family`` (held-out ones included) as a Gymnasium id."""
-    for variant in (*family.variants, *family.held_out_variants()):
+    for variant in family.all_variants():
         env_id = family.env_id(variant)
         if env_id in gym.registry:
             continue
+        kwargs: dict[str, object] = dict(variant.params)
+        entry_point = family.entry_point
+        if variant.shift is not None:
+            kwargs = {"entry_point": family.entry_point, "shift": variant.shift.to_dict(), **kwargs}
+            entry_point = "rltransfer.envs.shift:shifted_env"
         gym.register(
             id=env_id,
-            entry_point=family.entry_point,
+            entry_point=entry_point,
             max_episode_steps=family.max_episode_steps,
             reward_threshold=family.threshold,
-            kwargs=dict(variant.params),
+            kwargs=kwargs,
         )
