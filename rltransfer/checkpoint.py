@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import zipfile
@@ -9,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch as th
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.save_util import load_from_zip_file
@@ -18,6 +21,7 @@ from rltransfer.io import atomic_write_json, sha256
 
 MODEL_FILE = "model.zip"
 MANIFEST_FILE = "manifest.json"
+SOURCE_OBS_FILE = "source_obs.npy"
 
 
 @dataclass
@@ -39,6 +43,17 @@ class Checkpoint:
     def obs_normalization(self) -> dict[str, Any] | None:
         """Observation statistics the source policy was trained with (rltransfer checkpoints only)."""
         return (self.manifest or {}).get("obs_normalization")
+
+    def source_observations(self) -> np.ndarray | None:
+        """States the source policy visits (saved by ``rltransfer pretrain``), checksum-verified."""
+        meta = (self.manifest or {}).get("source_observations")
+        if not meta:
+            return None
+        path = self.path.parent / meta["file"]
+        data = path.read_bytes() if path.exists() else b""
+        if hashlib.sha256(data).hexdigest() != meta["sha256"]:
+            raise UserError(f"'{path}' is missing or does not match its checksum in the manifest; re-run pretraining")
+        return np.load(io.BytesIO(data), allow_pickle=False)
 
     @property
     def has_trunk(self) -> bool:

@@ -19,6 +19,7 @@ import numpy as np
 
 from rltransfer import normalization
 from rltransfer.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from rltransfer.domain import DomainAdversarial, FeatureShift
 from rltransfer.envs import Family, FiniteGuard, Variant
 from rltransfer.errors import UserError
 from rltransfer.evaluation import EvalCurve, PerTaskEvalCallback, TaskRolloutLogger, evaluate_tasks
@@ -186,6 +187,19 @@ def _run(
             count = ckpt.obs_normalization["count"]
             report.notes.append(f"observation normalisation statistics carried from the source (count {count:g})")
     callbacks = configure_strategy(model, strat, hp["n_timesteps"])
+    source_obs = ckpt.source_observations() if ckpt is not None and tasks.spaces is None else None
+    if strat.dann and source_obs is None:
+        raise UserError(
+            "dann aligns target features with the source's states: it needs a source checkpoint from "
+            "`rltransfer pretrain` (which stores them) and targets of the source's own family"
+        )
+    env_task_ids = model.get_env().env_task_ids  # type: ignore[union-attr]
+    shift = None
+    if source_obs is not None and strat.train:
+        shift = FeatureShift(source_obs, env_task_ids, tasks.names)
+        callbacks.append(shift)
+        if strat.dann:
+            callbacks.append(DomainAdversarial(source_obs, strat.dann))
     if report is not None:
         report.frozen = frozen_parameters(policy)
     attach_logger(model, staging / "logs" if staging else None, verbose)
@@ -198,7 +212,7 @@ def _run(
     eval_seed = seed + EVAL_SEED_OFFSET
     if strat.train:
         evaluator = PerTaskEvalCallback(eval_envs, hp["eval_freq"], hp["eval_episodes"], eval_seed)
-        rollout_log = TaskRolloutLogger(model.get_env().env_task_ids, names)  # type: ignore[union-attr]
+        rollout_log = TaskRolloutLogger(env_task_ids, names)
         learn(model, hp["n_timesteps"], [evaluator, rollout_log, *callbacks], progress=progress)
         curve = evaluator.curve
     else:
@@ -215,6 +229,7 @@ def _run(
     manifest = {
         "kind": "transfer" if report else "scratch",
         "forgetting": None if forgot is None else {"before": forgot.before, "after": forgot.after, "drop": forgot.drop},
+        "feature_mmd": shift.result() if shift is not None else None,
         "family": fam.name,
         "targets": tasks.to_dicts(),
         "strategy": strat.to_dict(),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import sys
 import time
 from collections.abc import Mapping
@@ -9,19 +11,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from rltransfer import normalization
-from rltransfer.checkpoint import save_checkpoint
+from rltransfer.checkpoint import SOURCE_OBS_FILE, save_checkpoint
+from rltransfer.domain import collect_observations
 from rltransfer.envs import Family, FiniteGuard, Variant, make_eval_env
 from rltransfer.envs.multitask import make_task_vec_env
 from rltransfer.evaluation import EvalCurve, PerTaskEvalCallback
 from rltransfer.hyperparams import activation, ppo_kwargs, resolve_hyperparams
-from rltransfer.io import atomic_write_json, staging_dir, versions
+from rltransfer.io import atomic_write_bytes, atomic_write_json, staging_dir, versions
 from rltransfer.policies import TrunkExtractor
 from rltransfer.ppo import TransferPPO
 from rltransfer.resolve import resolve_family, resolve_variant
 from rltransfer.training import attach_logger, learn, record_hparams
 
 EVAL_SEED_OFFSET = 10_000
+SOURCE_OBSERVATIONS = 2048
 
 
 @dataclass
@@ -116,6 +122,10 @@ def _train(
     )
     learn(model, hp["n_timesteps"], [evaluator], progress=progress)
     curve = evaluator.curve
+    # States the trained source visits: what domain-adaptive fine-tuning aligns targets with.
+    eval_env = next(iter(evaluator.eval_envs.values()))
+    normalization.sync(env, eval_env)
+    source_obs = collect_observations(model, eval_env, SOURCE_OBSERVATIONS, seed + EVAL_SEED_OFFSET)
     manifest = {
         "kind": "source",
         "family": fam.name,
@@ -138,6 +148,14 @@ def _train(
     }
     if staging is not None:
         atomic_write_json(staging / "config.json", {"family": fam.name, "variant": var.name, "seed": seed, **hp})
+        buf = io.BytesIO()
+        np.save(buf, source_obs, allow_pickle=False)
+        atomic_write_bytes(staging / SOURCE_OBS_FILE, buf.getvalue())
+        manifest["source_observations"] = {
+            "file": SOURCE_OBS_FILE,
+            "count": len(source_obs),
+            "sha256": hashlib.sha256(buf.getvalue()).hexdigest(),
+        }
         save_checkpoint(model, staging, manifest)
     env.close()
     return PretrainResult(model, curve, manifest, final)

@@ -15,7 +15,7 @@ from rltransfer.policies import MultiTaskActorCriticPolicy
 from rltransfer.ppo import TransferPPO
 from rltransfer.transfer import LayerMap, parse_parts
 
-NAMES = ("scratch", "zero-shot", "freeze", "finetune", "partial:N", "l2sp", "gradual")
+NAMES = ("scratch", "zero-shot", "freeze", "finetune", "partial:N", "l2sp", "gradual", "dann")
 OPTIONS = {"transfer", "trunk_lr_scale", "coef", "unfreeze_at", "layer_map"}
 
 
@@ -30,6 +30,7 @@ class Strategy:
         trunk_lr_scale: learning-rate multiplier for the trunk, one value or one per layer (bottom first).
         l2sp: coefficient of ``coef/2 * ||w - w_pretrained||^2`` on trunk weights.
         unfreeze_at: training fractions at which trunk layers unfreeze, top layer first.
+        dann: final weight of the domain-adversarial (gradient-reversal) term; 0 disables it.
         train: ``False`` for zero-shot (evaluate the transferred policy as is).
     """
 
@@ -39,6 +40,7 @@ class Strategy:
     trunk_lr_scale: float | tuple[float, ...] = 1.0
     l2sp: float = 0.0
     unfreeze_at: tuple[float, ...] = ()
+    dann: float = 0.0
     train: bool = True
     layer_map: LayerMap = field(default_factory=LayerMap)
 
@@ -54,6 +56,7 @@ class Strategy:
             "trunk_lr_scale": self.trunk_lr_scale,
             "l2sp": self.l2sp,
             "unfreeze_at": list(self.unfreeze_at),
+            "dann": self.dann,
             "train": self.train,
             "layer_map": {"trunk_from": self.layer_map.trunk_from, "skip": list(self.layer_map.skip)},
         }
@@ -110,8 +113,10 @@ def parse_strategy(name: str, options: Mapping[str, Any] | None = None) -> Strat
         kwargs["train"] = False
     if base == "l2sp":
         kwargs["l2sp"] = _positive(opts.get("coef", 0.01), "l2sp coef")
+    elif base == "dann":
+        kwargs["dann"] = _positive(opts.get("coef", 0.1), "dann coef")
     elif "coef" in opts:
-        raise UserError(f"option 'coef' belongs to l2sp, not '{name}'")
+        raise UserError(f"option 'coef' belongs to l2sp or dann, not '{name}'")
     if base == "gradual":
         fractions = opts.get("unfreeze_at", [0.25, 0.5])
         if not isinstance(fractions, list | tuple) or not fractions:

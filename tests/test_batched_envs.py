@@ -163,6 +163,9 @@ def test_make_batched_rejects_families_without_one() -> None:
     with pytest.raises(ValueError, match="no batched environment"):
         make_batched_vec_env(other, [fam.source])
     assert isinstance(make_multitask_vec_env(other, ["long"]), DummyVecEnv)  # falls back
+    with pytest.raises(ValueError, match="observation-shift"):
+        make_batched_vec_env(fam, [fam.variant("noisy")])
+    assert isinstance(make_multitask_vec_env(fam, ["long", "noisy"]), DummyVecEnv)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])

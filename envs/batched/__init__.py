@@ -44,11 +44,15 @@ def make_batched_vec_env(
     """One sub-environment per entry of ``variants`` (repeat a variant for several copies).
 
     Raises:
-        ValueError: ``family`` has no batched implementation.
+        ValueError: ``family`` has no batched implementation, or a variant shifts observations
+            (the batched classes step the raw physics only).
     """
     cls = batched_class(family)
     if cls is None:
         raise ValueError(f"family '{family.name}' has no batched environment; use a DummyVecEnv")
+    shifted = [v.name for v in variants if getattr(v, "shift", None) is not None]
+    if shifted:
+        raise ValueError(f"observation-shift variants {shifted} cannot be batched; use a DummyVecEnv")
     params = [family.resolve(v.params) for v in variants]
     return cls(params, family.max_episode_steps, task_ids=task_ids, n_tasks=n_tasks, monitor=monitor)
 

@@ -23,6 +23,7 @@ class Collected:
     seeds: dict[str, list[int]]
     forgetting: dict[str, np.ndarray]  # (runs, 2): source return before, after
     source_steps: dict[str, float]
+    feature_mmd: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # arm -> task -> (runs, 2)
     missing: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
 
@@ -55,6 +56,7 @@ def collect(spec: ExperimentSpec, out: Path) -> Collected:
         raise UserError(f"runs under '{out}' evaluated at different steps; they come from different settings")
     n_tasks = len(spec.targets)
     curves, seeds, forgetting, source_steps = {}, {}, {}, {}
+    feature_mmd: dict[str, dict[str, np.ndarray]] = {}
     for arm in spec.arms:
         runs = per_arm.get(arm.name, {})
         complete = [s for s in spec.seeds if len(runs.get(s, [])) == (1 if spec.mode == "multitask" else n_tasks)]
@@ -69,6 +71,11 @@ def collect(spec: ExperimentSpec, out: Path) -> Collected:
             f = [m["forgetting"] for _, _, m in runs[seed] if m.get("forgetting")]
             if f and len(f) == len(runs[seed]):
                 forgot.append([np.mean([x["before"] for x in f]), np.mean([x["after"] for x in f])])
+        shifts = [m["feature_mmd"] for seed in complete for _, _, m in runs[seed] if m.get("feature_mmd")]
+        if shifts and spec.mode == "multitask" and len(shifts) == len(complete):
+            feature_mmd[arm.name] = {
+                t: np.asarray([[s[t]["before"], s[t]["after"]] for s in shifts]) for t in shifts[0]
+            }
         curves[arm.name] = np.stack(arrays)
         seeds[arm.name] = complete
         if forgot:
@@ -76,4 +83,4 @@ def collect(spec: ExperimentSpec, out: Path) -> Collected:
         manifest = runs[complete[0]][0][2]
         src = (manifest.get("source") or {}).get("manifest") or {}
         source_steps[arm.name] = float(src.get("timesteps", 0)) if arm.strategy.uses_source else 0.0
-    return Collected(steps, curves, seeds, forgetting, source_steps, missing, failed)
+    return Collected(steps, curves, seeds, forgetting, source_steps, feature_mmd, missing, failed)

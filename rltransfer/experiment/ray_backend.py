@@ -15,6 +15,7 @@ import io
 import json
 import logging
 import os
+import socket
 import sys
 import tarfile
 import tempfile
@@ -65,6 +66,8 @@ def ray_session(address: str | None, num_cpus: int | None = None) -> Iterator[No
     if ray.is_initialized():
         yield
         return
+    if address is not None:
+        _probe(address)
     quiet = {"log_to_driver": False, "logging_level": logging.ERROR}
     try:
         if address is None:
@@ -79,6 +82,20 @@ def ray_session(address: str | None, num_cpus: int | None = None) -> Iterator[No
         yield
     finally:
         ray.shutdown()
+
+
+def _probe(address: str, timeout: float = 5.0) -> None:
+    """Fail fast on a ``HOST:PORT`` nobody listens on (``ray.init`` would retry it for minutes)."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or "://" in address:
+        return  # "auto" and other forms are resolved by Ray itself
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise UserError(
+            f"cannot reach a Ray cluster at '{address}' ({e.strerror or e}); "
+            "start one with `ray start --head` or check --address"
+        ) from None
 
 
 # --- files as bytes --------------------------------------------------------------------------------

@@ -53,6 +53,32 @@ def _forgetting_table(data: Collected) -> ExtraTable | None:
     )
 
 
+def _feature_shift_table(data: Collected) -> ExtraTable | None:
+    rows = []
+    for arm, tasks in data.feature_mmd.items():
+        for task, values in tasks.items():
+            change = (values[:, 1] - values[:, 0])[:, None]
+            low, high = stratified_bootstrap_ci(change, lambda x: float(np.mean(x)), reps=BOOTSTRAP_REPS)
+            rows.append(
+                [
+                    arm,
+                    task,
+                    fmt_number(float(values[:, 0].mean())),
+                    fmt_number(float(values[:, 1].mean())),
+                    f"{fmt_number(float(change.mean()))} [{fmt_number(low)}, {fmt_number(high)}]",
+                ]
+            )
+    if not rows:
+        return None
+    return ExtraTable(
+        "Feature shift between source and target states (MMD²)",
+        ["arm", "task", "before fine-tuning", "after", "change [95% CI]"],
+        rows,
+        "RBF MMD² between trunk features of source-task states (stored with the source) and of the "
+        "target states of the first rollout; negative change = the trunk aligned the two domains.",
+    )
+
+
 def _total_steps_table(spec: ExperimentSpec, data: Collected) -> ExtraTable | None:
     if not any(data.source_steps.values()):
         return None
@@ -115,7 +141,8 @@ def build_report(out: str | Path, spec: ExperimentSpec | None = None) -> Path:
         meta["FAILED runs (excluded)"] = ", ".join(data.failed)
     if data.missing:
         meta["unfinished runs (excluded)"] = ", ".join(data.missing)
-    extras = [t for t in (_forgetting_table(data), _total_steps_table(spec, data)) if t is not None]
+    tables = (_forgetting_table(data), _feature_shift_table(data), _total_steps_table(spec, data))
+    extras = [t for t in tables if t is not None]
     report_dir = out / "report"
     write_report(
         report_dir,

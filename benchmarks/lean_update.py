@@ -1,0 +1,177 @@
+"""Where a PPO update spends its time, and what the lean update saves (issue 6).
+
+RL Zoo CartPole config (8 envs x 32 steps = one 256-sample minibatch, 20 epochs) with
+rltransfer's source policy. From one filled rollout buffer, alternating arms, medians:
+
+* update: one ``train()`` (20 minibatches) with SB3's ``PPO.train``, the lean update with
+  SB3's Adam (bit-identical to SB3), and the lean update with fused Adam (the default);
+* rollout: one ``collect_rollouts`` (32 vector steps) with SB3's code and the lean one,
+  both on the batched env;
+* profile: SB3's ``PPO.train`` under cProfile, grouped by what the time is spent on.
+
+    python benchmarks/lean_update.py [--repeats 15] [--no-profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import cProfile
+import os
+import platform
+import pstats
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from rltransfer.envs import get_family
+from rltransfer.envs.multitask import make_task_vec_env
+from stable_baselines3 import PPO
+from stable_baselines3.common.callbacks import CallbackList
+
+from rltransfer.hyperparams import ppo_kwargs, resolve_hyperparams
+from rltransfer.ppo import TransferPPO
+from rltransfer.pretraining import source_policy_kwargs
+
+HP = resolve_hyperparams("cartpole")
+# Cumulative cProfile time of these functions ("file suffix", "function") inside SB3's PPO.train.
+PARTS = {
+    "policy forward (evaluate_actions)": [("common/policies.py", "evaluate_actions")],
+    "  of which torch.distributions objects": [
+        ("common/distributions.py", "proba_distribution"),
+        ("common/distributions.py", "log_prob"),
+        ("common/distributions.py", "entropy"),
+    ],
+    "backward (autograd)": [("torch/_tensor.py", "backward")],
+    "optimizer step (Adam)": [("torch/optim/optimizer.py", "wrapper")],
+    "grad-norm clipping": [("nn/utils/clip_grad.py", "clip_grad_norm_")],
+    "rollout buffer -> minibatch tensors": [("common/buffers.py", "get")],
+}
+
+
+def machine() -> str:
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{model}, {os.cpu_count()} cores"
+
+
+def filled_model(fused_adam: bool) -> TransferPPO:
+    """A model after two updates, with a freshly collected rollout in its buffer."""
+    env = make_task_vec_env(get_family("cartpole"), "source", HP["n_envs"], seed=0)
+    model = TransferPPO(
+        "MlpPolicy", env, seed=0, policy_kwargs=source_policy_kwargs(HP), fused_adam=fused_adam, **ppo_kwargs(HP)
+    )
+    model.learn(2 * model.n_steps * model.n_envs)
+    total, callback = model._setup_learn(100_000, CallbackList([]), reset_num_timesteps=False)
+    callback.on_training_start(locals(), globals())
+    model._update_current_progress_remaining(model.num_timesteps, total)
+    assert model.env is not None
+    model.collect_rollouts(model.env, callback, model.rollout_buffer, model.n_steps)
+    return model
+
+
+def update_arm(model: TransferPPO, lean: bool) -> Callable[[], float]:
+    """Milliseconds per ``train()`` from the same buffer (weights drift; cost does not)."""
+    buffer = copy.deepcopy(model.rollout_buffer)
+
+    def run() -> float:
+        model.rollout_buffer = copy.deepcopy(buffer)
+        model.lean = lean
+        started = time.perf_counter()
+        model.train()
+        return (time.perf_counter() - started) * 1e3
+
+    return run
+
+
+def rollout_arm(model: TransferPPO, lean: bool) -> Callable[[], float]:
+    """Milliseconds per ``collect_rollouts`` of ``n_steps`` vector steps."""
+    _, callback = model._setup_learn(10**9, CallbackList([]), reset_num_timesteps=False)
+    callback.on_training_start(locals(), globals())
+
+    def run() -> float:
+        model.lean = lean
+        assert model.env is not None
+        started = time.perf_counter()
+        model.collect_rollouts(model.env, callback, model.rollout_buffer, model.n_steps)
+        return (time.perf_counter() - started) * 1e3
+
+    return run
+
+
+def alternate(arms: dict[str, Callable[[], float]], repeats: int) -> dict[str, float]:
+    results: dict[str, list[float]] = {name: [] for name in arms}
+    names = list(arms)
+    for r in range(repeats):
+        for name in names if r % 2 == 0 else reversed(names):
+            results[name].append(arms[name]())
+    return {name: statistics.median(v) for name, v in results.items()}
+
+
+def profile_sb3_train(model: TransferPPO, rounds: int = 10) -> None:
+    """Shares of SB3's ``PPO.train`` time by part (cProfile inflates Python-heavy parts)."""
+    buffer = copy.deepcopy(model.rollout_buffer)
+    profiler = cProfile.Profile()
+    for _ in range(rounds):
+        model.rollout_buffer = copy.deepcopy(buffer)
+        profiler.runcall(PPO.train, model)
+    stats = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
+
+    def cumulative(file_suffix: str, function: str) -> float:
+        return sum(v[3] for (f, _, fn), v in stats.items() if f.endswith(f"{file_suffix}") and fn == function)
+
+    total = cumulative("ppo/ppo.py", "train")
+    shares = {part: sum(cumulative(f, fn) for f, fn in keys) for part, keys in PARTS.items()}
+    top_level = [p for p in shares if not p.startswith(" ")]
+    shares["rest: loss arithmetic, statistics, logging"] = total - sum(shares[p] for p in top_level)
+    print(f"\nSB3 PPO.train under cProfile ({rounds} updates x 20 minibatches): share of its time")
+    print("| part | share |")
+    print("| --- | --- |")
+    for part, seconds in shares.items():
+        print(f"| {part} | {100 * seconds / total:.0f}% |")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--no-profile", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    np.random.seed(0)
+    exact, fused = filled_model(fused_adam=False), filled_model(fused_adam=True)
+    update = alternate(
+        {
+            "SB3 PPO.train": update_arm(exact, lean=False),
+            "lean, SB3's Adam (bit-identical)": update_arm(exact, lean=True),
+            "lean, fused Adam (default)": update_arm(fused, lean=True),
+        },
+        args.repeats,
+    )
+    rollout = alternate(
+        {
+            "SB3 collect_rollouts": rollout_arm(exact, lean=False),
+            "lean collect_rollouts": rollout_arm(exact, lean=True),
+        },
+        args.repeats,
+    )
+    print(f"machine: {machine()}; torch threads 1; RL Zoo CartPole config; medians of {args.repeats}, alternating")
+    print("| phase | arm | ms | per minibatch / vector step | speed-up |")
+    print("| --- | --- | --- | --- | --- |")
+    for phase, results, per in (("update", update, 20), ("rollout", rollout, HP["n_steps"])):
+        base = next(iter(results.values()))
+        for name, ms in results.items():
+            print(f"| {phase} | {name} | {ms:.1f} | {1e3 * ms / per:.0f} us | {base / ms:.2f}x |")
+    if not args.no_profile:
+        profile_sb3_train(exact)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

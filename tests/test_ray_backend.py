@@ -1,0 +1,285 @@
+"""The Ray backend: same results as the local pool, resume across backends, task failures and worker
+deaths, and a real two-node cluster on loopback that loses a node mid-grid.
+
+Every Ray process a test starts is ended by the test, by process id (never ``ray stop``, which kills
+every Ray process on the machine, other users' included).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+
+from rltransfer.cli import main
+from rltransfer.experiment.run import run_experiment
+from rltransfer.experiment.runner import Job, execute_job
+
+HP = {"n_steps": 32, "batch_size": 32, "n_epochs": 1, "n_envs": 1}
+SPEC: dict[str, Any] = {
+    "name": "ray",
+    "family": "cartpole",
+    "source": {"timesteps": 128, "hyperparams": HP},
+    "targets": ["long"],
+    "arms": ["scratch", "freeze"],
+    "seeds": 2,
+    "timesteps": 128,
+    "eval": {"freq": 64, "episodes": 2},
+    "hyperparams": HP,
+}
+REPORT_FILES = ("report.md", "scores.csv", "summary.json")
+# Token authentication with a throwaway token: nothing is written to ~/.ray.
+AUTH = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": uuid.uuid4().hex, "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+def results(out: Path) -> dict[str, Any]:
+    """Everything that must not depend on the backend: curves, trained weights, report."""
+    found: dict[str, Any] = {}
+    for path in sorted(out.glob("*/seed*/curves.npz")):
+        with np.load(path) as data:
+            found[str(path.relative_to(out))] = {k: data[k].tolist() for k in sorted(data.files)}
+    for path in sorted([*out.glob("*/seed*/model.zip"), out / "source" / "model.zip"]):
+        with zipfile.ZipFile(path) as z:  # the zip's "data" entry holds wall-clock times: weights only
+            found[str(path.relative_to(out))] = z.read("policy.pth")
+    for name in REPORT_FILES:
+        found[name] = (out / "report" / name).read_text()
+    return found
+
+
+def assert_clean(out: Path) -> None:
+    assert not list(out.rglob("*.partial-*")) and not list(out.glob("*/seed*.failed.json"))
+
+
+@pytest.fixture(scope="module")
+def spec_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("spec") / "spec.yaml"
+    path.write_text(yaml.safe_dump(SPEC))
+    return path
+
+
+@pytest.fixture(scope="module")
+def reference(spec_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The whole grid through the local backend."""
+    import torch
+
+    torch.set_num_threads(1)  # as the CLI does; Ray tasks run single-threaded too
+    out = tmp_path_factory.mktemp("ref") / "exp"
+    result, _ = run_experiment(spec_path, out=out, workers=1, progress=False)
+    assert result.complete
+    return out
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[Any]:
+    """One local Ray instance with 2 CPUs for the module (started once: it takes seconds)."""
+    ray = pytest.importorskip("ray")
+    temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in AUTH.items():
+            mp.setenv(key, value)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=temp)
+        try:
+            yield ray
+        finally:
+            ray.shutdown()
+            shutil.rmtree(temp, ignore_errors=True)
+
+
+def one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+def test_without_ray_says_how_to_install(
+    spec_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+    assert main(["run", str(spec_path), "--backend", "ray", "--out", str(tmp_path / "x"), "--quiet"]) == 2
+    assert 'pip install "rltransfer[ray]"' in one_line_error(capsys)
+    assert not (tmp_path / "x").exists()
+
+
+def test_address_needs_ray_backend(spec_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", str(spec_path), "--address", "auto", "--out", str(tmp_path / "x"), "--quiet"]) == 2
+    assert "--backend ray" in one_line_error(capsys)
+    assert not (tmp_path / "x").exists()
+
+
+def test_unreachable_cluster_is_one_line(
+    spec_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("ray")
+    argv = ["run", str(spec_path), "--backend", "ray", "--address", f"127.0.0.1:{free_port()}"]
+    assert main([*argv, "--out", str(tmp_path / "x"), "--quiet"]) == 2
+    assert "cannot reach a Ray cluster" in one_line_error(capsys)
+    assert not (tmp_path / "x").exists()
+
+
+def test_ray_grid_matches_local_backend(local_ray: Any, spec_path: Path, reference: Path, tmp_path: Path) -> None:
+    out = tmp_path / "exp"
+    result, report = run_experiment(spec_path, out=out, backend="ray", progress=False)
+    assert result.complete and len(result.finished) == 4 and report is not None
+    assert results(out) == results(reference)
+    assert_clean(out)
+    manifest = json.loads((out / "freeze" / "seed0" / "manifest.json").read_text())
+    assert manifest["source"]["path"] == str(out / "source" / "model.zip")  # the driver's copy, not the worker's
+    assert manifest["command"] == sys.argv
+
+
+def test_resume_across_backends(local_ray: Any, spec_path: Path, reference: Path, tmp_path: Path) -> None:
+    out = tmp_path / "exp"
+    run_experiment(spec_path, out=out, workers=1, progress=False, seeds=1)  # half the grid, locally
+    kept = {p: p.stat().st_mtime_ns for p in out.glob("*/seed0/model.zip")}
+    result, _ = run_experiment(spec_path, out=out, backend="ray", progress=False, resume=True)
+    assert {(j.arm.name, j.seed) for j in result.finished} == {("scratch", 1), ("freeze", 1)}
+    assert len(result.skipped) == 2 and {p: p.stat().st_mtime_ns for p in kept} == kept
+    assert results(out) == results(reference)
+    shutil.rmtree(out / "freeze" / "seed1")  # and back: a Ray-made grid finished by the local backend
+    result, _ = run_experiment(spec_path, out=out, workers=1, progress=False, resume=True)
+    assert [(j.arm.name, j.seed) for j in result.finished] == [("freeze", 1)]
+    assert results(out) == results(reference)
+    assert_clean(out)
+
+
+def test_task_error_recorded_once_and_dead_worker_retried(local_ray: Any, reference: Path, tmp_path: Path) -> None:
+    """A raising task is a failed run with its traceback, never retried; a worker that dies is retried."""
+    from rltransfer.experiment.ray_backend import run_grid_ray
+    from rltransfer.experiment.spec import load_spec
+
+    attempts = tmp_path / "attempts"
+    attempts.mkdir()
+
+    def flaky(job: Job, spec: Any, source: str | None) -> dict[str, Any]:
+        tag = f"{job.arm.name}{job.seed}"
+        with open(attempts / tag, "a") as f:
+            f.write("x")
+        if tag == "freeze1":
+            raise RuntimeError("boom")
+        if tag == "scratch0" and (attempts / tag).read_text() == "x":
+            os._exit(1)  # the worker process dies on the first attempt
+        return execute_job(job, spec, source)
+
+    spec = load_spec(reference.parent.parent / "spec" / "spec.yaml") if False else None
+    spec = load_spec(next(reference.parent.parent.parent.glob("spec*/spec.yaml")))
+    result = run_grid_ray(spec, tmp_path / "g", reference / "source", execute=flaky)
+    assert sorted((j.arm.name, j.seed) for j in result.finished) == [("freeze", 0), ("scratch", 0), ("scratch", 1)]
+    [(job, tb)] = result.failed
+    assert (job.arm.name, job.seed) == ("freeze", 1) and "RuntimeError: boom" in tb
+    assert "RuntimeError: boom" in json.loads((tmp_path / "g" / "freeze" / "seed1.failed.json").read_text())["traceback"]
+    assert {p.name: p.read_text() for p in attempts.iterdir()} == {
+        "scratch0": "xx",
+        "scratch1": "x",
+        "freeze0": "x",
+        "freeze1": "x",
+    }
+    for run in ("scratch/seed0", "freeze/seed0"):
+        with np.load(tmp_path / "g" / run / "curves.npz") as a, np.load(reference / run / "curves.npz") as b:
+            np.testing.assert_array_equal(a["returns"], b["returns"])
+    assert not list((tmp_path / "g").rglob("*.partial-*"))
+
+
+# --- a real cluster: head and a second node on loopback, the second killed mid-grid -----------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def session_pids(sids: set[int]) -> list[int]:
+    """Processes in the given sessions (Ray workers change their process group, not their session)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[3]) in sids:
+                pids.append(int(entry.name))
+    return pids
+
+
+def end_sessions(sids: set[int]) -> None:
+    deadline = time.time() + 20
+    while (pids := session_pids(sids)) and time.time() < deadline:
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.2)
+    assert not session_pids(sids), "Ray processes left behind"
+
+
+def ray_start(args: list[str], env: dict[str, str]) -> int:
+    """``ray start`` in a session of its own; returns the session id its daemons keep."""
+    ray_bin = str(Path(sys.executable).with_name("ray"))
+    proc = subprocess.Popen([ray_bin, "start", *args], env=env, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    output = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 0, output[-2000:]
+    return proc.pid
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to find the second node's processes")
+def test_two_node_cluster_loses_a_node_mid_grid(spec_path: Path, reference: Path, tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    temp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))
+    # Fast failure detection, so the lost node's runs are retried within seconds.
+    fast = {"RAY_health_check_period_ms": "500", "RAY_health_check_timeout_ms": "500",
+            "RAY_health_check_failure_threshold": "3", "RAY_health_check_initial_delay_ms": "0"}  # fmt: skip
+    env = {**os.environ, **AUTH, **fast}
+    port = free_port()
+    common = ["--num-cpus=1", "--disable-usage-stats", f"--dashboard-agent-listen-port={free_port()}"]
+    sids: set[int] = set()
+    try:
+        sids.add(ray_start(["--head", "--node-ip-address=127.0.0.1", f"--port={port}", f"--temp-dir={temp}/head",
+                            "--include-dashboard=false", f"--ray-client-server-port={free_port()}", *common], env))  # fmt: skip
+        second = ray_start([f"--address=127.0.0.1:{port}", f"--temp-dir={temp}/second", *common], env)
+        sids.add(second)
+        out = tmp_path / "exp"
+        driver = subprocess.Popen(
+            [sys.executable, "-m", "rltransfer.cli", "run", str(spec_path), "--out", str(out),
+             "--backend", "ray", "--address", f"127.0.0.1:{port}", "--quiet"],
+            env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        sids.add(driver.pid)
+        killed = False
+        deadline = time.time() + 120
+        while not killed and driver.poll() is None and time.time() < deadline:
+            # Kill the second node (raylet, agents, workers) once it is training one of the grid's runs.
+            for pid in session_pids({second}):
+                try:
+                    title = Path(f"/proc/{pid}/cmdline").read_bytes()
+                except OSError:
+                    continue
+                if title.startswith(b"ray::_run_task"):
+                    end_sessions({second})
+                    killed = True
+                    break
+            time.sleep(0.05)
+        assert killed, "the second node never ran a grid task"
+        assert driver.wait(timeout=180) == 0, driver.stderr.read() if driver.stderr else ""
+        assert results(out) == results(reference)
+        assert_clean(out)
+    finally:
+        end_sessions(sids)
+        shutil.rmtree(temp, ignore_errors=True)
