@@ -20,7 +20,7 @@ import numpy as np
 from rltransfer import normalization
 from rltransfer.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from rltransfer.domain import DomainAdversarial, FeatureShift
-from rltransfer.envs import Family, FiniteGuard, Variant
+from rltransfer.envs import Family, FiniteGuard, Task, Variant
 from rltransfer.errors import UserError
 from rltransfer.evaluation import EvalCurve, PerTaskEvalCallback, TaskRolloutLogger, evaluate_tasks
 from rltransfer.forgetting import measure_forgetting
@@ -29,6 +29,7 @@ from rltransfer.io import atomic_write_bytes, atomic_write_json, staging_dir, ve
 from rltransfer.policies import TRUNK_PREFIX, MultiTaskActorCriticPolicy
 from rltransfer.ppo import TransferPPO
 from rltransfer.pretraining import EVAL_SEED_OFFSET
+from rltransfer.source_policy import is_source_of, source_variant
 from rltransfer.strategies import Strategy, configure_strategy, frozen_parameters, parse_strategy
 from rltransfer.tasks import Target, TaskSet, resolve_targets
 from rltransfer.training import attach_logger, learn, record_hparams
@@ -143,6 +144,10 @@ def finetune(
     ckpt = load_checkpoint(checkpoint) if isinstance(checkpoint, str | Path) else checkpoint
     if strat.uses_source and ckpt is None:
         raise UserError(f"strategy '{strat.name}' transfers from a source; pass --source PATH (or use scratch)")
+    if strat.rehearse:
+        if ckpt is None or not is_source_of(ckpt, fam) or tasks.spaces is not None:
+            raise UserError("rehearse needs an rltransfer source checkpoint of the targets' own family")
+        tasks = tasks.with_rehearsal(Task(fam, Variant("rehearsal", source_variant(ckpt).params, "source")))
     overrides = dict(hyperparams or {})
     if ckpt is not None:
         for key, value in source_architecture(ckpt).items():
@@ -204,7 +209,7 @@ def _run(
         report.frozen = frozen_parameters(policy)
     attach_logger(model, staging / "logs" if staging else None, verbose)
     record_hparams(model, {**hp, "seed": seed, "strategy": strat.name, "transfer": "+".join(sorted(strat.transfer))})
-    names = tasks.names
+    names = tasks.eval_names
     eval_envs = {
         name: normalization.wrap(FiniteGuard(tasks.eval_env(k, hp["eval_episodes"]), name), hp, True, False)
         for k, name in enumerate(names)
@@ -212,7 +217,7 @@ def _run(
     eval_seed = seed + EVAL_SEED_OFFSET
     if strat.train:
         evaluator = PerTaskEvalCallback(eval_envs, hp["eval_freq"], hp["eval_episodes"], eval_seed)
-        rollout_log = TaskRolloutLogger(env_task_ids, names)
+        rollout_log = TaskRolloutLogger(env_task_ids, tasks.names)
         learn(model, hp["n_timesteps"], [evaluator, rollout_log, *callbacks], progress=progress)
         curve = evaluator.curve
     else:

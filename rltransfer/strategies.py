@@ -16,7 +16,7 @@ from rltransfer.ppo import TransferPPO
 from rltransfer.transfer import LayerMap, parse_parts
 
 NAMES = ("scratch", "zero-shot", "freeze", "finetune", "partial:N", "l2sp", "gradual", "dann")
-OPTIONS = {"transfer", "trunk_lr_scale", "coef", "unfreeze_at", "layer_map"}
+OPTIONS = {"transfer", "trunk_lr_scale", "coef", "unfreeze_at", "layer_map", "rehearse"}
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,8 @@ class Strategy:
         l2sp: coefficient of ``coef/2 * ||w - w_pretrained||^2`` on trunk weights.
         unfreeze_at: training fractions at which trunk layers unfreeze, top layer first.
         dann: final weight of the domain-adversarial (gradient-reversal) term; 0 disables it.
+        rehearse: keep training on the source task alongside the targets (its env steps count
+            in the budget; it is not evaluated as a target).
         train: ``False`` for zero-shot (evaluate the transferred policy as is).
     """
 
@@ -41,6 +43,7 @@ class Strategy:
     l2sp: float = 0.0
     unfreeze_at: tuple[float, ...] = ()
     dann: float = 0.0
+    rehearse: bool = False
     train: bool = True
     layer_map: LayerMap = field(default_factory=LayerMap)
 
@@ -57,6 +60,7 @@ class Strategy:
             "l2sp": self.l2sp,
             "unfreeze_at": list(self.unfreeze_at),
             "dann": self.dann,
+            "rehearse": self.rehearse,
             "train": self.train,
             "layer_map": {"trunk_from": self.layer_map.trunk_from, "skip": list(self.layer_map.skip)},
         }
@@ -101,6 +105,12 @@ def parse_strategy(name: str, options: Mapping[str, Any] | None = None) -> Strat
         "trunk_lr_scale": scale,
         "layer_map": LayerMap.from_options(opts.get("layer_map")),
     }
+    if "rehearse" in opts:
+        if not isinstance(opts["rehearse"], bool):
+            raise UserError(f"option 'rehearse' must be true or false, got {opts['rehearse']!r}")
+        if base in ("scratch", "zero-shot") and opts["rehearse"]:
+            raise UserError(f"'{name}' cannot rehearse: rehearsal trains on the source task next to a transfer")
+        kwargs["rehearse"] = opts["rehearse"]
     if base == "partial":
         if not arg.isdigit() or int(arg) < 1:
             raise UserError(f"'{name}': write partial:N with N >= 1 trunk layers to train, e.g. partial:1")

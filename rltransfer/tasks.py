@@ -37,6 +37,16 @@ class TaskSet:
 
     family: Family
     tasks: tuple[Task, ...]
+    rehearsal: bool = False  # the last task is the source task, trained on but not evaluated
+
+    @property
+    def eval_names(self) -> list[str]:
+        """The targets proper: evaluated, compared, reported."""
+        return self.names[:-1] if self.rehearsal else self.names
+
+    def with_rehearsal(self, source: Task) -> TaskSet:
+        """Keep the source task in the training mixture (against forgetting)."""
+        return TaskSet(self.family, (*self.tasks, source), rehearsal=True)
 
     @property
     def single_family(self) -> bool:

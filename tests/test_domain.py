@@ -73,3 +73,30 @@ def test_dann_needs_stored_source_states(tmp_path: Path) -> None:
     PPO("MlpPolicy", "CartPole-v1", n_steps=32, batch_size=32).save(tmp_path / "plain.zip")
     with pytest.raises(UserError, match="dann aligns"):
         finetune("cartpole", ["scaled"], tmp_path / "plain.zip", "dann", timesteps=64, hyperparams=HP)
+
+
+def test_rehearse_keeps_the_source_task_in_training_only(source_dir: Path) -> None:
+    strategy = parse_strategy("finetune", {"rehearse": True})
+    result = finetune("cartpole", ["long", "longer"], source_dir, strategy, seed=0, timesteps=128, hyperparams=HP)
+    assert result.curve.task_names == ["long", "longer"]  # evaluated and reported: the targets only
+    assert result.model.policy.n_tasks == 3  # trained: targets + the source task
+    assert [t["name"] for t in result.manifest["targets"]] == ["long", "longer", "rehearsal"]
+    assert result.manifest["strategy"]["rehearse"] is True
+    assert result.manifest["forgetting"] is not None
+
+
+def test_rehearse_needs_a_source_of_the_same_family(tmp_path: Path) -> None:
+    from stable_baselines3 import PPO
+
+    PPO("MlpPolicy", "CartPole-v1", n_steps=32, batch_size=32).save(tmp_path / "plain.zip")
+    with pytest.raises(UserError, match="rehearse needs"):
+        finetune(
+            "cartpole",
+            ["long"],
+            tmp_path / "plain.zip",
+            parse_strategy("finetune", {"rehearse": True}),
+            timesteps=64,
+            hyperparams=HP,
+        )
+    with pytest.raises(UserError, match="cannot rehearse"):
+        parse_strategy("scratch", {"rehearse": True})

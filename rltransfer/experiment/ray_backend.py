@@ -143,14 +143,15 @@ def install(blob: bytes, final: Path) -> None:
 
 
 def _source_files(source: Path) -> tuple[Path, list[str], str]:
-    """What of a checkpoint to ship: its folder, the file names, and what to load relative to them."""
-    if source.is_dir():
-        names = [n for n in (MODEL_FILE, MANIFEST_FILE) if (source / n).exists()]
-        return source, names, "."
-    names = [source.name]
-    if source.name == MODEL_FILE and (source.parent / MANIFEST_FILE).exists():
-        names.append(MANIFEST_FILE)
-    return source.parent, names, source.name
+    """What of a checkpoint to ship: its folder, the file names, and what to load relative to them.
+
+    A checkpoint directory travels whole but for its subfolders (TensorBoard logs): the zip, the
+    manifest and whatever files the manifest refers to beside them.
+    """
+    folder, entry = (source, ".") if source.is_dir() else (source.parent, source.name)
+    if source.is_dir() or (source.name == MODEL_FILE and (folder / MANIFEST_FILE).exists()):
+        return folder, sorted(p.name for p in folder.iterdir() if p.is_file()), entry
+    return folder, [source.name], entry
 
 
 # --- worker side -----------------------------------------------------------------------------------

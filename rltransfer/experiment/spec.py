@@ -18,7 +18,7 @@ from rltransfer.envs import Family, Task, Variant
 from rltransfer.errors import UserError
 from rltransfer.hyperparams import resolve_hyperparams
 from rltransfer.resolve import resolve_family, resolve_variant
-from rltransfer.strategies import Strategy, parse_strategy
+from rltransfer.strategies import OPTIONS, Strategy, parse_strategy
 from rltransfer.tasks import resolve_targets
 
 Mode = Literal["multitask", "per-target"]
@@ -39,7 +39,7 @@ TOP_KEYS = {
 }
 SOURCE_KEYS = {"variant", "params", "timesteps", "seed", "checkpoint", "hyperparams"}
 EVAL_KEYS = {"freq", "episodes"}
-ARM_KEYS = {"name", "strategy", "transfer", "trunk_lr_scale", "coef", "unfreeze_at", "layer_map"}
+ARM_KEYS = {"name", "strategy"} | OPTIONS
 TARGET_KEYS = {"name", "variant", "params", "family"}
 
 
