@@ -8,6 +8,9 @@ measurements, each alternating the two envs (A, B, A, B, ...) and reporting medi
 * rollout collection: ``TransferPPO.collect_rollouts`` with a multi-task policy (training
   switched off), i.e. env stepping plus policy forward and SB3's buffer bookkeeping.
 
+Ratios are medians of per-round ratios (each round measures both envs back to back), which
+stay meaningful when other processes share the machine.
+
     python benchmarks/batched_envs.py [--families cartpole acrobot] [--repeats 5]
 """
 
@@ -42,14 +45,19 @@ def machine() -> str:
     return f"{model}, {os.cpu_count()} cores"
 
 
-def alternate(arms: dict[str, Callable[[], float]], repeats: int) -> dict[str, float]:
-    """Run every arm once per round, rounds in alternating order; median of each arm's results."""
+def alternate(arms: dict[str, Callable[[], float]], repeats: int) -> dict[str, list[float]]:
+    """Every arm once per round, in alternating order (A B, B A, ...); each arm's results by round."""
     results: dict[str, list[float]] = {name: [] for name in arms}
     names = list(arms)
     for r in range(repeats):
         for name in names if r % 2 == 0 else reversed(names):
             results[name].append(arms[name]())
-    return {name: statistics.median(values) for name, values in results.items()}
+    return results
+
+
+def paired_ratio(results: dict[str, list[float]], arm: str, base: str) -> float:
+    """Median over rounds of ``arm / base`` measured in the same round."""
+    return statistics.median(a / b for a, b in zip(results[arm], results[base], strict=True))
 
 
 def build(family: str, batched: bool) -> VecEnv:
@@ -101,9 +109,8 @@ def main() -> int:
     parser.add_argument("--rollouts", type=int, default=3, help="rollouts (of 32 x 64 steps) per measurement")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    print(
-        f"machine: {machine()}; torch threads 1; 64 sub-envs (4 tasks x 16); medians of {args.repeats}, A/B alternating"
-    )
+    print(f"machine: {machine()}; torch threads 1; 64 sub-envs (4 tasks x 16); {args.repeats} alternating rounds")
+    print("rates: medians; ratios: medians of per-round ratios")
     print("| family | env step: Dummy | batched | ratio | rollout: Dummy | batched | ratio |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for family in args.families:
@@ -114,11 +121,11 @@ def main() -> int:
         rolls = alternate(
             {"dummy": rollout_rate(dummy, args.rollouts), "batched": rollout_rate(batched, args.rollouts)}, args.repeats
         )
-        print(
-            f"| {family} | {steps['dummy']:,.0f} | {steps['batched']:,.0f} | {steps['batched'] / steps['dummy']:.1f}x "
-            f"| {rolls['dummy']:,.0f} | {rolls['batched']:,.0f} | {rolls['batched'] / rolls['dummy']:.1f}x |",
-            flush=True,
-        )
+        cells = []
+        for results in (steps, rolls):
+            dummy_rate, batched_rate = (statistics.median(results[k]) for k in ("dummy", "batched"))
+            cells.append(f"{dummy_rate:,.0f} | {batched_rate:,.0f} | {paired_ratio(results, 'batched', 'dummy'):.1f}x")
+        print(f"| {family} | {cells[0]} | {cells[1]} |", flush=True)
     print("(env steps per second)")
     return 0
 

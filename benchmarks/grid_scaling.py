@@ -4,7 +4,7 @@ A grid of runs is embarrassingly parallel: N single-threaded processes on N core
 worker imports, builds its model (RL Zoo CartPole config, rltransfer defaults), waits at a
 barrier, then trains; only the training is timed. Efficiency = aggregate env steps per
 second of N concurrent runs / (N x steps per second of one run alone). Rounds alternate
-"1 run" and "N runs"; medians.
+"1 run" and "N runs"; efficiency is the median of per-round efficiencies.
 
     python benchmarks/grid_scaling.py [--processes 2] [--timesteps 16384] [--repeats 3]
 """
@@ -83,13 +83,14 @@ def main() -> int:
             (single if n == 1 else multi).append(concurrent(n, args.timesteps))
     one, many = statistics.median(single), statistics.median(multi)
     n = args.processes
+    efficiency = statistics.median(m / (n * o) for m, o in zip(multi, single, strict=True))
     print(f"machine: {machine()}; one torch thread per process; RL Zoo CartPole, {args.timesteps} steps per run")
-    print(f"medians of {args.repeats} alternating rounds; 1-min load average before: {load_before:.2f}")
+    print(f"{args.repeats} alternating rounds, rates: medians; 1-min load average before: {load_before:.2f}")
     print("(other processes on the machine take cores from the N-process arm; rerun on an idle machine)")
     print("| processes | aggregate env steps/s | per run | parallel efficiency |")
     print("| --- | --- | --- | --- |")
     print(f"| 1 | {one:,.0f} | {one:,.0f} | 1.00 |")
-    print(f"| {n} | {many:,.0f} | {many / n:,.0f} | {many / (n * one):.2f} |")
+    print(f"| {n} | {many:,.0f} | {many / n:,.0f} | {efficiency:.2f} |")
     return 0
 
 

@@ -1,7 +1,8 @@
 """Where a PPO update spends its time, and what the lean update saves (issue 6).
 
 RL Zoo CartPole config (8 envs x 32 steps = one 256-sample minibatch, 20 epochs) with
-rltransfer's source policy. From one filled rollout buffer, alternating arms, medians:
+rltransfer's source policy. From one filled rollout buffer, alternating arms; times are
+medians, speed-ups medians of per-round ratios:
 
 * update: one ``train()`` (20 minibatches) with SB3's ``PPO.train``, the lean update with
   SB3's Adam (bit-identical to SB3), and the lean update with fused Adam (the default);
@@ -106,13 +107,13 @@ def rollout_arm(model: TransferPPO, lean: bool) -> Callable[[], float]:
     return run
 
 
-def alternate(arms: dict[str, Callable[[], float]], repeats: int) -> dict[str, float]:
+def alternate(arms: dict[str, Callable[[], float]], repeats: int) -> dict[str, list[float]]:
     results: dict[str, list[float]] = {name: [] for name in arms}
     names = list(arms)
     for r in range(repeats):
         for name in names if r % 2 == 0 else reversed(names):
             results[name].append(arms[name]())
-    return {name: statistics.median(v) for name, v in results.items()}
+    return results
 
 
 def profile_sb3_train(model: TransferPPO, rounds: int = 10) -> None:
@@ -161,13 +162,16 @@ def main() -> int:
         },
         args.repeats,
     )
-    print(f"machine: {machine()}; torch threads 1; RL Zoo CartPole config; medians of {args.repeats}, alternating")
+    print(f"machine: {machine()}; torch threads 1; RL Zoo CartPole config; {args.repeats} alternating rounds")
+    print("times: medians; speed-ups: medians of per-round ratios")
     print("| phase | arm | ms | per minibatch / vector step | speed-up |")
     print("| --- | --- | --- | --- | --- |")
     for phase, results, per in (("update", update, 20), ("rollout", rollout, HP["n_steps"])):
         base = next(iter(results.values()))
-        for name, ms in results.items():
-            print(f"| {phase} | {name} | {ms:.1f} | {1e3 * ms / per:.0f} us | {base / ms:.2f}x |")
+        for name, times in results.items():
+            ms = statistics.median(times)
+            speedup = statistics.median(b / t for b, t in zip(base, times, strict=True))
+            print(f"| {phase} | {name} | {ms:.1f} | {1e3 * ms / per:.0f} us | {speedup:.2f}x |")
     if not args.no_profile:
         profile_sb3_train(exact)
     return 0

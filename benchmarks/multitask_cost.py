@@ -3,12 +3,12 @@
 Same total data in every arm: 8 sub-environments (K=1: 8 copies of one CartPole variant;
 K=8: one of each of 8 variants), RL Zoo CartPole hyperparameters, ``MultiTaskActorCriticPolicy``
 with rltransfer's default architecture (trunk [64, 64], per-task heads pi [64] / vf [64]).
-Arms alternate round by round; medians. Two measurements:
+Arms alternate round by round; costs are medians of per-round ratios. Two measurements:
 
 * end to end: env steps per second of ``learn`` (rollouts + updates), batched env;
 * one update step: forward + backward + optimizer step of a 256-sample minibatch.
 
-    python benchmarks/multitask_cost.py [--tasks 1 2 4 8] [--repeats 3]
+    python benchmarks/multitask_cost.py [--tasks 1 8] [--repeats 5]
 """
 
 from __future__ import annotations
@@ -84,33 +84,38 @@ def update_step(k: int, n: int = 200) -> Callable[[], float]:
     return run
 
 
-def alternate(arms: dict[int, Callable[[], float]], repeats: int) -> dict[int, float]:
+def alternate(arms: dict[int, Callable[[], float]], repeats: int) -> dict[int, list[float]]:
     results: dict[int, list[float]] = {k: [] for k in arms}
     keys = list(arms)
     for r in range(repeats):
         for k in keys if r % 2 == 0 else reversed(keys):
             results[k].append(arms[k]())
-    return {k: statistics.median(v) for k, v in results.items()}
+    return results
+
+
+def paired(results: dict[int, list[float]], num: int, den: int) -> float:
+    """Median over rounds of ``results[num] / results[den]`` from the same round."""
+    return statistics.median(a / b for a, b in zip(results[num], results[den], strict=True))
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tasks", type=int, nargs="+", default=[1, 2, 4, 8])
-    parser.add_argument("--timesteps", type=int, default=16384)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--tasks", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--timesteps", type=int, default=8192)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     torch.set_num_threads(1)
     steps = alternate({k: end_to_end(k, args.timesteps) for k in args.tasks}, args.repeats)
     update = alternate({k: update_step(k) for k in args.tasks}, args.repeats)
     base = args.tasks[0]
     print(f"machine: {machine()}; torch threads 1; RL Zoo CartPole config, 8 sub-envs, {args.timesteps} steps")
-    print(f"medians of {args.repeats} alternating rounds; cost = time per env step relative to K={base}")
+    print(f"{args.repeats} alternating rounds; rates: medians; costs: medians of per-round ratios to K={base}")
     print("| K tasks | env steps/s | cost per env step | update step (us) | cost per update |")
     print("| --- | --- | --- | --- | --- |")
     for k in args.tasks:
         print(
-            f"| {k} | {steps[k]:,.0f} | {steps[base] / steps[k]:.2f}x "
-            f"| {update[k]:,.0f} | {update[k] / update[base]:.2f}x |"
+            f"| {k} | {statistics.median(steps[k]):,.0f} | {paired(steps, base, k):.2f}x "
+            f"| {statistics.median(update[k]):,.0f} | {paired(update, k, base):.2f}x |"
         )
     return 0
 

@@ -220,6 +220,28 @@ def cmd_advise(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_distill(args: argparse.Namespace) -> int:
+    from rltransfer.distill import distill
+
+    _threads()
+    sources = [s.strip() for s in args.sources.split(",") if s.strip()]
+    out = Path(args.out) if args.out else Path("runs") / "distilled" / f"{args.family}-seed{args.seed}"
+    result = distill(
+        args.family,
+        sources,
+        rounds=args.rounds,
+        steps_per_round=args.steps,
+        seed=args.seed,
+        out=out,
+        overwrite=args.overwrite,
+    )
+    if not args.quiet:
+        for task, ret in result.student_returns.items():
+            print(f"{task}: teacher {result.teacher_returns[task]:.1f}, student {ret:.1f}")
+        print(f"student: {out / 'model.zip'} (use it as a source: its trunk transfers)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rltransfer", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -295,6 +317,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--validate", metavar="DIR", help="correlate with the realised gains of a finished experiment")
     p.set_defaults(func=cmd_advise)
+
+    p = sub.add_parser("distill", help="distil several source policies into one multi-task student")
+    p.add_argument("--family", required=True)
+    p.add_argument("--sources", required=True, help="comma-separated source checkpoint directories")
+    p.add_argument("--rounds", type=int, default=8, help="DAgger rounds (the first follows the teachers)")
+    p.add_argument("--steps", type=int, default=2048, help="env steps collected per round")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="output directory")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_distill)
 
     p = sub.add_parser("report", help="(re)build the report of an experiment directory")
     p.add_argument("dir", help="the --out directory of `rltransfer run`")

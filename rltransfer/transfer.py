@@ -216,6 +216,12 @@ def apply_transfer(
     task_ids = list(range(n_tasks)) if tasks is None else list(tasks)
     heads = policy.mlp_extractor
     trunk_prefix = detect_trunk_prefix(src, layer_map)
+    multi_task_source = any(k.startswith("mlp_extractor.policy_heads.") for k in src)
+    if multi_task_source and parts & {"pi_head", "action", "vf_head", "log_std"}:
+        raise UserError(
+            "the source is a multi-task policy (e.g. a distilled student) whose heads belong to its own tasks; "
+            "transfer its trunk only (transfer: trunk)"
+        )
     pending: list[tuple[str, th.Tensor, str, th.Tensor]] = []  # (src_key, value, dst_key, dst view)
     handled: set[str] = set()
 
@@ -328,6 +334,8 @@ def apply_transfer(
             continue
         if key.startswith(ALIASES):
             skip(key, "alias of the shared features extractor")
+        elif multi_task_source and key.startswith(("mlp_extractor.policy_heads.", "mlp_extractor.value_heads.")):
+            skip(key, "per-task head of a multi-task source")
         elif trunk_prefix == "mlp_extractor.policy_net." and key.startswith("mlp_extractor.value_net."):
             skip(key, "critic hidden layers of a plain MlpPolicy: the trunk comes from the actor")
         else:

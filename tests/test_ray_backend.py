@@ -90,8 +90,8 @@ def local_ray() -> Iterator[Any]:
     """One local Ray instance with 2 CPUs for the module (started once: it takes seconds)."""
     ray = pytest.importorskip("ray")
     temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=temp)
     try:
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=temp)
         yield ray
     finally:
         ray.shutdown()
@@ -189,6 +189,17 @@ def test_task_error_recorded_once_and_dead_worker_retried(
         with np.load(tmp_path / "g" / run / "curves.npz") as a, np.load(reference / run / "curves.npz") as b:
             np.testing.assert_array_equal(a["returns"], b["returns"])
     assert not list((tmp_path / "g").rglob("*.partial-*"))
+    # The dead worker's temporary directory was removed by a later task on this machine.
+    stale = [p for p in Path(tempfile.gettempdir()).glob("rltransfer-ray.partial-*") if not alive(p)]
+    assert not stale, stale
+
+
+def alive(partial: Path) -> bool:
+    try:
+        os.kill(int(partial.name.split(".partial-")[1].split("-")[0]), 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 # --- a real cluster: head and a second node on loopback, the second killed mid-grid -----------------

@@ -21,7 +21,7 @@ import tarfile
 import tempfile
 import traceback
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,7 @@ from rltransfer.experiment.runner import (
     unfinished_jobs,
 )
 from rltransfer.experiment.spec import ExperimentSpec
-from rltransfer.io import staging_dir
+from rltransfer.io import PARTIAL, atomic_write_json, remove_partials, staging_dir
 
 INSTALL_HINT = 'the Ray backend needs Ray: pip install "rltransfer[ray]"'
 Execute = Callable[[Job, ExperimentSpec, str | None], dict[str, Any]]
@@ -158,6 +158,15 @@ def _source_files(source: Path) -> tuple[Path, list[str], str]:
 
 
 @contextmanager
+def _worker_tmp() -> Iterator[str]:
+    """A temporary directory for one task; those left by killed workers on this machine are removed."""
+    marker = Path(tempfile.gettempdir()) / "rltransfer-ray"
+    remove_partials(marker)  # ``rltransfer-ray.partial-<pid>-*`` whose process is gone
+    with tempfile.TemporaryDirectory(prefix=f"{marker.name}{PARTIAL}{os.getpid()}-", dir=marker.parent) as tmp:
+        yield tmp
+
+
+@contextmanager
 def _driver_argv(argv: list[str]) -> Iterator[None]:
     """Record the driver's command line in manifests, as spawned local workers do."""
     saved = sys.argv
@@ -178,7 +187,7 @@ def _run_task(
     execute: Execute,
 ) -> dict[str, Any]:
     """Ray task: one run trained into a temporary directory; its files come back as bytes."""
-    with tempfile.TemporaryDirectory(prefix="rltransfer-run-") as tmp:
+    with _worker_tmp() as tmp:
         source = None
         if source_blob is not None:
             unpack(source_blob, Path(tmp) / "source")
@@ -196,8 +205,6 @@ def _run_task(
 
 def _record_driver_source(run_dir: Path, worker_zip: str, driver_zip: str) -> None:
     """Name the source by its path on the driver in the run's manifest, not the worker's temporary copy."""
-    from rltransfer.io import atomic_write_json
-
     path = run_dir / MANIFEST_FILE
     manifest = json.loads(path.read_text())
     if (manifest.get("source") or {}).get("path") == worker_zip:
@@ -210,7 +217,7 @@ def _pretrain_task(spec: ExperimentSpec, argv: list[str]) -> bytes:
     import torch
 
     torch.set_num_threads(1)
-    with tempfile.TemporaryDirectory(prefix="rltransfer-source-") as tmp, _driver_argv(argv):
+    with _worker_tmp() as tmp, _driver_argv(argv):
         pretrain_source(spec, Path(tmp) / "source", progress=False)
         return pack(Path(tmp) / "source")
 
@@ -281,14 +288,16 @@ def run_grid_ray(
     folder, names, entry = _source_files(source)
     source_ref = ray.put(pack(folder, names)) if any(j.arm.strategy.uses_source for j in queue) else None
     driver_zip = str(source / MODEL_FILE) if source.is_dir() else str(source)
+    spec_ref = ray.put(spec)
     task = ray.remote(_run_task).options(**_options(gpus_per_run))
     pending: dict[Any, Job] = {}
     try:
         while queue or pending:
-            while queue and len(pending) < (workers or _capacity(ray, gpus_per_run)):
+            slots = workers or _capacity(ray, gpus_per_run)
+            while queue and len(pending) < slots:
                 job = queue.pop(0)
                 blob = source_ref if job.arm.strategy.uses_source else None
-                pending[task.remote(job, spec, blob, entry, driver_zip, list(sys.argv), execute)] = job
+                pending[task.remote(job, spec_ref, blob, entry, driver_zip, list(sys.argv), execute)] = job
                 notify("start", job, {})
             done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
             for ref in done:
@@ -296,7 +305,8 @@ def run_grid_ray(
                 record_outcome(result, job, _collect(ray, ref, job), notify)
     finally:
         for ref in pending:  # interrupted: stop what is still running on the cluster
-            ray.cancel(ref, force=True)
+            with suppress(Exception):
+                ray.cancel(ref, force=True)
     return result
 
 

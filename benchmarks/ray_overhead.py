@@ -1,0 +1,115 @@
+"""Ray backend overhead (issue 7): a grid of 2x the cores through Ray vs the local process pool.
+
+The same CartPole grid (2 arms x cores seeds, one pretrained source shared by both) runs through
+``run_grid`` (a fresh spawn pool, ``workers = cores``) and ``run_grid_ray`` (a fresh local Ray
+instance with ``num_cpus = cores``), alternating which goes first, ``--repeats`` times. Both
+backends start fresh worker processes, so both pay for importing torch in each worker. Prints the
+medians and two ratios: the grid alone (Ray already started, as on a running cluster) and end to end
+(``ray.init`` and ``ray.shutdown`` included). Checks that both backends produce the same curves.
+
+    python benchmarks/ray_overhead.py [--repeats 3] [--timesteps 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rltransfer.experiment.ray_backend import require_ray, run_grid_ray
+from rltransfer.experiment.runner import default_workers, ensure_source, run_grid
+from rltransfer.experiment.spec import parse_spec
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def curves(out: Path) -> dict[str, list[float]]:
+    found = {}
+    for path in sorted(out.glob("*/seed*/curves.npz")):
+        with np.load(path) as data:
+            found[str(path.relative_to(out))] = data["returns"].tolist()
+    return found
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--timesteps", type=int, default=20_000, help="target steps per run")
+    args = parser.parse_args()
+    ray = require_ray()
+    torch.set_num_threads(1)
+    cores = default_workers()
+    spec = parse_spec(
+        {
+            "name": "ray-overhead",
+            "family": "cartpole",
+            "source": {"timesteps": 10_000},
+            "targets": ["long"],
+            "arms": ["scratch", "finetune"],
+            "seeds": cores,
+            "timesteps": args.timesteps,
+            "eval": {"freq": args.timesteps // 4, "episodes": 5},
+        }
+    )
+    root = Path(tempfile.mkdtemp(prefix="ray-overhead-"))
+    source = ensure_source(spec, root / "source-exp", progress=False)
+    runs = 2 * cores
+    print(f"machine: {cpu_name()}, {cores} cores; grid: {runs} runs of {args.timesteps:,} CartPole steps")
+    local_s: list[float] = []
+    grid_s: list[float] = []
+    total_s: list[float] = []
+    reference = None
+    try:
+        for r in range(args.repeats):
+            for backend in ("local", "ray") if r % 2 == 0 else ("ray", "local"):
+                out = root / f"{backend}{r}"
+                started = time.perf_counter()
+                if backend == "local":
+                    result = run_grid(spec, out, source, cores)
+                    local_s.append(time.perf_counter() - started)
+                else:
+                    ray.init(address="local", num_cpus=cores, include_dashboard=False, log_to_driver=False,
+                             logging_level=logging.ERROR)  # fmt: skip
+                    grid_started = time.perf_counter()
+                    result = run_grid_ray(spec, out, source)
+                    grid_s.append(time.perf_counter() - grid_started)
+                    ray.shutdown()
+                    total_s.append(time.perf_counter() - started)
+                assert result.complete and len(result.finished) == runs, result.failed
+                reference = reference or curves(out)
+                assert curves(out) == reference, f"{backend} results differ"
+                print(f"  repeat {r}: {backend:5s} {time.perf_counter() - started:6.1f} s", flush=True)
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        shutil.rmtree(root, ignore_errors=True)
+    local, grid, total = (statistics.median(x) for x in (local_s, grid_s, total_s))
+    print("| backend | median wall s | vs local pool |")
+    print("| --- | --- | --- |")
+    print(f"| local process pool ({cores} workers) | {local:.1f} | 1.00 |")
+    print(f"| Ray, grid on a started instance | {grid:.1f} | {grid / local:.2f} |")
+    print(f"| Ray, with ray.init + shutdown | {total:.1f} | {total / local:.2f} |")
+    print(f"overhead: grid {100 * (grid / local - 1):+.1f} %, end to end {100 * (total / local - 1):+.1f} %")
+    print("goal: <= 15 % overhead")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
