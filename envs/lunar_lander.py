@@ -24,26 +24,20 @@ _VARIANTS = (
     Variant("weak-engine", {"main_engine_power": 9.0}, "far", "main engine 0.7x"),
 )
 
-LUNAR_LANDER = Family(
-    name="lunarlander",
-    title="LunarLander",
-    entry_point="rltransfer.envs.lunar_lander_env:LunarLanderFamilyEnv",
-    params=_PARAMS,
-    variants=_VARIANTS,
-    held_out={"gravity": (-9.5, -9.0)},
-    max_episode_steps=1000,
-    threshold=200.0,
-    extra="box2d",
-)
 
-LUNAR_LANDER_CONTINUOUS = Family(
-    name="lunarlandercontinuous",
-    title="LunarLanderContinuous",
-    entry_point="rltransfer.envs.lunar_lander_env:LunarLanderContinuousFamilyEnv",
-    params=_PARAMS,
-    variants=_VARIANTS,
-    held_out={"gravity": (-9.5, -9.0)},
-    max_episode_steps=1000,
-    threshold=200.0,
-    extra="box2d",
-)
+def _lander(name: str, title: str, env_class: str) -> Family:
+    return Family(
+        name=name,
+        title=title,
+        entry_point=f"rltransfer.envs.lunar_lander_env:{env_class}",
+        params=_PARAMS,
+        variants=_VARIANTS,
+        held_out={"gravity": (-9.5, -9.0)},
+        max_episode_steps=1000,
+        threshold=200.0,
+        extra="box2d",
+    )
+
+
+LUNAR_LANDER = _lander("lunarlander", "LunarLander", "LunarLanderFamilyEnv")
+LUNAR_LANDER_CONTINUOUS = _lander("lunarlandercontinuous", "LunarLanderContinuous", "LunarLanderContinuousFamilyEnv")

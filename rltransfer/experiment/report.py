@@ -28,46 +28,31 @@ def load_experiment(out: Path) -> ExperimentSpec:
     return replace(spec, seeds=tuple(data.get("seeds", spec.seeds)))
 
 
+def _before_after(values: np.ndarray) -> list[str]:
+    """Cells for ``(runs, 2)`` before/after values: both means and the mean change (after - before) [CI]."""
+    change = (values[:, 1] - values[:, 0])[:, None]
+    low, high = stratified_bootstrap_ci(change, lambda x: float(np.mean(x)), reps=BOOTSTRAP_REPS)
+    means = [fmt_number(float(values[:, i].mean())) for i in (0, 1)]
+    return [*means, f"{fmt_number(float(change.mean()))} [{fmt_number(low)}, {fmt_number(high)}]"]
+
+
 def _forgetting_table(data: Collected) -> ExtraTable | None:
-    rows = []
-    for arm, values in data.forgetting.items():
-        drop = (values[:, 0] - values[:, 1])[:, None]
-        low, high = stratified_bootstrap_ci(drop, lambda x: float(np.mean(x)), reps=BOOTSTRAP_REPS)
-        rows.append(
-            [
-                arm,
-                str(len(values)),
-                fmt_number(float(values[:, 0].mean())),
-                fmt_number(float(values[:, 1].mean())),
-                f"{fmt_number(float(drop.mean()))} [{fmt_number(low)}, {fmt_number(high)}]",
-            ]
-        )
+    rows = [[arm, str(len(values)), *_before_after(values)] for arm, values in data.forgetting.items()]
     if not rows:
         return None
     return ExtraTable(
         "Source-task forgetting",
-        ["arm", "runs", "source return before", "after fine-tuning", "drop [95% CI]"],
+        ["arm", "runs", "source return before", "after fine-tuning", "change [95% CI]"],
         rows,
         "The source policy's own heads on the fine-tuned trunk, evaluated on the source task; "
-        "a positive drop means the shared features moved away from the source task.",
+        "a negative change means the shared features moved away from the source task (forgetting).",
     )
 
 
 def _feature_shift_table(data: Collected) -> ExtraTable | None:
-    rows = []
-    for arm, tasks in data.feature_mmd.items():
-        for task, values in tasks.items():
-            change = (values[:, 1] - values[:, 0])[:, None]
-            low, high = stratified_bootstrap_ci(change, lambda x: float(np.mean(x)), reps=BOOTSTRAP_REPS)
-            rows.append(
-                [
-                    arm,
-                    task,
-                    fmt_number(float(values[:, 0].mean())),
-                    fmt_number(float(values[:, 1].mean())),
-                    f"{fmt_number(float(change.mean()))} [{fmt_number(low)}, {fmt_number(high)}]",
-                ]
-            )
+    rows = [
+        [arm, task, *_before_after(values)] for arm, tasks in data.feature_mmd.items() for task, values in tasks.items()
+    ]
     if not rows:
         return None
     return ExtraTable(
