@@ -45,7 +45,7 @@ def main() -> int:
         print(f"grid incomplete: {len(result.failed)} failed runs", file=sys.stderr)
         return 1
     summary = json.loads((report / "summary.json").read_text())
-    distance = {t.name: t.distance for t in spec.targets}
+    distance = {n: t.variant.distance for n, t in zip(spec.task_names, spec.targets, strict=True)}
     print(
         f"machine: {platform.machine()} {platform.processor()}, {args.seeds} seeds, spec {args.spec}, "
         f"grid wall time {time.time() - started:.0f}s (finished runs reused)"
