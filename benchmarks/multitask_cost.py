@@ -27,7 +27,7 @@ from rltransfer.envs.multitask import make_multitask_vec_env
 from rltransfer.policies import MultiTaskActorCriticPolicy
 
 from rltransfer.hyperparams import ppo_kwargs, resolve_hyperparams
-from rltransfer.ppo import TransferPPO, evaluate_categorical
+from rltransfer.ppo import TransferPPO
 
 HP = resolve_hyperparams("cartpole")
 FAMILY = get_family("cartpole")
@@ -74,7 +74,7 @@ def update_step(k: int, n: int = 200) -> Callable[[], float]:
     def run() -> float:
         started = time.perf_counter()
         for _ in range(n):
-            values, log_prob, _ = evaluate_categorical(policy, obs, actions, entropy_grad=False)  # type: ignore[arg-type]
+            values, log_prob, _ = policy.evaluate_actions(obs, actions)  # type: ignore[arg-type]
             loss = values.pow(2).mean() - log_prob.mean()
             policy.optimizer.zero_grad()
             loss.backward()

@@ -176,6 +176,14 @@ class MultiTaskActorCriticPolicy(MultiInputActorCriticPolicy):
             elif not isinstance(self.action_dist, CategoricalDistribution):
                 raise ValueError(f"per-task action masking supports Discrete and Box actions, not {action_space}")
 
+    def action_logits(self, latent_pi: th.Tensor) -> th.Tensor:
+        """Masked logits for discrete actions (lets ``TransferPPO``'s lean path skip distribution objects)."""
+        logits = self.action_net(latent_pi)
+        if self.valid_actions is None:
+            return logits
+        one_hot: th.Tensor = self.pi_features_extractor.last_task_one_hot  # type: ignore[assignment]
+        return mask_logits(logits, (one_hot @ self.valid_actions.float()) > 0.5)
+
     def _get_action_dist_from_latent(self, latent_pi: th.Tensor) -> Distribution:
         if self.valid_actions is None:
             return super()._get_action_dist_from_latent(latent_pi)

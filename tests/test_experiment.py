@@ -184,3 +184,16 @@ def test_failed_run_is_recorded_and_grid_goes_on(tmp_path: Path, monkeypatch: py
     marker = tmp_path / "f" / "freeze" / "seed1.failed.json"
     assert "boom" in json.loads(marker.read_text())["traceback"]
     assert report is not None and "FAILED" in (report / "report.md").read_text()
+
+
+def test_arms_with_different_env_counts_are_read_on_one_grid() -> None:
+    """Rehearsal adds envs, so evaluations land on other env steps: both map to the nominal grid."""
+    from rltransfer.experiment.collect import nominal_grid, on_grid
+
+    grid = nominal_grid(100, 30)
+    assert grid.tolist() == [0, 30, 60, 90, 100]
+    returns = np.arange(6.0)[None]  # one task
+    a = on_grid(np.array([0, 32, 64, 96, 128, 130]), returns, grid)
+    b = on_grid(np.array([0, 30, 60, 90, 100]), returns[:, :5], grid)
+    assert a.tolist() == [[0, 1, 2, 3, 4]] and b.tolist() == [[0, 1, 2, 3, 4]]
+    assert on_grid(np.array([0]), np.array([[7.0]]), grid).tolist() == [[7.0] * 5]  # zero-shot

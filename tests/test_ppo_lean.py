@@ -13,10 +13,28 @@ from rltransfer.envs.multitask import make_multitask_vec_env, make_task_vec_env
 from rltransfer.policies import MultiTaskActorCriticPolicy
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import CallbackList
+from stable_baselines3.common.policies import ActorCriticPolicy
 
 from rltransfer.hyperparams import ppo_kwargs, resolve_hyperparams
-from rltransfer.ppo import TransferPPO, clip_grad_norm
+from rltransfer.lean import categorical_logits, clip_grad_norm
+from rltransfer.ppo import TransferPPO
 from rltransfer.pretraining import source_policy_kwargs
+
+
+class MaskedPolicy(ActorCriticPolicy):
+    """A categorical policy that never takes the last action (as padded action spaces do)."""
+
+    def action_logits(self, latent_pi: th.Tensor) -> th.Tensor:
+        logits = self.action_net(latent_pi)
+        return logits.masked_fill(th.arange(logits.shape[-1]) == logits.shape[-1] - 1, float("-inf"))
+
+    def _get_action_dist_from_latent(self, latent_pi: th.Tensor) -> Any:
+        return self.action_dist.proba_distribution(action_logits=self.action_logits(latent_pi))  # type: ignore[call-arg]
+
+
+class MaskedNoHook(MaskedPolicy):
+    action_logits = None  # type: ignore[assignment]
+
 
 ZOO = ppo_kwargs(resolve_hyperparams("cartpole"))  # RL Zoo CartPole: 8 envs x 32 steps, 1 x 256 minibatch, 20 epochs
 
@@ -31,6 +49,9 @@ def build(case: str) -> TransferPPO:
             "MlpPolicy", env, seed=0, policy_kwargs=source_policy_kwargs(resolve_hyperparams("cartpole")), **kwargs
         )
         return model
+    if case == "acrobot-masked":
+        env = make_task_vec_env(get_family("acrobot"), "source", 4, seed=0)
+        return TransferPPO(MaskedPolicy, env, seed=0, n_steps=32, batch_size=64, n_epochs=2, ent_coef=0.01)
     if case.startswith("pendulum"):
         env = make_task_vec_env(fam, "source", 2, seed=0)
         kwargs = {"n_steps": 64, "batch_size": 48, "n_epochs": 2, "use_sde": case == "pendulum-sde"}
@@ -45,6 +66,8 @@ def build(case: str) -> TransferPPO:
         kwargs["target_kl"] = 1e-7
     if case == "multitask-plain":
         kwargs["learning_rate"] = 3e-4
+    if case == "multiinput-sb3":
+        return TransferPPO("MultiInputPolicy", env, seed=0, **kwargs)
     return TransferPPO(MultiTaskActorCriticPolicy, env, seed=0, policy_kwargs={"trunk_arch": [32, 32]}, **kwargs)
 
 
@@ -78,6 +101,8 @@ def one_update(model: TransferPPO, lean: bool, start: dict[str, Any]) -> tuple[d
 
 CASES = [
     "zoo-source",
+    "acrobot-masked",
+    "multiinput-sb3",
     "multitask-plain",
     "multitask-entropy",
     "multitask-clipvf",
@@ -123,14 +148,24 @@ def test_plain_sb3_ppo_and_lean_transfer_ppo_learn_the_same() -> None:
         assert th.equal(weights[0][key], weights[1][key]), key
 
 
-@pytest.mark.parametrize("family", ["cartpole", "mountaincar"])
-def test_lean_rollouts_are_bit_identical_to_sb3(family: str) -> None:
+ROLLOUT_CASES = [
+    ("cartpole", "MultiInputPolicy"),
+    ("mountaincar", MultiTaskActorCriticPolicy),
+    ("acrobot", MaskedPolicy),
+]
+
+
+@pytest.mark.parametrize(("family", "policy"), ROLLOUT_CASES)
+def test_lean_rollouts_are_bit_identical_to_sb3(family: str, policy: Any) -> None:
     """Same samples, values, log-probs, time-limit bootstraps and episode statistics."""
     fam = get_family(family)
     runs = []
     for lean in (False, True):
-        env = make_multitask_vec_env(fam, [v.name for v in fam.targets[:2]], n_envs_per_task=2, seed=0)
-        model = TransferPPO(MultiTaskActorCriticPolicy, env, seed=0, n_steps=256, batch_size=256)
+        if policy is MaskedPolicy:
+            env = make_task_vec_env(fam, "source", 4, seed=0)
+        else:
+            env = make_multitask_vec_env(fam, [v.name for v in fam.targets[:2]], n_envs_per_task=2, seed=0)
+        model = TransferPPO(policy, env, seed=0, n_steps=256, batch_size=256)
         model.lean = lean
         _, callback = model._setup_learn(10_000, CallbackList([]))
         callback.on_training_start(locals(), globals())
@@ -141,10 +176,12 @@ def test_lean_rollouts_are_bit_identical_to_sb3(family: str) -> None:
     buffers = [m.rollout_buffer for m in runs]
     for name in ("actions", "rewards", "returns", "advantages", "values", "log_probs", "episode_starts"):
         np.testing.assert_array_equal(getattr(buffers[0], name), getattr(buffers[1], name), strict=True)
-    for key in buffers[0].observations:  # type: ignore[union-attr]
-        np.testing.assert_array_equal(buffers[0].observations[key], buffers[1].observations[key])  # type: ignore[index]
+    obs = [b.observations if isinstance(b.observations, dict) else {"obs": b.observations} for b in buffers]
+    for key in obs[0]:
+        np.testing.assert_array_equal(obs[0][key], obs[1][key])
     episodes = [[(e["r"], e["l"]) for e in m.ep_info_buffer] for m in runs]
-    assert episodes[0] == episodes[1] and episodes[0]
+    assert episodes[0] == episodes[1]
+    assert episodes[0] or family == "acrobot"  # Acrobot's episodes outlast 256 steps
     if family == "mountaincar":  # every episode hits the 200-step limit: bootstrapped rewards
         assert all(length == 200 for _, length in episodes[0])
 
@@ -173,6 +210,18 @@ def test_device_cpu_is_honoured_explicitly(tiny: dict[str, Any]) -> None:
     assert all(p.device.type == "cpu" for p in source.model.policy.parameters())
     target = finetune("cartpole", ["long"], None, "scratch", timesteps=64, hyperparams=tiny, device="cpu")
     assert target.model.device == th.device("cpu")
+
+
+def test_lean_path_is_taken_only_where_it_is_exact() -> None:
+    env = make_task_vec_env(get_family("acrobot"), "source", 2, seed=0)
+    plain = TransferPPO("MlpPolicy", env, n_steps=32, batch_size=64).policy
+    assert categorical_logits(plain) is plain.action_net
+    masked = TransferPPO(MaskedPolicy, env, n_steps=32, batch_size=64).policy
+    assert categorical_logits(masked) == masked.action_logits  # type: ignore[attr-defined]
+    # An override of the distribution without the hook falls back to SB3's own code.
+    assert categorical_logits(TransferPPO(MaskedNoHook, env, n_steps=32, batch_size=64).policy) is None
+    pendulum = make_task_vec_env(get_family("pendulum"), "source", 2, seed=0)
+    assert categorical_logits(TransferPPO("MlpPolicy", pendulum, n_steps=32, batch_size=64).policy) is None
 
 
 def test_clip_grad_norm_matches_torch() -> None:

@@ -235,11 +235,12 @@ def end_sessions(sids: set[int]) -> None:
     assert not session_pids(sids), "Ray processes left behind"
 
 
-def ray_start(args: list[str], env: dict[str, str]) -> int:
-    """``ray start`` in a session of its own; returns the session id its daemons keep."""
+def ray_start(args: list[str], env: dict[str, str], sids: set[int]) -> int:
+    """``ray start`` in a session of its own, added to ``sids``; returns the session id its daemons keep."""
     ray_bin = str(Path(sys.executable).with_name("ray"))
     proc = subprocess.Popen([ray_bin, "start", *args], env=env, start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    sids.add(proc.pid)
     output = proc.communicate(timeout=120)[0]
     assert proc.returncode == 0, output[-2000:]
     return proc.pid
@@ -254,19 +255,28 @@ def test_two_node_cluster_loses_a_node_mid_grid(spec_path: Path, reference: Path
             "RAY_health_check_failure_threshold": "3", "RAY_health_check_initial_delay_ms": "0"}  # fmt: skip
     env = {**os.environ, **AUTH, **fast}
     port = free_port()
-    common = ["--num-cpus=1", "--disable-usage-stats", f"--dashboard-agent-listen-port={free_port()}"]
+    common = ["--num-cpus=1", "--disable-usage-stats"]
     sids: set[int] = set()
-    try:
+    with contextlib.ExitStack() as stack:
+        stack.callback(shutil.rmtree, temp, ignore_errors=True)
+        stack.callback(end_sessions, sids)  # every process the test started, by session id
+        # Ray 2.60 advertises the host's primary address instead of 127.0.0.1 (and listens on all interfaces).
         head = ["--head", "--node-ip-address=127.0.0.1", f"--port={port}", f"--temp-dir={temp}/head",
                 "--include-dashboard=false", f"--ray-client-server-port={free_port()}"]  # fmt: skip
-        sids.add(ray_start([*head, *common], env))
-        second = ray_start([f"--address=127.0.0.1:{port}", f"--temp-dir={temp}/second", *common], env)
-        sids.add(second)
+        # Ports that default to fixed numbers get free ones: other Ray instances may run on this machine.
+        ray_start([*head, *common, f"--dashboard-agent-listen-port={free_port()}"], env, sids)
+        joiner = [
+            f"--address=127.0.0.1:{port}",
+            f"--temp-dir={temp}/second",
+            f"--dashboard-agent-listen-port={free_port()}",
+        ]
+        second = ray_start([*joiner, *common], env, sids)
         out = tmp_path / "exp"
+        stderr = stack.enter_context((tmp_path / "stderr").open("w"))
         driver = subprocess.Popen(
             [sys.executable, "-m", "rltransfer.cli", "run", str(spec_path), "--out", str(out),
              "--backend", "ray", "--address", f"127.0.0.1:{port}", "--quiet"],
-            env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=(tmp_path / "stderr").open("w"),
+            env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=stderr,
         )  # fmt: skip
         sids.add(driver.pid)
         killed = False
@@ -287,6 +297,3 @@ def test_two_node_cluster_loses_a_node_mid_grid(spec_path: Path, reference: Path
         assert driver.wait(timeout=180) == 0, (tmp_path / "stderr").read_text()[-3000:]
         assert results(out) == results(reference)
         assert_clean(out)
-    finally:
-        end_sessions(sids)
-        shutil.rmtree(temp, ignore_errors=True)

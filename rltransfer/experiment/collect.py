@@ -28,6 +28,26 @@ class Collected:
     failed: list[str] = field(default_factory=list)
 
 
+def nominal_grid(timesteps: int, eval_freq: int) -> np.ndarray:
+    """``0, f, 2f, ...`` up to the budget, and the budget itself: where every arm is compared."""
+    return np.unique(np.concatenate([np.arange(0, timesteps, eval_freq), [timesteps]])).astype(np.int64)
+
+
+def on_grid(steps: np.ndarray, returns: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """A run's ``(tasks, evals)`` returns read at each nominal step.
+
+    An evaluation lands on the first env step at or after each multiple of the interval (the
+    vectorised env advances several steps at a time), so the value at nominal step ``s`` is the
+    first evaluation at or after ``s`` — which also aligns arms whose env counts differ
+    (rehearsal adds the source task's envs). A zero-shot run's single evaluation holds at every
+    step: an untrained policy evaluated deterministically on the same starts scores the same.
+    """
+    if len(steps) == 1:
+        return np.repeat(returns, len(grid), axis=1)
+    idx = np.minimum(np.searchsorted(steps, grid, side="left"), len(steps) - 1)
+    return returns[:, idx]
+
+
 def _load_run(job: Job) -> tuple[np.ndarray, np.ndarray, dict]:
     with np.load(job.run_dir / "curves.npz") as data:
         steps, returns = data["steps"], data["returns"]
@@ -48,12 +68,9 @@ def collect(spec: ExperimentSpec, out: Path) -> Collected:
             failed.append(str(job.run_dir))
         else:
             missing.append(str(job.run_dir))
-    grids = [s for runs in per_arm.values() for seed_runs in runs.values() for s, _, _ in seed_runs if len(s) > 1]
-    if not grids:
+    if not any(len(s) > 1 for runs in per_arm.values() for seed_runs in runs.values() for s, _, _ in seed_runs):
         raise UserError(f"no finished training runs under '{out}'; run `rltransfer run SPEC --out {out} --resume`")
-    steps = grids[0]
-    if any(len(g) != len(steps) or not np.array_equal(g, steps) for g in grids):
-        raise UserError(f"runs under '{out}' evaluated at different steps; they come from different settings")
+    steps = nominal_grid(spec.timesteps, spec.eval_freq)
     n_tasks = len(spec.targets)
     curves, seeds, forgetting, source_steps = {}, {}, {}, {}
     feature_mmd: dict[str, dict[str, np.ndarray]] = {}
@@ -64,9 +81,8 @@ def collect(spec: ExperimentSpec, out: Path) -> Collected:
             continue
         arrays, forgot = [], []
         for seed in complete:
-            returns = np.concatenate([r for _, r, _ in runs[seed]], axis=0)  # tasks stacked (per-target mode)
-            if returns.shape[1] == 1:
-                returns = np.repeat(returns, len(steps), axis=1)
+            # Tasks stacked (per-target mode), each run read on the nominal grid.
+            returns = np.concatenate([on_grid(s, r, steps) for s, r, _ in runs[seed]], axis=0)
             arrays.append(returns)
             f = [m["forgetting"] for _, _, m in runs[seed] if m.get("forgetting")]
             if f and len(f) == len(runs[seed]):

@@ -1,0 +1,244 @@
+"""Lean PPO rollouts and updates: SB3's arithmetic with less overhead per step.
+
+SB3 2.x's ``PPO.train`` and ``collect_rollouts``, re-written so that the rollout buffer is
+turned into tensors once per update instead of once per minibatch (same
+``np.random.permutation`` draws, so the same minibatches); a categorical policy's sampling,
+log-probabilities and entropy use exactly the operations ``torch.distributions.Categorical``
+performs, without building distribution objects or validating arguments; with
+``ent_coef == 0`` the entropy is computed outside the autograd graph (its gradient is exactly
+zero); the gradient norm is clipped with ``clip_grad_norm_``'s own foreach kernels minus its
+grouping overhead. Rollouts, losses, gradients, weights and logged values are bit-identical
+to SB3's (``tests/test_ppo_lean.py``). ``TransferPPO`` (``rltransfer.ppo``) uses them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3 import PPO
+from stable_baselines3.common.buffers import DictRolloutBuffer, RolloutBuffer
+from stable_baselines3.common.distributions import CategoricalDistribution
+from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.utils import explained_variance
+from torch.nn import functional as F
+
+
+class FlatRollout:
+    """A full rollout buffer as flat tensors, converted once; minibatches are index selections.
+
+    Flattening is done in the buffer itself, as ``RolloutBuffer.get`` does (``explained_variance``
+    later reads the flattened arrays), and values equal what ``get`` would yield.
+    """
+
+    def __init__(self, buffer: RolloutBuffer) -> None:
+        names = ["actions", "values", "log_probs", "advantages", "returns"]
+        if not buffer.generator_ready:
+            if isinstance(buffer, DictRolloutBuffer):
+                for key, obs in buffer.observations.items():
+                    buffer.observations[key] = buffer.swap_and_flatten(obs)
+            else:
+                names = ["observations", *names]
+            for name in names:
+                buffer.__dict__[name] = buffer.swap_and_flatten(buffer.__dict__[name])
+            buffer.generator_ready = True
+        self.size = buffer.buffer_size * buffer.n_envs
+        self.observations: th.Tensor | dict[str, th.Tensor]
+        if isinstance(buffer, DictRolloutBuffer):
+            self.observations = {k: buffer.to_torch(v) for k, v in buffer.observations.items()}
+        else:
+            self.observations = buffer.to_torch(buffer.observations)
+        self.actions = buffer.to_torch(buffer.actions)
+        self.old_values = buffer.to_torch(buffer.values.flatten())
+        self.old_log_prob = buffer.to_torch(buffer.log_probs.flatten())
+        self.advantages = buffer.to_torch(buffer.advantages.flatten())
+        self.returns = buffer.to_torch(buffer.returns.flatten())
+
+    def sample(self, indices: np.ndarray) -> tuple[Any, th.Tensor, th.Tensor, th.Tensor, th.Tensor, th.Tensor]:
+        idx = th.as_tensor(indices, device=self.actions.device)
+        obs: Any
+        if isinstance(self.observations, dict):
+            obs = {k: v[idx] for k, v in self.observations.items()}
+        else:
+            obs = self.observations[idx]
+        return (
+            obs,
+            self.actions[idx],
+            self.old_values[idx],
+            self.old_log_prob[idx],
+            self.advantages[idx],
+            self.returns[idx],
+        )
+
+
+LogitsFn = Callable[[th.Tensor], th.Tensor]
+
+
+def categorical_logits(policy: Any) -> LogitsFn | None:
+    """How a categorical policy maps its actor latent to logits; ``None`` where SB3's own code must run.
+
+    SB3's ``_get_action_dist_from_latent`` feeds ``action_net(latent_pi)`` to a ``Categorical``.
+    A policy that overrides it (to mask actions, say) keeps the lean path by defining
+    ``action_logits(latent_pi)``, returning the logits its override passes to the distribution.
+    """
+    cls = type(policy)
+    if not (isinstance(policy, ActorCriticPolicy) and isinstance(policy.action_dist, CategoricalDistribution)):
+        return None
+    if any(getattr(cls, name) is not getattr(ActorCriticPolicy, name) for name in SB3_METHODS):
+        return None
+    custom = getattr(policy, "action_logits", None)
+    if callable(custom):
+        return custom
+    if cls._get_action_dist_from_latent is ActorCriticPolicy._get_action_dist_from_latent:
+        return policy.action_net
+    return None
+
+
+SB3_METHODS = ("forward", "evaluate_actions", "predict_values", "get_distribution")
+
+
+def evaluate_categorical(
+    policy: ActorCriticPolicy, logits_fn: LogitsFn, obs: Any, actions: th.Tensor, entropy_grad: bool
+) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+    """``policy.evaluate_actions`` for a categorical policy: the same operations in the same order.
+
+    ``Categorical(logits)`` normalises by ``logsumexp``; ``log_prob`` gathers; ``entropy`` is
+    ``-(clamp(logits, finfo.min) * softmax(logits)).sum(-1)``. Without ``entropy_grad`` the
+    entropy is computed outside the autograd graph.
+    """
+    features = policy.extract_features(obs)
+    if policy.share_features_extractor:
+        latent_pi, latent_vf = policy.mlp_extractor(features)
+    else:
+        pi_features, vf_features = features
+        latent_pi = policy.mlp_extractor.forward_actor(pi_features)
+        latent_vf = policy.mlp_extractor.forward_critic(vf_features)
+    logits = logits_fn(latent_pi)
+    logits = logits - logits.logsumexp(dim=-1, keepdim=True)
+    log_prob = logits.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+    values = policy.value_net(latent_vf)
+    with th.set_grad_enabled(entropy_grad and th.is_grad_enabled()):
+        clamped = th.clamp(logits, min=th.finfo(logits.dtype).min)
+        entropy = -(clamped * F.softmax(logits, dim=-1)).sum(-1)
+    return values, log_prob, entropy
+
+
+def sample_categorical(
+    policy: ActorCriticPolicy, logits_fn: LogitsFn, obs: Any
+) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+    """``policy(obs)`` (stochastic) for a categorical policy: same operations, same RNG draws."""
+    features = policy.extract_features(obs)
+    if policy.share_features_extractor:
+        latent_pi, latent_vf = policy.mlp_extractor(features)
+    else:
+        pi_features, vf_features = features
+        latent_pi = policy.mlp_extractor.forward_actor(pi_features)
+        latent_vf = policy.mlp_extractor.forward_critic(vf_features)
+    values = policy.value_net(latent_vf)
+    logits = logits_fn(latent_pi)
+    logits = logits - logits.logsumexp(dim=-1, keepdim=True)
+    probs = F.softmax(logits, dim=-1)
+    actions = th.multinomial(probs.reshape(-1, probs.shape[-1]), 1, True).T.reshape(probs.shape[:-1])
+    log_prob = logits.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+    return actions.reshape(-1), values, log_prob
+
+
+def clip_grad_norm(params: Sequence[th.nn.Parameter], max_norm: float) -> None:
+    """``th.nn.utils.clip_grad_norm_`` for same-device, same-dtype gradients, without the grouping."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    if any(g.dtype != grads[0].dtype or g.device != grads[0].device for g in grads):
+        th.nn.utils.clip_grad_norm_(params, max_norm)
+        return
+    with th.no_grad():
+        total_norm = th.linalg.vector_norm(th.stack(th._foreach_norm(grads, 2.0)), 2.0)
+        clip_coef = th.clamp(float(max_norm) / (total_norm + 1e-6), max=1.0)
+        th._foreach_mul_(grads, clip_coef)
+
+
+def lean_train(model: PPO) -> None:
+    """SB3 2.x ``PPO.train`` with the same arithmetic and less overhead per minibatch."""
+    policy = model.policy
+    policy.set_training_mode(True)
+    model._update_learning_rate(policy.optimizer)
+    progress = model._current_progress_remaining
+    clip_range = model.clip_range(progress)  # type: ignore[operator]
+    clip_range_vf = model.clip_range_vf(progress) if model.clip_range_vf is not None else None  # type: ignore[operator]
+    logits_fn = categorical_logits(policy)
+    discrete = isinstance(model.action_space, spaces.Discrete)
+    params = list(policy.parameters())
+    data = FlatRollout(model.rollout_buffer)
+    entropy_losses: list[float] = []
+    pg_losses: list[float] = []
+    value_losses: list[float] = []
+    clip_fractions: list[float] = []
+    approx_kl_divs: list[np.ndarray] = []
+    continue_training = True
+    loss = th.zeros(())
+    for epoch in range(model.n_epochs):
+        approx_kl_divs = []
+        indices = np.random.permutation(data.size)  # RolloutBuffer.get draws one per epoch
+        for start in range(0, data.size, model.batch_size):
+            obs, actions, old_values, old_log_prob, advantages, returns = data.sample(
+                indices[start : start + model.batch_size]
+            )
+            if discrete:
+                actions = actions.long().flatten()
+            if logits_fn is not None:
+                values, log_prob, entropy = evaluate_categorical(policy, logits_fn, obs, actions, model.ent_coef != 0.0)
+            else:
+                values, log_prob, entropy = policy.evaluate_actions(obs, actions)  # type: ignore[assignment]
+            values = values.flatten()
+            if model.normalize_advantage and len(advantages) > 1:
+                advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+            ratio = th.exp(log_prob - old_log_prob)
+            policy_loss_1 = advantages * ratio
+            policy_loss_2 = advantages * th.clamp(ratio, 1 - clip_range, 1 + clip_range)
+            policy_loss = -th.min(policy_loss_1, policy_loss_2).mean()
+            pg_losses.append(policy_loss.item())
+            clip_fractions.append(th.mean((th.abs(ratio - 1) > clip_range).float()).item())
+            if clip_range_vf is None:
+                values_pred = values
+            else:
+                values_pred = old_values + th.clamp(values - old_values, -clip_range_vf, clip_range_vf)
+            value_loss = F.mse_loss(returns, values_pred)
+            value_losses.append(value_loss.item())
+            entropy_loss = -th.mean(-log_prob) if entropy is None else -th.mean(entropy)
+            entropy_losses.append(entropy_loss.item())
+            loss = policy_loss + model.ent_coef * entropy_loss + model.vf_coef * value_loss
+            with th.no_grad():
+                log_ratio = log_prob - old_log_prob
+                approx_kl_div = th.mean((th.exp(log_ratio) - 1) - log_ratio).cpu().numpy()
+                approx_kl_divs.append(approx_kl_div)
+            if model.target_kl is not None and approx_kl_div > 1.5 * model.target_kl:
+                continue_training = False
+                if model.verbose >= 1:
+                    print(f"Early stopping at step {epoch} due to reaching max kl: {approx_kl_div:.2f}")
+                break
+            policy.optimizer.zero_grad()
+            loss.backward()
+            clip_grad_norm(params, model.max_grad_norm)
+            policy.optimizer.step()
+        model._n_updates += 1
+        if not continue_training:
+            break
+    buffer = model.rollout_buffer
+    explained_var = explained_variance(buffer.values.flatten(), buffer.returns.flatten())
+    log = model.logger.record
+    log("train/entropy_loss", np.mean(entropy_losses))
+    log("train/policy_gradient_loss", np.mean(pg_losses))
+    log("train/value_loss", np.mean(value_losses))
+    log("train/approx_kl", np.mean(approx_kl_divs))
+    log("train/clip_fraction", np.mean(clip_fractions))
+    log("train/loss", loss.item())
+    log("train/explained_variance", explained_var)
+    if hasattr(policy, "log_std"):
+        log("train/std", th.exp(policy.log_std).mean().item())
+    log("train/n_updates", model._n_updates, exclude="tensorboard")
+    log("train/clip_range", clip_range)
+    if clip_range_vf is not None:
+        log("train/clip_range_vf", clip_range_vf)
