@@ -96,7 +96,7 @@ def main() -> int:
                     local_s.append(time.perf_counter() - started)
                 else:
                     ray.init(address="local", num_cpus=cores, include_dashboard=False, log_to_driver=False,
-                             logging_level=logging.ERROR)  # fmt: skip
+                             logging_level=logging.ERROR, _temp_dir=str(root / "ray"))  # fmt: skip
                     grid_started = time.perf_counter()
                     result = run_grid_ray(spec, out, source)
                     grid_s.append(time.perf_counter() - grid_started)
