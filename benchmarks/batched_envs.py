@@ -17,8 +17,6 @@ stay meaningful when other processes share the machine.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import sys
 import time
@@ -29,35 +27,10 @@ import torch
 from rltransfer.envs import get_family
 from rltransfer.envs.multitask import make_multitask_vec_env
 from rltransfer.policies import MultiTaskActorCriticPolicy
+from sidebyside import alternate, machine, paired_ratio
 from stable_baselines3.common.vec_env import VecEnv
 
 from rltransfer.ppo import TransferPPO
-
-
-def machine() -> str:
-    """CPU model and core count, e.g. ``AMD EPYC, 2 cores``."""
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{model}, {os.cpu_count()} cores"
-
-
-def alternate(arms: dict[str, Callable[[], float]], repeats: int) -> dict[str, list[float]]:
-    """Every arm once per round, in alternating order (A B, B A, ...); each arm's results by round."""
-    results: dict[str, list[float]] = {name: [] for name in arms}
-    names = list(arms)
-    for r in range(repeats):
-        for name in names if r % 2 == 0 else reversed(names):
-            results[name].append(arms[name]())
-    return results
-
-
-def paired_ratio(results: dict[str, list[float]], arm: str, base: str) -> float:
-    """Median over rounds of ``arm / base`` measured in the same round."""
-    return statistics.median(a / b for a, b in zip(results[arm], results[base], strict=True))
 
 
 def build(family: str, batched: bool) -> VecEnv:

@@ -14,21 +14,12 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
-import platform
 import statistics
 import sys
 import time
 from multiprocessing.synchronize import Barrier
 
-
-def machine() -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{model}, {os.cpu_count()} cores"
+from sidebyside import machine
 
 
 def worker(seed: int, timesteps: int, barrier: Barrier, results: mp.Queue) -> None:

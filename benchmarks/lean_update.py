@@ -18,8 +18,6 @@ from __future__ import annotations
 import argparse
 import copy
 import cProfile
-import os
-import platform
 import pstats
 import statistics
 import sys
@@ -30,6 +28,7 @@ import numpy as np
 import torch
 from rltransfer.envs import get_family
 from rltransfer.envs.multitask import make_task_vec_env
+from sidebyside import alternate, machine
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import CallbackList
 
@@ -51,16 +50,6 @@ PARTS = {
     "grad-norm clipping": [("nn/utils/clip_grad.py", "clip_grad_norm_")],
     "rollout buffer -> minibatch tensors": [("common/buffers.py", "get")],
 }
-
-
-def machine() -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{model}, {os.cpu_count()} cores"
 
 
 def filled_model(fused_adam: bool) -> TransferPPO:
@@ -105,15 +94,6 @@ def rollout_arm(model: TransferPPO, lean: bool) -> Callable[[], float]:
         return (time.perf_counter() - started) * 1e3
 
     return run
-
-
-def alternate(arms: dict[str, Callable[[], float]], repeats: int) -> dict[str, list[float]]:
-    results: dict[str, list[float]] = {name: [] for name in arms}
-    names = list(arms)
-    for r in range(repeats):
-        for name in names if r % 2 == 0 else reversed(names):
-            results[name].append(arms[name]())
-    return results
 
 
 def profile_sb3_train(model: TransferPPO, rounds: int = 10) -> None:

@@ -14,8 +14,6 @@ Arms alternate round by round; costs are medians of per-round ratios. Two measur
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import sys
 import time
@@ -25,6 +23,7 @@ import torch
 from rltransfer.envs import get_family
 from rltransfer.envs.multitask import make_multitask_vec_env
 from rltransfer.policies import MultiTaskActorCriticPolicy
+from sidebyside import alternate, machine, paired_ratio
 
 from rltransfer.hyperparams import ppo_kwargs, resolve_hyperparams
 from rltransfer.ppo import TransferPPO
@@ -32,16 +31,6 @@ from rltransfer.ppo import TransferPPO
 HP = resolve_hyperparams("cartpole")
 FAMILY = get_family("cartpole")
 VARIANTS = [v.name for v in (*FAMILY.variants, *FAMILY.held_out_variants())]
-
-
-def machine() -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{model}, {os.cpu_count()} cores"
 
 
 def model_for(k: int, seed: int = 0) -> TransferPPO:
@@ -84,20 +73,6 @@ def update_step(k: int, n: int = 200) -> Callable[[], float]:
     return run
 
 
-def alternate(arms: dict[int, Callable[[], float]], repeats: int) -> dict[int, list[float]]:
-    results: dict[int, list[float]] = {k: [] for k in arms}
-    keys = list(arms)
-    for r in range(repeats):
-        for k in keys if r % 2 == 0 else reversed(keys):
-            results[k].append(arms[k]())
-    return results
-
-
-def paired(results: dict[int, list[float]], num: int, den: int) -> float:
-    """Median over rounds of ``results[num] / results[den]`` from the same round."""
-    return statistics.median(a / b for a, b in zip(results[num], results[den], strict=True))
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", type=int, nargs="+", default=[1, 8])
@@ -114,8 +89,8 @@ def main() -> int:
     print("| --- | --- | --- | --- | --- |")
     for k in args.tasks:
         print(
-            f"| {k} | {statistics.median(steps[k]):,.0f} | {paired(steps, base, k):.2f}x "
-            f"| {statistics.median(update[k]):,.0f} | {paired(update, k, base):.2f}x |"
+            f"| {k} | {statistics.median(steps[k]):,.0f} | {paired_ratio(steps, base, k):.2f}x "
+            f"| {statistics.median(update[k]):,.0f} | {paired_ratio(update, k, base):.2f}x |"
         )
     return 0
 

@@ -19,8 +19,6 @@ ratios, robust to other load on the machine):
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import sys
 import time
@@ -29,6 +27,7 @@ from collections.abc import Callable
 import torch
 from rltransfer.envs import get_family
 from rltransfer.envs.multitask import make_task_vec_env
+from sidebyside import machine
 from stable_baselines3 import PPO
 from stable_baselines3.common.env_util import make_vec_env
 
@@ -36,17 +35,6 @@ from rltransfer.hyperparams import ppo_kwargs, resolve_hyperparams
 from rltransfer.ppo import TransferPPO
 from rltransfer.pretraining import pretrain, source_policy_kwargs
 from rltransfer.training import learn
-
-
-def machine() -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{model}, {os.cpu_count()} cores"
-
 
 HP = resolve_hyperparams("cartpole")
 
