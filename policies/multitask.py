@@ -108,11 +108,23 @@ class TaskHeads(nn.Module):
 
     def _run(self, layers: nn.ModuleList, features: th.Tensor) -> th.Tensor:
         trunk, one_hot = features[:, : self.trunk_dim], features[:, self.trunk_dim :]
-        x = trunk.unsqueeze(1).expand(-1, self.n_tasks, -1)
-        for layer in layers:
-            x = self.activation(layer(x))
-        # Zero every block but the active task's: output layers then see only their own task.
-        return (x * one_hot.unsqueeze(-1)).flatten(start_dim=1)
+        if not layers:
+            return (trunk.unsqueeze(1) * one_hot.unsqueeze(-1)).flatten(start_dim=1)
+        # Each sample runs only its own task's head (weights gathered per sample, one batched
+        # op): cost does not grow with K. Its output fills the active block of a K-block latent
+        # whose other blocks are zero, so the output layers see only their own task.
+        task = one_hot.argmax(dim=1)
+        rows = th.arange(trunk.shape[0], device=trunk.device)
+        stack: list[TaskLinear] = list(layers)  # type: ignore[arg-type]
+        first = stack[0]
+        # First layer: every task's pre-activation in one matmul, then only the active block.
+        pre = th.nn.functional.linear(trunk, first.weight.flatten(0, 1), first.bias.flatten())
+        x = self.activation(pre.view(trunk.shape[0], self.n_tasks, -1)[rows, task])
+        for layer in stack[1:]:  # deeper heads: per-sample weights
+            x = self.activation(th.einsum("bi,boi->bo", x, layer.weight[task]) + layer.bias[task])
+        out = x.new_zeros(x.shape[0], self.n_tasks, x.shape[1])
+        out[rows, task] = x
+        return out.flatten(start_dim=1)
 
     def forward(self, features: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
         return self.forward_actor(features), self.forward_critic(features)

@@ -235,3 +235,21 @@ def test_predict_actions_are_valid(trained: tuple[str, TransferPPO]) -> None:
     assert len(actions) == len(obs["task_id"])
     space = model.action_space
     assert all(space.contains(np.asarray(a, dtype=space.dtype)) for a in actions)
+
+
+@pytest.mark.parametrize("widths", [[], [16], [16, 8]])
+def test_task_heads_match_the_all_heads_reference(widths: list[int]) -> None:
+    """Running only each sample's own head equals running every head and masking the others."""
+    from rltransfer.policies import TaskHeads
+    from torch import nn
+
+    th.manual_seed(0)
+    heads = TaskHeads(12, 3, {"pi": widths, "vf": widths}, nn.Tanh)
+    trunk = th.randn(10, 12)
+    task = th.tensor([0, 1, 2, 2, 1, 0, 0, 1, 2, 1])
+    one_hot = th.nn.functional.one_hot(task, 3).float()
+    x = trunk.unsqueeze(1).expand(-1, 3, -1)
+    for layer in heads.policy_heads:
+        x = th.tanh(th.einsum("bki,koi->bko", x, layer.weight) + layer.bias)
+    reference = (x * one_hot.unsqueeze(-1)).flatten(start_dim=1)
+    th.testing.assert_close(heads.forward_actor(th.cat([trunk, one_hot], dim=1)), reference)
