@@ -18,6 +18,7 @@ from rltransfer.checkpoint import SOURCE_OBS_FILE, save_checkpoint
 from rltransfer.domain import collect_observations
 from rltransfer.envs import Family, FiniteGuard, Variant, make_eval_env
 from rltransfer.envs.multitask import make_task_vec_env
+from rltransfer.errors import UserError
 from rltransfer.evaluation import EvalCurve, PerTaskEvalCallback
 from rltransfer.hyperparams import activation, ppo_kwargs, resolve_hyperparams
 from rltransfer.io import atomic_write_bytes, atomic_write_json, staging_dir, versions
@@ -75,8 +76,6 @@ def pretrain(
         overrides["n_timesteps"] = timesteps
     hp = resolve_hyperparams(fam.name, overrides)
     if seed < 0:
-        from rltransfer.errors import UserError
-
         raise UserError(f"seed must be >= 0, got {seed}")
     out_path = Path(out) if out is not None else None
     if out_path is None:

@@ -19,7 +19,7 @@ from rltransfer.errors import UserError
 from rltransfer.hyperparams import resolve_hyperparams
 from rltransfer.resolve import resolve_family, resolve_variant
 from rltransfer.strategies import OPTIONS, Strategy, parse_strategy
-from rltransfer.tasks import resolve_targets
+from rltransfer.tasks import TaskSet, resolve_targets
 
 Mode = Literal["multitask", "per-target"]
 TOP_KEYS = {
@@ -86,7 +86,8 @@ class ExperimentSpec:
 
     @property
     def task_names(self) -> list[str]:
-        return resolve_targets(self.family, self.targets).names
+        # Names only: the targets were validated (spaces included) when the spec was parsed.
+        return TaskSet(self.family, self.targets).names
 
     def target_hyperparams(self) -> dict[str, Any]:
         """PPO settings shared by every arm (budget and evaluation included)."""
