@@ -61,12 +61,15 @@ def _features(model: Any, env: Any, samples: int, seed: int) -> np.ndarray:
     env.seed(seed)
     obs = env.reset()
     rows: list[np.ndarray] = []
-    while sum(len(r) for r in rows) < samples:
-        actions, _ = model.predict(obs, deterministic=False)
-        obs, _, _, _ = env.step(actions)
-        with th.no_grad():
-            tensor, _ = model.policy.obs_to_tensor(obs)
-            rows.append(model.policy.extract_features(tensor).cpu().numpy())
+    # Own torch RNG stream: a target's advice must not depend on which targets came before it.
+    with th.random.fork_rng(devices=[]):
+        th.manual_seed(seed)
+        while sum(len(r) for r in rows) < samples:
+            actions, _ = model.predict(obs, deterministic=False)
+            obs, _, _, _ = env.step(actions)
+            with th.no_grad():
+                tensor, _ = model.policy.obs_to_tensor(obs)
+                rows.append(model.policy.extract_features(tensor).cpu().numpy())
     return np.concatenate(rows)[:samples]
 
 

@@ -220,6 +220,44 @@ def cmd_advise(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_validate_advice(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from rltransfer.advice_validation import validate_experiments
+    from rltransfer.io import atomic_write_json
+
+    _threads()
+    result = validate_experiments(args.dirs, episodes=args.episodes, samples=args.samples, seed=args.seed)
+    table = Table(title="advice vs realised transfer gain", title_justify="left")
+    for col in (
+        "experiment",
+        "target",
+        "zero-shot score",
+        "feature MMD²",
+        "predicted",
+        "realised (best arm)",
+        "advice",
+    ):
+        table.add_column(col)
+    for p in result.points:
+        table.add_row(
+            p.experiment,
+            p.target,
+            f"{p.advice.zero_shot_score:.2f}",
+            f"{p.advice.feature_mmd:.4f}",
+            f"{p.predicted_gain:.2f}",
+            f"{p.realised_gain:+.3f} ({p.best_arm})",
+            p.recommendation,
+        )
+    Console(width=max(Console().width, 140)).print(table)
+    families = ", ".join(f"{f} {r:.2f}" for f, r in result.per_family.items())
+    print(f"Spearman(predicted, realised) = {result.spearman:.2f} over {len(result.points)} targets ({families})")
+    if args.json:
+        atomic_write_json(Path(args.json), result.to_json())
+    return 0
+
+
 def cmd_distill(args: argparse.Namespace) -> int:
     from rltransfer.distill import distill
 
@@ -317,6 +355,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--validate", metavar="DIR", help="correlate with the realised gains of a finished experiment")
     p.set_defaults(func=cmd_advise)
+
+    p = sub.add_parser(
+        "validate-advice", help="rank correlation of the advice with realised gains of finished experiments"
+    )
+    p.add_argument("dirs", nargs="+", metavar="DIR", help="finished `rltransfer run` output directories")
+    p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--samples", type=int, default=1000, help="states per task for the feature shift")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", metavar="FILE", help="also write every point as JSON")
+    p.set_defaults(func=cmd_validate_advice)
 
     p = sub.add_parser("distill", help="distil several source policies into one multi-task student")
     p.add_argument("--family", required=True)

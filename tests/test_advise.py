@@ -99,3 +99,67 @@ def test_validate_correlates_with_realised_gains(tmp_path: Path) -> None:
     advice = [Advice(t, "near", 0, 0, 1, 0, 0, g, "x", "y") for t, g in (("a", 3.0), ("b", 2.0), ("c", 1.0))]
     rho, pairs = validate(advice, tmp_path)
     assert rho == pytest.approx(1.0) and len(pairs) == 3
+
+
+def _finished_experiment(tmp_path: Path, source_dir: Path, gains: dict[str, float]) -> Path:
+    """An experiment directory as `rltransfer run` leaves it, with made-up realised AUC gains."""
+    import shutil
+
+    out = tmp_path / "exp"
+    shutil.copytree(source_dir, out / "source")
+    spec = {
+        "name": "tiny-advice",
+        "family": "cartpole",
+        "source": {"checkpoint": str(source_dir)},
+        "targets": [*gains, "acrobot/source"],
+        "arms": ["scratch", "freeze", "finetune"],
+        "timesteps": 128,
+    }
+    (out / "experiment.json").write_text(json.dumps({"name": "tiny-advice", "spec": spec, "seeds": [0]}))
+    # With a cross-family target in the set, the report names every task ``family/variant``.
+    named = {f"cartpole/{t}": g for t, g in gains.items()}
+    comparisons = [{"arm": "scratch", "task": t, "auc_difference": None} for t in [*named, "all tasks"]]
+    for task, gain in [*named.items(), ("acrobot/source", 99.0), ("all tasks", 99.0)]:
+        comparisons.append({"arm": "freeze", "task": task, "auc_difference": {"value": gain - 1.0}})
+        comparisons.append({"arm": "finetune", "task": task, "auc_difference": {"value": gain}})
+    (out / "report").mkdir()
+    (out / "report" / "summary.json").write_text(json.dumps({"comparisons": comparisons}))
+    return out
+
+
+def test_validate_experiments_pools_normalised_gains(tmp_path: Path, source_dir: Path) -> None:
+    from rltransfer.advice_validation import validate_experiments
+
+    targets = ["long", "longer", "gravity30", "weak"]
+    advice = advise(source_dir, "cartpole", targets, episodes=2, samples=64)
+    # Realised gains in the advice's own order: a perfect ranking, so Spearman must be 1.
+    ranked = sorted(advice, key=lambda a: a.predicted_gain)
+    out = _finished_experiment(tmp_path, source_dir, {a.target: 10.0 * i for i, a in enumerate(ranked)})
+    result = validate_experiments([out], episodes=2, samples=64)
+    assert sorted(p.target for p in result.points) == sorted(f"cartpole/{t}" for t in targets)  # acrobot skipped
+    assert result.spearman == pytest.approx(1.0) and result.per_family == {"cartpole": pytest.approx(1.0)}
+    for p in result.points:
+        assert p.best_arm == "finetune"  # the larger of the two arms' gains
+        assert p.realised_gain == pytest.approx(p.realised_auc_gain / (475.0 - p.advice.random_return))
+    # Reversed gains: perfectly wrong.
+    out2 = _finished_experiment(tmp_path / "b", source_dir, {a.target: -10.0 * i for i, a in enumerate(ranked)})
+    assert validate_experiments([out2], episodes=2, samples=64).spearman == pytest.approx(-1.0)
+
+
+def test_validate_advice_cli_errors_and_json(
+    tmp_path: Path, source_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["validate-advice", str(tmp_path / "missing")]) == 2
+    assert "experiment.json" in capsys.readouterr().err
+    out = _finished_experiment(tmp_path, source_dir, {"long": 1.0, "longer": 3.0, "weak": 2.0})
+    args = ["validate-advice", str(out), "--episodes", "2", "--samples", "64", "--json", str(tmp_path / "v.json")]
+    assert main(args) == 0
+    assert "Spearman(predicted, realised)" in capsys.readouterr().out
+    data = json.loads((tmp_path / "v.json").read_text())
+    assert len(data["points"]) == 3 and -1.0 <= data["spearman"] <= 1.0
+
+
+def test_advice_for_a_target_does_not_depend_on_the_other_targets_order(source_dir: Path) -> None:
+    ab = {a.target: a for a in advise(source_dir, "cartpole", ["long", "longer"], episodes=2, samples=64)}
+    ba = {a.target: a for a in advise(source_dir, "cartpole", ["longer", "long"], episodes=2, samples=64)}
+    assert ab == ba
