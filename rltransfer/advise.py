@@ -2,9 +2,13 @@
 
 For each target: the source policy's zero-shot return, normalised between a random policy's
 return (0) and the family's threshold (1); the shift of the source trunk's features between
-states of the source task and of the target (RBF MMD^2, both collected by running the source
-policy); and a recommendation from these two numbers. The rules are heuristics, stated in
-``recommend``; ``validate`` measures how well the advice ranks realised transfer gains.
+states of the source task and of the target (RBF MMD^2 with the pooled median bandwidth, so it
+lies in [0, 2) whatever the feature scale; both samples collected by running the source policy);
+and a recommendation from these two numbers. The predicted gain used to rank targets is the
+zero-shot score clipped to [0, 1] (the head start a transferred policy gets) minus the feature
+shift (how far the transferred features are from where they were learnt). The rules are
+heuristics, stated in ``recommend``; ``validate`` and ``rltransfer.advice_validation`` measure
+how well the advice ranks realised transfer gains (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -42,18 +46,29 @@ class Advice:
     reason: str
 
 
-def recommend(score: float, mmd: float, mmd_scale: float) -> tuple[str, str]:
-    """Heuristic strategy from the normalised zero-shot score and the relative feature shift."""
-    shift = mmd / mmd_scale if mmd_scale > 0 else 0.0
+# Feature shift (MMD^2, in [0, 2)) up to which frozen source features are advised for a weak
+# source policy: a quarter of the range. Beyond it the features are far from where they were learnt.
+FREEZE_MAX_SHIFT = 0.5
+# Zero-shot scores within this distance of a random policy's count as "no better than random".
+RANDOM_TOLERANCE = 0.05
+
+
+def predicted_gain(score: float, mmd: float) -> float:
+    """Ranking score of a target: head start of the transferred policy minus the feature shift."""
+    return min(max(score, 0.0), 1.0) - max(mmd, 0.0)
+
+
+def recommend(score: float, mmd: float) -> tuple[str, str]:
+    """Heuristic strategy from the normalised zero-shot score and the feature shift (MMD^2)."""
     if score >= 0.9:
         return "zero-shot", "the source policy already reaches the threshold here"
     if score >= 0.3:
         return "finetune (transfer: heads)", "the source policy is partly competent: start from all of it"
-    if shift <= 1.0:
-        return "freeze", "the source features barely shift on this target: train new heads on them"
-    if score > 0.0:
+    if mmd <= FREEZE_MAX_SHIFT:
+        return "freeze", "the source features shift little on this target: train new heads on them"
+    if score > RANDOM_TOLERANCE:
         return "finetune", "features shift and the policy is weak: adapt the trunk, fresh heads"
-    return "scratch", "features shift strongly and the source policy does worse than random"
+    return "scratch", "features shift strongly and the source policy is no better than random"
 
 
 def _features(model: Any, env: Any, samples: int, seed: int) -> np.ndarray:
@@ -115,14 +130,13 @@ def advise(
         score = (zero_shot - rand) / (fam.threshold - rand) if fam.threshold != rand else 0.0
         feats = _features(model, source_eval_env(ckpt, fam, v, 8), samples, seed)
         rows.append((v, zero_shot, rand, score, mmd_rbf(src_feats, feats)))
-    # Relative scale of feature shift: the median over targets, floored by sampling noise.
-    scale = max(float(np.median([r[4] for r in rows])), 2.0 * floor, 1e-12)
     advice = []
     for v, zero_shot, rand, score, mmd in rows:
-        rec, why = recommend(score, mmd, scale)
-        advice.append(
-            Advice(v.name, v.distance, zero_shot, rand, fam.threshold, score, mmd, score - mmd / scale, rec, why)
-        )
+        # A shift within the source's own sampling noise is no shift.
+        shift = mmd if mmd > 2.0 * floor else 0.0
+        rec, why = recommend(score, shift)
+        gain = predicted_gain(score, shift)
+        advice.append(Advice(v.name, v.distance, zero_shot, rand, fam.threshold, score, mmd, gain, rec, why))
     return advice
 
 

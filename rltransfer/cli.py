@@ -201,7 +201,7 @@ def cmd_advise(args: argparse.Namespace) -> int:
         print(json.dumps(to_json(advice), indent=2))
     else:
         table = Table(title=f"transfer advice: {args.source} -> {args.family}", title_justify="left")
-        for col in ("target", "distance", "zero-shot (random)", "score", "feature MMD²", "advice", "why"):
+        for col in ("target", "distance", "zero-shot (random)", "score", "feature MMD²", "predicted", "advice", "why"):
             table.add_column(col)
         for a in advice:
             table.add_row(
@@ -210,6 +210,7 @@ def cmd_advise(args: argparse.Namespace) -> int:
                 f"{a.zero_shot_return:.1f} ({a.random_return:.1f})",
                 f"{a.zero_shot_score:.2f}",
                 f"{a.feature_mmd:.4f}",
+                f"{a.predicted_gain:.2f}",
                 a.recommendation,
                 a.reason,
             )

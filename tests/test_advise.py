@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rltransfer.advise import advise, recommend, validate
+from rltransfer.advise import advise, predicted_gain, recommend, validate
 from rltransfer.cli import main
 from rltransfer.compare import mmd_rbf
 from rltransfer.errors import UserError
@@ -42,15 +42,25 @@ def test_mmd_matches_a_direct_computation() -> None:
 @pytest.mark.parametrize(
     ("score", "mmd", "expected"),
     [
-        (1.0, 5.0, "zero-shot"),
-        (0.5, 5.0, "finetune (transfer: heads)"),
-        (0.1, 0.5, "freeze"),
-        (0.1, 5.0, "finetune"),
-        (-0.2, 5.0, "scratch"),
+        (1.0, 1.5, "zero-shot"),
+        (0.5, 1.5, "finetune (transfer: heads)"),
+        (0.1, 0.3, "freeze"),
+        (-0.2, 0.3, "freeze"),
+        (0.1, 0.9, "finetune"),
+        (0.02, 0.9, "scratch"),
+        (-0.2, 0.9, "scratch"),
     ],
 )
 def test_recommendation_rules(score: float, mmd: float, expected: str) -> None:
-    assert recommend(score, mmd, mmd_scale=1.0)[0] == expected
+    assert recommend(score, mmd)[0] == expected
+
+
+def test_predicted_gain_is_the_clipped_head_start_minus_the_shift() -> None:
+    assert predicted_gain(1.2, 0.1) == pytest.approx(0.9)
+    assert predicted_gain(-0.5, 0.7) == pytest.approx(-0.7)
+    assert predicted_gain(0.5, -0.01) == pytest.approx(0.5)  # unbiased MMD^2 can dip below 0
+    # A closer target with the same head start ranks higher.
+    assert predicted_gain(0.5, 0.1) > predicted_gain(0.5, 0.4)
 
 
 def test_advise_on_a_tiny_source(source_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
