@@ -174,7 +174,8 @@ class L2SPPenalty(BaseCallback):
     """Pull trunk weights toward their pretrained values: ``grad += coef * (w - w0)``.
 
     Added through gradient hooks, which equals adding ``coef/2 * ||w - w0||^2`` to PPO's loss
-    (before its gradient clipping) without rewriting ``PPO.train``.
+    (before its gradient clipping) without rewriting ``PPO.train``. The hooks live only while
+    ``learn`` runs with this callback: the returned model trains (or is saved) without them.
     """
 
     def __init__(self, params: Sequence[nn.Parameter], coef: float) -> None:
@@ -182,8 +183,15 @@ class L2SPPenalty(BaseCallback):
         self.params = list(params)
         self.anchors = [p.detach().clone() for p in self.params]
         self.coef = coef
-        for p, p0 in zip(self.params, self.anchors, strict=True):
-            p.register_hook(self._hook(p, p0))
+        self._handles: list[th.utils.hooks.RemovableHandle] = []
+
+    def _on_training_start(self) -> None:
+        self._handles = [p.register_hook(self._hook(p, p0)) for p, p0 in zip(self.params, self.anchors, strict=True)]
+
+    def _on_training_end(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
 
     def _hook(self, p: nn.Parameter, p0: th.Tensor) -> Callable[[th.Tensor], th.Tensor]:
         return lambda grad: grad + self.coef * (p.detach() - p0)

@@ -238,6 +238,17 @@ def test_l2sp_keeps_the_trunk_near_pretrained(
     assert pulled < 0.1 * free, (pulled, free)
 
 
+def test_l2sp_hooks_are_removed_after_training(source_dir: Path, tiny: dict[str, Any]) -> None:
+    model = run(source_dir, parse_strategy("l2sp", {"coef": 1e4}), tiny).model
+    weight = model.policy.features_extractor.trunk[0].weight  # type: ignore[index]
+    # The gradient of a loss that ignores the weight's distance to the anchor is exactly that loss's.
+    with th.no_grad():
+        weight.add_(1.0)
+    model.policy.zero_grad()
+    weight.sum().backward()
+    assert th.equal(weight.grad, th.ones_like(weight))
+
+
 def test_scratch_copies_nothing_and_shares_the_transfer_arms_init(
     source_dir: Path, source_sd: dict[str, th.Tensor], tiny: dict[str, Any], initial: list[dict[str, th.Tensor]]
 ) -> None:
