@@ -9,13 +9,12 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+from specs import HP
 
 from rltransfer.errors import UserError
 from rltransfer.experiment.report import build_report
 from rltransfer.experiment.run import run_experiment
 from rltransfer.experiment.spec import load_spec, parse_spec
-
-HP = {"n_steps": 32, "batch_size": 32, "n_epochs": 1, "n_envs": 1}
 
 
 def tiny_spec(**changes: Any) -> dict[str, Any]:

@@ -26,23 +26,13 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+from specs import grid_spec
 
 from rltransfer.cli import main
 from rltransfer.experiment.run import run_experiment
 from rltransfer.experiment.runner import Job, execute_job
 
-HP = {"n_steps": 32, "batch_size": 32, "n_epochs": 1, "n_envs": 1}
-SPEC: dict[str, Any] = {
-    "name": "ray",
-    "family": "cartpole",
-    "source": {"timesteps": 128, "hyperparams": HP},
-    "targets": ["long"],
-    "arms": ["scratch", "freeze"],
-    "seeds": 2,
-    "timesteps": 128,
-    "eval": {"freq": 64, "episodes": 2},
-    "hyperparams": HP,
-}
+SPEC: dict[str, Any] = grid_spec("ray")
 REPORT_FILES = ("report.md", "scores.csv", "summary.json")
 # The cluster test's nodes and driver share a throwaway token (token authentication on, ~/.ray untouched).
 AUTH = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": uuid.uuid4().hex, "RAY_USAGE_STATS_ENABLED": "0"}

@@ -19,27 +19,15 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+from specs import HP, grid_spec
 
 from rltransfer.cli import main
 
-HP = {"n_steps": 32, "batch_size": 32, "n_epochs": 1, "n_envs": 1}
 HP_ARGS = [a for k, v in {**HP, "eval_freq": 32, "eval_episodes": 1}.items() for a in ("--hp", f"{k}={v}")]
 
 
 def tiny_spec(**changes: Any) -> dict[str, Any]:
-    spec: dict[str, Any] = {
-        "name": "rel",
-        "family": "cartpole",
-        "source": {"timesteps": 128, "hyperparams": HP},
-        "targets": ["long"],
-        "arms": ["scratch", "freeze"],
-        "seeds": 2,
-        "timesteps": 128,
-        "eval": {"freq": 64, "episodes": 2},
-        "hyperparams": HP,
-    }
-    spec.update(changes)
-    return spec
+    return grid_spec("rel", **changes)
 
 
 def tree(root: Path) -> dict[str, str]:

@@ -1,0 +1,25 @@
+"""Tiny experiment specs shared by the runner, reliability and Ray tests (seconds per grid)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# A rollout of 32 steps on one env, one epoch: the smallest budget PPO accepts.
+HP: dict[str, Any] = {"n_steps": 32, "batch_size": 32, "n_epochs": 1, "n_envs": 1}
+
+
+def grid_spec(name: str, /, **changes: Any) -> dict[str, Any]:
+    """2 arms x 2 seeds on one CartPole target, 128 steps each, from a 128-step source."""
+    spec: dict[str, Any] = {
+        "name": name,
+        "family": "cartpole",
+        "source": {"timesteps": 128, "hyperparams": HP},
+        "targets": ["long"],
+        "arms": ["scratch", "freeze"],
+        "seeds": 2,
+        "timesteps": 128,
+        "eval": {"freq": 64, "episodes": 2},
+        "hyperparams": HP,
+    }
+    spec.update(changes)
+    return spec
