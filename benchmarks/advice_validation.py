@@ -46,15 +46,22 @@ def main() -> int:
         dirs.append(out)
     v = validate_experiments(dirs)
     print(f"machine: {machine()}; specs: {', '.join(str(p) for p in paths)}\n")
-    print("| experiment | target | zero-shot score | feature MMD² | predicted | realised (best arm) | advice |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print(
+        "| experiment | target | zero-shot score | feature MMD² | predicted | realised (best arm) | advice "
+        "| advised option's AUC gain |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for p in v.points:
+        verdict = {True: "best or tied", False: "**worse**", None: "untested"}[p.agrees]
+        advised = "—" if p.advised_gain is None else f"{p.advised_gain:+.0f} ({p.advised_arm}): {verdict}"
         print(
             f"| {p.experiment} | {p.target} | {p.advice.zero_shot_score:.2f} | {p.advice.feature_mmd:.3f} "
-            f"| {p.predicted_gain:.2f} | {p.realised_gain:+.3f} ({p.best_arm}) | {p.recommendation} |"
+            f"| {p.predicted_gain:.2f} | {p.realised_gain:+.3f} ({p.best_arm}) | {p.recommendation} | {advised} |"
         )
     families = ", ".join(f"{f}: {r:.2f}" for f, r in v.per_family.items())
     print(f"\nSpearman(predicted, realised) = **{v.spearman:.2f}** over {len(v.points)} targets ({families})")
+    agree, tested = v.agreement
+    print(f"Advised strategy best or tied with the best (95% CIs): {agree} of {tested} tested targets")
     if args.json:
         Path(args.json).write_text(json.dumps(v.to_json(), indent=2) + "\n")
     return 0

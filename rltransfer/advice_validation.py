@@ -6,6 +6,10 @@ minus scratch's (``report/summary.json``). Both are put on one scale across fami
 by the target's ``threshold - random return`` (the same normalisation as the zero-shot score), so
 one Spearman correlation covers every family. Cross-family targets are skipped: the source policy
 cannot act on them, so there is no zero-shot return to advise from.
+
+The recommended strategy is checked too: per target, the arm that carries it out (matched by
+strategy, not by name; scratch counts as a gain of 0) must be the best option or have a CI that
+reaches the best one's. Recommendations with no such arm in the grid count as untested.
 """
 
 from __future__ import annotations
@@ -22,6 +26,16 @@ from scipy.stats import spearmanr
 from rltransfer.advise import Advice, advise
 from rltransfer.errors import UserError
 from rltransfer.experiment.report import load_experiment
+from rltransfer.strategies import Strategy
+
+
+@dataclass(frozen=True)
+class Gain:
+    """One arm's mean-AUC gain over scratch on one target, with its 95% CI."""
+
+    value: float
+    low: float
+    high: float
 
 
 @dataclass(frozen=True)
@@ -34,6 +48,9 @@ class ValidationPoint:
     realised_auc_gain: float  # the same, unnormalised
     best_arm: str
     recommendation: str
+    advised_arm: str | None  # the arm that carries out the recommendation (None: not in the grid)
+    advised_gain: float | None  # its AUC gain (scratch: 0), unnormalised
+    agrees: bool | None  # the advised option is the best one or within its CI (None: untested)
     advice: Advice
 
 
@@ -43,30 +60,89 @@ class Validation:
     points: tuple[ValidationPoint, ...]
     per_family: dict[str, float]  # Spearman within each family with >= 3 targets
 
+    @property
+    def agreement(self) -> tuple[int, int]:
+        """(targets where the advised strategy was the best option or tied with it, targets tested)."""
+        tested = [p for p in self.points if p.agrees is not None]
+        return sum(bool(p.agrees) for p in tested), len(tested)
+
     def to_json(self) -> dict[str, Any]:
+        agree, tested = self.agreement
         return {
             "spearman": self.spearman,
             "per_family": self.per_family,
+            "strategy_agreement": {"agree": agree, "tested": tested},
             "points": [{**asdict(p), "advice": asdict(p.advice)} for p in self.points],
         }
 
 
-def realised_gains(experiment_dir: str | Path) -> dict[str, tuple[float, str]]:
-    """Per target: the largest mean-AUC gain over scratch among transfer arms, and that arm."""
+def arm_gains(experiment_dir: str | Path) -> dict[str, dict[str, Gain]]:
+    """Per target, per transfer arm: mean-AUC gain over scratch with its CI (``report/summary.json``)."""
     path = Path(experiment_dir) / "report" / "summary.json"
     if not path.is_file():
         raise UserError(
             f"'{path}' not found; run `rltransfer report {experiment_dir}` on the finished experiment first"
         )
     summary = json.loads(path.read_text())
-    best: dict[str, tuple[float, str]] = {}
+    gains: dict[str, dict[str, Gain]] = {}
     for c in summary["comparisons"]:
-        if c["arm"] == "scratch" or c["auc_difference"] is None or c["task"] == "all tasks":
+        d = c["auc_difference"]
+        if c["arm"] == "scratch" or d is None or c["task"] == "all tasks":
             continue
-        gain = float(c["auc_difference"]["value"])
-        if c["task"] not in best or gain > best[c["task"]][0]:
-            best[c["task"]] = (gain, c["arm"])
-    return best
+        gains.setdefault(c["task"], {})[c["arm"]] = Gain(
+            float(d["value"]), float(d.get("low", d["value"])), float(d.get("high", d["value"]))
+        )
+    return gains
+
+
+def realised_gains(experiment_dir: str | Path) -> dict[str, tuple[float, str]]:
+    """Per target: the largest mean-AUC gain over scratch among transfer arms, and that arm."""
+    return {
+        task: max(((g.value, arm) for arm, g in arms.items()), key=lambda x: x[0])
+        for task, arms in arm_gains(experiment_dir).items()
+    }
+
+
+def advice_label(strategy: Strategy) -> str | None:
+    """The recommendation (as ``recommend`` words it) that an arm's strategy carries out, if any."""
+    plain = (
+        strategy.l2sp == 0
+        and strategy.dann == 0
+        and not strategy.unfreeze_at
+        and not strategy.rehearse
+        and strategy.trunk_lr_scale == 1.0
+    )
+    if not strategy.train:
+        return "zero-shot"
+    if not strategy.transfer:
+        return "scratch"
+    if not plain:
+        return None
+    if strategy.transfer == frozenset({"trunk"}):
+        return {0: "freeze", None: "finetune"}.get(strategy.trainable_layers)
+    if strategy.trainable_layers is None and {"trunk", "pi_head", "vf_head"} <= strategy.transfer:
+        return "finetune (transfer: heads)"
+    return None
+
+
+def _advised(
+    recommendation: str, labels: dict[str, str | None], gains: dict[str, Gain]
+) -> tuple[str | None, Gain | None]:
+    """The arm carrying out ``recommendation`` and its gain; zero-shot falls back to its trained
+    continuation (finetune with the heads), which starts from the very same policy."""
+    if recommendation == "scratch":
+        return "scratch", Gain(0.0, 0.0, 0.0)
+    for wanted in (recommendation, "finetune (transfer: heads)" if recommendation == "zero-shot" else None):
+        for arm, label in labels.items():
+            if label == wanted and arm in gains:
+                return arm, gains[arm]
+    return None, None
+
+
+def _agrees(advised: Gain, gains: dict[str, Gain]) -> bool:
+    """The advised option is the best (scratch counts as a gain of 0) or its CI reaches the best's."""
+    best = max([Gain(0.0, 0.0, 0.0), *gains.values()], key=lambda g: g.value)
+    return advised.value >= best.value or advised.high >= best.low
 
 
 def _spearman(x: Sequence[float], y: Sequence[float]) -> float:
@@ -81,7 +157,8 @@ def validate_experiments(
     for d in experiment_dirs:
         out = Path(d)
         spec = load_experiment(out)
-        gains = realised_gains(out)
+        gains = arm_gains(out)
+        labels = {arm.name: advice_label(arm.strategy) for arm in spec.arms}
         # The report names tasks as ``task_names`` does (the variant alone when all are one family).
         tasks = [
             (name, t)
@@ -92,11 +169,23 @@ def validate_experiments(
             continue
         advice = advise(out / "source", spec.family, [t.variant for _, t in tasks], episodes, samples, seed)
         for (name, _), a in zip(tasks, advice, strict=True):
-            gain, arm = gains[name]
+            best_gain, best_arm = max(((g.value, arm) for arm, g in gains[name].items()), key=lambda x: x[0])
+            advised_arm, advised = _advised(a.recommendation, labels, gains[name])
             span = a.threshold - a.random_return
             points.append(
                 ValidationPoint(
-                    spec.name, spec.family.name, name, a.predicted_gain, gain / span, gain, arm, a.recommendation, a
+                    experiment=spec.name,
+                    family=spec.family.name,
+                    target=name,
+                    predicted_gain=a.predicted_gain,
+                    realised_gain=best_gain / span,
+                    realised_auc_gain=best_gain,
+                    best_arm=best_arm,
+                    recommendation=a.recommendation,
+                    advised_arm=advised_arm,
+                    advised_gain=None if advised is None else advised.value,
+                    agrees=None if advised is None else _agrees(advised, gains[name]),
+                    advice=a,
                 )
             )
     if len(points) < 3:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -173,3 +174,40 @@ def test_advice_for_a_target_does_not_depend_on_the_other_targets_order(source_d
     ab = {a.target: a for a in advise(source_dir, "cartpole", ["long", "longer"], episodes=2, samples=64)}
     ba = {a.target: a for a in advise(source_dir, "cartpole", ["longer", "long"], episodes=2, samples=64)}
     assert ab == ba
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "label"),
+    [
+        ("scratch", {}, "scratch"),
+        ("zero-shot", {}, "zero-shot"),
+        ("freeze", {}, "freeze"),
+        ("finetune", {}, "finetune"),
+        ("finetune", {"transfer": "heads"}, "finetune (transfer: heads)"),
+        ("finetune", {"transfer": "all"}, "finetune (transfer: heads)"),
+        ("freeze", {"transfer": "heads"}, None),  # frozen trunk under source heads: advice never says so
+        ("l2sp", {}, None),
+        ("finetune", {"trunk_lr_scale": 0.1}, None),
+        ("partial:1", {}, None),
+    ],
+)
+def test_arms_are_matched_to_advice_by_strategy(name: str, options: dict[str, Any], label: str | None) -> None:
+    from rltransfer.advice_validation import advice_label
+    from rltransfer.strategies import parse_strategy
+
+    assert advice_label(parse_strategy(name, options)) == label
+
+
+def test_strategy_agreement_uses_scratch_as_zero_and_ci_overlap() -> None:
+    from rltransfer.advice_validation import Gain, _advised, _agrees
+
+    gains = {"freeze": Gain(100.0, 60.0, 140.0), "ft-heads": Gain(150.0, 120.0, 180.0)}
+    labels: dict[str, str | None] = {"scratch": "scratch", "freeze": "freeze", "ft-heads": "finetune (transfer: heads)"}
+    assert _advised("freeze", labels, gains) == ("freeze", gains["freeze"])
+    assert _advised("zero-shot", labels, gains) == ("ft-heads", gains["ft-heads"])  # its trained continuation
+    assert _advised("finetune", labels, gains) == (None, None)  # no such arm: untested
+    assert _agrees(gains["ft-heads"], gains)
+    assert _agrees(gains["freeze"], gains)  # 140 reaches 120: tied within the CIs
+    assert not _agrees(Gain(0.0, 0.0, 0.0), gains)  # scratch advised, transfer clearly better
+    losing = {"freeze": Gain(-50.0, -80.0, -20.0)}
+    assert _agrees(Gain(0.0, 0.0, 0.0), losing) and not _agrees(losing["freeze"], losing)
