@@ -110,20 +110,34 @@ class TaskHeads(nn.Module):
         trunk, one_hot = features[:, : self.trunk_dim], features[:, self.trunk_dim :]
         if not layers:
             return (trunk.unsqueeze(1) * one_hot.unsqueeze(-1)).flatten(start_dim=1)
-        # Each sample runs only its own task's head (weights gathered per sample, one batched
-        # op): cost does not grow with K. Its output fills the active block of a K-block latent
-        # whose other blocks are zero, so the output layers see only their own task.
+        # Each sample runs only its own task's head: samples are grouped by task into a
+        # (K, G, width) block, G the largest group, and every layer is one batched matmul
+        # (baddbmm) over the K groups, so compute follows the batch size, not K x it. The
+        # output fills the active block of a K-block latent whose other blocks are zero, so
+        # SB3's output layers see only their own task.
+        if self.n_tasks == 1:
+            x = trunk
+            for layer in layers:
+                assert isinstance(layer, TaskLinear)
+                x = self.activation(th.nn.functional.linear(x, layer.weight[0], layer.bias[0]))
+            return x
         task = one_hot.argmax(dim=1)
-        rows = th.arange(trunk.shape[0], device=trunk.device)
-        stack: list[TaskLinear] = list(layers)  # type: ignore[arg-type]
-        first = stack[0]
-        # First layer: every task's pre-activation in one matmul, then only the active block.
-        pre = th.nn.functional.linear(trunk, first.weight.flatten(0, 1), first.bias.flatten())
-        x = self.activation(pre.view(trunk.shape[0], self.n_tasks, -1)[rows, task])
-        for layer in stack[1:]:  # deeper heads: per-sample weights
-            x = self.activation(th.einsum("bi,boi->bo", x, layer.weight[task]) + layer.bias[task])
-        out = x.new_zeros(x.shape[0], self.n_tasks, x.shape[1])
-        out[rows, task] = x
+        b, k = trunk.shape[0], self.n_tasks
+        rows = th.arange(b, device=trunk.device)
+        order = th.argsort(task, stable=True)
+        counts = th.bincount(task, minlength=k)
+        group = int(counts.max())
+        starts = th.cumsum(counts, 0) - counts
+        sorted_task = task[order]
+        slot = sorted_task * group + (rows - starts[sorted_task])  # sorted sample -> row of (K*G)
+        x = trunk.new_zeros(k * group, trunk.shape[1]).index_copy(0, slot, trunk[order])
+        x = x.view(k, group, -1)
+        for layer in layers:
+            assert isinstance(layer, TaskLinear)
+            x = self.activation(th.baddbmm(layer.bias.unsqueeze(1), x, layer.weight.transpose(1, 2)))
+        own = x.reshape(k * group, -1)[slot]  # sorted order
+        out = own.new_zeros(b, k, own.shape[1])
+        out[order, sorted_task] = own
         return out.flatten(start_dim=1)
 
     def forward(self, features: th.Tensor) -> tuple[th.Tensor, th.Tensor]:

@@ -252,4 +252,23 @@ def test_task_heads_match_the_all_heads_reference(widths: list[int]) -> None:
     for layer in heads.policy_heads:
         x = th.tanh(th.einsum("bki,koi->bko", x, layer.weight) + layer.bias)
     reference = (x * one_hot.unsqueeze(-1)).flatten(start_dim=1)
-    th.testing.assert_close(heads.forward_actor(th.cat([trunk, one_hot], dim=1)), reference)
+    out = heads.forward_actor(th.cat([trunk, one_hot], dim=1))
+    th.testing.assert_close(out, reference)
+    # Gradients too: each task's weights get exactly their own samples' gradient.
+    upstream = th.randn_like(reference)
+    params = [p for layer in heads.policy_heads for p in layer.parameters()]
+    if params:
+        got = th.autograd.grad((out * upstream).sum(), params)
+        want = th.autograd.grad((reference * upstream).sum(), params)
+        for g, w in zip(got, want, strict=True):
+            th.testing.assert_close(g, w)
+
+
+def test_task_heads_with_a_task_absent_from_the_batch() -> None:
+    from rltransfer.policies import TaskHeads
+    from torch import nn
+
+    heads = TaskHeads(4, 3, {"pi": [5], "vf": [5]}, nn.Tanh)
+    one_hot = th.nn.functional.one_hot(th.tensor([2, 2, 0]), 3).float()
+    out = heads.forward_actor(th.cat([th.randn(3, 4), one_hot], dim=1)).view(3, 3, 5)
+    assert out[:, 1].abs().sum() == 0 and out[0, 2].abs().sum() > 0 and out[0, :2].abs().sum() == 0
