@@ -95,14 +95,6 @@ def arm_gains(experiment_dir: str | Path) -> dict[str, dict[str, Gain]]:
     return gains
 
 
-def realised_gains(experiment_dir: str | Path) -> dict[str, tuple[float, str]]:
-    """Per target: the largest mean-AUC gain over scratch among transfer arms, and that arm."""
-    return {
-        task: max(((g.value, arm) for arm, g in arms.items()), key=lambda x: x[0])
-        for task, arms in arm_gains(experiment_dir).items()
-    }
-
-
 def advice_label(strategy: Strategy) -> str | None:
     """The recommendation (as ``recommend`` words it) that an arm's strategy carries out, if any."""
     plain = (
