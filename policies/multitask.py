@@ -110,30 +110,34 @@ class TaskHeads(nn.Module):
         trunk, one_hot = features[:, : self.trunk_dim], features[:, self.trunk_dim :]
         if not layers:
             return (trunk.unsqueeze(1) * one_hot.unsqueeze(-1)).flatten(start_dim=1)
-        # Each sample runs only its own task's head: samples are grouped by task into a
-        # (K, G, width) block, G the largest group, and every layer is one batched matmul
-        # (baddbmm) over the K groups, so compute follows the batch size, not K x it. The
-        # output fills the active block of a K-block latent whose other blocks are zero, so
-        # SB3's output layers see only their own task.
-        if self.n_tasks == 1:
-            x = trunk
-            for layer in layers:
-                assert isinstance(layer, TaskLinear)
-                x = self.activation(th.nn.functional.linear(x, layer.weight[0], layer.bias[0]))
-            return x
+        # Each sample runs only its own task's head; its output fills the active block of a
+        # K-block latent whose other blocks are zero, so SB3's output layers see only their own
+        # task. Two equal ways (up to float rounding; tested), picked by cost (measured in
+        # benchmarks/multitask_cost.py): without autograd (rollouts, evaluation) fewest ops win,
+        # so every task's first layer runs in one matmul and the active block is gathered; with
+        # autograd (updates) the backward of K x the work dominates, so samples are grouped by
+        # task into a (K, G, width) block, G the largest group, and each layer is one baddbmm.
         task = one_hot.argmax(dim=1)
         b, k = trunk.shape[0], self.n_tasks
         rows = th.arange(b, device=trunk.device)
+        stack: list[TaskLinear] = list(layers)  # type: ignore[arg-type]
+        if not th.is_grad_enabled():
+            first = stack[0]
+            pre = th.nn.functional.linear(trunk, first.weight.flatten(0, 1), first.bias.flatten())
+            x = self.activation(pre.view(b, k, -1)[rows, task])
+            for layer in stack[1:]:
+                x = self.activation(th.einsum("bi,boi->bo", x, layer.weight[task]) + layer.bias[task])
+            out = x.new_zeros(b, k, x.shape[1])
+            out[rows, task] = x
+            return out.flatten(start_dim=1)
         order = th.argsort(task, stable=True)
         counts = th.bincount(task, minlength=k)
         group = int(counts.max())
         starts = th.cumsum(counts, 0) - counts
         sorted_task = task[order]
         slot = sorted_task * group + (rows - starts[sorted_task])  # sorted sample -> row of (K*G)
-        x = trunk.new_zeros(k * group, trunk.shape[1]).index_copy(0, slot, trunk[order])
-        x = x.view(k, group, -1)
-        for layer in layers:
-            assert isinstance(layer, TaskLinear)
+        x = trunk.new_zeros(k * group, trunk.shape[1]).index_copy(0, slot, trunk[order]).view(k, group, -1)
+        for layer in stack:
             x = self.activation(th.baddbmm(layer.bias.unsqueeze(1), x, layer.weight.transpose(1, 2)))
         own = x.reshape(k * group, -1)[slot]  # sorted order
         out = own.new_zeros(b, k, own.shape[1])

@@ -254,6 +254,8 @@ def test_task_heads_match_the_all_heads_reference(widths: list[int]) -> None:
     reference = (x * one_hot.unsqueeze(-1)).flatten(start_dim=1)
     out = heads.forward_actor(th.cat([trunk, one_hot], dim=1))
     th.testing.assert_close(out, reference)
+    with th.no_grad():  # the rollout path (one matmul over all tasks, then gather)
+        th.testing.assert_close(heads.forward_actor(th.cat([trunk, one_hot], dim=1)), reference)
     # Gradients too: each task's weights get exactly their own samples' gradient.
     upstream = th.randn_like(reference)
     params = [p for layer in heads.policy_heads for p in layer.parameters()]
@@ -270,5 +272,8 @@ def test_task_heads_with_a_task_absent_from_the_batch() -> None:
 
     heads = TaskHeads(4, 3, {"pi": [5], "vf": [5]}, nn.Tanh)
     one_hot = th.nn.functional.one_hot(th.tensor([2, 2, 0]), 3).float()
-    out = heads.forward_actor(th.cat([th.randn(3, 4), one_hot], dim=1)).view(3, 3, 5)
-    assert out[:, 1].abs().sum() == 0 and out[0, 2].abs().sum() > 0 and out[0, :2].abs().sum() == 0
+    features = th.cat([th.randn(3, 4), one_hot], dim=1)
+    for grad in (True, False):
+        with th.set_grad_enabled(grad):
+            out = heads.forward_actor(features).view(3, 3, 5)
+        assert out[:, 1].abs().sum() == 0 and out[0, 2].abs().sum() > 0 and out[0, :2].abs().sum() == 0
