@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-from specs import HP
+from specs import HP, grid_spec
 
 from rltransfer.errors import UserError
 from rltransfer.experiment.report import build_report
@@ -18,24 +18,14 @@ from rltransfer.experiment.spec import load_spec, parse_spec
 
 
 def tiny_spec(**changes: Any) -> dict[str, Any]:
-    spec: dict[str, Any] = {
-        "name": "tiny",
-        "family": "cartpole",
+    """The shared tiny grid with two targets (one custom) and four arms."""
+    base = {
         "source": {"timesteps": 256, "hyperparams": HP},
         "targets": ["long", {"name": "mine", "params": {"length": 0.9}}],
-        "arms": [
-            "scratch",
-            "zero-shot",
-            "freeze",
-            {"name": "ft-heads", "strategy": "finetune", "transfer": "heads"},
-        ],
-        "seeds": 2,
+        "arms": ["scratch", "zero-shot", "freeze", {"name": "ft-heads", "strategy": "finetune", "transfer": "heads"}],
         "timesteps": 192,
-        "eval": {"freq": 64, "episodes": 2},
-        "hyperparams": HP,
     }
-    spec.update(changes)
-    return spec
+    return grid_spec("tiny", **{**base, **changes})
 
 
 def write(tmp_path: Path, spec: dict[str, Any], name: str = "spec.yaml") -> Path:
