@@ -100,6 +100,15 @@ def categorical_logits(policy: Any) -> LogitsFn | None:
 SB3_METHODS = ("forward", "evaluate_actions", "predict_values", "get_distribution")
 
 
+def _latents(policy: ActorCriticPolicy, obs: Any) -> tuple[th.Tensor, th.Tensor]:
+    """Actor and critic latents, as ``ActorCriticPolicy.forward`` computes them."""
+    features = policy.extract_features(obs)
+    if policy.share_features_extractor:
+        return policy.mlp_extractor(features)
+    pi_features, vf_features = features
+    return policy.mlp_extractor.forward_actor(pi_features), policy.mlp_extractor.forward_critic(vf_features)
+
+
 def evaluate_categorical(
     policy: ActorCriticPolicy, logits_fn: LogitsFn, obs: Any, actions: th.Tensor, entropy_grad: bool
 ) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
@@ -109,13 +118,7 @@ def evaluate_categorical(
     ``-(clamp(logits, finfo.min) * softmax(logits)).sum(-1)``. Without ``entropy_grad`` the
     entropy is computed outside the autograd graph.
     """
-    features = policy.extract_features(obs)
-    if policy.share_features_extractor:
-        latent_pi, latent_vf = policy.mlp_extractor(features)
-    else:
-        pi_features, vf_features = features
-        latent_pi = policy.mlp_extractor.forward_actor(pi_features)
-        latent_vf = policy.mlp_extractor.forward_critic(vf_features)
+    latent_pi, latent_vf = _latents(policy, obs)
     logits = logits_fn(latent_pi)
     logits = logits - logits.logsumexp(dim=-1, keepdim=True)
     log_prob = logits.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
@@ -130,13 +133,7 @@ def sample_categorical(
     policy: ActorCriticPolicy, logits_fn: LogitsFn, obs: Any
 ) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
     """``policy(obs)`` (stochastic) for a categorical policy: same operations, same RNG draws."""
-    features = policy.extract_features(obs)
-    if policy.share_features_extractor:
-        latent_pi, latent_vf = policy.mlp_extractor(features)
-    else:
-        pi_features, vf_features = features
-        latent_pi = policy.mlp_extractor.forward_actor(pi_features)
-        latent_vf = policy.mlp_extractor.forward_critic(vf_features)
+    latent_pi, latent_vf = _latents(policy, obs)
     values = policy.value_net(latent_vf)
     logits = logits_fn(latent_pi)
     logits = logits - logits.logsumexp(dim=-1, keepdim=True)
