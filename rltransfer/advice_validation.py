@@ -95,6 +95,21 @@ def arm_gains(experiment_dir: str | Path) -> dict[str, dict[str, Gain]]:
     return gains
 
 
+def best_arm(gains: dict[str, Gain]) -> tuple[float, str]:
+    """The largest mean-AUC gain among one target's transfer arms, and that arm."""
+    return max(((g.value, arm) for arm, g in gains.items()), key=lambda x: x[0])
+
+
+def validate(advice: Sequence[Advice], experiment_dir: str | Path) -> tuple[float, list[tuple[str, float, float]]]:
+    """Spearman correlation between ``predicted_gain`` and the realised gain of the best transfer arm
+    (mean AUC minus scratch's) in one finished experiment's ``report/summary.json``."""
+    gains = arm_gains(experiment_dir)
+    pairs = [(a.target, a.predicted_gain, best_arm(gains[a.target])[0]) for a in advice if a.target in gains]
+    if len(pairs) < 3:
+        raise UserError(f"need >= 3 targets shared with {experiment_dir} to correlate, got {len(pairs)}")
+    return _spearman([p[1] for p in pairs], [p[2] for p in pairs]), pairs
+
+
 def advice_label(strategy: Strategy) -> str | None:
     """The recommendation (as ``recommend`` words it) that an arm's strategy carries out, if any."""
     plain = (
@@ -161,7 +176,7 @@ def validate_experiments(
             continue
         advice = advise(out / "source", spec.family, [t.variant for _, t in tasks], episodes, samples, seed)
         for (name, _), a in zip(tasks, advice, strict=True):
-            best_gain, best_arm = max(((g.value, arm) for arm, g in gains[name].items()), key=lambda x: x[0])
+            best_gain, best = best_arm(gains[name])
             advised_arm, advised = _advised(a.recommendation, labels, gains[name])
             span = a.threshold - a.random_return
             points.append(
@@ -172,7 +187,7 @@ def validate_experiments(
                     predicted_gain=a.predicted_gain,
                     realised_gain=best_gain / span,
                     realised_auc_gain=best_gain,
-                    best_arm=best_arm,
+                    best_arm=best,
                     recommendation=a.recommendation,
                     advised_arm=advised_arm,
                     advised_gain=None if advised is None else advised.value,

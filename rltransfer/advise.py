@@ -7,13 +7,12 @@ lies in [0, 2) whatever the feature scale; both samples collected by running the
 and a recommendation from these two numbers. The predicted gain used to rank targets is the
 zero-shot score clipped to [0, 1] (the head start a transferred policy gets) minus the feature
 shift (how far the transferred features are from where they were learnt). The rules are
-heuristics, stated in ``recommend``; ``validate`` and ``rltransfer.advice_validation`` measure
+heuristics, stated in ``recommend``; ``rltransfer.advice_validation`` measures
 how well the advice ranks realised transfer gains (docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import torch as th
-from scipy.stats import spearmanr
 
 from rltransfer.checkpoint import Checkpoint, load_checkpoint
 from rltransfer.compare import mmd_rbf
@@ -138,21 +136,6 @@ def advise(
         gain = predicted_gain(score, shift)
         advice.append(Advice(v.name, v.distance, zero_shot, rand, fam.threshold, score, mmd, gain, rec, why))
     return advice
-
-
-def validate(advice: Sequence[Advice], experiment_dir: str | Path) -> tuple[float, list[tuple[str, float, float]]]:
-    """Spearman correlation between ``predicted_gain`` and the realised gain of the best transfer arm
-    (mean AUC minus scratch's) in a finished experiment's ``report/summary.json``."""
-    summary = json.loads((Path(experiment_dir) / "report" / "summary.json").read_text())
-    realised: dict[str, float] = {}
-    for c in summary["comparisons"]:
-        if c["arm"] != "scratch" and c["auc_difference"] is not None:
-            realised[c["task"]] = max(realised.get(c["task"], -np.inf), float(c["auc_difference"]["value"]))
-    pairs = [(a.target, a.predicted_gain, realised[a.target]) for a in advice if a.target in realised]
-    if len(pairs) < 3:
-        raise UserError(f"need >= 3 targets shared with {experiment_dir} to correlate, got {len(pairs)}")
-    rho = float(spearmanr([p[1] for p in pairs], [p[2] for p in pairs]).statistic)
-    return rho, pairs
 
 
 def to_json(advice: Sequence[Advice]) -> list[dict[str, Any]]:

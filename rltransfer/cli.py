@@ -192,7 +192,8 @@ def cmd_advise(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from rltransfer.advise import advise, to_json, validate
+    from rltransfer.advice_validation import validate
+    from rltransfer.advise import advise, to_json
 
     _threads()
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]

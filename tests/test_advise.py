@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from rltransfer.advise import advise, predicted_gain, recommend, validate
+from rltransfer.advice_validation import validate
+from rltransfer.advise import advise, predicted_gain, recommend
 from rltransfer.cli import main
 from rltransfer.compare import mmd_rbf
 from rltransfer.errors import UserError
