@@ -26,6 +26,10 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.utils import explained_variance
 from torch.nn import functional as F
 
+from rltransfer.adam_step import fused_adam_step
+from rltransfer.mlp_backprop import ActorCriticMLP, actor_critic_mlp
+from rltransfer.ppo_loss import Coefficients, Minibatch, categorical_ppo_loss
+
 
 class FlatRollout:
     """A full rollout buffer as flat tensors, converted once; minibatches are index selections.
@@ -100,6 +104,13 @@ def categorical_logits(policy: Any) -> LogitsFn | None:
 SB3_METHODS = ("forward", "evaluate_actions", "predict_values", "get_distribution")
 
 
+def plain_mlp(policy: Any, logits_fn: LogitsFn | None) -> ActorCriticMLP | None:
+    """The policy as an ``ActorCriticMLP`` where its logits are the action net's own (no masking)."""
+    if logits_fn is None or logits_fn is not getattr(policy, "action_net", None):
+        return None
+    return actor_critic_mlp(policy)
+
+
 def _latents(policy: ActorCriticPolicy, obs: Any) -> tuple[th.Tensor, th.Tensor]:
     """Actor and critic latents, as ``ActorCriticPolicy.forward`` computes them."""
     features = policy.extract_features(obs)
@@ -130,12 +141,18 @@ def evaluate_categorical(
 
 
 def sample_categorical(
-    policy: ActorCriticPolicy, logits_fn: LogitsFn, obs: Any
+    policy: ActorCriticPolicy, logits_fn: LogitsFn, obs: Any, program: ActorCriticMLP | None = None
 ) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
-    """``policy(obs)`` (stochastic) for a categorical policy: same operations, same RNG draws."""
-    latent_pi, latent_vf = _latents(policy, obs)
-    values = policy.value_net(latent_vf)
-    logits = logits_fn(latent_pi)
+    """``policy(obs)`` (stochastic) for a categorical policy: same operations, same RNG draws.
+
+    With ``program`` (the policy as an ``ActorCriticMLP``) the network runs without module calls.
+    """
+    if program is not None:
+        logits, values, _ = program.forward(obs)
+    else:
+        latent_pi, latent_vf = _latents(policy, obs)
+        values = policy.value_net(latent_vf)
+        logits = logits_fn(latent_pi)
     logits = logits - logits.logsumexp(dim=-1, keepdim=True)
     probs = F.softmax(logits, dim=-1)
     actions = th.multinomial(probs.reshape(-1, probs.shape[-1]), 1, True).T.reshape(probs.shape[:-1])
@@ -157,15 +174,67 @@ def clip_grad_norm(params: Sequence[th.nn.Parameter], max_norm: float) -> None:
         th._foreach_mul_(grads, clip_coef)
 
 
+# One minibatch's logged values (policy loss, clip fraction, value loss, entropy loss, approx
+# KL), a function that fills the gradients, and one that gives the loss SB3 logs.
+Step = tuple[list[float], Callable[[], None], Callable[[], float]]
+
+
+def _hand_written_step(program: ActorCriticMLP, obs: th.Tensor, batch: Minibatch, coefs: Coefficients) -> Step:
+    with th.no_grad():
+        logits, values, cache = program.forward(obs)
+        result = categorical_ppo_loss(logits, values, batch, coefs)
+
+    def backward() -> None:
+        with th.no_grad():
+            program.backward(cache, result.grad_logits, result.grad_values)
+
+    return result.stats.tolist(), backward, lambda: result.loss(coefs)
+
+
+def _autograd_step(policy: Any, logits_fn: LogitsFn | None, obs: Any, batch: Minibatch, coefs: Coefficients) -> Step:
+    if logits_fn is not None:
+        values, log_prob, entropy = evaluate_categorical(policy, logits_fn, obs, batch.actions, coefs.ent_coef != 0.0)
+    else:
+        values, log_prob, entropy = policy.evaluate_actions(obs, batch.actions)
+    values = values.flatten()
+    advantages = batch.advantages
+    if coefs.normalize_advantage and len(advantages) > 1:
+        advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+    ratio = th.exp(log_prob - batch.old_log_prob)
+    policy_loss_1 = advantages * ratio
+    policy_loss_2 = advantages * th.clamp(ratio, 1 - coefs.clip_range, 1 + coefs.clip_range)
+    policy_loss = -th.min(policy_loss_1, policy_loss_2).mean()
+    clip_fraction = th.mean((th.abs(ratio - 1) > coefs.clip_range).float())
+    if coefs.clip_range_vf is None:
+        values_pred = values
+    else:
+        clip_vf = coefs.clip_range_vf
+        values_pred = batch.old_values + th.clamp(values - batch.old_values, -clip_vf, clip_vf)
+    value_loss = F.mse_loss(batch.returns, values_pred)
+    entropy_loss = -th.mean(-log_prob) if entropy is None else -th.mean(entropy)
+    loss = policy_loss + coefs.ent_coef * entropy_loss + coefs.vf_coef * value_loss
+    with th.no_grad():
+        log_ratio = log_prob - batch.old_log_prob
+        approx_kl = th.mean((th.exp(log_ratio) - 1) - log_ratio)
+    stats = [t.item() for t in (policy_loss, clip_fraction, value_loss, entropy_loss, approx_kl)]
+    return stats, loss.backward, loss.item
+
+
 def lean_train(model: PPO) -> None:
-    """SB3 2.x ``PPO.train`` with the same arithmetic and less overhead per minibatch."""
+    """SB3 2.x ``PPO.train`` with the same arithmetic and less overhead per minibatch.
+
+    Plain categorical MLP policies (``actor_critic_mlp``) run each minibatch without autograd,
+    with bit-identical gradients; others run the same loss through autograd.
+    """
     policy = model.policy
     policy.set_training_mode(True)
     model._update_learning_rate(policy.optimizer)
     progress = model._current_progress_remaining
     clip_range = model.clip_range(progress)  # type: ignore[operator]
     clip_range_vf = model.clip_range_vf(progress) if model.clip_range_vf is not None else None  # type: ignore[operator]
+    coefs = Coefficients(clip_range, clip_range_vf, model.ent_coef, model.vf_coef, model.normalize_advantage)
     logits_fn = categorical_logits(policy)
+    program = plain_mlp(policy, logits_fn)
     discrete = isinstance(model.action_space, spaces.Discrete)
     params = list(policy.parameters())
     data = FlatRollout(model.rollout_buffer)
@@ -173,9 +242,9 @@ def lean_train(model: PPO) -> None:
     pg_losses: list[float] = []
     value_losses: list[float] = []
     clip_fractions: list[float] = []
-    approx_kl_divs: list[np.ndarray] = []
+    approx_kl_divs: list[np.float32] = []
     continue_training = True
-    loss = th.zeros(())
+    final_loss: Callable[[], float] = lambda: 0.0  # noqa: E731
     for epoch in range(model.n_epochs):
         approx_kl_divs = []
         indices = np.random.permutation(data.size)  # RolloutBuffer.get draws one per epoch
@@ -185,41 +254,27 @@ def lean_train(model: PPO) -> None:
             )
             if discrete:
                 actions = actions.long().flatten()
-            if logits_fn is not None:
-                values, log_prob, entropy = evaluate_categorical(policy, logits_fn, obs, actions, model.ent_coef != 0.0)
+            batch = Minibatch(actions, old_values, old_log_prob, advantages, returns)
+            if program is not None:
+                stats, backward, final_loss = _hand_written_step(program, obs, batch, coefs)
             else:
-                values, log_prob, entropy = policy.evaluate_actions(obs, actions)  # type: ignore[assignment]
-            values = values.flatten()
-            if model.normalize_advantage and len(advantages) > 1:
-                advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-            ratio = th.exp(log_prob - old_log_prob)
-            policy_loss_1 = advantages * ratio
-            policy_loss_2 = advantages * th.clamp(ratio, 1 - clip_range, 1 + clip_range)
-            policy_loss = -th.min(policy_loss_1, policy_loss_2).mean()
-            pg_losses.append(policy_loss.item())
-            clip_fractions.append(th.mean((th.abs(ratio - 1) > clip_range).float()).item())
-            if clip_range_vf is None:
-                values_pred = values
-            else:
-                values_pred = old_values + th.clamp(values - old_values, -clip_range_vf, clip_range_vf)
-            value_loss = F.mse_loss(returns, values_pred)
-            value_losses.append(value_loss.item())
-            entropy_loss = -th.mean(-log_prob) if entropy is None else -th.mean(entropy)
-            entropy_losses.append(entropy_loss.item())
-            loss = policy_loss + model.ent_coef * entropy_loss + model.vf_coef * value_loss
-            with th.no_grad():
-                log_ratio = log_prob - old_log_prob
-                approx_kl_div = th.mean((th.exp(log_ratio) - 1) - log_ratio).cpu().numpy()
-                approx_kl_divs.append(approx_kl_div)
+                stats, backward, final_loss = _autograd_step(policy, logits_fn, obs, batch, coefs)
+            policy_loss, clip_fraction, value_loss, entropy_loss, approx_kl_div = stats
+            pg_losses.append(policy_loss)
+            clip_fractions.append(clip_fraction)
+            value_losses.append(value_loss)
+            entropy_losses.append(entropy_loss)
+            approx_kl_divs.append(np.float32(approx_kl_div))  # SB3 averages float32 arrays
             if model.target_kl is not None and approx_kl_div > 1.5 * model.target_kl:
                 continue_training = False
                 if model.verbose >= 1:
                     print(f"Early stopping at step {epoch} due to reaching max kl: {approx_kl_div:.2f}")
                 break
             policy.optimizer.zero_grad()
-            loss.backward()
+            backward()
             clip_grad_norm(params, model.max_grad_norm)
-            policy.optimizer.step()
+            if not fused_adam_step(policy.optimizer):
+                policy.optimizer.step()
         model._n_updates += 1
         if not continue_training:
             break
@@ -231,7 +286,7 @@ def lean_train(model: PPO) -> None:
     log("train/value_loss", np.mean(value_losses))
     log("train/approx_kl", np.mean(approx_kl_divs))
     log("train/clip_fraction", np.mean(clip_fractions))
-    log("train/loss", loss.item())
+    log("train/loss", final_loss())
     log("train/explained_variance", explained_var)
     if hasattr(policy, "log_std"):
         log("train/std", th.exp(policy.log_std).mean().item())

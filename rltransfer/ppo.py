@@ -22,7 +22,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.utils import get_device, obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
 
-from rltransfer.lean import categorical_logits, lean_train, sample_categorical
+from rltransfer.lean import categorical_logits, lean_train, plain_mlp, sample_categorical
 
 
 class TransferPPO(PPO):
@@ -64,6 +64,7 @@ class TransferPPO(PPO):
         # Mirrors OnPolicyAlgorithm.collect_rollouts (SB3 2.x) line by line; the local names
         # are the same because callbacks read them through ``update_locals(locals())``.
         assert self._last_obs is not None, "No previous observation was provided"
+        program = plain_mlp(self.policy, logits_fn)
         self.policy.set_training_mode(False)
         n_steps = 0
         rollout_buffer.reset()
@@ -71,7 +72,7 @@ class TransferPPO(PPO):
         while n_steps < n_rollout_steps:
             with th.no_grad():
                 obs_tensor = obs_as_tensor(self._last_obs, self.device)  # type: ignore[arg-type]
-                sampled, values, log_probs = sample_categorical(self.policy, logits_fn, obs_tensor)
+                sampled, values, log_probs = sample_categorical(self.policy, logits_fn, obs_tensor, program)
             actions = sampled.cpu().numpy()
             clipped_actions = actions
             new_obs, rewards, dones, infos = env.step(clipped_actions)

@@ -16,7 +16,7 @@ from stable_baselines3.common.callbacks import CallbackList
 from stable_baselines3.common.policies import ActorCriticPolicy
 
 from rltransfer.hyperparams import ppo_kwargs, resolve_hyperparams
-from rltransfer.lean import categorical_logits, clip_grad_norm
+from rltransfer.lean import categorical_logits, clip_grad_norm, plain_mlp
 from rltransfer.ppo import TransferPPO
 from rltransfer.pretraining import source_policy_kwargs
 
@@ -48,6 +48,27 @@ def build(case: str) -> TransferPPO:
         model = TransferPPO(
             "MlpPolicy", env, seed=0, policy_kwargs=source_policy_kwargs(resolve_hyperparams("cartpole")), **kwargs
         )
+        return model
+    if case.startswith("single-"):  # single-task policies the hand-written backward runs
+        env = make_task_vec_env(fam, "source", 6, seed=0)
+        kwargs.update(batch_size=80, n_epochs=3)  # 192 samples: minibatches of 80, 80 and 32
+        policy_kwargs = source_policy_kwargs(resolve_hyperparams("cartpole"))
+        if case == "single-sb3-mlp":
+            return TransferPPO("MlpPolicy", env, seed=0, **kwargs)
+        if case == "single-relu-entropy-clipvf":
+            kwargs.update(ent_coef=0.01, clip_range_vf=0.1, normalize_advantage=False)
+            policy_kwargs.update(activation_fn=th.nn.ReLU, features_extractor_kwargs={"activation_fn": th.nn.ReLU})
+        if case == "single-separate-extractors":
+            policy_kwargs["share_features_extractor"] = False
+        if case == "single-target-kl":
+            kwargs["target_kl"] = 1e-7
+        model = TransferPPO("MlpPolicy", env, seed=0, policy_kwargs=policy_kwargs, **kwargs)
+        if case == "single-frozen-first-layer":
+            model.policy.features_extractor.trunk[0].requires_grad_(False)
+        if case == "single-l2sp-hooks":
+            for p in model.policy.features_extractor.trunk.parameters():
+                anchor = p.detach().clone()
+                p.register_hook(lambda g, p=p, a=anchor: g + 0.05 * (p.detach() - a))
         return model
     if case == "acrobot-masked":
         env = make_task_vec_env(get_family("acrobot"), "source", 4, seed=0)
@@ -101,6 +122,12 @@ def one_update(model: TransferPPO, lean: bool, start: dict[str, Any]) -> tuple[d
 
 CASES = [
     "zoo-source",
+    "single-sb3-mlp",
+    "single-relu-entropy-clipvf",
+    "single-separate-extractors",
+    "single-target-kl",
+    "single-frozen-first-layer",
+    "single-l2sp-hooks",
     "acrobot-masked",
     "multiinput-sb3",
     "multitask-plain",
@@ -130,8 +157,10 @@ def test_lean_update_is_bit_identical_to_sb3(case: str) -> None:
     for key in reference:
         assert th.equal(reference[key], lean[key]), key
     assert ref_log == lean_log
-    if case == "multitask-target-kl":
+    if case.endswith("target-kl"):
         assert model._n_updates < start["n_updates"] + model.n_epochs  # stopped early
+    hand_written = case == "zoo-source" or case.startswith("single-")
+    assert (plain_mlp(model.policy, categorical_logits(model.policy)) is not None) is hand_written
 
 
 def test_plain_sb3_ppo_and_lean_transfer_ppo_learn_the_same() -> None:
@@ -149,6 +178,7 @@ def test_plain_sb3_ppo_and_lean_transfer_ppo_learn_the_same() -> None:
 
 
 ROLLOUT_CASES = [
+    ("cartpole", "MlpPolicy"),  # rltransfer's source policy: the network runs without autograd or modules
     ("cartpole", "MultiInputPolicy"),
     ("mountaincar", MultiTaskActorCriticPolicy),
     ("acrobot", MaskedPolicy),
@@ -161,11 +191,15 @@ def test_lean_rollouts_are_bit_identical_to_sb3(family: str, policy: Any) -> Non
     fam = get_family(family)
     runs = []
     for lean in (False, True):
-        if policy is MaskedPolicy:
+        kwargs: dict[str, Any] = {}
+        if policy == "MlpPolicy":
+            env = make_task_vec_env(fam, "source", 4, seed=0)
+            kwargs["policy_kwargs"] = source_policy_kwargs(resolve_hyperparams(family))
+        elif policy is MaskedPolicy:
             env = make_task_vec_env(fam, "source", 4, seed=0)
         else:
             env = make_multitask_vec_env(fam, [v.name for v in fam.targets[:2]], n_envs_per_task=2, seed=0)
-        model = TransferPPO(policy, env, seed=0, n_steps=256, batch_size=256)
+        model = TransferPPO(policy, env, seed=0, n_steps=256, batch_size=256, **kwargs)
         model.lean = lean
         _, callback = model._setup_learn(10_000, CallbackList([]))
         callback.on_training_start(locals(), globals())

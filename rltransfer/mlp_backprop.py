@@ -1,0 +1,184 @@
+"""Actor-critic MLPs run forward and backward by hand: autograd's own kernels, without its graph.
+
+A PPO minibatch on a 64-wide MLP is bound by per-operation overhead, not arithmetic: recording
+the autograd graph and running its engine (about 25 nodes, with views, transposes and gradient
+accumulators) cost more than the matrix products (``benchmarks/lean_update.py``). For policies
+built only of ``nn.Linear`` layers and element-wise activations, ``ActorCriticMLP`` runs the
+forward pass with the same functions the modules call and the backward pass with the very
+kernels autograd's formulas call (``tanh_backward``, ``mm`` in the layouts of
+``mm_mat1_backward``/``mm_mat2_backward``, bias sums), so every gradient is bit-identical to
+``loss.backward()`` (``tests/test_mlp_backprop.py``). Frozen parameters get no gradient, and
+gradient hooks registered on parameters (L2-SP's) run as autograd would run them.
+
+``actor_critic_mlp(policy)`` returns ``None`` for anything else (images, Dict observations,
+custom modules, other activations), and the caller keeps autograd.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.torch_layers import FlattenExtractor, MlpExtractor
+from torch import nn
+from torch.nn import functional as F
+
+from rltransfer.policies.trunk import TrunkExtractor
+
+ACTIVATIONS: dict[type[nn.Module], str] = {nn.Tanh: "tanh", nn.ReLU: "relu"}
+
+
+@dataclass(frozen=True)
+class Dense:
+    """One ``nn.Linear`` and the activation after it (``None``: none)."""
+
+    weight: th.Tensor
+    bias: th.Tensor | None
+    act: str | None
+
+    def forward(self, x: th.Tensor) -> th.Tensor:
+        y = F.linear(x, self.weight, self.bias)
+        if self.act == "tanh":
+            return th.tanh(y)
+        if self.act == "relu":
+            return th.relu(y)
+        return y
+
+    def trainable(self) -> bool:
+        return self.weight.requires_grad or (self.bias is not None and self.bias.requires_grad)
+
+    def backward(self, x: th.Tensor, y: th.Tensor, grad: th.Tensor, input_grad: bool) -> th.Tensor | None:
+        """Accumulate this layer's parameter gradients; return the gradient w.r.t. ``x`` if asked."""
+        if self.act == "tanh":
+            grad = th.ops.aten.tanh_backward(grad, y)
+        elif self.act == "relu":
+            grad = th.ops.aten.threshold_backward(grad, y, 0)
+        if self.weight.requires_grad:
+            # mm_mat2_backward for the column-major ``weight.t()`` that F.linear multiplies by.
+            accumulate(self.weight, grad.t().mm(x))
+        if self.bias is not None and self.bias.requires_grad:
+            accumulate(self.bias, grad.sum(0))
+        return grad.mm(self.weight) if input_grad else None
+
+
+def accumulate(param: th.Tensor, grad: th.Tensor) -> None:
+    """What autograd does at a leaf: run the tensor's hooks, then add into ``param.grad``."""
+    hooks = param._backward_hooks
+    if hooks:
+        for hook in hooks.values():
+            out = hook(grad)
+            if out is not None:
+                grad = out
+    param.grad = grad if param.grad is None else param.grad + grad
+
+
+class Chain:
+    """Dense layers applied in order."""
+
+    def __init__(self, layers: Sequence[Dense]) -> None:
+        self.layers = list(layers)
+
+    def forward(self, x: th.Tensor) -> list[th.Tensor]:
+        """Every layer's input and the last output: ``[x, y1, ..., yn]``."""
+        outs = [x]
+        for layer in self.layers:
+            outs.append(layer.forward(outs[-1]))
+        return outs
+
+    def trainable(self) -> bool:
+        return any(layer.trainable() for layer in self.layers)
+
+    def backward(self, outs: Sequence[th.Tensor], grad: th.Tensor, input_grad: bool) -> th.Tensor | None:
+        # Below the lowest trainable layer nothing needs a gradient (autograd prunes it too).
+        lowest = next((i for i, layer in enumerate(self.layers) if layer.trainable()), len(self.layers))
+        if input_grad:
+            lowest = 0
+        g: th.Tensor | None = grad
+        for i in range(len(self.layers) - 1, lowest - 1, -1):
+            assert g is not None
+            g = self.layers[i].backward(outs[i], outs[i + 1], g, input_grad=i > lowest or input_grad)
+        return g if input_grad else None
+
+
+@dataclass
+class ForwardCache:
+    shared: list[th.Tensor]
+    pi: list[th.Tensor]
+    vf: list[th.Tensor]
+
+
+class ActorCriticMLP:
+    """A ``shared`` trunk (may be empty), then the actor chain (to the action net's output) and the critic chain."""
+
+    def __init__(self, shared: Chain, pi: Chain, vf: Chain) -> None:
+        self.shared, self.pi, self.vf = shared, pi, vf
+
+    def forward(self, obs: th.Tensor) -> tuple[th.Tensor, th.Tensor, ForwardCache]:
+        """Action-net output ``(B, A)``, values ``(B, 1)`` and what the backward pass needs."""
+        x = th.flatten(obs.float(), start_dim=1)
+        shared = self.shared.forward(x)
+        pi = self.pi.forward(shared[-1])
+        vf = self.vf.forward(shared[-1])
+        return pi[-1], vf[-1], ForwardCache(shared, pi, vf)
+
+    def backward(self, cache: ForwardCache, grad_pi: th.Tensor, grad_vf: th.Tensor) -> None:
+        """Parameter gradients of ``<grad_pi, pi_out> + <grad_vf, values>``, accumulated as ``backward`` would."""
+        need = bool(self.shared.layers) and self.shared.trainable()
+        g_pi = self.pi.backward(cache.pi, grad_pi, input_grad=need)
+        g_vf = self.vf.backward(cache.vf, grad_vf, input_grad=need)
+        if need:
+            assert g_pi is not None and g_vf is not None
+            self.shared.backward(cache.shared, g_pi + g_vf, input_grad=False)
+
+
+def dense_chain(modules: Sequence[nn.Module]) -> list[Dense] | None:
+    """``Linear[, activation]`` pairs as ``Dense`` layers; ``None`` if anything else is in the way."""
+    layers: list[Dense] = []
+    for module in modules:
+        if type(module) is nn.Linear:
+            layers.append(Dense(module.weight, module.bias, None))
+        elif type(module) in ACTIVATIONS and layers and layers[-1].act is None:
+            layers[-1] = Dense(layers[-1].weight, layers[-1].bias, ACTIVATIONS[type(module)])
+        else:
+            return None
+    return layers
+
+
+def _extractor_layers(extractor: nn.Module) -> list[Dense] | None:
+    if type(extractor) is FlattenExtractor:
+        return []
+    if isinstance(extractor, TrunkExtractor) and type(extractor) is TrunkExtractor:
+        return dense_chain(list(extractor.trunk))
+    return None
+
+
+def actor_critic_mlp(policy: Any) -> ActorCriticMLP | None:
+    """The policy as an ``ActorCriticMLP``, or ``None`` where it is built of anything else.
+
+    Covers SB3's ``MlpPolicy`` (``FlattenExtractor`` + ``MlpExtractor``) and rltransfer's
+    single-task trunk policy (``TrunkExtractor``), shared or separate features extractors,
+    on 1-D ``Box`` observations.
+    """
+    if not isinstance(policy, ActorCriticPolicy) or type(policy.mlp_extractor) is not MlpExtractor:
+        return None
+    space = policy.observation_space
+    if not isinstance(space, spaces.Box) or len(space.shape) != 1:
+        return None
+    pi_net = dense_chain(list(policy.mlp_extractor.policy_net))
+    vf_net = dense_chain(list(policy.mlp_extractor.value_net))
+    heads = [dense_chain([policy.action_net]), dense_chain([policy.value_net])]
+    if pi_net is None or vf_net is None or heads[0] is None or heads[1] is None:
+        return None
+    if policy.share_features_extractor:
+        shared = _extractor_layers(policy.features_extractor)
+        if shared is None:
+            return None
+        return ActorCriticMLP(Chain(shared), Chain(pi_net + heads[0]), Chain(vf_net + heads[1]))
+    pi_ext, vf_ext = _extractor_layers(policy.pi_features_extractor), _extractor_layers(policy.vf_features_extractor)
+    if pi_ext is None or vf_ext is None:
+        return None
+    return ActorCriticMLP(Chain([]), Chain(pi_ext + pi_net + heads[0]), Chain(vf_ext + vf_net + heads[1]))

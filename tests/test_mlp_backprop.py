@@ -1,0 +1,191 @@
+"""The hand-written PPO minibatch (network, loss, Adam) equals autograd and ``Optimizer.step`` bit for bit.
+
+Whole updates against SB3's ``PPO.train`` are in ``tests/test_ppo_lean.py`` (the ``single-*`` cases).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch as th
+from rltransfer.envs import get_family
+from rltransfer.envs.multitask import make_multitask_vec_env, make_task_vec_env
+from rltransfer.policies import MultiTaskActorCriticPolicy
+from torch.distributions import Categorical
+from torch.nn import functional as F
+
+from rltransfer.adam_step import fused_adam_step
+from rltransfer.hyperparams import resolve_hyperparams
+from rltransfer.mlp_backprop import actor_critic_mlp
+from rltransfer.ppo import TransferPPO
+from rltransfer.ppo_loss import Coefficients, Minibatch, categorical_ppo_loss
+from rltransfer.pretraining import source_policy_kwargs
+
+
+def sb3_loss(logits: th.Tensor, values: th.Tensor, b: Minibatch, c: Coefficients) -> tuple[th.Tensor, list[float]]:
+    """SB3 2.x ``PPO.train``'s loss for one minibatch, through ``torch.distributions``."""
+    dist = Categorical(logits=logits)
+    log_prob, entropy = dist.log_prob(b.actions), dist.entropy()
+    adv = b.advantages
+    if c.normalize_advantage:
+        adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+    ratio = th.exp(log_prob - b.old_log_prob)
+    policy_loss = -th.min(adv * ratio, adv * th.clamp(ratio, 1 - c.clip_range, 1 + c.clip_range)).mean()
+    v = values.flatten()
+    if c.clip_range_vf is not None:
+        v = b.old_values + th.clamp(v - b.old_values, -c.clip_range_vf, c.clip_range_vf)
+    value_loss = F.mse_loss(b.returns, v)
+    entropy_loss = -th.mean(entropy)
+    loss = policy_loss + c.ent_coef * entropy_loss + c.vf_coef * value_loss
+    with th.no_grad():
+        log_ratio = log_prob - b.old_log_prob
+        kl = th.mean((th.exp(log_ratio) - 1) - log_ratio)
+        clip_fraction = th.mean((th.abs(ratio - 1) > c.clip_range).float())
+    stats = [policy_loss.item(), clip_fraction.item(), value_loss.item(), entropy_loss.item(), kl.item()]
+    return loss, stats
+
+
+def near_clip_batch(n: int, c: Coefficients) -> tuple[th.Tensor, th.Tensor, Minibatch]:
+    """Logits, values and a minibatch whose ratios span the range and sit within rounding of its bound.
+
+    Seeds are tried in order until the data holds a tie between the two surrogates outside the
+    clip range (by rounding): the case the gradient treats specially, so the test is not vacuous.
+    """
+    for seed in range(100):
+        gen = th.Generator().manual_seed(seed)
+        logits = th.randn(n, 3, generator=gen)
+        actions = th.randint(0, 3, (n,), generator=gen)
+        log_prob = Categorical(logits=logits).log_prob(actions)
+        target = (1 + c.clip_range) * (1 + th.randn(n, generator=gen) * 1e-7)
+        target[: n // 4] = th.rand(n // 4, generator=gen) * 2
+        batch = Minibatch(
+            actions=actions,
+            old_values=th.randn(n, generator=gen),
+            old_log_prob=log_prob - th.log(target),
+            advantages=th.randn(n, generator=gen),
+            returns=th.randn(n, generator=gen),
+        )
+        ratio = th.exp(log_prob - batch.old_log_prob)
+        clipped = th.clamp(ratio, 1 - c.clip_range, 1 + c.clip_range)
+        adv = batch.advantages
+        if c.normalize_advantage:
+            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+        if ((adv * ratio == adv * clipped) & (ratio != clipped)).any():
+            return logits, th.randn(n, 1, generator=gen), batch
+    raise AssertionError("no seed gave a tie outside the clip range")
+
+
+@pytest.mark.parametrize("n", [256, 193])
+@pytest.mark.parametrize(
+    "coefs",
+    [
+        Coefficients(0.2, None, 0.0, 0.5, True),
+        Coefficients(0.1, 0.3, 0.01, 0.7, False),
+    ],
+)
+def test_loss_gradient_equals_autograd(n: int, coefs: Coefficients) -> None:
+    logits, values, batch = near_clip_batch(n, coefs)
+    ref_logits, ref_values = logits.clone().requires_grad_(), values.clone().requires_grad_()
+    loss, ref_stats = sb3_loss(ref_logits, ref_values, batch, coefs)
+    loss.backward()
+    result = categorical_ppo_loss(logits, values, batch, coefs)
+    assert th.equal(result.grad_logits, ref_logits.grad)
+    assert th.equal(result.grad_values, ref_values.grad)
+    assert result.stats.tolist() == ref_stats
+    assert result.loss(coefs) == loss.item()
+
+
+def _policy(share: bool = True) -> TransferPPO:
+    env = make_task_vec_env(get_family("cartpole"), "source", 2, seed=0)
+    kwargs = source_policy_kwargs(resolve_hyperparams("cartpole"))
+    kwargs["share_features_extractor"] = share
+    return TransferPPO("MlpPolicy", env, seed=0, n_steps=32, batch_size=64, policy_kwargs=kwargs)
+
+
+@pytest.mark.parametrize("share", [True, False])
+def test_network_backward_equals_autograd(share: bool) -> None:
+    policy = _policy(share).policy
+    program = actor_critic_mlp(policy)
+    assert program is not None
+    obs = th.randn(50, 4)
+    g_logits, g_values = th.randn(50, 2), th.randn(50, 1)
+    if share:
+        latent_pi, latent_vf = policy.mlp_extractor(policy.extract_features(obs))  # type: ignore[arg-type]
+    else:
+        pi_f, vf_f = policy.extract_features(obs)  # type: ignore[misc]
+        latent_pi, latent_vf = policy.mlp_extractor.forward_actor(pi_f), policy.mlp_extractor.forward_critic(vf_f)
+    th.autograd.backward([policy.action_net(latent_pi), policy.value_net(latent_vf)], [g_logits, g_values])
+    reference = {name: p.grad.clone() for name, p in policy.named_parameters() if p.grad is not None}
+    policy.optimizer.zero_grad()
+    with th.no_grad():
+        logits, values, cache = program.forward(obs)
+        program.backward(cache, g_logits, g_values)
+    assert th.equal(logits, policy.action_net(latent_pi)) and th.equal(values, policy.value_net(latent_vf))
+    ours = {name: p.grad for name, p in policy.named_parameters() if p.grad is not None}
+    assert ours.keys() == reference.keys() and len(ours) == len(list(policy.parameters()))
+    for name, grad in reference.items():
+        assert th.equal(ours[name], grad), name
+
+
+def test_frozen_parameters_get_no_gradient() -> None:
+    policy = _policy().policy
+    policy.features_extractor.trunk.requires_grad_(False)  # type: ignore[union-attr]
+    program = actor_critic_mlp(policy)
+    assert program is not None
+    with th.no_grad():
+        _, _, cache = program.forward(th.randn(8, 4))
+        program.backward(cache, th.randn(8, 2), th.randn(8, 1))
+    for name, p in policy.named_parameters():
+        assert (p.grad is None) is name.startswith("features_extractor."), name
+
+
+def test_policies_outside_the_hand_written_set_keep_autograd() -> None:
+    fam = get_family("cartpole")
+    multitask = make_multitask_vec_env(fam, ["long", "heavy"], n_envs_per_task=1, seed=0)
+    assert actor_critic_mlp(TransferPPO(MultiTaskActorCriticPolicy, multitask, n_steps=32).policy) is None
+    assert actor_critic_mlp(TransferPPO("MultiInputPolicy", multitask, n_steps=32).policy) is None
+    env = make_task_vec_env(fam, "source", 1, seed=0)
+    elu = TransferPPO("MlpPolicy", env, n_steps=32, policy_kwargs={"activation_fn": th.nn.ELU}).policy
+    assert actor_critic_mlp(elu) is None
+
+
+def _adam(params: list[th.nn.Parameter], lr_scale: bool) -> th.optim.Adam:
+    if lr_scale:  # two groups at different rates, as trunk_lr_scale builds them
+        groups = [{"params": params[:2], "lr": 1e-3}, {"params": params[2:], "lr": 3e-4}]
+        return th.optim.Adam(groups, eps=1e-5, fused=True)
+    return th.optim.Adam(params, lr=1e-3, eps=1e-5, fused=True)
+
+
+@pytest.mark.parametrize("lr_scale", [False, True])
+def test_fused_adam_step_equals_optimizer_step(lr_scale: bool) -> None:
+    gen = th.Generator().manual_seed(0)
+    params = [th.nn.Parameter(th.randn(s, generator=gen)) for s in [(64, 4), (64,), (2, 64), (3,)]]
+    twin_params = [th.nn.Parameter(p.detach().clone()) for p in params]
+    ours, twin = _adam(params, lr_scale), _adam(twin_params, lr_scale)
+    for step in range(4):
+        for i, (p, q) in enumerate(zip(params, twin_params, strict=True)):
+            g = None if (step == 2 and i == 3) else th.randn(p.shape, generator=gen)  # a parameter without gradient
+            p.grad, q.grad = g, None if g is None else g.clone()
+        if step == 0:
+            assert not fused_adam_step(ours)  # Adam's first step creates its state
+            ours.step()
+        else:
+            assert fused_adam_step(ours)
+        twin.step()
+    for p, q in zip(params, twin_params, strict=True):
+        assert th.equal(p, q)
+    for a, b in zip(ours.state_dict()["state"].values(), twin.state_dict()["state"].values(), strict=True):
+        for key in ("step", "exp_avg", "exp_avg_sq"):
+            assert th.equal(a[key], b[key]), key
+
+
+def test_fused_adam_step_declines_what_it_does_not_cover() -> None:
+    p = th.nn.Parameter(th.zeros(3))
+    p.grad = th.ones(3)
+    assert not fused_adam_step(th.optim.Adam([p], fused=True))  # no state yet: Adam creates it
+    assert not fused_adam_step(th.optim.Adam([p]))  # not fused
+    assert not fused_adam_step(th.optim.AdamW([p], fused=True))
+    assert not fused_adam_step(th.optim.Adam([p], fused=True, amsgrad=True))
+    hooked = th.optim.Adam([p], fused=True)
+    hooked.register_step_post_hook(lambda *_: None)
+    assert not fused_adam_step(hooked)
+    assert th.equal(p, th.zeros(3))  # nothing was done
