@@ -26,19 +26,22 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.utils import explained_variance
 from torch.nn import functional as F
 
-from rltransfer.adam_step import fused_adam_step
+from rltransfer.adam_step import FusedAdamStepper
 from rltransfer.mlp_backprop import ActorCriticMLP, actor_critic_mlp
-from rltransfer.ppo_loss import Coefficients, Minibatch, categorical_ppo_loss
+from rltransfer.ppo_loss import Coefficients, LossResult, Minibatch, categorical_ppo_loss, logged_stats, total_loss
 
 
 class FlatRollout:
     """A full rollout buffer as flat tensors, converted once; minibatches are index selections.
 
     Flattening is done in the buffer itself, as ``RolloutBuffer.get`` does (``explained_variance``
-    later reads the flattened arrays), and values equal what ``get`` would yield.
+    later reads the flattened arrays), and values equal what ``get`` would yield. The four
+    per-sample scalars sit in the rows of one ``(4, N)`` tensor and discrete actions are
+    ``long`` already, so a minibatch takes three index operations instead of six, plus two
+    conversions.
     """
 
-    def __init__(self, buffer: RolloutBuffer) -> None:
+    def __init__(self, buffer: RolloutBuffer, discrete: bool) -> None:
         names = ["actions", "values", "log_probs", "advantages", "returns"]
         if not buffer.generator_ready:
             if isinstance(buffer, DictRolloutBuffer):
@@ -55,27 +58,20 @@ class FlatRollout:
             self.observations = {k: buffer.to_torch(v) for k, v in buffer.observations.items()}
         else:
             self.observations = buffer.to_torch(buffer.observations)
-        self.actions = buffer.to_torch(buffer.actions)
-        self.old_values = buffer.to_torch(buffer.values.flatten())
-        self.old_log_prob = buffer.to_torch(buffer.log_probs.flatten())
-        self.advantages = buffer.to_torch(buffer.advantages.flatten())
-        self.returns = buffer.to_torch(buffer.returns.flatten())
+        actions = buffer.to_torch(buffer.actions)
+        self.actions = actions.long().flatten() if discrete else actions
+        scalars = (buffer.values, buffer.log_probs, buffer.advantages, buffer.returns)
+        self.scalars = buffer.to_torch(np.stack([a.flatten() for a in scalars]))
 
-    def sample(self, indices: np.ndarray) -> tuple[Any, th.Tensor, th.Tensor, th.Tensor, th.Tensor, th.Tensor]:
+    def sample(self, indices: np.ndarray) -> tuple[Any, Minibatch]:
         idx = th.as_tensor(indices, device=self.actions.device)
         obs: Any
         if isinstance(self.observations, dict):
             obs = {k: v[idx] for k, v in self.observations.items()}
         else:
             obs = self.observations[idx]
-        return (
-            obs,
-            self.actions[idx],
-            self.old_values[idx],
-            self.old_log_prob[idx],
-            self.advantages[idx],
-            self.returns[idx],
-        )
+        old_values, old_log_prob, advantages, returns = self.scalars[:, idx]
+        return obs, Minibatch(self.actions[idx], old_values, old_log_prob, advantages, returns)
 
 
 LogitsFn = Callable[[th.Tensor], th.Tensor]
@@ -174,12 +170,10 @@ def clip_grad_norm(params: Sequence[th.nn.Parameter], max_norm: float) -> None:
         th._foreach_mul_(grads, clip_coef)
 
 
-# One minibatch's logged values (policy loss, clip fraction, value loss, entropy loss, approx
-# KL), a function that fills the gradients, and one that gives the loss SB3 logs.
-Step = tuple[list[float], Callable[[], None], Callable[[], float]]
-
-
-def _hand_written_step(program: ActorCriticMLP, obs: th.Tensor, batch: Minibatch, coefs: Coefficients) -> Step:
+def _hand_written_step(
+    program: ActorCriticMLP, obs: th.Tensor, batch: Minibatch, coefs: Coefficients
+) -> tuple[LossResult, Callable[[], None]]:
+    """The loss's gradient and what its logged values need; a function that fills the gradients."""
     with th.no_grad():
         logits, values, cache = program.forward(obs)
         result = categorical_ppo_loss(logits, values, batch, coefs)
@@ -188,10 +182,13 @@ def _hand_written_step(program: ActorCriticMLP, obs: th.Tensor, batch: Minibatch
         with th.no_grad():
             program.backward(cache, result.grad_logits, result.grad_values)
 
-    return result.stats.tolist(), backward, lambda: result.loss(coefs)
+    return result, backward
 
 
-def _autograd_step(policy: Any, logits_fn: LogitsFn | None, obs: Any, batch: Minibatch, coefs: Coefficients) -> Step:
+def _autograd_step(
+    policy: Any, logits_fn: LogitsFn | None, obs: Any, batch: Minibatch, coefs: Coefficients
+) -> tuple[list[float], Callable[[], None]]:
+    """The logged values (as ``logged_stats`` orders them) and ``loss.backward``."""
     if logits_fn is not None:
         values, log_prob, entropy = evaluate_categorical(policy, logits_fn, obs, batch.actions, coefs.ent_coef != 0.0)
     else:
@@ -217,14 +214,15 @@ def _autograd_step(policy: Any, logits_fn: LogitsFn | None, obs: Any, batch: Min
         log_ratio = log_prob - batch.old_log_prob
         approx_kl = th.mean((th.exp(log_ratio) - 1) - log_ratio)
     stats = [t.item() for t in (policy_loss, clip_fraction, value_loss, entropy_loss, approx_kl)]
-    return stats, loss.backward, loss.item
+    return stats, loss.backward
 
 
 def lean_train(model: PPO) -> None:
     """SB3 2.x ``PPO.train`` with the same arithmetic and less overhead per minibatch.
 
     Plain categorical MLP policies (``actor_critic_mlp``) run each minibatch without autograd,
-    with bit-identical gradients; others run the same loss through autograd.
+    with bit-identical gradients, and compute what is only logged once at the end; others run
+    the same loss through autograd.
     """
     policy = model.policy
     policy.set_training_mode(True)
@@ -235,36 +233,26 @@ def lean_train(model: PPO) -> None:
     coefs = Coefficients(clip_range, clip_range_vf, model.ent_coef, model.vf_coef, model.normalize_advantage)
     logits_fn = categorical_logits(policy)
     program = plain_mlp(policy, logits_fn)
-    discrete = isinstance(model.action_space, spaces.Discrete)
     params = list(policy.parameters())
-    data = FlatRollout(model.rollout_buffer)
-    entropy_losses: list[float] = []
-    pg_losses: list[float] = []
-    value_losses: list[float] = []
-    clip_fractions: list[float] = []
-    approx_kl_divs: list[np.float32] = []
+    adam = FusedAdamStepper(policy.optimizer)
+    data = FlatRollout(model.rollout_buffer, isinstance(model.action_space, spaces.Discrete))
+    epochs: list[int] = []  # each minibatch's epoch
+    rows: list[list[float]] = []  # autograd: logged values as they come
+    deferred: list[LossResult] = []  # hand-written: logged values computed at the end
     continue_training = True
-    final_loss: Callable[[], float] = lambda: 0.0  # noqa: E731
     for epoch in range(model.n_epochs):
-        approx_kl_divs = []
         indices = np.random.permutation(data.size)  # RolloutBuffer.get draws one per epoch
         for start in range(0, data.size, model.batch_size):
-            obs, actions, old_values, old_log_prob, advantages, returns = data.sample(
-                indices[start : start + model.batch_size]
-            )
-            if discrete:
-                actions = actions.long().flatten()
-            batch = Minibatch(actions, old_values, old_log_prob, advantages, returns)
+            obs, batch = data.sample(indices[start : start + model.batch_size])
+            epochs.append(epoch)
             if program is not None:
-                stats, backward, final_loss = _hand_written_step(program, obs, batch, coefs)
+                result, backward = _hand_written_step(program, obs, batch, coefs)
+                deferred.append(result)
+                approx_kl_div = result.approx_kl() if model.target_kl is not None else 0.0
             else:
-                stats, backward, final_loss = _autograd_step(policy, logits_fn, obs, batch, coefs)
-            policy_loss, clip_fraction, value_loss, entropy_loss, approx_kl_div = stats
-            pg_losses.append(policy_loss)
-            clip_fractions.append(clip_fraction)
-            value_losses.append(value_loss)
-            entropy_losses.append(entropy_loss)
-            approx_kl_divs.append(np.float32(approx_kl_div))  # SB3 averages float32 arrays
+                stats, backward = _autograd_step(policy, logits_fn, obs, batch, coefs)
+                rows.append(stats)
+                approx_kl_div = stats[4]
             if model.target_kl is not None and approx_kl_div > 1.5 * model.target_kl:
                 continue_training = False
                 if model.verbose >= 1:
@@ -273,11 +261,15 @@ def lean_train(model: PPO) -> None:
             policy.optimizer.zero_grad()
             backward()
             clip_grad_norm(params, model.max_grad_norm)
-            if not fused_adam_step(policy.optimizer):
-                policy.optimizer.step()
+            adam.step()
         model._n_updates += 1
         if not continue_training:
             break
+    if deferred:
+        rows = logged_stats(deferred, coefs)
+    # SB3 averages the approximate KL over the last epoch only, as float32 arrays.
+    approx_kl_divs = [np.float32(row[4]) for row, e in zip(rows, epochs, strict=True) if e == epochs[-1]]
+    pg_losses, clip_fractions, value_losses, entropy_losses = ([row[i] for row in rows] for i in range(4))
     buffer = model.rollout_buffer
     explained_var = explained_variance(buffer.values.flatten(), buffer.returns.flatten())
     log = model.logger.record
@@ -286,7 +278,7 @@ def lean_train(model: PPO) -> None:
     log("train/value_loss", np.mean(value_losses))
     log("train/approx_kl", np.mean(approx_kl_divs))
     log("train/clip_fraction", np.mean(clip_fractions))
-    log("train/loss", final_loss())
+    log("train/loss", total_loss(rows[-1], coefs))
     log("train/explained_variance", explained_var)
     if hasattr(policy, "log_std"):
         log("train/std", th.exp(policy.log_std).mean().item())

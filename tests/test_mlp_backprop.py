@@ -13,11 +13,11 @@ from rltransfer.policies import MultiTaskActorCriticPolicy
 from torch.distributions import Categorical
 from torch.nn import functional as F
 
-from rltransfer.adam_step import fused_adam_step
+from rltransfer.adam_step import FusedAdamStepper
 from rltransfer.hyperparams import resolve_hyperparams
 from rltransfer.mlp_backprop import actor_critic_mlp
 from rltransfer.ppo import TransferPPO
-from rltransfer.ppo_loss import Coefficients, Minibatch, categorical_ppo_loss
+from rltransfer.ppo_loss import Coefficients, Minibatch, categorical_ppo_loss, logged_stats, total_loss
 from rltransfer.pretraining import source_policy_kwargs
 
 
@@ -90,8 +90,20 @@ def test_loss_gradient_equals_autograd(n: int, coefs: Coefficients) -> None:
     result = categorical_ppo_loss(logits, values, batch, coefs)
     assert th.equal(result.grad_logits, ref_logits.grad)
     assert th.equal(result.grad_values, ref_values.grad)
-    assert result.stats.tolist() == ref_stats
-    assert result.loss(coefs) == loss.item()
+    assert logged_stats([result], coefs) == [ref_stats]
+    assert total_loss(ref_stats, coefs) == loss.item()
+
+
+def test_logged_stats_of_many_minibatches_equal_each_alone() -> None:
+    """Stacking minibatches of a size and reducing along a dimension gives each one's own values."""
+    coefs = Coefficients(0.2, 0.3, 0.0, 0.5, True)
+    results = []
+    for n in (256, 256, 193, 256, 193):
+        logits, values, batch = near_clip_batch(n, coefs)
+        results.append(categorical_ppo_loss(logits * (1 + len(results)), values, batch, coefs))
+    together = logged_stats(results, coefs)
+    assert together == [logged_stats([r], coefs)[0] for r in results]
+    assert len({tuple(row) for row in together}) == len(results)
 
 
 def _policy(share: bool = True) -> TransferPPO:
@@ -156,21 +168,21 @@ def _adam(params: list[th.nn.Parameter], lr_scale: bool) -> th.optim.Adam:
 
 
 @pytest.mark.parametrize("lr_scale", [False, True])
-def test_fused_adam_step_equals_optimizer_step(lr_scale: bool) -> None:
+def test_fused_adam_stepper_equals_optimizer_step(lr_scale: bool) -> None:
     gen = th.Generator().manual_seed(0)
     params = [th.nn.Parameter(th.randn(s, generator=gen)) for s in [(64, 4), (64,), (2, 64), (3,)]]
     twin_params = [th.nn.Parameter(p.detach().clone()) for p in params]
     ours, twin = _adam(params, lr_scale), _adam(twin_params, lr_scale)
-    for step in range(4):
+    stepper = FusedAdamStepper(ours)
+    fused = []
+    for step in range(5):
         for i, (p, q) in enumerate(zip(params, twin_params, strict=True)):
-            g = None if (step == 2 and i == 3) else th.randn(p.shape, generator=gen)  # a parameter without gradient
+            g = None if (step == 3 and i == 3) else th.randn(p.shape, generator=gen)  # a parameter without gradient
             p.grad, q.grad = g, None if g is None else g.clone()
-        if step == 0:
-            assert not fused_adam_step(ours)  # Adam's first step creates its state
-            ours.step()
-        else:
-            assert fused_adam_step(ours)
+        fused.append(stepper.step())
         twin.step()
+    # Adam's first step creates the state; a change of which parameters have gradients re-plans.
+    assert fused == [False, True, True, False, True]
     for p, q in zip(params, twin_params, strict=True):
         assert th.equal(p, q)
     for a, b in zip(ours.state_dict()["state"].values(), twin.state_dict()["state"].values(), strict=True):
@@ -178,14 +190,20 @@ def test_fused_adam_step_equals_optimizer_step(lr_scale: bool) -> None:
             assert th.equal(a[key], b[key]), key
 
 
-def test_fused_adam_step_declines_what_it_does_not_cover() -> None:
+def test_fused_adam_stepper_leaves_other_optimizers_to_their_step() -> None:
     p = th.nn.Parameter(th.zeros(3))
-    p.grad = th.ones(3)
-    assert not fused_adam_step(th.optim.Adam([p], fused=True))  # no state yet: Adam creates it
-    assert not fused_adam_step(th.optim.Adam([p]))  # not fused
-    assert not fused_adam_step(th.optim.AdamW([p], fused=True))
-    assert not fused_adam_step(th.optim.Adam([p], fused=True, amsgrad=True))
     hooked = th.optim.Adam([p], fused=True)
     hooked.register_step_post_hook(lambda *_: None)
-    assert not fused_adam_step(hooked)
-    assert th.equal(p, th.zeros(3))  # nothing was done
+    others = [
+        th.optim.Adam([p]),  # not fused
+        th.optim.AdamW([p], fused=True),
+        th.optim.Adam([p], fused=True, amsgrad=True),
+        hooked,
+    ]
+    for optimizer in others:
+        p.grad = th.ones(3)
+        optimizer.step()  # Adam's state exists
+        stepper = FusedAdamStepper(optimizer)
+        before = p.detach().clone()
+        assert not stepper.step()
+        assert not th.equal(p, before)  # optimizer.step() ran
