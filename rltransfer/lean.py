@@ -27,7 +27,8 @@ from stable_baselines3.common.utils import explained_variance
 from torch.nn import functional as F
 
 from rltransfer.adam_step import FusedAdamStepper
-from rltransfer.mlp_backprop import ActorCriticMLP, actor_critic_mlp
+from rltransfer.mlp_backprop import ActorCriticMLP, Program, actor_critic_mlp
+from rltransfer.multitask_backprop import multitask_mlp
 from rltransfer.ppo_loss import Coefficients, LossResult, Minibatch, categorical_ppo_loss, logged_stats, total_loss
 
 
@@ -107,6 +108,16 @@ def plain_mlp(policy: Any, logits_fn: LogitsFn | None) -> ActorCriticMLP | None:
     return actor_critic_mlp(policy)
 
 
+def hand_written(policy: Any, logits_fn: LogitsFn | None) -> Program | None:
+    """The program a categorical policy's PPO minibatch runs without autograd, if there is one.
+
+    Single-task MLPs give bit-identical gradients; the multi-task policy's agree to float rounding.
+    """
+    if logits_fn is None:
+        return None
+    return plain_mlp(policy, logits_fn) or multitask_mlp(policy)
+
+
 def _latents(policy: ActorCriticPolicy, obs: Any) -> tuple[th.Tensor, th.Tensor]:
     """Actor and critic latents, as ``ActorCriticPolicy.forward`` computes them."""
     features = policy.extract_features(obs)
@@ -137,7 +148,7 @@ def evaluate_categorical(
 
 
 def sample_categorical(
-    policy: ActorCriticPolicy, logits_fn: LogitsFn, obs: Any, program: ActorCriticMLP | None = None
+    policy: ActorCriticPolicy, logits_fn: LogitsFn, obs: Any, program: Program | None = None
 ) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
     """``policy(obs)`` (stochastic) for a categorical policy: same operations, same RNG draws.
 
@@ -171,7 +182,7 @@ def clip_grad_norm(params: Sequence[th.nn.Parameter], max_norm: float) -> None:
 
 
 def _hand_written_step(
-    program: ActorCriticMLP, obs: th.Tensor, batch: Minibatch, coefs: Coefficients
+    program: Program, obs: Any, batch: Minibatch, coefs: Coefficients
 ) -> tuple[LossResult, Callable[[], None]]:
     """The loss's gradient and what its logged values need; a function that fills the gradients."""
     with th.no_grad():
@@ -220,9 +231,8 @@ def _autograd_step(
 def lean_train(model: PPO) -> None:
     """SB3 2.x ``PPO.train`` with the same arithmetic and less overhead per minibatch.
 
-    Plain categorical MLP policies (``actor_critic_mlp``) run each minibatch without autograd,
-    with bit-identical gradients, and compute what is only logged once at the end; others run
-    the same loss through autograd.
+    Categorical MLP policies (``hand_written``) run each minibatch without autograd and compute
+    what is only logged once at the end; others run the same loss through autograd.
     """
     policy = model.policy
     policy.set_training_mode(True)
@@ -232,7 +242,7 @@ def lean_train(model: PPO) -> None:
     clip_range_vf = model.clip_range_vf(progress) if model.clip_range_vf is not None else None  # type: ignore[operator]
     coefs = Coefficients(clip_range, clip_range_vf, model.ent_coef, model.vf_coef, model.normalize_advantage)
     logits_fn = categorical_logits(policy)
-    program = plain_mlp(policy, logits_fn)
+    program = hand_written(policy, logits_fn)
     params = list(policy.parameters())
     adam = FusedAdamStepper(policy.optimizer)
     data = FlatRollout(model.rollout_buffer, isinstance(model.action_space, spaces.Discrete))

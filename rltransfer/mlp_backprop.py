@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch as th
 from gymnasium import spaces
@@ -76,10 +76,20 @@ def accumulate(param: th.Tensor, grad: th.Tensor) -> None:
     param.grad = grad if param.grad is None else param.grad + grad
 
 
-class Chain:
-    """Dense layers applied in order."""
+class Layer(Protocol):
+    """A layer of a hand-written network: ``Dense`` here, per-task layers in ``multitask_backprop``."""
 
-    def __init__(self, layers: Sequence[Dense]) -> None:
+    def forward(self, x: th.Tensor) -> th.Tensor: ...
+
+    def trainable(self) -> bool: ...
+
+    def backward(self, x: th.Tensor, y: th.Tensor, grad: th.Tensor, input_grad: bool) -> th.Tensor | None: ...
+
+
+class Chain:
+    """Layers applied in order."""
+
+    def __init__(self, layers: Sequence[Layer]) -> None:
         self.layers = list(layers)
 
     def forward(self, x: th.Tensor) -> list[th.Tensor]:
@@ -102,6 +112,14 @@ class Chain:
             assert g is not None
             g = self.layers[i].backward(outs[i], outs[i + 1], g, input_grad=i > lowest or input_grad)
         return g if input_grad else None
+
+
+class Program(Protocol):
+    """A policy's network run by hand: outputs and a cache forward, parameter gradients backward."""
+
+    def forward(self, obs: Any) -> tuple[th.Tensor, th.Tensor, Any]: ...
+
+    def backward(self, cache: Any, grad_pi: th.Tensor, grad_vf: th.Tensor) -> None: ...
 
 
 @dataclass

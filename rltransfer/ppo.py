@@ -22,7 +22,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.utils import get_device, obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
 
-from rltransfer.lean import categorical_logits, lean_train, plain_mlp, sample_categorical
+from rltransfer.lean import categorical_logits, hand_written, lean_train, sample_categorical
 
 
 class TransferPPO(PPO):
@@ -64,7 +64,7 @@ class TransferPPO(PPO):
         # Mirrors OnPolicyAlgorithm.collect_rollouts (SB3 2.x) line by line; the local names
         # are the same because callbacks read them through ``update_locals(locals())``.
         assert self._last_obs is not None, "No previous observation was provided"
-        program = plain_mlp(self.policy, logits_fn)
+        program = hand_written(self.policy, logits_fn)
         self.policy.set_training_mode(False)
         n_steps = 0
         rollout_buffer.reset()

@@ -5,6 +5,8 @@ Whole updates against SB3's ``PPO.train`` are in ``tests/test_ppo_lean.py`` (the
 
 from __future__ import annotations
 
+import gymnasium as gym
+import numpy as np
 import pytest
 import torch as th
 from rltransfer.envs import get_family
@@ -16,6 +18,7 @@ from torch.nn import functional as F
 from rltransfer.adam_step import FusedAdamStepper
 from rltransfer.hyperparams import resolve_hyperparams
 from rltransfer.mlp_backprop import actor_critic_mlp
+from rltransfer.multitask_backprop import multitask_mlp, task_slots
 from rltransfer.ppo import TransferPPO
 from rltransfer.ppo_loss import Coefficients, Minibatch, categorical_ppo_loss, logged_stats, total_loss
 from rltransfer.pretraining import source_policy_kwargs
@@ -207,3 +210,58 @@ def test_fused_adam_stepper_leaves_other_optimizers_to_their_step() -> None:
         before = p.detach().clone()
         assert not stepper.step()
         assert not th.equal(p, before)  # optimizer.step() ran
+
+
+def _multitask_policy(k: int) -> MultiTaskActorCriticPolicy:
+    fam = get_family("cartpole")
+    env = make_multitask_vec_env(fam, [v.name for v in fam.targets[:k]], n_envs_per_task=1, seed=0)
+    policy = TransferPPO(MultiTaskActorCriticPolicy, env, seed=0, n_steps=32, batch_size=32).policy
+    assert isinstance(policy, MultiTaskActorCriticPolicy)
+    return policy
+
+
+def test_task_slots_group_samples_by_task_in_order() -> None:
+    task = np.array([2, 0, 2, 2, 1, 0])
+    slots, group = task_slots(task, 4)
+    assert group == 3
+    assert slots.tolist() == [6, 0, 7, 8, 3, 1]  # task * G + rank within the task
+
+
+@pytest.mark.parametrize("k", [1, 3])
+@pytest.mark.parametrize("frozen_trunk", [False, True])
+def test_multitask_backward_matches_autograd(k: int, frozen_trunk: bool) -> None:
+    policy = _multitask_policy(k)
+    if frozen_trunk:
+        policy.features_extractor.trunk.requires_grad_(False)  # type: ignore[union-attr]
+    program = multitask_mlp(policy)
+    assert program is not None
+    gen = th.Generator().manual_seed(k)
+    n = 61
+    obs = {"obs": th.randn(n, 4, generator=gen), "task_id": th.randint(0, k, (n, 1), generator=gen).float()}
+    g_logits, g_values = th.randn(n, 2, generator=gen), th.randn(n, 1, generator=gen)
+    latent_pi, latent_vf = policy.mlp_extractor(policy.extract_features(obs))  # type: ignore[arg-type]
+    logits_ref, values_ref = policy.action_net(latent_pi), policy.value_net(latent_vf)
+    th.autograd.backward([logits_ref, values_ref], [g_logits, g_values])
+    reference = {name: p.grad.clone() for name, p in policy.named_parameters() if p.grad is not None}
+    policy.optimizer.zero_grad()
+    with th.no_grad():
+        logits, values, cache = program.forward(obs)
+        program.backward(cache, g_logits, g_values)
+    th.testing.assert_close(logits, logits_ref, rtol=1e-5, atol=1e-6)
+    th.testing.assert_close(values, values_ref, rtol=1e-5, atol=1e-6)
+    ours = {name: p.grad for name, p in policy.named_parameters() if p.grad is not None}
+    assert ours.keys() == reference.keys()
+    assert any(name.startswith("features_extractor.") for name in ours) is not frozen_trunk
+    for name, grad in reference.items():
+        assert grad.abs().max() > 1e-3, name  # a real gradient, far above the tolerance
+        th.testing.assert_close(ours[name], grad, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_multitask_policies_outside_the_program_keep_autograd() -> None:
+    obs_space = gym.spaces.Dict({"obs": gym.spaces.Box(-1, 1, (3,)), "task_id": gym.spaces.Discrete(2)})
+    cross = {"task_obs_dims": [3, 2], "task_action_dims": [2, 3]}  # adapters and masked actions
+    masked = MultiTaskActorCriticPolicy(obs_space, gym.spaces.Discrete(3), lambda _: 1e-3, **cross)
+    assert multitask_mlp(masked) is None
+    gaussian = MultiTaskActorCriticPolicy(obs_space, gym.spaces.Box(-1, 1, (2,)), lambda _: 1e-3)
+    assert multitask_mlp(gaussian) is None
+    assert multitask_mlp(MultiTaskActorCriticPolicy(obs_space, gym.spaces.Discrete(3), lambda _: 1e-3)) is not None

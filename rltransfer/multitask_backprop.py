@@ -1,0 +1,153 @@
+"""rltransfer's multi-task policy run forward and backward by hand (see ``rltransfer.mlp_backprop``).
+
+``MultiTaskActorCriticPolicy``: a shared trunk, then per-task heads (``TaskLinear`` stacks) whose
+K-block latent feeds SB3's single ``action_net``/``value_net``. Here every sample runs only its
+own task: the minibatch is laid out as a ``(K, G, width)`` block (G = the largest task group,
+padding rows zero), each head layer is one ``baddbmm``, and the output layers run per task on
+their own block of columns (a view of ``action_net.weight``), so the work follows the batch,
+not K x it. The autograd path (``TaskHeads`` under autograd) groups the same way, but its
+output layers multiply the zero-padded K-block latent, so sums run in another order: the
+gradients agree with autograd's to float rounding, not bit for bit (``tests/test_mlp_backprop.py``).
+
+Covered: ``MultiTaskTrunkExtractor`` (same observation space for all tasks), no action
+masking, a shared features extractor, on the CPU; anything else keeps autograd.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch as th
+from stable_baselines3.common.distributions import CategoricalDistribution
+from torch import nn
+
+from rltransfer.mlp_backprop import ACTIVATIONS, Chain, accumulate, dense_chain
+from rltransfer.policies.multitask import MultiTaskActorCriticPolicy, MultiTaskTrunkExtractor, TaskHeads, TaskLinear
+
+
+def task_slots(task: np.ndarray, n_tasks: int) -> tuple[np.ndarray, int]:
+    """Each sample's row in a ``(K * G)`` block grouped by task (in sample order within a task), and G."""
+    counts = np.bincount(task, minlength=n_tasks)
+    group = int(counts.max())
+    order = np.argsort(task, kind="stable")
+    starts = np.cumsum(counts) - counts
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(task)) - starts[task[order]]
+    return task * group + rank, group
+
+
+@dataclass(frozen=True)
+class TaskDense:
+    """K linear layers ``(K, out, in)`` and the activation after them (``None``: none)."""
+
+    weight: th.Tensor  # (K, out, in), each task's block in nn.Linear's layout
+    bias: th.Tensor | None  # (K, out)
+    act: str | None
+    params: tuple[th.Tensor, th.Tensor | None]  # the parameters the gradients belong to
+
+    def forward(self, x: th.Tensor) -> th.Tensor:
+        bias = self.bias.unsqueeze(1) if self.bias is not None else x.new_zeros(())
+        y = th.baddbmm(bias, x, self.weight.transpose(1, 2))
+        if self.act == "tanh":
+            return th.tanh(y)
+        if self.act == "relu":
+            return th.relu(y)
+        return y
+
+    def trainable(self) -> bool:
+        return any(p is not None and p.requires_grad for p in self.params)
+
+    def backward(self, x: th.Tensor, y: th.Tensor, grad: th.Tensor, input_grad: bool) -> th.Tensor | None:
+        """Accumulate this layer's parameter gradients; return the gradient w.r.t. ``x`` if asked."""
+        if self.act == "tanh":
+            grad = th.ops.aten.tanh_backward(grad, y)
+        elif self.act == "relu":
+            grad = th.ops.aten.threshold_backward(grad, y, 0)
+        weight, bias = self.params
+        if weight.requires_grad:
+            g_weight = th.bmm(grad.transpose(1, 2), x)  # (K, out, in)
+            accumulate(weight, g_weight if weight.dim() == 3 else g_weight.permute(1, 0, 2).reshape(weight.shape))
+        if bias is not None and bias.requires_grad:
+            g_bias = grad.sum(1)  # (K, out); padding rows carry zero gradient
+            accumulate(bias, g_bias if bias.dim() == 2 else g_bias.sum(0))
+        return th.bmm(grad, self.weight) if input_grad else None
+
+
+def _output_layer(linear: nn.Linear, n_tasks: int) -> TaskDense:
+    """SB3's output layer over the K-block latent as K layers on each task's block of columns."""
+    out, width = linear.weight.shape
+    blocks = linear.weight.view(out, n_tasks, width // n_tasks).permute(1, 0, 2)  # (K, out, h), a view
+    # The shared bias is added once per sample: as a (K, out) broadcast of the same vector.
+    bias = linear.bias.unsqueeze(0).expand(n_tasks, out) if linear.bias is not None else None
+    return TaskDense(blocks, bias, None, (linear.weight, linear.bias))
+
+
+@dataclass
+class MultiTaskCache:
+    trunk: list[th.Tensor]
+    pi: list[th.Tensor]
+    vf: list[th.Tensor]
+    slots: th.Tensor
+    group: int
+
+
+class MultiTaskMLP:
+    """Shared trunk, then each task's actor and critic heads with their output columns."""
+
+    def __init__(self, trunk: Chain, pi: Chain, vf: Chain, n_tasks: int) -> None:
+        self.trunk, self.pi, self.vf, self.n_tasks = trunk, pi, vf, n_tasks
+
+    def forward(self, obs: dict[str, th.Tensor]) -> tuple[th.Tensor, th.Tensor, MultiTaskCache]:
+        """Logits ``(B, A)``, values ``(B, 1)`` and what the backward pass needs."""
+        x = th.flatten(obs["obs"].float(), start_dim=1)
+        task = obs["task_id"].reshape(-1).long()
+        slots_np, group = task_slots(task.cpu().numpy(), self.n_tasks)
+        slots = th.from_numpy(slots_np).to(x.device)
+        trunk = self.trunk.forward(x)
+        h = trunk[-1]
+        grouped = h.new_zeros(self.n_tasks * group, h.shape[1]).index_copy_(0, slots, h).view(self.n_tasks, group, -1)
+        pi, vf = self.pi.forward(grouped), self.vf.forward(grouped)
+        logits = pi[-1].reshape(self.n_tasks * group, -1)[slots]
+        values = vf[-1].reshape(self.n_tasks * group, -1)[slots]
+        return logits, values, MultiTaskCache(trunk, pi, vf, slots, group)
+
+    def _group(self, grad: th.Tensor, cache: MultiTaskCache) -> th.Tensor:
+        block = grad.new_zeros(self.n_tasks * cache.group, grad.shape[1]).index_copy_(0, cache.slots, grad)
+        return block.view(self.n_tasks, cache.group, -1)
+
+    def backward(self, cache: MultiTaskCache, grad_pi: th.Tensor, grad_vf: th.Tensor) -> None:
+        """Parameter gradients of ``<grad_pi, logits> + <grad_vf, values>``."""
+        need = self.trunk.trainable()
+        g_pi = self.pi.backward(cache.pi, self._group(grad_pi, cache), input_grad=need)
+        g_vf = self.vf.backward(cache.vf, self._group(grad_vf, cache), input_grad=need)
+        if need:
+            assert g_pi is not None and g_vf is not None
+            g_h = (g_pi + g_vf).reshape(self.n_tasks * cache.group, -1)[cache.slots]
+            self.trunk.backward(cache.trunk, g_h, input_grad=False)
+
+
+def _task_layers(heads: nn.ModuleList, activation: str | None) -> list[TaskDense]:
+    layers: list[TaskLinear] = list(heads)
+    return [TaskDense(layer.weight, layer.bias, activation, (layer.weight, layer.bias)) for layer in layers]
+
+
+def multitask_mlp(policy: Any) -> MultiTaskMLP | None:
+    """The policy as a ``MultiTaskMLP``, or ``None`` where it is outside what the module covers."""
+    if type(policy) is not MultiTaskActorCriticPolicy or policy.valid_actions is not None:
+        return None
+    if not isinstance(policy.action_dist, CategoricalDistribution) or not policy.share_features_extractor:
+        return None
+    extractor, heads = policy.features_extractor, policy.mlp_extractor
+    if type(extractor) is not MultiTaskTrunkExtractor or type(heads) is not TaskHeads:
+        return None
+    if policy.device.type != "cpu" or type(heads.activation) not in ACTIVATIONS:
+        return None
+    trunk = dense_chain(list(extractor.trunk))
+    if trunk is None:
+        return None
+    k, act = policy.n_tasks, ACTIVATIONS[type(heads.activation)]
+    pi = [*_task_layers(heads.policy_heads, act), _output_layer(policy.action_net, k)]
+    vf = [*_task_layers(heads.value_heads, act), _output_layer(policy.value_net, k)]
+    return MultiTaskMLP(Chain(trunk), Chain(pi), Chain(vf), k)
