@@ -32,6 +32,24 @@ from rltransfer.policies.trunk import TrunkExtractor
 ACTIVATIONS: dict[type[nn.Module], str] = {nn.Tanh: "tanh", nn.ReLU: "relu"}
 
 
+def activate(y: th.Tensor, act: str | None) -> th.Tensor:
+    """The activation's forward, as its module computes it."""
+    if act == "tanh":
+        return th.tanh(y)
+    if act == "relu":
+        return th.relu(y)
+    return y
+
+
+def activation_backward(grad: th.Tensor, y: th.Tensor, act: str | None) -> th.Tensor:
+    """autograd's backward of the activation, from its output ``y``."""
+    if act == "tanh":
+        return th.ops.aten.tanh_backward(grad, y)
+    if act == "relu":
+        return th.ops.aten.threshold_backward(grad, y, 0)
+    return grad
+
+
 @dataclass(frozen=True)
 class Dense:
     """One ``nn.Linear`` and the activation after it (``None``: none)."""
@@ -41,22 +59,14 @@ class Dense:
     act: str | None
 
     def forward(self, x: th.Tensor) -> th.Tensor:
-        y = F.linear(x, self.weight, self.bias)
-        if self.act == "tanh":
-            return th.tanh(y)
-        if self.act == "relu":
-            return th.relu(y)
-        return y
+        return activate(F.linear(x, self.weight, self.bias), self.act)
 
     def trainable(self) -> bool:
         return self.weight.requires_grad or (self.bias is not None and self.bias.requires_grad)
 
     def backward(self, x: th.Tensor, y: th.Tensor, grad: th.Tensor, input_grad: bool) -> th.Tensor | None:
         """Accumulate this layer's parameter gradients; return the gradient w.r.t. ``x`` if asked."""
-        if self.act == "tanh":
-            grad = th.ops.aten.tanh_backward(grad, y)
-        elif self.act == "relu":
-            grad = th.ops.aten.threshold_backward(grad, y, 0)
+        grad = activation_backward(grad, y, self.act)
         if self.weight.requires_grad:
             # mm_mat2_backward for the column-major ``weight.t()`` that F.linear multiplies by.
             accumulate(self.weight, grad.t().mm(x))

@@ -23,7 +23,7 @@ import torch as th
 from stable_baselines3.common.distributions import CategoricalDistribution
 from torch import nn
 
-from rltransfer.mlp_backprop import ACTIVATIONS, Chain, accumulate, dense_chain
+from rltransfer.mlp_backprop import ACTIVATIONS, Chain, accumulate, activate, activation_backward, dense_chain
 from rltransfer.policies.multitask import MultiTaskActorCriticPolicy, MultiTaskTrunkExtractor, TaskHeads, TaskLinear
 
 
@@ -49,22 +49,14 @@ class TaskDense:
 
     def forward(self, x: th.Tensor) -> th.Tensor:
         bias = self.bias.unsqueeze(1) if self.bias is not None else x.new_zeros(())
-        y = th.baddbmm(bias, x, self.weight.transpose(1, 2))
-        if self.act == "tanh":
-            return th.tanh(y)
-        if self.act == "relu":
-            return th.relu(y)
-        return y
+        return activate(th.baddbmm(bias, x, self.weight.transpose(1, 2)), self.act)
 
     def trainable(self) -> bool:
         return any(p is not None and p.requires_grad for p in self.params)
 
     def backward(self, x: th.Tensor, y: th.Tensor, grad: th.Tensor, input_grad: bool) -> th.Tensor | None:
         """Accumulate this layer's parameter gradients; return the gradient w.r.t. ``x`` if asked."""
-        if self.act == "tanh":
-            grad = th.ops.aten.tanh_backward(grad, y)
-        elif self.act == "relu":
-            grad = th.ops.aten.threshold_backward(grad, y, 0)
+        grad = activation_backward(grad, y, self.act)
         weight, bias = self.params
         if weight.requires_grad:
             g_weight = th.bmm(grad.transpose(1, 2), x)  # (K, out, in)
