@@ -5,7 +5,9 @@ rltransfer's source policy. From one filled rollout buffer, alternating arms; ti
 medians, speed-ups medians of per-round ratios:
 
 * update: one ``train()`` (20 minibatches) with SB3's ``PPO.train``, the lean update with
-  SB3's Adam (bit-identical to SB3), and the lean update with fused Adam (the default);
+  SB3's Adam (bit-identical to SB3: minibatches run without autograd, see
+  ``rltransfer.mlp_backprop``), and the lean update with fused Adam (the default); the same
+  for rltransfer's multi-task policy on three CartPole targets (``--tasks``);
 * rollout: one ``collect_rollouts`` (32 vector steps) with SB3's code and the lean one,
   both on the batched env;
 * profile: SB3's ``PPO.train`` under cProfile, grouped by what the time is spent on.
@@ -23,12 +25,14 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
 from rltransfer.envs import get_family
-from rltransfer.envs.multitask import make_task_vec_env
-from sidebyside import alternate, machine
+from rltransfer.envs.multitask import make_multitask_vec_env, make_task_vec_env
+from rltransfer.policies import MultiTaskActorCriticPolicy
+from sidebyside import alternate, fill_buffer, machine
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import CallbackList
 
@@ -52,19 +56,22 @@ PARTS = {
 }
 
 
-def filled_model(fused_adam: bool) -> TransferPPO:
-    """A model after two updates, with a freshly collected rollout in its buffer."""
-    env = make_task_vec_env(get_family("cartpole"), "source", HP["n_envs"], seed=0)
-    model = TransferPPO(
-        "MlpPolicy", env, seed=0, policy_kwargs=source_policy_kwargs(HP), fused_adam=fused_adam, **ppo_kwargs(HP)
-    )
-    model.learn(2 * model.n_steps * model.n_envs)
-    total, callback = model._setup_learn(100_000, CallbackList([]), reset_num_timesteps=False)
-    callback.on_training_start(locals(), globals())
-    model._update_current_progress_remaining(model.num_timesteps, total)
-    assert model.env is not None
-    model.collect_rollouts(model.env, callback, model.rollout_buffer, model.n_steps)
-    return model
+def filled_model(fused_adam: bool, tasks: int = 0) -> TransferPPO:
+    """A model after two updates, with a freshly collected rollout in its buffer.
+
+    ``tasks`` > 0: rltransfer's multi-task policy on that many CartPole targets (8 envs in all).
+    """
+    fam = get_family("cartpole")
+    if tasks:
+        env = make_multitask_vec_env(fam, [v.name for v in fam.targets[:tasks]], n_envs_per_task=8 // tasks, seed=0)
+        policy: Any = MultiTaskActorCriticPolicy
+        policy_kwargs = {"trunk_arch": list(HP["trunk_arch"]), "net_arch": dict(HP["head_arch"])}
+    else:
+        env = make_task_vec_env(fam, "source", HP["n_envs"], seed=0)
+        policy, policy_kwargs = "MlpPolicy", source_policy_kwargs(HP)
+    kwargs = {**ppo_kwargs(HP), "n_steps": 256 // env.num_envs}  # one 256-sample minibatch per epoch
+    model = TransferPPO(policy, env, seed=0, policy_kwargs=policy_kwargs, fused_adam=fused_adam, **kwargs)
+    return fill_buffer(model)
 
 
 def update_arm(model: TransferPPO, lean: bool) -> Callable[[], float]:
@@ -123,18 +130,24 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--no-profile", action="store_true")
+    parser.add_argument("--tasks", type=int, default=2, help="tasks of the multi-task arms (dividing 8; 0: none)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     np.random.seed(0)
     exact, fused = filled_model(fused_adam=False), filled_model(fused_adam=True)
-    update = alternate(
-        {
-            "SB3 PPO.train": update_arm(exact, lean=False),
-            "lean, SB3's Adam (bit-identical)": update_arm(exact, lean=True),
-            "lean, fused Adam (default)": update_arm(fused, lean=True),
-        },
-        args.repeats,
-    )
+    arms = {
+        "SB3 PPO.train": update_arm(exact, lean=False),
+        "lean, SB3's Adam (bit-identical)": update_arm(exact, lean=True),
+        "lean, fused Adam (default)": update_arm(fused, lean=True),
+    }
+    update = alternate(arms, args.repeats)
+    if args.tasks:
+        multitask = filled_model(fused_adam=True, tasks=args.tasks)
+        multitask_arms = {
+            f"SB3 PPO.train, {args.tasks}-task policy": update_arm(multitask, lean=False),
+            f"lean (default), {args.tasks}-task policy": update_arm(multitask, lean=True),
+        }
+        multitask_update = alternate(multitask_arms, args.repeats)
     rollout = alternate(
         {
             "SB3 collect_rollouts": rollout_arm(exact, lean=False),
@@ -146,7 +159,10 @@ def main() -> int:
     print("times: medians; speed-ups: medians of per-round ratios")
     print("| phase | arm | ms | per minibatch / vector step | speed-up |")
     print("| --- | --- | --- | --- | --- |")
-    for phase, results, per in (("update", update, 20), ("rollout", rollout, HP["n_steps"])):
+    phases = [("update", update, 20), ("rollout", rollout, HP["n_steps"])]
+    if args.tasks:
+        phases.insert(1, ("update", multitask_update, 20))
+    for phase, results, per in phases:
         base = next(iter(results.values()))
         for name, times in results.items():
             ms = statistics.median(times)

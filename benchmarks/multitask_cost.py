@@ -6,7 +6,8 @@ with rltransfer's default architecture (trunk [64, 64], per-task heads pi [64] /
 Arms alternate round by round; costs are medians of per-round ratios. Two measurements:
 
 * end to end: env steps per second of ``learn`` (rollouts + updates), batched env;
-* one update step: forward + backward + optimizer step of a 256-sample minibatch.
+* one update step: a minibatch of the lean ``train()`` (forward, loss, backward, clipping,
+  Adam) on 256 samples, from a filled rollout buffer.
 
     python benchmarks/multitask_cost.py [--tasks 1 8] [--repeats 5]
 """
@@ -14,6 +15,7 @@ Arms alternate round by round; costs are medians of per-round ratios. Two measur
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import sys
 import time
@@ -23,7 +25,7 @@ import torch
 from rltransfer.envs import get_family
 from rltransfer.envs.multitask import make_multitask_vec_env
 from rltransfer.policies import MultiTaskActorCriticPolicy
-from sidebyside import alternate, machine, paired_ratio
+from sidebyside import alternate, fill_buffer, machine, paired_ratio
 
 from rltransfer.hyperparams import ppo_kwargs, resolve_hyperparams
 from rltransfer.ppo import TransferPPO
@@ -51,24 +53,16 @@ def end_to_end(k: int, timesteps: int) -> Callable[[], float]:
     return run
 
 
-def update_step(k: int, n: int = 200) -> Callable[[], float]:
-    """Microseconds per forward + backward + Adam step on a 256-sample minibatch with K tasks."""
-    model = model_for(k)
-    policy = model.policy
-    gen = torch.Generator().manual_seed(0)
-    task = torch.randint(0, k, (256,), generator=gen)
-    obs = {"obs": torch.randn(256, 4, generator=gen), "task_id": task.float().reshape(-1, 1)}
-    actions = torch.randint(0, 2, (256,), generator=gen)
+def update_step(k: int) -> Callable[[], float]:
+    """Microseconds per minibatch of one lean ``train()`` (20 minibatches of 256) from a filled buffer."""
+    model = fill_buffer(model_for(k))
+    buffer = copy.deepcopy(model.rollout_buffer)
 
     def run() -> float:
+        model.rollout_buffer = copy.deepcopy(buffer)
         started = time.perf_counter()
-        for _ in range(n):
-            values, log_prob, _ = policy.evaluate_actions(obs, actions)  # type: ignore[arg-type]
-            loss = values.pow(2).mean() - log_prob.mean()
-            policy.optimizer.zero_grad()
-            loss.backward()
-            policy.optimizer.step()
-        return (time.perf_counter() - started) / n * 1e6
+        model.train()
+        return (time.perf_counter() - started) / model.n_epochs * 1e6
 
     return run
 

@@ -1,4 +1,4 @@
-"""Shared helpers of the benchmark scripts: the machine's name and side-by-side (alternating) timing."""
+"""Shared helpers of the benchmark scripts: the machine's name, side-by-side (alternating) timing, a filled buffer."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import os
 import platform
 import statistics
 from collections.abc import Callable, Hashable
-from typing import TypeVar
+from typing import Any, TypeVar
+
+from stable_baselines3.common.callbacks import CallbackList
 
 K = TypeVar("K", bound=Hashable)
 
@@ -35,3 +37,13 @@ def alternate(arms: dict[K, Callable[[], float]], repeats: int) -> dict[K, list[
 def paired_ratio(results: dict[K, list[float]], arm: K, base: K) -> float:
     """Median over rounds of ``arm / base`` measured in the same round."""
     return statistics.median(a / b for a, b in zip(results[arm], results[base], strict=True))
+
+
+def fill_buffer(model: Any) -> Any:
+    """``model`` after two updates, with a freshly collected rollout in its buffer (ready for ``train()``)."""
+    model.learn(2 * model.n_steps * model.n_envs)
+    total, callback = model._setup_learn(100_000, CallbackList([]), reset_num_timesteps=False)
+    callback.on_training_start(locals(), globals())
+    model._update_current_progress_remaining(model.num_timesteps, total)
+    model.collect_rollouts(model.env, callback, model.rollout_buffer, model.n_steps)
+    return model

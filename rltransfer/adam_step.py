@@ -44,6 +44,15 @@ class FusedAdamStepper:
         self.plain = _plain_fused(optimizer)
         self._plan: list[tuple[dict[str, Any], list[th.Tensor], list[th.Tensor], list[list[th.Tensor]]]] | None = None
 
+    def zero_grad(self) -> None:
+        """``optimizer.zero_grad()`` (gradients to ``None``), without its per-call wrappers for a plain Adam."""
+        if not self.plain:
+            self.optimizer.zero_grad()
+            return
+        for group in self.optimizer.param_groups:
+            for p in group["params"]:
+                p.grad = None
+
     def step(self) -> bool:
         """One Adam step; ``True`` if it ran as the fused kernel call."""
         if self.plain and (self._plan is not None or self._build()) and self._run():

@@ -268,7 +268,7 @@ def lean_train(model: PPO) -> None:
                 if model.verbose >= 1:
                     print(f"Early stopping at step {epoch} due to reaching max kl: {approx_kl_div:.2f}")
                 break
-            policy.optimizer.zero_grad()
+            adam.zero_grad()
             backward()
             clip_grad_norm(params, model.max_grad_norm)
             adam.step()

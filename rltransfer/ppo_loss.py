@@ -65,7 +65,7 @@ class LossResult:
 
 def _clamp_backward(grad: th.Tensor, x: th.Tensor, low: float, high: float) -> th.Tensor:
     """autograd's ``clamp`` backward: the gradient passes where ``low <= x <= high``."""
-    return th.where((x >= low).logical_and_(x <= high), grad, th.zeros((), dtype=grad.dtype))
+    return th.where((x >= low).logical_and_(x <= high), grad, 0.0)
 
 
 def categorical_ppo_loss(logits: th.Tensor, values: th.Tensor, batch: Minibatch, c: Coefficients) -> LossResult:
@@ -96,12 +96,11 @@ def categorical_ppo_loss(logits: th.Tensor, values: th.Tensor, batch: Minibatch,
     # the clip range, where ``clipped == ratio``. Summed: 0 where the clipped surrogate is
     # smaller (only possible outside the range), g·A/2 on a tie outside the range (rounding),
     # else g·A (on a tie inside, (g/2)·A + (g/2)·A is exactly g·A: halving is exact).
-    zero = th.zeros((), dtype=logits.dtype)
     # autograd's -1/n in float32: division rounded in float64 and then to float32 is the same
     # correctly rounded quotient (float64 carries more than twice float32's precision).
     g_full = advantages * float(np.float32(-1.0 / n))
     half = (surrogate == surrogate_clipped).logical_and_(ratio != clipped)
-    g_ratio = th.where(surrogate > surrogate_clipped, zero, th.where(half, g_full / 2, g_full))
+    g_ratio = th.where(surrogate > surrogate_clipped, 0.0, th.where(half, g_full / 2, g_full))
     g_log_prob = (g_ratio * ratio).unsqueeze(-1)  # exp, then the subtraction passes it through
     g_ln = th.zeros_like(ln).scatter_add_(-1, index, g_log_prob)  # gather
     if c.ent_coef != 0.0:
@@ -112,7 +111,7 @@ def categorical_ppo_loss(logits: th.Tensor, values: th.Tensor, batch: Minibatch,
         g_entropy = -((-(one * c.ent_coef)).expand(n) / n)  # mul by ent_coef, neg, mean, neg
         g_product = g_entropy.unsqueeze(-1).expand_as(ln)  # sum over actions
         g_ln_softmax = th._softmax_backward_data(g_product * clamped, probs, -1, ln.dtype)
-        g_ln_clamp = th.where(ln >= th.finfo(ln.dtype).min, g_product * probs, zero)
+        g_ln_clamp = th.where(ln >= th.finfo(ln.dtype).min, g_product * probs, 0.0)
         g_ln = g_ln_softmax + g_ln_clamp + g_ln
         g_lse = (-g_ln).sum(-1, keepdim=True)
     else:

@@ -186,6 +186,8 @@ def test_fused_adam_stepper_equals_optimizer_step(lr_scale: bool) -> None:
         twin.step()
     # Adam's first step creates the state; a change of which parameters have gradients re-plans.
     assert fused == [False, True, True, False, True]
+    stepper.zero_grad()
+    assert all(p.grad is None for p in params)
     for p, q in zip(params, twin_params, strict=True):
         assert th.equal(p, q)
     for a, b in zip(ours.state_dict()["state"].values(), twin.state_dict()["state"].values(), strict=True):
