@@ -81,7 +81,7 @@ class MultiTaskCache:
     trunk: list[th.Tensor]
     pi: list[th.Tensor]
     vf: list[th.Tensor]
-    slots: th.Tensor
+    slots: th.Tensor | None  # None: one task, the batch is the block
     group: int
 
 
@@ -90,24 +90,43 @@ class MultiTaskMLP:
 
     def __init__(self, trunk: Chain, pi: Chain, vf: Chain, n_tasks: int) -> None:
         self.trunk, self.pi, self.vf, self.n_tasks = trunk, pi, vf, n_tasks
+        self._slots: tuple[np.ndarray, th.Tensor, int] | None = None  # the last batch's tasks, slots, G
+
+    def _task_slots(self, task: th.Tensor, device: th.device) -> tuple[th.Tensor, int]:
+        """``task_slots`` as a tensor; a rollout's batches (the same envs every step) reuse the last one."""
+        ids = task.reshape(-1).long().cpu().numpy()
+        if self._slots is not None and np.array_equal(self._slots[0], ids):
+            return self._slots[1], self._slots[2]
+        slots_np, group = task_slots(ids, self.n_tasks)
+        slots = th.from_numpy(slots_np).to(device)
+        self._slots = (ids, slots, group)
+        return slots, group
 
     def forward(self, obs: dict[str, th.Tensor]) -> tuple[th.Tensor, th.Tensor, MultiTaskCache]:
         """Logits ``(B, A)``, values ``(B, 1)`` and what the backward pass needs."""
         x = th.flatten(obs["obs"].float(), start_dim=1)
-        task = obs["task_id"].reshape(-1).long()
-        slots_np, group = task_slots(task.cpu().numpy(), self.n_tasks)
-        slots = th.from_numpy(slots_np).to(x.device)
-        trunk = self.trunk.forward(x)
-        h = trunk[-1]
-        grouped = h.new_zeros(self.n_tasks * group, h.shape[1]).index_copy_(0, slots, h).view(self.n_tasks, group, -1)
-        pi, vf = self.pi.forward(grouped), self.vf.forward(grouped)
-        logits = pi[-1].reshape(self.n_tasks * group, -1)[slots]
-        values = vf[-1].reshape(self.n_tasks * group, -1)[slots]
-        return logits, values, MultiTaskCache(trunk, pi, vf, slots, group)
+        slots: th.Tensor | None
+        if self.n_tasks == 1:  # one group: the batch itself
+            slots, group = None, x.shape[0]
+        else:
+            slots, group = self._task_slots(obs["task_id"], x.device)
+        cache = MultiTaskCache([], [], [], slots, group)
+        cache.trunk = self.trunk.forward(x)
+        grouped = self._group(cache.trunk[-1], cache)
+        cache.pi, cache.vf = self.pi.forward(grouped), self.vf.forward(grouped)
+        return self._ungroup(cache.pi[-1], cache), self._ungroup(cache.vf[-1], cache), cache
 
-    def _group(self, grad: th.Tensor, cache: MultiTaskCache) -> th.Tensor:
-        block = grad.new_zeros(self.n_tasks * cache.group, grad.shape[1]).index_copy_(0, cache.slots, grad)
+    def _group(self, rows: th.Tensor, cache: MultiTaskCache) -> th.Tensor:
+        """``(B, width)`` rows into the ``(K, G, width)`` block, zero where a task has fewer than G samples."""
+        if cache.slots is None:
+            return rows.unsqueeze(0)
+        block = rows.new_zeros(self.n_tasks * cache.group, rows.shape[1]).index_copy_(0, cache.slots, rows)
         return block.view(self.n_tasks, cache.group, -1)
+
+    def _ungroup(self, block: th.Tensor, cache: MultiTaskCache) -> th.Tensor:
+        if cache.slots is None:
+            return block[0]
+        return block.reshape(self.n_tasks * cache.group, -1)[cache.slots]
 
     def backward(self, cache: MultiTaskCache, grad_pi: th.Tensor, grad_vf: th.Tensor) -> None:
         """Parameter gradients of ``<grad_pi, logits> + <grad_vf, values>``."""
@@ -116,8 +135,7 @@ class MultiTaskMLP:
         g_vf = self.vf.backward(cache.vf, self._group(grad_vf, cache), input_grad=need)
         if need:
             assert g_pi is not None and g_vf is not None
-            g_h = (g_pi + g_vf).reshape(self.n_tasks * cache.group, -1)[cache.slots]
-            self.trunk.backward(cache.trunk, g_h, input_grad=False)
+            self.trunk.backward(cache.trunk, self._ungroup(g_pi + g_vf, cache), input_grad=False)
 
 
 def _task_layers(heads: nn.ModuleList, activation: str | None) -> list[TaskDense]:
