@@ -2,15 +2,18 @@
 
 SB3 2.x's ``PPO.train`` and ``collect_rollouts``, re-written so that the rollout buffer is
 turned into tensors once per update instead of once per minibatch (same
-``np.random.permutation`` draws, so the same minibatches); a categorical policy's sampling,
-log-probabilities and entropy use exactly the operations ``torch.distributions.Categorical``
-performs, without building distribution objects or validating arguments; with
-``ent_coef == 0`` the entropy is computed outside the autograd graph (its gradient is exactly
-zero); the gradient norm is clipped with ``clip_grad_norm_``'s own foreach kernels minus its
-grouping overhead. Rollouts, losses, gradients, weights and logged values are bit-identical
-to SB3's (``tests/test_ppo_lean.py``). ``TransferPPO`` (``rltransfer.ppo``) uses them.
+``np.random.permutation`` draws, so the same minibatches). Categorical MLP policies (SB3's
+``MlpPolicy``, rltransfer's trunk and multi-task policies) run each minibatch without autograd:
+the network forward and backward by hand (``rltransfer.mlp_backprop``,
+``rltransfer.multitask_backprop``), the loss's gradient from autograd's own formulas
+(``rltransfer.ppo_loss``), the values PPO only logs computed once per update, and Adam's fused
+kernel called directly (``rltransfer.adam_step``). Other categorical policies keep autograd
+but skip distribution objects and argument validation; everything else runs SB3's own
+``evaluate_actions``. The gradient norm is clipped with ``clip_grad_norm_``'s own foreach
+kernels minus its grouping overhead. Single-task rollouts, losses, gradients, weights and
+logged values are bit-identical to SB3's; the multi-task policy's agree to float rounding
+(``tests/test_ppo_lean.py``). ``TransferPPO`` (``rltransfer.ppo``) uses them.
 """
-
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence

@@ -1,7 +1,8 @@
 """PPO with per-parameter-group learning-rate scales, lean rollouts and updates, fused Adam.
 
 Lean (``TransferPPO.lean``, default on): SB3's ``PPO.train`` and ``collect_rollouts`` with
-their per-step overhead removed and bit-identical results (see ``rltransfer.lean``).
+their per-step overhead removed; bit-identical results for single-task policies, equal to
+float rounding for the multi-task policy (see ``rltransfer.lean``).
 
 ``fused_adam`` (default on) builds Adam with ``fused=True``: the same update rule in one
 kernel per parameter instead of a dozen, equal to SB3's ``foreach=False`` Adam to float
