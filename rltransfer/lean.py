@@ -14,6 +14,7 @@ kernels minus its grouping overhead. Single-task rollouts, losses, gradients, we
 logged values are bit-identical to SB3's; the multi-task policy's agree to float rounding
 (``tests/test_ppo_lean.py``). ``TransferPPO`` (``rltransfer.ppo``) uses them.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
