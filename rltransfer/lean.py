@@ -42,8 +42,8 @@ class FlatRollout:
     Flattening is done in the buffer itself, as ``RolloutBuffer.get`` does (``explained_variance``
     later reads the flattened arrays), and values equal what ``get`` would yield. The four
     per-sample scalars sit in the rows of one ``(4, N)`` tensor and discrete actions are
-    ``long`` already, so a minibatch takes three index operations instead of six, plus two
-    conversions.
+    ``long`` already, so a minibatch takes three index operations (instead of six, and two
+    conversions of its actions).
     """
 
     def __init__(self, buffer: RolloutBuffer, discrete: bool) -> None:
@@ -156,7 +156,8 @@ def sample_categorical(
 ) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
     """``policy(obs)`` (stochastic) for a categorical policy: same operations, same RNG draws.
 
-    With ``program`` (the policy as an ``ActorCriticMLP``) the network runs without module calls.
+    With ``program`` (``hand_written``) the network runs without module calls: the same values
+    for single-task MLPs, equal to float rounding for the multi-task policy.
     """
     if program is not None:
         logits, values, _ = program.forward(obs)

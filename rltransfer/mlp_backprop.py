@@ -30,6 +30,14 @@ from torch.nn import functional as F
 from rltransfer.policies.trunk import TrunkExtractor
 
 ACTIVATIONS: dict[type[nn.Module], str] = {nn.Tanh: "tanh", nn.ReLU: "relu"}
+OWN_METHODS = (
+    "extract_features",
+    "forward",
+    "evaluate_actions",
+    "predict_values",
+    "get_distribution",
+    "_get_action_dist_from_latent",
+)
 
 
 def activate(y: th.Tensor, act: str | None) -> th.Tensor:
@@ -192,6 +200,9 @@ def actor_critic_mlp(policy: Any) -> ActorCriticMLP | None:
     on 1-D ``Box`` observations.
     """
     if not isinstance(policy, ActorCriticPolicy) or type(policy.mlp_extractor) is not MlpExtractor:
+        return None
+    # A subclass that changes how observations reach the layers is not what this runs.
+    if any(getattr(type(policy), name) is not getattr(ActorCriticPolicy, name) for name in OWN_METHODS):
         return None
     space = policy.observation_space
     if not isinstance(space, spaces.Box) or len(space.shape) != 1:

@@ -28,6 +28,8 @@ MEAN = 1  # torch's Reduction::Mean
 
 @dataclass
 class Minibatch:
+    """One minibatch of the rollout buffer, flat: actions (``long`` for discrete spaces) and per-sample scalars."""
+
     actions: th.Tensor
     old_values: th.Tensor
     old_log_prob: th.Tensor
@@ -37,6 +39,8 @@ class Minibatch:
 
 @dataclass
 class Coefficients:
+    """The loss's settings for one update (clip ranges at the current progress)."""
+
     clip_range: float
     clip_range_vf: float | None
     ent_coef: float

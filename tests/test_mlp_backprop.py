@@ -12,6 +12,7 @@ import torch as th
 from rltransfer.envs import get_family
 from rltransfer.envs.multitask import make_multitask_vec_env, make_task_vec_env
 from rltransfer.policies import MultiTaskActorCriticPolicy
+from stable_baselines3.common.policies import ActorCriticPolicy
 from torch.distributions import Categorical
 from torch.nn import functional as F
 
@@ -161,6 +162,13 @@ def test_policies_outside_the_hand_written_set_keep_autograd() -> None:
     env = make_task_vec_env(fam, "source", 1, seed=0)
     elu = TransferPPO("MlpPolicy", env, n_steps=32, policy_kwargs={"activation_fn": th.nn.ELU}).policy
     assert actor_critic_mlp(elu) is None
+
+    class Scaled(ActorCriticPolicy):  # changes what the layers see
+        def extract_features(self, obs, features_extractor=None):  # type: ignore[no-untyped-def]
+            return super().extract_features(obs * 2, features_extractor)
+
+    assert actor_critic_mlp(TransferPPO(Scaled, env, n_steps=32).policy) is None
+    assert actor_critic_mlp(TransferPPO("MlpPolicy", env, n_steps=32).policy) is not None
 
 
 def _adam(params: list[th.nn.Parameter], lr_scale: bool) -> th.optim.Adam:
