@@ -1,0 +1,91 @@
+"""Does the lean update learn as SB3's own code does? Learning curves over seeds (issue 6).
+
+The multi-task policy's hand-written update agrees with autograd's to float rounding, not bit
+for bit, so its runs drift apart from SB3's after some updates, as runs of two seeds do; what
+must hold is the same learning in distribution. Per seed, the same multi-task scratch run
+(CartPole, targets long / longer / gravity30, the RL Zoo hyperparameters, evaluation every
+3,000 steps) once with ``TransferPPO``'s lean code and once with SB3's own
+(``TransferPPO.lean = False``). Per task and over all tasks: each arm's mean AUC and final
+return, and the 95% bootstrap interval of the difference (lean - SB3), which should contain 0;
+also the wall time of each arm.
+
+    python benchmarks/lean_equivalence.py [--seeds 8] [--timesteps 30000] [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import statistics
+import sys
+import time
+from typing import Any
+
+import numpy as np
+from sidebyside import machine
+
+from rltransfer.compare import area_under_curve, final_return, mean_difference, stratified_independent_bootstrap_ci
+
+TARGETS = ["long", "longer", "gravity30"]
+
+
+def run(job: tuple[bool, int, int]) -> tuple[bool, int, np.ndarray, np.ndarray, float]:
+    """One scratch run: (lean, seed, steps, returns (tasks, evals), seconds)."""
+    lean, seed, timesteps = job
+    import torch
+
+    from rltransfer.finetuning import finetune
+    from rltransfer.ppo import TransferPPO
+
+    torch.set_num_threads(1)
+    TransferPPO.lean = lean
+    started = time.perf_counter()
+    hp = {"eval_freq": 3000, "eval_episodes": 10}
+    result = finetune("cartpole", TARGETS, None, "scratch", seed=seed, timesteps=timesteps, hyperparams=hp)
+    seconds = time.perf_counter() - started
+    arrays = result.curve.as_arrays()
+    return lean, seed, arrays["steps"], arrays["returns"], seconds
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, default=8)
+    parser.add_argument("--timesteps", type=int, default=30000)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    jobs = [(lean, seed, args.timesteps) for seed in range(args.seeds) for lean in (True, False)]
+    with mp.get_context("spawn").Pool(args.workers) as pool:
+        results = pool.map(run, jobs)
+    steps = results[0][2]
+    curves: dict[bool, Any] = {lean: [] for lean in (True, False)}
+    seconds: dict[bool, list[float]] = {lean: [] for lean in (True, False)}
+    for lean, _, run_steps, returns, secs in sorted(results, key=lambda r: (r[0], r[1])):
+        assert np.array_equal(run_steps, steps)
+        curves[lean].append(returns)
+        seconds[lean].append(secs)
+    scores = {
+        "AUC": {lean: area_under_curve(np.stack(c), steps) for lean, c in curves.items()},
+        "final return (last 3 evaluations)": {lean: final_return(np.stack(c), last_k=3) for lean, c in curves.items()},
+    }
+    print(f"machine: {machine()}; {args.seeds} seeds per arm, {args.timesteps} target steps, scratch, 3 CartPole tasks")
+    print(
+        f"wall s per run (median, {args.workers} runs in parallel): lean {statistics.median(seconds[True]):.1f}, ",
+        end="",
+    )
+    print(f"SB3's code {statistics.median(seconds[False]):.1f}")
+    print("| metric | task | lean mean | SB3 mean | lean - SB3 [95% CI] | interval contains 0 |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for metric, by_arm in scores.items():
+        lean, sb3 = by_arm[True], by_arm[False]
+        for t, task in [*enumerate(TARGETS), (None, "all tasks")]:
+            x, y = (lean, sb3) if t is None else (lean[:, [t]], sb3[:, [t]])
+            low, high = stratified_independent_bootstrap_ci(x, y, mean_difference)
+            print(
+                f"| {metric} | {task} | {x.mean():.1f} | {y.mean():.1f} | {mean_difference(x, y):+.1f} "
+                f"[{low:+.1f}, {high:+.1f}] | {'yes' if low <= 0 <= high else 'NO'} |"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
