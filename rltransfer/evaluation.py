@@ -17,6 +17,7 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import VecEnv
 
 from rltransfer import normalization
+from rltransfer.lean_predict import predictor_for
 
 
 @dataclass
@@ -46,15 +47,17 @@ def evaluate_tasks(
 ) -> dict[str, tuple[float, float]]:
     """Mean and std of the episode return per task, each env re-seeded so every call sees the same starts.
 
-    With ``train_env``, observation-normalisation statistics are copied from it first.
+    With ``train_env``, observation-normalisation statistics are copied from it first. A lean
+    ``TransferPPO`` predicts through ``rltransfer.lean_predict`` (the same actions, faster).
     """
     out = {}
+    predictor = predictor_for(model)
     for name, env in eval_envs.items():
         if train_env is not None:
             normalization.sync(train_env, env)
         env.seed(seed)
         rewards, _ = evaluate_policy(
-            model, env, n_eval_episodes=n_episodes, deterministic=deterministic, return_episode_rewards=True
+            predictor, env, n_eval_episodes=n_episodes, deterministic=deterministic, return_episode_rewards=True
         )
         out[name] = (float(np.mean(rewards)), float(np.std(rewards)))
     return out

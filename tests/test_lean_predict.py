@@ -1,0 +1,78 @@
+"""Evaluation through ``LeanPredictor`` gives the episodes SB3's ``model.predict`` gives."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+import torch as th
+from rltransfer.envs import get_family
+from rltransfer.envs.multitask import make_eval_env, make_multitask_vec_env, make_task_vec_env
+from rltransfer.policies import MultiTaskActorCriticPolicy
+from stable_baselines3.common.evaluation import evaluate_policy
+
+from rltransfer.evaluation import evaluate_tasks
+from rltransfer.hyperparams import resolve_hyperparams
+from rltransfer.lean_predict import LeanPredictor, predictor_for
+from rltransfer.ppo import TransferPPO
+from rltransfer.pretraining import source_policy_kwargs
+
+
+def trained(multitask: bool) -> TransferPPO:
+    """A policy that has learnt a little (long, varied episodes), single- or multi-task."""
+    fam = get_family("cartpole")
+    if multitask:
+        env = make_multitask_vec_env(fam, ["long", "heavy"], n_envs_per_task=2, seed=0)
+        model = TransferPPO(MultiTaskActorCriticPolicy, env, seed=0, n_steps=128, batch_size=128)
+    else:
+        env = make_task_vec_env(fam, "source", 4, seed=0)
+        kwargs = source_policy_kwargs(resolve_hyperparams("cartpole"))
+        model = TransferPPO("MlpPolicy", env, seed=0, n_steps=128, batch_size=128, policy_kwargs=kwargs)
+    model.learn(2048)
+    return model
+
+
+@pytest.mark.parametrize("multitask", [False, True])
+def test_lean_evaluation_equals_sb3_predict(multitask: bool) -> None:
+    model = trained(multitask)
+    predictor = predictor_for(model)
+    assert isinstance(predictor, LeanPredictor)
+    fam = get_family("cartpole")
+    env = make_eval_env(fam, "long", 6, task_id=1 if multitask else None, n_tasks=2 if multitask else None)
+    episodes: list[Any] = []
+    for agent in (model, predictor):
+        env.seed(3)
+        episodes.append(evaluate_policy(agent, env, n_eval_episodes=6, deterministic=True, return_episode_rewards=True))
+    assert episodes[0] == episodes[1]
+    assert len(set(episodes[0][1])) > 1  # episodes of different lengths: a real comparison
+    obs = env.reset()
+    ours, _ = predictor.predict(obs, deterministic=True)
+    theirs, _ = model.predict(obs, deterministic=True)
+    assert ours.dtype == theirs.dtype and ours.shape == theirs.shape
+    np.testing.assert_array_equal(ours, theirs)
+
+
+def test_stochastic_evaluation_and_other_models_use_sb3_predict() -> None:
+    model = trained(multitask=False)
+    predictor = predictor_for(model)
+    obs = make_task_vec_env(get_family("cartpole"), "source", 4, seed=1).reset()
+    th.manual_seed(0)
+    ours, _ = predictor.predict(obs, deterministic=False)
+    th.manual_seed(0)
+    theirs, _ = model.predict(obs, deterministic=False)
+    np.testing.assert_array_equal(ours, theirs)
+    model.lean = False
+    assert predictor_for(model) is model
+    model.lean = True
+    pendulum = make_task_vec_env(get_family("pendulum"), "source", 1, seed=0)
+    gaussian = TransferPPO("MlpPolicy", pendulum, n_steps=32, batch_size=32)
+    assert predictor_for(gaussian) is gaussian
+
+
+def test_evaluate_tasks_gives_the_same_returns_lean_or_not() -> None:
+    model = trained(multitask=False)
+    env = make_eval_env(get_family("cartpole"), "long", 4)
+    lean = evaluate_tasks(model, {"long": env}, 4, seed=2)
+    model.lean = False
+    assert evaluate_tasks(model, {"long": env}, 4, seed=2) == lean
