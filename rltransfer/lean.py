@@ -117,8 +117,8 @@ def hand_written(policy: Any, logits_fn: LogitsFn | None) -> Program | None:
 
     Single-task MLPs give bit-identical gradients; the multi-task policy's agree to float rounding.
     """
-    if logits_fn is None:
-        return None
+    if logits_fn is None or any(p.dtype != th.float32 for p in policy.parameters()):
+        return None  # the loss's gradient reproduces float32 rounding (SB3's default dtype)
     return plain_mlp(policy, logits_fn) or multitask_mlp(policy)
 
 

@@ -84,7 +84,7 @@ class Dense:
 
 
 def accumulate(param: th.Tensor, grad: th.Tensor) -> None:
-    """What autograd does at a leaf: run the tensor's hooks, then add into ``param.grad``."""
+    """What autograd does at a leaf: run the tensor's hooks, add into ``param.grad``, run post-accumulate hooks."""
     hooks = param._backward_hooks
     if hooks:
         for hook in hooks.values():
@@ -92,6 +92,10 @@ def accumulate(param: th.Tensor, grad: th.Tensor) -> None:
             if out is not None:
                 grad = out
     param.grad = grad if param.grad is None else param.grad + grad
+    post = getattr(param, "_post_accumulate_grad_hooks", None)
+    if post:
+        for hook in post.values():
+            hook(param)
 
 
 class Layer(Protocol):

@@ -275,3 +275,32 @@ def test_multitask_policies_outside_the_program_keep_autograd() -> None:
     gaussian = MultiTaskActorCriticPolicy(obs_space, gym.spaces.Box(-1, 1, (2,)), lambda _: 1e-3)
     assert multitask_mlp(gaussian) is None
     assert multitask_mlp(MultiTaskActorCriticPolicy(obs_space, gym.spaces.Discrete(3), lambda _: 1e-3)) is not None
+
+
+def test_gradient_hooks_run_as_autograd_runs_them() -> None:
+    policy = _policy().policy
+    program = actor_critic_mlp(policy)
+    assert program is not None
+    weight = policy.features_extractor.trunk[0].weight  # type: ignore[index,union-attr]
+    seen: list[th.Tensor] = []
+    weight.register_hook(lambda g: g * 2)
+    weight.register_post_accumulate_grad_hook(lambda p: seen.append(p.grad.clone()))
+    obs, g_logits, g_values = th.randn(8, 4), th.randn(8, 2), th.randn(8, 1)
+    latent_pi, latent_vf = policy.mlp_extractor(policy.extract_features(obs))  # type: ignore[arg-type]
+    th.autograd.backward([policy.action_net(latent_pi), policy.value_net(latent_vf)], [g_logits, g_values])
+    reference = weight.grad.clone()  # type: ignore[union-attr]
+    policy.optimizer.zero_grad()
+    with th.no_grad():
+        _, _, cache = program.forward(obs)
+        program.backward(cache, g_logits, g_values)
+    assert th.equal(weight.grad, reference)  # type: ignore[arg-type]
+    assert len(seen) == 2 and th.equal(seen[0], seen[1])
+
+
+def test_double_precision_policies_keep_autograd() -> None:
+    from rltransfer.lean import categorical_logits, hand_written
+
+    policy = _policy().policy
+    assert hand_written(policy, categorical_logits(policy)) is not None
+    policy.double()
+    assert hand_written(policy, categorical_logits(policy)) is None
