@@ -6,6 +6,9 @@ second of ``learn`` (medians over rounds) and ratio to plain SB3 (median of per-
 ratios, robust to other load on the machine):
 
 * ``sb3``: ``PPO("MlpPolicy", make_vec_env("CartPole-v1", 8))``, the reference;
+* ``sb3 PPO, rltransfer's trunk architecture``: plain SB3 with rltransfer's source policy
+  (shared trunk [64, 64], heads [64]: about 1.4x the multiply-adds of ``MlpPolicy``), which
+  separates what the architecture costs from what rltransfer's machinery costs;
 * ``rltransfer, all speed-ups off``: ``TransferPPO`` with rltransfer's trunk policy on a
   ``DummyVecEnv`` of the family env, SB3's own rollouts and update, SB3's Adam, NaN guard:
   the pure overhead of rltransfer's classes (target ratio >= 0.95);
@@ -46,6 +49,15 @@ def sb3(timesteps: int, seed: int) -> float:
     return timesteps / (time.perf_counter() - started)
 
 
+def sb3_trunk(timesteps: int, seed: int) -> float:
+    """Plain SB3 PPO with rltransfer's source architecture: what the architecture alone costs."""
+    env = make_vec_env("CartPole-v1", n_envs=HP["n_envs"], seed=seed)
+    model = PPO("MlpPolicy", env, seed=seed, policy_kwargs=source_policy_kwargs(HP), **ppo_kwargs(HP))
+    started = time.perf_counter()
+    model.learn(timesteps)
+    return timesteps / (time.perf_counter() - started)
+
+
 def rltransfer_loop(fast: bool) -> Callable[[int, int], float]:
     def run(timesteps: int, seed: int) -> float:
         env = make_task_vec_env(get_family("cartpole"), "source", HP["n_envs"], seed=seed, batched=fast)
@@ -68,6 +80,7 @@ def pretrain_api(timesteps: int, seed: int) -> float:
 
 ARMS: dict[str, Callable[[int, int], float]] = {
     "sb3 PPO MlpPolicy + DummyVecEnv": sb3,
+    "sb3 PPO, rltransfer's trunk architecture": sb3_trunk,
     "rltransfer, all speed-ups off": rltransfer_loop(False),
     "rltransfer default (batched, lean, fused Adam)": rltransfer_loop(True),
     "pretrain() incl. evaluations": pretrain_api,
