@@ -7,7 +7,7 @@ about half of a fine-tuning run's time went there. ``predictor_for`` gives ``eva
 an object whose ``predict`` runs the policy's network by hand (``rltransfer.lean.hand_written``)
 and takes the mode with the operations ``Categorical.mode`` performs, so the actions are
 SB3's: bit-identical for single-task MLPs, the same up to float rounding of the logits for
-the multi-task policy (``tests/test_mlp_backprop.py``).
+the multi-task policy (``tests/test_lean_predict.py``).
 """
 
 from __future__ import annotations
