@@ -17,11 +17,18 @@ from torch.optim import optimizer as optimizer_module
 
 
 def _plain_fused(optimizer: th.optim.Optimizer) -> bool:
-    if type(optimizer) is not th.optim.Adam:
+    if type(optimizer) is not th.optim.Adam or not hasattr(th, "_fused_adam_"):
         return False
-    if optimizer._optimizer_step_pre_hooks or optimizer._optimizer_step_post_hooks:
+    try:  # torch internals (2.x): a torch without them steps through optimizer.step()
+        hooks = [
+            optimizer._optimizer_step_pre_hooks,
+            optimizer._optimizer_step_post_hooks,
+            optimizer_module._global_optimizer_pre_hooks,
+            optimizer_module._global_optimizer_post_hooks,
+        ]
+    except AttributeError:
         return False
-    if optimizer_module._global_optimizer_pre_hooks or optimizer_module._global_optimizer_post_hooks:
+    if any(hooks):
         return False
     for group in optimizer.param_groups:
         if not group.get("fused") or group.get("amsgrad") or group.get("maximize") or group.get("capturable"):
