@@ -7,7 +7,7 @@ medians, speed-ups medians of per-round ratios:
 * update: one ``train()`` (20 minibatches) with SB3's ``PPO.train``, the lean update with
   SB3's Adam (bit-identical to SB3: minibatches run without autograd, see
   ``rltransfer.mlp_backprop``), and the lean update with fused Adam (the default); the same
-  for rltransfer's multi-task policy on three CartPole targets (``--tasks``);
+  for rltransfer's multi-task policy on ``--tasks`` CartPole targets (default 2, 8 envs in all);
 * rollout: one ``collect_rollouts`` (32 vector steps) with SB3's code and the lean one,
   both on the batched env;
 * profile: SB3's ``PPO.train`` under cProfile, grouped by what the time is spent on.
