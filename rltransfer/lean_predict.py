@@ -40,7 +40,7 @@ class LeanPredictor:
         if not deterministic:
             return self.model.predict(observation, state, episode_start, deterministic)
         with th.no_grad():
-            logits, _, _ = self.program.forward(obs_as_tensor(observation, self.model.device))
+            logits = self.program.actor_logits(obs_as_tensor(observation, self.model.device))
             probs = F.softmax(logits - logits.logsumexp(dim=-1, keepdim=True), dim=-1)
             actions = th.argmax(probs, dim=1)  # CategoricalDistribution.mode
         return actions.cpu().numpy(), state

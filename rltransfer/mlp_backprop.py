@@ -141,6 +141,8 @@ class Program(Protocol):
 
     def forward(self, obs: Any) -> tuple[th.Tensor, th.Tensor, Any]: ...
 
+    def actor_logits(self, obs: Any) -> th.Tensor: ...
+
     def backward(self, cache: Any, grad_pi: th.Tensor, grad_vf: th.Tensor) -> None: ...
 
 
@@ -164,6 +166,10 @@ class ActorCriticMLP:
         pi = self.pi.forward(shared[-1])
         vf = self.vf.forward(shared[-1])
         return pi[-1], vf[-1], ForwardCache(shared, pi, vf)
+
+    def actor_logits(self, obs: th.Tensor) -> th.Tensor:
+        """The action net's output alone (evaluation), without the critic."""
+        return self.pi.forward(self.shared.forward(th.flatten(obs.float(), start_dim=1))[-1])[-1]
 
     def backward(self, cache: ForwardCache, grad_pi: th.Tensor, grad_vf: th.Tensor) -> None:
         """Parameter gradients of ``<grad_pi, pi_out> + <grad_vf, values>``, accumulated as ``backward`` would."""

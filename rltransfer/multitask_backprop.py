@@ -104,6 +104,17 @@ class MultiTaskMLP:
 
     def forward(self, obs: dict[str, th.Tensor]) -> tuple[th.Tensor, th.Tensor, MultiTaskCache]:
         """Logits ``(B, A)``, values ``(B, 1)`` and what the backward pass needs."""
+        cache, grouped = self._trunk(obs)
+        cache.pi, cache.vf = self.pi.forward(grouped), self.vf.forward(grouped)
+        return self._ungroup(cache.pi[-1], cache), self._ungroup(cache.vf[-1], cache), cache
+
+    def actor_logits(self, obs: dict[str, th.Tensor]) -> th.Tensor:
+        """The logits alone (evaluation), without the critic."""
+        cache, grouped = self._trunk(obs)
+        return self._ungroup(self.pi.forward(grouped)[-1], cache)
+
+    def _trunk(self, obs: dict[str, th.Tensor]) -> tuple[MultiTaskCache, th.Tensor]:
+        """The trunk's outputs (in a new cache) and its features laid out by task."""
         x = th.flatten(obs["obs"].float(), start_dim=1)
         slots: th.Tensor | None
         if self.n_tasks == 1:  # one group: the batch itself
@@ -112,9 +123,7 @@ class MultiTaskMLP:
             slots, group = self._task_slots(obs["task_id"], x.device)
         cache = MultiTaskCache([], [], [], slots, group)
         cache.trunk = self.trunk.forward(x)
-        grouped = self._group(cache.trunk[-1], cache)
-        cache.pi, cache.vf = self.pi.forward(grouped), self.vf.forward(grouped)
-        return self._ungroup(cache.pi[-1], cache), self._ungroup(cache.vf[-1], cache), cache
+        return cache, self._group(cache.trunk[-1], cache)
 
     def _group(self, rows: th.Tensor, cache: MultiTaskCache) -> th.Tensor:
         """``(B, width)`` rows into the ``(K, G, width)`` block, zero where a task has fewer than G samples."""

@@ -136,6 +136,7 @@ def test_network_backward_equals_autograd(share: bool) -> None:
         logits, values, cache = program.forward(obs)
         program.backward(cache, g_logits, g_values)
     assert th.equal(logits, policy.action_net(latent_pi)) and th.equal(values, policy.value_net(latent_vf))
+    assert th.equal(program.actor_logits(obs), logits)
     ours = {name: p.grad for name, p in policy.named_parameters() if p.grad is not None}
     assert ours.keys() == reference.keys() and len(ours) == len(list(policy.parameters()))
     for name, grad in reference.items():
@@ -258,6 +259,7 @@ def test_multitask_backward_matches_autograd(k: int, frozen_trunk: bool) -> None
         logits, values, cache = program.forward(obs)
         program.backward(cache, g_logits, g_values)
     th.testing.assert_close(logits, logits_ref, rtol=1e-5, atol=1e-6)
+    assert th.equal(program.actor_logits(obs), logits)
     th.testing.assert_close(values, values_ref, rtol=1e-5, atol=1e-6)
     ours = {name: p.grad for name, p in policy.named_parameters() if p.grad is not None}
     assert ours.keys() == reference.keys()
