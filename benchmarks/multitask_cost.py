@@ -7,9 +7,13 @@ Arms alternate round by round; costs are medians of per-round ratios. Two measur
 
 * end to end: env steps per second of ``learn`` (rollouts + updates), batched env;
 * one update step: a minibatch of the lean ``train()`` (forward, loss, backward, clipping,
-  Adam) on 256 samples, from a filled rollout buffer.
+  Adam), from a filled rollout buffer.
 
-    python benchmarks/multitask_cost.py [--tasks 1 8] [--repeats 5]
+The Zoo's minibatch is the whole 256-sample rollout, 32 samples per task: sorted by task it is
+the (K, G) block as it is. ``--batch-size 64`` splits it into 4 random minibatches whose task
+groups differ in size, so each goes through a zero-padded block (the general case).
+
+    python benchmarks/multitask_cost.py [--tasks 1 8] [--repeats 5] [--batch-size 256]
 """
 
 from __future__ import annotations
@@ -35,17 +39,18 @@ FAMILY = get_family("cartpole")
 VARIANTS = [v.name for v in (*FAMILY.variants, *FAMILY.held_out_variants())]
 
 
-def model_for(k: int, seed: int = 0) -> TransferPPO:
+def model_for(k: int, seed: int = 0, batch_size: int | None = None) -> TransferPPO:
     if k > len(VARIANTS) or 8 % k:
         raise SystemExit(f"K={k}: needs K <= {len(VARIANTS)} dividing 8")
     env = make_multitask_vec_env(FAMILY, VARIANTS[:k], n_envs_per_task=8 // k, seed=seed)
     policy_kwargs = {"trunk_arch": list(HP["trunk_arch"]), "net_arch": dict(HP["head_arch"])}
-    return TransferPPO(MultiTaskActorCriticPolicy, env, seed=seed, policy_kwargs=policy_kwargs, **ppo_kwargs(HP))
+    kwargs = {**ppo_kwargs(HP), **({"batch_size": batch_size} if batch_size else {})}
+    return TransferPPO(MultiTaskActorCriticPolicy, env, seed=seed, policy_kwargs=policy_kwargs, **kwargs)
 
 
-def end_to_end(k: int, timesteps: int) -> Callable[[], float]:
+def end_to_end(k: int, timesteps: int, batch_size: int) -> Callable[[], float]:
     def run() -> float:
-        model = model_for(k)
+        model = model_for(k, batch_size=batch_size)
         started = time.perf_counter()
         model.learn(timesteps)
         return timesteps / (time.perf_counter() - started)
@@ -53,16 +58,17 @@ def end_to_end(k: int, timesteps: int) -> Callable[[], float]:
     return run
 
 
-def update_step(k: int) -> Callable[[], float]:
-    """Microseconds per minibatch of one lean ``train()`` (20 minibatches of 256) from a filled buffer."""
-    model = fill_buffer(model_for(k))
+def update_step(k: int, batch_size: int) -> Callable[[], float]:
+    """Microseconds per minibatch of one lean ``train()`` (20 epochs) from a filled buffer."""
+    model = fill_buffer(model_for(k, batch_size=batch_size))
     buffer = copy.deepcopy(model.rollout_buffer)
 
     def run() -> float:
         model.rollout_buffer = copy.deepcopy(buffer)
         started = time.perf_counter()
         model.train()
-        return (time.perf_counter() - started) / model.n_epochs * 1e6
+        minibatches = model.n_epochs * -(-model.rollout_buffer.buffer_size * model.n_envs // model.batch_size)
+        return (time.perf_counter() - started) / minibatches * 1e6
 
     return run
 
@@ -72,12 +78,16 @@ def main() -> int:
     parser.add_argument("--tasks", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--timesteps", type=int, default=8192)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=int(HP["batch_size"]))
     args = parser.parse_args()
     torch.set_num_threads(1)
-    steps = alternate({k: end_to_end(k, args.timesteps) for k in args.tasks}, args.repeats)
-    update = alternate({k: update_step(k) for k in args.tasks}, args.repeats)
+    steps = alternate({k: end_to_end(k, args.timesteps, args.batch_size) for k in args.tasks}, args.repeats)
+    update = alternate({k: update_step(k, args.batch_size) for k in args.tasks}, args.repeats)
     base = args.tasks[0]
-    print(f"machine: {machine()}; torch threads 1; RL Zoo CartPole config, 8 sub-envs, {args.timesteps} steps")
+    print(
+        f"machine: {machine()}; torch threads 1; RL Zoo CartPole config (minibatch {args.batch_size}), "
+        f"8 sub-envs, {args.timesteps} steps"
+    )
     print(f"{args.repeats} alternating rounds; rates: medians; costs: medians of per-round ratios to K={base}")
     print("| K tasks | env steps/s | cost per env step | update step (us) | cost per update |")
     print("| --- | --- | --- | --- | --- |")

@@ -32,7 +32,7 @@ from torch.nn import functional as F
 
 from rltransfer.adam_step import FusedAdamStepper
 from rltransfer.mlp_backprop import ActorCriticMLP, Program, actor_critic_mlp
-from rltransfer.multitask_backprop import multitask_mlp
+from rltransfer.multitask_backprop import MultiTaskMLP, multitask_mlp
 from rltransfer.ppo_loss import Coefficients, LossResult, Minibatch, categorical_ppo_loss, logged_stats, total_loss
 
 
@@ -46,7 +46,7 @@ class FlatRollout:
     conversions of its actions).
     """
 
-    def __init__(self, buffer: RolloutBuffer, discrete: bool) -> None:
+    def __init__(self, buffer: RolloutBuffer, discrete: bool, group_by: str | None = None) -> None:
         names = ["actions", "values", "log_probs", "advantages", "returns"]
         if not buffer.generator_ready:
             if isinstance(buffer, DictRolloutBuffer):
@@ -67,8 +67,13 @@ class FlatRollout:
         self.actions = actions.long().flatten() if discrete else actions
         scalars = (buffer.values, buffer.log_probs, buffer.advantages, buffer.returns)
         self.scalars = buffer.to_torch(np.stack([a.flatten() for a in scalars]))
+        # Each sample's key (its task id) where minibatches are to be sorted by it.
+        self.keys = buffer.observations[group_by].reshape(-1) if group_by is not None else None
 
     def sample(self, indices: np.ndarray) -> tuple[Any, Minibatch]:
+        # Sorting a minibatch by task (stably) changes only the order its sums run in.
+        if self.keys is not None:
+            indices = indices[np.argsort(self.keys[indices], kind="stable")]
         # index_select: the same rows as ``tensor[idx]``, without advanced indexing's overhead.
         idx = th.as_tensor(indices, device=self.actions.device)
         obs: Any
@@ -252,7 +257,9 @@ def lean_train(model: PPO) -> None:
     program = hand_written(policy, logits_fn)
     params = list(policy.parameters())
     adam = FusedAdamStepper(policy.optimizer)
-    data = FlatRollout(model.rollout_buffer, isinstance(model.action_space, spaces.Discrete))
+    # The multi-task program runs a minibatch sorted by task with fewer copies (same samples).
+    group_by = MultiTaskMLP.TASK_KEY if isinstance(program, MultiTaskMLP) and program.n_tasks > 1 else None
+    data = FlatRollout(model.rollout_buffer, isinstance(model.action_space, spaces.Discrete), group_by)
     epochs: list[int] = []  # each minibatch's epoch
     rows: list[list[float]] = []  # autograd: logged values as they come
     deferred: list[LossResult] = []  # hand-written: logged values computed at the end

@@ -3,7 +3,8 @@
 ``MultiTaskActorCriticPolicy``: a shared trunk, then per-task heads (``TaskLinear`` stacks) whose
 K-block latent feeds SB3's single ``action_net``/``value_net``. Here every sample runs only its
 own task: the minibatch is laid out as a ``(K, G, width)`` block (G = the largest task group,
-padding rows zero), each head layer is one ``baddbmm``, and the output layers run per task on
+padding rows zero; a batch sorted by task in equal groups is that block as it is, without
+copies), each head layer is one ``baddbmm``, and the output layers run per task on
 their own block of columns (a view of ``action_net.weight``), so the work follows the batch,
 not K x it. The autograd path (``TaskHeads`` under autograd) groups the same way, but its
 output layers multiply the zero-padded K-block latent, so sums run in another order: the
@@ -81,24 +82,37 @@ class MultiTaskCache:
     trunk: list[th.Tensor]
     pi: list[th.Tensor]
     vf: list[th.Tensor]
-    slots: th.Tensor | None  # None: one task, the batch is the block
+    slots: th.Tensor | None  # None: the batch, in order, is the (K, G) block
     group: int
 
 
 class MultiTaskMLP:
     """Shared trunk, then each task's actor and critic heads with their output columns."""
 
+    TASK_KEY = "task_id"  # the observation key holding each sample's task
+
     def __init__(self, trunk: Chain, pi: Chain, vf: Chain, n_tasks: int) -> None:
         self.trunk, self.pi, self.vf, self.n_tasks = trunk, pi, vf, n_tasks
-        self._slots: tuple[np.ndarray, th.Tensor, int] | None = None  # the last batch's tasks, slots, G
+        self._slots: tuple[np.ndarray, th.Tensor | None, int] | None = None  # the last batch's tasks, slots, G
 
-    def _task_slots(self, task: th.Tensor, device: th.device) -> tuple[th.Tensor, int]:
-        """``task_slots`` as a tensor; a rollout's batches (the same envs every step) reuse the last one."""
+    def _task_slots(self, task: th.Tensor, device: th.device) -> tuple[th.Tensor | None, int]:
+        """``task_slots`` as a tensor, or ``None`` where the batch is the block already.
+
+        A batch sorted by task with the same number of samples per task (a rollout step over
+        task-major envs; a minibatch that ``FlatRollout`` sorted, as in the RL Zoo CartPole
+        setup where it is the whole rollout) needs no copies in and out of the block. A
+        rollout's batches (the same envs every step) reuse the last answer.
+        """
         ids = task.reshape(-1).long().cpu().numpy()
         if self._slots is not None and np.array_equal(self._slots[0], ids):
             return self._slots[1], self._slots[2]
-        slots_np, group = task_slots(ids, self.n_tasks)
-        slots = th.from_numpy(slots_np).to(device)
+        counts = np.bincount(ids, minlength=self.n_tasks)
+        slots: th.Tensor | None
+        if (counts == counts[0]).all() and (ids[1:] >= ids[:-1]).all():
+            slots, group = None, int(counts[0])
+        else:
+            slots_np, group = task_slots(ids, self.n_tasks)
+            slots = th.from_numpy(slots_np).to(device)
         self._slots = (ids, slots, group)
         return slots, group
 
@@ -120,7 +134,7 @@ class MultiTaskMLP:
         if self.n_tasks == 1:  # one group: the batch itself
             slots, group = None, x.shape[0]
         else:
-            slots, group = self._task_slots(obs["task_id"], x.device)
+            slots, group = self._task_slots(obs[self.TASK_KEY], x.device)
         cache = MultiTaskCache([], [], [], slots, group)
         cache.trunk = self.trunk.forward(x)
         return cache, self._group(cache.trunk[-1], cache)
@@ -128,13 +142,13 @@ class MultiTaskMLP:
     def _group(self, rows: th.Tensor, cache: MultiTaskCache) -> th.Tensor:
         """``(B, width)`` rows into the ``(K, G, width)`` block, zero where a task has fewer than G samples."""
         if cache.slots is None:
-            return rows.unsqueeze(0)
+            return rows.reshape(self.n_tasks, cache.group, rows.shape[1])
         block = rows.new_zeros(self.n_tasks * cache.group, rows.shape[1]).index_copy_(0, cache.slots, rows)
         return block.view(self.n_tasks, cache.group, -1)
 
     def _ungroup(self, block: th.Tensor, cache: MultiTaskCache) -> th.Tensor:
         if cache.slots is None:
-            return block[0]
+            return block.reshape(self.n_tasks * cache.group, block.shape[2])
         return th.index_select(block.reshape(self.n_tasks * cache.group, -1), 0, cache.slots)  # 4x faster than []
 
     def backward(self, cache: MultiTaskCache, grad_pi: th.Tensor, grad_vf: th.Tensor) -> None:

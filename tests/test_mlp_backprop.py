@@ -240,15 +240,20 @@ def test_task_slots_group_samples_by_task_in_order() -> None:
 
 @pytest.mark.parametrize("k", [1, 3])
 @pytest.mark.parametrize("frozen_trunk", [False, True])
-def test_multitask_backward_matches_autograd(k: int, frozen_trunk: bool) -> None:
+@pytest.mark.parametrize("layout", ["mixed", "sorted"])
+def test_multitask_backward_matches_autograd(k: int, frozen_trunk: bool, layout: str) -> None:
+    """Mixed tasks go through a padded (K, G) block; sorted, equal groups are the block as they are."""
     policy = _multitask_policy(k)
     if frozen_trunk:
         policy.features_extractor.trunk.requires_grad_(False)  # type: ignore[union-attr]
     program = multitask_mlp(policy)
     assert program is not None
     gen = th.Generator().manual_seed(k)
-    n = 61
-    obs = {"obs": th.randn(n, 4, generator=gen), "task_id": th.randint(0, k, (n, 1), generator=gen).float()}
+    if layout == "sorted":
+        n, task = 60, th.arange(k).repeat_interleave(60 // k)
+    else:
+        n, task = 61, th.randint(0, k, (61,), generator=gen)
+    obs = {"obs": th.randn(n, 4, generator=gen), "task_id": task.float().unsqueeze(1)}
     g_logits, g_values = th.randn(n, 2, generator=gen), th.randn(n, 1, generator=gen)
     latent_pi, latent_vf = policy.mlp_extractor(policy.extract_features(obs))  # type: ignore[arg-type]
     logits_ref, values_ref = policy.action_net(latent_pi), policy.value_net(latent_vf)
@@ -258,6 +263,7 @@ def test_multitask_backward_matches_autograd(k: int, frozen_trunk: bool) -> None
     with th.no_grad():
         logits, values, cache = program.forward(obs)
         program.backward(cache, g_logits, g_values)
+    assert (cache.slots is None) is (k == 1 or layout == "sorted")
     th.testing.assert_close(logits, logits_ref, rtol=1e-5, atol=1e-6)
     assert th.equal(program.actor_logits(obs), logits)
     th.testing.assert_close(values, values_ref, rtol=1e-5, atol=1e-6)

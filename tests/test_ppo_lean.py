@@ -88,6 +88,8 @@ def build(case: str) -> TransferPPO:
         kwargs["target_kl"] = 1e-7
     if case == "multitask-plain":
         kwargs["learning_rate"] = 3e-4
+    if case == "multitask-whole-batch":  # one minibatch of 64 per task: the block needs no copies
+        kwargs["batch_size"] = 192
     if case == "multiinput-sb3":
         return TransferPPO("MultiInputPolicy", env, seed=0, **kwargs)
     return TransferPPO(MultiTaskActorCriticPolicy, env, seed=0, policy_kwargs={"trunk_arch": [32, 32]}, **kwargs)
@@ -135,12 +137,13 @@ CASES = [
     "multitask-entropy",
     "multitask-clipvf",
     "multitask-target-kl",
+    "multitask-whole-batch",
     "pendulum",
     "pendulum-sde",
 ]
 
 
-MULTITASK = ["multitask-plain", "multitask-entropy", "multitask-clipvf", "multitask-target-kl"]
+MULTITASK = ["multitask-plain", "multitask-entropy", "multitask-clipvf", "multitask-target-kl", "multitask-whole-batch"]
 
 
 def start_of(model: TransferPPO) -> dict[str, Any]:
@@ -188,7 +191,9 @@ def test_multitask_hand_written_update_matches_sb3_to_rounding(case: str) -> Non
         th.testing.assert_close(lean[key], reference[key], rtol=1e-5, atol=1e-6)
     assert ref_log.keys() == lean_log.keys()
     for key, value in ref_log.items():
-        assert lean_log[key] == pytest.approx(value, rel=1e-3, abs=1e-7), key
+        # abs: a float32 mean of O(1) terms that cancel (the first epoch's policy loss is the mean
+        # of normalised advantages, ~1e-6) moves by ~1e-7 per term when summed in another order.
+        assert lean_log[key] == pytest.approx(value, rel=1e-3, abs=1e-5), key
     if case.endswith("target-kl"):
         assert model._n_updates == start["n_updates"] + 1  # the same early stop
 
