@@ -3,17 +3,19 @@
 Same total data in every arm: 8 sub-environments (K=1: 8 copies of one CartPole variant;
 K=8: one of each of 8 variants), RL Zoo CartPole hyperparameters, ``MultiTaskActorCriticPolicy``
 with rltransfer's default architecture (trunk [64, 64], per-task heads pi [64] / vf [64]).
-Arms alternate round by round; costs are medians of per-round ratios. Two measurements:
+Two measurements, each alternating the arms call by call (A B, B A, ...) so that they see the
+same machine state; costs are medians of per-round ratios:
 
-* end to end: env steps per second of ``learn`` (rollouts + updates), batched env;
+* end to end: env steps per second of one ``learn`` iteration (a rollout of 8 x 32 steps on
+  the batched env, then its update), ``--iterations`` per arm, each model learning on;
 * one update step: a minibatch of the lean ``train()`` (forward, loss, backward, clipping,
-  Adam), from a filled rollout buffer.
+  Adam), from a filled rollout buffer, ``--repeats`` per arm.
 
 The Zoo's minibatch is the whole 256-sample rollout, 32 samples per task: sorted by task it is
 the (K, G) block as it is. ``--batch-size 64`` splits it into 4 random minibatches whose task
 groups differ in size, so each goes through a zero-padded block (the general case).
 
-    python benchmarks/multitask_cost.py [--tasks 1 8] [--repeats 5] [--batch-size 256]
+    python benchmarks/multitask_cost.py [--tasks 1 8] [--iterations 60] [--repeats 40] [--batch-size 256]
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import torch
 from rltransfer.envs import get_family
 from rltransfer.envs.multitask import make_multitask_vec_env
 from rltransfer.policies import MultiTaskActorCriticPolicy
-from sidebyside import alternate, fill_buffer, machine, paired_ratio
+from sidebyside import alternate, fill_buffer, learn_iterations, machine, paired_ratio
 
 from rltransfer.hyperparams import ppo_kwargs, resolve_hyperparams
 from rltransfer.ppo import TransferPPO
@@ -48,13 +50,12 @@ def model_for(k: int, seed: int = 0, batch_size: int | None = None) -> TransferP
     return TransferPPO(MultiTaskActorCriticPolicy, env, seed=seed, policy_kwargs=policy_kwargs, **kwargs)
 
 
-def end_to_end(k: int, timesteps: int, batch_size: int) -> Callable[[], float]:
-    def run() -> float:
-        model = model_for(k, batch_size=batch_size)
-        started = time.perf_counter()
-        model.learn(timesteps)
-        return timesteps / (time.perf_counter() - started)
-
+def end_to_end(k: int, batch_size: int, iterations: int) -> Callable[[], float]:
+    """Env steps per second of one ``learn`` iteration (rollout of 8 x 32 steps and its update)."""
+    model = model_for(k, batch_size=batch_size)
+    run = learn_iterations(model, 256 * (iterations + 4))
+    for _ in range(3):  # warm-up: the first updates allocate Adam's state
+        run()
     return run
 
 
@@ -76,19 +77,22 @@ def update_step(k: int, batch_size: int) -> Callable[[], float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", type=int, nargs="+", default=[1, 8])
-    parser.add_argument("--timesteps", type=int, default=8192)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--iterations", type=int, default=60, help="alternating learn iterations per arm")
+    parser.add_argument("--repeats", type=int, default=40, help="alternating train() calls per arm")
     parser.add_argument("--batch-size", type=int, default=int(HP["batch_size"]))
     args = parser.parse_args()
     torch.set_num_threads(1)
-    steps = alternate({k: end_to_end(k, args.timesteps, args.batch_size) for k in args.tasks}, args.repeats)
+    steps = alternate({k: end_to_end(k, args.batch_size, args.iterations) for k in args.tasks}, args.iterations)
     update = alternate({k: update_step(k, args.batch_size) for k in args.tasks}, args.repeats)
     base = args.tasks[0]
     print(
         f"machine: {machine()}; torch threads 1; RL Zoo CartPole config (minibatch {args.batch_size}), "
-        f"8 sub-envs, {args.timesteps} steps"
+        "8 sub-envs"
     )
-    print(f"{args.repeats} alternating rounds; rates: medians; costs: medians of per-round ratios to K={base}")
+    print(
+        f"{args.iterations} alternating learn iterations, {args.repeats} alternating train() calls; "
+        f"rates: medians; costs: medians of per-round ratios to K={base}"
+    )
     print("| K tasks | env steps/s | cost per env step | update step (us) | cost per update |")
     print("| --- | --- | --- | --- | --- |")
     for k in args.tasks:
