@@ -85,10 +85,7 @@ def main() -> int:
     steps = alternate({k: end_to_end(k, args.batch_size, args.iterations) for k in args.tasks}, args.iterations)
     update = alternate({k: update_step(k, args.batch_size) for k in args.tasks}, args.repeats)
     base = args.tasks[0]
-    print(
-        f"machine: {machine()}; torch threads 1; RL Zoo CartPole config (minibatch {args.batch_size}), "
-        "8 sub-envs"
-    )
+    print(f"machine: {machine()}; torch threads 1; RL Zoo CartPole config (minibatch {args.batch_size}), 8 sub-envs")
     print(
         f"{args.iterations} alternating learn iterations, {args.repeats} alternating train() calls; "
         f"rates: medians; costs: medians of per-round ratios to K={base}"
