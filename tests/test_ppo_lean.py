@@ -17,7 +17,7 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 
 from rltransfer import lean as lean_module
 from rltransfer.hyperparams import ppo_kwargs, resolve_hyperparams
-from rltransfer.lean import categorical_logits, clip_grad_norm, plain_mlp
+from rltransfer.lean import FlatRollout, categorical_logits, clip_grad_norm, plain_mlp
 from rltransfer.ppo import TransferPPO
 from rltransfer.pretraining import source_policy_kwargs
 
@@ -196,6 +196,22 @@ def test_multitask_hand_written_update_matches_sb3_to_rounding(case: str) -> Non
         assert lean_log[key] == pytest.approx(value, rel=1e-3, abs=1e-5), key
     if case.endswith("target-kl"):
         assert model._n_updates == start["n_updates"] + 1  # the same early stop
+
+
+def test_minibatches_sorted_by_task_hold_the_same_samples() -> None:
+    """``FlatRollout(group_by=...)``: each minibatch's rows in task order (stable), nothing else changed."""
+    model = filled(build("multitask-plain"))
+    indices = np.random.default_rng(0).permutation(model.rollout_buffer.buffer_size * model.n_envs)[:80]
+    plain = FlatRollout(copy.deepcopy(model.rollout_buffer), discrete=True)
+    grouped = FlatRollout(copy.deepcopy(model.rollout_buffer), discrete=True, group_by="task_id")
+    (obs, batch), (sorted_obs, sorted_batch) = plain.sample(indices), grouped.sample(indices)
+    task = sorted_obs["task_id"].flatten()
+    assert th.all(task[1:] >= task[:-1]) and len(th.unique(task)) == 3
+    order = th.from_numpy(np.argsort(obs["task_id"].flatten().numpy(), kind="stable"))
+    for key in obs:
+        assert th.equal(sorted_obs[key], obs[key][order]), key
+    for name in ("actions", "old_values", "old_log_prob", "advantages", "returns"):
+        assert th.equal(getattr(sorted_batch, name), getattr(batch, name)[order]), name
 
 
 def test_plain_sb3_ppo_and_lean_transfer_ppo_learn_the_same() -> None:
