@@ -236,9 +236,28 @@ def ray_start(args: list[str], env: dict[str, str], sids: set[int]) -> int:
     return proc.pid
 
 
+@pytest.fixture(scope="module")
+def long_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A grid whose runs last seconds, and its local-backend result.
+
+    With 128-step runs (under a second each) the head node's worker can finish the whole grid
+    before the second node's worker has started: the driver reuses its lease on the head.
+    """
+    import torch
+
+    torch.set_num_threads(1)
+    path = tmp_path_factory.mktemp("long") / "spec.yaml"
+    path.write_text(yaml.safe_dump(grid_spec("ray-long", timesteps=2048, eval={"freq": 512, "episodes": 2})))
+    out = path.parent / "ref"
+    result, _ = run_experiment(path, out=out, workers=1, progress=False)
+    assert result.complete
+    return path, out
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to find the second node's processes")
-def test_two_node_cluster_loses_a_node_mid_grid(spec_path: Path, reference: Path, tmp_path: Path) -> None:
+def test_two_node_cluster_loses_a_node_mid_grid(long_runs: tuple[Path, Path], tmp_path: Path) -> None:
     pytest.importorskip("ray")
+    spec_path, reference = long_runs
     temp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))
     # Fast failure detection, so the lost node's runs are retried within seconds.
     fast = {"RAY_health_check_period_ms": "500", "RAY_health_check_timeout_ms": "500",
