@@ -104,7 +104,8 @@ def main() -> int:
         if args.quick:
             spec = scaled(spec, args.quick, args.seeds)
         started = time.time()
-        out = Path(args.root) / spec.name
+        # One directory per budget factor: a grid directory refuses runs of another spec.
+        out = Path(args.root) / (f"{spec.name}-x{args.quick:g}" if args.quick else spec.name)
         result, _ = run_experiment(spec, out=out, resume=True, progress=False)
         if result.failed:
             print(f"{path}: {len(result.failed)} runs failed; rerun to retry", file=sys.stderr)
