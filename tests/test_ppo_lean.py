@@ -191,9 +191,10 @@ def test_multitask_hand_written_update_matches_sb3_to_rounding(case: str) -> Non
         th.testing.assert_close(lean[key], reference[key], rtol=1e-5, atol=1e-6)
     assert ref_log.keys() == lean_log.keys()
     for key, value in ref_log.items():
-        # abs: a float32 mean of O(1) terms that cancel (the first epoch's policy loss is the mean
-        # of normalised advantages, ~1e-6) moves by ~1e-7 per term when summed in another order.
-        assert lean_log[key] == pytest.approx(value, rel=1e-3, abs=1e-5), key
+        # The policy loss is a float32 mean of O(1) terms that cancel (in the first epoch, the mean
+        # of normalised advantages, ~1e-6): summed in another order it moves by ~1e-7 per term.
+        cancels = key == "train/policy_gradient_loss"
+        assert lean_log[key] == pytest.approx(value, rel=1e-3, abs=1e-5 if cancels else 1e-7), key
     if case.endswith("target-kl"):
         assert model._n_updates == start["n_updates"] + 1  # the same early stop
 
