@@ -5,7 +5,8 @@ The same run per device: ``MultiTaskActorCriticPolicy`` with a ``--trunk`` (defa
 variants with ``--envs-per-task`` batched sub-environments each, RL Zoo CartPole PPO
 hyperparameters (``--batch-size`` overrides the minibatch). Devices alternate round by round
 (cpu, cuda, cuda, cpu, ...); rates are medians, the ratio is the median of per-round ratios.
-The CPU arm uses ``--cpu-threads`` torch threads (default: every core), as a CPU user would.
+The CPU arm uses ``--cpu-threads`` torch threads (default: every core), as a CPU user would;
+the CUDA arm one (its CPU side is the numpy env and SB3's bookkeeping).
 
     python benchmarks/gpu_trunk.py [--devices cpu cuda] [--timesteps 16384] [--repeats 3]
 

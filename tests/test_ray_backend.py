@@ -63,16 +63,19 @@ def spec_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def reference(spec_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The whole grid through the local backend."""
+def run_locally(spec_path: Path, out: Path) -> Path:
+    """The whole grid through the local backend, as the reference the Ray runs must equal."""
     import torch
 
     torch.set_num_threads(1)  # as the CLI does; Ray tasks run single-threaded too
-    out = tmp_path_factory.mktemp("ref") / "exp"
     result, _ = run_experiment(spec_path, out=out, workers=1, progress=False)
     assert result.complete
     return out
+
+
+@pytest.fixture(scope="module")
+def reference(spec_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return run_locally(spec_path, tmp_path_factory.mktemp("ref") / "exp")
 
 
 @pytest.fixture(scope="module")
@@ -243,15 +246,9 @@ def long_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     With 128-step runs (under a second each) the head node's worker can finish the whole grid
     before the second node's worker has started: the driver reuses its lease on the head.
     """
-    import torch
-
-    torch.set_num_threads(1)
     path = tmp_path_factory.mktemp("long") / "spec.yaml"
     path.write_text(yaml.safe_dump(grid_spec("ray-long", timesteps=2048, eval={"freq": 512, "episodes": 2})))
-    out = path.parent / "ref"
-    result, _ = run_experiment(path, out=out, workers=1, progress=False)
-    assert result.complete
-    return path, out
+    return path, run_locally(path, path.parent / "ref")
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to find the second node's processes")
