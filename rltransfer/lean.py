@@ -17,7 +17,7 @@ logged values are bit-identical to SB3's; the multi-task policy's agree to float
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -32,7 +32,7 @@ from torch.nn import functional as F
 
 from rltransfer.adam_step import FusedAdamStepper
 from rltransfer.mlp_backprop import ActorCriticMLP, Program, actor_critic_mlp
-from rltransfer.multitask_backprop import MultiTaskMLP, multitask_mlp
+from rltransfer.multitask_backprop import MultiTaskMLP, TaskLayout, multitask_mlp, sorted_layouts
 from rltransfer.ppo_loss import Coefficients, LossResult, Minibatch, categorical_ppo_loss, logged_stats, total_loss
 
 
@@ -43,10 +43,14 @@ class FlatRollout:
     later reads the flattened arrays), and values equal what ``get`` would yield. The four
     per-sample scalars sit in the rows of one ``(4, N)`` tensor and discrete actions are
     ``long`` already, so a minibatch takes three index operations (instead of six, and two
-    conversions of its actions).
+    conversions of its actions). With ``group_by`` (an observation key holding task ids
+    ``0..n_groups-1``; by default the largest present + 1) each minibatch's rows are sorted
+    by it and come with their ``TaskLayout``.
     """
 
-    def __init__(self, buffer: RolloutBuffer, discrete: bool, group_by: str | None = None) -> None:
+    def __init__(
+        self, buffer: RolloutBuffer, discrete: bool, group_by: str | None = None, n_groups: int | None = None
+    ) -> None:
         names = ["actions", "values", "log_probs", "advantages", "returns"]
         if not buffer.generator_ready:
             if isinstance(buffer, DictRolloutBuffer):
@@ -68,12 +72,36 @@ class FlatRollout:
         scalars = (buffer.values, buffer.log_probs, buffer.advantages, buffer.returns)
         self.scalars = buffer.to_torch(np.stack([a.flatten() for a in scalars]))
         # Each sample's key (its task id) where minibatches are to be sorted by it.
-        self.keys = buffer.observations[group_by].reshape(-1) if group_by is not None else None
+        self.keys = buffer.observations[group_by].reshape(-1).astype(np.int64) if group_by is not None else None
+        self.n_groups = 1 if self.keys is None else n_groups if n_groups is not None else int(self.keys.max()) + 1
+
+    def minibatches(self, indices: np.ndarray, batch_size: int) -> Iterator[tuple[Any, Minibatch, TaskLayout | None]]:
+        """An epoch's minibatches: ``batch_size`` entries of ``indices`` at a time (the last may be shorter).
+
+        Sorting a minibatch by task (stably) changes only the order its sums run in. All
+        minibatches of one size are sorted, and their layouts computed, in one pass.
+        """
+        if self.keys is None:
+            for start in range(0, len(indices), batch_size):
+                yield (*self._select(indices[start : start + batch_size]), None)
+            return
+        full = len(indices) // batch_size * batch_size
+        blocks = [indices[:full].reshape(-1, batch_size)] if full else []
+        if full < len(indices):
+            blocks.append(indices[full:].reshape(1, -1))
+        for block in blocks:
+            keys = self.keys[block]
+            order = np.argsort(keys, axis=1, kind="stable")
+            rows, keys = np.take_along_axis(block, order, 1), np.take_along_axis(keys, order, 1)
+            for row, layout in zip(rows, sorted_layouts(keys, self.n_groups), strict=True):
+                yield (*self._select(row), layout)
 
     def sample(self, indices: np.ndarray) -> tuple[Any, Minibatch]:
-        # Sorting a minibatch by task (stably) changes only the order its sums run in.
-        if self.keys is not None:
-            indices = indices[np.argsort(self.keys[indices], kind="stable")]
+        """One minibatch of the given rows (sorted by task with ``group_by``)."""
+        obs, batch, _ = next(self.minibatches(indices, len(indices)))
+        return obs, batch
+
+    def _select(self, indices: np.ndarray) -> tuple[Any, Minibatch]:
         # index_select: the same rows as ``tensor[idx]``, without advanced indexing's overhead.
         idx = th.as_tensor(indices, device=self.actions.device)
         obs: Any
@@ -194,11 +222,11 @@ def clip_grad_norm(params: Sequence[th.nn.Parameter], max_norm: float) -> None:
 
 
 def _hand_written_step(
-    program: Program, obs: Any, batch: Minibatch, coefs: Coefficients
+    program: Program, obs: Any, batch: Minibatch, coefs: Coefficients, layout: TaskLayout | None
 ) -> tuple[LossResult, Callable[[], None]]:
     """The loss's gradient and what its logged values need; a function that fills the gradients."""
     with th.no_grad():
-        logits, values, cache = program.forward(obs)
+        logits, values, cache = program.forward(obs, layout)
         result = categorical_ppo_loss(logits, values, batch, coefs)
 
     def backward() -> None:
@@ -258,19 +286,19 @@ def lean_train(model: PPO) -> None:
     params = list(policy.parameters())
     adam = FusedAdamStepper(policy.optimizer)
     # The multi-task program runs a minibatch sorted by task with fewer copies (same samples).
-    group_by = MultiTaskMLP.TASK_KEY if isinstance(program, MultiTaskMLP) and program.n_tasks > 1 else None
-    data = FlatRollout(model.rollout_buffer, isinstance(model.action_space, spaces.Discrete), group_by)
+    multitask = program if isinstance(program, MultiTaskMLP) and program.n_tasks > 1 else None
+    group_by, n_groups = (MultiTaskMLP.TASK_KEY, multitask.n_tasks) if multitask else (None, None)
+    data = FlatRollout(model.rollout_buffer, isinstance(model.action_space, spaces.Discrete), group_by, n_groups)
     epochs: list[int] = []  # each minibatch's epoch
     rows: list[list[float]] = []  # autograd: logged values as they come
     deferred: list[LossResult] = []  # hand-written: logged values computed at the end
     continue_training = True
     for epoch in range(model.n_epochs):
         indices = np.random.permutation(data.size)  # RolloutBuffer.get draws one per epoch
-        for start in range(0, data.size, model.batch_size):
-            obs, batch = data.sample(indices[start : start + model.batch_size])
+        for obs, batch, layout in data.minibatches(indices, model.batch_size):
             epochs.append(epoch)
             if program is not None:
-                result, backward = _hand_written_step(program, obs, batch, coefs)
+                result, backward = _hand_written_step(program, obs, batch, coefs, layout)
                 deferred.append(result)
                 approx_kl_div = result.approx_kl() if model.target_kl is not None else 0.0
             else:

@@ -139,7 +139,9 @@ class Chain:
 class Program(Protocol):
     """A policy's network run by hand: outputs and a cache forward, parameter gradients backward."""
 
-    def forward(self, obs: Any) -> tuple[th.Tensor, th.Tensor, Any]: ...
+    def forward(self, obs: Any, layout: Any = None) -> tuple[th.Tensor, th.Tensor, Any]:
+        """``layout``: how the batch's rows group by task, where the caller knows (multi-task programs)."""
+        ...
 
     def actor_logits(self, obs: Any) -> th.Tensor: ...
 
@@ -159,8 +161,8 @@ class ActorCriticMLP:
     def __init__(self, shared: Chain, pi: Chain, vf: Chain) -> None:
         self.shared, self.pi, self.vf = shared, pi, vf
 
-    def forward(self, obs: th.Tensor) -> tuple[th.Tensor, th.Tensor, ForwardCache]:
-        """Action-net output ``(B, A)``, values ``(B, 1)`` and what the backward pass needs."""
+    def forward(self, obs: th.Tensor, layout: None = None) -> tuple[th.Tensor, th.Tensor, ForwardCache]:
+        """Action-net output ``(B, A)``, values ``(B, 1)`` and what the backward pass needs (one task: no layout)."""
         x = th.flatten(obs.float(), start_dim=1)
         shared = self.shared.forward(x)
         pi = self.pi.forward(shared[-1])

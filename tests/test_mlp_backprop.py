@@ -19,7 +19,7 @@ from torch.nn import functional as F
 from rltransfer.adam_step import FusedAdamStepper
 from rltransfer.hyperparams import resolve_hyperparams
 from rltransfer.mlp_backprop import actor_critic_mlp
-from rltransfer.multitask_backprop import multitask_mlp, task_slots
+from rltransfer.multitask_backprop import multitask_mlp, sorted_layouts, task_slots
 from rltransfer.ppo import TransferPPO
 from rltransfer.ppo_loss import Coefficients, Minibatch, categorical_ppo_loss, logged_stats, total_loss
 from rltransfer.pretraining import source_policy_kwargs
@@ -238,6 +238,18 @@ def test_task_slots_group_samples_by_task_in_order() -> None:
     assert slots.tolist() == [6, 0, 7, 8, 3, 1]  # task * G + rank within the task
 
 
+def test_sorted_layouts_are_each_rows_task_slots() -> None:
+    rows = np.sort(np.random.default_rng(0).integers(0, 4, (50, 13)), axis=1)  # 13 rows: never equal groups
+    rows[0] = [0] * 6 + [2] * 7  # tasks 1 and 3 absent
+    equal = np.repeat(np.arange(4), 4)[None]  # 4 per task, sorted: the block as it is
+    for layout, row in zip(sorted_layouts(rows, 4), rows, strict=True):
+        slots, group = task_slots(row, 4)
+        assert layout.group == group and layout.slots is not None
+        assert layout.slots.tolist() == slots.tolist()
+    (layout,) = sorted_layouts(equal, 4)
+    assert layout.slots is None and layout.group == 4
+
+
 @pytest.mark.parametrize("k", [1, 3])
 @pytest.mark.parametrize("frozen_trunk", [False, True])
 @pytest.mark.parametrize("layout", ["mixed", "sorted"])
@@ -263,7 +275,7 @@ def test_multitask_backward_matches_autograd(k: int, frozen_trunk: bool, layout:
     with th.no_grad():
         logits, values, cache = program.forward(obs)
         program.backward(cache, g_logits, g_values)
-    assert (cache.slots is None) is (k == 1 or layout == "sorted")
+    assert (cache.layout.slots is None) is (k == 1 or layout == "sorted")
     th.testing.assert_close(logits, logits_ref, rtol=1e-5, atol=1e-6)
     assert th.equal(program.actor_logits(obs), logits)
     th.testing.assert_close(values, values_ref, rtol=1e-5, atol=1e-6)

@@ -18,6 +18,7 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from rltransfer import lean as lean_module
 from rltransfer.hyperparams import ppo_kwargs, resolve_hyperparams
 from rltransfer.lean import FlatRollout, categorical_logits, clip_grad_norm, plain_mlp
+from rltransfer.multitask_backprop import multitask_mlp
 from rltransfer.ppo import TransferPPO
 from rltransfer.pretraining import source_policy_kwargs
 
@@ -213,6 +214,28 @@ def test_minibatches_sorted_by_task_hold_the_same_samples() -> None:
         assert th.equal(sorted_obs[key], obs[key][order]), key
     for name in ("actions", "old_values", "old_log_prob", "advantages", "returns"):
         assert th.equal(getattr(sorted_batch, name), getattr(batch, name)[order]), name
+
+
+def test_epoch_minibatches_are_the_sorted_samples_with_their_layouts() -> None:
+    """``minibatches``: each slice of the permutation sorted by task (the short last one too), with its layout."""
+    model = filled(build("multitask-plain"))
+    size = model.rollout_buffer.buffer_size * model.n_envs
+    indices = np.random.default_rng(1).permutation(size)
+    grouped = FlatRollout(copy.deepcopy(model.rollout_buffer), discrete=True, group_by="task_id", n_groups=3)
+    program = multitask_mlp(model.policy)
+    assert program is not None
+    batches = list(grouped.minibatches(indices, 40))
+    assert len(batches) == -(-size // 40) and size % 40  # a shorter last minibatch
+    for start, (obs, batch, layout) in zip(range(0, size, 40), batches, strict=True):
+        ref_obs, ref_batch = grouped.sample(indices[start : start + 40])
+        assert all(th.equal(obs[key], ref_obs[key]) for key in obs)
+        assert th.equal(batch.advantages, ref_batch.advantages) and th.equal(batch.actions, ref_batch.actions)
+        assert layout is not None
+        expected = program._layout(obs["task_id"], th.device("cpu"))
+        assert layout.group == expected.group
+        assert (layout.slots is None) is (expected.slots is None)
+        if layout.slots is not None and expected.slots is not None:
+            assert th.equal(layout.slots, expected.slots)
 
 
 def test_plain_sb3_ppo_and_lean_transfer_ppo_learn_the_same() -> None:
