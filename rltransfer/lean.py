@@ -217,8 +217,16 @@ def clip_grad_norm(params: Sequence[th.nn.Parameter], max_norm: float) -> None:
         return
     with th.no_grad():
         total_norm = th.linalg.vector_norm(th.stack(th._foreach_norm(grads, 2.0)), 2.0)
-        clip_coef = th.clamp(float(max_norm) / (total_norm + 1e-6), max=1.0)
-        th._foreach_mul_(grads, clip_coef)
+    if total_norm.dtype != th.float32 or total_norm.device.type != "cpu":
+        th._foreach_mul_(grads, th.clamp(float(max_norm) / (total_norm + 1e-6), max=1.0))
+        return
+    # torch's ``clamp(max_norm / (norm + 1e-6), max=1.0)`` (the division is ``reciprocal() *
+    # max_norm``) in float32 scalars: the same bits without four tensor operations; and
+    # multiplying by exactly 1 changes no gradient, so below the threshold nothing runs.
+    one = np.float32(1.0)
+    coef = min(np.float32(max_norm) * (one / (np.float32(total_norm.item()) + np.float32(1e-6))), one)
+    if coef != one:  # NaN too: the gradients become NaN, as torch's multiplication makes them
+        th._foreach_mul_(grads, float(coef))
 
 
 def _hand_written_step(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any
 
 import numpy as np
@@ -341,13 +342,19 @@ def test_lean_path_is_taken_only_where_it_is_exact() -> None:
 def test_clip_grad_norm_matches_torch() -> None:
     gen = th.Generator().manual_seed(0)
     shapes = [(64, 4), (64,), (2, 64), (2,)]
-    for scale in (0.01, 100.0):  # below and above the threshold
-        grads = [th.randn(s, generator=gen) * scale for s in shapes]
-        ours = [th.nn.Parameter(th.zeros(s)) for s in shapes]
-        torch_ = [th.nn.Parameter(th.zeros(s)) for s in shapes]
-        for a, b, g in zip(ours, torch_, grads, strict=True):
-            a.grad, b.grad = g.clone(), g.clone()
-        clip_grad_norm(ours, 0.5)
-        th.nn.utils.clip_grad_norm_(torch_, 0.5)
-        for a, b in zip(ours, torch_, strict=True):
-            assert th.equal(a.grad, b.grad)  # type: ignore[arg-type]
+    # Below and above the threshold, a non-finite gradient, and thresholds that are not powers of 2.
+    for scale, max_norm in [(0.01, 0.5), (100.0, 0.5), (3.0, 0.7), (1e-3, 1e-3), (1.0, 5.0), (float("nan"), 0.5)]:
+        for _ in range(20):
+            grads = [th.randn(s, generator=gen) * scale for s in shapes]
+            ours = [th.nn.Parameter(th.zeros(s)) for s in shapes]
+            torch_ = [th.nn.Parameter(th.zeros(s)) for s in shapes]
+            for a, b, g in zip(ours, torch_, grads, strict=True):
+                a.grad, b.grad = g.clone(), g.clone()
+            clip_grad_norm(ours, max_norm)
+            th.nn.utils.clip_grad_norm_(torch_, max_norm)
+            for a, b in zip(ours, torch_, strict=True):
+                assert a.grad is not None and b.grad is not None
+                if math.isnan(scale):
+                    assert a.grad.isnan().all() and b.grad.isnan().all()
+                else:
+                    assert th.equal(a.grad, b.grad), (scale, max_norm)
