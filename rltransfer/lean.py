@@ -2,13 +2,14 @@
 
 SB3 2.x's ``PPO.train`` and ``collect_rollouts``, re-written so that the rollout buffer is
 turned into tensors once per update instead of once per minibatch (same
-``np.random.permutation`` draws, so the same minibatches). Categorical MLP policies (SB3's
-``MlpPolicy``, rltransfer's trunk and multi-task policies) run each minibatch without autograd:
-the network forward and backward by hand (``rltransfer.mlp_backprop``,
-``rltransfer.multitask_backprop``), the loss's gradient from autograd's own formulas
-(``rltransfer.ppo_loss``), the values PPO only logs computed once per update, and Adam's fused
-kernel called directly (``rltransfer.adam_step``). Other categorical policies keep autograd
-but skip distribution objects and argument validation; everything else runs SB3's own
+``np.random.permutation`` draws, so the same minibatches). Categorical and diagonal-Gaussian
+MLP policies (SB3's ``MlpPolicy``, rltransfer's trunk and multi-task policies; no gSDE) run
+each minibatch without autograd: the network forward and backward by hand
+(``rltransfer.mlp_backprop``, ``rltransfer.multitask_backprop``), the loss's gradient from
+autograd's own formulas (``rltransfer.ppo_loss``, ``rltransfer.gaussian_loss``), the values PPO
+only logs computed once per update, and Adam's fused kernel called directly
+(``rltransfer.adam_step``). Other categorical policies keep autograd but skip distribution
+objects and argument validation; everything else (gSDE, masked actions) runs SB3's own
 ``evaluate_actions``. The gradient norm is clipped with ``clip_grad_norm_``'s own foreach
 kernels minus its grouping overhead. Single-task rollouts, losses, gradients, weights and
 logged values are bit-identical to SB3's; the multi-task policy's agree to float rounding
@@ -17,6 +18,7 @@ logged values are bit-identical to SB3's; the multi-task policy's agree to float
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -25,13 +27,14 @@ import torch as th
 from gymnasium import spaces
 from stable_baselines3 import PPO
 from stable_baselines3.common.buffers import DictRolloutBuffer, RolloutBuffer
-from stable_baselines3.common.distributions import CategoricalDistribution
+from stable_baselines3.common.distributions import CategoricalDistribution, DiagGaussianDistribution
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.utils import explained_variance
 from torch.nn import functional as F
 
 from rltransfer.adam_step import FusedAdamStepper
-from rltransfer.mlp_backprop import ActorCriticMLP, Program, actor_critic_mlp
+from rltransfer.gaussian_loss import gaussian_ppo_loss
+from rltransfer.mlp_backprop import ActorCriticMLP, Program, accumulate, actor_critic_mlp
 from rltransfer.multitask_backprop import MultiTaskMLP, TaskLayout, multitask_mlp, sorted_layouts
 from rltransfer.ppo_loss import Coefficients, LossResult, Minibatch, categorical_ppo_loss, logged_stats, total_loss
 
@@ -157,6 +160,25 @@ def hand_written(policy: Any, logits_fn: LogitsFn | None) -> Program | None:
     return plain_mlp(policy, logits_fn) or multitask_mlp(policy)
 
 
+def gaussian_hand_written(policy: Any) -> Program | None:
+    """The program a diagonal-Gaussian MLP policy's minibatch runs without autograd, if there is one.
+
+    SB3's ``DiagGaussianDistribution`` (no gSDE, no squashing) over the action net's means and
+    the ``log_std`` parameter; the network is what ``hand_written`` covers for categorical
+    policies. Single-task gradients are bit-identical; the multi-task policy's to float rounding.
+    """
+    if not isinstance(policy, ActorCriticPolicy) or type(policy.action_dist) is not DiagGaussianDistribution:
+        return None
+    if any(getattr(type(policy), name) is not getattr(ActorCriticPolicy, name) for name in SB3_METHODS):
+        return None
+    if any(p.dtype != th.float32 for p in policy.parameters()):
+        return None
+    return actor_critic_mlp(policy) or multitask_mlp(policy)
+
+
+LossFn = Callable[[th.Tensor, th.Tensor, Minibatch, Coefficients], LossResult]
+
+
 def _latents(policy: ActorCriticPolicy, obs: Any) -> tuple[th.Tensor, th.Tensor]:
     """Actor and critic latents, as ``ActorCriticPolicy.forward`` computes them."""
     features = policy.extract_features(obs)
@@ -230,16 +252,24 @@ def clip_grad_norm(params: Sequence[th.nn.Parameter], max_norm: float) -> None:
 
 
 def _hand_written_step(
-    program: Program, obs: Any, batch: Minibatch, coefs: Coefficients, layout: TaskLayout | None
+    program: Program,
+    loss: LossFn,
+    log_std: th.nn.Parameter | None,
+    obs: Any,
+    batch: Minibatch,
+    coefs: Coefficients,
+    layout: TaskLayout | None,
 ) -> tuple[LossResult, Callable[[], None]]:
     """The loss's gradient and what its logged values need; a function that fills the gradients."""
     with th.no_grad():
-        logits, values, cache = program.forward(obs, layout)
-        result = categorical_ppo_loss(logits, values, batch, coefs)
+        out, values, cache = program.forward(obs, layout)
+        result = loss(out, values, batch, coefs)
 
     def backward() -> None:
         with th.no_grad():
             program.backward(cache, result.grad_logits, result.grad_values)
+            if log_std is not None and log_std.requires_grad and result.grad_log_std is not None:
+                accumulate(log_std, result.grad_log_std)
 
     return result, backward
 
@@ -279,8 +309,9 @@ def _autograd_step(
 def lean_train(model: PPO) -> None:
     """SB3 2.x ``PPO.train`` with the same arithmetic and less overhead per minibatch.
 
-    Categorical MLP policies (``hand_written``) run each minibatch without autograd and compute
-    what is only logged once at the end; others run the same loss through autograd.
+    Categorical and diagonal-Gaussian MLP policies (``hand_written``, ``gaussian_hand_written``)
+    run each minibatch without autograd and compute what is only logged once at the end;
+    others run the same loss through autograd.
     """
     policy = model.policy
     policy.set_training_mode(True)
@@ -291,6 +322,11 @@ def lean_train(model: PPO) -> None:
     coefs = Coefficients(clip_range, clip_range_vf, model.ent_coef, model.vf_coef, model.normalize_advantage)
     logits_fn = categorical_logits(policy)
     program = hand_written(policy, logits_fn)
+    loss: LossFn = categorical_ppo_loss
+    log_std = None
+    if program is None and (program := gaussian_hand_written(policy)) is not None:
+        log_std = policy.log_std
+        loss = functools.partial(gaussian_ppo_loss, log_std=log_std)
     params = list(policy.parameters())
     adam = FusedAdamStepper(policy.optimizer)
     # The multi-task program runs a minibatch sorted by task with fewer copies (same samples).
@@ -306,7 +342,7 @@ def lean_train(model: PPO) -> None:
         for obs, batch, layout in data.minibatches(indices, model.batch_size):
             epochs.append(epoch)
             if program is not None:
-                result, backward = _hand_written_step(program, obs, batch, coefs, layout)
+                result, backward = _hand_written_step(program, loss, log_std, obs, batch, coefs, layout)
                 deferred.append(result)
                 approx_kl_div = result.approx_kl() if model.target_kl is not None else 0.0
             else:

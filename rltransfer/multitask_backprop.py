@@ -10,8 +10,9 @@ not K x it. The autograd path (``TaskHeads`` under autograd) groups the same way
 output layers multiply the zero-padded K-block latent, so sums run in another order: the
 gradients agree with autograd's to float rounding, not bit for bit (``tests/test_mlp_backprop.py``).
 
-Covered: ``MultiTaskTrunkExtractor`` (same observation space for all tasks), no action
-masking, a shared features extractor, on the CPU; anything else keeps autograd.
+Covered: ``MultiTaskTrunkExtractor`` (same observation space for all tasks), categorical or
+diagonal-Gaussian actions without masking, a shared features extractor, on the CPU; anything
+else keeps autograd.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 
 import numpy as np
 import torch as th
-from stable_baselines3.common.distributions import CategoricalDistribution
+from stable_baselines3.common.distributions import CategoricalDistribution, DiagGaussianDistribution
 from torch import nn
 
 from rltransfer.mlp_backprop import ACTIVATIONS, Chain, accumulate, activate, activation_backward, dense_chain
@@ -198,7 +199,11 @@ def multitask_mlp(policy: Any) -> MultiTaskMLP | None:
     """The policy as a ``MultiTaskMLP``, or ``None`` where it is outside what the module covers."""
     if type(policy) is not MultiTaskActorCriticPolicy or policy.valid_actions is not None:
         return None
-    if not isinstance(policy.action_dist, CategoricalDistribution) or not policy.share_features_extractor:
+    # Categorical or plain diagonal Gaussian (the caller forms the loss's gradient for either).
+    distribution = policy.action_dist
+    if not (isinstance(distribution, CategoricalDistribution) or type(distribution) is DiagGaussianDistribution):
+        return None
+    if not policy.share_features_extractor:
         return None
     extractor, heads = policy.features_extractor, policy.mlp_extractor
     if type(extractor) is not MultiTaskTrunkExtractor or type(heads) is not TaskHeads:

@@ -289,12 +289,13 @@ def test_multitask_backward_matches_autograd(k: int, frozen_trunk: bool, layout:
 
 def test_multitask_policies_outside_the_program_keep_autograd() -> None:
     obs_space = gym.spaces.Dict({"obs": gym.spaces.Box(-1, 1, (3,)), "task_id": gym.spaces.Discrete(2)})
+    box = gym.spaces.Box(-1, 1, (3,))
     cross = {"task_obs_dims": [3, 2], "task_action_dims": [2, 3]}  # adapters and masked actions
-    masked = MultiTaskActorCriticPolicy(obs_space, gym.spaces.Discrete(3), lambda _: 1e-3, **cross)
-    assert multitask_mlp(masked) is None
-    gaussian = MultiTaskActorCriticPolicy(obs_space, gym.spaces.Box(-1, 1, (2,)), lambda _: 1e-3)
-    assert multitask_mlp(gaussian) is None
-    assert multitask_mlp(MultiTaskActorCriticPolicy(obs_space, gym.spaces.Discrete(3), lambda _: 1e-3)) is not None
+    for space in (gym.spaces.Discrete(3), box):
+        assert multitask_mlp(MultiTaskActorCriticPolicy(obs_space, space, lambda _: 1e-3, **cross)) is None
+        assert multitask_mlp(MultiTaskActorCriticPolicy(obs_space, space, lambda _: 1e-3)) is not None
+    sde = MultiTaskActorCriticPolicy(obs_space, box, lambda _: 1e-3, use_sde=True)
+    assert multitask_mlp(sde) is None
 
 
 def test_gradient_hooks_run_as_autograd_runs_them() -> None:

@@ -6,6 +6,7 @@ import copy
 import math
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
@@ -14,7 +15,9 @@ from rltransfer.envs.multitask import make_multitask_vec_env, make_task_vec_env
 from rltransfer.policies import MultiTaskActorCriticPolicy
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import CallbackList
+from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.vec_env import DummyVecEnv
 
 from rltransfer import lean as lean_module
 from rltransfer.hyperparams import ppo_kwargs, resolve_hyperparams
@@ -33,6 +36,23 @@ class MaskedPolicy(ActorCriticPolicy):
 
     def _get_action_dist_from_latent(self, latent_pi: th.Tensor) -> Any:
         return self.action_dist.proba_distribution(action_logits=self.action_logits(latent_pi))  # type: ignore[call-arg]
+
+
+class Reach(gym.Env[np.ndarray, np.ndarray]):
+    """Three-dimensional actions, rewarded for matching the observation (episodes of 16 steps)."""
+
+    observation_space = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
+    action_space = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        self.t, self.target = 0, self.np_random.uniform(-1, 1, 3).astype(np.float32)
+        return self.target, {}
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
+        reward = -float(np.abs(action - self.target).sum())
+        self.t, self.target = self.t + 1, self.np_random.uniform(-1, 1, 3).astype(np.float32)
+        return self.target, reward, False, self.t >= 16, {}
 
 
 class MaskedNoHook(MaskedPolicy):
@@ -76,10 +96,25 @@ def build(case: str) -> TransferPPO:
     if case == "acrobot-masked":
         env = make_task_vec_env(get_family("acrobot"), "source", 4, seed=0)
         return TransferPPO(MaskedPolicy, env, seed=0, n_steps=32, batch_size=64, n_epochs=2, ent_coef=0.01)
-    if case.startswith("pendulum"):
+    if case.startswith("pendulum") or case == "gaussian-3d":
         env = make_task_vec_env(fam, "source", 2, seed=0)
         kwargs = {"n_steps": 64, "batch_size": 48, "n_epochs": 2, "use_sde": case == "pendulum-sde"}
-        return TransferPPO("MlpPolicy", env, seed=0, **kwargs)
+        if case == "pendulum-trunk-entropy-clipvf":  # rltransfer's trunk policy, the entropy's gradient
+            kwargs.update(ent_coef=0.01, clip_range_vf=0.2)
+            policy_kwargs = source_policy_kwargs(resolve_hyperparams("pendulum"))
+            return TransferPPO("MlpPolicy", env, seed=0, policy_kwargs=policy_kwargs, **kwargs)
+        if case == "gaussian-3d":  # three action dimensions: sums over them, log_std broadcast
+            env = DummyVecEnv([lambda: Monitor(Reach())] * 2)
+            kwargs.update(ent_coef=0.02, normalize_advantage=False)
+        model = TransferPPO("MlpPolicy", env, seed=0, **kwargs)
+        if case == "pendulum-frozen-log-std":
+            model.policy.log_std.requires_grad_(False)
+        return model
+    if case == "multitask-gaussian":
+        pendulum = get_family("pendulum")
+        env = make_multitask_vec_env(pendulum, [v.name for v in pendulum.targets[:3]], n_envs_per_task=2, seed=0)
+        kwargs = {"n_steps": 64, "batch_size": 48, "n_epochs": 2, "ent_coef": 0.01}
+        return TransferPPO(MultiTaskActorCriticPolicy, env, seed=0, policy_kwargs={"trunk_arch": [32, 32]}, **kwargs)
     env = make_multitask_vec_env(fam, ["long", "heavy", "longer"], n_envs_per_task=2, seed=0)
     kwargs.update(batch_size=80, n_epochs=3)  # 192 samples: minibatches of 80, 80 and 32
     if case == "multitask-entropy":
@@ -114,10 +149,12 @@ def one_update(model: TransferPPO, lean: bool, start: dict[str, Any]) -> tuple[d
     model.rollout_buffer = copy.deepcopy(start["buffer"])
     model._n_updates = start["n_updates"]
     np.random.set_state(start["np_random"])
+    th.set_rng_state(start["torch_random"])
     model.logger.name_to_value.clear()
     model.lean = lean
     model.train()
     weights = {k: v.clone() for k, v in model.policy.state_dict().items()}
+    weights["torch_random_after"] = th.get_rng_state()  # the same draws from torch's generator (none in SB3 2.x)
     moments = model.policy.optimizer.state_dict()["state"]
     for i, state in moments.items():
         weights[f"adam{i}.exp_avg"] = state["exp_avg"].clone()
@@ -140,12 +177,24 @@ CASES = [
     "multitask-clipvf",
     "multitask-target-kl",
     "multitask-whole-batch",
+    "multitask-gaussian",
     "pendulum",
+    "pendulum-trunk-entropy-clipvf",
+    "pendulum-frozen-log-std",
+    "gaussian-3d",
     "pendulum-sde",
 ]
+GAUSSIAN = ["pendulum", "pendulum-trunk-entropy-clipvf", "pendulum-frozen-log-std", "gaussian-3d"]  # hand-written
 
 
-MULTITASK = ["multitask-plain", "multitask-entropy", "multitask-clipvf", "multitask-target-kl", "multitask-whole-batch"]
+MULTITASK = [
+    "multitask-plain",
+    "multitask-entropy",
+    "multitask-clipvf",
+    "multitask-target-kl",
+    "multitask-whole-batch",
+    "multitask-gaussian",
+]
 
 
 def start_of(model: TransferPPO) -> dict[str, Any]:
@@ -155,6 +204,7 @@ def start_of(model: TransferPPO) -> dict[str, Any]:
         "buffer": copy.deepcopy(model.rollout_buffer),
         "n_updates": model._n_updates,
         "np_random": np.random.get_state(),
+        "torch_random": th.get_rng_state(),
     }
 
 
@@ -177,13 +227,15 @@ def test_lean_update_is_bit_identical_to_sb3(case: str, monkeypatch: pytest.Monk
         assert model._n_updates < start["n_updates"] + model.n_epochs  # stopped early
     exact_hand_written = case == "zoo-source" or case.startswith("single-")
     assert (plain_mlp(model.policy, categorical_logits(model.policy)) is not None) is exact_hand_written
+    assert (lean_module.gaussian_hand_written(model.policy) is not None) is (case in GAUSSIAN)
 
 
 @pytest.mark.parametrize("case", MULTITASK)
 def test_multitask_hand_written_update_matches_sb3_to_rounding(case: str) -> None:
     """Grouped per-task heads sum in another order than SB3's K-block output layers: rounding only."""
     model = filled(build(case))
-    assert lean_module.hand_written(model.policy, categorical_logits(model.policy)) is not None
+    policy = model.policy
+    assert lean_module.hand_written(policy, categorical_logits(policy)) or lean_module.gaussian_hand_written(policy)
     start = start_of(model)
     reference, ref_log = one_update(model, lean=False, start=start)
     lean, lean_log = one_update(model, lean=True, start=start)

@@ -1,0 +1,52 @@
+"""PPO's clipped loss for a diagonal Gaussian policy, with its gradient written out.
+
+SB3's ``DiagGaussianDistribution`` (no gSDE): ``Normal(mean, ones_like(mean) * log_std.exp())``,
+``log_prob`` and ``entropy`` summed over action dimensions. The forward operations are the
+ones ``torch.distributions.Normal`` runs, in its order, and the gradient w.r.t. the means and
+``log_std`` is formed from the formulas autograd applies to each of them (``pow``'s
+``grad * (2 * x)``, ``div``'s ``-grad * ((a / b) / b)``, ``log``'s ``grad / x``, the sum over
+the batch for the broadcast ``log_std``), with the three gradients that meet at the scale
+summed in the order autograd's engine adds them. So they are bit-identical to
+``loss.backward()`` (``tests/test_ppo_lean.py``); the PPO part is ``ppo_loss.surrogate_gradient``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch as th
+
+from rltransfer.ppo_loss import Coefficients, LossResult, Minibatch, entropy_gradient, surrogate_gradient
+
+LOG_SQRT_2PI = math.log(math.sqrt(2 * math.pi))  # Normal.log_prob's constant
+ENTROPY_CONSTANT = 0.5 + 0.5 * math.log(2 * math.pi)  # Normal.entropy's
+
+
+def gaussian_ppo_loss(
+    mean: th.Tensor, values: th.Tensor, batch: Minibatch, c: Coefficients, log_std: th.Tensor
+) -> LossResult:
+    """The gradient of SB3 2.x's ``PPO.train`` loss for ``DiagGaussianDistribution(mean, log_std)``."""
+    std = log_std.exp()
+    scale = th.ones_like(mean) * std
+    var = scale**2
+    log_scale = scale.log()
+    diff = batch.actions - mean
+    neg_sq = -(diff**2)
+    den = 2 * var
+    quotient = neg_sq / den
+    log_prob = (quotient - log_scale - LOG_SQRT_2PI).sum(dim=1)  # sum_independent_dims
+    entropy = (ENTROPY_CONSTANT + th.log(scale)).sum(dim=1)
+    s = surrogate_gradient(log_prob, values, batch, c)
+
+    g = s.grad_log_prob.unsqueeze(1).expand_as(mean)  # the sum over action dimensions
+    g_neg_sq = g / den
+    g_den = -g * ((neg_sq / den) / den)
+    g_diff = (-g_neg_sq) * (2.0 * diff)
+    grad_mean = -g_diff
+    g_scale = (-g) / scale  # through log_scale
+    if c.ent_coef != 0.0:  # with ent_coef 0 its term is a signed zero, which adds nothing
+        g_entropy = entropy_gradient(mean.shape[0], c, mean.dtype).unsqueeze(1).expand_as(mean)
+        g_scale = g_entropy / scale + g_scale
+    g_scale = g_scale + (g_den * 2) * (2.0 * scale)  # through var: its gradient arrives last
+    grad_log_std = g_scale.sum((0,), keepdim=True).view(std.shape) * std  # sum_to the broadcast, exp
+    return s.result(grad_mean, batch, entropy=entropy, grad_log_std=grad_log_std)
