@@ -7,9 +7,11 @@ must hold is the same learning in distribution. Per seed, the same multi-task sc
 3,000 steps) once with ``TransferPPO``'s lean code and once with SB3's own
 (``TransferPPO.lean = False``). Per task and over all tasks: each arm's mean AUC and final
 return, and the 95% bootstrap interval of the difference (lean - SB3), which should contain 0;
-also the wall time of each arm.
+also the wall time of each arm. ``--family pendulum`` checks the diagonal-Gaussian update
+instead (targets g15 / m1.5 / l1.3, the family's hyperparameters without gSDE, which the
+hand-written update does not cover).
 
-    python benchmarks/lean_equivalence.py [--seeds 8] [--timesteps 30000] [--workers 2]
+    python benchmarks/lean_equivalence.py [--family cartpole] [--seeds 8] [--timesteps 30000] [--workers 2]
 """
 
 from __future__ import annotations
@@ -26,12 +28,16 @@ from sidebyside import machine
 
 from rltransfer.compare import area_under_curve, final_return, mean_difference, stratified_independent_bootstrap_ci
 
-TARGETS = ["long", "longer", "gravity30"]
+# Per family: the targets and what changes in its hyperparameters (evaluation every 3,000 steps).
+SETUPS: dict[str, tuple[list[str], dict[str, Any]]] = {
+    "cartpole": (["long", "longer", "gravity30"], {}),
+    "pendulum": (["g15", "m1.5", "l1.3"], {"use_sde": False}),
+}
 
 
-def run(job: tuple[bool, int, int]) -> tuple[bool, int, np.ndarray, np.ndarray, float]:
+def run(job: tuple[bool, int, int, str]) -> tuple[bool, int, np.ndarray, np.ndarray, float]:
     """One scratch run: (lean, seed, steps, returns (tasks, evals), seconds)."""
-    lean, seed, timesteps = job
+    lean, seed, timesteps, family = job
     import torch
 
     from rltransfer.finetuning import finetune
@@ -40,8 +46,9 @@ def run(job: tuple[bool, int, int]) -> tuple[bool, int, np.ndarray, np.ndarray, 
     torch.set_num_threads(1)
     TransferPPO.lean = lean
     started = time.perf_counter()
-    hp = {"eval_freq": 3000, "eval_episodes": 10}
-    result = finetune("cartpole", TARGETS, None, "scratch", seed=seed, timesteps=timesteps, hyperparams=hp)
+    targets, extra = SETUPS[family]
+    hp = {"eval_freq": 3000, "eval_episodes": 10, **extra}
+    result = finetune(family, targets, None, "scratch", seed=seed, timesteps=timesteps, hyperparams=hp)
     seconds = time.perf_counter() - started
     arrays = result.curve.as_arrays()
     return lean, seed, arrays["steps"], arrays["returns"], seconds
@@ -49,11 +56,13 @@ def run(job: tuple[bool, int, int]) -> tuple[bool, int, np.ndarray, np.ndarray, 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--family", choices=sorted(SETUPS), default="cartpole")
     parser.add_argument("--seeds", type=int, default=8)
     parser.add_argument("--timesteps", type=int, default=30000)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
-    jobs = [(lean, seed, args.timesteps) for seed in range(args.seeds) for lean in (True, False)]
+    jobs = [(lean, seed, args.timesteps, args.family) for seed in range(args.seeds) for lean in (True, False)]
+    targets = SETUPS[args.family][0]
     with mp.get_context("spawn").Pool(args.workers) as pool:
         results = pool.map(run, jobs)
     steps = results[0][2]
@@ -67,7 +76,7 @@ def main() -> int:
         "AUC": {lean: area_under_curve(np.stack(c), steps) for lean, c in curves.items()},
         "final return (last 3 evaluations)": {lean: final_return(np.stack(c), last_k=3) for lean, c in curves.items()},
     }
-    print(f"machine: {machine()}; {args.seeds} seeds per arm, {args.timesteps} target steps, scratch, 3 CartPole tasks")
+    print(f"machine: {machine()}; {args.seeds} seeds per arm, {args.timesteps} target steps, scratch, {args.family}")
     print(
         f"wall s per run (median, {args.workers} runs in parallel): lean {statistics.median(seconds[True]):.1f}, ",
         end="",
@@ -77,7 +86,7 @@ def main() -> int:
     print("| --- | --- | --- | --- | --- | --- |")
     for metric, by_arm in scores.items():
         lean, sb3 = by_arm[True], by_arm[False]
-        for t, task in [*enumerate(TARGETS), (None, "all tasks")]:
+        for t, task in [*enumerate(targets), (None, "all tasks")]:
             x, y = (lean, sb3) if t is None else (lean[:, [t]], sb3[:, [t]])
             low, high = stratified_independent_bootstrap_ci(x, y, mean_difference)
             print(

@@ -8,6 +8,9 @@ medians, speed-ups medians of per-round ratios:
   SB3's Adam (bit-identical to SB3: minibatches run without autograd, see
   ``rltransfer.mlp_backprop``), and the lean update with fused Adam (the default); the same
   for rltransfer's multi-task policy on ``--tasks`` CartPole targets (default 2, 8 envs in all);
+* update, Gaussian: the same for a diagonal-Gaussian policy (Pendulum's hyperparameters
+  without gSDE, 256 steps per env: minibatches of 64, 10 epochs), rltransfer's source policy
+  and the multi-task policy on 3 Pendulum targets (2 envs each);
 * rollout: one ``collect_rollouts`` (32 vector steps) with SB3's code and the lean one,
   both on the batched env;
 * profile: SB3's ``PPO.train`` under cProfile, grouped by what the time is spent on.
@@ -72,6 +75,26 @@ def filled_model(fused_adam: bool, tasks: int = 0) -> TransferPPO:
     kwargs = {**ppo_kwargs(HP), "n_steps": 256 // env.num_envs}  # one 256-sample minibatch per epoch
     model = TransferPPO(policy, env, seed=0, policy_kwargs=policy_kwargs, fused_adam=fused_adam, **kwargs)
     return fill_buffer(model)
+
+
+def gaussian_model(tasks: int = 0) -> TransferPPO:
+    """A diagonal-Gaussian policy on Pendulum (no gSDE) after two updates, its buffer filled."""
+    hp = {**resolve_hyperparams("pendulum"), "use_sde": False}
+    fam = get_family("pendulum")
+    if tasks:
+        env = make_multitask_vec_env(fam, [v.name for v in fam.targets[:tasks]], n_envs_per_task=2, seed=0)
+        policy: Any = MultiTaskActorCriticPolicy
+        policy_kwargs = {"trunk_arch": list(hp["trunk_arch"]), "net_arch": dict(hp["head_arch"])}
+    else:
+        env = make_task_vec_env(fam, "source", hp["n_envs"], seed=0)
+        policy, policy_kwargs = "MlpPolicy", source_policy_kwargs(hp)
+    kwargs = {**ppo_kwargs(hp), "n_steps": 256}
+    return fill_buffer(TransferPPO(policy, env, seed=0, policy_kwargs=policy_kwargs, **kwargs))
+
+
+def minibatches(model: TransferPPO) -> int:
+    """Minibatches per ``train()``."""
+    return model.n_epochs * -(-model.n_steps * model.n_envs // model.batch_size)
 
 
 def update_arm(model: TransferPPO, lean: bool) -> Callable[[], float]:
@@ -148,6 +171,21 @@ def main() -> int:
             f"lean (default), {args.tasks}-task policy": update_arm(multitask, lean=True),
         }
         multitask_update = alternate(multitask_arms, args.repeats)
+    gaussian, gaussian_multitask = gaussian_model(), gaussian_model(tasks=3)
+    gaussian_update = alternate(
+        {
+            "SB3 PPO.train, Gaussian": update_arm(gaussian, lean=False),
+            "lean (default), Gaussian": update_arm(gaussian, lean=True),
+        },
+        args.repeats,
+    )
+    gaussian_multitask_update = alternate(
+        {
+            "SB3 PPO.train, Gaussian 3-task policy": update_arm(gaussian_multitask, lean=False),
+            "lean (default), Gaussian 3-task policy": update_arm(gaussian_multitask, lean=True),
+        },
+        args.repeats,
+    )
     rollout = alternate(
         {
             "SB3 collect_rollouts": rollout_arm(exact, lean=False),
@@ -159,7 +197,12 @@ def main() -> int:
     print("times: medians; speed-ups: medians of per-round ratios")
     print("| phase | arm | ms | per minibatch / vector step | speed-up |")
     print("| --- | --- | --- | --- | --- |")
-    phases = [("update", update, 20), ("rollout", rollout, HP["n_steps"])]
+    phases = [
+        ("update", update, 20),
+        ("update", gaussian_update, minibatches(gaussian)),
+        ("update", gaussian_multitask_update, minibatches(gaussian_multitask)),
+        ("rollout", rollout, HP["n_steps"]),
+    ]
     if args.tasks:
         phases.insert(1, ("update", multitask_update, 20))
     for phase, results, per in phases:

@@ -162,6 +162,15 @@ def one_update(model: TransferPPO, lean: bool, start: dict[str, Any]) -> tuple[d
     return weights, dict(model.logger.name_to_value)
 
 
+MULTITASK = [
+    "multitask-plain",
+    "multitask-entropy",
+    "multitask-clipvf",
+    "multitask-target-kl",
+    "multitask-whole-batch",
+    "multitask-gaussian",
+]
+GAUSSIAN = ["pendulum", "pendulum-trunk-entropy-clipvf", "pendulum-frozen-log-std", "gaussian-3d"]  # hand-written
 CASES = [
     "zoo-source",
     "single-sb3-mlp",
@@ -172,28 +181,9 @@ CASES = [
     "single-l2sp-hooks",
     "acrobot-masked",
     "multiinput-sb3",
-    "multitask-plain",
-    "multitask-entropy",
-    "multitask-clipvf",
-    "multitask-target-kl",
-    "multitask-whole-batch",
-    "multitask-gaussian",
-    "pendulum",
-    "pendulum-trunk-entropy-clipvf",
-    "pendulum-frozen-log-std",
-    "gaussian-3d",
+    *MULTITASK,
+    *GAUSSIAN,
     "pendulum-sde",
-]
-GAUSSIAN = ["pendulum", "pendulum-trunk-entropy-clipvf", "pendulum-frozen-log-std", "gaussian-3d"]  # hand-written
-
-
-MULTITASK = [
-    "multitask-plain",
-    "multitask-entropy",
-    "multitask-clipvf",
-    "multitask-target-kl",
-    "multitask-whole-batch",
-    "multitask-gaussian",
 ]
 
 
