@@ -6,7 +6,7 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any, TypeVar
 
 from stable_baselines3.common.callbacks import CallbackList
@@ -50,13 +50,13 @@ def fill_buffer(model: Any) -> Any:
     return model
 
 
-def learn_iterations(model: Any, total_timesteps: int) -> Callable[[], float]:
+def learn_iterations(model: Any, total_timesteps: int, callbacks: Sequence[Any] = ()) -> Callable[[], float]:
     """One iteration of ``model.learn(total_timesteps)`` per call (rollout, log dump, update): env steps/s.
 
     Arms measured iteration by iteration (tens of milliseconds each) see the same machine state,
     where whole runs seconds apart may not (a shared or throttled machine drifts).
     """
-    total, callback = model._setup_learn(total_timesteps, CallbackList([]))
+    total, callback = model._setup_learn(total_timesteps, CallbackList(list(callbacks)))
     callback.on_training_start(locals(), globals())
     iteration = 0
 

@@ -224,9 +224,30 @@ def sample_categorical(
         logits = logits_fn(latent_pi)
     logits = logits - logits.logsumexp(dim=-1, keepdim=True)
     probs = F.softmax(logits, dim=-1)
-    actions = th.multinomial(probs.reshape(-1, probs.shape[-1]), 1, True).T.reshape(probs.shape[:-1])
+    actions = multinomial_one(probs.reshape(-1, probs.shape[-1])).T.reshape(probs.shape[:-1])
     log_prob = logits.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
     return actions.reshape(-1), values, log_prob
+
+
+def multinomial_one(probs: th.Tensor) -> th.Tensor:
+    """``th.multinomial(probs, 1, True)``: one draw per row, the same draws from the same generator.
+
+    torch samples one draw as ``argmax(probs / q)``, ``q ~ Exp(1)`` (its fast path for a single
+    sample); the argument checks around it (finite, non-negative, non-zero rows: five reductions
+    and three host syncs) cost twice the draw on a rollout step. Softmax outputs fail them only
+    where they are NaN, which makes the log-probability NaN: ``check_log_probs`` looks once per
+    rollout instead.
+    """
+    return th.argmax(probs / th.empty_like(probs).exponential_(1), dim=-1, keepdim=True)
+
+
+def check_log_probs(log_probs: np.ndarray) -> None:
+    """Raise where a rollout sampled from a non-finite distribution (what ``th.multinomial`` rejects)."""
+    if not np.isfinite(log_probs).all():
+        raise ValueError(
+            "the policy's action probabilities were not finite during the rollout (NaN weights or "
+            "observations); check the environment's observations or lower the learning rate"
+        )
 
 
 def clip_grad_norm(params: Sequence[th.nn.Parameter], max_norm: float) -> None:

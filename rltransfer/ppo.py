@@ -23,7 +23,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.utils import get_device, obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
 
-from rltransfer.lean import categorical_logits, hand_written, lean_train, sample_categorical
+from rltransfer.lean import categorical_logits, check_log_probs, hand_written, lean_train, sample_categorical
 
 
 class TransferPPO(PPO):
@@ -93,6 +93,7 @@ class TransferPPO(PPO):
             rollout_buffer.add(self._last_obs, actions, rewards, self._last_episode_starts, values, log_probs)  # type: ignore[arg-type]
             self._last_obs = new_obs  # type: ignore[assignment]
             self._last_episode_starts = dones
+        check_log_probs(rollout_buffer.log_probs)
         with th.no_grad():
             values = self.policy.predict_values(obs_as_tensor(new_obs, self.device))  # type: ignore[arg-type]
         rollout_buffer.compute_returns_and_advantage(last_values=values, dones=dones)

@@ -307,7 +307,7 @@ ROLLOUT_CASES = [
 def test_lean_rollouts_are_bit_identical_to_sb3(family: str, policy: Any) -> None:
     """Same samples, values, log-probs, time-limit bootstraps and episode statistics (multi-task: to rounding)."""
     fam = get_family(family)
-    runs = []
+    runs, generator_states = [], []
     for lean in (False, True):
         kwargs: dict[str, Any] = {}
         if policy == "MlpPolicy":
@@ -325,6 +325,8 @@ def test_lean_rollouts_are_bit_identical_to_sb3(family: str, policy: Any) -> Non
         assert model.env is not None
         assert model.collect_rollouts(model.env, callback, model.rollout_buffer, model.n_steps)
         runs.append(model)
+        generator_states.append(th.get_rng_state())
+    assert th.equal(*generator_states)  # the same draws from torch's generator
     buffers = [m.rollout_buffer for m in runs]
     for name in ("actions", "rewards", "episode_starts"):
         np.testing.assert_array_equal(getattr(buffers[0], name), getattr(buffers[1], name), strict=True)
@@ -341,6 +343,29 @@ def test_lean_rollouts_are_bit_identical_to_sb3(family: str, policy: Any) -> Non
     assert episodes[0] or family == "acrobot"  # Acrobot's episodes outlast 256 steps
     if family == "mountaincar":  # every episode hits the 200-step limit: bootstrapped rewards
         assert all(length == 200 for _, length in episodes[0])
+
+
+def test_multinomial_one_draws_as_torch_multinomial() -> None:
+    gen = th.Generator().manual_seed(0)
+    for n, actions in [(1, 2), (8, 2), (64, 3), (5, 7)]:
+        logits = th.randn(n, actions, generator=gen) * 4
+        logits[0, -1] = -float("inf")  # a masked action: probability 0, never drawn
+        probs = th.softmax(logits, -1)
+        for seed in range(20):
+            th.manual_seed(seed)
+            expected, state = th.multinomial(probs, 1, True), th.get_rng_state()
+            th.manual_seed(seed)
+            assert th.equal(lean_module.multinomial_one(probs), expected)
+            assert th.equal(th.get_rng_state(), state)
+
+
+def test_lean_rollout_rejects_non_finite_probabilities() -> None:
+    """Where ``th.multinomial`` would refuse NaN probabilities, the lean rollout fails at its end."""
+    model = TransferPPO("MlpPolicy", make_task_vec_env(get_family("cartpole"), "source", 2, seed=0), n_steps=16)
+    with th.no_grad():
+        model.policy.action_net.weight.fill_(float("nan"))
+    with pytest.raises(ValueError, match="action probabilities were not finite"):
+        model.learn(32)
 
 
 def test_fused_adam_matches_sb3_adam_to_float_tolerance() -> None:
