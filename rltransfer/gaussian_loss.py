@@ -22,6 +22,11 @@ LOG_SQRT_2PI = math.log(math.sqrt(2 * math.pi))  # Normal.log_prob's constant
 ENTROPY_CONSTANT = 0.5 + 0.5 * math.log(2 * math.pi)  # Normal.entropy's
 
 
+def normal_log_prob(actions: th.Tensor, mean: th.Tensor, scale: th.Tensor) -> th.Tensor:
+    """``Normal(mean, scale).log_prob(actions)`` summed over action dimensions, with its operations."""
+    return (-((actions - mean) ** 2) / (2 * scale**2) - scale.log() - LOG_SQRT_2PI).sum(dim=1)
+
+
 def gaussian_ppo_loss(
     mean: th.Tensor, values: th.Tensor, batch: Minibatch, c: Coefficients, log_std: th.Tensor
 ) -> LossResult:

@@ -33,7 +33,7 @@ from stable_baselines3.common.utils import explained_variance
 from torch.nn import functional as F
 
 from rltransfer.adam_step import FusedAdamStepper
-from rltransfer.gaussian_loss import gaussian_ppo_loss
+from rltransfer.gaussian_loss import gaussian_ppo_loss, normal_log_prob
 from rltransfer.mlp_backprop import ActorCriticMLP, Program, accumulate, actor_critic_mlp
 from rltransfer.multitask_backprop import MultiTaskMLP, TaskLayout, multitask_mlp, sorted_layouts
 from rltransfer.ppo_loss import Coefficients, LossResult, Minibatch, categorical_ppo_loss, logged_stats, total_loss
@@ -227,6 +227,36 @@ def sample_categorical(
     actions = multinomial_one(probs.reshape(-1, probs.shape[-1])).T.reshape(probs.shape[:-1])
     log_prob = logits.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
     return actions.reshape(-1), values, log_prob
+
+
+def sample_gaussian(program: Program, log_std: th.Tensor, obs: Any) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+    """``policy(obs)`` (stochastic) for a ``gaussian_hand_written`` policy: same operations, same RNG draws.
+
+    ``DiagGaussianDistribution``: ``Normal(mean, ones_like(mean) * log_std.exp())``, whose
+    ``rsample`` is ``mean + empty(shape).normal_() * scale``, and its ``log_prob``.
+    """
+    mean, values, _ = program.forward(obs)
+    scale = th.ones_like(mean) * log_std.exp()
+    actions = mean + th.empty_like(mean).normal_() * scale
+    return actions, values, normal_log_prob(actions, mean, scale)
+
+
+Sampler = Callable[[Any], tuple[th.Tensor, th.Tensor, th.Tensor]]
+
+
+def lean_sampler(policy: Any) -> Sampler | None:
+    """What draws a rollout step's actions, values and log-probabilities as ``policy(obs)`` does.
+
+    ``None`` where SB3's own rollout must run (gSDE, squashed or masked Gaussians, other spaces).
+    """
+    logits_fn = categorical_logits(policy)
+    if logits_fn is not None:
+        program = hand_written(policy, logits_fn)
+        return functools.partial(sample_categorical, policy, logits_fn, program=program)
+    program = gaussian_hand_written(policy)
+    if program is None or policy.squash_output:
+        return None
+    return functools.partial(sample_gaussian, program, policy.log_std)
 
 
 def multinomial_one(probs: th.Tensor) -> th.Tensor:

@@ -5,8 +5,9 @@ the policy to eval mode (a walk over every module), converts and checks the obse
 builds a distribution to take its mode: with per-task evaluations every few thousand steps,
 about half of a fine-tuning run's time went there. ``predictor_for`` gives ``evaluate_policy``
 an object whose ``predict`` runs the policy's network by hand (``rltransfer.lean.hand_written``)
-and takes the mode with the operations ``Categorical.mode`` performs, so the actions are
-SB3's: bit-identical for single-task MLPs, the same up to float rounding of the logits for
+and takes the mode with the operations ``Categorical.mode`` performs (for a diagonal Gaussian:
+the mean, clipped to the action bounds as ``predict`` clips it), so the actions are SB3's:
+bit-identical for single-task MLPs, the same up to float rounding of the network's output for
 the multi-task policy (``tests/test_lean_predict.py``).
 """
 
@@ -16,18 +17,20 @@ from typing import Any
 
 import numpy as np
 import torch as th
+from gymnasium import spaces
 from stable_baselines3.common.utils import obs_as_tensor
 from torch.nn import functional as F
 
-from rltransfer.lean import categorical_logits, hand_written
+from rltransfer.lean import categorical_logits, gaussian_hand_written, hand_written
 from rltransfer.mlp_backprop import Program
 
 
 class LeanPredictor:
-    """``model.predict`` for deterministic evaluation of a categorical policy run by hand."""
+    """``model.predict`` for deterministic evaluation of a categorical or diagonal-Gaussian policy run by hand."""
 
     def __init__(self, model: Any, program: Program) -> None:
         self.model, self.program = model, program
+        self.box = model.action_space if isinstance(model.action_space, spaces.Box) else None
         model.policy.set_training_mode(False)  # what every predict call would do
 
     def predict(
@@ -40,8 +43,11 @@ class LeanPredictor:
         if not deterministic:
             return self.model.predict(observation, state, episode_start, deterministic)
         with th.no_grad():
-            logits = self.program.actor_logits(obs_as_tensor(observation, self.model.device))
-            probs = F.softmax(logits - logits.logsumexp(dim=-1, keepdim=True), dim=-1)
+            out = self.program.actor_logits(obs_as_tensor(observation, self.model.device))
+            if self.box is not None:  # DiagGaussianDistribution.mode is the mean; predict clips it
+                means = out.cpu().numpy().reshape((-1, *self.box.shape))
+                return np.clip(means, self.box.low, self.box.high), state
+            probs = F.softmax(out - out.logsumexp(dim=-1, keepdim=True), dim=-1)
             actions = th.argmax(probs, dim=1)  # CategoricalDistribution.mode
         return actions.cpu().numpy(), state
 
@@ -50,5 +56,8 @@ def predictor_for(model: Any) -> Any:
     """A ``LeanPredictor`` for a lean ``TransferPPO`` whose policy runs by hand; else ``model`` itself."""
     if not getattr(model, "lean", False):
         return model
-    program = hand_written(model.policy, categorical_logits(model.policy))
+    policy = model.policy
+    program = hand_written(policy, categorical_logits(policy))
+    if program is None and not policy.squash_output:
+        program = gaussian_hand_written(policy)
     return model if program is None else LeanPredictor(model, program)

@@ -17,13 +17,14 @@ from typing import Any
 
 import numpy as np
 import torch as th
+from gymnasium import spaces
 from stable_baselines3 import PPO
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.utils import get_device, obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
 
-from rltransfer.lean import categorical_logits, check_log_probs, hand_written, lean_train, sample_categorical
+from rltransfer.lean import check_log_probs, lean_sampler, lean_train
 
 
 class TransferPPO(PPO):
@@ -58,14 +59,14 @@ class TransferPPO(PPO):
     def collect_rollouts(
         self, env: VecEnv, callback: BaseCallback, rollout_buffer: RolloutBuffer, n_rollout_steps: int
     ) -> bool:
-        """SB3's ``collect_rollouts``; lean for categorical policies (same samples, same buffer)."""
-        logits_fn = categorical_logits(self.policy) if self.lean and not self.use_sde else None
-        if logits_fn is None:
+        """SB3's ``collect_rollouts``; lean for categorical and diagonal-Gaussian MLPs (same samples, same buffer)."""
+        sampler = lean_sampler(self.policy) if self.lean and not self.use_sde else None
+        if sampler is None:
             return super().collect_rollouts(env, callback, rollout_buffer, n_rollout_steps)
         # Mirrors OnPolicyAlgorithm.collect_rollouts (SB3 2.x) line by line; the local names
         # are the same because callbacks read them through ``update_locals(locals())``.
         assert self._last_obs is not None, "No previous observation was provided"
-        program = hand_written(self.policy, logits_fn)
+        box = self.action_space if isinstance(self.action_space, spaces.Box) else None
         self.policy.set_training_mode(False)
         n_steps = 0
         rollout_buffer.reset()
@@ -73,9 +74,9 @@ class TransferPPO(PPO):
         while n_steps < n_rollout_steps:
             with th.no_grad():
                 obs_tensor = obs_as_tensor(self._last_obs, self.device)  # type: ignore[arg-type]
-                sampled, values, log_probs = sample_categorical(self.policy, logits_fn, obs_tensor, program)
+                sampled, values, log_probs = sampler(obs_tensor)
             actions = sampled.cpu().numpy()
-            clipped_actions = actions
+            clipped_actions = actions if box is None else np.clip(actions, box.low, box.high)
             new_obs, rewards, dones, infos = env.step(clipped_actions)
             self.num_timesteps += env.num_envs
             callback.update_locals(locals())
@@ -83,7 +84,8 @@ class TransferPPO(PPO):
                 return False
             self._update_info_buffer(infos, dones)
             n_steps += 1
-            actions = actions.reshape(-1, 1)
+            if box is None:  # Discrete: one column
+                actions = actions.reshape(-1, 1)
             for idx in np.flatnonzero(dones):  # SB3 visits every env; only finished ones matter
                 if infos[idx].get("terminal_observation") is not None and infos[idx].get("TimeLimit.truncated", False):
                     terminal_obs = self.policy.obs_to_tensor(infos[idx]["terminal_observation"])[0]

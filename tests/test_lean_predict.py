@@ -66,8 +66,40 @@ def test_stochastic_evaluation_and_other_models_use_sb3_predict() -> None:
     assert predictor_for(model) is model
     model.lean = True
     pendulum = make_task_vec_env(get_family("pendulum"), "source", 1, seed=0)
-    gaussian = TransferPPO("MlpPolicy", pendulum, n_steps=32, batch_size=32)
-    assert predictor_for(gaussian) is gaussian
+    gsde = TransferPPO("MlpPolicy", pendulum, n_steps=32, batch_size=32, use_sde=True)
+    assert predictor_for(gsde) is gsde
+
+
+@pytest.mark.parametrize("multitask", [False, True])
+def test_lean_gaussian_evaluation_equals_sb3_predict(multitask: bool) -> None:
+    """The mean, clipped to the torque bounds: the same episodes (multi-task: the same to rounding)."""
+    fam = get_family("pendulum")
+    if multitask:
+        env = make_multitask_vec_env(fam, ["g15", "m1.5"], n_envs_per_task=2, seed=0)
+        model = TransferPPO(MultiTaskActorCriticPolicy, env, seed=0, n_steps=64, batch_size=64)
+    else:
+        model = TransferPPO("MlpPolicy", make_task_vec_env(fam, "source", 4, seed=0), seed=0, n_steps=64)
+    model.learn(512)
+    with th.no_grad():  # means far outside the torque bounds [-2, 2]: the clip matters
+        model.policy.action_net.weight.mul_(1000.0)
+    predictor = predictor_for(model)
+    assert isinstance(predictor, LeanPredictor)
+    eval_env = make_eval_env(fam, "m1.5", 3, task_id=1 if multitask else None, n_tasks=2 if multitask else None)
+    obs = eval_env.reset()
+    ours, _ = predictor.predict(obs, deterministic=True)
+    theirs, _ = model.predict(obs, deterministic=True)
+    assert ours.dtype == theirs.dtype and ours.shape == theirs.shape == (3, 1)
+    assert np.abs(theirs).max() == 2.0  # clipped
+    returns = []
+    for agent in (model, predictor):
+        eval_env.seed(3)
+        returns.append(evaluate_policy(agent, eval_env, n_eval_episodes=3, deterministic=True)[0])
+    if multitask:
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)
+        assert returns[1] == pytest.approx(returns[0], rel=1e-4)
+    else:
+        np.testing.assert_array_equal(ours, theirs)
+        assert returns[0] == returns[1]
 
 
 def test_evaluate_tasks_gives_the_same_returns_lean_or_not() -> None:
