@@ -18,18 +18,22 @@ from rltransfer.lean_predict import LeanPredictor, predictor_for
 from rltransfer.ppo import TransferPPO
 from rltransfer.pretraining import source_policy_kwargs
 
+# Per family: two targets, steps per rollout, steps learnt.
+SETUPS = {"cartpole": (["long", "heavy"], 128, 2048), "pendulum": (["g15", "m1.5"], 64, 512)}
 
-def trained(multitask: bool) -> TransferPPO:
+
+def trained(multitask: bool, family: str = "cartpole") -> TransferPPO:
     """A policy that has learnt a little (long, varied episodes), single- or multi-task."""
-    fam = get_family("cartpole")
+    fam = get_family(family)
+    targets, n_steps, steps = SETUPS[family]
     if multitask:
-        env = make_multitask_vec_env(fam, ["long", "heavy"], n_envs_per_task=2, seed=0)
-        model = TransferPPO(MultiTaskActorCriticPolicy, env, seed=0, n_steps=128, batch_size=128)
+        env = make_multitask_vec_env(fam, targets, n_envs_per_task=2, seed=0)
+        model = TransferPPO(MultiTaskActorCriticPolicy, env, seed=0, n_steps=n_steps, batch_size=n_steps)
     else:
         env = make_task_vec_env(fam, "source", 4, seed=0)
-        kwargs = source_policy_kwargs(resolve_hyperparams("cartpole"))
-        model = TransferPPO("MlpPolicy", env, seed=0, n_steps=128, batch_size=128, policy_kwargs=kwargs)
-    model.learn(2048)
+        kwargs = source_policy_kwargs(resolve_hyperparams(family))
+        model = TransferPPO("MlpPolicy", env, seed=0, n_steps=n_steps, batch_size=n_steps, policy_kwargs=kwargs)
+    model.learn(steps)
     return model
 
 
@@ -74,12 +78,7 @@ def test_stochastic_evaluation_and_other_models_use_sb3_predict() -> None:
 def test_lean_gaussian_evaluation_equals_sb3_predict(multitask: bool) -> None:
     """The mean, clipped to the torque bounds: the same episodes (multi-task: the same to rounding)."""
     fam = get_family("pendulum")
-    if multitask:
-        env = make_multitask_vec_env(fam, ["g15", "m1.5"], n_envs_per_task=2, seed=0)
-        model = TransferPPO(MultiTaskActorCriticPolicy, env, seed=0, n_steps=64, batch_size=64)
-    else:
-        model = TransferPPO("MlpPolicy", make_task_vec_env(fam, "source", 4, seed=0), seed=0, n_steps=64)
-    model.learn(512)
+    model = trained(multitask, "pendulum")
     with th.no_grad():  # means far outside the torque bounds [-2, 2]: the clip matters
         model.policy.action_net.weight.mul_(1000.0)
     predictor = predictor_for(model)
