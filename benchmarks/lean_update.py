@@ -10,7 +10,8 @@ medians, speed-ups medians of per-round ratios:
   for rltransfer's multi-task policy on ``--tasks`` CartPole targets (default 2, 8 envs in all);
 * update, Gaussian: the same for a diagonal-Gaussian policy (Pendulum's hyperparameters
   without gSDE, 256 steps per env: minibatches of 64, 10 epochs), rltransfer's source policy
-  and the multi-task policy on 3 Pendulum targets (2 envs each);
+  and the multi-task policy on 3 Pendulum targets (2 envs each); and the source policy with
+  the Zoo's gSDE;
 * rollout: one ``collect_rollouts`` (32 vector steps) with SB3's code and the lean one,
   both on the batched env;
 * profile: SB3's ``PPO.train`` under cProfile, grouped by what the time is spent on.
@@ -77,9 +78,9 @@ def filled_model(fused_adam: bool, tasks: int = 0) -> TransferPPO:
     return fill_buffer(model)
 
 
-def gaussian_model(tasks: int = 0) -> TransferPPO:
-    """A diagonal-Gaussian policy on Pendulum (no gSDE) after two updates, its buffer filled."""
-    hp = {**resolve_hyperparams("pendulum"), "use_sde": False}
+def gaussian_model(tasks: int = 0, sde: bool = False) -> TransferPPO:
+    """A Gaussian policy on Pendulum (gSDE as the Zoo's, or none) after two updates, its buffer filled."""
+    hp = {**resolve_hyperparams("pendulum"), "use_sde": sde}
     fam = get_family("pendulum")
     if tasks:
         env = make_multitask_vec_env(fam, [v.name for v in fam.targets[:tasks]], n_envs_per_task=2, seed=0)
@@ -179,6 +180,14 @@ def main() -> int:
         },
         args.repeats,
     )
+    sde = gaussian_model(sde=True)
+    sde_update = alternate(
+        {
+            "SB3 PPO.train, gSDE": update_arm(sde, lean=False),
+            "lean (default), gSDE": update_arm(sde, lean=True),
+        },
+        args.repeats,
+    )
     gaussian_multitask_update = alternate(
         {
             "SB3 PPO.train, Gaussian 3-task policy": update_arm(gaussian_multitask, lean=False),
@@ -201,6 +210,7 @@ def main() -> int:
         ("update", update, 20),
         ("update", gaussian_update, minibatches(gaussian)),
         ("update", gaussian_multitask_update, minibatches(gaussian_multitask)),
+        ("update", sde_update, minibatches(sde)),
         ("rollout", rollout, HP["n_steps"]),
     ]
     if args.tasks:

@@ -16,7 +16,14 @@ import math
 
 import torch as th
 
-from rltransfer.ppo_loss import Coefficients, LossResult, Minibatch, entropy_gradient, surrogate_gradient
+from rltransfer.ppo_loss import (
+    Coefficients,
+    LossResult,
+    Minibatch,
+    Surrogate,
+    entropy_gradient,
+    surrogate_gradient,
+)
 
 LOG_SQRT_2PI = math.log(math.sqrt(2 * math.pi))  # Normal.log_prob's constant
 ENTROPY_CONSTANT = 0.5 + 0.5 * math.log(2 * math.pi)  # Normal.entropy's
@@ -27,12 +34,11 @@ def normal_log_prob(actions: th.Tensor, mean: th.Tensor, scale: th.Tensor) -> th
     return (-((actions - mean) ** 2) / (2 * scale**2) - scale.log() - LOG_SQRT_2PI).sum(dim=1)
 
 
-def gaussian_ppo_loss(
-    mean: th.Tensor, values: th.Tensor, batch: Minibatch, c: Coefficients, log_std: th.Tensor
-) -> LossResult:
-    """The gradient of SB3 2.x's ``PPO.train`` loss for ``DiagGaussianDistribution(mean, log_std)``."""
-    std = log_std.exp()
-    scale = th.ones_like(mean) * std
+def _normal_loss(
+    mean: th.Tensor, scale: th.Tensor, values: th.Tensor, batch: Minibatch, c: Coefficients
+) -> tuple[Surrogate, th.Tensor, th.Tensor, th.Tensor]:
+    """The PPO loss under ``Normal(mean, scale)``: its surrogate, the gradients w.r.t. the means and
+    the scale, and each sample's entropy."""
     var = scale**2
     log_scale = scale.log()
     diff = batch.actions - mean
@@ -53,5 +59,44 @@ def gaussian_ppo_loss(
         g_entropy = entropy_gradient(mean.shape[0], c, mean.dtype).unsqueeze(1).expand_as(mean)
         g_scale = g_entropy / scale + g_scale
     g_scale = g_scale + (g_den * 2) * (2.0 * scale)  # through var: its gradient arrives last
+    return s, grad_mean, g_scale, entropy
+
+
+def gaussian_ppo_loss(
+    mean: th.Tensor, values: th.Tensor, batch: Minibatch, c: Coefficients, log_std: th.Tensor
+) -> LossResult:
+    """The gradient of SB3 2.x's ``PPO.train`` loss for ``DiagGaussianDistribution(mean, log_std)``."""
+    std = log_std.exp()
+    s, grad_mean, g_scale, entropy = _normal_loss(mean, th.ones_like(mean) * std, values, batch, c)
     grad_log_std = g_scale.sum((0,), keepdim=True).view(std.shape) * std  # sum_to the broadcast, exp
     return s.result(grad_mean, batch, entropy=entropy, grad_log_std=grad_log_std)
+
+
+def sde_ppo_loss(
+    mean: th.Tensor,
+    values: th.Tensor,
+    batch: Minibatch,
+    c: Coefficients,
+    log_std: th.Tensor,
+    latent_sde: th.Tensor,
+    full_std: bool,
+    epsilon: float,
+) -> LossResult:
+    """The same for SB3's ``StateDependentNoiseDistribution`` (gSDE, no squashing, ``exp`` std).
+
+    ``Normal(mean, sqrt(mm(latent**2, std**2) + epsilon))`` with the latent detached (SB3's
+    ``learn_features=False``): the gradient reaches ``log_std`` through ``sqrt``
+    (``grad / (2 * result)``), ``mm`` (``latent**2 .t() @ grad``) and ``pow``; and with
+    ``full_std=False`` the sum over the action columns that ``std`` was broadcast to.
+    """
+    std = log_std.exp()
+    std_full = std if full_std else th.ones(latent_sde.shape[1], mean.shape[1], dtype=std.dtype) * std
+    latent_sq = latent_sde**2
+    std_sq = std_full**2
+    scale = th.sqrt(th.mm(latent_sq, std_sq) + epsilon)
+    s, grad_mean, g_scale, entropy = _normal_loss(mean, scale, values, batch, c)
+    g_variance = g_scale / (2 * scale)
+    g_std = latent_sq.t().mm(g_variance) * (2.0 * std_full)
+    if not full_std:
+        g_std = g_std.sum((1,), keepdim=True)
+    return s.result(grad_mean, batch, entropy=entropy, grad_log_std=g_std * std)

@@ -27,13 +27,17 @@ import torch as th
 from gymnasium import spaces
 from stable_baselines3 import PPO
 from stable_baselines3.common.buffers import DictRolloutBuffer, RolloutBuffer
-from stable_baselines3.common.distributions import CategoricalDistribution, DiagGaussianDistribution
+from stable_baselines3.common.distributions import (
+    CategoricalDistribution,
+    DiagGaussianDistribution,
+    StateDependentNoiseDistribution,
+)
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.utils import explained_variance
 from torch.nn import functional as F
 
 from rltransfer.adam_step import FusedAdamStepper
-from rltransfer.gaussian_loss import gaussian_ppo_loss, normal_log_prob
+from rltransfer.gaussian_loss import gaussian_ppo_loss, normal_log_prob, sde_ppo_loss
 from rltransfer.mlp_backprop import ActorCriticMLP, Program, accumulate, actor_critic_mlp
 from rltransfer.multitask_backprop import MultiTaskMLP, TaskLayout, multitask_mlp, sorted_layouts
 from rltransfer.ppo_loss import Coefficients, LossResult, Minibatch, categorical_ppo_loss, logged_stats, total_loss
@@ -160,23 +164,55 @@ def hand_written(policy: Any, logits_fn: LogitsFn | None) -> Program | None:
     return plain_mlp(policy, logits_fn) or multitask_mlp(policy)
 
 
-def gaussian_hand_written(policy: Any) -> Program | None:
-    """The program a diagonal-Gaussian MLP policy's minibatch runs without autograd, if there is one.
+def plain_sde(policy: Any) -> bool:
+    """Whether the policy's gSDE distribution is the one ``sde_ppo_loss`` covers (SB3's PPO default)."""
+    dist = policy.action_dist
+    return (
+        type(dist) is StateDependentNoiseDistribution
+        and dist.bijector is None
+        and not dist.use_expln
+        and not dist.learn_features
+    )
 
-    SB3's ``DiagGaussianDistribution`` (no gSDE, no squashing) over the action net's means and
-    the ``log_std`` parameter; the network is what ``hand_written`` covers for categorical
-    policies. Single-task gradients are bit-identical; the multi-task policy's to float rounding.
+
+def gaussian_hand_written(policy: Any) -> Program | None:
+    """The program a Gaussian MLP policy's minibatch runs without autograd, if there is one.
+
+    SB3's ``DiagGaussianDistribution`` (no squashing) over the action net's means and the
+    ``log_std`` parameter, or its gSDE distribution (``plain_sde``; single-task policies); the
+    network is what ``hand_written`` covers for categorical policies. Single-task gradients are
+    bit-identical; the multi-task policy's to float rounding.
     """
-    if not isinstance(policy, ActorCriticPolicy) or type(policy.action_dist) is not DiagGaussianDistribution:
+    if not isinstance(policy, ActorCriticPolicy):
+        return None
+    if type(policy.action_dist) is not DiagGaussianDistribution and not plain_sde(policy):
         return None
     if any(getattr(type(policy), name) is not getattr(ActorCriticPolicy, name) for name in SB3_METHODS):
         return None
     if any(p.dtype != th.float32 for p in policy.parameters()):
         return None
+    if plain_sde(policy):  # the latent the noise scales with is the single-task program's
+        return actor_critic_mlp(policy)
     return actor_critic_mlp(policy) or multitask_mlp(policy)
 
 
-LossFn = Callable[[th.Tensor, th.Tensor, Minibatch, Coefficients], LossResult]
+# The loss's gradient from the program's outputs ``(out, values, cache)`` for a minibatch.
+LossFn = Callable[[th.Tensor, th.Tensor, Any, Minibatch, Coefficients], LossResult]
+
+
+def loss_for(policy: Any) -> LossFn:
+    """The hand-written loss for the distribution of a policy that ``hand_written``/``gaussian_hand_written`` cover."""
+    if isinstance(policy.action_dist, CategoricalDistribution):
+        return lambda out, values, cache, batch, c: categorical_ppo_loss(out, values, batch, c)
+    if plain_sde(policy):
+        dist = policy.action_dist
+
+        def sde(out: th.Tensor, values: th.Tensor, cache: Any, batch: Minibatch, c: Coefficients) -> LossResult:
+            latent_pi = cache.pi[-2]  # the action net's input; SB3 passes it as the noise's latent
+            return sde_ppo_loss(out, values, batch, c, policy.log_std, latent_pi, dist.full_std, dist.epsilon)
+
+        return sde
+    return lambda out, values, cache, batch, c: gaussian_ppo_loss(out, values, batch, c, policy.log_std)
 
 
 def _latents(policy: ActorCriticPolicy, obs: Any) -> tuple[th.Tensor, th.Tensor]:
@@ -254,8 +290,8 @@ def lean_sampler(policy: Any) -> Sampler | None:
         program = hand_written(policy, logits_fn)
         return functools.partial(sample_categorical, policy, logits_fn, program=program)
     program = gaussian_hand_written(policy)
-    if program is None or policy.squash_output:
-        return None
+    if program is None or policy.squash_output or type(policy.action_dist) is not DiagGaussianDistribution:
+        return None  # gSDE's noise comes from its exploration matrices: SB3's rollout
     return functools.partial(sample_gaussian, program, policy.log_std)
 
 
@@ -314,7 +350,7 @@ def _hand_written_step(
     """The loss's gradient and what its logged values need; a function that fills the gradients."""
     with th.no_grad():
         out, values, cache = program.forward(obs, layout)
-        result = loss(out, values, batch, coefs)
+        result = loss(out, values, cache, batch, coefs)
 
     def backward() -> None:
         with th.no_grad():
@@ -373,11 +409,10 @@ def lean_train(model: PPO) -> None:
     coefs = Coefficients(clip_range, clip_range_vf, model.ent_coef, model.vf_coef, model.normalize_advantage)
     logits_fn = categorical_logits(policy)
     program = hand_written(policy, logits_fn)
-    loss: LossFn = categorical_ppo_loss
-    log_std = None
-    if program is None and (program := gaussian_hand_written(policy)) is not None:
-        log_std = policy.log_std
-        loss = functools.partial(gaussian_ppo_loss, log_std=log_std)
+    if program is None:
+        program = gaussian_hand_written(policy)
+    log_std = getattr(policy, "log_std", None) if program is not None else None
+    loss = loss_for(policy) if program is not None else None
     params = list(policy.parameters())
     adam = FusedAdamStepper(policy.optimizer)
     # The multi-task program runs a minibatch sorted by task with fewer copies (same samples).
@@ -392,7 +427,7 @@ def lean_train(model: PPO) -> None:
         indices = np.random.permutation(data.size)  # RolloutBuffer.get draws one per epoch
         for obs, batch, layout in data.minibatches(indices, model.batch_size):
             epochs.append(epoch)
-            if program is not None:
+            if program is not None and loss is not None:
                 result, backward = _hand_written_step(program, loss, log_std, obs, batch, coefs, layout)
                 deferred.append(result)
                 approx_kl_div = result.approx_kl() if model.target_kl is not None else 0.0

@@ -96,14 +96,18 @@ def build(case: str) -> TransferPPO:
     if case == "acrobot-masked":
         env = make_task_vec_env(get_family("acrobot"), "source", 4, seed=0)
         return TransferPPO(MaskedPolicy, env, seed=0, n_steps=32, batch_size=64, n_epochs=2, ent_coef=0.01)
-    if case.startswith("pendulum") or case == "gaussian-3d":
+    if case.startswith(("pendulum", "gaussian-3d")):
         env = make_task_vec_env(fam, "source", 2, seed=0)
-        kwargs = {"n_steps": 64, "batch_size": 48, "n_epochs": 2, "use_sde": case == "pendulum-sde"}
+        kwargs = {"n_steps": 64, "batch_size": 48, "n_epochs": 2, "use_sde": "-sde" in case}
+        if case == "pendulum-sde-entropy-partial-std":  # one std per latent feature, broadcast to the actions
+            kwargs.update(ent_coef=0.01, clip_range_vf=0.2, policy_kwargs={"full_std": False})
+        if case == "pendulum-sde-expln":  # outside the hand-written loss: autograd
+            kwargs["policy_kwargs"] = {"use_expln": True}
         if case == "pendulum-trunk-entropy-clipvf":  # rltransfer's trunk policy, the entropy's gradient
             kwargs.update(ent_coef=0.01, clip_range_vf=0.2)
             policy_kwargs = source_policy_kwargs(resolve_hyperparams("pendulum"))
             return TransferPPO("MlpPolicy", env, seed=0, policy_kwargs=policy_kwargs, **kwargs)
-        if case == "gaussian-3d":  # three action dimensions: sums over them, log_std broadcast
+        if case.startswith("gaussian-3d"):  # three action dimensions: sums over them, log_std broadcast
             env = DummyVecEnv([lambda: Monitor(Reach())] * 2)
             kwargs.update(ent_coef=0.02, normalize_advantage=False)
         model = TransferPPO("MlpPolicy", env, seed=0, **kwargs)
@@ -170,7 +174,15 @@ MULTITASK = [
     "multitask-whole-batch",
     "multitask-gaussian",
 ]
-GAUSSIAN = ["pendulum", "pendulum-trunk-entropy-clipvf", "pendulum-frozen-log-std", "gaussian-3d"]  # hand-written
+GAUSSIAN = [  # hand-written
+    "pendulum",
+    "pendulum-trunk-entropy-clipvf",
+    "pendulum-frozen-log-std",
+    "gaussian-3d",
+    "pendulum-sde",
+    "pendulum-sde-entropy-partial-std",
+    "gaussian-3d-sde",
+]
 CASES = [
     "zoo-source",
     "single-sb3-mlp",
@@ -183,7 +195,7 @@ CASES = [
     "multiinput-sb3",
     *MULTITASK,
     *GAUSSIAN,
-    "pendulum-sde",
+    "pendulum-sde-expln",
 ]
 
 
