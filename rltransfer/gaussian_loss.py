@@ -13,6 +13,7 @@ summed in the order autograd's engine adds them. So they are bit-identical to
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch as th
 
@@ -78,7 +79,8 @@ def sde_ppo_loss(
     batch: Minibatch,
     c: Coefficients,
     log_std: th.Tensor,
-    latent_sde: th.Tensor,
+    latent: Callable[[th.Tensor], th.Tensor],
+    latent_backward: Callable[[th.Tensor], th.Tensor],
     full_std: bool,
     epsilon: float,
 ) -> LossResult:
@@ -88,15 +90,16 @@ def sde_ppo_loss(
     ``learn_features=False``): the gradient reaches ``log_std`` through ``sqrt``
     (``grad / (2 * result)``), ``mm`` (``latent**2 .t() @ grad``) and ``pow``; and with
     ``full_std=False`` the sum over the action columns that ``std`` was broadcast to.
+    ``latent(std_sq)`` is ``mm(latent**2, std_sq)`` and ``latent_backward(grad)`` its backward to
+    ``std_sq`` (the program's: per task for the multi-task policy).
     """
     std = log_std.exp()
-    std_full = std if full_std else th.ones(latent_sde.shape[1], mean.shape[1], dtype=std.dtype) * std
-    latent_sq = latent_sde**2
+    std_full = std if full_std else th.ones(log_std.shape[0], mean.shape[1], dtype=std.dtype) * std
     std_sq = std_full**2
-    scale = th.sqrt(th.mm(latent_sq, std_sq) + epsilon)
+    scale = th.sqrt(latent(std_sq) + epsilon)
     s, grad_mean, g_scale, entropy = _normal_loss(mean, scale, values, batch, c)
     g_variance = g_scale / (2 * scale)
-    g_std = latent_sq.t().mm(g_variance) * (2.0 * std_full)
+    g_std = latent_backward(g_variance) * (2.0 * std_full)
     if not full_std:
         g_std = g_std.sum((1,), keepdim=True)
     return s.result(grad_mean, batch, entropy=entropy, grad_log_std=g_std * std)

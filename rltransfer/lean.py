@@ -179,7 +179,7 @@ def gaussian_hand_written(policy: Any) -> Program | None:
     """The program a Gaussian MLP policy's minibatch runs without autograd, if there is one.
 
     SB3's ``DiagGaussianDistribution`` (no squashing) over the action net's means and the
-    ``log_std`` parameter, or its gSDE distribution (``plain_sde``; single-task policies); the
+    ``log_std`` parameter, or its gSDE distribution (``plain_sde``); the
     network is what ``hand_written`` covers for categorical policies. Single-task gradients are
     bit-identical; the multi-task policy's to float rounding.
     """
@@ -191,8 +191,6 @@ def gaussian_hand_written(policy: Any) -> Program | None:
         return None
     if any(p.dtype != th.float32 for p in policy.parameters()):
         return None
-    if plain_sde(policy):  # the latent the noise scales with is the single-task program's
-        return actor_critic_mlp(policy)
     return actor_critic_mlp(policy) or multitask_mlp(policy)
 
 
@@ -200,7 +198,7 @@ def gaussian_hand_written(policy: Any) -> Program | None:
 LossFn = Callable[[th.Tensor, th.Tensor, Any, Minibatch, Coefficients], LossResult]
 
 
-def loss_for(policy: Any) -> LossFn:
+def loss_for(policy: Any, program: Program) -> LossFn:
     """The hand-written loss for the distribution of a policy that ``hand_written``/``gaussian_hand_written`` cover."""
     if isinstance(policy.action_dist, CategoricalDistribution):
         return lambda out, values, cache, batch, c: categorical_ppo_loss(out, values, batch, c)
@@ -208,8 +206,10 @@ def loss_for(policy: Any) -> LossFn:
         dist = policy.action_dist
 
         def sde(out: th.Tensor, values: th.Tensor, cache: Any, batch: Minibatch, c: Coefficients) -> LossResult:
-            latent_pi = cache.pi[-2]  # the action net's input; SB3 passes it as the noise's latent
-            return sde_ppo_loss(out, values, batch, c, policy.log_std, latent_pi, dist.full_std, dist.epsilon)
+            # SB3 passes latent_pi, the action net's input, as the latent the noise scales with.
+            latent = functools.partial(program.latent_sq_mm, cache)
+            backward = functools.partial(program.latent_sq_t_mm, cache)
+            return sde_ppo_loss(out, values, batch, c, policy.log_std, latent, backward, dist.full_std, dist.epsilon)
 
         return sde
     return lambda out, values, cache, batch, c: gaussian_ppo_loss(out, values, batch, c, policy.log_std)
@@ -412,7 +412,7 @@ def lean_train(model: PPO) -> None:
     if program is None:
         program = gaussian_hand_written(policy)
     log_std = getattr(policy, "log_std", None) if program is not None else None
-    loss = loss_for(policy) if program is not None else None
+    loss = loss_for(policy, program) if program is not None else None
     params = list(policy.parameters())
     adam = FusedAdamStepper(policy.optimizer)
     # The multi-task program runs a minibatch sorted by task with fewer copies (same samples).

@@ -147,6 +147,14 @@ class Program(Protocol):
 
     def backward(self, cache: Any, grad_pi: th.Tensor, grad_vf: th.Tensor) -> None: ...
 
+    def latent_sq_mm(self, cache: Any, std_sq: th.Tensor) -> th.Tensor:
+        """gSDE's variance ``mm(latent_pi**2, std_sq)`` ``(B, A)`` for the batch the cache holds."""
+        ...
+
+    def latent_sq_t_mm(self, cache: Any, grad: th.Tensor) -> th.Tensor:
+        """``mm``'s backward to ``std_sq``: ``(latent_pi**2).t() @ grad``."""
+        ...
+
 
 @dataclass
 class ForwardCache:
@@ -168,6 +176,12 @@ class ActorCriticMLP:
         pi = self.pi.forward(shared[-1])
         vf = self.vf.forward(shared[-1])
         return pi[-1], vf[-1], ForwardCache(shared, pi, vf)
+
+    def latent_sq_mm(self, cache: ForwardCache, std_sq: th.Tensor) -> th.Tensor:
+        return th.mm(cache.pi[-2] ** 2, std_sq)  # the action net's input is SB3's latent_pi
+
+    def latent_sq_t_mm(self, cache: ForwardCache, grad: th.Tensor) -> th.Tensor:
+        return (cache.pi[-2] ** 2).t().mm(grad)  # mm_mat2_backward for a row-major std_sq
 
     def actor_logits(self, obs: th.Tensor) -> th.Tensor:
         """The action net's output alone (evaluation), without the critic."""

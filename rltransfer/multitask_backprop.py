@@ -22,7 +22,11 @@ from typing import Any
 
 import numpy as np
 import torch as th
-from stable_baselines3.common.distributions import CategoricalDistribution, DiagGaussianDistribution
+from stable_baselines3.common.distributions import (
+    CategoricalDistribution,
+    DiagGaussianDistribution,
+    StateDependentNoiseDistribution,
+)
 from torch import nn
 
 from rltransfer.mlp_backprop import ACTIVATIONS, Chain, accumulate, activate, activation_backward, dense_chain
@@ -150,6 +154,15 @@ class MultiTaskMLP:
         cache.pi, cache.vf = self.pi.forward(grouped), self.vf.forward(grouped)
         return self._ungroup(cache.pi[-1], cache), self._ungroup(cache.vf[-1], cache), cache
 
+    def latent_sq_mm(self, cache: MultiTaskCache, std_sq: th.Tensor) -> th.Tensor:
+        """SB3's K-block latent is zero outside each sample's own block: per task, its rows of ``std_sq``."""
+        blocks = std_sq.view(self.n_tasks, -1, std_sq.shape[1])  # (K, h, A)
+        return self._ungroup(th.bmm(cache.pi[-2] ** 2, blocks), cache)
+
+    def latent_sq_t_mm(self, cache: MultiTaskCache, grad: th.Tensor) -> th.Tensor:
+        """Per task, ``(latent**2).t() @ grad`` on its block (padding rows carry zero gradient)."""
+        return th.bmm((cache.pi[-2] ** 2).transpose(1, 2), self._group(grad, cache)).reshape(-1, grad.shape[1])
+
     def actor_logits(self, obs: dict[str, th.Tensor]) -> th.Tensor:
         """The logits alone (evaluation), without the critic."""
         cache, grouped = self._trunk(obs, None)
@@ -199,9 +212,10 @@ def multitask_mlp(policy: Any) -> MultiTaskMLP | None:
     """The policy as a ``MultiTaskMLP``, or ``None`` where it is outside what the module covers."""
     if type(policy) is not MultiTaskActorCriticPolicy or policy.valid_actions is not None:
         return None
-    # Categorical or plain diagonal Gaussian (the caller forms the loss's gradient for either).
+    # Categorical or Gaussian (the caller forms the loss's gradient and checks which gSDE it covers).
     distribution = policy.action_dist
-    if not (isinstance(distribution, CategoricalDistribution) or type(distribution) is DiagGaussianDistribution):
+    gaussian = (DiagGaussianDistribution, StateDependentNoiseDistribution)
+    if not (isinstance(distribution, CategoricalDistribution) or type(distribution) in gaussian):
         return None
     if not policy.share_features_extractor:
         return None

@@ -114,10 +114,10 @@ def build(case: str) -> TransferPPO:
         if case == "pendulum-frozen-log-std":
             model.policy.log_std.requires_grad_(False)
         return model
-    if case == "multitask-gaussian":
+    if case.startswith("multitask-gaussian"):
         pendulum = get_family("pendulum")
         env = make_multitask_vec_env(pendulum, [v.name for v in pendulum.targets[:3]], n_envs_per_task=2, seed=0)
-        kwargs = {"n_steps": 64, "batch_size": 48, "n_epochs": 2, "ent_coef": 0.01}
+        kwargs = {"n_steps": 64, "batch_size": 48, "n_epochs": 2, "ent_coef": 0.01, "use_sde": case.endswith("sde")}
         return TransferPPO(MultiTaskActorCriticPolicy, env, seed=0, policy_kwargs={"trunk_arch": [32, 32]}, **kwargs)
     env = make_multitask_vec_env(fam, ["long", "heavy", "longer"], n_envs_per_task=2, seed=0)
     kwargs.update(batch_size=80, n_epochs=3)  # 192 samples: minibatches of 80, 80 and 32
@@ -173,6 +173,7 @@ MULTITASK = [
     "multitask-target-kl",
     "multitask-whole-batch",
     "multitask-gaussian",
+    "multitask-gaussian-sde",  # the noise's latent: SB3's K-block latent, per task here
 ]
 GAUSSIAN = [  # hand-written
     "pendulum",
@@ -243,7 +244,7 @@ def test_multitask_hand_written_update_matches_sb3_to_rounding(case: str) -> Non
     lean, lean_log = one_update(model, lean=True, start=start)
     for key, weight in start["policy"].items():
         moved = (reference[key] - weight).abs().max().item()
-        assert moved > 1e-4 or key.startswith("log_std"), key  # far above the tolerance below
+        assert moved > 2e-5 or key.startswith("log_std"), key  # far above the tolerance below
         th.testing.assert_close(lean[key], reference[key], rtol=1e-5, atol=1e-6)
     assert ref_log.keys() == lean_log.keys()
     for key, value in ref_log.items():
