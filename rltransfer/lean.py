@@ -2,19 +2,20 @@
 
 SB3 2.x's ``PPO.train`` and ``collect_rollouts``, re-written so that the rollout buffer is
 turned into tensors once per update instead of once per minibatch (same
-``np.random.permutation`` draws, so the same minibatches). Categorical and diagonal-Gaussian
-MLP policies (SB3's ``MlpPolicy``, rltransfer's trunk and multi-task policies; no gSDE) run
-each minibatch without autograd: the network forward and backward by hand
-(``rltransfer.mlp_backprop``, ``rltransfer.multitask_backprop``), the loss's gradient from
-autograd's own formulas (``rltransfer.ppo_loss``, ``rltransfer.gaussian_loss``), the values PPO
-only logs computed once per update, and Adam's fused kernel called directly
+``np.random.permutation`` draws, so the same minibatches). Categorical and Gaussian MLP
+policies (SB3's ``MlpPolicy``, rltransfer's trunk and multi-task policies; diagonal Gaussians
+and SB3's default gSDE) run each minibatch without autograd: the network forward and backward
+by hand (``rltransfer.mlp_backprop``, ``rltransfer.multitask_backprop``), the loss's gradient
+from autograd's own formulas (``rltransfer.ppo_loss``, ``rltransfer.gaussian_loss``), the
+values PPO only logs computed once per update, and Adam's fused kernel called directly
 (``rltransfer.adam_step``). Other categorical policies keep autograd but skip distribution
-objects and argument validation; everything else (gSDE, masked actions) runs SB3's own
-``evaluate_actions``. The gradient norm is clipped with ``clip_grad_norm_``'s own foreach
-kernels minus its grouping overhead. Single-task rollouts, losses, gradients, weights and
-logged values are bit-identical to SB3's; the multi-task policy's agree to float rounding
-(``tests/test_ppo_lean.py``). ``TransferPPO`` (``rltransfer.ppo``) uses them.
-"""
+objects and argument validation; everything else (squashed or ``expln`` gSDE, masked Gaussian
+actions) runs SB3's own ``evaluate_actions``. Rollouts are lean for categorical and diagonal-
+Gaussian policies (gSDE's exploration matrices keep SB3's rollout). The gradient norm is
+clipped with ``clip_grad_norm_``'s own foreach kernels minus its grouping overhead. Single-
+task rollouts, losses, gradients, weights and logged values are bit-identical to SB3's; the
+multi-task policy's agree to float rounding (``tests/test_ppo_lean.py``). ``TransferPPO``
+(``rltransfer.ppo``) uses them."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ output layers multiply the zero-padded K-block latent, so sums run in another or
 gradients agree with autograd's to float rounding, not bit for bit (``tests/test_mlp_backprop.py``).
 
 Covered: ``MultiTaskTrunkExtractor`` (same observation space for all tasks), categorical or
-diagonal-Gaussian actions without masking, a shared features extractor, on the CPU; anything
+Gaussian actions (diagonal or gSDE) without masking, a shared features extractor, on the CPU; anything
 else keeps autograd.
 """
 
