@@ -10,12 +10,13 @@ from autograd's own formulas (``rltransfer.ppo_loss``, ``rltransfer.gaussian_los
 values PPO only logs computed once per update, and Adam's fused kernel called directly
 (``rltransfer.adam_step``). Other categorical policies keep autograd but skip distribution
 objects and argument validation; everything else (squashed or ``expln`` gSDE, masked Gaussian
-actions) runs SB3's own ``evaluate_actions``. Rollouts are lean for categorical and diagonal-
-Gaussian policies (gSDE's exploration matrices keep SB3's rollout). The gradient norm is
-clipped with ``clip_grad_norm_``'s own foreach kernels minus its grouping overhead. Single-
-task rollouts, losses, gradients, weights and logged values are bit-identical to SB3's; the
-multi-task policy's agree to float rounding (``tests/test_ppo_lean.py``). ``TransferPPO``
-(``rltransfer.ppo``) uses them."""
+actions) runs SB3's own ``evaluate_actions``. Rollouts are lean for categorical and
+diagonal-Gaussian policies (gSDE's exploration matrices keep SB3's rollout). The gradient norm
+is clipped with ``clip_grad_norm_``'s own foreach kernels minus its grouping overhead.
+Single-task rollouts, losses, gradients, weights and logged values are bit-identical to SB3's;
+the multi-task policy's agree to float rounding (``tests/test_ppo_lean.py``). ``TransferPPO``
+(``rltransfer.ppo``) uses them.
+"""
 
 from __future__ import annotations
 
