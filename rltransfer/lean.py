@@ -10,8 +10,8 @@ from autograd's own formulas (``rltransfer.ppo_loss``, ``rltransfer.gaussian_los
 values PPO only logs computed once per update, and Adam's fused kernel called directly
 (``rltransfer.adam_step``). Other categorical policies keep autograd but skip distribution
 objects and argument validation; everything else (squashed or ``expln`` gSDE, masked Gaussian
-actions) runs SB3's own ``evaluate_actions``. Rollouts are lean for categorical and
-diagonal-Gaussian policies (gSDE's exploration matrices keep SB3's rollout). The gradient norm
+actions) runs SB3's own ``evaluate_actions``. Rollout steps: ``rltransfer.lean_rollout``
+(categorical and diagonal-Gaussian policies; gSDE keeps SB3's rollout). The gradient norm
 is clipped with ``clip_grad_norm_``'s own foreach kernels minus its grouping overhead.
 Single-task rollouts, losses, gradients, weights and logged values are bit-identical to SB3's;
 the multi-task policy's agree to float rounding (``tests/test_ppo_lean.py``). ``TransferPPO``
@@ -39,7 +39,7 @@ from stable_baselines3.common.utils import explained_variance
 from torch.nn import functional as F
 
 from rltransfer.adam_step import FusedAdamStepper
-from rltransfer.gaussian_loss import gaussian_ppo_loss, normal_log_prob, sde_ppo_loss
+from rltransfer.gaussian_loss import gaussian_ppo_loss, sde_ppo_loss
 from rltransfer.mlp_backprop import ActorCriticMLP, Program, accumulate, actor_critic_mlp
 from rltransfer.multitask_backprop import MultiTaskMLP, TaskLayout, multitask_mlp, sorted_layouts
 from rltransfer.ppo_loss import Coefficients, LossResult, Minibatch, categorical_ppo_loss, logged_stats, total_loss
@@ -217,7 +217,7 @@ def loss_for(policy: Any, program: Program) -> LossFn:
     return lambda out, values, cache, batch, c: gaussian_ppo_loss(out, values, batch, c, policy.log_std)
 
 
-def _latents(policy: ActorCriticPolicy, obs: Any) -> tuple[th.Tensor, th.Tensor]:
+def actor_critic_latents(policy: ActorCriticPolicy, obs: Any) -> tuple[th.Tensor, th.Tensor]:
     """Actor and critic latents, as ``ActorCriticPolicy.forward`` computes them."""
     features = policy.extract_features(obs)
     if policy.share_features_extractor:
@@ -235,7 +235,7 @@ def evaluate_categorical(
     ``-(clamp(logits, finfo.min) * softmax(logits)).sum(-1)``. Without ``entropy_grad`` the
     entropy is computed outside the autograd graph.
     """
-    latent_pi, latent_vf = _latents(policy, obs)
+    latent_pi, latent_vf = actor_critic_latents(policy, obs)
     logits = logits_fn(latent_pi)
     logits = logits - logits.logsumexp(dim=-1, keepdim=True)
     log_prob = logits.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
@@ -244,78 +244,6 @@ def evaluate_categorical(
         clamped = th.clamp(logits, min=th.finfo(logits.dtype).min)
         entropy = -(clamped * F.softmax(logits, dim=-1)).sum(-1)
     return values, log_prob, entropy
-
-
-def sample_categorical(
-    policy: ActorCriticPolicy, logits_fn: LogitsFn, obs: Any, program: Program | None = None
-) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
-    """``policy(obs)`` (stochastic) for a categorical policy: same operations, same RNG draws.
-
-    With ``program`` (``hand_written``) the network runs without module calls: the same values
-    for single-task MLPs, equal to float rounding for the multi-task policy.
-    """
-    if program is not None:
-        logits, values, _ = program.forward(obs)
-    else:
-        latent_pi, latent_vf = _latents(policy, obs)
-        values = policy.value_net(latent_vf)
-        logits = logits_fn(latent_pi)
-    logits = logits - logits.logsumexp(dim=-1, keepdim=True)
-    probs = F.softmax(logits, dim=-1)
-    actions = multinomial_one(probs.reshape(-1, probs.shape[-1])).T.reshape(probs.shape[:-1])
-    log_prob = logits.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
-    return actions.reshape(-1), values, log_prob
-
-
-def sample_gaussian(program: Program, log_std: th.Tensor, obs: Any) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
-    """``policy(obs)`` (stochastic) for a ``gaussian_hand_written`` policy: same operations, same RNG draws.
-
-    ``DiagGaussianDistribution``: ``Normal(mean, ones_like(mean) * log_std.exp())``, whose
-    ``rsample`` is ``mean + empty(shape).normal_() * scale``, and its ``log_prob``.
-    """
-    mean, values, _ = program.forward(obs)
-    scale = th.ones_like(mean) * log_std.exp()
-    actions = mean + th.empty_like(mean).normal_() * scale
-    return actions, values, normal_log_prob(actions, mean, scale)
-
-
-Sampler = Callable[[Any], tuple[th.Tensor, th.Tensor, th.Tensor]]
-
-
-def lean_sampler(policy: Any) -> Sampler | None:
-    """What draws a rollout step's actions, values and log-probabilities as ``policy(obs)`` does.
-
-    ``None`` where SB3's own rollout must run (gSDE, squashed or masked Gaussians, other spaces).
-    """
-    logits_fn = categorical_logits(policy)
-    if logits_fn is not None:
-        program = hand_written(policy, logits_fn)
-        return functools.partial(sample_categorical, policy, logits_fn, program=program)
-    program = gaussian_hand_written(policy)
-    if program is None or policy.squash_output or type(policy.action_dist) is not DiagGaussianDistribution:
-        return None  # gSDE's noise comes from its exploration matrices: SB3's rollout
-    return functools.partial(sample_gaussian, program, policy.log_std)
-
-
-def multinomial_one(probs: th.Tensor) -> th.Tensor:
-    """``th.multinomial(probs, 1, True)``: one draw per row, the same draws from the same generator.
-
-    torch samples one draw as ``argmax(probs / q)``, ``q ~ Exp(1)`` (its fast path for a single
-    sample); the argument checks around it (finite, non-negative, non-zero rows: five reductions
-    and three host syncs) cost twice the draw on a rollout step. Softmax outputs fail them only
-    where they are NaN, which makes the log-probability NaN: ``check_log_probs`` looks once per
-    rollout instead.
-    """
-    return th.argmax(probs / th.empty_like(probs).exponential_(1), dim=-1, keepdim=True)
-
-
-def check_log_probs(log_probs: np.ndarray) -> None:
-    """Raise where a rollout sampled from a non-finite distribution (what ``th.multinomial`` rejects)."""
-    if not np.isfinite(log_probs).all():
-        raise ValueError(
-            "the policy's action probabilities were not finite during the rollout (NaN weights or "
-            "observations); check the environment's observations or lower the learning rate"
-        )
 
 
 def clip_grad_norm(params: Sequence[th.nn.Parameter], max_norm: float) -> None:
@@ -398,7 +326,7 @@ def _autograd_step(
 def lean_train(model: PPO) -> None:
     """SB3 2.x ``PPO.train`` with the same arithmetic and less overhead per minibatch.
 
-    Categorical and diagonal-Gaussian MLP policies (``hand_written``, ``gaussian_hand_written``)
+    Categorical and Gaussian MLP policies (``hand_written``, ``gaussian_hand_written``)
     run each minibatch without autograd and compute what is only logged once at the end;
     others run the same loss through autograd.
     """

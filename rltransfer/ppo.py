@@ -24,7 +24,8 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.utils import get_device, obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
 
-from rltransfer.lean import check_log_probs, lean_sampler, lean_train
+from rltransfer.lean import lean_train
+from rltransfer.lean_rollout import check_log_probs, lean_sampler
 
 
 class TransferPPO(PPO):

@@ -20,6 +20,7 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from rltransfer import lean as lean_module
+from rltransfer import lean_rollout
 from rltransfer.hyperparams import ppo_kwargs, resolve_hyperparams
 from rltransfer.lean import FlatRollout, categorical_logits, clip_grad_norm, plain_mlp
 from rltransfer.multitask_backprop import multitask_mlp
@@ -333,7 +334,7 @@ def test_lean_rollouts_are_bit_identical_to_sb3(family: str, policy: Any) -> Non
         else:
             env = make_multitask_vec_env(fam, [v.name for v in fam.targets[:2]], n_envs_per_task=2, seed=0)
         model = TransferPPO(policy, env, seed=0, n_steps=256, batch_size=256, **kwargs)
-        assert lean_module.lean_sampler(model.policy) is not None
+        assert lean_rollout.lean_sampler(model.policy) is not None
         model.lean = lean
         _, callback = model._setup_learn(10_000, CallbackList([]))
         callback.on_training_start(locals(), globals())
@@ -380,7 +381,7 @@ def test_multinomial_one_draws_as_torch_multinomial() -> None:
             th.manual_seed(seed)
             expected, state = th.multinomial(probs, 1, True), th.get_rng_state()
             th.manual_seed(seed)
-            assert th.equal(lean_module.multinomial_one(probs), expected)
+            assert th.equal(lean_rollout.multinomial_one(probs), expected)
             assert th.equal(th.get_rng_state(), state)
 
 
