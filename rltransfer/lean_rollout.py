@@ -20,8 +20,15 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from torch.nn import functional as F
 
 from rltransfer.gaussian_loss import normal_log_prob
-from rltransfer.lean import LogitsFn, actor_critic_latents, categorical_logits, gaussian_hand_written, hand_written
-from rltransfer.mlp_backprop import Program
+from rltransfer.lean import (
+    LogitsFn,
+    actor_critic_latents,
+    categorical_logits,
+    gaussian_hand_written,
+    hand_written,
+    plain_sde,
+)
+from rltransfer.mlp_backprop import ActorCriticMLP, Program
 
 
 def sample_categorical(
@@ -57,22 +64,45 @@ def sample_gaussian(program: Program, log_std: th.Tensor, obs: Any) -> tuple[th.
     return actions, values, normal_log_prob(actions, mean, scale)
 
 
+def sample_sde(program: ActorCriticMLP, policy: Any, obs: Any) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+    """The same for SB3's default gSDE (``plain_sde``): the mean plus ``get_noise``'s product of the
+    latent with the exploration matrices ``policy.reset_noise`` drew, and the ``log_prob`` of
+    ``Normal(mean, sqrt(mm(latent**2, std**2) + eps))``."""
+    mean, values, cache = program.forward(obs)
+    dist = policy.action_dist
+    latent = cache.pi[-2]  # the action net's input: SB3's latent_pi
+    std = policy.log_std.exp()
+    std_full = std if dist.full_std else th.ones(dist.latent_sde_dim, dist.action_dim) * std
+    scale = th.sqrt(th.mm(latent**2, std_full**2) + dist.epsilon)
+    if len(latent) == 1 or len(latent) != len(dist.exploration_matrices):
+        noise = th.mm(latent, dist.exploration_mat)
+    else:
+        noise = th.bmm(latent.unsqueeze(dim=1), dist.exploration_matrices).squeeze(dim=1)
+    actions = mean + noise
+    return actions, values, normal_log_prob(actions, mean, scale)
+
+
 Sampler = Callable[[Any], tuple[th.Tensor, th.Tensor, th.Tensor]]
 
 
 def lean_sampler(policy: Any) -> Sampler | None:
     """What draws a rollout step's actions, values and log-probabilities as ``policy(obs)`` does.
 
-    ``None`` where SB3's own rollout must run (gSDE, squashed or masked Gaussians, other spaces).
+    ``None`` where SB3's own rollout must run (squashed or masked Gaussians, multi-task gSDE,
+    other spaces). The caller draws gSDE's exploration matrices where SB3 does.
     """
     logits_fn = categorical_logits(policy)
     if logits_fn is not None:
         program = hand_written(policy, logits_fn)
         return functools.partial(sample_categorical, policy, logits_fn, program=program)
     program = gaussian_hand_written(policy)
-    if program is None or policy.squash_output or type(policy.action_dist) is not DiagGaussianDistribution:
-        return None  # gSDE's noise comes from its exploration matrices: SB3's rollout
-    return functools.partial(sample_gaussian, program, policy.log_std)
+    if program is None or policy.squash_output:
+        return None
+    if type(policy.action_dist) is DiagGaussianDistribution:
+        return functools.partial(sample_gaussian, program, policy.log_std)
+    if isinstance(program, ActorCriticMLP) and plain_sde(policy):  # the latent is the batch's own rows
+        return functools.partial(sample_sde, program, policy)
+    return None
 
 
 def multinomial_one(probs: th.Tensor) -> th.Tensor:

@@ -61,7 +61,7 @@ class TransferPPO(PPO):
         self, env: VecEnv, callback: BaseCallback, rollout_buffer: RolloutBuffer, n_rollout_steps: int
     ) -> bool:
         """SB3's ``collect_rollouts``; lean for categorical and diagonal-Gaussian MLPs (same samples, same buffer)."""
-        sampler = lean_sampler(self.policy) if self.lean and not self.use_sde else None
+        sampler = lean_sampler(self.policy) if self.lean else None
         if sampler is None:
             return super().collect_rollouts(env, callback, rollout_buffer, n_rollout_steps)
         # Mirrors OnPolicyAlgorithm.collect_rollouts (SB3 2.x) line by line; the local names
@@ -71,8 +71,12 @@ class TransferPPO(PPO):
         self.policy.set_training_mode(False)
         n_steps = 0
         rollout_buffer.reset()
+        if self.use_sde:
+            self.policy.reset_noise(env.num_envs)
         callback.on_rollout_start()
         while n_steps < n_rollout_steps:
+            if self.use_sde and self.sde_sample_freq > 0 and n_steps % self.sde_sample_freq == 0:
+                self.policy.reset_noise(env.num_envs)  # a new exploration matrix, as SB3 draws it
             with th.no_grad():
                 obs_tensor = obs_as_tensor(self._last_obs, self.device)  # type: ignore[arg-type]
                 sampled, values, log_probs = sampler(obs_tensor)

@@ -315,6 +315,7 @@ ROLLOUT_CASES = [
     ("mountaincar", MultiTaskActorCriticPolicy),
     ("acrobot", MaskedPolicy),
     ("pendulum", "MlpPolicy"),  # diagonal Gaussian: normal_ draws, clipped actions
+    ("pendulum", "MlpPolicy-sde"),  # gSDE: exploration matrices drawn at the start and every 4 steps
     ("pendulum", MultiTaskActorCriticPolicy),
 ]
 
@@ -326,14 +327,17 @@ def test_lean_rollouts_are_bit_identical_to_sb3(family: str, policy: Any) -> Non
     runs, generator_states = [], []
     for lean in (False, True):
         kwargs: dict[str, Any] = {}
-        if policy == "MlpPolicy":
+        if policy == "MlpPolicy-sde":
+            kwargs = {"use_sde": True, "sde_sample_freq": 4}
+        if policy in ("MlpPolicy", "MlpPolicy-sde"):
             env = make_task_vec_env(fam, "source", 4, seed=0)
             kwargs["policy_kwargs"] = source_policy_kwargs(resolve_hyperparams(family))
         elif policy is MaskedPolicy:
             env = make_task_vec_env(fam, "source", 4, seed=0)
         else:
             env = make_multitask_vec_env(fam, [v.name for v in fam.targets[:2]], n_envs_per_task=2, seed=0)
-        model = TransferPPO(policy, env, seed=0, n_steps=256, batch_size=256, **kwargs)
+        cls = "MlpPolicy" if policy == "MlpPolicy-sde" else policy
+        model = TransferPPO(cls, env, seed=0, n_steps=256, batch_size=256, **kwargs)
         assert lean_rollout.lean_sampler(model.policy) is not None
         model.lean = lean
         _, callback = model._setup_learn(10_000, CallbackList([]))
