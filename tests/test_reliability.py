@@ -271,7 +271,9 @@ def _report(out: Path) -> dict[str, str]:
 
 
 def _runs(out: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.glob("*/seed*/curves.npz"))}
+    """Finished runs' curves (not a killed run's staging directory, ``seedN.partial-*``, which resume removes)."""
+    curves = sorted(out.glob("*/seed*/curves.npz"))
+    return {str(p.relative_to(out)): p.read_bytes() for p in curves if ".partial" not in p.parent.name}
 
 
 @pytest.fixture(scope="module")
