@@ -36,7 +36,7 @@ import torch
 from rltransfer.envs import get_family
 from rltransfer.envs.multitask import make_multitask_vec_env, make_task_vec_env
 from rltransfer.policies import MultiTaskActorCriticPolicy
-from sidebyside import alternate, fill_buffer, machine
+from sidebyside import alternate, fill_buffer, machine, minibatches_per_update
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import CallbackList
 
@@ -93,11 +93,6 @@ def gaussian_model(tasks: int = 0, sde: bool = False) -> TransferPPO:
     return fill_buffer(TransferPPO(policy, env, seed=0, policy_kwargs=policy_kwargs, **kwargs))
 
 
-def minibatches(model: TransferPPO) -> int:
-    """Minibatches per ``train()``."""
-    return model.n_epochs * -(-model.n_steps * model.n_envs // model.batch_size)
-
-
 def update_arm(model: TransferPPO, lean: bool) -> Callable[[], float]:
     """Milliseconds per ``train()`` from the same buffer (weights drift; cost does not)."""
     buffer = copy.deepcopy(model.rollout_buffer)
@@ -110,6 +105,15 @@ def update_arm(model: TransferPPO, lean: bool) -> Callable[[], float]:
         return (time.perf_counter() - started) * 1e3
 
     return run
+
+
+def sb3_vs_lean(model: TransferPPO, label: str, repeats: int) -> dict[str, list[float]]:
+    """SB3's ``PPO.train`` and the lean one (the default) on the same model, alternating."""
+    arms = {
+        f"SB3 PPO.train, {label}": update_arm(model, lean=False),
+        f"lean (default), {label}": update_arm(model, lean=True),
+    }
+    return alternate(arms, repeats)
 
 
 def rollout_arm(model: TransferPPO, lean: bool) -> Callable[[], float]:
@@ -167,34 +171,11 @@ def main() -> int:
     update = alternate(arms, args.repeats)
     if args.tasks:
         multitask = filled_model(fused_adam=True, tasks=args.tasks)
-        multitask_arms = {
-            f"SB3 PPO.train, {args.tasks}-task policy": update_arm(multitask, lean=False),
-            f"lean (default), {args.tasks}-task policy": update_arm(multitask, lean=True),
-        }
-        multitask_update = alternate(multitask_arms, args.repeats)
-    gaussian, gaussian_multitask = gaussian_model(), gaussian_model(tasks=3)
-    gaussian_update = alternate(
-        {
-            "SB3 PPO.train, Gaussian": update_arm(gaussian, lean=False),
-            "lean (default), Gaussian": update_arm(gaussian, lean=True),
-        },
-        args.repeats,
-    )
-    sde = gaussian_model(sde=True)
-    sde_update = alternate(
-        {
-            "SB3 PPO.train, gSDE": update_arm(sde, lean=False),
-            "lean (default), gSDE": update_arm(sde, lean=True),
-        },
-        args.repeats,
-    )
-    gaussian_multitask_update = alternate(
-        {
-            "SB3 PPO.train, Gaussian 3-task policy": update_arm(gaussian_multitask, lean=False),
-            "lean (default), Gaussian 3-task policy": update_arm(gaussian_multitask, lean=True),
-        },
-        args.repeats,
-    )
+        multitask_update = sb3_vs_lean(multitask, f"{args.tasks}-task policy", args.repeats)
+    gaussian, gaussian_multitask, sde = gaussian_model(), gaussian_model(tasks=3), gaussian_model(sde=True)
+    gaussian_update = sb3_vs_lean(gaussian, "Gaussian", args.repeats)
+    sde_update = sb3_vs_lean(sde, "gSDE", args.repeats)
+    gaussian_multitask_update = sb3_vs_lean(gaussian_multitask, "Gaussian 3-task policy", args.repeats)
     rollout = alternate(
         {
             "SB3 collect_rollouts": rollout_arm(exact, lean=False),
@@ -208,9 +189,9 @@ def main() -> int:
     print("| --- | --- | --- | --- | --- |")
     phases = [
         ("update", update, 20),
-        ("update", gaussian_update, minibatches(gaussian)),
-        ("update", gaussian_multitask_update, minibatches(gaussian_multitask)),
-        ("update", sde_update, minibatches(sde)),
+        ("update", gaussian_update, minibatches_per_update(gaussian)),
+        ("update", gaussian_multitask_update, minibatches_per_update(gaussian_multitask)),
+        ("update", sde_update, minibatches_per_update(sde)),
         ("rollout", rollout, HP["n_steps"]),
     ]
     if args.tasks:

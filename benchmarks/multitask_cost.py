@@ -31,7 +31,7 @@ import torch
 from rltransfer.envs import get_family
 from rltransfer.envs.multitask import make_multitask_vec_env
 from rltransfer.policies import MultiTaskActorCriticPolicy
-from sidebyside import alternate, fill_buffer, learn_iterations, machine, paired_ratio
+from sidebyside import alternate, fill_buffer, learn_iterations, machine, minibatches_per_update, paired_ratio
 
 from rltransfer.hyperparams import ppo_kwargs, resolve_hyperparams
 from rltransfer.ppo import TransferPPO
@@ -68,8 +68,7 @@ def update_step(k: int, batch_size: int) -> Callable[[], float]:
         model.rollout_buffer = copy.deepcopy(buffer)
         started = time.perf_counter()
         model.train()
-        minibatches = model.n_epochs * -(-model.rollout_buffer.buffer_size * model.n_envs // model.batch_size)
-        return (time.perf_counter() - started) / minibatches * 1e6
+        return (time.perf_counter() - started) / minibatches_per_update(model) * 1e6
 
     return run
 

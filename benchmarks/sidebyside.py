@@ -40,6 +40,11 @@ def paired_ratio(results: dict[K, list[float]], arm: K, base: K) -> float:
     return statistics.median(a / b for a, b in zip(results[arm], results[base], strict=True))
 
 
+def minibatches_per_update(model: Any) -> int:
+    """Minibatches of one ``train()``: ``n_epochs`` passes over the rollout, the last minibatch of each maybe short."""
+    return int(model.n_epochs * -(-model.n_steps * model.n_envs // model.batch_size))
+
+
 def fill_buffer(model: Any) -> Any:
     """``model`` after two updates, with a freshly collected rollout in its buffer (ready for ``train()``)."""
     model.learn(2 * model.n_steps * model.n_envs)
