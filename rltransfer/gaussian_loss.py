@@ -35,6 +35,19 @@ def normal_log_prob(actions: th.Tensor, mean: th.Tensor, scale: th.Tensor) -> th
     return (-((actions - mean) ** 2) / (2 * scale**2) - scale.log() - LOG_SQRT_2PI).sum(dim=1)
 
 
+def sde_scale(
+    log_std: th.Tensor, latent: Callable[[th.Tensor], th.Tensor], full_std: bool, action_dim: int, epsilon: float
+) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+    """gSDE's ``exp`` std, the ``(latent, action)`` matrix it stands for (``get_std``), and the
+    scale ``sqrt(mm(latent**2, std**2) + epsilon)`` that ``proba_distribution`` gives ``Normal``.
+
+    ``latent(std_sq)`` is ``mm(latent**2, std_sq)`` (the program's ``latent_sq_mm``).
+    """
+    std = log_std.exp()
+    std_full = std if full_std else th.ones(log_std.shape[0], action_dim, dtype=std.dtype) * std
+    return std, std_full, th.sqrt(latent(std_full**2) + epsilon)
+
+
 def _normal_loss(
     mean: th.Tensor, scale: th.Tensor, values: th.Tensor, batch: Minibatch, c: Coefficients
 ) -> tuple[Surrogate, th.Tensor, th.Tensor, th.Tensor]:
@@ -93,10 +106,7 @@ def sde_ppo_loss(
     ``latent(std_sq)`` is ``mm(latent**2, std_sq)`` and ``latent_backward(grad)`` its backward to
     ``std_sq`` (the program's: per task for the multi-task policy).
     """
-    std = log_std.exp()
-    std_full = std if full_std else th.ones(log_std.shape[0], mean.shape[1], dtype=std.dtype) * std
-    std_sq = std_full**2
-    scale = th.sqrt(latent(std_sq) + epsilon)
+    std, std_full, scale = sde_scale(log_std, latent, full_std, mean.shape[1], epsilon)
     s, grad_mean, g_scale, entropy = _normal_loss(mean, scale, values, batch, c)
     g_variance = g_scale / (2 * scale)
     g_std = latent_backward(g_variance) * (2.0 * std_full)

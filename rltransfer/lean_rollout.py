@@ -19,7 +19,7 @@ from stable_baselines3.common.distributions import DiagGaussianDistribution
 from stable_baselines3.common.policies import ActorCriticPolicy
 from torch.nn import functional as F
 
-from rltransfer.gaussian_loss import normal_log_prob
+from rltransfer.gaussian_loss import normal_log_prob, sde_scale
 from rltransfer.lean import (
     LogitsFn,
     actor_critic_latents,
@@ -71,9 +71,8 @@ def sample_sde(program: ActorCriticMLP, policy: Any, obs: Any) -> tuple[th.Tenso
     mean, values, cache = program.forward(obs)
     dist = policy.action_dist
     latent = cache.pi[-2]  # the action net's input: SB3's latent_pi
-    std = policy.log_std.exp()
-    std_full = std if dist.full_std else th.ones(dist.latent_sde_dim, dist.action_dim) * std
-    scale = th.sqrt(th.mm(latent**2, std_full**2) + dist.epsilon)
+    square = functools.partial(program.latent_sq_mm, cache)
+    _, _, scale = sde_scale(policy.log_std, square, dist.full_std, mean.shape[1], dist.epsilon)
     if len(latent) == 1 or len(latent) != len(dist.exploration_matrices):
         noise = th.mm(latent, dist.exploration_mat)
     else:
