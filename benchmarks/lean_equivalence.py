@@ -10,6 +10,9 @@ return, and the 95% bootstrap interval of the difference (lean - SB3), which sho
 also the wall time of each arm. ``--family pendulum`` checks the diagonal-Gaussian update
 instead (targets g15 / m1.5 / l1.3, the family's hyperparameters without gSDE),
 ``--family pendulum-sde`` the gSDE one (the family's hyperparameters as they are).
+``--family cartpole-source`` checks the single-task update (source pretraining on CartPole's
+source variant with the RL Zoo hyperparameters: the network whose update is bit-identical to
+SB3's with ``numpy_tanh`` off, and equal to rounding with numpy's tanh, the default).
 
     python benchmarks/lean_equivalence.py [--family cartpole] [--seeds 8] [--timesteps 30000] [--workers 2]
 """
@@ -29,8 +32,10 @@ from sidebyside import machine
 from rltransfer.compare import area_under_curve, final_return, mean_difference, stratified_independent_bootstrap_ci
 
 # Per setup: the family, the targets and what changes in its hyperparameters (evaluation every 3,000 steps).
+# Targets ``["source"]``: single-task source pretraining instead of multi-task fine-tuning.
 SETUPS: dict[str, tuple[str, list[str], dict[str, Any]]] = {
     "cartpole": ("cartpole", ["long", "longer", "gravity30"], {}),
+    "cartpole-source": ("cartpole", ["source"], {}),
     "pendulum": ("pendulum", ["g15", "m1.5", "l1.3"], {"use_sde": False}),
     "pendulum-sde": ("pendulum", ["g15", "m1.5", "l1.3"], {}),  # the Zoo's gSDE
 }
@@ -43,15 +48,19 @@ def run(job: tuple[bool, int, int, str]) -> tuple[bool, int, np.ndarray, np.ndar
 
     from rltransfer.finetuning import finetune
     from rltransfer.ppo import TransferPPO
+    from rltransfer.pretraining import pretrain
 
     torch.set_num_threads(1)
     TransferPPO.lean = lean
     started = time.perf_counter()
     family, targets, extra = SETUPS[setup]
     hp = {"eval_freq": 3000, "eval_episodes": 10, **extra}
-    result = finetune(family, targets, None, "scratch", seed=seed, timesteps=timesteps, hyperparams=hp)
+    if targets == ["source"]:
+        curve = pretrain(family, seed=seed, timesteps=timesteps, hyperparams=hp).curve
+    else:
+        curve = finetune(family, targets, None, "scratch", seed=seed, timesteps=timesteps, hyperparams=hp).curve
     seconds = time.perf_counter() - started
-    arrays = result.curve.as_arrays()
+    arrays = curve.as_arrays()
     return lean, seed, arrays["steps"], arrays["returns"], seconds
 
 

@@ -5,8 +5,9 @@ rltransfer's source policy. From one filled rollout buffer, alternating arms; ti
 medians, speed-ups medians of per-round ratios:
 
 * update: one ``train()`` (20 minibatches) with SB3's ``PPO.train``, the lean update with
-  SB3's Adam (bit-identical to SB3: minibatches run without autograd, see
-  ``rltransfer.mlp_backprop``), and the lean update with fused Adam (the default); the same
+  SB3's Adam and torch's tanh (bit-identical to SB3: minibatches run without autograd, see
+  ``rltransfer.mlp_backprop``), with fused Adam, and with fused Adam and numpy's tanh (the
+  default); the same
   for rltransfer's multi-task policy on ``--tasks`` CartPole targets (default 2, 8 envs in all);
 * update, Gaussian: the same for a diagonal-Gaussian policy (Pendulum's hyperparameters
   without gSDE, 256 steps per env: minibatches of 64, 10 epochs), rltransfer's source policy
@@ -60,7 +61,7 @@ PARTS = {
 }
 
 
-def filled_model(fused_adam: bool, tasks: int = 0) -> TransferPPO:
+def filled_model(fused_adam: bool, tasks: int = 0, numpy_tanh: bool = True) -> TransferPPO:
     """A model after two updates, with a freshly collected rollout in its buffer.
 
     ``tasks`` > 0: rltransfer's multi-task policy on that many CartPole targets (8 envs in all).
@@ -75,6 +76,7 @@ def filled_model(fused_adam: bool, tasks: int = 0) -> TransferPPO:
         policy, policy_kwargs = "MlpPolicy", source_policy_kwargs(HP)
     kwargs = {**ppo_kwargs(HP), "n_steps": 256 // env.num_envs}  # one 256-sample minibatch per epoch
     model = TransferPPO(policy, env, seed=0, policy_kwargs=policy_kwargs, fused_adam=fused_adam, **kwargs)
+    model.numpy_tanh = numpy_tanh
     return fill_buffer(model)
 
 
@@ -162,11 +164,13 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(1)
     np.random.seed(0)
-    exact, fused = filled_model(fused_adam=False), filled_model(fused_adam=True)
+    exact = filled_model(fused_adam=False, numpy_tanh=False)
+    fused, default = filled_model(fused_adam=True, numpy_tanh=False), filled_model(fused_adam=True)
     arms = {
         "SB3 PPO.train": update_arm(exact, lean=False),
-        "lean, SB3's Adam (bit-identical)": update_arm(exact, lean=True),
-        "lean, fused Adam (default)": update_arm(fused, lean=True),
+        "lean, SB3's Adam, torch's tanh (bit-identical)": update_arm(exact, lean=True),
+        "lean, fused Adam, torch's tanh": update_arm(fused, lean=True),
+        "lean (default: fused Adam, numpy's tanh)": update_arm(default, lean=True),
     }
     update = alternate(arms, args.repeats)
     if args.tasks:
@@ -179,7 +183,7 @@ def main() -> int:
     rollout = alternate(
         {
             "SB3 collect_rollouts": rollout_arm(exact, lean=False),
-            "lean collect_rollouts": rollout_arm(exact, lean=True),
+            "lean collect_rollouts (default: numpy's tanh)": rollout_arm(default, lean=True),
         },
         args.repeats,
     )

@@ -149,21 +149,22 @@ def categorical_logits(policy: Any) -> LogitsFn | None:
 SB3_METHODS = ("forward", "evaluate_actions", "predict_values", "get_distribution")
 
 
-def plain_mlp(policy: Any, logits_fn: LogitsFn | None) -> ActorCriticMLP | None:
+def plain_mlp(policy: Any, logits_fn: LogitsFn | None, numpy_tanh: bool = False) -> ActorCriticMLP | None:
     """The policy as an ``ActorCriticMLP`` where its logits are the action net's own (no masking)."""
     if logits_fn is None or logits_fn is not getattr(policy, "action_net", None):
         return None
-    return actor_critic_mlp(policy)
+    return actor_critic_mlp(policy, numpy_tanh)
 
 
-def hand_written(policy: Any, logits_fn: LogitsFn | None) -> Program | None:
+def hand_written(policy: Any, logits_fn: LogitsFn | None, numpy_tanh: bool = False) -> Program | None:
     """The program a categorical policy's PPO minibatch runs without autograd, if there is one.
 
     Single-task MLPs give bit-identical gradients; the multi-task policy's agree to float rounding.
+    ``numpy_tanh`` (``actor_critic_mlp``) trades bit-identity for a faster tanh.
     """
     if logits_fn is None or any(p.dtype != th.float32 for p in policy.parameters()):
         return None  # the loss's gradient reproduces float32 rounding (SB3's default dtype)
-    return plain_mlp(policy, logits_fn) or multitask_mlp(policy)
+    return plain_mlp(policy, logits_fn, numpy_tanh) or multitask_mlp(policy, numpy_tanh)
 
 
 def plain_sde(policy: Any) -> bool:
@@ -177,7 +178,7 @@ def plain_sde(policy: Any) -> bool:
     )
 
 
-def gaussian_hand_written(policy: Any) -> Program | None:
+def gaussian_hand_written(policy: Any, numpy_tanh: bool = False) -> Program | None:
     """The program a Gaussian MLP policy's minibatch runs without autograd, if there is one.
 
     SB3's ``DiagGaussianDistribution`` (no squashing) over the action net's means and the
@@ -193,7 +194,7 @@ def gaussian_hand_written(policy: Any) -> Program | None:
         return None
     if any(p.dtype != th.float32 for p in policy.parameters()):
         return None
-    return actor_critic_mlp(policy) or multitask_mlp(policy)
+    return actor_critic_mlp(policy, numpy_tanh) or multitask_mlp(policy, numpy_tanh)
 
 
 # The loss's gradient from the program's outputs ``(out, values, cache)`` for a minibatch.
@@ -323,12 +324,12 @@ def _autograd_step(
     return stats, loss.backward
 
 
-def lean_train(model: PPO) -> None:
+def lean_train(model: PPO, numpy_tanh: bool = False) -> None:
     """SB3 2.x ``PPO.train`` with the same arithmetic and less overhead per minibatch.
 
     Categorical and Gaussian MLP policies (``hand_written``, ``gaussian_hand_written``)
     run each minibatch without autograd and compute what is only logged once at the end;
-    others run the same loss through autograd.
+    others run the same loss through autograd. ``numpy_tanh``: see ``actor_critic_mlp``.
     """
     policy = model.policy
     policy.set_training_mode(True)
@@ -338,9 +339,9 @@ def lean_train(model: PPO) -> None:
     clip_range_vf = model.clip_range_vf(progress) if model.clip_range_vf is not None else None  # type: ignore[operator]
     coefs = Coefficients(clip_range, clip_range_vf, model.ent_coef, model.vf_coef, model.normalize_advantage)
     logits_fn = categorical_logits(policy)
-    program = hand_written(policy, logits_fn)
+    program = hand_written(policy, logits_fn, numpy_tanh)
     if program is None:
-        program = gaussian_hand_written(policy)
+        program = gaussian_hand_written(policy, numpy_tanh)
     log_std = getattr(policy, "log_std", None) if program is not None else None
     loss = loss_for(policy, program) if program is not None else None
     params = list(policy.parameters())

@@ -84,17 +84,18 @@ def sample_sde(program: ActorCriticMLP, policy: Any, obs: Any) -> tuple[th.Tenso
 Sampler = Callable[[Any], tuple[th.Tensor, th.Tensor, th.Tensor]]
 
 
-def lean_sampler(policy: Any) -> Sampler | None:
+def lean_sampler(policy: Any, numpy_tanh: bool = False) -> Sampler | None:
     """What draws a rollout step's actions, values and log-probabilities as ``policy(obs)`` does.
 
     ``None`` where SB3's own rollout must run (squashed or masked Gaussians, multi-task gSDE,
     other spaces). The caller draws gSDE's exploration matrices where SB3 does.
+    ``numpy_tanh``: see ``rltransfer.mlp_backprop.actor_critic_mlp``.
     """
     logits_fn = categorical_logits(policy)
     if logits_fn is not None:
-        program = hand_written(policy, logits_fn)
+        program = hand_written(policy, logits_fn, numpy_tanh)
         return functools.partial(sample_categorical, policy, logits_fn, program=program)
-    program = gaussian_hand_written(policy)
+    program = gaussian_hand_written(policy, numpy_tanh)
     if program is None or policy.squash_output:
         return None
     if type(policy.action_dist) is DiagGaussianDistribution:

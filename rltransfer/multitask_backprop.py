@@ -29,7 +29,15 @@ from stable_baselines3.common.distributions import (
 )
 from torch import nn
 
-from rltransfer.mlp_backprop import ACTIVATIONS, Chain, accumulate, activate, activation_backward, dense_chain
+from rltransfer.mlp_backprop import (
+    ACTIVATIONS,
+    Chain,
+    accumulate,
+    activate,
+    activation_backward,
+    activation_name,
+    dense_chain,
+)
 from rltransfer.policies.multitask import MultiTaskActorCriticPolicy, MultiTaskTrunkExtractor, TaskHeads, TaskLinear
 
 
@@ -208,8 +216,11 @@ def _task_layers(heads: nn.ModuleList, activation: str | None) -> list[TaskDense
     return [TaskDense(layer.weight, layer.bias, activation, (layer.weight, layer.bias)) for layer in layers]
 
 
-def multitask_mlp(policy: Any) -> MultiTaskMLP | None:
-    """The policy as a ``MultiTaskMLP``, or ``None`` where it is outside what the module covers."""
+def multitask_mlp(policy: Any, numpy_tanh: bool = False) -> MultiTaskMLP | None:
+    """The policy as a ``MultiTaskMLP``, or ``None`` where it is outside what the module covers.
+
+    ``numpy_tanh``: as in ``actor_critic_mlp``.
+    """
     if type(policy) is not MultiTaskActorCriticPolicy or policy.valid_actions is not None:
         return None
     # Categorical or Gaussian (the caller forms the loss's gradient and checks which gSDE it covers).
@@ -224,10 +235,10 @@ def multitask_mlp(policy: Any) -> MultiTaskMLP | None:
         return None
     if policy.device.type != "cpu" or type(heads.activation) not in ACTIVATIONS:
         return None
-    trunk = dense_chain(list(extractor.trunk))
+    trunk = dense_chain(list(extractor.trunk), numpy_tanh)
     if trunk is None:
         return None
-    k, act = policy.n_tasks, ACTIVATIONS[type(heads.activation)]
+    k, act = policy.n_tasks, activation_name(type(heads.activation), numpy_tanh)
     pi = [*_task_layers(heads.policy_heads, act), _output_layer(policy.action_net, k)]
     vf = [*_task_layers(heads.value_heads, act), _output_layer(policy.value_net, k)]
     return MultiTaskMLP(Chain(trunk), Chain(pi), Chain(vf), k)

@@ -18,7 +18,7 @@ from torch.nn import functional as F
 
 from rltransfer.adam_step import FusedAdamStepper
 from rltransfer.hyperparams import resolve_hyperparams
-from rltransfer.mlp_backprop import actor_critic_mlp
+from rltransfer.mlp_backprop import actor_critic_mlp, numpy_tanh_
 from rltransfer.multitask_backprop import multitask_mlp, sorted_layouts, task_slots
 from rltransfer.ppo import TransferPPO
 from rltransfer.ppo_loss import Coefficients, Minibatch, categorical_ppo_loss, logged_stats, total_loss
@@ -141,6 +141,44 @@ def test_network_backward_equals_autograd(share: bool) -> None:
     assert ours.keys() == reference.keys() and len(ours) == len(list(policy.parameters()))
     for name, grad in reference.items():
         assert th.equal(ours[name], grad), name
+
+
+def test_numpy_tanh_is_torch_tanh_to_one_ulp_in_place() -> None:
+    x = th.cat([th.randn(100_000) * 4, th.tensor([0.0, -0.0, 1e-30, 30.0, -30.0, float("inf"), -float("inf")])])
+    expected = th.tanh(x)
+    y = x.clone()
+    assert numpy_tanh_(y) is y  # in place on a fresh pre-activation
+    ulps = (y.view(th.int32).long() - expected.view(th.int32).long()).abs()
+    assert ulps.max() <= 1 and ulps.sum() > 0  # numpy's own kernel (else this test would be vacuous)
+    assert th.isnan(numpy_tanh_(th.tensor([float("nan")]))).all()
+    # Where numpy cannot stand in, torch's tanh runs and the input is left alone.
+    for other in (x.double(), x[:1000].view(100, 10)[:, ::2], x[:10].clone().requires_grad_()):
+        before = other.detach().clone()
+        assert th.equal(numpy_tanh_(other).detach(), th.tanh(before))
+        assert th.equal(other.detach(), before)
+
+
+@pytest.mark.parametrize("share", [True, False])
+def test_numpy_tanh_network_is_the_same_function(share: bool) -> None:
+    """``numpy_tanh=True``: the same outputs and gradients as autograd, to float rounding."""
+    policy = _policy(share).policy
+    exact, fast = actor_critic_mlp(policy), actor_critic_mlp(policy, numpy_tanh=True)
+    assert exact is not None and fast is not None
+    obs, g_logits, g_values = th.randn(64, 4), th.randn(64, 2), th.randn(64, 1)
+    grads, outputs = [], []
+    for program in (exact, fast):
+        policy.optimizer.zero_grad()
+        with th.no_grad():
+            logits, values, cache = program.forward(obs)
+            program.backward(cache, g_logits, g_values)
+        outputs.append((logits, values))
+        grads.append({name: p.grad.clone() for name, p in policy.named_parameters() if p.grad is not None})
+    for a, b in zip(outputs[0], outputs[1], strict=True):
+        th.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+    assert grads[0].keys() == grads[1].keys()
+    for name, grad in grads[0].items():
+        th.testing.assert_close(grads[1][name], grad, rtol=1e-4, atol=1e-6)
+    assert any(not th.equal(grads[1][n], g) for n, g in grads[0].items())  # numpy's kernel did run
 
 
 def test_frozen_parameters_get_no_gradient() -> None:

@@ -216,8 +216,10 @@ def start_of(model: TransferPPO) -> dict[str, Any]:
 def test_lean_update_is_bit_identical_to_sb3(case: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The autograd lean path, and the single-task hand-written one, are bit-identical to SB3."""
     if case in MULTITASK:  # the multi-task hand-written path agrees to rounding (test below)
-        monkeypatch.setattr(lean_module, "multitask_mlp", lambda policy: None)
-    model = filled(build(case))
+        monkeypatch.setattr(lean_module, "multitask_mlp", lambda *args: None)
+    model = build(case)
+    model.numpy_tanh = False  # torch's tanh, as the modules compute it (numpy's: test below)
+    model = filled(model)
     start = start_of(model)
     reference, ref_log = one_update(model, lean=False, start=start)
     lean, lean_log = one_update(model, lean=True, start=start)
@@ -234,12 +236,21 @@ def test_lean_update_is_bit_identical_to_sb3(case: str, monkeypatch: pytest.Monk
     assert (lean_module.gaussian_hand_written(model.policy) is not None) is (case in GAUSSIAN)
 
 
-@pytest.mark.parametrize("case", MULTITASK)
-def test_multitask_hand_written_update_matches_sb3_to_rounding(case: str) -> None:
-    """Grouped per-task heads sum in another order than SB3's K-block output layers: rounding only."""
+SINGLE_NUMPY_TANH = ["zoo-source", "single-sb3-mlp", "pendulum", "pendulum-sde", "gaussian-3d"]
+
+
+@pytest.mark.parametrize("case", [*MULTITASK, *SINGLE_NUMPY_TANH])
+def test_hand_written_update_matches_sb3_to_rounding(case: str) -> None:
+    """The default lean update (numpy's tanh; multi-task: grouped per-task heads, which sum in
+    another order than SB3's K-block output layers) agrees with SB3's to float rounding."""
     model = filled(build(case))
     policy = model.policy
-    assert lean_module.hand_written(policy, categorical_logits(policy)) or lean_module.gaussian_hand_written(policy)
+    assert model.numpy_tanh
+    program = lean_module.hand_written(policy, categorical_logits(policy), model.numpy_tanh)
+    program = program or lean_module.gaussian_hand_written(policy, model.numpy_tanh)
+    assert program is not None
+    chains = [chain for chain in vars(program).values() if hasattr(chain, "layers")]
+    assert "numpy_tanh" in {layer.act for chain in chains for layer in chain.layers}
     start = start_of(model)
     reference, ref_log = one_update(model, lean=False, start=start)
     lean, lean_log = one_update(model, lean=True, start=start)
@@ -303,6 +314,8 @@ def test_plain_sb3_ppo_and_lean_transfer_ppo_learn_the_same() -> None:
         env = make_task_vec_env(fam, "source", 8, seed=1)
         extra = {"fused_adam": False} if cls is TransferPPO else {}
         model = cls("MlpPolicy", env, seed=1, **{**ZOO, "n_epochs": 5}, **extra)
+        if isinstance(model, TransferPPO):
+            model.numpy_tanh = False
         model.learn(1024)
         weights.append(model.policy.state_dict())
     for key in weights[0]:
@@ -340,6 +353,8 @@ def test_lean_rollouts_are_bit_identical_to_sb3(family: str, policy: Any) -> Non
         model = TransferPPO(cls, env, seed=0, n_steps=256, batch_size=256, **kwargs)
         assert lean_rollout.lean_sampler(model.policy) is not None
         model.lean = lean
+        # torch's tanh where the rollout is bit-identical; the multi-task cases (to rounding) run numpy's
+        model.numpy_tanh = policy is MultiTaskActorCriticPolicy
         _, callback = model._setup_learn(10_000, CallbackList([]))
         callback.on_training_start(locals(), globals())
         th.manual_seed(5)
