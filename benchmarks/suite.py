@@ -16,12 +16,12 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import platform
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from sidebyside import machine
 
 from rltransfer.compare import stratified_independent_bootstrap_ci, time_to_threshold
 from rltransfer.experiment.run import run_experiment
@@ -90,7 +90,7 @@ def main() -> int:
     args = parser.parse_args()
     paths = [Path(p) for p in args.specs] or sorted(Path("experiments").glob("*.yaml"))
     lines = [
-        f"machine: {platform.machine()}, {platform.python_version()}; "
+        f"machine: {machine()}, Python {sys.version.split()[0]}; "
         + (f"quick: budgets x{args.quick}, {args.seeds} seeds" if args.quick else "full budgets"),
         "",
         "| experiment | target | arm | TTT ratio transfer/scratch [95% CI] | AUC gain [95% CI] | reached | flag |",
