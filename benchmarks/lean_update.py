@@ -14,7 +14,8 @@ medians, speed-ups medians of per-round ratios:
   and the multi-task policy on 3 Pendulum targets (2 envs each); and the source policy with
   the Zoo's gSDE;
 * rollout: one ``collect_rollouts`` (32 vector steps) with SB3's code and the lean one,
-  both on the batched env;
+  both on the batched env; the same for the gSDE source policy (4 envs) and the gSDE
+  multi-task policy on 3 Pendulum targets (256 vector steps);
 * profile: SB3's ``PPO.train`` under cProfile, grouped by what the time is spent on.
 
     python benchmarks/lean_update.py [--repeats 15] [--no-profile]
@@ -187,6 +188,14 @@ def main() -> int:
         },
         args.repeats,
     )
+    sde_multitask = gaussian_model(tasks=3, sde=True)
+    sde_rollouts = {
+        label: alternate(
+            {f"SB3 collect_rollouts, {label}": rollout_arm(m, lean=False), f"lean, {label}": rollout_arm(m, lean=True)},
+            args.repeats,
+        )
+        for label, m in (("gSDE", sde), ("gSDE 3-task policy", sde_multitask))
+    }
     print(f"machine: {machine()}; torch threads 1; RL Zoo CartPole config; {args.repeats} alternating rounds")
     print("times: medians; speed-ups: medians of per-round ratios")
     print("| phase | arm | ms | per minibatch / vector step | speed-up |")
@@ -197,6 +206,8 @@ def main() -> int:
         ("update", gaussian_multitask_update, minibatches_per_update(gaussian_multitask)),
         ("update", sde_update, minibatches_per_update(sde)),
         ("rollout", rollout, HP["n_steps"]),
+        ("rollout", sde_rollouts["gSDE"], sde.n_steps),
+        ("rollout", sde_rollouts["gSDE 3-task policy"], sde_multitask.n_steps),
     ]
     if args.tasks:
         phases.insert(1, ("update", multitask_update, 20))

@@ -11,10 +11,11 @@ values PPO only logs computed once per update, and Adam's fused kernel called di
 (``rltransfer.adam_step``). Other categorical policies keep autograd but skip distribution
 objects and argument validation; everything else (squashed or ``expln`` gSDE, masked Gaussian
 actions) runs SB3's own ``evaluate_actions``. Rollout steps: ``rltransfer.lean_rollout``
-(categorical and Gaussian policies; multi-task gSDE keeps SB3's rollout). The gradient norm
+(categorical, diagonal-Gaussian and plain gSDE policies). The gradient norm
 is clipped with ``clip_grad_norm_``'s own foreach kernels minus its grouping overhead.
-Single-task rollouts, losses, gradients, weights and logged values are bit-identical to SB3's;
-the multi-task policy's agree to float rounding (``tests/test_ppo_lean.py``). ``TransferPPO``
+With torch's tanh (``numpy_tanh=False``), single-task rollouts, losses, gradients, weights and
+logged values are bit-identical to SB3's; with numpy's, and for the multi-task policy, they
+agree to float rounding (``tests/test_ppo_lean.py``). ``TransferPPO``
 (``rltransfer.ppo``) uses them.
 """
 

@@ -28,7 +28,8 @@ from rltransfer.lean import (
     hand_written,
     plain_sde,
 )
-from rltransfer.mlp_backprop import ActorCriticMLP, Program
+from rltransfer.mlp_backprop import Program
+from rltransfer.multitask_backprop import MultiTaskMLP
 
 
 def sample_categorical(
@@ -64,13 +65,18 @@ def sample_gaussian(program: Program, log_std: th.Tensor, obs: Any) -> tuple[th.
     return actions, values, normal_log_prob(actions, mean, scale)
 
 
-def sample_sde(program: ActorCriticMLP, policy: Any, obs: Any) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+def sample_sde(program: Program, policy: Any, obs: Any) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
     """The same for SB3's default gSDE (``plain_sde``): the mean plus ``get_noise``'s product of the
     latent with the exploration matrices ``policy.reset_noise`` drew, and the ``log_prob`` of
-    ``Normal(mean, sqrt(mm(latent**2, std**2) + eps))``."""
+    ``Normal(mean, sqrt(mm(latent**2, std**2) + eps))``.
+
+    Single-task: bit-identical to SB3's step. Multi-task: the noise multiplies SB3's K-block
+    latent (``MultiTaskMLP.block_latent``), the variance runs per task; equal to rounding.
+    """
     mean, values, cache = program.forward(obs)
     dist = policy.action_dist
-    latent = cache.pi[-2]  # the action net's input: SB3's latent_pi
+    # The action net's input, SB3's latent_pi
+    latent = program.block_latent(cache, obs) if isinstance(program, MultiTaskMLP) else cache.pi[-2]
     square = functools.partial(program.latent_sq_mm, cache)
     _, _, scale = sde_scale(policy.log_std, square, dist.full_std, mean.shape[1], dist.epsilon)
     if len(latent) == 1 or len(latent) != len(dist.exploration_matrices):
@@ -87,8 +93,8 @@ Sampler = Callable[[Any], tuple[th.Tensor, th.Tensor, th.Tensor]]
 def lean_sampler(policy: Any, numpy_tanh: bool = False) -> Sampler | None:
     """What draws a rollout step's actions, values and log-probabilities as ``policy(obs)`` does.
 
-    ``None`` where SB3's own rollout must run (squashed or masked Gaussians, multi-task gSDE,
-    other spaces). The caller draws gSDE's exploration matrices where SB3 does.
+    ``None`` where SB3's own rollout must run (squashed or masked Gaussians, other spaces).
+    The caller draws gSDE's exploration matrices where SB3 does.
     ``numpy_tanh``: see ``rltransfer.mlp_backprop.actor_critic_mlp``.
     """
     logits_fn = categorical_logits(policy)
@@ -100,7 +106,7 @@ def lean_sampler(policy: Any, numpy_tanh: bool = False) -> Sampler | None:
         return None
     if type(policy.action_dist) is DiagGaussianDistribution:
         return functools.partial(sample_gaussian, program, policy.log_std)
-    if isinstance(program, ActorCriticMLP) and plain_sde(policy):  # the latent is the batch's own rows
+    if plain_sde(policy):
         return functools.partial(sample_sde, program, policy)
     return None
 

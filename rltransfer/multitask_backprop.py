@@ -171,6 +171,18 @@ class MultiTaskMLP:
         """Per task, ``(latent**2).t() @ grad`` on its block (padding rows carry zero gradient)."""
         return th.bmm((cache.pi[-2] ** 2).transpose(1, 2), self._group(grad, cache)).reshape(-1, grad.shape[1])
 
+    def block_latent(self, cache: MultiTaskCache, obs: dict[str, th.Tensor]) -> th.Tensor:
+        """SB3's actor latent ``(B, K * h)``: each sample's head output in its task's block, zero elsewhere.
+
+        What gSDE's noise multiplies (``get_noise``) in a rollout step, whose exploration
+        matrices (per env) are SB3's own.
+        """
+        rows = self._ungroup(cache.pi[-2], cache)  # (B, h), the batch's order
+        task = obs[self.TASK_KEY].reshape(-1).long()
+        block = rows.new_zeros(rows.shape[0], self.n_tasks, rows.shape[1])
+        block[th.arange(rows.shape[0], device=rows.device), task] = rows
+        return block.view(rows.shape[0], -1)
+
     def actor_logits(self, obs: dict[str, th.Tensor]) -> th.Tensor:
         """The logits alone (evaluation), without the critic."""
         cache, grouped = self._trunk(obs, None)
