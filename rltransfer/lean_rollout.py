@@ -3,8 +3,8 @@
 SB3's ``collect_rollouts`` calls ``policy(obs)`` once per vector step; for the policies whose
 network runs by hand (``rltransfer.lean``) these samplers make the same draws from torch's
 generator with the same operations: ``TransferPPO.collect_rollouts`` uses them, and its rollouts
-are bit-identical to SB3's for single-task policies, equal to float rounding for the
-multi-task policy (``tests/test_ppo_lean.py``).
+are bit-identical to SB3's for single-task policies with torch's tanh, equal to float rounding
+with numpy's (the default) and for the multi-task policy (``tests/test_lean_rollout.py``).
 """
 
 from __future__ import annotations
