@@ -198,6 +198,12 @@ def gaussian_hand_written(policy: Any, numpy_tanh: bool = False) -> Program | No
     return actor_critic_mlp(policy, numpy_tanh) or multitask_mlp(policy, numpy_tanh)
 
 
+def program_for(policy: Any, numpy_tanh: bool = False) -> Program | None:
+    """The hand-written program of a categorical (``hand_written``) or Gaussian
+    (``gaussian_hand_written``) MLP policy; ``None`` where the policy keeps autograd."""
+    return hand_written(policy, categorical_logits(policy), numpy_tanh) or gaussian_hand_written(policy, numpy_tanh)
+
+
 # The loss's gradient from the program's outputs ``(out, values, cache)`` for a minibatch.
 LossFn = Callable[[th.Tensor, th.Tensor, Any, Minibatch, Coefficients], LossResult]
 
@@ -339,10 +345,8 @@ def lean_train(model: PPO, numpy_tanh: bool = False) -> None:
     clip_range = model.clip_range(progress)  # type: ignore[operator]
     clip_range_vf = model.clip_range_vf(progress) if model.clip_range_vf is not None else None  # type: ignore[operator]
     coefs = Coefficients(clip_range, clip_range_vf, model.ent_coef, model.vf_coef, model.normalize_advantage)
-    logits_fn = categorical_logits(policy)
-    program = hand_written(policy, logits_fn, numpy_tanh)
-    if program is None:
-        program = gaussian_hand_written(policy, numpy_tanh)
+    logits_fn = categorical_logits(policy)  # the autograd path's, where no program covers the policy
+    program = program_for(policy, numpy_tanh)
     log_std = getattr(policy, "log_std", None) if program is not None else None
     loss = loss_for(policy, program) if program is not None else None
     params = list(policy.parameters())

@@ -4,7 +4,7 @@ SB3's ``evaluate_policy`` calls ``model.predict`` once per vector step, and ``pr
 the policy to eval mode (a walk over every module), converts and checks the observation, and
 builds a distribution to take its mode: with per-task evaluations every few thousand steps,
 about half of a fine-tuning run's time went there. ``predictor_for`` gives ``evaluate_policy``
-an object whose ``predict`` runs the policy's network by hand (``rltransfer.lean.hand_written``)
+an object whose ``predict`` runs the policy's network by hand (``rltransfer.lean.program_for``)
 and takes the mode with the operations ``Categorical.mode`` performs (for a diagonal Gaussian:
 the mean, clipped to the action bounds as ``predict`` clips it), so the actions are SB3's:
 bit-identical for single-task MLPs, the same up to float rounding of the network's output for
@@ -21,7 +21,7 @@ from gymnasium import spaces
 from stable_baselines3.common.utils import obs_as_tensor
 from torch.nn import functional as F
 
-from rltransfer.lean import categorical_logits, gaussian_hand_written, hand_written
+from rltransfer.lean import program_for
 from rltransfer.mlp_backprop import Program
 
 
@@ -57,7 +57,7 @@ def predictor_for(model: Any) -> Any:
     if not getattr(model, "lean", False):
         return model
     policy = model.policy
-    program = hand_written(policy, categorical_logits(policy))
-    if program is None and not policy.squash_output:
-        program = gaussian_hand_written(policy)
+    program = program_for(policy)
+    if policy.squash_output and isinstance(model.action_space, spaces.Box):
+        program = None  # predict unscales a squashing policy's actions instead of clipping them
     return model if program is None else LeanPredictor(model, program)

@@ -79,11 +79,7 @@ def sample_sde(program: Program, policy: Any, obs: Any) -> tuple[th.Tensor, th.T
     latent = program.block_latent(cache, obs) if isinstance(program, MultiTaskMLP) else cache.pi[-2]
     square = functools.partial(program.latent_sq_mm, cache)
     _, _, scale = sde_scale(policy.log_std, square, dist.full_std, mean.shape[1], dist.epsilon)
-    if len(latent) == 1 or len(latent) != len(dist.exploration_matrices):
-        noise = th.mm(latent, dist.exploration_mat)
-    else:
-        noise = th.bmm(latent.unsqueeze(dim=1), dist.exploration_matrices).squeeze(dim=1)
-    actions = mean + noise
+    actions = mean + dist.get_noise(latent)
     return actions, values, normal_log_prob(actions, mean, scale)
 
 

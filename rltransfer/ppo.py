@@ -65,7 +65,7 @@ class TransferPPO(PPO):
     def collect_rollouts(
         self, env: VecEnv, callback: BaseCallback, rollout_buffer: RolloutBuffer, n_rollout_steps: int
     ) -> bool:
-        """SB3's ``collect_rollouts``; lean for categorical and diagonal-Gaussian MLPs (same samples, same buffer)."""
+        """SB3's ``collect_rollouts``; lean where ``lean_sampler`` covers the policy (same samples, same buffer)."""
         sampler = lean_sampler(self.policy, self.numpy_tanh) if self.lean else None
         if sampler is None:
             return super().collect_rollouts(env, callback, rollout_buffer, n_rollout_steps)

@@ -234,8 +234,7 @@ def test_hand_written_update_matches_sb3_to_rounding(case: str) -> None:
     model = filled(build(case))
     policy = model.policy
     assert model.numpy_tanh
-    program = lean_module.hand_written(policy, categorical_logits(policy), model.numpy_tanh)
-    program = program or lean_module.gaussian_hand_written(policy, model.numpy_tanh)
+    program = lean_module.program_for(policy, model.numpy_tanh)
     assert program is not None
     chains = [chain for chain in vars(program).values() if hasattr(chain, "layers")]
     assert "numpy_tanh" in {layer.act for chain in chains for layer in chain.layers}
