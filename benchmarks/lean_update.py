@@ -13,9 +13,10 @@ medians, speed-ups medians of per-round ratios:
   without gSDE, 256 steps per env: minibatches of 64, 10 epochs), rltransfer's source policy
   and the multi-task policy on 3 Pendulum targets (2 envs each); and the source policy with
   the Zoo's gSDE;
-* rollout: one ``collect_rollouts`` (32 vector steps) with SB3's code and the lean one,
-  both on the batched env; the same for the gSDE source policy (4 envs) and the gSDE
-  multi-task policy on 3 Pendulum targets (256 vector steps);
+* rollout: one ``collect_rollouts`` (32 vector steps) with SB3's code, the lean one with
+  torch's network and the default (the network in numpy, ``rltransfer.numpy_rollout``), all
+  on the batched env; the same for the Gaussian policies above (256 vector steps), the gSDE
+  source policy (4 envs) and the gSDE multi-task policy on 3 Pendulum targets;
 * profile: SB3's ``PPO.train`` under cProfile, grouped by what the time is spent on.
 
     python benchmarks/lean_update.py [--repeats 15] [--no-profile]
@@ -119,13 +120,13 @@ def sb3_vs_lean(model: TransferPPO, label: str, repeats: int) -> dict[str, list[
     return alternate(arms, repeats)
 
 
-def rollout_arm(model: TransferPPO, lean: bool) -> Callable[[], float]:
+def rollout_arm(model: TransferPPO, lean: bool, numpy_rollouts: bool = True) -> Callable[[], float]:
     """Milliseconds per ``collect_rollouts`` of ``n_steps`` vector steps."""
     _, callback = model._setup_learn(10**9, CallbackList([]), reset_num_timesteps=False)
     callback.on_training_start(locals(), globals())
 
     def run() -> float:
-        model.lean = lean
+        model.lean, model.numpy_rollouts = lean, numpy_rollouts
         assert model.env is not None
         started = time.perf_counter()
         model.collect_rollouts(model.env, callback, model.rollout_buffer, model.n_steps)
@@ -184,10 +185,22 @@ def main() -> int:
     rollout = alternate(
         {
             "SB3 collect_rollouts": rollout_arm(exact, lean=False),
-            "lean collect_rollouts (default: numpy's tanh)": rollout_arm(default, lean=True),
+            "lean collect_rollouts, torch's network (numpy's tanh)": rollout_arm(default, True, numpy_rollouts=False),
+            "lean collect_rollouts (default: numpy's network)": rollout_arm(default, lean=True),
         },
         args.repeats,
     )
+    gaussian_rollouts = {
+        label: alternate(
+            {
+                f"SB3 collect_rollouts, {label}": rollout_arm(m, lean=False),
+                f"lean, torch's network, {label}": rollout_arm(m, True, numpy_rollouts=False),
+                f"lean (default), {label}": rollout_arm(m, lean=True),
+            },
+            args.repeats,
+        )
+        for label, m in (("Gaussian", gaussian), ("Gaussian 3-task policy", gaussian_multitask))
+    }
     sde_multitask = gaussian_model(tasks=3, sde=True)
     sde_rollouts = {
         label: alternate(
@@ -206,6 +219,8 @@ def main() -> int:
         ("update", gaussian_multitask_update, minibatches_per_update(gaussian_multitask)),
         ("update", sde_update, minibatches_per_update(sde)),
         ("rollout", rollout, HP["n_steps"]),
+        ("rollout", gaussian_rollouts["Gaussian"], gaussian.n_steps),
+        ("rollout", gaussian_rollouts["Gaussian 3-task policy"], gaussian_multitask.n_steps),
         ("rollout", sde_rollouts["gSDE"], sde.n_steps),
         ("rollout", sde_rollouts["gSDE 3-task policy"], sde_multitask.n_steps),
     ]

@@ -5,6 +5,8 @@ network runs by hand (``rltransfer.lean``) these samplers make the same draws fr
 generator with the same operations: ``TransferPPO.collect_rollouts`` uses them, and its rollouts
 are bit-identical to SB3's for single-task policies with torch's tanh, equal to float rounding
 with numpy's (the default) and for the multi-task policy (``tests/test_lean_rollout.py``).
+By default categorical and diagonal Gaussian steps run the network in numpy
+(``rltransfer.numpy_rollout``), with the same draws.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from stable_baselines3.common.distributions import DiagGaussianDistribution
 from stable_baselines3.common.policies import ActorCriticPolicy
 from torch.nn import functional as F
 
+from rltransfer import numpy_rollout
 from rltransfer.gaussian_loss import normal_log_prob, sde_scale
 from rltransfer.lean import (
     LogitsFn,
@@ -30,6 +33,7 @@ from rltransfer.lean import (
 )
 from rltransfer.mlp_backprop import Program
 from rltransfer.multitask_backprop import MultiTaskMLP
+from rltransfer.numpy_rollout import numpy_net
 
 
 def sample_categorical(
@@ -86,21 +90,28 @@ def sample_sde(program: Program, policy: Any, obs: Any) -> tuple[th.Tensor, th.T
 Sampler = Callable[[Any], tuple[th.Tensor, th.Tensor, th.Tensor]]
 
 
-def lean_sampler(policy: Any, numpy_tanh: bool = False) -> Sampler | None:
+def lean_sampler(policy: Any, numpy_tanh: bool = False, numpy_forward: bool = False) -> Sampler | None:
     """What draws a rollout step's actions, values and log-probabilities as ``policy(obs)`` does.
 
     ``None`` where SB3's own rollout must run (squashed or masked Gaussians, other spaces).
     The caller draws gSDE's exploration matrices where SB3 does.
-    ``numpy_tanh``: see ``rltransfer.mlp_backprop.actor_critic_mlp``.
+    ``numpy_tanh``: see ``rltransfer.mlp_backprop.actor_critic_mlp``. ``numpy_forward`` (with
+    ``numpy_tanh``): categorical and diagonal Gaussian steps run ``numpy_rollout``'s network.
     """
     logits_fn = categorical_logits(policy)
     if logits_fn is not None:
         program = hand_written(policy, logits_fn, numpy_tanh)
+        net = numpy_net(program) if program is not None and numpy_tanh and numpy_forward else None
+        if net is not None:
+            return functools.partial(numpy_rollout.sample_categorical, net)
         return functools.partial(sample_categorical, policy, logits_fn, program=program)
     program = gaussian_hand_written(policy, numpy_tanh)
     if program is None or policy.squash_output:
         return None
     if type(policy.action_dist) is DiagGaussianDistribution:
+        net = numpy_net(program) if numpy_tanh and numpy_forward else None
+        if net is not None and policy.log_std.dtype == th.float32:
+            return functools.partial(numpy_rollout.sample_gaussian, net, policy.log_std)
         return functools.partial(sample_gaussian, program, policy.log_std)
     if plain_sde(policy):
         return functools.partial(sample_sde, program, policy)

@@ -9,8 +9,10 @@ kernel per parameter instead of a dozen, equal to SB3's ``foreach=False`` Adam t
 rounding (about 1e-7 relative per step), so learning curves agree within seed noise but
 weights are not bit-identical to plain SB3. ``numpy_tanh`` (default on) runs the lean network's
 tanh layers with numpy's tanh: within 1 ulp of torch's (both correctly rounded to 1 ulp), about
-6x faster on a minibatch's blocks on CPU. Pass ``fused_adam=False`` and set
-``model.numpy_tanh = False`` for bit-identity with plain SB3.
+6x faster on a minibatch's blocks on CPU; with it, ``numpy_rollouts`` (default on) runs rollout
+steps' network in numpy (``rltransfer.numpy_rollout``: torch's random draws, 3x faster at 64
+envs). Pass ``fused_adam=False`` and set ``model.numpy_tanh = False`` for bit-identity with
+plain SB3.
 """
 
 from __future__ import annotations
@@ -46,10 +48,13 @@ class TransferPPO(PPO):
     Attributes:
         lean: lean rollouts and updates (default); ``False`` runs SB3's own code.
         numpy_tanh: the lean network's tanh through numpy (default; see the module docstring).
+        numpy_rollouts: with ``numpy_tanh``, rollout steps run the network in numpy
+            (``rltransfer.numpy_rollout``; default): the same draws, equal to float rounding.
     """
 
     lean: bool = True
     numpy_tanh: bool = True
+    numpy_rollouts: bool = True
 
     def __init__(self, *args: Any, fused_adam: bool = True, **kwargs: Any) -> None:
         if fused_adam and fused_adam_supported(kwargs.get("device", "auto")):
@@ -66,7 +71,7 @@ class TransferPPO(PPO):
         self, env: VecEnv, callback: BaseCallback, rollout_buffer: RolloutBuffer, n_rollout_steps: int
     ) -> bool:
         """SB3's ``collect_rollouts``; lean where ``lean_sampler`` covers the policy (same samples, same buffer)."""
-        sampler = lean_sampler(self.policy, self.numpy_tanh) if self.lean else None
+        sampler = lean_sampler(self.policy, self.numpy_tanh, self.numpy_rollouts) if self.lean else None
         if sampler is None:
             return super().collect_rollouts(env, callback, rollout_buffer, n_rollout_steps)
         # Mirrors OnPolicyAlgorithm.collect_rollouts (SB3 2.x) line by line; the local names

@@ -25,6 +25,8 @@ ROLLOUT_CASES = [
     ("mountaincar", MultiTaskActorCriticPolicy),
     ("acrobot", MaskedPolicy),
     ("pendulum", "MlpPolicy"),  # diagonal Gaussian: normal_ draws, clipped actions
+    ("cartpole", "MlpPolicy-numpy"),  # the default: the network in numpy (numpy_rollout), to rounding
+    ("pendulum", "MlpPolicy-numpy"),
     ("pendulum", "MlpPolicy-sde"),  # gSDE: exploration matrices drawn at the start and every 4 steps
     ("pendulum", MultiTaskActorCriticPolicy),
     ("pendulum", "MultiTask-sde"),  # gSDE's noise on SB3's K-block latent, one exploration matrix per env
@@ -40,20 +42,22 @@ def test_lean_rollouts_are_bit_identical_to_sb3(family: str, policy: Any) -> Non
         kwargs: dict[str, Any] = {}
         if policy in ("MlpPolicy-sde", "MultiTask-sde"):
             kwargs = {"use_sde": True, "sde_sample_freq": 4}
-        if policy in ("MlpPolicy", "MlpPolicy-sde"):
+        if policy in ("MlpPolicy", "MlpPolicy-sde", "MlpPolicy-numpy"):
             env = make_task_vec_env(fam, "source", 4, seed=0)
             kwargs["policy_kwargs"] = source_policy_kwargs(resolve_hyperparams(family))
         elif policy is MaskedPolicy:
             env = make_task_vec_env(fam, "source", 4, seed=0)
         else:
             env = make_multitask_vec_env(fam, [v.name for v in fam.targets[:2]], n_envs_per_task=2, seed=0)
-        cls = {"MlpPolicy-sde": "MlpPolicy", "MultiTask-sde": MultiTaskActorCriticPolicy}.get(policy, policy)
+        aliases = {"MlpPolicy-sde": "MlpPolicy", "MlpPolicy-numpy": "MlpPolicy"}
+        cls = {**aliases, "MultiTask-sde": MultiTaskActorCriticPolicy}.get(policy, policy)
         model = TransferPPO(cls, env, seed=0, n_steps=256, batch_size=256, **kwargs)
         assert lean_rollout.lean_sampler(model.policy) is not None
         model.lean = lean
-        # torch's tanh where the rollout is bit-identical; the multi-task cases (to rounding) run numpy's
-        multitask = cls is MultiTaskActorCriticPolicy
-        model.numpy_tanh = multitask
+        # torch's tanh where the rollout is bit-identical; the cases to rounding run numpy's (the
+        # default), and with it the network in numpy (all but gSDE)
+        rounding = cls is MultiTaskActorCriticPolicy or policy == "MlpPolicy-numpy"
+        model.numpy_tanh = rounding
         _, callback = model._setup_learn(10_000, CallbackList([]))
         callback.on_training_start(locals(), globals())
         th.manual_seed(5)
@@ -63,8 +67,8 @@ def test_lean_rollouts_are_bit_identical_to_sb3(family: str, policy: Any) -> Non
         generator_states.append(th.get_rng_state())
     assert th.equal(*generator_states)  # the same draws from torch's generator
     buffers = [m.rollout_buffer for m in runs]
-    # Per-task output layers sum in another order; continuous actions carry that into the states.
-    rounded = ["returns", "advantages", "values", "log_probs"] if multitask else []
+    # Per-task output layers and numpy sum in another order; continuous actions carry that into the states.
+    rounded = ["returns", "advantages", "values", "log_probs"] if rounding else []
     if rounded and family == "pendulum":
         rounded += ["actions", "rewards", "observations"]
     # gSDE's state-dependent noise feeds each step's rounding back into the next state, and over

@@ -1,0 +1,172 @@
+"""Rollout steps through numpy: the lean network's forward pass and the draw on a step's few rows.
+
+A rollout step runs the policy on one row per env (8 to 64 rows), where torch spends more on
+dispatching each operation (~10 us here) than on its arithmetic: a categorical step of the
+4-task policy at 64 envs takes ~270 us in torch, ~80 us as numpy operations
+(``docs/benchmarks.md``). ``NumpyNet`` runs a hand-written program's layers (``Dense``,
+``TaskDense``) on numpy views of the parameters, so it sees every optimizer step without
+copies. The random numbers still come from torch's generator, drawn as SB3's step draws them
+(the ``Exp(1)`` noise of ``th.multinomial``'s one-sample path, the ``normal_`` of
+``Normal.rsample``): a seeded rollout takes the same draws as SB3's and agrees with it to
+float rounding, which is why it runs only where ``TransferPPO.numpy_tanh`` (the mode that
+accepts rounding) is on. gSDE keeps torch (``lean_rollout.sample_sde``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch as th
+
+from rltransfer.mlp_backprop import NUMPY_TANH, ActorCriticMLP, Dense, Program
+from rltransfer.multitask_backprop import MultiTaskMLP, TaskDense, task_slots
+
+LOG_SQRT_2PI = math.log(math.sqrt(2 * math.pi))
+# OpenBLAS (numpy's BLAS) runs a gemm on one thread up to m * n * k = 4 * 65536 and on every
+# core above (its interface/gemm.c); larger products go through torch, whose thread count
+# rltransfer's grid workers set to 1, so that N runs never fight over N cores.
+SINGLE_THREAD_GEMM = 4 * 65536
+
+
+def matmul(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``x @ w`` (stacked or not): numpy's where it stays on one thread, torch's above."""
+    if x.shape[-2] * w.shape[-2] * w.shape[-1] <= SINGLE_THREAD_GEMM:
+        return np.matmul(x, w)
+    return th.matmul(th.from_numpy(x), th.from_numpy(w)).numpy()
+
+
+@dataclass(frozen=True)
+class NumpyLayer:
+    """``act(x @ weight + bias)`` on numpy views of a layer's parameters."""
+
+    weight: np.ndarray  # (in, out), or (K, in, out) per task
+    bias: np.ndarray | None  # (out,), or (K, 1, out)
+    act: str | None
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        y = matmul(x, self.weight)
+        if self.bias is not None:
+            y += self.bias
+        if self.act in ("tanh", NUMPY_TANH):
+            np.tanh(y, out=y)
+        elif self.act == "relu":
+            np.maximum(y, 0, out=y)
+        return y
+
+
+def numpy_layer(layer: Any) -> NumpyLayer | None:
+    """A ``Dense`` or ``TaskDense`` layer as a ``NumpyLayer`` (views, no copies); ``None`` if it can't be."""
+    tensors = [layer.weight] if layer.bias is None else [layer.weight, layer.bias]
+    if any(t.device.type != "cpu" or t.dtype != th.float32 for t in tensors):
+        return None
+    weight = layer.weight.detach().numpy()
+    bias = None if layer.bias is None else layer.bias.detach().numpy()
+    if isinstance(layer, TaskDense):
+        return NumpyLayer(weight.transpose(0, 2, 1), None if bias is None else bias[:, None, :], layer.act)
+    if isinstance(layer, Dense):
+        return NumpyLayer(weight.T, bias, layer.act)
+    return None
+
+
+def run(layers: Sequence[NumpyLayer], x: np.ndarray) -> np.ndarray:
+    for layer in layers:
+        x = layer.forward(x)
+    return x
+
+
+class NumpyNet:
+    """A hand-written program's forward pass in numpy: ``forward(obs)`` is its outputs and values.
+
+    Single-task (``ActorCriticMLP``): shared layers, then the actor and critic chains.
+    Multi-task (``MultiTaskMLP``): the trunk, then each task's heads on its rows as one stacked
+    product (the ``(K, G, width)`` block of ``multitask_backprop``), back in the batch's order.
+    """
+
+    def __init__(self, shared: list[NumpyLayer], pi: list[NumpyLayer], vf: list[NumpyLayer], n_tasks: int) -> None:
+        self.shared, self.pi, self.vf, self.n_tasks = shared, pi, vf, n_tasks
+        self._layout: tuple[np.ndarray, np.ndarray | None, int] | None = None  # tasks, slots, group
+
+    def forward(self, obs: Any) -> tuple[np.ndarray, np.ndarray]:
+        if self.n_tasks == 0:
+            x = obs.reshape(len(obs), -1).astype(np.float32, copy=False)
+            h = run(self.shared, x)
+            return run(self.pi, h), run(self.vf, h)
+        x = obs["obs"].reshape(len(obs["obs"]), -1).astype(np.float32, copy=False)
+        slots, group = self._slots(obs[MultiTaskMLP.TASK_KEY])
+        h = run(self.shared, x)
+        if slots is None:
+            block = h.reshape(self.n_tasks, group, h.shape[1])
+        else:
+            block = np.zeros((self.n_tasks * group, h.shape[1]), np.float32)
+            block[slots] = h
+            block = block.reshape(self.n_tasks, group, -1)
+        return self._ungroup(run(self.pi, block), slots), self._ungroup(run(self.vf, block), slots)
+
+    def _slots(self, task: np.ndarray) -> tuple[np.ndarray | None, int]:
+        """Each row's slot in the task block (``None``: the batch is the block) and G; the same envs reuse it."""
+        ids = np.asarray(task).reshape(-1).astype(np.int64)
+        if self._layout is not None and np.array_equal(self._layout[0], ids):
+            return self._layout[1], self._layout[2]
+        counts = np.bincount(ids, minlength=self.n_tasks)
+        if self.n_tasks == 1 or ((counts == counts[0]).all() and (ids[1:] >= ids[:-1]).all()):
+            slots, group = None, int(counts.max())
+        else:
+            slots, group = task_slots(ids, self.n_tasks)
+        self._layout = (ids, slots, group)
+        return slots, group
+
+    @staticmethod
+    def _ungroup(block: np.ndarray, slots: np.ndarray | None) -> np.ndarray:
+        rows = block.reshape(-1, block.shape[2])
+        return rows if slots is None else rows[slots]
+
+
+def numpy_net(program: Program) -> NumpyNet | None:
+    """``program`` (``ActorCriticMLP`` or ``MultiTaskMLP``) on numpy views; ``None`` off the CPU or float32."""
+    if isinstance(program, ActorCriticMLP):
+        chains, n_tasks = (program.shared, program.pi, program.vf), 0
+    elif isinstance(program, MultiTaskMLP):
+        chains, n_tasks = (program.trunk, program.pi, program.vf), program.n_tasks
+    else:
+        return None
+    converted = [[numpy_layer(layer) for layer in chain.layers] for chain in chains]
+    if any(layer is None for chain in converted for layer in chain):
+        return None
+    shared, pi, vf = ([layer for layer in chain if layer is not None] for chain in converted)
+    return NumpyNet(shared, pi, vf, n_tasks)
+
+
+def as_numpy(obs: Any) -> Any:
+    """A step's observation tensors (``obs_as_tensor``'s CPU views) as numpy arrays."""
+    if isinstance(obs, dict):
+        return {key: value.numpy() for key, value in obs.items()}
+    return obs.numpy()
+
+
+def sample_categorical(net: NumpyNet, obs: Any) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+    """``policy(obs)`` for a categorical policy: SB3's draws from torch's generator, the rest in numpy.
+
+    ``Categorical`` normalises the logits by their ``logsumexp``; ``multinomial`` with one
+    sample is ``argmax(probs / q)``, ``q ~ Exp(1)`` (``lean_rollout.multinomial_one``).
+    """
+    logits, values = net.forward(as_numpy(obs))
+    shifted = logits - logits.max(-1, keepdims=True)
+    log_p = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+    noise = th.empty(log_p.shape, dtype=th.float32).exponential_(1).numpy()
+    actions = np.argmax(np.exp(log_p) / noise, axis=-1)
+    log_prob = np.take_along_axis(log_p, actions[..., None], -1)[..., 0]
+    return th.from_numpy(actions.reshape(-1)), th.from_numpy(values), th.from_numpy(log_prob)
+
+
+def sample_gaussian(net: NumpyNet, log_std: th.Tensor, obs: Any) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+    """``policy(obs)`` for SB3's diagonal Gaussian: ``mean + normal_() * std`` and ``Normal``'s ``log_prob``."""
+    mean, values = net.forward(as_numpy(obs))
+    scale = np.exp(log_std.detach().numpy())
+    noise = th.empty(mean.shape, dtype=th.float32).normal_().numpy()
+    actions = mean + noise * scale
+    log_prob = (-((actions - mean) ** 2) / (2 * scale**2) - np.log(scale) - LOG_SQRT_2PI).sum(1)
+    return th.from_numpy(actions), th.from_numpy(values), th.from_numpy(log_prob)
