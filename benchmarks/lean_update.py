@@ -204,7 +204,10 @@ def main() -> int:
     sde_multitask = gaussian_model(tasks=3, sde=True)
     sde_rollouts = {
         label: alternate(
-            {f"SB3 collect_rollouts, {label}": rollout_arm(m, lean=False), f"lean, {label}": rollout_arm(m, lean=True)},
+            {
+                f"SB3 collect_rollouts, {label}": rollout_arm(m, lean=False),
+                f"lean (default), {label}": rollout_arm(m, lean=True),
+            },
             args.repeats,
         )
         for label, m in (("gSDE", sde), ("gSDE 3-task policy", sde_multitask))

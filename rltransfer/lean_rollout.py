@@ -5,8 +5,8 @@ network runs by hand (``rltransfer.lean``) these samplers make the same draws fr
 generator with the same operations: ``TransferPPO.collect_rollouts`` uses them, and its rollouts
 are bit-identical to SB3's for single-task policies with torch's tanh, equal to float rounding
 with numpy's (the default) and for the multi-task policy (``tests/test_lean_rollout.py``).
-By default categorical and diagonal Gaussian steps run the network in numpy
-(``rltransfer.numpy_rollout``), with the same draws.
+By default the steps run the network in numpy (``rltransfer.numpy_rollout``), with the same
+draws.
 """
 
 from __future__ import annotations
@@ -96,24 +96,28 @@ def lean_sampler(policy: Any, numpy_tanh: bool = False, numpy_forward: bool = Fa
     ``None`` where SB3's own rollout must run (squashed or masked Gaussians, other spaces).
     The caller draws gSDE's exploration matrices where SB3 does.
     ``numpy_tanh``: see ``rltransfer.mlp_backprop.actor_critic_mlp``. ``numpy_forward`` (with
-    ``numpy_tanh``): categorical and diagonal Gaussian steps run ``numpy_rollout``'s network.
+    ``numpy_tanh``): the step runs ``numpy_rollout``'s network (CPU, float32).
     """
     logits_fn = categorical_logits(policy)
     if logits_fn is not None:
         program = hand_written(policy, logits_fn, numpy_tanh)
-        net = numpy_net(program) if program is not None and numpy_tanh and numpy_forward else None
+    else:
+        program = gaussian_hand_written(policy, numpy_tanh)  # float32 parameters, log_std among them
+        if program is None or policy.squash_output:
+            return None
+    net = numpy_net(program) if program is not None and numpy_tanh and numpy_forward else None
+    if logits_fn is not None:
         if net is not None:
             return functools.partial(numpy_rollout.sample_categorical, net)
         return functools.partial(sample_categorical, policy, logits_fn, program=program)
-    program = gaussian_hand_written(policy, numpy_tanh)
-    if program is None or policy.squash_output:
-        return None
+    assert program is not None
     if type(policy.action_dist) is DiagGaussianDistribution:
-        net = numpy_net(program) if numpy_tanh and numpy_forward else None
-        if net is not None and policy.log_std.dtype == th.float32:
+        if net is not None:
             return functools.partial(numpy_rollout.sample_gaussian, net, policy.log_std)
         return functools.partial(sample_gaussian, program, policy.log_std)
     if plain_sde(policy):
+        if net is not None:
+            return functools.partial(numpy_rollout.sample_sde, net, policy)
         return functools.partial(sample_sde, program, policy)
     return None
 

@@ -9,7 +9,8 @@ copies. The random numbers still come from torch's generator, drawn as SB3's ste
 (the ``Exp(1)`` noise of ``th.multinomial``'s one-sample path, the ``normal_`` of
 ``Normal.rsample``): a seeded rollout takes the same draws as SB3's and agrees with it to
 float rounding, which is why it runs only where ``TransferPPO.numpy_tanh`` (the mode that
-accepts rounding) is on. gSDE keeps torch (``lean_rollout.sample_sde``).
+accepts rounding) is on. gSDE's step draws nothing (its exploration matrices come from SB3's
+``reset_noise``), and runs here too.
 """
 
 from __future__ import annotations
@@ -90,13 +91,17 @@ class NumpyNet:
         self.shared, self.pi, self.vf, self.n_tasks = shared, pi, vf, n_tasks
         self._layout: tuple[np.ndarray, np.ndarray | None, int] | None = None  # tasks, slots, group
 
-    def forward(self, obs: Any) -> tuple[np.ndarray, np.ndarray]:
+    def forward(self, obs: Any, latent: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """The action net's outputs ``(B, A)``, values ``(B, 1)`` and, if asked, SB3's ``latent_pi``
+        (the action net's input; multi-task: the ``(B, K * h)`` K-block latent, zero outside each
+        sample's own block)."""
         if self.n_tasks == 0:
-            x = obs.reshape(len(obs), -1).astype(np.float32, copy=False)
-            h = run(self.shared, x)
-            return run(self.pi, h), run(self.vf, h)
+            h = run(self.shared, obs.reshape(len(obs), -1).astype(np.float32, copy=False))
+            features = run(self.pi[:-1], h)
+            return self.pi[-1].forward(features), run(self.vf, h), features if latent else None
         x = obs["obs"].reshape(len(obs["obs"]), -1).astype(np.float32, copy=False)
-        slots, group = self._slots(obs[MultiTaskMLP.TASK_KEY])
+        task = np.asarray(obs[MultiTaskMLP.TASK_KEY]).reshape(-1).astype(np.int64)
+        slots, group = self._slots(task)
         h = run(self.shared, x)
         if slots is None:
             block = h.reshape(self.n_tasks, group, h.shape[1])
@@ -104,11 +109,18 @@ class NumpyNet:
             block = np.zeros((self.n_tasks * group, h.shape[1]), np.float32)
             block[slots] = h
             block = block.reshape(self.n_tasks, group, -1)
-        return self._ungroup(run(self.pi, block), slots), self._ungroup(run(self.vf, block), slots)
+        features = run(self.pi[:-1], block)
+        out = self._ungroup(self.pi[-1].forward(features), slots)
+        values = self._ungroup(run(self.vf, block), slots)
+        if not latent:
+            return out, values, None
+        rows = self._ungroup(features, slots)
+        k_block = np.zeros((len(rows), self.n_tasks, rows.shape[1]), np.float32)
+        k_block[np.arange(len(rows)), task] = rows
+        return out, values, k_block.reshape(len(rows), -1)
 
-    def _slots(self, task: np.ndarray) -> tuple[np.ndarray | None, int]:
+    def _slots(self, ids: np.ndarray) -> tuple[np.ndarray | None, int]:
         """Each row's slot in the task block (``None``: the batch is the block) and G; the same envs reuse it."""
-        ids = np.asarray(task).reshape(-1).astype(np.int64)
         if self._layout is not None and np.array_equal(self._layout[0], ids):
             return self._layout[1], self._layout[2]
         counts = np.bincount(ids, minlength=self.n_tasks)
@@ -153,20 +165,49 @@ def sample_categorical(net: NumpyNet, obs: Any) -> tuple[th.Tensor, th.Tensor, t
     ``Categorical`` normalises the logits by their ``logsumexp``; ``multinomial`` with one
     sample is ``argmax(probs / q)``, ``q ~ Exp(1)`` (``lean_rollout.multinomial_one``).
     """
-    logits, values = net.forward(as_numpy(obs))
-    shifted = logits - logits.max(-1, keepdims=True)
-    log_p = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+    logits, values, _ = net.forward(as_numpy(obs))
+    shifted = logits - logits.max(1, keepdims=True)
+    unnormalised = np.exp(shifted)
+    log_p = shifted - np.log(unnormalised.sum(1, keepdims=True))
     noise = th.empty(log_p.shape, dtype=th.float32).exponential_(1).numpy()
-    actions = np.argmax(np.exp(log_p) / noise, axis=-1)
-    log_prob = np.take_along_axis(log_p, actions[..., None], -1)[..., 0]
-    return th.from_numpy(actions.reshape(-1)), th.from_numpy(values), th.from_numpy(log_prob)
+    # argmax(probs / q) is argmax(exp(shifted) / q): the rows differ by a positive factor.
+    actions = np.argmax(unnormalised / noise, axis=1)
+    log_prob = log_p[np.arange(len(actions)), actions]
+    return th.from_numpy(actions), th.from_numpy(values), th.from_numpy(log_prob)
 
 
 def sample_gaussian(net: NumpyNet, log_std: th.Tensor, obs: Any) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
     """``policy(obs)`` for SB3's diagonal Gaussian: ``mean + normal_() * std`` and ``Normal``'s ``log_prob``."""
-    mean, values = net.forward(as_numpy(obs))
+    mean, values, _ = net.forward(as_numpy(obs))
     scale = np.exp(log_std.detach().numpy())
     noise = th.empty(mean.shape, dtype=th.float32).normal_().numpy()
     actions = mean + noise * scale
-    log_prob = (-((actions - mean) ** 2) / (2 * scale**2) - np.log(scale) - LOG_SQRT_2PI).sum(1)
-    return th.from_numpy(actions), th.from_numpy(values), th.from_numpy(log_prob)
+    return th.from_numpy(actions), th.from_numpy(values), th.from_numpy(normal_log_prob(actions, mean, scale))
+
+
+def sample_sde(net: NumpyNet, policy: Any, obs: Any) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+    """``policy(obs)`` for SB3's default gSDE (``lean.plain_sde``), whose step draws nothing.
+
+    The mean plus ``get_noise``: the latent times the exploration matrix (one per env where
+    ``reset_noise`` drew as many as the batch has rows), under ``Normal(mean,
+    sqrt(latent**2 @ std**2 + eps))``; ``std`` is ``get_std``'s (``full_std`` or broadcast).
+    """
+    mean, values, latent = net.forward(as_numpy(obs), latent=True)
+    assert latent is not None
+    dist = policy.action_dist
+    std = np.exp(policy.log_std.detach().numpy())
+    if not dist.full_std:
+        std = np.ones((latent.shape[1], mean.shape[1]), np.float32) * std
+    scale = np.sqrt(matmul(latent**2, std**2) + dist.epsilon)
+    matrices = dist.exploration_matrices.detach().numpy()
+    if len(latent) == 1 or len(latent) != len(matrices):
+        noise = matmul(latent, dist.exploration_mat.detach().numpy())
+    else:
+        noise = matmul(latent[:, None, :], matrices)[:, 0]
+    actions = mean + noise
+    return th.from_numpy(actions), th.from_numpy(values), th.from_numpy(normal_log_prob(actions, mean, scale))
+
+
+def normal_log_prob(actions: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """``Normal(mean, scale).log_prob(actions)`` summed over action dimensions."""
+    return (-((actions - mean) ** 2) / (2 * scale**2) - np.log(scale) - LOG_SQRT_2PI).sum(1)

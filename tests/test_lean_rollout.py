@@ -96,8 +96,9 @@ def test_lean_rollouts_are_bit_identical_to_sb3(family: str, policy: Any) -> Non
         assert all(length == 200 for _, length in episodes[0])
 
 
+@pytest.mark.parametrize("numpy_forward", [False, True])
 @pytest.mark.parametrize("n_envs_per_task", [1, 2])
-def test_multitask_sde_step_matches_policy_forward(n_envs_per_task: int) -> None:
+def test_multitask_sde_step_matches_policy_forward(n_envs_per_task: int, numpy_forward: bool) -> None:
     """One gSDE rollout step of the multi-task policy: ``policy(obs)``'s draws, to rounding.
 
     With one env SB3 multiplies its single exploration matrix, with more one matrix per env.
@@ -106,7 +107,7 @@ def test_multitask_sde_step_matches_policy_forward(n_envs_per_task: int) -> None
     env = make_multitask_vec_env(fam, [v.name for v in fam.targets[:3]], n_envs_per_task=n_envs_per_task, seed=0)
     model = TransferPPO(MultiTaskActorCriticPolicy, env, seed=0, use_sde=True, n_steps=32, batch_size=32)
     model.learn(64)  # weights and log_std away from their initial values
-    sampler = lean_rollout.lean_sampler(model.policy, numpy_tanh=True)
+    sampler = lean_rollout.lean_sampler(model.policy, numpy_tanh=True, numpy_forward=numpy_forward)
     assert sampler is not None
     obs = env.reset()
     for _ in range(3):

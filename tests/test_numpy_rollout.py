@@ -56,11 +56,13 @@ def test_numpy_net_is_the_program_to_rounding(family: str, multitask: bool, layo
     gen = th.Generator().manual_seed(0)
     obs = _obs(multitask, 61 if layout == "mixed" else 60, layout, gen)
     with th.no_grad():
-        out, values, _ = program.forward(obs)
-    got_out, got_values = net.forward(numpy_rollout.as_numpy(obs))
+        out, values, cache = program.forward(obs)
+    latent = program.block_latent(cache, obs) if multitask else cache.pi[-2]  # type: ignore[attr-defined]
+    got_out, got_values, got_latent = net.forward(numpy_rollout.as_numpy(obs), latent=True)
     assert got_out.dtype == np.float32 and got_out.shape == tuple(out.shape)
-    np.testing.assert_allclose(got_out, out.numpy(), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(got_values, values.numpy(), rtol=1e-5, atol=1e-6)
+    assert got_latent is not None and got_latent.shape == tuple(latent.shape)
+    for got, expected in [(got_out, out), (got_values, values), (got_latent, latent)]:
+        np.testing.assert_allclose(got, expected.numpy(), rtol=1e-5, atol=1e-6)
     # The views follow the parameters: an optimizer step shows in the next forward pass.
     with th.no_grad():
         for p in model.policy.parameters():
@@ -69,10 +71,27 @@ def test_numpy_net_is_the_program_to_rounding(family: str, multitask: bool, layo
     np.testing.assert_allclose(net.forward(numpy_rollout.as_numpy(obs))[1], values.numpy(), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize(("family", "multitask"), [("cartpole", False), ("cartpole", True), ("pendulum", False)])
-def test_numpy_step_draws_what_policy_forward_draws(family: str, multitask: bool) -> None:
-    """One rollout step: ``policy(obs)``'s actions, values and log-probabilities, the same generator state."""
-    model = _model(family, multitask)
+SDE = {"use_sde": True}
+SDE_SHARED_STD = {"use_sde": True, "policy_kwargs": {"full_std": False}}  # get_std broadcasts one std per latent row
+
+
+@pytest.mark.parametrize(
+    ("family", "multitask", "kwargs"),
+    [
+        ("cartpole", False, {}),
+        ("cartpole", True, {}),
+        ("pendulum", False, {}),
+        ("pendulum", False, SDE),
+        ("pendulum", False, SDE_SHARED_STD),
+    ],
+)
+def test_numpy_step_draws_what_policy_forward_draws(family: str, multitask: bool, kwargs: dict) -> None:
+    """One rollout step: ``policy(obs)``'s actions, values and log-probabilities, the same generator state.
+
+    (The multi-task gSDE step: ``tests/test_lean_rollout.py``.)
+    """
+    sde = "use_sde" in kwargs
+    model = _model(family, multitask, **kwargs)
     model.learn(64)  # weights (and Pendulum's log_std) away from their initial values
     sampler = lean_rollout.lean_sampler(model.policy, numpy_tanh=True, numpy_forward=True)
     assert isinstance(sampler, functools.partial) and sampler.func.__module__ == numpy_rollout.__name__
@@ -80,6 +99,8 @@ def test_numpy_step_draws_what_policy_forward_draws(family: str, multitask: bool
     assert env is not None
     obs = env.reset()
     for seed in range(5):
+        if sde:
+            model.policy.reset_noise(env.num_envs)
         tensor = obs_as_tensor(obs, model.device)  # type: ignore[arg-type]
         th.manual_seed(seed)
         with th.no_grad():
@@ -103,9 +124,10 @@ def test_numpy_forward_only_where_asked_and_covered() -> None:
     for numpy_tanh, numpy_forward in [(False, True), (True, False)]:
         sampler = lean_rollout.lean_sampler(policy, numpy_tanh, numpy_forward)
         assert sampler is not None and sampler.func is lean_rollout.sample_categorical  # type: ignore[attr-defined]
-    sde = _model("pendulum", False, use_sde=True).policy  # gSDE keeps torch
-    sampler = lean_rollout.lean_sampler(sde, True, True)
-    assert sampler is not None and sampler.func is lean_rollout.sample_sde  # type: ignore[attr-defined]
+    sde = _model("pendulum", False, use_sde=True).policy
+    for numpy_forward, func in [(False, lean_rollout.sample_sde), (True, numpy_rollout.sample_sde)]:
+        sampler = lean_rollout.lean_sampler(sde, True, numpy_forward)
+        assert sampler is not None and sampler.func is func  # type: ignore[attr-defined]
     program = program_for(policy.double(), numpy_tanh=True)
     assert program is None  # float64 keeps autograd and SB3's rollout
 
