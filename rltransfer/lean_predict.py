@@ -8,7 +8,9 @@ an object whose ``predict`` runs the policy's network by hand (``rltransfer.lean
 and takes the mode with the operations ``Categorical.mode`` performs (for a diagonal Gaussian:
 the mean, clipped to the action bounds as ``predict`` clips it), so the actions are SB3's:
 bit-identical for single-task MLPs, the same up to float rounding of the network's output for
-the multi-task policy (``tests/test_lean_predict.py``).
+the multi-task policy (``tests/test_lean_predict.py``). With ``TransferPPO.numpy_tanh`` and
+``numpy_rollouts`` (the defaults) the network runs as numpy operations
+(``rltransfer.numpy_rollout``), as rollout steps do: the same actions up to float rounding.
 """
 
 from __future__ import annotations
@@ -23,13 +25,14 @@ from torch.nn import functional as F
 
 from rltransfer.lean import program_for
 from rltransfer.mlp_backprop import Program
+from rltransfer.numpy_rollout import NumpyNet, numpy_net
 
 
 class LeanPredictor:
     """``model.predict`` for deterministic evaluation of a categorical or diagonal-Gaussian policy run by hand."""
 
-    def __init__(self, model: Any, program: Program) -> None:
-        self.model, self.program = model, program
+    def __init__(self, model: Any, program: Program, net: NumpyNet | None = None) -> None:
+        self.model, self.program, self.net = model, program, net
         self.box = model.action_space if isinstance(model.action_space, spaces.Box) else None
         model.policy.set_training_mode(False)  # what every predict call would do
 
@@ -42,6 +45,8 @@ class LeanPredictor:
     ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
         if not deterministic:
             return self.model.predict(observation, state, episode_start, deterministic)
+        if self.net is not None:
+            return self._numpy_mode(observation), state
         with th.no_grad():
             out = self.program.actor_logits(obs_as_tensor(observation, self.model.device))
             if self.box is not None:  # DiagGaussianDistribution.mode is the mean; predict clips it
@@ -51,13 +56,25 @@ class LeanPredictor:
             actions = th.argmax(probs, dim=1)  # CategoricalDistribution.mode
         return actions.cpu().numpy(), state
 
+    def _numpy_mode(self, observation: Any) -> np.ndarray:
+        """The same mode from the numpy network: the clipped mean, or the most probable action."""
+        assert self.net is not None
+        out = self.net.actor(observation)
+        if self.box is not None:
+            return np.clip(out.reshape((-1, *self.box.shape)), self.box.low, self.box.high)
+        unnormalised = np.exp(out - out.max(1, keepdims=True))
+        return np.argmax(unnormalised / unnormalised.sum(1, keepdims=True), axis=1)
+
 
 def predictor_for(model: Any) -> Any:
     """A ``LeanPredictor`` for a lean ``TransferPPO`` whose policy runs by hand; else ``model`` itself."""
     if not getattr(model, "lean", False):
         return model
     policy = model.policy
-    program = program_for(policy)
+    numpy_forward = getattr(model, "numpy_tanh", False) and getattr(model, "numpy_rollouts", False)
+    program = program_for(policy, numpy_forward)
     if policy.squash_output and isinstance(model.action_space, spaces.Box):
         program = None  # predict unscales a squashing policy's actions instead of clipping them
-    return model if program is None else LeanPredictor(model, program)
+    if program is None:
+        return model
+    return LeanPredictor(model, program, numpy_net(program) if numpy_forward else None)

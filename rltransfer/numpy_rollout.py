@@ -95,29 +95,38 @@ class NumpyNet:
         """The action net's outputs ``(B, A)``, values ``(B, 1)`` and, if asked, SB3's ``latent_pi``
         (the action net's input; multi-task: the ``(B, K * h)`` K-block latent, zero outside each
         sample's own block)."""
+        h, slots, task = self._features(obs)
+        features = run(self.pi[:-1], h)
+        out = self._ungroup(self.pi[-1].forward(features), slots)
+        values = self._ungroup(run(self.vf, h), slots)
+        if not latent:
+            return out, values, None
+        if task is None:
+            return out, values, features
+        rows = self._ungroup(features, slots)
+        k_block = np.zeros((len(rows), self.n_tasks, rows.shape[1]), np.float32)
+        k_block[np.arange(len(rows)), task] = rows
+        return out, values, k_block.reshape(len(rows), -1)
+
+    def actor(self, obs: Any) -> np.ndarray:
+        """The action net's outputs alone (evaluation), without the critic."""
+        h, slots, _ = self._features(obs)
+        return self._ungroup(run(self.pi, h), slots)
+
+    def _features(self, obs: Any) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """The shared layers' output (multi-task: as the ``(K, G, width)`` block), the rows' slots
+        in the block (``None``: the block is the batch as it is) and each row's task."""
         if self.n_tasks == 0:
-            h = run(self.shared, obs.reshape(len(obs), -1).astype(np.float32, copy=False))
-            features = run(self.pi[:-1], h)
-            return self.pi[-1].forward(features), run(self.vf, h), features if latent else None
+            return run(self.shared, obs.reshape(len(obs), -1).astype(np.float32, copy=False)), None, None
         x = obs["obs"].reshape(len(obs["obs"]), -1).astype(np.float32, copy=False)
         task = np.asarray(obs[MultiTaskMLP.TASK_KEY]).reshape(-1).astype(np.int64)
         slots, group = self._slots(task)
         h = run(self.shared, x)
         if slots is None:
-            block = h.reshape(self.n_tasks, group, h.shape[1])
-        else:
-            block = np.zeros((self.n_tasks * group, h.shape[1]), np.float32)
-            block[slots] = h
-            block = block.reshape(self.n_tasks, group, -1)
-        features = run(self.pi[:-1], block)
-        out = self._ungroup(self.pi[-1].forward(features), slots)
-        values = self._ungroup(run(self.vf, block), slots)
-        if not latent:
-            return out, values, None
-        rows = self._ungroup(features, slots)
-        k_block = np.zeros((len(rows), self.n_tasks, rows.shape[1]), np.float32)
-        k_block[np.arange(len(rows)), task] = rows
-        return out, values, k_block.reshape(len(rows), -1)
+            return h.reshape(self.n_tasks, group, h.shape[1]), None, task
+        block = np.zeros((self.n_tasks * group, h.shape[1]), np.float32)
+        block[slots] = h
+        return block.reshape(self.n_tasks, group, -1), slots, task
 
     def _slots(self, ids: np.ndarray) -> tuple[np.ndarray | None, int]:
         """Each row's slot in the task block (``None``: the batch is the block) and G; the same envs reuse it."""
@@ -133,6 +142,9 @@ class NumpyNet:
 
     @staticmethod
     def _ungroup(block: np.ndarray, slots: np.ndarray | None) -> np.ndarray:
+        """Rows in the batch's order (single-task outputs are already)."""
+        if block.ndim == 2:
+            return block
         rows = block.reshape(-1, block.shape[2])
         return rows if slots is None else rows[slots]
 

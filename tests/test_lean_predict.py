@@ -37,11 +37,13 @@ def trained(multitask: bool, family: str = "cartpole") -> TransferPPO:
     return model
 
 
+@pytest.mark.parametrize("numpy_forward", [False, True])  # torch's network (exact), numpy's (the default)
 @pytest.mark.parametrize("multitask", [False, True])
-def test_lean_evaluation_equals_sb3_predict(multitask: bool) -> None:
+def test_lean_evaluation_equals_sb3_predict(multitask: bool, numpy_forward: bool) -> None:
     model = trained(multitask)
+    model.numpy_tanh = numpy_forward
     predictor = predictor_for(model)
-    assert isinstance(predictor, LeanPredictor)
+    assert isinstance(predictor, LeanPredictor) and (predictor.net is not None) is numpy_forward
     fam = get_family("cartpole")
     env = make_eval_env(fam, "long", 6, task_id=1 if multitask else None, n_tasks=2 if multitask else None)
     episodes: list[Any] = []
@@ -74,17 +76,26 @@ def test_stochastic_evaluation_and_other_models_use_sb3_predict() -> None:
     assert predictor_for(expln) is expln  # a gSDE variant outside the hand-run network
 
 
+@pytest.mark.parametrize("numpy_forward", [False, True])
 @pytest.mark.parametrize("multitask", [False, True])
-def test_lean_gaussian_evaluation_equals_sb3_predict(multitask: bool) -> None:
-    """The mean, clipped to the torque bounds: the same episodes (multi-task: the same to rounding)."""
+def test_lean_gaussian_evaluation_equals_sb3_predict(multitask: bool, numpy_forward: bool) -> None:
+    """The mean, clipped to the torque bounds: the same episodes (multi-task or numpy: to rounding)."""
     fam = get_family("pendulum")
     model = trained(multitask, "pendulum")
+    model.numpy_tanh = numpy_forward
+    eval_env = make_eval_env(fam, "m1.5", 3, task_id=1 if multitask else None, n_tasks=2 if multitask else None)
+    obs = eval_env.reset()
+    ours, _ = predictor_for(model).predict(obs, deterministic=True)
+    theirs, _ = model.predict(obs, deterministic=True)
+    assert np.abs(theirs).max() < 2.0  # the means themselves, unclipped
+    if multitask or numpy_forward:
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+    else:
+        np.testing.assert_array_equal(ours, theirs)
     with th.no_grad():  # means far outside the torque bounds [-2, 2]: the clip matters
         model.policy.action_net.weight.mul_(1000.0)
     predictor = predictor_for(model)
     assert isinstance(predictor, LeanPredictor)
-    eval_env = make_eval_env(fam, "m1.5", 3, task_id=1 if multitask else None, n_tasks=2 if multitask else None)
-    obs = eval_env.reset()
     ours, _ = predictor.predict(obs, deterministic=True)
     theirs, _ = model.predict(obs, deterministic=True)
     assert ours.dtype == theirs.dtype and ours.shape == theirs.shape == (3, 1)
@@ -93,7 +104,7 @@ def test_lean_gaussian_evaluation_equals_sb3_predict(multitask: bool) -> None:
     for agent in (model, predictor):
         eval_env.seed(3)
         returns.append(evaluate_policy(agent, eval_env, n_eval_episodes=3, deterministic=True)[0])
-    if multitask:
+    if multitask or numpy_forward:
         np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)
         assert returns[1] == pytest.approx(returns[0], rel=1e-4)
     else:
@@ -103,6 +114,7 @@ def test_lean_gaussian_evaluation_equals_sb3_predict(multitask: bool) -> None:
 
 def test_evaluate_tasks_gives_the_same_returns_lean_or_not() -> None:
     model = trained(multitask=False)
+    model.numpy_tanh = False  # bit-identical actions (the default's numpy network: to rounding, above)
     env = make_eval_env(get_family("cartpole"), "long", 4)
     lean = evaluate_tasks(model, {"long": env}, 4, seed=2)
     model.lean = False
