@@ -10,12 +10,12 @@ copies. The random numbers still come from torch's generator, drawn as SB3's ste
 ``Normal.rsample``): a seeded rollout takes the same draws as SB3's and agrees with it to
 float rounding, which is why it runs only where ``TransferPPO.numpy_tanh`` (the mode that
 accepts rounding) is on. gSDE's step draws nothing (its exploration matrices come from SB3's
-``reset_noise``), and runs here too.
+``reset_noise``), and runs here too. Deterministic evaluation takes its actions from
+``NumpyNet.actor`` as well (``rltransfer.lean_predict``).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,10 +23,10 @@ from typing import Any
 import numpy as np
 import torch as th
 
+from rltransfer.gaussian_loss import LOG_SQRT_2PI
 from rltransfer.mlp_backprop import NUMPY_TANH, ActorCriticMLP, Dense, Program
 from rltransfer.multitask_backprop import MultiTaskMLP, TaskDense, task_slots
 
-LOG_SQRT_2PI = math.log(math.sqrt(2 * math.pi))
 # OpenBLAS (numpy's BLAS) runs a gemm on one thread up to m * n * k = 4 * 65536 and on every
 # core above (its interface/gemm.c); larger products go through torch, whose thread count
 # rltransfer's grid workers set to 1, so that N runs never fight over N cores.

@@ -16,6 +16,7 @@ from stable_baselines3.common.utils import obs_as_tensor
 from rltransfer import lean_rollout, numpy_rollout
 from rltransfer.hyperparams import resolve_hyperparams
 from rltransfer.lean import program_for
+from rltransfer.mlp_backprop import Dense
 from rltransfer.ppo import TransferPPO
 from rltransfer.pretraining import source_policy_kwargs
 
@@ -130,6 +131,9 @@ def test_numpy_forward_only_where_asked_and_covered() -> None:
         assert sampler is not None and sampler.func is func  # type: ignore[attr-defined]
     program = program_for(policy.double(), numpy_tanh=True)
     assert program is None  # float64 keeps autograd and SB3's rollout
+    off_cpu = Dense(th.empty(4, 3, device="meta"), th.empty(4, device="meta"), None)  # as a CUDA layer would be
+    assert numpy_rollout.numpy_layer(off_cpu) is None
+    assert numpy_rollout.numpy_layer(Dense(th.zeros(4, 3), None, "relu")) is not None
 
 
 def test_large_products_go_through_torch(monkeypatch: pytest.MonkeyPatch) -> None:
