@@ -52,6 +52,18 @@ def task_slots(task: np.ndarray, n_tasks: int) -> tuple[np.ndarray, int]:
     return task * group + rank, group
 
 
+def block_slots(task: np.ndarray, n_tasks: int) -> tuple[np.ndarray | None, int]:
+    """``task_slots``, with ``None`` for the slots where the batch is the block as it is.
+
+    A batch sorted by task with the same number of samples per task (a rollout step over
+    task-major envs) needs no copies in and out of the block.
+    """
+    counts = np.bincount(task, minlength=n_tasks)
+    if (counts == counts[0]).all() and (task[1:] >= task[:-1]).all():
+        return None, int(counts[0])
+    return task_slots(task, n_tasks)
+
+
 @dataclass(frozen=True)
 class TaskLayout:
     """Where a batch's rows sit in the ``(K * G)`` block: each row's slot and G.
@@ -135,22 +147,16 @@ class MultiTaskMLP:
         self._last: tuple[np.ndarray, TaskLayout] | None = None  # the last batch's tasks and layout
 
     def _layout(self, task: th.Tensor, device: th.device) -> TaskLayout:
-        """``task_slots`` as a ``TaskLayout``; ``slots=None`` where the batch is the block already.
+        """``block_slots`` as a ``TaskLayout``.
 
-        A batch sorted by task with the same number of samples per task (a rollout step over
-        task-major envs) needs no copies in and out of the block. A rollout's batches (the
-        same envs every step) reuse the last answer. (``lean_train`` passes its minibatches'
-        layouts, computed per epoch by ``sorted_layouts``.)
+        A rollout's batches (the same envs every step) reuse the last answer. (``lean_train``
+        passes its minibatches' layouts, computed per epoch by ``sorted_layouts``.)
         """
         ids = task.reshape(-1).long().cpu().numpy()
         if self._last is not None and np.array_equal(self._last[0], ids):
             return self._last[1]
-        counts = np.bincount(ids, minlength=self.n_tasks)
-        if (counts == counts[0]).all() and (ids[1:] >= ids[:-1]).all():
-            layout = TaskLayout(None, int(counts[0]))
-        else:
-            slots, group = task_slots(ids, self.n_tasks)
-            layout = TaskLayout(th.from_numpy(slots).to(device), group)
+        slots, group = block_slots(ids, self.n_tasks)
+        layout = TaskLayout(None if slots is None else th.from_numpy(slots).to(device), group)
         self._last = (ids, layout)
         return layout
 

@@ -25,7 +25,7 @@ import torch as th
 
 from rltransfer.gaussian_loss import LOG_SQRT_2PI
 from rltransfer.mlp_backprop import NUMPY_TANH, ActorCriticMLP, Dense, Program
-from rltransfer.multitask_backprop import MultiTaskMLP, TaskDense, task_slots
+from rltransfer.multitask_backprop import MultiTaskMLP, TaskDense, block_slots
 
 # OpenBLAS (numpy's BLAS) runs a gemm on one thread up to m * n * k = 4 * 65536 and on every
 # core above (its interface/gemm.c); larger products go through torch, whose thread count
@@ -129,14 +129,10 @@ class NumpyNet:
         return block.reshape(self.n_tasks, group, -1), slots, task
 
     def _slots(self, ids: np.ndarray) -> tuple[np.ndarray | None, int]:
-        """Each row's slot in the task block (``None``: the batch is the block) and G; the same envs reuse it."""
+        """``block_slots`` of the rows' tasks; the same envs (every rollout step) reuse the last answer."""
         if self._layout is not None and np.array_equal(self._layout[0], ids):
             return self._layout[1], self._layout[2]
-        counts = np.bincount(ids, minlength=self.n_tasks)
-        if self.n_tasks == 1 or ((counts == counts[0]).all() and (ids[1:] >= ids[:-1]).all()):
-            slots, group = None, int(counts.max())
-        else:
-            slots, group = task_slots(ids, self.n_tasks)
+        slots, group = block_slots(ids, self.n_tasks)
         self._layout = (ids, slots, group)
         return slots, group
 
