@@ -102,7 +102,8 @@ class FlatRollout:
         for block in blocks:
             keys = self.keys[block]
             order = np.argsort(keys, axis=1, kind="stable")
-            rows, keys = np.take_along_axis(block, order, 1), np.take_along_axis(keys, order, 1)
+            minibatch = np.arange(len(block))[:, None]  # indexing, not take_along_axis: a third of its time
+            rows, keys = block[minibatch, order], keys[minibatch, order]
             for row, layout in zip(rows, sorted_layouts(keys, self.n_groups), strict=True):
                 yield (*self._select(row), layout)
 
