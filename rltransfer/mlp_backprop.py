@@ -82,24 +82,6 @@ def activation_backward(grad: th.Tensor, y: th.Tensor, act: str | None) -> th.Te
     return grad
 
 
-def numpy_activate(y: np.ndarray, act: str | None) -> np.ndarray:
-    """``activate`` in place on a fresh numpy pre-activation."""
-    if act in ("tanh", NUMPY_TANH):
-        np.tanh(y, out=y)
-    elif act == "relu":
-        np.maximum(y, 0, out=y)
-    return y
-
-
-def numpy_activation_backward(grad: np.ndarray, y: np.ndarray, act: str | None) -> np.ndarray:
-    """``activation_backward`` in numpy: ``tanh_backward``'s ``grad * (1 - y * y)``, ``threshold_backward``'s mask."""
-    if act in ("tanh", NUMPY_TANH):
-        return grad * (1 - y * y)
-    if act == "relu":
-        return np.where(y > 0, grad, np.float32(0))
-    return grad
-
-
 @dataclass(frozen=True)
 class Dense:
     """One ``nn.Linear`` and the activation after it (``None``: none)."""

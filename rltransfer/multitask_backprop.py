@@ -4,12 +4,11 @@
 K-block latent feeds SB3's single ``action_net``/``value_net``. Here every sample runs only its
 own task: the minibatch is laid out as a ``(K, G, width)`` block (G = the largest task group,
 padding rows zero; a batch sorted by task in equal groups is that block as it is, without
-copies), each head layer is one batched product (``baddbmm``; numpy's ``matmul`` with
-``numpy_tanh``, see ``TaskDense``), and the output layers run per task on their own block of
-columns (a view of ``action_net.weight``), so the work follows the batch, not K x it. The
-autograd path (``TaskHeads`` under autograd) groups the same way, but its output layers
-multiply the zero-padded K-block latent, so sums run in another order: the gradients agree
-with autograd's to float rounding, not bit for bit (``tests/test_mlp_backprop.py``).
+copies), each head layer is one ``baddbmm``, and the output layers run per task on
+their own block of columns (a view of ``action_net.weight``), so the work follows the batch,
+not K x it. The autograd path (``TaskHeads`` under autograd) groups the same way, but its
+output layers multiply the zero-padded K-block latent, so sums run in another order: the
+gradients agree with autograd's to float rounding, not bit for bit (``tests/test_mlp_backprop.py``).
 
 Covered: ``MultiTaskTrunkExtractor`` (same observation space for all tasks), categorical or
 Gaussian actions (diagonal or gSDE) without masking, a shared features extractor, on the CPU; anything
@@ -38,10 +37,7 @@ from rltransfer.mlp_backprop import (
     activation_backward,
     activation_name,
     dense_chain,
-    numpy_activate,
-    numpy_activation_backward,
 )
-from rltransfer.numpy_gemm import matmul
 from rltransfer.policies.multitask import MultiTaskActorCriticPolicy, MultiTaskTrunkExtractor, TaskHeads, TaskLinear
 
 
@@ -97,25 +93,14 @@ def sorted_layouts(tasks: np.ndarray, n_tasks: int) -> list[TaskLayout]:
 
 @dataclass(frozen=True)
 class TaskDense:
-    """K linear layers ``(K, out, in)`` and the activation after them (``None``: none).
-
-    ``numpy``: the products, the activation and its backward run through numpy on views of the
-    tensors (``rltransfer.numpy_gemm``): at a minibatch's ~10 rows per task torch's batched
-    products cost more per call than their arithmetic; the results agree to float rounding.
-    """
+    """K linear layers ``(K, out, in)`` and the activation after them (``None``: none)."""
 
     weight: th.Tensor  # (K, out, in), each task's block in nn.Linear's layout
     bias: th.Tensor | None  # (K, out)
     act: str | None
     params: tuple[th.Tensor, th.Tensor | None]  # the parameters the gradients belong to
-    numpy: bool = False
 
     def forward(self, x: th.Tensor) -> th.Tensor:
-        if self.numpy:
-            y = matmul(x.detach().numpy(), self.weight.detach().numpy().transpose(0, 2, 1))
-            if self.bias is not None:
-                y += self.bias.detach().numpy()[:, None, :]
-            return th.from_numpy(numpy_activate(y, self.act))
         bias = self.bias.unsqueeze(1) if self.bias is not None else x.new_zeros(())
         return activate(th.baddbmm(bias, x, self.weight.transpose(1, 2)), self.act)
 
@@ -124,8 +109,6 @@ class TaskDense:
 
     def backward(self, x: th.Tensor, y: th.Tensor, grad: th.Tensor, input_grad: bool) -> th.Tensor | None:
         """Accumulate this layer's parameter gradients; return the gradient w.r.t. ``x`` if asked."""
-        if self.numpy:
-            return self._numpy_backward(x.detach().numpy(), y.detach().numpy(), grad.detach().numpy(), input_grad)
         grad = activation_backward(grad, y, self.act)
         weight, bias = self.params
         if weight.requires_grad:
@@ -136,27 +119,14 @@ class TaskDense:
             accumulate(bias, g_bias if bias.dim() == 2 else g_bias.sum(0))
         return th.bmm(grad, self.weight) if input_grad else None
 
-    def _numpy_backward(self, x: np.ndarray, y: np.ndarray, grad: np.ndarray, input_grad: bool) -> th.Tensor | None:
-        grad = numpy_activation_backward(grad, y, self.act)
-        weight, bias = self.params
-        if weight.requires_grad:
-            g_weight = matmul(grad.transpose(0, 2, 1), x)  # (K, out, in)
-            if weight.dim() == 2:  # the shared output layer's (out, K * in)
-                g_weight = g_weight.transpose(1, 0, 2).reshape(weight.shape)
-            accumulate(weight, th.from_numpy(g_weight))
-        if bias is not None and bias.requires_grad:
-            g_bias = grad.sum(1)  # (K, out); padding rows carry zero gradient
-            accumulate(bias, th.from_numpy(g_bias if bias.dim() == 2 else g_bias.sum(0)))
-        return th.from_numpy(matmul(grad, self.weight.detach().numpy())) if input_grad else None
 
-
-def _output_layer(linear: nn.Linear, n_tasks: int, numpy: bool) -> TaskDense:
+def _output_layer(linear: nn.Linear, n_tasks: int) -> TaskDense:
     """SB3's output layer over the K-block latent as K layers on each task's block of columns."""
     out, width = linear.weight.shape
     blocks = linear.weight.view(out, n_tasks, width // n_tasks).permute(1, 0, 2)  # (K, out, h), a view
     # The shared bias is added once per sample: as a (K, out) broadcast of the same vector.
     bias = linear.bias.unsqueeze(0).expand(n_tasks, out) if linear.bias is not None else None
-    return TaskDense(blocks, bias, None, (linear.weight, linear.bias), numpy)
+    return TaskDense(blocks, bias, None, (linear.weight, linear.bias))
 
 
 @dataclass
@@ -259,9 +229,9 @@ class MultiTaskMLP:
             self.trunk.backward(cache.trunk, self._ungroup(g_pi + g_vf, cache), input_grad=False)
 
 
-def _task_layers(heads: nn.ModuleList, activation: str | None, numpy: bool) -> list[TaskDense]:
+def _task_layers(heads: nn.ModuleList, activation: str | None) -> list[TaskDense]:
     layers: list[TaskLinear] = list(heads)
-    return [TaskDense(layer.weight, layer.bias, activation, (layer.weight, layer.bias), numpy) for layer in layers]
+    return [TaskDense(layer.weight, layer.bias, activation, (layer.weight, layer.bias)) for layer in layers]
 
 
 def multitask_mlp(policy: Any, numpy_tanh: bool = False) -> MultiTaskMLP | None:
@@ -287,7 +257,6 @@ def multitask_mlp(policy: Any, numpy_tanh: bool = False) -> MultiTaskMLP | None:
     if trunk is None:
         return None
     k, act = policy.n_tasks, activation_name(type(heads.activation), numpy_tanh)
-    # numpy's products for the heads in the mode that accepts rounding (``numpy_tanh``).
-    pi = [*_task_layers(heads.policy_heads, act, numpy_tanh), _output_layer(policy.action_net, k, numpy_tanh)]
-    vf = [*_task_layers(heads.value_heads, act, numpy_tanh), _output_layer(policy.value_net, k, numpy_tanh)]
+    pi = [*_task_layers(heads.policy_heads, act), _output_layer(policy.action_net, k)]
+    vf = [*_task_layers(heads.value_heads, act), _output_layer(policy.value_net, k)]
     return MultiTaskMLP(Chain(trunk), Chain(pi), Chain(vf), k)

@@ -24,9 +24,20 @@ import numpy as np
 import torch as th
 
 from rltransfer.gaussian_loss import LOG_SQRT_2PI
-from rltransfer.mlp_backprop import ActorCriticMLP, Dense, Program, numpy_activate
+from rltransfer.mlp_backprop import NUMPY_TANH, ActorCriticMLP, Dense, Program
 from rltransfer.multitask_backprop import MultiTaskMLP, TaskDense, block_slots
-from rltransfer.numpy_gemm import matmul
+
+# OpenBLAS (numpy's BLAS) runs a gemm on one thread up to m * n * k = 4 * 65536 and on every
+# core above (its interface/gemm.c); larger products go through torch, whose thread count
+# rltransfer's grid workers set to 1, so that N runs never fight over N cores.
+SINGLE_THREAD_GEMM = 4 * 65536
+
+
+def matmul(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``x @ w`` (stacked or not): numpy's where it stays on one thread, torch's above."""
+    if x.shape[-2] * w.shape[-2] * w.shape[-1] <= SINGLE_THREAD_GEMM:
+        return np.matmul(x, w)
+    return th.matmul(th.from_numpy(x), th.from_numpy(w)).numpy()
 
 
 @dataclass(frozen=True)
@@ -41,7 +52,11 @@ class NumpyLayer:
         y = matmul(x, self.weight)
         if self.bias is not None:
             y += self.bias
-        return numpy_activate(y, self.act)
+        if self.act in ("tanh", NUMPY_TANH):
+            np.tanh(y, out=y)
+        elif self.act == "relu":
+            np.maximum(y, 0, out=y)
+        return y
 
 
 def numpy_layer(layer: Any) -> NumpyLayer | None:

@@ -134,3 +134,20 @@ def test_numpy_forward_only_where_asked_and_covered() -> None:
     off_cpu = Dense(th.empty(4, 3, device="meta"), th.empty(4, device="meta"), None)  # as a CUDA layer would be
     assert numpy_rollout.numpy_layer(off_cpu) is None
     assert numpy_rollout.numpy_layer(Dense(th.zeros(4, 3), None, "relu")) is not None
+
+
+def test_large_products_go_through_torch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above OpenBLAS's one-thread size numpy would use every core; torch's product gives the same."""
+    calls = []
+    torch_matmul = th.matmul
+    monkeypatch.setattr(th, "matmul", lambda a, b: calls.append(a.shape) or torch_matmul(a, b))
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((64, 64)).astype(np.float32).T  # a parameter's transposed view
+    for rows, through_torch in [(8, False), (64, False), (65, True), (512, True)]:
+        x = rng.standard_normal((rows, 64)).astype(np.float32)
+        calls.clear()
+        got = numpy_rollout.matmul(x, w)
+        assert got.dtype == np.float32 and bool(calls) is through_torch
+        np.testing.assert_allclose(got, x @ w, rtol=1e-4, atol=1e-4)
+    stacked = rng.standard_normal((3, 512, 64)).astype(np.float32)
+    np.testing.assert_allclose(numpy_rollout.matmul(stacked, w), stacked @ w, rtol=1e-4, atol=1e-4)
