@@ -102,7 +102,7 @@ class FlatRollout:
         for block in blocks:
             keys = self.keys[block]
             order = np.argsort(keys, axis=1, kind="stable")
-            minibatch = np.arange(len(block))[:, None]  # indexing, not take_along_axis: a third of its time
+            minibatch = np.arange(len(block))[:, None]  # indexing: half of take_along_axis's time here
             rows, keys = block[minibatch, order], keys[minibatch, order]
             for row, layout in zip(rows, sorted_layouts(keys, self.n_groups), strict=True):
                 yield (*self._select(row), layout)
