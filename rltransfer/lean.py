@@ -41,7 +41,7 @@ from torch.nn import functional as F
 
 from rltransfer.adam_step import FusedAdamStepper
 from rltransfer.gaussian_loss import gaussian_ppo_loss, sde_ppo_loss
-from rltransfer.mlp_backprop import ActorCriticMLP, Program, accumulate, actor_critic_mlp
+from rltransfer.mlp_backprop import NUMPY_TANH, ActorCriticMLP, Program, accumulate, actor_critic_mlp
 from rltransfer.multitask_backprop import MultiTaskMLP, TaskLayout, multitask_mlp, sorted_layouts
 from rltransfer.ppo_loss import Coefficients, LossResult, Minibatch, categorical_ppo_loss, logged_stats, total_loss
 
@@ -59,7 +59,12 @@ class FlatRollout:
     """
 
     def __init__(
-        self, buffer: RolloutBuffer, discrete: bool, group_by: str | None = None, n_groups: int | None = None
+        self,
+        buffer: RolloutBuffer,
+        discrete: bool,
+        group_by: str | None = None,
+        n_groups: int | None = None,
+        any_order: bool = False,
     ) -> None:
         names = ["actions", "values", "log_probs", "advantages", "returns"]
         if not buffer.generator_ready:
@@ -84,13 +89,19 @@ class FlatRollout:
         # Each sample's key (its task id) where minibatches are to be sorted by it.
         self.keys = buffer.observations[group_by].reshape(-1).astype(np.int64) if group_by is not None else None
         self.n_groups = 1 if self.keys is None else n_groups if n_groups is not None else int(self.keys.max()) + 1
+        self.any_order = any_order
+        self._whole: tuple[Any, Minibatch, TaskLayout | None] | None = None
 
     def minibatches(self, indices: np.ndarray, batch_size: int) -> Iterator[tuple[Any, Minibatch, TaskLayout | None]]:
         """An epoch's minibatches: ``batch_size`` entries of ``indices`` at a time (the last may be shorter).
 
         Sorting a minibatch by task (stably) changes only the order its sums run in. All
-        minibatches of one size are sorted, and their layouts computed, in one pass.
+        minibatches of one size are sorted, and their layouts computed, in one pass. With
+        ``any_order``, a minibatch that is the whole rollout is ``whole()`` every epoch.
         """
+        if self.any_order and len(indices) == self.size and batch_size >= self.size:
+            yield self.whole()
+            return
         if self.keys is None:
             for start in range(0, len(indices), batch_size):
                 yield (*self._select(indices[start : start + batch_size]), None)
@@ -106,6 +117,29 @@ class FlatRollout:
             rows, keys = block[minibatch, order], keys[minibatch, order]
             for row, layout in zip(rows, sorted_layouts(keys, self.n_groups), strict=True):
                 yield (*self._select(row), layout)
+
+    def whole(self) -> tuple[Any, Minibatch, TaskLayout | None]:
+        """All rows as one minibatch, sorted by task (stably), gathered once and reused.
+
+        For a program whose sums may run in any order (``any_order``): an epoch whose one
+        minibatch is the whole rollout (the RL Zoo's CartPole setting) holds the same samples
+        in any order, so the permutation's order need not be gathered again every epoch. The
+        rollout of task-major envs is in task order already: its tensors serve as they are.
+        """
+        if self._whole is None:
+            if self.keys is None:
+                self._whole = (*self._all_rows(), None)
+            else:
+                order = np.argsort(self.keys, kind="stable")
+                keys = self.keys[order]
+                layout = sorted_layouts(keys[None], self.n_groups)[0]
+                in_order = bool((order == np.arange(self.size)).all())
+                self._whole = (*(self._all_rows() if in_order else self._select(order)), layout)
+        return self._whole
+
+    def _all_rows(self) -> tuple[Any, Minibatch]:
+        old_values, old_log_prob, advantages, returns = self.scalars
+        return self.observations, Minibatch(self.actions, old_values, old_log_prob, advantages, returns)
 
     def sample(self, indices: np.ndarray) -> tuple[Any, Minibatch]:
         """One minibatch of the given rows (sorted by task with ``group_by``)."""
@@ -255,6 +289,20 @@ def evaluate_categorical(
     return values, log_prob, entropy
 
 
+def rounding_only(program: Program | None) -> bool:
+    """Whether the program agrees with SB3 to float rounding only (not bit for bit).
+
+    Such a program may take a minibatch's rows in any order (``FlatRollout.whole``): the
+    multi-task program, and a single-task one with numpy's tanh.
+    """
+    if isinstance(program, MultiTaskMLP):
+        return True
+    if isinstance(program, ActorCriticMLP):
+        layers = (*program.shared.layers, *program.pi.layers, *program.vf.layers)
+        return any(getattr(layer, "act", None) == NUMPY_TANH for layer in layers)
+    return False
+
+
 def clip_grad_norm(params: Sequence[th.nn.Parameter], max_norm: float) -> None:
     """``th.nn.utils.clip_grad_norm_`` for same-device, same-dtype gradients, without the grouping."""
     grads = [p.grad for p in params if p.grad is not None]
@@ -355,7 +403,8 @@ def lean_train(model: PPO, numpy_tanh: bool = False) -> None:
     # The multi-task program runs a minibatch sorted by task with fewer copies (same samples).
     multitask = program if isinstance(program, MultiTaskMLP) and program.n_tasks > 1 else None
     group_by, n_groups = (MultiTaskMLP.TASK_KEY, multitask.n_tasks) if multitask else (None, None)
-    data = FlatRollout(model.rollout_buffer, isinstance(model.action_space, spaces.Discrete), group_by, n_groups)
+    discrete = isinstance(model.action_space, spaces.Discrete)
+    data = FlatRollout(model.rollout_buffer, discrete, group_by, n_groups, any_order=rounding_only(program))
     epochs: list[int] = []  # each minibatch's epoch
     rows: list[list[float]] = []  # autograd: logged values as they come
     deferred: list[LossResult] = []  # hand-written: logged values computed at the end

@@ -21,7 +21,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 
 from rltransfer import lean as lean_module
 from rltransfer.hyperparams import ppo_kwargs, resolve_hyperparams
-from rltransfer.lean import FlatRollout, categorical_logits, clip_grad_norm, plain_mlp
+from rltransfer.lean import FlatRollout, categorical_logits, clip_grad_norm, plain_mlp, program_for, rounding_only
 from rltransfer.multitask_backprop import multitask_mlp
 from rltransfer.ppo import TransferPPO
 from rltransfer.pretraining import source_policy_kwargs
@@ -291,6 +291,42 @@ def test_epoch_minibatches_are_the_sorted_samples_with_their_layouts() -> None:
         assert (layout.slots is None) is (expected.slots is None)
         if layout.slots is not None and expected.slots is not None:
             assert th.equal(layout.slots, expected.slots)
+
+
+@pytest.mark.parametrize("task_major", [True, False])
+def test_a_whole_rollout_minibatch_is_gathered_once_in_task_order(task_major: bool) -> None:
+    """``any_order``: an epoch's one minibatch of all rows is the rollout sorted by task, reused every epoch."""
+    buffer = filled(build("multitask-plain")).rollout_buffer
+    if not task_major:  # envs in descending task order: the rows must be gathered
+        for key, array in buffer.observations.items():
+            buffer.observations[key] = array[:, ::-1].copy()
+        for name in ("actions", "values", "log_probs", "advantages", "returns"):
+            setattr(buffer, name, getattr(buffer, name)[:, ::-1].copy())
+    size = buffer.buffer_size * buffer.n_envs
+    whole = FlatRollout(copy.deepcopy(buffer), discrete=True, group_by="task_id", n_groups=3, any_order=True)
+    reference = FlatRollout(copy.deepcopy(buffer), discrete=True, group_by="task_id", n_groups=3)
+    rng = np.random.default_rng(2)
+    [(obs, batch, layout)] = whole.minibatches(rng.permutation(size), size)
+    [(again, _, _)] = whole.minibatches(rng.permutation(size), size + 8)
+    assert again is obs and (obs is whole.observations) is task_major  # task-major rows serve as they are
+    ref_obs, ref_batch = reference.sample(np.arange(size))  # all rows, stably sorted by task
+    assert all(th.equal(obs[key], ref_obs[key]) for key in obs)
+    for name in ("actions", "old_values", "old_log_prob", "advantages", "returns"):
+        assert th.equal(getattr(batch, name), getattr(ref_batch, name)), name
+    assert layout is not None and layout.slots is None and layout.group == size // 3  # equal groups
+    # Shorter minibatches (and a subset of rows) take the general path.
+    [(part, _, _)] = whole.minibatches(np.arange(size - 1), size)
+    assert part["task_id"].shape[0] == size - 1
+
+
+def test_only_programs_exact_to_rounding_take_rows_in_any_order() -> None:
+    """``rounding_only``: torch's tanh or ReLU single-task programs keep SB3's row order (bit-identity)."""
+    env = make_task_vec_env(get_family("cartpole"), "source", 2, seed=0)
+    tanh = TransferPPO("MlpPolicy", env, n_steps=32, batch_size=64).policy
+    relu = TransferPPO("MlpPolicy", env, n_steps=32, batch_size=64, policy_kwargs={"activation_fn": th.nn.ReLU}).policy
+    assert not rounding_only(program_for(tanh)) and rounding_only(program_for(tanh, numpy_tanh=True))
+    assert not rounding_only(program_for(relu, numpy_tanh=True))  # numpy's tanh has nothing to replace
+    assert rounding_only(multitask_mlp(build("multitask-plain").policy)) and not rounding_only(None)
 
 
 def test_plain_sb3_ppo_and_lean_transfer_ppo_learn_the_same() -> None:
