@@ -2,7 +2,8 @@
 
 SB3 2.x's ``PPO.train`` and ``collect_rollouts``, re-written so that the rollout buffer is
 turned into tensors once per update instead of once per minibatch (same
-``np.random.permutation`` draws, so the same minibatches). Categorical and Gaussian MLP
+``np.random.permutation`` draws, so the same minibatches; one that is the whole rollout is
+gathered once per update where the program is exact to rounding only). Categorical and Gaussian MLP
 policies (SB3's ``MlpPolicy``, rltransfer's trunk and multi-task policies; diagonal Gaussians
 and SB3's default gSDE) run each minibatch without autograd: the network forward and backward
 by hand (``rltransfer.mlp_backprop``, ``rltransfer.multitask_backprop``), the loss's gradient
