@@ -91,6 +91,8 @@ class FlatRollout:
         self.keys = buffer.observations[group_by].reshape(-1).astype(np.int64) if group_by is not None else None
         self.n_groups = 1 if self.keys is None else n_groups if n_groups is not None else int(self.keys.max()) + 1
         self.any_order = any_order
+        # Task-major envs: rows in task order, so sorting a minibatch's row numbers sorts it by task.
+        self._rows_in_task_order = self.keys is not None and bool((self.keys[1:] >= self.keys[:-1]).all())
         self._whole: tuple[Any, Minibatch, TaskLayout | None] | None = None
 
     def minibatches(self, indices: np.ndarray, batch_size: int) -> Iterator[tuple[Any, Minibatch, TaskLayout | None]]:
@@ -98,7 +100,8 @@ class FlatRollout:
 
         Sorting a minibatch by task (stably) changes only the order its sums run in. All
         minibatches of one size are sorted, and their layouts computed, in one pass. With
-        ``any_order``, a minibatch that is the whole rollout is ``whole()`` every epoch.
+        ``any_order``, a minibatch that is the whole rollout is ``whole()`` every epoch, and
+        rows already in task order are sorted by row number (by task too, not stably).
         """
         if self.any_order and len(indices) == self.size and batch_size >= self.size:
             yield self.whole()
@@ -112,10 +115,14 @@ class FlatRollout:
         if full < len(indices):
             blocks.append(indices[full:].reshape(1, -1))
         for block in blocks:
-            keys = self.keys[block]
-            order = np.argsort(keys, axis=1, kind="stable")
-            minibatch = np.arange(len(block))[:, None]  # indexing: half of take_along_axis's time here
-            rows, keys = block[minibatch, order], keys[minibatch, order]
+            if self.any_order and self._rows_in_task_order:  # one sort, no gathers: ~10 us per 256 rows
+                rows = np.sort(block, axis=1)
+                keys = self.keys[rows]
+            else:
+                keys = self.keys[block]
+                order = np.argsort(keys, axis=1, kind="stable")
+                minibatch = np.arange(len(block))[:, None]  # indexing: half of take_along_axis's time here
+                rows, keys = block[minibatch, order], keys[minibatch, order]
             for row, layout in zip(rows, sorted_layouts(keys, self.n_groups), strict=True):
                 yield (*self._select(row), layout)
 

@@ -319,6 +319,30 @@ def test_a_whole_rollout_minibatch_is_gathered_once_in_task_order(task_major: bo
     assert part["task_id"].shape[0] == size - 1
 
 
+def test_any_order_minibatches_of_task_major_rows_are_sorted_by_row() -> None:
+    """``any_order`` over rows in task order: each slice's rows sorted by number (so by task), with its layout."""
+    model = filled(build("multitask-plain"))
+    size = model.rollout_buffer.buffer_size * model.n_envs
+    indices = np.random.default_rng(3).permutation(size)
+    data = FlatRollout(copy.deepcopy(model.rollout_buffer), discrete=True, group_by="task_id", any_order=True)
+    reference = FlatRollout(copy.deepcopy(model.rollout_buffer), discrete=True)
+    program = multitask_mlp(model.policy)
+    assert program is not None and data._rows_in_task_order
+    batches = list(data.minibatches(indices, 40))
+    assert len(batches) == -(-size // 40)
+    for start, (obs, batch, layout) in zip(range(0, size, 40), batches, strict=True):
+        ref_obs, ref_batch = reference.sample(np.sort(indices[start : start + 40]))
+        assert all(th.equal(obs[key], ref_obs[key]) for key in obs)
+        assert th.equal(batch.returns, ref_batch.returns) and th.equal(batch.actions, ref_batch.actions)
+        task = obs["task_id"].flatten()
+        assert th.all(task[1:] >= task[:-1])
+        expected = program._layout(obs["task_id"], th.device("cpu"))
+        assert layout is not None and layout.group == expected.group
+        assert (layout.slots is None) is (expected.slots is None)
+        if layout.slots is not None and expected.slots is not None:
+            assert th.equal(layout.slots, expected.slots)
+
+
 def test_only_programs_exact_to_rounding_take_rows_in_any_order() -> None:
     """``rounding_only``: torch's tanh or ReLU single-task programs keep SB3's row order (bit-identity)."""
     env = make_task_vec_env(get_family("cartpole"), "source", 2, seed=0)
