@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from rltransfer.devices import DEVICE_HELP
 from rltransfer.envs import NonFiniteError
 from rltransfer.errors import UserError
 from rltransfer.training import DivergenceError
@@ -164,6 +165,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         backend=args.backend,
         address=args.address,
         gpus_per_run=args.gpus_per_run,
+        device=args.device,
     )
     done = len(result.finished) + len(result.skipped)
     print(f"runs: {done} finished ({len(result.skipped)} kept from before), {len(result.failed)} failed")
@@ -298,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--hp", action="append", metavar="KEY=VALUE", help="override a PPO hyperparameter (repeatable)")
         p.add_argument("--out", help="output directory")
         p.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
-        p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, auto)")
+        p.add_argument("--device", default="cpu", help=f"torch device: {DEVICE_HELP}")
         p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
 
     p = sub.add_parser("pretrain", help="train a PPO source policy with a named trunk")
@@ -345,6 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--gpus-per-run", type=float, default=0.0, help="GPUs each Ray task reserves (default 0; --backend ray)"
     )
+    p.add_argument("--device", help=f"torch device of every run (default: the spec's device, else cpu): {DEVICE_HELP}")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("advise", help="zero-shot return, feature shift and a strategy per target, before training")

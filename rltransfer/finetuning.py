@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch as th
 
 from rltransfer import normalization
 from rltransfer.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from rltransfer.devices import device_record, resolve_device
 from rltransfer.domain import DomainAdversarial, FeatureShift
 from rltransfer.envs import Family, FiniteGuard, Task, Variant
 from rltransfer.errors import UserError
@@ -89,7 +91,7 @@ def build_model(
     variants: Sequence[Variant] | None,
     hp: Mapping[str, Any],
     seed: int,
-    device: str = "cpu",
+    device: str | th.device = "cpu",
 ) -> TransferPPO:
     """The multi-task PPO model every arm starts from (same seed: same initial weights).
 
@@ -124,7 +126,7 @@ def finetune(
     out: str | Path | None = None,
     overwrite: bool = False,
     progress: bool = False,
-    device: str = "cpu",
+    device: str | th.device = "cpu",
     verbose: int = 0,
     forgetting: bool = True,
 ) -> FinetuneResult:
@@ -157,11 +159,12 @@ def finetune(
     hp = resolve_hyperparams(fam.name, overrides)
     if seed < 0:
         raise UserError(f"seed must be >= 0, got {seed}")
+    dev = resolve_device(device)
     out_path = Path(out) if out is not None else None
     if out_path is None:
-        return _run(tasks, ckpt, strat, seed, hp, None, progress, device, verbose, forgetting)
+        return _run(tasks, ckpt, strat, seed, hp, None, progress, dev, verbose, forgetting)
     with staging_dir(out_path, overwrite=overwrite) as staging:
-        result = _run(tasks, ckpt, strat, seed, hp, staging, progress, device, verbose, forgetting)
+        result = _run(tasks, ckpt, strat, seed, hp, staging, progress, dev, verbose, forgetting)
     result.out = out_path
     return result
 
@@ -174,7 +177,7 @@ def _run(
     hp: dict[str, Any],
     staging: Path | None,
     progress: bool,
-    device: str,
+    device: th.device,
     verbose: int,
     forgetting: bool = True,
 ) -> FinetuneResult:
@@ -254,6 +257,7 @@ def _run(
         },
         "frozen": frozen_parameters(policy),
         "final_eval": dict(zip(names, curve.returns[-1], strict=True)),
+        "device": device_record(model.device),
         "versions": versions(),
         "command": sys.argv,
         "wall_time_s": round(time.time() - started, 2),

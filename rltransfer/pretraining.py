@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch as th
 
 from rltransfer import normalization
 from rltransfer.checkpoint import SOURCE_OBS_FILE, save_checkpoint
+from rltransfer.devices import device_record, resolve_device
 from rltransfer.domain import collect_observations
 from rltransfer.envs import Family, FiniteGuard, Variant, make_eval_env
 from rltransfer.envs.multitask import make_task_vec_env
@@ -60,7 +62,7 @@ def pretrain(
     out: str | Path | None = None,
     overwrite: bool = False,
     progress: bool = False,
-    device: str = "cpu",
+    device: str | th.device = "cpu",
     verbose: int = 0,
 ) -> PretrainResult:
     """Train a PPO source policy; with ``out``, write ``model.zip``, ``manifest.json``, logs and curves.
@@ -77,11 +79,12 @@ def pretrain(
     hp = resolve_hyperparams(fam.name, overrides)
     if seed < 0:
         raise UserError(f"seed must be >= 0, got {seed}")
+    dev = resolve_device(device)
     out_path = Path(out) if out is not None else None
     if out_path is None:
-        return _train(fam, var, seed, hp, None, progress, device, verbose)
+        return _train(fam, var, seed, hp, None, progress, dev, verbose)
     with staging_dir(out_path, overwrite=overwrite) as staging:
-        return _train(fam, var, seed, hp, staging, progress, device, verbose, final=out_path)
+        return _train(fam, var, seed, hp, staging, progress, dev, verbose, final=out_path)
 
 
 def _train(
@@ -91,7 +94,7 @@ def _train(
     hp: dict[str, Any],
     staging: Path | None,
     progress: bool,
-    device: str,
+    device: th.device,
     verbose: int,
     final: Path | None = None,
 ) -> PretrainResult:
@@ -140,6 +143,7 @@ def _train(
         },
         "curve": {"steps": curve.steps, "returns": [r[0] for r in curve.returns]},
         "obs_normalization": normalization.stats_of(env),
+        "device": device_record(model.device),
         "versions": versions(),
         "command": sys.argv,
         "wall_time_s": round(time.time() - started, 2),

@@ -393,6 +393,10 @@ def test_device_cpu_is_honoured_explicitly(tiny: dict[str, Any]) -> None:
     assert all(p.device.type == "cpu" for p in source.model.policy.parameters())
     target = finetune("cartpole", ["long"], None, "scratch", timesteps=64, hyperparams=tiny, device="cpu")
     assert target.model.device == th.device("cpu")
+    # The manifests say where each trained (``auto`` resolves before training: SB3 would fall back silently).
+    assert source.manifest["device"] == target.manifest["device"] == {"type": "cpu", "name": "cpu"}
+    auto = finetune("cartpole", ["long"], None, "scratch", timesteps=64, hyperparams=tiny, device="auto")
+    assert auto.manifest["device"]["type"] == ("cuda" if th.cuda.is_available() else "cpu")
 
 
 def test_lean_path_is_taken_only_where_it_is_exact() -> None:

@@ -136,6 +136,16 @@ CASES: list[tuple[str, Callable[[dict[str, Path]], list[str]], str]] = [
                                            "--out", str(w["root"] / "t8")], "no variant 'nope'"),
     ("transfer-no-source", lambda w: ["transfer", "--family", "cartpole", "--targets", "long", "--strategy", "finetune",
                                       "--out", str(w["root"] / "t9")], "--source"),
+    ("yaml-bad-device", lambda w: ["run", spec_file(w["root"], GOOD_YAML + "device: gpu\n"), "--out", str(w["root"] / "n3")],
+     "not a torch device"),
+    ("run-bad-device", lambda w: ["run", str(w["good"]), "--device", "gpu", "--out", str(w["root"] / "n4")], "not a torch device"),
+    ("run-missing-gpu", lambda w: ["run", str(w["good"]), "--device", "cuda:99", "--out", str(w["root"] / "n5")], "--device cuda:99"),
+    ("run-ray-gpu-unreserved", lambda w: ["run", str(w["good"]), "--backend", "ray", "--device", "cuda", "--out", str(w["root"] / "n6")],
+     "--gpus-per-run > 0"),
+    ("pretrain-missing-gpu", lambda w: ["pretrain", "--family", "cartpole", "--device", "cuda:99", "--out", str(w["root"] / "p9")],
+     "--device cuda:99"),
+    ("transfer-bad-device", lambda w: ["transfer", "--family", "cartpole", "--targets", "long", "--strategy", "scratch",
+                                       "--device", "gpu", "--out", str(w["root"] / "t10")], "not a torch device"),
     ("report-not-an-experiment", lambda w: ["report", str(w["root"])], "holds no experiment.json"),
 ]  # fmt: skip
 

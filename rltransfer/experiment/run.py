@@ -6,6 +6,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
 from pathlib import Path
 
+from rltransfer.devices import parse_device, resolve_device
 from rltransfer.errors import UserError
 from rltransfer.experiment.progress import GridProgress
 from rltransfer.experiment.report import build_report
@@ -37,6 +38,7 @@ def run_experiment(
     backend: str = "local",
     address: str | None = None,
     gpus_per_run: float = 0.0,
+    device: str | None = None,
 ) -> tuple[GridResult, Path | None]:
     """Run every (arm, seed) of ``spec`` and write the report; returns the grid result and report dir.
 
@@ -44,6 +46,8 @@ def run_experiment(
     ``backend="ray"`` runs source pretraining and every run as Ray tasks (``rltransfer.experiment.ray_backend``)
     on the cluster at ``address`` (``"auto"`` or ``HOST:PORT``; ``None`` starts a private local Ray
     instance with ``workers`` CPUs), each reserving one CPU and ``gpus_per_run`` GPUs.
+    ``device`` (default: the spec's ``device``, else ``cpu``) is the torch device every run trains
+    on; the local backend checks that this machine has it before anything is written.
     """
     if backend not in BACKENDS:
         raise UserError(f"--backend must be one of {', '.join(BACKENDS)}, got '{backend}'")
@@ -51,15 +55,16 @@ def run_experiment(
         raise UserError("--address and --gpus-per-run apply to the Ray backend only; add --backend ray")
     if gpus_per_run < 0:
         raise UserError(f"--gpus-per-run must be >= 0, got {gpus_per_run}")
-    if backend == "ray":
-        from rltransfer.experiment.ray_backend import require_ray
-
-        require_ray()
     spec = spec if isinstance(spec, ExperimentSpec) else load_spec(spec)
     if seeds is not None:
         if seeds <= 0:
             raise UserError(f"--seeds must be a positive integer, got {seeds}")
         spec = replace(spec, seeds=tuple(range(seeds)))
+    spec = _with_device(spec, device, backend, gpus_per_run)
+    if backend == "ray":
+        from rltransfer.experiment.ray_backend import require_ray
+
+        require_ray()
     n_workers = workers if workers is not None else default_workers()
     if n_workers <= 0:
         raise UserError(f"--workers must be a positive integer, got {n_workers}")
@@ -92,6 +97,19 @@ def run_experiment(
                 result = run_grid(spec, out_dir, source, n_workers, on_event=display)
         report = _report(out_dir, spec, result)
     return result, report
+
+
+def _with_device(spec: ExperimentSpec, device: str | None, backend: str, gpus_per_run: float) -> ExperimentSpec:
+    """The spec with the device its runs train on, checked where it can be from here."""
+    wanted = spec.device if device is None else device
+    if backend != "ray":
+        return replace(spec, device=str(resolve_device(wanted)))  # auto: the same answer for every run
+    parsed = parse_device(wanted)  # the workers' GPUs are not visible from the driver
+    if parsed != "auto" and parsed.type == "cuda" and not gpus_per_run:
+        raise UserError(
+            f"--device {wanted} on Ray needs --gpus-per-run > 0: Ray hides the GPUs from tasks that reserve none"
+        )
+    return replace(spec, device=wanted)
 
 
 def _report(out: Path, spec: ExperimentSpec, result: GridResult) -> Path | None:

@@ -146,6 +146,7 @@ def pretrain_source(spec: ExperimentSpec, source_dir: Path, progress: bool) -> N
         out=source_dir,
         overwrite=False,
         progress=progress,
+        device=spec.device,
     )
 
 
@@ -185,6 +186,7 @@ def execute_job(job: Job, spec: ExperimentSpec, source: str | None) -> dict[str,
             out=job.run_dir,
             overwrite=False,
             forgetting=spec.forgetting,
+            device=spec.device,
         )
     except Exception:
         return {"ok": False, "traceback": traceback.format_exc(), "seconds": time.time() - started}

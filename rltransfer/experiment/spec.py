@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import yaml
 
+from rltransfer.devices import parse_device
 from rltransfer.envs import Family, Task, Variant
 from rltransfer.errors import UserError
 from rltransfer.hyperparams import resolve_hyperparams
@@ -36,7 +37,10 @@ TOP_KEYS = {
     "hyperparams",
     "forgetting",
     "description",
+    "device",
 }
+# How a run executes, not what it measures: runs that differ only in these compare (and resume).
+EXECUTION_KEYS = ("seeds", "description", "device")
 SOURCE_KEYS = {"variant", "params", "timesteps", "seed", "checkpoint", "hyperparams"}
 EVAL_KEYS = {"freq", "episodes"}
 ARM_KEYS = {"name", "strategy"} | OPTIONS
@@ -83,6 +87,7 @@ class ExperimentSpec:
     forgetting: bool
     raw: dict[str, Any] = field(compare=False, repr=False)
     path: Path | None = None
+    device: str = "cpu"  # torch device of every run (``rltransfer.devices``); the CLI's --device overrides it
 
     @property
     def task_names(self) -> list[str]:
@@ -99,8 +104,8 @@ class ExperimentSpec:
         }
 
     def fingerprint(self) -> str:
-        """Hash of everything but the seeds: runs of the same fingerprint are comparable."""
-        body = {k: v for k, v in self.raw.items() if k not in ("seeds", "description")}
+        """Hash of everything but the seeds and execution settings: runs of the same fingerprint are comparable."""
+        body = {k: v for k, v in self.raw.items() if k not in EXECUTION_KEYS}
         return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -250,6 +255,11 @@ def parse_spec(raw: Any, where: str = "spec", lines: dict[str, int] | None = Non
     mode = raw.get("mode", "multitask")
     if mode not in ("multitask", "per-target"):
         raise ctx.fail("mode", f"mode '{mode}' unknown; use 'multitask' or 'per-target'")
+    device = str(raw.get("device", "cpu"))
+    try:
+        parse_device(device)  # syntax only: whether the machine has it is checked where runs execute
+    except UserError as e:
+        raise ctx.fail("device", str(e)) from None
     return ExperimentSpec(
         name=name,
         family=family,
@@ -265,6 +275,7 @@ def parse_spec(raw: Any, where: str = "spec", lines: dict[str, int] | None = Non
         hyperparams=overrides,
         forgetting=bool(raw.get("forgetting", True)),
         raw=raw,
+        device=device,
     )
 
 

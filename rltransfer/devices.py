@@ -1,0 +1,70 @@
+"""Which torch device a run trains on: checked up front, recorded in its manifest.
+
+SB3's ``get_device("cuda")`` quietly falls back to the CPU where CUDA is missing, so a run
+asked to train on a GPU could train on the CPU without a word. Here the request is checked
+before anything is written: ``auto`` picks CUDA where it is available (SB3's meaning), an
+explicit accelerator that is not there is an error naming the fix.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch as th
+
+from rltransfer.errors import UserError
+
+DEVICE_HELP = "cpu (default), cuda, cuda:N or auto (cuda where available, else cpu)"
+
+
+def parse_device(device: str | th.device) -> th.device | Literal["auto"]:
+    """``device`` as a ``torch.device``, or ``"auto"`` (see ``resolve_device``), checking its syntax only.
+
+    For a driver that hands the device to other machines (Ray workers) whose accelerators it
+    cannot see.
+    """
+    text = str(device).strip().lower()
+    if text == "auto":
+        return "auto"
+    try:
+        parsed = th.device(text)
+    except (RuntimeError, ValueError):
+        raise UserError(f"--device '{device}' is not a torch device; use {DEVICE_HELP}") from None
+    if parsed.type not in ("cpu", "cuda", "mps"):
+        raise UserError(f"--device '{device}': rltransfer trains on cpu, cuda or mps; use {DEVICE_HELP}")
+    return parsed
+
+
+def resolve_device(device: str | th.device) -> th.device:
+    """The device a run on this machine trains on; an error where the requested accelerator is missing.
+
+    ``auto``: ``cuda`` where available, else ``cpu``. ``cuda``/``cuda:N`` need a CUDA build of
+    torch and a visible GPU N (``CUDA_VISIBLE_DEVICES`` and Ray's GPU reservation decide which
+    are visible); ``mps`` needs Apple's backend.
+    """
+    parsed = parse_device(device)
+    if parsed == "auto":
+        return th.device("cuda") if th.cuda.is_available() else th.device("cpu")
+    if parsed.type == "cuda":
+        if not th.cuda.is_available():
+            build = "a CPU-only build" if th.version.cuda is None else f"CUDA {th.version.cuda}, but no GPU is visible"
+            raise UserError(
+                f"--device {device}: CUDA is not available here (torch {th.__version__}: {build}); "
+                "use --device cpu, or --device auto to take a GPU only where there is one"
+            )
+        count = th.cuda.device_count()
+        if parsed.index is not None and parsed.index >= count:
+            raise UserError(f"--device {device}: this machine has {count} visible GPU(s) (cuda:0 to cuda:{count - 1})")
+    if parsed.type == "mps" and not th.backends.mps.is_available():
+        raise UserError(f"--device {device}: Apple's MPS backend is not available here; use --device cpu")
+    return parsed
+
+
+def device_record(device: th.device) -> dict[str, Any]:
+    """What a manifest records of the device a run trained on (the GPU's name, for CUDA)."""
+    record: dict[str, Any] = {"type": device.type, "name": str(device)}
+    if device.type == "cuda":
+        index = device.index if device.index is not None else th.cuda.current_device()
+        record["gpu"] = th.cuda.get_device_name(index)
+        record["cuda"] = th.version.cuda
+    return record
