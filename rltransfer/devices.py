@@ -68,3 +68,11 @@ def device_record(device: th.device) -> dict[str, Any]:
         record["gpu"] = th.cuda.get_device_name(index)
         record["cuda"] = th.version.cuda
     return record
+
+
+def device_label(record: dict[str, Any] | None) -> str:
+    """A manifest's device record in a few words: ``cpu``, ``cuda:0 (NVIDIA H100 80GB HBM3)``."""
+    if not record:
+        return "not recorded"
+    gpu = record.get("gpu")
+    return f"{record['name']} ({gpu})" if gpu else str(record["name"])

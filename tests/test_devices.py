@@ -9,7 +9,7 @@ import torch as th
 import yaml
 from specs import grid_spec
 
-from rltransfer.devices import device_record, parse_device, resolve_device
+from rltransfer.devices import device_label, device_record, parse_device, resolve_device
 from rltransfer.errors import UserError
 from rltransfer.experiment.run import _with_device
 from rltransfer.experiment.spec import load_spec, parse_spec
@@ -57,8 +57,11 @@ def test_with_cuda_auto_is_cuda_and_indices_are_checked(monkeypatch: pytest.Monk
         resolve_device("cuda:2")
 
 
-def test_record_of_a_cpu_run() -> None:
+def test_record_of_a_cpu_run_and_labels() -> None:
     assert device_record(th.device("cpu")) == {"type": "cpu", "name": "cpu"}
+    assert device_label(device_record(th.device("cpu"))) == "cpu"
+    assert device_label({"type": "cuda", "name": "cuda:1", "gpu": "NVIDIA H200"}) == "cuda:1 (NVIDIA H200)"
+    assert device_label(None) == "not recorded"  # manifests written before devices were recorded
 
 
 def test_spec_device_key_is_checked_and_not_part_of_the_fingerprint(tmp_path: Path) -> None:

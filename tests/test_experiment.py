@@ -96,8 +96,16 @@ def test_grid_runs_reports_and_resumes(tmp_path: Path) -> None:
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["source"]["zip_sha256"] == json.loads((out / "source" / "manifest.json").read_text())["zip_sha256"]
     assert manifest["forgetting"] is not None and manifest["forgetting"]["drop"] == 0.0  # frozen trunk
+    assert manifest["device"] == {"type": "cpu", "name": "cpu"}
     md = (report / "report.md").read_text()
     assert "## long" in md and "## mine" in md and "Source-task forgetting" in md
+    assert json.loads((report / "summary.json").read_text())["meta"]["trained on"] == "cpu (8 runs)"
+    # A grid resumed on another device says so in its report.
+    on_gpu = {**manifest, "device": {"type": "cuda", "name": "cuda", "gpu": "NVIDIA H100", "cuda": "12.8"}}
+    (run / "manifest.json").write_text(json.dumps(on_gpu))
+    meta = json.loads((build_report(out) / "summary.json").read_text())["meta"]
+    assert meta["trained on"] == "cpu (7 runs), cuda (NVIDIA H100) (1 run)"
+    (run / "manifest.json").write_text(json.dumps(manifest))
     with np.load(report / "curves.npz") as data:
         assert data["scratch"].shape == (2, 2, len(data["steps"]))
         assert data["zero-shot"].shape == data["scratch"].shape

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from rltransfer.checkpoint import MANIFEST_FILE
+from rltransfer.devices import device_label
 from rltransfer.errors import UserError
 from rltransfer.experiment.runner import Job, plan_jobs
 from rltransfer.experiment.spec import ExperimentSpec
@@ -26,6 +28,7 @@ class Collected:
     feature_mmd: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # arm -> task -> (runs, 2)
     missing: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    devices: Counter[str] = field(default_factory=Counter)  # where the finished runs trained, with counts
 
 
 def nominal_grid(timesteps: int, eval_freq: int) -> np.ndarray:
@@ -61,9 +64,12 @@ def collect(spec: ExperimentSpec, out: Path) -> Collected:
     """
     per_arm: dict[str, dict[int, list[tuple[np.ndarray, np.ndarray, dict]]]] = {}
     missing, failed = [], []
+    devices: Counter[str] = Counter()
     for job in plan_jobs(spec, out):
         if job.finished:
-            per_arm.setdefault(job.arm.name, {}).setdefault(job.seed, []).append(_load_run(job))
+            run = _load_run(job)
+            per_arm.setdefault(job.arm.name, {}).setdefault(job.seed, []).append(run)
+            devices[device_label(run[2].get("device"))] += 1
         elif job.failed_marker.exists():
             failed.append(str(job.run_dir))
         else:
@@ -99,4 +105,4 @@ def collect(spec: ExperimentSpec, out: Path) -> Collected:
         manifest = runs[complete[0]][0][2]
         src = (manifest.get("source") or {}).get("manifest") or {}
         source_steps[arm.name] = float(src.get("timesteps", 0)) if arm.strategy.uses_source else 0.0
-    return Collected(steps, curves, seeds, forgetting, source_steps, feature_mmd, missing, failed)
+    return Collected(steps, curves, seeds, forgetting, source_steps, feature_mmd, missing, failed, devices)

@@ -121,6 +121,8 @@ def build_report(out: str | Path, spec: ExperimentSpec | None = None) -> Path:
         "evaluation": f"every {spec.eval_freq} steps, {spec.eval_episodes} deterministic episodes per task",
         "source pretraining steps": max(data.source_steps.values(), default=0),
         "spec": str(spec.path or out / EXPERIMENT_FILE),
+        # One device is the rule; a grid resumed elsewhere says so (numbers then differ by rounding).
+        "trained on": ", ".join(f"{d} ({n} run{'s' * (n != 1)})" for d, n in sorted(data.devices.items())),
     }
     if data.failed:
         meta["FAILED runs (excluded)"] = ", ".join(data.failed)
