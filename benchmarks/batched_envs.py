@@ -76,7 +76,9 @@ def rollout_rate(env: VecEnv, rollouts: int) -> Callable[[], float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--families", nargs="+", default=["cartpole", "acrobot", "mountaincar", "pendulum"])
+    parser.add_argument(
+        "--families", nargs="+", default=["cartpole", "acrobot", "mountaincar", "pendulum", "mountaincarcontinuous"]
+    )
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--steps", type=int, default=200, help="vector steps per env-stepping measurement")
     parser.add_argument("--rollouts", type=int, default=3, help="rollouts (of 32 x 64 steps) per measurement")

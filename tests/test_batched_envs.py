@@ -18,7 +18,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 from rltransfer.ppo import TransferPPO
 
 # Steps per family: enough for terminations and time-limit truncations in both halves of the envs.
-STEPS = {"cartpole": 1100, "acrobot": 1100, "mountaincar": 450, "pendulum": 420}
+STEPS = {"cartpole": 1100, "acrobot": 1100, "mountaincar": 450, "pendulum": 420, "mountaincarcontinuous": 2100}
 
 
 def scripted_actions(family: str, obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -26,6 +26,10 @@ def scripted_actions(family: str, obs: np.ndarray, rng: np.random.Generator) -> 
     n = obs.shape[0]
     if family == "pendulum":  # beyond the torque bound, so clipping is exercised too
         return rng.uniform(-3.0, 3.0, size=(n, 1)).astype(np.float32)
+    if family == "mountaincarcontinuous":  # even: full power along the velocity (reaches the goal)
+        push = np.where(obs[:, 1:2] >= 0, 1.0, -1.0)
+        random = rng.uniform(-1.5, 1.5, size=(n, 1))  # beyond the bounds: the force clips
+        return np.where(np.arange(n)[:, None] % 2 == 0, push, random).astype(np.float32)
     if family == "cartpole":
         control = obs[:, 2] + 0.5 * obs[:, 3] + 0.01 * obs[:, 0] + 0.1 * obs[:, 1] > 0
     elif family == "acrobot":  # pumps energy: swings up within ~100 steps
@@ -173,3 +177,59 @@ def test_scalar_square_matches_numpy_scalar_power(dtype: type) -> None:
     x = np.random.default_rng(0).uniform(-50, 50, 20_000).astype(dtype)
     expected = np.array([v**2 for v in x], dtype=dtype)
     np.testing.assert_array_equal(scalar_square(x), expected, strict=True)
+
+
+def _landing_on_the_goal(env: Any, action: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A float32 state from which one step lands within an ulp or two of 0.45's float32 rounding."""
+    target = np.float32(0.45) + np.float32(rng.integers(-2, 3)) * np.spacing(np.float32(0.45))
+    velocity = np.float32(rng.uniform(0.0, 0.02))
+    position = target
+    for _ in range(6):  # the step's velocity barely depends on the position: a fixed point
+        env.state = np.array([position, velocity], dtype=np.float32)
+        new_velocity = env.step(action)[0][1]
+        position = np.float32(target - new_velocity)
+    return np.array([position, velocity], dtype=np.float64)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_mountaincarcontinuous_step_matches_at_the_precision_edges(dtype: type) -> None:
+    """One step from crafted states (both precisions of the single env's state, values a few ulps
+    from every bound it compares against, steps that land on the goal's float32 rounding) equals
+    ``Continuous_MountainCarEnv.step`` bit for bit."""
+    from rltransfer.envs.batched import BatchedMountainCarContinuous
+
+    rng = np.random.default_rng(1)
+    n, f32 = 4000, np.float32
+
+    def near(value: float, size: int) -> np.ndarray:
+        ulps = rng.integers(-3, 4, size).astype(f32)
+        return (f32(value) + ulps * np.spacing(f32(value))).astype(np.float64)
+
+    position = np.concatenate(
+        [near(0.45, n // 4), near(-1.2, n // 4), near(0.6, n // 4), rng.uniform(-1.2, 0.6, n // 4)]
+    )
+    velocity = rng.permutation(
+        np.concatenate([rng.uniform(-1e-6, 1e-6, n // 2), near(0.07, n // 4), -near(0.07, n // 4)])
+    )
+    fresh = rng.random(n) < 0.5  # reset's float64 state; otherwise a step's float32 one
+    position = np.where(fresh, position + rng.uniform(-1e-9, 1e-9, n), position.astype(f32))
+    velocity = np.where(fresh, velocity, velocity.astype(f32))  # a step's state holds float32 values
+    actions = rng.uniform(-1.3, 1.3, (n, 1)).astype(dtype)
+    actions[: n // 8] = 0.0  # no engine: only the hill moves the car
+    power = rng.choice([0.0009, 0.0015, 0.004], n)
+    env = BatchedMountainCarContinuous([{"power": p} for p in power], max_episode_steps=999)
+    landing = np.arange(n - n // 8, n)  # the last eighth: float32 states one step short of the goal
+    fresh[landing] = False
+    for i in landing:
+        position[i], velocity[i] = _landing_on_the_goal(env.envs[i].unwrapped, actions[i], rng)
+    env.state = np.stack((position, velocity), axis=1)
+    env._elapsed = np.where(fresh, 0, 5)
+    state, rewards, terminated = env._dynamics(env._check_actions(actions))
+    for i in range(n):
+        single = env.envs[i].unwrapped
+        single.state = np.array([position[i], velocity[i]], dtype=np.float64 if fresh[i] else np.float32)
+        obs, reward, term, _, _ = single.step(actions[i])
+        np.testing.assert_array_equal(state[i].astype(np.float32), obs, strict=True, err_msg=f"row {i}")
+        assert (rewards[i], terminated[i]) == (reward, term), i
+    on_goal = state[landing, 0].astype(f32) == f32(0.45)
+    assert on_goal.sum() >= 50 and terminated[landing][on_goal].any()  # the case float64 would miss

@@ -20,12 +20,13 @@ from rltransfer.envs.batched.acrobot import BatchedAcrobot
 from rltransfer.envs.batched.base import BatchedFamilyVecEnv, scalar_square
 from rltransfer.envs.batched.cartpole import BatchedCartPole
 from rltransfer.envs.batched.mountain_car import BatchedMountainCar
+from rltransfer.envs.batched.mountain_car_continuous import BatchedMountainCarContinuous
 from rltransfer.envs.batched.pendulum import BatchedPendulum
 from rltransfer.envs.family import Family, Variant
 
 BATCHED: dict[str, type[BatchedFamilyVecEnv]] = {
     f"{cls.env_class.__module__}:{cls.env_class.__name__}": cls
-    for cls in (BatchedCartPole, BatchedAcrobot, BatchedMountainCar, BatchedPendulum)
+    for cls in (BatchedCartPole, BatchedAcrobot, BatchedMountainCar, BatchedMountainCarContinuous, BatchedPendulum)
 }
 
 
@@ -63,6 +64,7 @@ __all__ = [
     "BatchedCartPole",
     "BatchedFamilyVecEnv",
     "BatchedMountainCar",
+    "BatchedMountainCarContinuous",
     "BatchedPendulum",
     "batched_class",
     "make_batched_vec_env",
