@@ -1,11 +1,12 @@
 """Quality bar for source pretraining (issue: foundation).
 
-CartPole must reach an evaluation return >= 475 within 100k steps on seed 0; Acrobot >= -100
-and Pendulum >= -250 within the budgets in rltransfer/ppo.yml. Prints, per family,
+CartPole must reach an evaluation return >= 475 within 100k steps on seed 0; Acrobot >= -100,
+Pendulum >= -250, MountainCar >= -110 (the RL Zoo's score) and MountainCarContinuous >= 90
+within the budgets in rltransfer/ppo.yml. Prints, per family,
 the first evaluation step at or above the bar, the best and the final evaluation; exits 1 if a
 bar is missed.
 
-    python benchmarks/pretrain_quality.py [--families cartpole acrobot pendulum] [--seed 0]
+    python benchmarks/pretrain_quality.py [--families cartpole mountaincar ...] [--seed 0]
 """
 
 from __future__ import annotations
@@ -20,7 +21,13 @@ import torch
 from rltransfer.hyperparams import resolve_hyperparams
 from rltransfer.pretraining import pretrain
 
-BARS = {"cartpole": (475.0, 100_000), "acrobot": (-100.0, None), "pendulum": (-250.0, None)}
+BARS = {
+    "cartpole": (475.0, 100_000),
+    "acrobot": (-100.0, None),
+    "pendulum": (-250.0, None),
+    "mountaincar": (-110.0, None),
+    "mountaincarcontinuous": (90.0, None),
+}
 
 
 def main() -> int:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from rltransfer.envs.batched.base import BatchedFamilyVecEnv
+from rltransfer.envs.batched.base import BatchedFamilyVecEnv, clip
 from rltransfer.envs.mountain_car import MountainCarFamilyEnv
 
 
@@ -26,9 +26,9 @@ class BatchedMountainCar(BatchedFamilyVecEnv):
         position, velocity = self.state[:, 0], self.state[:, 1]
         # ``velocity += a + b`` adds the right-hand side's sum; math.cos and np.cos agree (libm).
         velocity = velocity + ((actions - 1) * self._force + np.cos(3 * position) * (-self._gravity))
-        velocity = np.clip(velocity, -self._max_speed, self._max_speed)
+        velocity = clip(velocity, -self._max_speed, self._max_speed)
         position = position + velocity
-        position = np.clip(position, self._min_position, self._max_position)
+        position = clip(position, self._min_position, self._max_position)
         velocity = np.where((position == self._min_position) & (velocity < 0), 0.0, velocity)
         terminated = (position >= self._goal_position) & (velocity >= self._goal_velocity)
         return np.stack((position, velocity), axis=1), np.full(self.num_envs, -1.0), terminated

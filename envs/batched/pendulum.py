@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from rltransfer.envs.batched.base import BatchedFamilyVecEnv, scalar_square
+from rltransfer.envs.batched.base import BatchedFamilyVecEnv, clip, scalar_square
 from rltransfer.envs.pendulum import PendulumFamilyEnv
 
 
@@ -26,14 +26,14 @@ class BatchedPendulum(BatchedFamilyVecEnv):
         th, thdot = self.state[:, 0], self.state[:, 1]
         # The single env keeps the action's dtype (float32 from SB3): a Python float times a
         # float32 scalar is a float32 product, so the torque term is computed in that dtype.
-        u = np.clip(actions[:, 0], -self._max_torque, self._max_torque)
+        u = clip(actions[:, 0], -self._max_torque, self._max_torque)
         if not np.issubdtype(u.dtype, np.floating):
             u = u.astype(np.float64)
         angle = ((th + np.pi) % (2 * np.pi)) - np.pi
         costs = scalar_square(angle) + 0.1 * scalar_square(thdot) + 0.001 * scalar_square(u)
         torque_term = self._torque_coef.astype(u.dtype) * u
         newthdot = thdot + (self._gravity_coef * np.sin(th) + torque_term) * self._dt
-        newthdot = np.clip(newthdot, -self._max_speed, self._max_speed)
+        newthdot = clip(newthdot, -self._max_speed, self._max_speed)
         newth = th + newthdot * self._dt
         return np.stack((newth, newthdot), axis=1), -costs, np.zeros(self.num_envs, dtype=bool)
 
