@@ -21,6 +21,7 @@ class BatchedCartPole(BatchedFamilyVecEnv):
         self._tau = float(self._shared("tau"))
         self._x_threshold = float(self._shared("x_threshold"))
         self._theta_threshold = float(self._shared("theta_threshold_radians"))
+        self._rewards = np.ones(self.num_envs, dtype=np.float64)  # every step's (read, never written)
 
     def _dynamics(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         s, tau = self.state, self._tau
@@ -44,8 +45,9 @@ class BatchedCartPole(BatchedFamilyVecEnv):
             | (theta < -self._theta_threshold)
             | (theta > self._theta_threshold)
         )
-        state = np.stack((x, x_dot, theta, theta_dot), axis=1)
-        return state, np.ones(self.num_envs, dtype=np.float64), terminated
+        state = np.empty_like(s)  # column by column: a third of np.stack's time on 64 rows
+        state[:, 0], state[:, 1], state[:, 2], state[:, 3] = x, x_dot, theta, theta_dot
+        return state, self._rewards, terminated
 
     def _observe(self) -> np.ndarray:
         return self.state.astype(np.float32)
