@@ -6,7 +6,9 @@ measurements, each alternating the two envs (A, B, A, B, ...) and reporting medi
 
 * env stepping: random valid actions, ``VecEnv.step`` only;
 * rollout collection: ``TransferPPO.collect_rollouts`` with a multi-task policy (training
-  switched off), i.e. env stepping plus policy forward and SB3's buffer bookkeeping.
+  switched off), i.e. env stepping plus policy forward and SB3's buffer bookkeeping; both
+  envs run rltransfer's lean rollout code, and a third arm runs SB3's own code
+  (``model.lean = False``) on the ``DummyVecEnv``: what a plain SB3 user's rollouts cost.
 
 Ratios are medians of per-round ratios (each round measures both envs back to back), which
 stay meaningful when other processes share the machine.
@@ -59,9 +61,10 @@ def step_rate(env: VecEnv, steps: int) -> Callable[[], float]:
     return run
 
 
-def rollout_rate(env: VecEnv, rollouts: int) -> Callable[[], float]:
+def rollout_rate(env: VecEnv, rollouts: int, lean: bool = True) -> Callable[[], float]:
     """Env steps per second of PPO rollout collection (32 steps per sub-env, no training)."""
     model = TransferPPO(MultiTaskActorCriticPolicy, env, n_steps=32, batch_size=256, seed=0, device="cpu")
+    model.lean = lean
     model.train = lambda: None  # type: ignore[method-assign]
     model.learn(32 * env.num_envs)  # warm-up and _setup_learn
     total = rollouts * 32 * env.num_envs
@@ -86,21 +89,25 @@ def main() -> int:
     torch.set_num_threads(1)
     print(f"machine: {machine()}; torch threads 1; 64 sub-envs (4 tasks x 16); {args.repeats} alternating rounds")
     print("rates: medians; ratios: medians of per-round ratios")
-    print("| family | env step: Dummy | batched | ratio | rollout: Dummy | batched | ratio |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| family | env step: Dummy | batched | ratio | rollout: Dummy | batched | ratio | plain SB3 | ratio |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for family in args.families:
-        dummy, batched = build(family, False), build(family, True)
+        dummy, batched, plain = build(family, False), build(family, True), build(family, False)
         steps = alternate(
             {"dummy": step_rate(dummy, args.steps), "batched": step_rate(batched, args.steps)}, args.repeats
         )
-        rolls = alternate(
-            {"dummy": rollout_rate(dummy, args.rollouts), "batched": rollout_rate(batched, args.rollouts)}, args.repeats
-        )
+        arms = {
+            "dummy": rollout_rate(dummy, args.rollouts),
+            "batched": rollout_rate(batched, args.rollouts),
+            "sb3": rollout_rate(plain, args.rollouts, lean=False),
+        }
+        rolls = alternate(arms, args.repeats)
         cells = []
         for results in (steps, rolls):
             dummy_rate, batched_rate = (statistics.median(results[k]) for k in ("dummy", "batched"))
             cells.append(f"{dummy_rate:,.0f} | {batched_rate:,.0f} | {paired_ratio(results, 'batched', 'dummy'):.1f}x")
-        print(f"| {family} | {cells[0]} | {cells[1]} |", flush=True)
+        sb3 = f"{statistics.median(rolls['sb3']):,.0f} | {paired_ratio(rolls, 'batched', 'sb3'):.1f}x"
+        print(f"| {family} | {cells[0]} | {cells[1]} | {sb3} |", flush=True)
     print("(env steps per second)")
     return 0
 
