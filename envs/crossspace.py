@@ -114,14 +114,15 @@ def make_cross_vec_env(
     tasks: Sequence[Task],
     n_envs_per_task: int = 1,
     seed: int | None = None,
-    task_id: int | None = None,
+    task_id: int | Sequence[int] | None = None,
 ) -> VecEnv:
-    """All ``tasks`` (or only ``task_id``'s, for evaluation) padded into one task-tagged ``DummyVecEnv``.
+    """All ``tasks`` (or only ``task_id``'s, or those listed, for evaluation) padded into one
+    task-tagged ``DummyVecEnv``, task-major.
 
     The env has ``task_names``, ``env_task_ids`` and ``spaces`` (``PaddedSpaces``) attributes.
     """
     spaces = padded_spaces(tasks)
-    ids = range(len(tasks)) if task_id is None else [task_id]
+    ids = range(len(tasks)) if task_id is None else [task_id] if isinstance(task_id, int) else list(task_id)
 
     def factory(k: int) -> Callable[[], gym.Env]:
         return lambda: TaskIdWrapper(PadTask(Monitor(tasks[k].family.make(tasks[k].variant)), spaces), k, len(tasks))

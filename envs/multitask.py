@@ -69,12 +69,14 @@ def make_multitask_vec_env(
     seed: int | None = None,
     monitor: bool = True,
     batched: bool = True,
+    n_tasks: int | None = None,
 ) -> VecEnv:
     """``n_envs_per_task`` task-id tagged sub-envs of each variant in one ``VecEnv``.
 
     Sub-environments are ordered task-major (task 0's envs first). The returned env has
     ``task_names`` and ``env_task_ids`` attributes for per-task logging. ``batched=False``
-    forces a ``DummyVecEnv`` (identical trajectories, slower).
+    forces a ``DummyVecEnv`` (identical trajectories, slower). ``n_tasks``: the size of the
+    task-id space when it holds more tasks than ``variants`` (default: one per variant).
     """
     resolved = [family.variant(v) if isinstance(v, str) else v for v in variants]
     if not resolved:
@@ -84,8 +86,10 @@ def make_multitask_vec_env(
         raise ValueError(f"target variants must be distinct, got {names}")
     if n_envs_per_task < 1:
         raise ValueError(f"n_envs_per_task must be >= 1, got {n_envs_per_task}")
-    n_tasks = len(resolved)
-    task_ids = np.repeat(np.arange(n_tasks), n_envs_per_task)
+    if n_tasks is not None and n_tasks < len(resolved):
+        raise ValueError(f"n_tasks {n_tasks} is fewer than the {len(resolved)} variants")
+    n_tasks = n_tasks or len(resolved)
+    task_ids = np.repeat(np.arange(len(resolved)), n_envs_per_task)
     per_env = [resolved[k] for k in task_ids]
     vec_env = _vec_env(family, per_env, task_ids.tolist(), n_tasks, monitor, batched)
     vec_env.task_names = names  # type: ignore[attr-defined]

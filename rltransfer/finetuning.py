@@ -24,7 +24,7 @@ from rltransfer.devices import device_record, resolve_device
 from rltransfer.domain import DomainAdversarial, FeatureShift
 from rltransfer.envs import Family, FiniteGuard, Task, Variant
 from rltransfer.errors import UserError
-from rltransfer.evaluation import EvalCurve, PerTaskEvalCallback, TaskRolloutLogger, evaluate_tasks
+from rltransfer.evaluation import EvalCurve, PerTaskEvalCallback, TaskEvalEnv, TaskRolloutLogger, evaluate_tasks
 from rltransfer.forgetting import measure_forgetting
 from rltransfer.hyperparams import activation, ppo_kwargs, resolve_hyperparams
 from rltransfer.io import atomic_write_bytes, atomic_write_json, staging_dir, versions
@@ -213,10 +213,9 @@ def _run(
     attach_logger(model, staging / "logs" if staging else None, verbose)
     record_hparams(model, {**hp, "seed": seed, "strategy": strat.name, "transfer": "+".join(sorted(strat.transfer))})
     names = tasks.eval_names
-    eval_envs = {
-        name: normalization.wrap(FiniteGuard(tasks.eval_env(k, hp["eval_episodes"]), name), hp, True, False)
-        for k, name in enumerate(names)
-    }
+    # All tasks' evaluation episodes in one env: the same episodes as task by task, fewer calls.
+    all_tasks = FiniteGuard(tasks.eval_env_all(hp["eval_episodes"]), tasks.describe())
+    eval_envs = TaskEvalEnv(normalization.wrap(all_tasks, hp, True, False), names, hp["eval_episodes"])
     eval_seed = seed + EVAL_SEED_OFFSET
     if strat.train:
         evaluator = PerTaskEvalCallback(eval_envs, hp["eval_freq"], hp["eval_episodes"], eval_seed)

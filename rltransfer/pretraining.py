@@ -112,20 +112,13 @@ def _train(
     )
     attach_logger(model, staging / "logs" if staging else None, verbose)
     record_hparams(model, {**hp, "seed": seed, "family": fam.name, "variant": var.name})
-    evaluator = PerTaskEvalCallback(
-        {
-            var.name: normalization.wrap(
-                FiniteGuard(make_eval_env(fam, var, hp["eval_episodes"]), f"{fam.name}: {var.name}"), hp, False, False
-            )
-        },
-        hp["eval_freq"],
-        hp["eval_episodes"],
-        seed + EVAL_SEED_OFFSET,
+    eval_env = normalization.wrap(
+        FiniteGuard(make_eval_env(fam, var, hp["eval_episodes"]), f"{fam.name}: {var.name}"), hp, False, False
     )
+    evaluator = PerTaskEvalCallback({var.name: eval_env}, hp["eval_freq"], hp["eval_episodes"], seed + EVAL_SEED_OFFSET)
     learn(model, hp["n_timesteps"], [evaluator], progress=progress)
     curve = evaluator.curve
     # States the trained source visits: what domain-adaptive fine-tuning aligns targets with.
-    eval_env = next(iter(evaluator.eval_envs.values()))
     normalization.sync(env, eval_env)
     source_obs = collect_observations(model, eval_env, SOURCE_OBSERVATIONS, seed + EVAL_SEED_OFFSET)
     manifest = {

@@ -89,6 +89,14 @@ class TaskSet:
             return make_eval_env(self.family, self.tasks[k].variant, n_envs, k, len(self.tasks))
         return make_cross_vec_env(self.tasks, n_envs, task_id=k)
 
+    def eval_env_all(self, n_envs: int) -> VecEnv:
+        """``eval_env`` of every evaluated task in one env, task-major: one vector step serves them all."""
+        evaluated = list(range(len(self.eval_names)))
+        if self.single_family:
+            variants = [self.tasks[k].variant for k in evaluated]
+            return make_multitask_vec_env(self.family, variants, n_envs, n_tasks=len(self.tasks))
+        return make_cross_vec_env(self.tasks, n_envs, task_id=evaluated)
+
     def describe(self) -> str:
         return f"{self.family.name}: {', '.join(self.names)}" if self.single_family else ", ".join(self.names)
 
