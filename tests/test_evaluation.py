@@ -25,8 +25,12 @@ def per_task_and_together(tasks: TaskSet, hp: dict, seeds: range) -> list[tuple[
 
 @pytest.mark.parametrize(
     ("family", "targets"),
-    [("cartpole", ["long", "longer", "gravity30"]), ("cartpole", ["cartpole/long", "acrobot/source"])],
-    ids=["one-family", "cross-space"],
+    [
+        ("cartpole", ["long", "longer", "gravity30"]),
+        ("cartpole", ["cartpole/long", "acrobot/source"]),
+        ("cartpole", ["noisy", "delayed"]),  # DummyVecEnv of wrapped envs; the noise is seeded at reset
+    ],
+    ids=["one-family", "cross-space", "observation-shift"],
 )
 def test_categorical_tasks_together_are_bit_identical(family: str, targets: list[str]) -> None:
     tasks = resolve_targets(family, targets)
