@@ -21,7 +21,7 @@ import torch as th
 from rltransfer.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from rltransfer.envs import Family, Task, Variant
 from rltransfer.errors import UserError
-from rltransfer.evaluation import evaluate_tasks
+from rltransfer.evaluation import TaskEvalEnv, evaluate_tasks
 from rltransfer.finetuning import build_model
 from rltransfer.hyperparams import resolve_hyperparams
 from rltransfer.io import atomic_write_json, staging_dir, versions
@@ -133,7 +133,7 @@ def _distill(
                 losses.append(float(loss.item()))
     eval_seed = seed + EVAL_SEED_OFFSET
     episodes = int(hp["eval_episodes"])
-    student_eval = {n: tasks.eval_env(k, episodes) for k, n in enumerate(tasks.names)}
+    student_eval = TaskEvalEnv(tasks.eval_env_all(episodes), tasks.names, episodes)
     student_returns = {t: m for t, (m, _) in evaluate_tasks(student, student_eval, episodes, eval_seed).items()}
     teacher_returns = {
         n: evaluate_tasks(t, {n: source_eval_env(c, fam, tasks.tasks[k].variant, episodes)}, episodes, eval_seed)[n][0]
