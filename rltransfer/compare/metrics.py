@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
-import scipy.integrate
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -80,7 +79,9 @@ def area_under_curve(curves: npt.ArrayLike, steps: npt.ArrayLike) -> FloatArray:
     x = as_steps(steps, data.shape[2])
     if x.size < 2:
         raise ValueError("area_under_curve needs at least two evaluations")
-    area = scipy.integrate.trapezoid(data, x, axis=-1)
+    from scipy.integrate import trapezoid  # here, not at import: scipy.integrate costs every worker ~0.4 s
+
+    area = trapezoid(data, x, axis=-1)
     return np.asarray(area / (x[-1] - x[0]), dtype=np.float64)
 
 
