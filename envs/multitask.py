@@ -88,7 +88,7 @@ def make_multitask_vec_env(
         raise ValueError(f"n_envs_per_task must be >= 1, got {n_envs_per_task}")
     if n_tasks is not None and n_tasks < len(resolved):
         raise ValueError(f"n_tasks {n_tasks} is fewer than the {len(resolved)} variants")
-    n_tasks = n_tasks or len(resolved)
+    n_tasks = len(resolved) if n_tasks is None else n_tasks
     task_ids = np.repeat(np.arange(len(resolved)), n_envs_per_task)
     per_env = [resolved[k] for k in task_ids]
     vec_env = _vec_env(family, per_env, task_ids.tolist(), n_tasks, monitor, batched)

@@ -125,7 +125,7 @@ class PerTaskEvalCallback(BaseCallback):
         super().__init__()
         self.eval_envs = eval_envs if isinstance(eval_envs, TaskEvalEnv) else dict(eval_envs)
         self.eval_freq, self.n_episodes, self.seed = eval_freq, n_episodes, seed
-        names = eval_envs.task_names if isinstance(eval_envs, TaskEvalEnv) else list(eval_envs)
+        names = self.eval_envs.task_names if isinstance(self.eval_envs, TaskEvalEnv) else self.eval_envs
         self.curve = EvalCurve(list(names))
         self._next = 0
 
