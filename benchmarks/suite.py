@@ -4,7 +4,8 @@ For each spec (default: every ``experiments/*.yaml``) the grid is run (or resume
 target and transfer arm, the table gives the time-to-threshold ratio transfer/scratch (mean
 steps; a run that never reaches the threshold counts as the full budget, so such ratios are
 bounds) with a 95% stratified bootstrap CI over seeds, the AUC gain over scratch with its CI,
-and the negative-transfer flag. ``--quick`` scales every budget (source and target) down and
+and the negative-transfer flag; a second table counts, per experiment and arm, the targets
+where transfer was positive, null or NEGATIVE. ``--quick`` scales every budget (source and target) down and
 uses 3 seeds, for a machine-sized pass; the table records the settings actually used.
 
     python benchmarks/suite.py --quick experiments/cartpole.yaml experiments/cartpole-to-classic.yaml
@@ -18,6 +19,7 @@ import copy
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +57,38 @@ def ttt_ratio(arm: np.ndarray, scratch: np.ndarray, budget: float) -> tuple[floa
     return ratio(a, s), low, high
 
 
-def rows_for(spec: ExperimentSpec, out: Path) -> list[str]:
+@dataclass(frozen=True)
+class Row:
+    """One target and transfer arm of one experiment, as the table prints it."""
+
+    experiment: str
+    budget: str
+    task: str
+    arm: str
+    ttt: tuple[float, float, float]  # ratio transfer/scratch, CI low, CI high
+    auc: tuple[float, float, float]  # gain over scratch, CI low, CI high
+    reached: float
+    flag: str  # "positive", "NEGATIVE" or ""
+
+    def line(self) -> str:
+        (r, lo, hi), (d, dlo, dhi) = self.ttt, self.auc
+        return (
+            f"| {self.experiment} | {self.task} | {self.arm} | {r:.2f} [{lo:.2f}, {hi:.2f}] | {d:+.1f} "
+            f"[{dlo:+.1f}, {dhi:+.1f}] | {self.reached:.0%} | {self.flag} |"
+        )
+
+
+def budget_of(spec: ExperimentSpec) -> str:
+    """``source steps -> target steps, seeds`` as run (a given checkpoint: its directory's name)."""
+    if spec.source.checkpoint is not None:
+        source = Path(spec.source.checkpoint).name
+    else:
+        steps = spec.source.timesteps or resolve_hyperparams(spec.family.name)["n_timesteps"]
+        source = f"{steps / 1000:g}k"
+    return f"{source} -> {spec.timesteps / 1000:g}k, {len(spec.seeds)} seeds"
+
+
+def rows_for(spec: ExperimentSpec, out: Path) -> list[Row]:
     report = out / "report"
     summary = json.loads((report / "summary.json").read_text())
     with np.load(report / "curves.npz") as data:
@@ -70,14 +103,43 @@ def rows_for(spec: ExperimentSpec, out: Path) -> list[str]:
         if arm == "scratch" or task == "all tasks":
             continue
         t = spec.task_names.index(task)
-        r, lo, hi = ttt_ratio(ttt[arm][:, t : t + 1], ttt["scratch"][:, t : t + 1], budget)
         d = c["auc_difference"]
         flag = "NEGATIVE" if c["negative_transfer"] else ("positive" if c["positive_transfer"] else "")
         rows.append(
-            f"| {spec.name} | {task} | {arm} | {r:.2f} [{lo:.2f}, {hi:.2f}] | {d['value']:+.1f} "
-            f"[{d['low']:+.1f}, {d['high']:+.1f}] | {c['reached_fraction']:.0%} | {flag} |"
+            Row(
+                spec.name,
+                budget_of(spec),
+                task,
+                arm,
+                ttt_ratio(ttt[arm][:, t : t + 1], ttt["scratch"][:, t : t + 1], budget),
+                (d["value"], d["low"], d["high"]),
+                c["reached_fraction"],
+                flag,
+            )
         )
     return rows
+
+
+def arm_summary(rows: list[Row]) -> list[str]:
+    """Per experiment and arm: on how many targets transfer was positive, null or NEGATIVE.
+
+    The headline at a glance; the per-target table above it has the intervals behind each flag.
+    """
+    lines = [
+        "| experiment | budget (source -> target, seeds) | arm | positive | null | NEGATIVE | AUC gain per target |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    groups: dict[tuple[str, str], list[Row]] = {}
+    for row in rows:
+        groups.setdefault((row.experiment, row.arm), []).append(row)
+    for (experiment, arm), group in groups.items():
+        flags = [row.flag for row in group]
+        gains = " / ".join(f"{row.task} {row.auc[0]:+.0f}" for row in group)
+        lines.append(
+            f"| {experiment} | {group[0].budget} | {arm} | {flags.count('positive')} | {flags.count('')} | "
+            f"{flags.count('NEGATIVE')} | {gains} |"
+        )
+    return lines
 
 
 def main() -> int:
@@ -89,13 +151,7 @@ def main() -> int:
     parser.add_argument("--out", help="also write the table to this markdown file")
     args = parser.parse_args()
     paths = [Path(p) for p in args.specs] or sorted(Path("experiments").glob("*.yaml"))
-    lines = [
-        f"machine: {machine()}, Python {sys.version.split()[0]}; "
-        + (f"quick: budgets x{args.quick}, {args.seeds} seeds" if args.quick else "full budgets"),
-        "",
-        "| experiment | target | arm | TTT ratio transfer/scratch [95% CI] | AUC gain [95% CI] | reached | flag |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
-    ]
+    rows: list[Row] = []
     for path in paths:
         spec = load_spec(path)
         if not all(t.family.available for t in spec.targets):
@@ -110,8 +166,18 @@ def main() -> int:
         if result.failed:
             print(f"{path}: {len(result.failed)} runs failed; rerun to retry", file=sys.stderr)
             continue
-        lines += rows_for(spec, out)
+        rows += rows_for(spec, out)
         print(f"{path}: {time.time() - started:.0f}s", file=sys.stderr, flush=True)
+    lines = [
+        f"machine: {machine()}, Python {sys.version.split()[0]}; "
+        + (f"quick: budgets x{args.quick}, {args.seeds} seeds" if args.quick else "full budgets"),
+        "",
+        "| experiment | target | arm | TTT ratio transfer/scratch [95% CI] | AUC gain [95% CI] | reached | flag |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+        *(row.line() for row in rows),
+        "",
+        *arm_summary(rows),
+    ]
     text = "\n".join(lines)
     print(text)
     if args.out:
