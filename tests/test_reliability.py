@@ -92,6 +92,9 @@ CASES: list[tuple[str, Callable[[dict[str, Path]], list[str]], str]] = [
      "unknown hyperparameter"),
     ("yaml-missing-checkpoint", lambda w: ["run", spec_file(w["root"], GOOD_YAML.replace("source:\n", f"source:\n  checkpoint: {w['root']}/missing.zip\n"))],
      "does not exist"),
+    ("yaml-partial-past-trunk", lambda w: ["run", spec_file(w["root"], GOOD_YAML.replace("source:\n", f"source:\n  checkpoint: {w['src']}\n")
+                                                                        .replace("- freeze", "- partial:9")), "--out", str(w["root"] / "n7")],
+     "only 2 layers"),
     ("run-other-experiment-dir", lambda w: ["run", str(w["other"]), "--out", str(w["exp"]), "--resume"], "different experiment"),
     ("run-finished-without-resume", lambda w: ["run", str(w["good"]), "--out", str(w["exp"])], "--resume"),
     ("run-unwritable-out", lambda w: ["run", str(w["good"]), "--out", str(w["root"] / "file" / "x")], "cannot write"),

@@ -14,7 +14,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from rltransfer.experiment.runner import Job
+from rltransfer.experiment.runner import Job, SourceJob
 
 
 class GridProgress:
@@ -44,7 +44,7 @@ class GridProgress:
     def __exit__(self, *exc: object) -> None:
         self.progress.__exit__(None, None, None)
 
-    def __call__(self, event: str, job: Job, info: dict[str, Any]) -> None:
+    def __call__(self, event: str, job: Job | SourceJob, info: dict[str, Any]) -> None:
         if event == "start":
             self.running += 1
         elif event == "retry":
@@ -57,7 +57,8 @@ class GridProgress:
             self.progress.advance(self.task)
         if event == "failed":
             self.failed += 1
-            last = info.get("traceback", "").strip().splitlines()[-1:] or ["?"]
-            self.console.print(f"[red]run failed:[/red] {job.label}: {last[0]}")
+            last = (info.get("error") or info.get("traceback", "")).strip().splitlines()[-1:] or ["?"]
+            what = "source pretraining failed" if isinstance(job, SourceJob) else "run failed"
+            self.console.print(f"[red]{what}:[/red] {job.label}: {last[0]}")
         status = f"running {self.running}" + (f" · [red]failed {self.failed}[/red]" if self.failed else "")
         self.progress.update(self.task, status=status)

@@ -32,6 +32,7 @@ from rltransfer.experiment.runner import (
     MAX_ATTEMPTS,
     GridResult,
     Job,
+    Notify,
     execute_job,
     pretrain_source,
     record_outcome,
@@ -42,7 +43,6 @@ from rltransfer.io import PARTIAL, atomic_write_json, remove_partials, staging_d
 
 INSTALL_HINT = 'the Ray backend needs Ray: pip install "rltransfer[ray]"'
 Execute = Callable[[Job, ExperimentSpec, str | None], dict[str, Any]]
-Notify = Callable[[str, Job, dict[str, Any]], None]
 
 
 def require_ray() -> Any:

@@ -1,6 +1,9 @@
 """Run an experiment grid: pretrain (or reuse) the source, then every (arm, seed) in parallel workers.
 
-Each run builds its directory as ``<dir>.partial-<pid>-<n>`` and renames it into place when complete,
+With more than one worker, a source still to pretrain is one task of the pool: the runs that do
+not use it (scratch) train on the other workers meanwhile, and the runs that do are queued once
+it is finished and has passed ``preflight`` (a grid's cores would otherwise idle while one of
+them pretrains). Each run builds its directory as ``<dir>.partial-<pid>-<n>`` and renames it into place when complete,
 so a directory ``<out>/<arm>/seed<k>/`` exists only for a finished run; ``--resume`` skips
 those and redoes the rest.
 """
@@ -50,6 +53,20 @@ class Job:
     @property
     def finished(self) -> bool:
         return (self.run_dir / MANIFEST_FILE).exists()
+
+
+@dataclass(frozen=True)
+class SourceJob:
+    """Pretraining the spec's source into ``run_dir``, as one task of the grid's pool."""
+
+    run_dir: Path
+
+    @property
+    def label(self) -> str:
+        return str(self.run_dir)
+
+
+Notify = Callable[[str, "Job | SourceJob", dict[str, Any]], None]
 
 
 @dataclass
@@ -124,19 +141,33 @@ def prepare_out(spec: ExperimentSpec, out: Path, resume: bool) -> None:
 
 def ensure_source(spec: ExperimentSpec, out: Path, progress: bool) -> Path:
     """The source checkpoint: the spec's, or pretrained once into ``<out>/source``."""
+    ready = finished_source(spec, out)
+    if ready is not None:
+        return ready
+    pretrain_source(spec, out / "source", progress)
+    return out / "source"
+
+
+def finished_source(spec: ExperimentSpec, out: Path) -> Path | None:
+    """The source checkpoint if there is one already (the spec's, validated, or pretrained before)."""
     if spec.source.checkpoint is not None:
         load_checkpoint(spec.source.checkpoint)  # validate before any run starts
         return spec.source.checkpoint
     source_dir = out / "source"
-    if not (source_dir / MANIFEST_FILE).exists():
-        pretrain_source(spec, source_dir, progress)
-    return source_dir
+    return source_dir if (source_dir / MANIFEST_FILE).exists() else None
 
 
 def pretrain_source(spec: ExperimentSpec, source_dir: Path, progress: bool) -> None:
-    """Pretrain the spec's source policy into ``source_dir`` (shared by the local and Ray backends)."""
+    """Pretrain the spec's source policy into ``source_dir`` (shared by the local and Ray backends).
+
+    On one torch thread, as every run of the grid: the source's numbers then do not depend on
+    the caller's thread count or on which process pretrains it.
+    """
+    import torch
+
     from rltransfer.pretraining import pretrain
 
+    torch.set_num_threads(1)
     pretrain(
         spec.family,
         spec.source.variant,
@@ -151,9 +182,12 @@ def pretrain_source(spec: ExperimentSpec, source_dir: Path, progress: bool) -> N
 
 
 def preflight(spec: ExperimentSpec, source: Path) -> None:
-    """Apply every arm's transfer to a throwaway model so mapping errors stop the grid before training."""
+    """Apply every arm's transfer and strategy to a throwaway model, so that mapping errors and
+    strategies that do not fit the source's trunk (``partial:N`` past its depth, per-layer rates
+    of another length) stop the grid before any run that uses the source trains."""
     from rltransfer.finetuning import build_model, source_architecture
     from rltransfer.hyperparams import resolve_hyperparams
+    from rltransfer.strategies import configure_strategy
     from rltransfer.transfer import apply_transfer
 
     ckpt = load_checkpoint(source)
@@ -163,8 +197,11 @@ def preflight(spec: ExperimentSpec, source: Path) -> None:
         if arm.strategy.uses_source:
             targets = spec.targets if spec.mode == "multitask" else spec.targets[:1]
             model = build_model(resolve_targets(spec.family, targets), None, hp, seed=0)
-            apply_transfer(model.policy, ckpt, arm.strategy.transfer, arm.strategy.layer_map)
-            model.get_env().close()  # type: ignore[union-attr]
+            try:
+                apply_transfer(model.policy, ckpt, arm.strategy.transfer, arm.strategy.layer_map)
+                configure_strategy(model, arm.strategy, hp["n_timesteps"])
+            finally:
+                model.get_env().close()  # type: ignore[union-attr]
 
 
 def execute_job(job: Job, spec: ExperimentSpec, source: str | None) -> dict[str, Any]:
@@ -193,39 +230,99 @@ def execute_job(job: Job, spec: ExperimentSpec, source: str | None) -> dict[str,
     return {"ok": True, "seconds": time.time() - started}
 
 
+def execute_source(spec: ExperimentSpec, source_dir: Path) -> dict[str, Any]:
+    """Worker entry point: pretrain the source; a ``UserError`` comes back as its message."""
+    started = time.time()
+    try:
+        pretrain_source(spec, source_dir, progress=False)
+    except UserError as e:
+        return {"ok": False, "error": str(e), "seconds": time.time() - started}
+    except Exception:
+        return {"ok": False, "traceback": traceback.format_exc(), "seconds": time.time() - started}
+    return {"ok": True, "seconds": time.time() - started}
+
+
+class SourceGate:
+    """The runs that use a source still being pretrained in the pool, released once it is ready.
+
+    ``done`` takes the source task's outcome and returns the runs to queue; a failed source or a
+    failed ``preflight`` releases none and is kept in ``error``, raised once the runs already in
+    flight have finished (they do not use the source, and are kept).
+    """
+
+    def __init__(self, spec: ExperimentSpec, job: SourceJob, waiting: list[Job]) -> None:
+        self.spec, self.job, self.waiting = spec, job, waiting
+        self.error: Exception | None = None
+
+    def done(self, outcome: dict[str, Any]) -> list[Job]:
+        if not outcome["ok"]:
+            self.error = (
+                UserError(outcome["error"])
+                if "error" in outcome
+                else RuntimeError(f"source pretraining failed:\n{outcome['traceback']}")
+            )
+            return []
+        try:
+            preflight(self.spec, self.job.run_dir)
+        except UserError as e:
+            self.error = e
+            return []
+        waiting, self.waiting = self.waiting, []
+        return waiting
+
+
 def run_grid(
     spec: ExperimentSpec,
     out: Path,
-    source: Path,
+    source: Path | None,
     workers: int,
-    on_event: Callable[[str, Job, dict[str, Any]], None] | None = None,
+    on_event: Notify | None = None,
 ) -> GridResult:
-    """Run every unfinished job, ``workers`` at a time; report events ``start``/``done``/``failed``/``skip``."""
-    result = GridResult(out)
-    notify = on_event or (lambda *_: None)
-    todo = unfinished_jobs(spec, out, result, notify)
-    src = str(source)
+    """Run every unfinished job, ``workers`` at a time; report events ``start``/``done``/``failed``/``skip``.
 
-    def record(job: Job, outcome: dict[str, Any]) -> None:
-        record_outcome(result, job, outcome, notify)
+    ``source=None``: the spec's source is pretrained into ``<out>/source`` first, as a task of the
+    pool beside the runs that don't use it (events for it carry a ``SourceJob``); its failure, or
+    a failed ``preflight``, is raised after the runs in flight have finished.
+    """
+    result = GridResult(out)
+    notify: Notify = on_event or (lambda *_: None)
+    todo: list[Job | SourceJob] = list(unfinished_jobs(spec, out, result, notify))
+    src = str(source if source is not None else out / "source")
+    gate = None
+    if source is None:
+        source_job = SourceJob(out / "source")
+        gate = SourceGate(spec, source_job, [j for j in todo if isinstance(j, Job) and j.arm.strategy.uses_source])
+        todo = [source_job, *(j for j in todo if isinstance(j, Job) and not j.arm.strategy.uses_source)]
+
+    def record(job: Job | SourceJob, outcome: dict[str, Any]) -> list[Job]:
+        """Record an outcome; the runs it releases (the source's, once ready)."""
+        if isinstance(job, Job):
+            record_outcome(result, job, outcome, notify)
+            return []
+        assert gate is not None
+        notify("done" if outcome["ok"] else "failed", job, outcome)
+        return gate.done(outcome)
 
     if workers <= 1:
-        for job in todo:
+        queue = list(todo)
+        while queue and not (gate and gate.error):
+            job = queue.pop(0)
             notify("start", job, {})
-            record(job, execute_job(job, spec, src))
-        return result
-    queue = list(todo)
-    attempts: dict[str, int] = {}
-    while queue:
-        # A pool whose worker died (OOM, kill -9) is broken for every job in it: start a new one and
-        # retry the jobs that were in flight, up to MAX_ATTEMPTS each.
-        queue = _run_pool(queue, workers, spec, src, attempts, record, notify)
+            outcome = execute_job(job, spec, src) if isinstance(job, Job) else execute_source(spec, job.run_dir)
+            queue += record(job, outcome)
+    else:
+        queue = list(todo)
+        attempts: dict[str, int] = {}
+        while queue:
+            # A pool whose worker died (OOM, kill -9) is broken for every job in it: start a new one and
+            # retry the jobs that were in flight, up to MAX_ATTEMPTS each.
+            queue = _run_pool(queue, workers, spec, src, attempts, record, notify, gate)
+    if gate is not None and gate.error is not None:
+        raise gate.error
     return result
 
 
-def unfinished_jobs(
-    spec: ExperimentSpec, out: Path, result: GridResult, notify: Callable[[str, Job, dict[str, Any]], None]
-) -> list[Job]:
+def unfinished_jobs(spec: ExperimentSpec, out: Path, result: GridResult, notify: Notify) -> list[Job]:
     """The jobs still to run; finished ones are recorded as skipped, stale markers and partials removed."""
     todo = []
     for job in plan_jobs(spec, out):
@@ -239,9 +336,7 @@ def unfinished_jobs(
     return todo
 
 
-def record_outcome(
-    result: GridResult, job: Job, outcome: dict[str, Any], notify: Callable[[str, Job, dict[str, Any]], None]
-) -> None:
+def record_outcome(result: GridResult, job: Job, outcome: dict[str, Any], notify: Notify) -> None:
     """Record a run as finished, or as failed with its traceback in ``<run_dir>.failed.json``."""
     if outcome["ok"]:
         result.finished.append(job)
@@ -266,27 +361,35 @@ def _worker_init() -> None:
 
 
 def _run_pool(
-    queue: list[Job],
+    queue: list[Job | SourceJob],
     workers: int,
     spec: ExperimentSpec,
     src: str,
     attempts: dict[str, int],
-    record: Callable[[Job, dict[str, Any]], None],
-    notify: Callable[[str, Job, dict[str, Any]], None],
-) -> list[Job]:
+    record: Callable[[Job | SourceJob, dict[str, Any]], list[Job]],
+    notify: Notify,
+    gate: SourceGate | None,
+) -> list[Job | SourceJob]:
     """Run ``queue`` in one process pool; returns the jobs to retry after the pool broke."""
-    retry: list[Job] = []
+    retry: list[Job | SourceJob] = []
     # spawn: workers start clean (no inherited torch threads or open env handles).
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init) as pool:
-        pending: dict[Future[dict[str, Any]], Job] = {}
+        pending: dict[Future[dict[str, Any]], Job | SourceJob] = {}
         queue = list(queue)
         broken = False
-        while (queue and not broken) or pending:
-            while queue and not broken and len(pending) < workers:
+
+        def stopped() -> bool:
+            return broken or (gate is not None and gate.error is not None)
+
+        while (queue and not stopped()) or pending:
+            while queue and not stopped() and len(pending) < workers:
                 job = queue.pop(0)
                 attempts[job.label] = attempts.get(job.label, 0) + 1
-                pending[pool.submit(execute_job, job, spec, src)] = job
+                if isinstance(job, Job):
+                    pending[pool.submit(execute_job, job, spec, src)] = job
+                else:
+                    pending[pool.submit(execute_source, spec, job.run_dir)] = job
                 notify("start", job, {})
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for fut in done:
@@ -299,11 +402,13 @@ def _run_pool(
                         notify("retry", job, {})
                         retry.append(job)
                         continue
-                    outcome = {
-                        "ok": False,
-                        "traceback": f"worker process died {attempts[job.label]} times running {job.label}",
-                    }
-                record(job, outcome)
+                    died = f"worker process died {attempts[job.label]} times running {job.label}"
+                    outcome = {"ok": False, "traceback": died}
+                    if isinstance(job, SourceJob):
+                        outcome = {"ok": False, "error": f"{died} (out of memory?); rerun with --resume"}
+                queue += record(job, outcome)
+    if gate is not None and gate.error is not None:
+        return []  # the runs left need the source
     return retry + queue
 
 

@@ -1,0 +1,93 @@
+"""A source still to pretrain is a task of the grid's pool: scratch runs train beside it.
+
+The runs that use the source wait for it and for ``preflight``; a failed source or preflight
+stops the grid with its one-line error after the runs in flight, which are kept.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from specs import grid_spec
+
+from rltransfer.checkpoint import load_checkpoint
+from rltransfer.errors import UserError
+from rltransfer.experiment.runner import Job, SourceJob, prepare_out, run_grid
+from rltransfer.experiment.spec import load_spec
+
+
+def _spec(tmp_path: Path, **changes: Any) -> Path:
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(grid_spec("overlap", **changes), sort_keys=False))
+    return path
+
+
+def _finished(out: Path, arm: str) -> list[str]:
+    return sorted(p.parent.name for p in (out / arm).glob("seed*/manifest.json"))
+
+
+def test_scratch_runs_train_while_the_source_pretrains(tmp_path: Path) -> None:
+    spec = load_spec(_spec(tmp_path))
+    out = tmp_path / "grid"
+    prepare_out(spec, out, resume=False)
+    events: list[tuple[str, str, str]] = []
+
+    def record(event: str, job: Job | SourceJob, info: dict[str, Any]) -> None:
+        events.append((event, "source" if isinstance(job, SourceJob) else job.arm.name, job.label))
+
+    result = run_grid(spec, out, None, workers=2, on_event=record)
+    assert result.complete and len(result.finished) == 4
+    assert all(isinstance(j, Job) for j in result.finished)  # the source is not a run of the grid
+    starts = [(arm, i) for i, (event, arm, _) in enumerate(events) if event == "start"]
+    source_done = events.index(("done", "source", str(out / "source")))
+    assert starts[0] == ("source", 0)
+    assert any(arm == "scratch" and i < source_done for arm, i in starts), "no scratch run beside the source"
+    assert all(i > source_done for arm, i in starts if arm == "freeze"), "a run used the source before it was ready"
+    assert (out / "source" / "manifest.json").exists()
+
+
+def test_source_from_the_pool_equals_the_source_pretrained_in_process(tmp_path: Path) -> None:
+    """One torch thread in both: the same weights whichever process pretrains the source."""
+    from rltransfer.experiment.run import run_experiment
+
+    spec = _spec(tmp_path, arms=["scratch"], seeds=1)
+    run_experiment(spec, out=tmp_path / "serial", workers=1, progress=False)
+    run_experiment(spec, out=tmp_path / "pool", workers=2, progress=False)
+    a = load_checkpoint(tmp_path / "serial" / "source").state_dict
+    b = load_checkpoint(tmp_path / "pool" / "source").state_dict
+    assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
+
+
+def test_failed_source_keeps_the_runs_that_finished(tmp_path: Path) -> None:
+    spec = load_spec(_spec(tmp_path))
+    out = tmp_path / "grid"
+    prepare_out(spec, out, resume=False)
+    (out / "source").write_text("in the way")  # the source's directory cannot be created
+    with pytest.raises(UserError, match="source"):
+        run_grid(spec, out, None, workers=2)
+    assert "seed0" in _finished(out, "scratch")  # in flight beside the source: finished and kept
+    assert not (out / "freeze").exists()
+    assert not list(out.glob("*/*.partial*")) and not list(out.glob("source.partial*"))
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_preflight_failure_after_pretraining_is_one_line_exit_2(tmp_path: Path, workers: str) -> None:
+    spec = _spec(tmp_path, arms=["scratch", {"name": "deep", "strategy": "partial:9"}])
+    out = tmp_path / "grid"
+    proc = subprocess.run(
+        [sys.executable, "-m", "rltransfer.cli", "run", str(spec), "--out", str(out), "--workers", workers, "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "only 2 layers" in proc.stderr and "Traceback" not in proc.stderr
+    assert (out / "source" / "manifest.json").exists()  # kept: a fixed spec's run reuses nothing else
+    assert not (out / "deep").exists()
+    if workers == "2":  # scratch runs started beside the source and finished
+        assert _finished(out, "scratch")
