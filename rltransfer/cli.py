@@ -12,7 +12,7 @@ from typing import Any
 
 from rltransfer.devices import DEVICE_HELP
 from rltransfer.envs import NonFiniteError
-from rltransfer.errors import UserError
+from rltransfer.errors import SourceFailed, UserError
 from rltransfer.training import DivergenceError
 
 EXIT_USAGE = 2
@@ -396,7 +396,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UserError, NonFiniteError) as e:
         print(f"rltransfer: error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    except DivergenceError as e:
+    except (DivergenceError, SourceFailed) as e:
         print(f"rltransfer: error: {e}", file=sys.stderr)
         return 1
     except OSError as e:

@@ -1,5 +1,14 @@
-"""Errors that are the user's to fix: the CLI prints them on one line and exits with code 2."""
+"""Errors the CLI reports without a Python traceback of its own.
+
+``UserError`` is the user's to fix: one line, exit code 2. ``SourceFailed`` is a grid's source
+pretraining that failed in a worker process for another reason: its message carries the
+worker's traceback, exit code 1.
+"""
 
 
 class UserError(Exception):
     """Bad input (spec, path, parameter). The message names the problem and the fix."""
+
+
+class SourceFailed(RuntimeError):
+    """Source pretraining failed in a worker (a bug, or a worker that kept dying): the traceback is the message."""

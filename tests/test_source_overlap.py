@@ -91,3 +91,18 @@ def test_preflight_failure_after_pretraining_is_one_line_exit_2(tmp_path: Path, 
     assert not (out / "deep").exists()
     if workers == "2":  # scratch runs started beside the source and finished
         assert _finished(out, "scratch")
+
+
+def test_gate_raises_what_the_worker_reported(tmp_path: Path) -> None:
+    from rltransfer.errors import SourceFailed
+    from rltransfer.experiment.runner import SourceGate
+
+    spec = load_spec(_spec(tmp_path))
+    waiting = [Job(spec.arms[1], 0, spec.targets, tmp_path / "freeze" / "seed0")]
+    gate = SourceGate(spec, SourceJob(tmp_path / "source"), waiting)
+    assert gate.done({"ok": False, "traceback": "Traceback ...\nRuntimeError: boom"}) == []
+    assert isinstance(gate.error, SourceFailed) and "RuntimeError: boom" in str(gate.error)
+    gate = SourceGate(spec, SourceJob(tmp_path / "source"), waiting)
+    error = UserError("the env produced NaN; check its parameters")
+    assert gate.done({"ok": False, "error": str(error), "exception": error}) == []
+    assert gate.error is error and gate.waiting == waiting  # nothing released

@@ -26,15 +26,17 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from rltransfer.checkpoint import MANIFEST_FILE, MODEL_FILE, load_checkpoint
+from rltransfer.checkpoint import MANIFEST_FILE, MODEL_FILE
 from rltransfer.errors import UserError
 from rltransfer.experiment.runner import (
     MAX_ATTEMPTS,
     GridResult,
     Job,
     Notify,
+    SourceGate,
+    SourceJob,
     execute_job,
-    pretrain_source,
+    execute_source,
     record_outcome,
     unfinished_jobs,
 )
@@ -212,14 +214,16 @@ def _record_driver_source(run_dir: Path, worker_zip: str, driver_zip: str) -> No
         atomic_write_json(path, manifest)
 
 
-def _pretrain_task(spec: ExperimentSpec, argv: list[str]) -> bytes:
-    """Ray task: pretrain the spec's source into a temporary directory and return its files."""
-    import torch
+def _pretrain_task(spec: ExperimentSpec, argv: list[str]) -> dict[str, Any]:
+    """Ray task: pretrain the spec's source into a temporary directory; its files come back as bytes.
 
-    torch.set_num_threads(1)
+    The outcome is ``runner.execute_source``'s, with the files when it succeeded.
+    """
     with _worker_tmp() as tmp, _driver_argv(argv):
-        pretrain_source(spec, Path(tmp) / "source", progress=False)
-        return pack(Path(tmp) / "source")
+        outcome = execute_source(spec, Path(tmp) / "source")
+        if outcome["ok"]:
+            outcome["files"] = pack(Path(tmp) / "source")
+        return outcome
 
 
 # --- driver side -----------------------------------------------------------------------------------
@@ -241,32 +245,10 @@ def _check_resources(ray: Any, gpus_per_run: float) -> None:
         raise UserError(f"--gpus-per-run {gpus_per_run:g} but the Ray cluster has {res.get('GPU', 0):g} GPUs")
 
 
-def ensure_source_ray(spec: ExperimentSpec, out: Path, gpus_per_run: float = 0.0) -> Path:
-    """The source checkpoint: the spec's, or pretrained once by a Ray task into ``<out>/source``."""
-    if spec.source.checkpoint is not None:
-        load_checkpoint(spec.source.checkpoint)
-        return spec.source.checkpoint
-    source_dir = out / "source"
-    if (source_dir / MANIFEST_FILE).exists():
-        return source_dir
-    ray = require_ray()
-    _check_resources(ray, gpus_per_run)
-    task = ray.remote(_pretrain_task).options(**_options(gpus_per_run))
-    try:
-        blob = ray.get(task.remote(spec, list(sys.argv)))
-    except ray.exceptions.RayTaskError as e:  # the same error the local backend would raise, one line
-        cause = e.cause if isinstance(e.cause, Exception) else RuntimeError(str(e))
-        raise cause from None
-    except ray.exceptions.RayError as e:
-        raise RuntimeError(f"source pretraining failed on the Ray cluster after {MAX_ATTEMPTS} attempts: {e}") from e
-    install(blob, source_dir)
-    return source_dir
-
-
 def run_grid_ray(
     spec: ExperimentSpec,
     out: Path,
-    source: Path,
+    source: Path | None,
     workers: int | None = None,
     on_event: Notify | None = None,
     gpus_per_run: float = 0.0,
@@ -277,37 +259,81 @@ def run_grid_ray(
     At most ``workers`` runs are in flight (default: as many as the cluster's CPUs, and GPUs when
     ``gpus_per_run`` asks for them, re-read as nodes join or leave), so ``start`` means running.
     ``execute`` is the per-run function (``execute_job``), shipped to the workers with each task.
+    ``source=None``: the source is pretrained by a Ray task into ``<out>/source`` beside the runs
+    that don't use it, as ``runner.run_grid`` does in its pool.
     """
     ray = require_ray()
     result = GridResult(out)
-    notify = on_event or (lambda *_: None)
-    queue = unfinished_jobs(spec, out, result, notify)
+    notify: Notify = on_event or (lambda *_: None)
+    queue: list[Job | SourceJob] = list(unfinished_jobs(spec, out, result, notify))
+    gate = None
+    if source is None:
+        source_job = SourceJob(out / "source")
+        gate = SourceGate(spec, source_job, [j for j in queue if isinstance(j, Job) and j.arm.strategy.uses_source])
+        queue = [source_job, *(j for j in queue if isinstance(j, Job) and not j.arm.strategy.uses_source)]
     if not queue:
         return result
     _check_resources(ray, gpus_per_run)
-    folder, names, entry = _source_files(source)
-    source_ref = ray.put(pack(folder, names)) if any(j.arm.strategy.uses_source for j in queue) else None
-    driver_zip = str(source / MODEL_FILE) if source.is_dir() else str(source)
     spec_ref = ray.put(spec)
     task = ray.remote(_run_task).options(**_options(gpus_per_run))
-    pending: dict[Any, Job] = {}
+    shipped = _ship(ray, source) if source is not None and any(isinstance(j, Job) for j in queue) else None
+    pending: dict[Any, Job | SourceJob] = {}
     try:
-        while queue or pending:
+        while (queue and not (gate and gate.error)) or pending:
             slots = workers or _capacity(ray, gpus_per_run)
-            while queue and len(pending) < slots:
+            while queue and not (gate and gate.error) and len(pending) < slots:
                 job = queue.pop(0)
-                blob = source_ref if job.arm.strategy.uses_source else None
-                pending[task.remote(job, spec_ref, blob, entry, driver_zip, list(sys.argv), execute)] = job
+                if isinstance(job, SourceJob):
+                    pretrain = ray.remote(_pretrain_task).options(**_options(gpus_per_run))
+                    pending[pretrain.remote(spec, list(sys.argv))] = job
+                else:
+                    blob, entry, driver_zip = shipped if job.arm.strategy.uses_source and shipped else (None, "", "")
+                    pending[task.remote(job, spec_ref, blob, entry, driver_zip, list(sys.argv), execute)] = job
                 notify("start", job, {})
             done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
             for ref in done:
                 job = pending.pop(ref)
-                record_outcome(result, job, _collect(ray, ref, job), notify)
+                if isinstance(job, Job):
+                    record_outcome(result, job, _collect(ray, ref, job), notify)
+                    continue
+                assert gate is not None
+                outcome = _collect_source(ray, ref, job.run_dir)
+                notify("done" if outcome["ok"] else "failed", job, outcome)
+                released = gate.done(outcome)
+                if released:
+                    shipped = _ship(ray, job.run_dir)
+                    queue += released
     finally:
         for ref in pending:  # interrupted: stop what is still running on the cluster
             with suppress(Exception):
                 ray.cancel(ref, force=True)
+    if gate is not None and gate.error is not None:
+        raise gate.error
     return result
+
+
+def _ship(ray: Any, source: Path) -> tuple[Any, str, str]:
+    """The source checkpoint put once into the object store, what to load from it, its driver path."""
+    folder, names, entry = _source_files(source)
+    driver_zip = str(source / MODEL_FILE) if source.is_dir() else str(source)
+    return ray.put(pack(folder, names)), entry, driver_zip
+
+
+def _collect_source(ray: Any, ref: Any, source_dir: Path) -> dict[str, Any]:
+    """The source task's outcome, its files installed into ``source_dir``."""
+    try:
+        outcome = dict(ray.get(ref))
+    except ray.exceptions.RayTaskError as e:  # the task raised: its traceback is the record
+        return {"ok": False, "traceback": str(e)}
+    except ray.exceptions.RayError as e:  # workers or nodes died more often than max_retries allows
+        died = f"source pretraining failed on the Ray cluster after {MAX_ATTEMPTS} attempts: {e}"
+        return {"ok": False, "traceback": died}
+    if outcome["ok"]:
+        try:
+            install(outcome.pop("files"), source_dir)
+        except (UserError, OSError) as e:
+            return {"ok": False, "error": str(e), "exception": e}
+    return outcome
 
 
 def _capacity(ray: Any, gpus_per_run: float) -> int:

@@ -83,18 +83,15 @@ def run_experiment(
     with session, exclusive_lock(out_dir / LOCK_FILE, f"'{out_dir}'"):
         prepare_out(spec, out_dir, resume)
         source: Path | None
-        if backend == "ray":
-            source = ray_backend.ensure_source_ray(spec, out_dir, gpus_per_run)
-        elif n_workers <= 1:
+        if backend == "local" and n_workers <= 1:
             source = ensure_source(spec, out_dir, progress)
-        else:  # None: pretrained in the pool, beside the runs that don't use it
+        else:  # None: pretrained as a task of the grid, beside the runs that don't use it
             source = finished_source(spec, out_dir)
         if source is not None and spec.source.checkpoint is None:
             preflight(spec, source)
         write_layout(spec, out_dir)
         with GridProgress(len(plan_jobs(spec, out_dir)) + (source is None), enabled=progress) as display:
             if backend == "ray":
-                assert source is not None
                 # A cluster's own size sets the runs in flight unless --workers caps it.
                 cap = workers if address is not None else n_workers
                 result = ray_backend.run_grid_ray(spec, out_dir, source, cap, display, gpus_per_run)

@@ -24,7 +24,7 @@ from typing import Any
 
 from rltransfer.checkpoint import MANIFEST_FILE, load_checkpoint
 from rltransfer.envs import Task
-from rltransfer.errors import UserError
+from rltransfer.errors import SourceFailed, UserError
 from rltransfer.experiment.spec import Arm, ExperimentSpec
 from rltransfer.io import atomic_write_json, check_writable, remove_partials, versions
 from rltransfer.tasks import resolve_targets
@@ -231,12 +231,19 @@ def execute_job(job: Job, spec: ExperimentSpec, source: str | None) -> dict[str,
 
 
 def execute_source(spec: ExperimentSpec, source_dir: Path) -> dict[str, Any]:
-    """Worker entry point: pretrain the source; a ``UserError`` comes back as its message."""
+    """Worker entry point: pretrain the source into ``source_dir``.
+
+    The errors the CLI reports on one line (bad input, a non-finite environment, divergence, a
+    failed write) come back as themselves under ``exception``, anything else as a traceback.
+    """
+    from rltransfer.envs import NonFiniteError
+    from rltransfer.training import DivergenceError
+
     started = time.time()
     try:
         pretrain_source(spec, source_dir, progress=False)
-    except UserError as e:
-        return {"ok": False, "error": str(e), "seconds": time.time() - started}
+    except (UserError, NonFiniteError, DivergenceError, OSError) as e:
+        return {"ok": False, "error": str(e), "exception": e, "seconds": time.time() - started}
     except Exception:
         return {"ok": False, "traceback": traceback.format_exc(), "seconds": time.time() - started}
     return {"ok": True, "seconds": time.time() - started}
@@ -256,11 +263,7 @@ class SourceGate:
 
     def done(self, outcome: dict[str, Any]) -> list[Job]:
         if not outcome["ok"]:
-            self.error = (
-                UserError(outcome["error"])
-                if "error" in outcome
-                else RuntimeError(f"source pretraining failed:\n{outcome['traceback']}")
-            )
+            self.error = outcome.get("exception") or SourceFailed(f"source pretraining failed: {outcome['traceback']}")
             return []
         try:
             preflight(self.spec, self.job.run_dir)
@@ -404,8 +407,6 @@ def _run_pool(
                         continue
                     died = f"worker process died {attempts[job.label]} times running {job.label}"
                     outcome = {"ok": False, "traceback": died}
-                    if isinstance(job, SourceJob):
-                        outcome = {"ok": False, "error": f"{died} (out of memory?); rerun with --resume"}
                 queue += record(job, outcome)
     if gate is not None and gate.error is not None:
         return []  # the runs left need the source
