@@ -321,19 +321,23 @@ def _ship(ray: Any, source: Path) -> tuple[Any, str, str]:
 
 def _collect_source(ray: Any, ref: Any, source_dir: Path) -> dict[str, Any]:
     """The source task's outcome, its files installed into ``source_dir``."""
-    try:
-        outcome = dict(ray.get(ref))
-    except ray.exceptions.RayTaskError as e:  # the task raised: its traceback is the record
-        return {"ok": False, "traceback": str(e)}
-    except ray.exceptions.RayError as e:  # workers or nodes died more often than max_retries allows
-        died = f"source pretraining failed on the Ray cluster after {MAX_ATTEMPTS} attempts: {e}"
-        return {"ok": False, "traceback": died}
+    outcome = _outcome(ray, ref, "source pretraining")
     if outcome["ok"]:
         try:
             install(outcome.pop("files"), source_dir)
         except (UserError, OSError) as e:
             return {"ok": False, "error": str(e), "exception": e}
     return outcome
+
+
+def _outcome(ray: Any, ref: Any, what: str) -> dict[str, Any]:
+    """A finished task's result, or why there is none (the task raised, or Ray gave up on it)."""
+    try:
+        return dict(ray.get(ref))
+    except ray.exceptions.RayTaskError as e:  # the task raised: its traceback is the record
+        return {"ok": False, "traceback": str(e)}
+    except ray.exceptions.RayError as e:  # workers or nodes died more often than max_retries allows
+        return {"ok": False, "traceback": f"Ray gave up on {what} after {MAX_ATTEMPTS} attempts: {e}"}
 
 
 def _capacity(ray: Any, gpus_per_run: float) -> int:
@@ -346,12 +350,7 @@ def _capacity(ray: Any, gpus_per_run: float) -> int:
 
 def _collect(ray: Any, ref: Any, job: Job) -> dict[str, Any]:
     """A finished task's outcome, its files installed into ``job.run_dir``."""
-    try:
-        outcome = dict(ray.get(ref))
-    except ray.exceptions.RayTaskError as e:  # the task raised: its traceback is the record
-        return {"ok": False, "traceback": str(e)}
-    except ray.exceptions.RayError as e:  # workers or nodes died more often than max_retries allows
-        return {"ok": False, "traceback": f"Ray gave up on {job.label} after {MAX_ATTEMPTS} attempts: {e}"}
+    outcome = _outcome(ray, ref, job.label)
     files = outcome.pop("files", None)
     if outcome.get("ok"):
         try:
