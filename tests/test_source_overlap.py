@@ -51,6 +51,20 @@ def test_scratch_runs_train_while_the_source_pretrains(tmp_path: Path) -> None:
     assert (out / "source" / "manifest.json").exists()
 
 
+def test_one_worker_pretrains_the_source_first(tmp_path: Path) -> None:
+    spec = load_spec(_spec(tmp_path))
+    out = tmp_path / "grid"
+    prepare_out(spec, out, resume=False)
+    events: list[tuple[str, str]] = []
+
+    def record(event: str, job: Job | SourceJob, info: dict[str, Any]) -> None:
+        events.append((event, "source" if isinstance(job, SourceJob) else job.arm.name))
+
+    result = run_grid(spec, out, None, workers=1, on_event=record)
+    assert result.complete and len(result.finished) == 4
+    assert events[:2] == [("start", "source"), ("done", "source")]
+
+
 def test_source_from_the_pool_equals_the_source_pretrained_in_process(tmp_path: Path) -> None:
     """One torch thread in both: the same weights whichever process pretrains the source."""
     from rltransfer.experiment.run import run_experiment
