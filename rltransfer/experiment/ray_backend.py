@@ -276,7 +276,8 @@ def run_grid_ray(
     _check_resources(ray, gpus_per_run)
     spec_ref = ray.put(spec)
     task = ray.remote(_run_task).options(**_options(gpus_per_run))
-    shipped = _ship(ray, source) if source is not None and any(isinstance(j, Job) for j in queue) else None
+    uses_source = any(isinstance(j, Job) and j.arm.strategy.uses_source for j in queue)
+    shipped = _ship(ray, source) if source is not None and uses_source else None
     pending: dict[Any, Job | SourceJob] = {}
     try:
         while (queue and not (gate and gate.error)) or pending:

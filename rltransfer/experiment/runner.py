@@ -3,9 +3,9 @@
 With more than one worker, a source still to pretrain is one task of the pool: the runs that do
 not use it (scratch) train on the other workers meanwhile, and the runs that do are queued once
 it is finished and has passed ``preflight`` (a grid's cores would otherwise idle while one of
-them pretrains). Each run builds its directory as ``<dir>.partial-<pid>-<n>`` and renames it into place when complete,
-so a directory ``<out>/<arm>/seed<k>/`` exists only for a finished run; ``--resume`` skips
-those and redoes the rest.
+them pretrains). Each run builds its directory as ``<dir>.partial-<pid>-<n>`` and renames it
+into place when complete, so a directory ``<out>/<arm>/seed<k>/`` exists only for a finished
+run; ``--resume`` skips those and redoes the rest.
 """
 
 from __future__ import annotations
@@ -409,7 +409,7 @@ def _run_pool(
                     outcome = {"ok": False, "traceback": died}
                 queue += record(job, outcome)
     if gate is not None and gate.error is not None:
-        return []  # the runs left need the source
+        return []  # the grid stops with the source's error; --resume redoes what is left
     return retry + queue
 
 
