@@ -20,7 +20,7 @@ from rltransfer.experiment.runner import Job, SourceJob
 class GridProgress:
     """Event sink for ``run_grid``; prints failures as they happen."""
 
-    def __init__(self, total: int, enabled: bool = True) -> None:
+    def __init__(self, total: int, enabled: bool = True, label: str = "runs") -> None:
         self.console = Console(stderr=True)
         self.enabled = enabled
         self.running = self.failed = 0
@@ -35,7 +35,7 @@ class GridProgress:
             console=self.console,
             disable=not enabled,
         )
-        self.task = self.progress.add_task("runs", total=total, status="")
+        self.task = self.progress.add_task(label, total=total, status="")
 
     def __enter__(self) -> GridProgress:
         self.progress.__enter__()

@@ -90,7 +90,8 @@ def run_experiment(
         if source is not None and spec.source.checkpoint is None:
             preflight(spec, source)
         write_layout(spec, out_dir)
-        with GridProgress(len(plan_jobs(spec, out_dir)) + (source is None), enabled=progress) as display:
+        total, label = len(plan_jobs(spec, out_dir)), "runs" if source is not None else "source + runs"
+        with GridProgress(total + (source is None), enabled=progress, label=label) as display:
             if backend == "ray":
                 # A cluster's own size sets the runs in flight unless --workers caps it.
                 cap = workers if address is not None else n_workers
