@@ -86,6 +86,21 @@ def source_view_trunk(policy: MultiTaskActorCriticPolicy, same_space: list[int] 
     return out
 
 
+def source_states(ckpt: Checkpoint | None, tasks: TaskSet, strat: Strategy) -> np.ndarray | None:
+    """The source's visited states where the targets share its space (feature shift, dann's alignment).
+
+    A ``dann`` strategy without them is an error: a plain SB3 zip stores none, and cross-space
+    targets cannot be compared with them.
+    """
+    states = ckpt.source_observations() if ckpt is not None and tasks.spaces is None else None
+    if strat.dann and states is None:
+        raise UserError(
+            "dann aligns target features with the source's states: it needs a source checkpoint from "
+            "`rltransfer pretrain` (which stores them) and targets of the source's own family"
+        )
+    return states
+
+
 def build_model(
     family: Family | TaskSet,
     variants: Sequence[Variant] | None,
@@ -195,12 +210,7 @@ def _run(
             count = ckpt.obs_normalization["count"]
             report.notes.append(f"observation normalisation statistics carried from the source (count {count:g})")
     callbacks = configure_strategy(model, strat, hp["n_timesteps"])
-    source_obs = ckpt.source_observations() if ckpt is not None and tasks.spaces is None else None
-    if strat.dann and source_obs is None:
-        raise UserError(
-            "dann aligns target features with the source's states: it needs a source checkpoint from "
-            "`rltransfer pretrain` (which stores them) and targets of the source's own family"
-        )
+    source_obs = source_states(ckpt, tasks, strat)
     env_task_ids = model.get_env().env_task_ids  # type: ignore[union-attr]
     shift = None
     if source_obs is not None and strat.train:

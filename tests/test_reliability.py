@@ -60,6 +60,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
     pretrain("acrobot", seed=0, timesteps=64, hyperparams={**HP, "eval_freq": 64, "eval_episodes": 1},
              out=root / "acrobot-src")  # fmt: skip
+    from stable_baselines3 import PPO
+
+    # A plain SB3 zip, as the RL Zoo saves them: no manifest, no source states.
+    PPO("MlpPolicy", "CartPole-v1", n_steps=64, batch_size=64, device="cpu").save(root / "plain.zip")
     return {"root": root, "good": good, "other": other, "exp": root / "exp", "src": root / "exp" / "source"}
 
 
@@ -92,6 +96,9 @@ CASES: list[tuple[str, Callable[[dict[str, Path]], list[str]], str]] = [
      "unknown hyperparameter"),
     ("yaml-missing-checkpoint", lambda w: ["run", spec_file(w["root"], GOOD_YAML.replace("source:\n", f"source:\n  checkpoint: {w['root']}/missing.zip\n"))],
      "does not exist"),
+    ("yaml-dann-plain-zip", lambda w: ["run", spec_file(w["root"], GOOD_YAML.replace("source:\n", f"source:\n  checkpoint: {w['root']}/plain.zip\n")
+                                                                    .replace("- freeze", "- {name: d, strategy: dann}")), "--out", str(w["root"] / "n8")],
+     "dann aligns target features with the source's states"),
     ("yaml-partial-past-trunk", lambda w: ["run", spec_file(w["root"], GOOD_YAML.replace("source:\n", f"source:\n  checkpoint: {w['src']}\n")
                                                                         .replace("- freeze", "- partial:9")), "--out", str(w["root"] / "n7")],
      "only 2 layers"),

@@ -183,9 +183,10 @@ def pretrain_source(spec: ExperimentSpec, source_dir: Path, progress: bool) -> N
 
 def preflight(spec: ExperimentSpec, source: Path) -> None:
     """Apply every arm's transfer and strategy to a throwaway model, so that mapping errors and
-    strategies that do not fit the source's trunk (``partial:N`` past its depth, per-layer rates
-    of another length) stop the grid before any run that uses the source trains."""
-    from rltransfer.finetuning import build_model, source_architecture
+    strategies that do not fit the source (``partial:N`` past its trunk's depth, per-layer rates
+    of another length, ``dann`` without the source's states) stop the grid before any run that
+    uses the source trains."""
+    from rltransfer.finetuning import build_model, source_architecture, source_states
     from rltransfer.hyperparams import resolve_hyperparams
     from rltransfer.strategies import configure_strategy
     from rltransfer.transfer import apply_transfer
@@ -196,10 +197,12 @@ def preflight(spec: ExperimentSpec, source: Path) -> None:
     for arm in spec.arms:
         if arm.strategy.uses_source:
             targets = spec.targets if spec.mode == "multitask" else spec.targets[:1]
-            model = build_model(resolve_targets(spec.family, targets), None, hp, seed=0)
+            tasks = resolve_targets(spec.family, targets)
+            model = build_model(tasks, None, hp, seed=0)
             try:
                 apply_transfer(model.policy, ckpt, arm.strategy.transfer, arm.strategy.layer_map)
                 configure_strategy(model, arm.strategy, hp["n_timesteps"])
+                source_states(ckpt, tasks, arm.strategy)
             finally:
                 model.get_env().close()  # type: ignore[union-attr]
 
