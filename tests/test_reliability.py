@@ -349,6 +349,30 @@ def test_killed_worker_is_retried_and_grid_completes(kill_spec: tuple[Path, Path
     assert _report(out) == _report(ref)
 
 
+def test_killed_source_worker_is_retried_and_grid_completes(
+    kill_spec: tuple[Path, Path, float], tmp_path: Path
+) -> None:
+    """The source pretrains in a pool worker (beside the scratch runs): killing it retries the source."""
+    spec, ref, _ = kill_spec
+    out = tmp_path / "run"
+    proc = _run_cli(["run", str(spec), "--out", str(out), "--workers", "2", "--quiet"])
+    deadline = time.time() + 120
+    killed = False
+    while time.time() < deadline and proc.poll() is None and not killed:
+        # The source's staging directory is named after the worker pretraining it.
+        for partial in out.glob("source.partial-*"):
+            pid = int(partial.name.split(".partial-")[1].split("-")[0])
+            if pid != proc.pid:
+                os.kill(pid, signal.SIGKILL)
+                killed = True
+        time.sleep(0.02)
+    assert killed, "no worker was seen pretraining the source"
+    assert proc.wait(timeout=300) == 0, proc.stderr.read() if proc.stderr else ""
+    assert _runs(out) == _runs(ref)
+    assert _report(out) == _report(ref)
+    assert not list(out.glob("source.partial-*"))
+
+
 def test_two_runners_on_one_directory_are_refused(kill_spec: tuple[Path, Path, float], tmp_path: Path) -> None:
     spec, _, _ = kill_spec
     out = tmp_path / "run"
