@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+from grid_events import Events, assert_source_beside_scratch
 from specs import grid_spec
 
 from rltransfer.cli import main
@@ -135,22 +136,16 @@ def test_ray_pretrains_the_source_beside_scratch_runs(
     local_ray: Any, spec_path: Path, reference: Path, tmp_path: Path
 ) -> None:
     from rltransfer.experiment.ray_backend import run_grid_ray
-    from rltransfer.experiment.runner import SourceJob, prepare_out
+    from rltransfer.experiment.runner import prepare_out
     from rltransfer.experiment.spec import load_spec
 
     spec = load_spec(spec_path)
     out = tmp_path / "exp"
     prepare_out(spec, out, resume=False)
-    events: list[tuple[str, str]] = []
-
-    def record(event: str, job: Job | SourceJob, info: dict[str, Any]) -> None:
-        events.append((event, "source" if isinstance(job, SourceJob) else job.arm.name))
-
-    result = run_grid_ray(spec, out, None, workers=2, on_event=record)
+    events = Events()
+    result = run_grid_ray(spec, out, None, workers=2, on_event=events)
     assert result.complete and len(result.finished) == 4
-    source_done = events.index(("done", "source"))
-    assert events[0] == ("start", "source") and events.index(("start", "scratch")) < source_done
-    assert all(i > source_done for i, e in enumerate(events) if e == ("start", "freeze"))
+    assert_source_beside_scratch(events)
     with zipfile.ZipFile(out / "source" / "model.zip") as a, zipfile.ZipFile(reference / "source" / "model.zip") as b:
         assert a.read("policy.pth") == b.read("policy.pth")
 

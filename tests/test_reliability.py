@@ -328,22 +328,31 @@ def test_kill_runner_then_resume_matches_uninterrupted(
     assert not list(out.glob("*/seed*.partial*")) and not list(out.glob("*/seed*.failed.json"))
 
 
+def _kill_when(proc: subprocess.Popen[bytes], find: Callable[[], list[int]]) -> bool:
+    """SIGKILL the first process ``find`` names while ``proc`` runs (polled for up to 2 minutes)."""
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        pids = find()
+        if pids:
+            os.kill(pids[0], signal.SIGKILL)
+            return True
+        time.sleep(0.02)
+    return False
+
+
 def test_killed_worker_is_retried_and_grid_completes(kill_spec: tuple[Path, Path, float], tmp_path: Path) -> None:
     spec, ref, _ = kill_spec
     out = tmp_path / "run"
     proc = _run_cli(["run", str(spec), "--out", str(out), "--workers", "2"])
-    deadline = time.time() + 120
-    killed = False
-    while time.time() < deadline and proc.poll() is None and not killed:
-        # Wait until a worker is training (a staging directory exists), then kill that worker.
-        if list(out.glob("*/seed*.partial-*")):
-            children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
-            workers = [int(c) for c in children if "spawn_main" in Path(f"/proc/{c}/cmdline").read_text()]
-            if workers:
-                os.kill(workers[0], signal.SIGKILL)
-                killed = True
-        time.sleep(0.05)
-    assert killed, "no worker was seen training"
+
+    def training_worker() -> list[int]:
+        """A worker, once one is training (a run's staging directory exists)."""
+        if not list(out.glob("*/seed*.partial-*")):
+            return []
+        children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+        return [int(c) for c in children if "spawn_main" in Path(f"/proc/{c}/cmdline").read_text()]
+
+    assert _kill_when(proc, training_worker), "no worker was seen training"
     assert proc.wait(timeout=300) == 0, proc.stderr.read() if proc.stderr else ""
     assert _runs(out) == _runs(ref)
     assert _report(out) == _report(ref)
@@ -356,17 +365,13 @@ def test_killed_source_worker_is_retried_and_grid_completes(
     spec, ref, _ = kill_spec
     out = tmp_path / "run"
     proc = _run_cli(["run", str(spec), "--out", str(out), "--workers", "2", "--quiet"])
-    deadline = time.time() + 120
-    killed = False
-    while time.time() < deadline and proc.poll() is None and not killed:
-        # The source's staging directory is named after the worker pretraining it.
-        for partial in out.glob("source.partial-*"):
-            pid = int(partial.name.split(".partial-")[1].split("-")[0])
-            if pid != proc.pid:
-                os.kill(pid, signal.SIGKILL)
-                killed = True
-        time.sleep(0.02)
-    assert killed, "no worker was seen pretraining the source"
+
+    def source_worker() -> list[int]:
+        """The worker pretraining the source: its staging directory is named after it."""
+        pids = [int(p.name.split(".partial-")[1].split("-")[0]) for p in out.glob("source.partial-*")]
+        return [pid for pid in pids if pid != proc.pid]
+
+    assert _kill_when(proc, source_worker), "no worker was seen pretraining the source"
     assert proc.wait(timeout=300) == 0, proc.stderr.read() if proc.stderr else ""
     assert _runs(out) == _runs(ref)
     assert _report(out) == _report(ref)

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
+from grid_events import Events, assert_source_beside_scratch
 from specs import grid_spec
 
 from rltransfer.checkpoint import load_checkpoint
@@ -35,19 +36,11 @@ def test_scratch_runs_train_while_the_source_pretrains(tmp_path: Path) -> None:
     spec = load_spec(_spec(tmp_path))
     out = tmp_path / "grid"
     prepare_out(spec, out, resume=False)
-    events: list[tuple[str, str, str]] = []
-
-    def record(event: str, job: Job | SourceJob, info: dict[str, Any]) -> None:
-        events.append((event, "source" if isinstance(job, SourceJob) else job.arm.name, job.label))
-
-    result = run_grid(spec, out, None, workers=2, on_event=record)
+    events = Events()
+    result = run_grid(spec, out, None, workers=2, on_event=events)
     assert result.complete and len(result.finished) == 4
     assert all(isinstance(j, Job) for j in result.finished)  # the source is not a run of the grid
-    starts = [(arm, i) for i, (event, arm, _) in enumerate(events) if event == "start"]
-    source_done = events.index(("done", "source", str(out / "source")))
-    assert starts[0] == ("source", 0)
-    assert any(arm == "scratch" and i < source_done for arm, i in starts), "no scratch run beside the source"
-    assert all(i > source_done for arm, i in starts if arm == "freeze"), "a run used the source before it was ready"
+    assert_source_beside_scratch(events)
     assert (out / "source" / "manifest.json").exists()
 
 
@@ -55,12 +48,8 @@ def test_one_worker_pretrains_the_source_first(tmp_path: Path) -> None:
     spec = load_spec(_spec(tmp_path))
     out = tmp_path / "grid"
     prepare_out(spec, out, resume=False)
-    events: list[tuple[str, str]] = []
-
-    def record(event: str, job: Job | SourceJob, info: dict[str, Any]) -> None:
-        events.append((event, "source" if isinstance(job, SourceJob) else job.arm.name))
-
-    result = run_grid(spec, out, None, workers=1, on_event=record)
+    events = Events()
+    result = run_grid(spec, out, None, workers=1, on_event=events)
     assert result.complete and len(result.finished) == 4
     assert events[:2] == [("start", "source"), ("done", "source")]
 

@@ -264,7 +264,7 @@ def run_grid_ray(
     """
     ray = require_ray()
     result = GridResult(out)
-    notify: Notify = on_event or (lambda *_: None)
+    notify: Notify = on_event if on_event is not None else (lambda *_: None)
     queue: list[Job | SourceJob] = list(unfinished_jobs(spec, out, result, notify))
     gate = None
     if source is None:

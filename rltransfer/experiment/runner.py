@@ -291,7 +291,7 @@ def run_grid(
     a failed ``preflight``, is raised after the runs in flight have finished.
     """
     result = GridResult(out)
-    notify: Notify = on_event or (lambda *_: None)
+    notify: Notify = on_event if on_event is not None else (lambda *_: None)
     todo: list[Job | SourceJob] = list(unfinished_jobs(spec, out, result, notify))
     src = str(source if source is not None else out / "source")
     gate = None
