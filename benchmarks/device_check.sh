@@ -40,7 +40,10 @@ timesteps: 4096
 eval: {freq: 2048, episodes: 2}
 YAML
 step grid rltransfer run /tmp/gpu-grid.yaml --device "$DEVICE" --workers 2 --out /tmp/gpu-grid --quiet
+# The source pretrains in a pool worker beside the scratch runs: both manifests must name the device.
 python3 -c "import json; print('run device:', json.load(open('/tmp/gpu-grid/finetune/seed0/manifest.json'))['device'])" \
+    2>&1 | tee -a "$OUT/summary.txt"
+python3 -c "import json; print('source device:', json.load(open('/tmp/gpu-grid/source/manifest.json'))['device'])" \
     2>&1 | tee -a "$OUT/summary.txt"
 if [ "$DEVICE" = cpu ]; then
     step gpu_trunk python3 "$REPO/benchmarks/gpu_trunk.py" --devices cpu --timesteps 2048 --repeats 1
