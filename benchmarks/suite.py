@@ -5,8 +5,8 @@ target and transfer arm, the table gives the time-to-threshold ratio transfer/sc
 steps; a run that never reaches the threshold counts as the full budget, so such ratios are
 bounds) with a 95% stratified bootstrap CI over seeds, the AUC gain over scratch with its CI,
 and the negative-transfer flag; a second table counts, per experiment and arm, the targets
-where transfer was positive, null or NEGATIVE. ``--quick`` scales every budget (source and target) down and
-uses 3 seeds, for a machine-sized pass; the table records the settings actually used.
+where transfer was positive, null or NEGATIVE. ``--quick`` scales every budget (source and
+target) down and uses 3 seeds, for a machine-sized pass; the tables record the settings used.
 
     python benchmarks/suite.py --quick experiments/cartpole.yaml experiments/cartpole-to-classic.yaml
     python benchmarks/suite.py --out docs/suite.md            # everything, full budgets (hours)
@@ -96,7 +96,7 @@ def rows_for(spec: ExperimentSpec, out: Path) -> list[Row]:
         curves = {arm: data[arm] for arm in summary["arms"]}
     thresholds = np.asarray(spec.thresholds)
     ttt = {arm: time_to_threshold(c, steps, thresholds) for arm, c in curves.items()}
-    budget = float(steps[-1])
+    budget, as_run = float(steps[-1]), budget_of(spec)
     rows = []
     for c in summary["comparisons"]:
         arm, task = c["arm"], c["task"]
@@ -108,7 +108,7 @@ def rows_for(spec: ExperimentSpec, out: Path) -> list[Row]:
         rows.append(
             Row(
                 spec.name,
-                budget_of(spec),
+                as_run,
                 task,
                 arm,
                 ttt_ratio(ttt[arm][:, t : t + 1], ttt["scratch"][:, t : t + 1], budget),

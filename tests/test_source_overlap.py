@@ -32,25 +32,26 @@ def _finished(out: Path, arm: str) -> list[str]:
     return sorted(p.parent.name for p in (out / arm).glob("seed*/manifest.json"))
 
 
-def test_scratch_runs_train_while_the_source_pretrains(tmp_path: Path) -> None:
+def _grid_with_source_to_pretrain(tmp_path: Path, workers: int) -> tuple[Path, Events]:
+    """The tiny grid run from an empty directory by ``run_grid(source=None)``; its events."""
     spec = load_spec(_spec(tmp_path))
     out = tmp_path / "grid"
     prepare_out(spec, out, resume=False)
     events = Events()
-    result = run_grid(spec, out, None, workers=2, on_event=events)
+    result = run_grid(spec, out, None, workers=workers, on_event=events)
     assert result.complete and len(result.finished) == 4
     assert all(isinstance(j, Job) for j in result.finished)  # the source is not a run of the grid
+    return out, events
+
+
+def test_scratch_runs_train_while_the_source_pretrains(tmp_path: Path) -> None:
+    out, events = _grid_with_source_to_pretrain(tmp_path, workers=2)
     assert_source_beside_scratch(events)
     assert (out / "source" / "manifest.json").exists()
 
 
 def test_one_worker_pretrains_the_source_first(tmp_path: Path) -> None:
-    spec = load_spec(_spec(tmp_path))
-    out = tmp_path / "grid"
-    prepare_out(spec, out, resume=False)
-    events = Events()
-    result = run_grid(spec, out, None, workers=1, on_event=events)
-    assert result.complete and len(result.finished) == 4
+    _, events = _grid_with_source_to_pretrain(tmp_path, workers=1)
     assert events[:2] == [("start", "source"), ("done", "source")]
 
 

@@ -202,7 +202,8 @@ def preflight(spec: ExperimentSpec, source: Path) -> None:
             try:
                 apply_transfer(model.policy, ckpt, arm.strategy.transfer, arm.strategy.layer_map)
                 configure_strategy(model, arm.strategy, hp["n_timesteps"])
-                source_states(ckpt, tasks, arm.strategy)
+                if arm.strategy.dann:  # the states are read (and checksummed) only where an arm needs them
+                    source_states(ckpt, tasks, arm.strategy)
             finally:
                 model.get_env().close()  # type: ignore[union-attr]
 
