@@ -2,18 +2,28 @@
 
 ``Adam(fused=True).step()`` spends most of its ~60 us per PPO minibatch in Python (hook
 dispatch, per-parameter state look-ups, grouping tensors by device) around one fused kernel
-call per group. ``FusedAdamStepper`` makes that same call (``_foreach_add_`` on the step
-counters, then ``torch._fused_adam_``) on the optimizer's own state, so weights and moments
-are bit-identical and ``optimizer.state_dict()`` is unchanged (``tests/test_mlp_backprop.py``).
+call per group. ``FusedAdamStepper`` makes that same call (the step counters' increment, then
+``torch._fused_adam_``) on the optimizer's own state, so weights and moments are bit-identical
+and ``optimizer.state_dict()`` holds the same values (``tests/test_mlp_backprop.py``).
 Where anything differs from the plain case ``optimizer.step()`` runs instead.
+
+On the CPU, torch's foreach operations loop over their tensors one kernel at a time (~1.5 us
+each), so a dozen parameters' step counters, gradient norms and clipping cost more than Adam's
+arithmetic: ``clip_and_step`` copies the gradients into one flat buffer, clips it with one
+norm and one multiplication, and gives Adam its views; the step counters are views of one
+tensor, incremented in one operation.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch as th
 from torch.optim import optimizer as optimizer_module
+
+from rltransfer.grad_clip import clip_coefficient, clip_grad_norm, total_norm
 
 
 def _plain_fused(optimizer: th.optim.Optimizer) -> bool:
@@ -38,6 +48,26 @@ def _plain_fused(optimizer: th.optim.Optimizer) -> bool:
     return True
 
 
+@dataclass
+class _Group:
+    """One parameter group's kernel call: its parameters with gradients, those without, Adam's state."""
+
+    group: dict[str, Any]
+    params: list[th.Tensor]
+    others: list[th.Tensor]
+    exp_avgs: list[th.Tensor]
+    exp_avg_sqs: list[th.Tensor]
+    steps: list[th.Tensor]
+
+
+@dataclass
+class _Plan:
+    groups: list[_Group]
+    steps: th.Tensor  # every planned parameter's step counter, each a view of this tensor
+    flat: th.Tensor | None  # the gradients' flat buffer (CPU float32 plans only)
+    views: list[th.Tensor]  # each planned parameter's gradient as a view of ``flat``
+
+
 class FusedAdamStepper:
     """``optimizer.step()``, for a plain fused Adam in one kernel call per group with no per-step set-up.
 
@@ -49,7 +79,10 @@ class FusedAdamStepper:
     def __init__(self, optimizer: th.optim.Optimizer) -> None:
         self.optimizer = optimizer
         self.plain = _plain_fused(optimizer)
-        self._plan: list[tuple[dict[str, Any], list[th.Tensor], list[th.Tensor], list[list[th.Tensor]]]] | None = None
+        self._plan: _Plan | None = None
+        self._clipped: tuple[Sequence[th.Tensor], bool] | None = (
+            None  # clip_and_step's parameters, whether all in the plan
+        )
 
     def zero_grad(self) -> None:
         """``optimizer.zero_grad()`` (gradients to ``None``), without its per-call wrappers for a plain Adam."""
@@ -62,15 +95,65 @@ class FusedAdamStepper:
 
     def step(self) -> bool:
         """One Adam step; ``True`` if it ran as the fused kernel call."""
-        if self.plain and (self._plan is not None or self._build()) and self._run():
+        if self._ready():
+            self._run()
             return True
         self.optimizer.step()
         self._plan = None  # Adam may have created state: gather again next time
         return False
 
+    def clip_and_step(self, params: Sequence[th.Tensor], max_norm: float, any_order: bool = False) -> bool:
+        """``clip_grad_norm(params, max_norm)``, then ``step()``; ``True`` if on the flat buffer.
+
+        There where every parameter of ``params`` is the optimizer's and the plan's gradients are
+        on the CPU in float32: the norm is torch's (per-tensor norms, then theirs: the same
+        bits), or with ``any_order`` the flat buffer's own (equal to it to float rounding), and the
+        clipped gradients are left in ``.grad`` as views of the buffer, as ``clip_grad_norm_``
+        leaves them.
+        """
+        if not (self._ready() and self._plan is not None and self._plan.flat is not None and self._owns(params)):
+            clip_grad_norm(params, max_norm)
+            self.step()
+            return False
+        plan = self._plan
+        flat = plan.flat
+        assert flat is not None
+        th.cat([_grad(p).reshape(-1) for g in plan.groups for p in g.params], out=flat)
+        if any_order:
+            norm = th.linalg.vector_norm(flat, 2.0)
+        else:
+            norm = total_norm([p.grad for p in params if p.grad is not None])  # clip_grad_norm's order
+        coef = clip_coefficient(norm, max_norm)
+        if coef is not None:
+            flat.mul_(coef)
+        params_in_plan = (p for g in plan.groups for p in g.params)
+        for p, view in zip(params_in_plan, plan.views, strict=True):
+            p.grad = view
+        self._run()
+        return True
+
+    def _owns(self, params: Sequence[th.Tensor]) -> bool:
+        """Whether every parameter of ``params`` is the optimizer's (then the plan has all their gradients)."""
+        if self._clipped is None or self._clipped[0] is not params:
+            mine = {id(p) for group in self.optimizer.param_groups for p in group["params"]}
+            self._clipped = (params, all(id(p) in mine for p in params))
+        return self._clipped[1]
+
+    def _ready(self) -> bool:
+        """Whether a plan covers exactly the parameters that have gradients (gathered again if not)."""
+        if not self.plain:
+            return False
+        plan = self._plan
+        if plan is not None:
+            for g in plan.groups:
+                if any(p.grad is None for p in g.params) or any(p.grad is not None for p in g.others):
+                    plan = self._plan = None  # which parameters have gradients changed
+                    break
+        return plan is not None or self._build()
+
     def _build(self) -> bool:
         state = self.optimizer.state
-        plan = []
+        groups = []
         for group in self.optimizer.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
             others = [p for p in group["params"] if p.grad is None]
@@ -81,30 +164,38 @@ class FusedAdamStepper:
             device, dtype = params[0].device, params[0].dtype
             if any(p.device != device or p.dtype != dtype or p.grad.is_sparse for p in params):
                 return False
-            moments = [[state[p][key] for p in params] for key in ("exp_avg", "exp_avg_sq", "step")]
-            plan.append((group, params, others, moments))
-        self._plan = plan
+            exp_avgs, exp_avg_sqs = ([state[p][key] for p in params] for key in ("exp_avg", "exp_avg_sq"))
+            groups.append(_Group(group, params, others, exp_avgs, exp_avg_sqs, []))
+        planned = [p for g in groups for p in g.params]
+        if not planned or len({p.device for p in planned}) > 1:
+            return False
+        # The step counters as views of one tensor (their values, Adam's state keeps them): one
+        # increment per step instead of one per parameter.
+        steps = th.stack([state[p]["step"] for p in planned])
+        for i, p in enumerate(planned):
+            state[p]["step"] = steps[i]
+        for g in groups:
+            g.steps = [state[p]["step"] for p in g.params]
+        flat, views = None, []
+        if all(p.device.type == "cpu" and p.dtype == th.float32 and _grad(p).dtype == th.float32 for p in planned):
+            flat = th.empty(sum(p.numel() for p in planned), dtype=th.float32)
+            views = [v.view_as(p) for v, p in zip(flat.split([p.numel() for p in planned]), planned, strict=True)]
+        self._plan = _Plan(groups, steps, flat, views)
         return True
 
-    def _run(self) -> bool:
+    def _run(self) -> None:
         assert self._plan is not None
-        calls = []
-        for group, params, others, moments in self._plan:
-            grads = [g for g in (p.grad for p in params) if g is not None]
-            if len(grads) < len(params) or any(p.grad is not None for p in others):
-                self._plan = None  # which parameters have gradients changed
-                return False
-            calls.append((group, params, grads, moments))
-        for group, params, grads, (exp_avgs, exp_avg_sqs, steps) in calls:
+        self._plan.steps.add_(1)
+        for g in self._plan.groups:
+            group = g.group
             beta1, beta2 = group["betas"]
-            th._foreach_add_(steps, 1)
             th._fused_adam_(
-                params,
-                grads,
-                exp_avgs,
-                exp_avg_sqs,
+                g.params,
+                [_grad(p) for p in g.params],
+                g.exp_avgs,
+                g.exp_avg_sqs,
                 [],
-                steps,
+                g.steps,
                 amsgrad=False,
                 lr=group["lr"],
                 beta1=beta1,
@@ -115,4 +206,8 @@ class FusedAdamStepper:
                 grad_scale=None,
                 found_inf=None,
             )
-        return True
+
+
+def _grad(p: th.Tensor) -> th.Tensor:
+    assert p.grad is not None  # the plan's parameters have gradients (``_ready``)
+    return p.grad

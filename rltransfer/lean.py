@@ -13,7 +13,8 @@ values PPO only logs computed once per update, and Adam's fused kernel called di
 objects and argument validation; everything else (squashed or ``expln`` gSDE, masked Gaussian
 actions) runs SB3's own ``evaluate_actions``. Rollout steps: ``rltransfer.lean_rollout``
 (categorical, diagonal-Gaussian and plain gSDE policies). The gradient norm
-is clipped with ``clip_grad_norm_``'s own foreach kernels minus its grouping overhead.
+is clipped as ``clip_grad_norm_`` clips it (``rltransfer.grad_clip``), on one flat copy of the
+gradients where Adam steps through ``FusedAdamStepper.clip_and_step``.
 With torch's tanh (``numpy_tanh=False``), single-task rollouts, losses, gradients, weights and
 logged values are bit-identical to SB3's; with numpy's, and for the multi-task policy, they
 agree to float rounding (``tests/test_ppo_lean.py``). ``TransferPPO``
@@ -23,7 +24,7 @@ agree to float rounding (``tests/test_ppo_lean.py``). ``TransferPPO``
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -314,28 +315,6 @@ def rounding_only(program: Program | None) -> bool:
     return False
 
 
-def clip_grad_norm(params: Sequence[th.nn.Parameter], max_norm: float) -> None:
-    """``th.nn.utils.clip_grad_norm_`` for same-device, same-dtype gradients, without the grouping."""
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
-        return
-    if any(g.dtype != grads[0].dtype or g.device != grads[0].device for g in grads):
-        th.nn.utils.clip_grad_norm_(params, max_norm)
-        return
-    with th.no_grad():
-        total_norm = th.linalg.vector_norm(th.stack(th._foreach_norm(grads, 2.0)), 2.0)
-    if total_norm.dtype != th.float32 or total_norm.device.type != "cpu":
-        th._foreach_mul_(grads, th.clamp(float(max_norm) / (total_norm + 1e-6), max=1.0))
-        return
-    # torch's ``clamp(max_norm / (norm + 1e-6), max=1.0)`` (the division is ``reciprocal() *
-    # max_norm``) in float32 scalars: the same bits without four tensor operations; and
-    # multiplying by exactly 1 changes no gradient, so below the threshold nothing runs.
-    one = np.float32(1.0)
-    coef = min(np.float32(max_norm) * (one / (np.float32(total_norm.item()) + np.float32(1e-6))), one)
-    if coef != one:  # NaN too: the gradients become NaN, as torch's multiplication makes them
-        th._foreach_mul_(grads, float(coef))
-
-
 def _hand_written_step(
     program: Program,
     loss: LossFn,
@@ -415,7 +394,8 @@ def lean_train(model: PPO, numpy_tanh: bool = False) -> None:
     multitask = program if isinstance(program, MultiTaskMLP) and program.n_tasks > 1 else None
     group_by, n_groups = (MultiTaskMLP.TASK_KEY, multitask.n_tasks) if multitask else (None, None)
     discrete = isinstance(model.action_space, spaces.Discrete)
-    data = FlatRollout(model.rollout_buffer, discrete, group_by, n_groups, any_order=rounding_only(program))
+    any_order = rounding_only(program)  # sums may run in another order (the gradient norm too)
+    data = FlatRollout(model.rollout_buffer, discrete, group_by, n_groups, any_order=any_order)
     epochs: list[int] = []  # each minibatch's epoch
     rows: list[list[float]] = []  # autograd: logged values as they come
     deferred: list[LossResult] = []  # hand-written: logged values computed at the end
@@ -439,8 +419,7 @@ def lean_train(model: PPO, numpy_tanh: bool = False) -> None:
                 break
             adam.zero_grad()
             backward()
-            clip_grad_norm(params, model.max_grad_norm)
-            adam.step()
+            adam.clip_and_step(params, model.max_grad_norm, any_order)
         model._n_updates += 1
         if not continue_training:
             break

@@ -232,7 +232,7 @@ def test_fused_adam_stepper_equals_optimizer_step(lr_scale: bool) -> None:
         fused.append(stepper.step())
         twin.step()
     # Adam's first step creates the state; a change of which parameters have gradients re-plans.
-    assert fused == [False, True, True, False, True]
+    assert fused == [False, True, True, True, True]
     stepper.zero_grad()
     assert all(p.grad is None for p in params)
     for p, q in zip(params, twin_params, strict=True):
@@ -240,6 +240,59 @@ def test_fused_adam_stepper_equals_optimizer_step(lr_scale: bool) -> None:
     for a, b in zip(ours.state_dict()["state"].values(), twin.state_dict()["state"].values(), strict=True):
         for key in ("step", "exp_avg", "exp_avg_sq"):
             assert th.equal(a[key], b[key]), key
+
+
+@pytest.mark.parametrize("lr_scale", [False, True])
+def test_clip_and_step_equals_clip_grad_norm_then_step(lr_scale: bool) -> None:
+    """The flat buffer's clipping and Adam step: torch's bits with torch's norm, rounding with its own."""
+    gen = th.Generator().manual_seed(1)
+    shapes = [(64, 4), (64,), (2, 64), (3,)]
+    params = [th.nn.Parameter(th.randn(s, generator=gen)) for s in shapes]
+    twin_params = [th.nn.Parameter(p.detach().clone()) for p in params]
+    any_order_params = [th.nn.Parameter(p.detach().clone()) for p in params]
+    ours, twin, any_order = _adam(params, lr_scale), _adam(twin_params, lr_scale), _adam(any_order_params, lr_scale)
+    stepper, loose = FusedAdamStepper(ours), FusedAdamStepper(any_order)
+    flat = []
+    # Below and above the threshold, a parameter without gradient (re-plans), a NaN gradient last.
+    scales = [0.01, 1.0, 10.0, 0.01, 3.0, 5.0, 0.02, float("nan")]
+    for step, scale in enumerate(scales):
+        for i, (p, q, r) in enumerate(zip(params, twin_params, any_order_params, strict=True)):
+            g = None if (step == 4 and i == 3) else th.randn(p.shape, generator=gen) * scale
+            p.grad, q.grad, r.grad = g, None if g is None else g.clone(), None if g is None else g.clone()
+        flat.append(stepper.clip_and_step(params, 0.5))
+        loose.clip_and_step(any_order_params, 0.5, any_order=True)
+        th.nn.utils.clip_grad_norm_(twin_params, 0.5)
+        for p, q in zip(params, twin_params, strict=True):  # clipped gradients left in .grad, as torch leaves them
+            if p.grad is None or q.grad is None:
+                assert p.grad is None and q.grad is None
+            else:
+                th.testing.assert_close(p.grad, q.grad, rtol=0, atol=0, equal_nan=True)
+        twin.step()
+        if step == len(scales) - 2:
+            for p, q, r in zip(params, twin_params, any_order_params, strict=True):
+                assert th.equal(p, q)
+                th.testing.assert_close(r, q, rtol=1e-5, atol=1e-6)
+    assert flat == [False, True, True, True, True, True, True, True]
+    for p, q, r in zip(params, twin_params, any_order_params, strict=True):
+        assert th.isnan(p).any() and th.isnan(q).any() and th.isnan(r).any()  # NaN propagates as in torch
+    for a, b in zip(ours.state_dict()["state"].values(), twin.state_dict()["state"].values(), strict=True):
+        assert th.equal(a["step"], b["step"])  # the step counters (views of one tensor) count each parameter's steps
+
+
+def test_clip_and_step_clips_parameters_outside_the_optimizer_as_torch_does() -> None:
+    gen = th.Generator().manual_seed(2)
+    params = [th.nn.Parameter(th.randn(8, generator=gen)) for _ in range(3)]
+    twins = [th.nn.Parameter(p.detach().clone()) for p in params]
+    stepper, twin = FusedAdamStepper(_adam(params[:2], False)), _adam(twins[:2], False)
+    for _ in range(3):
+        for p, q in zip(params, twins, strict=True):
+            p.grad = th.randn(8, generator=gen) * 10
+            q.grad = p.grad.clone()
+        assert not stepper.clip_and_step(params, 0.5)  # the third parameter's gradient counts in the norm
+        th.nn.utils.clip_grad_norm_(twins, 0.5)
+        twin.step()
+        for p, q in zip(params, twins, strict=True):
+            assert th.equal(p, q) and th.equal(p.grad, q.grad)  # type: ignore[arg-type]
 
 
 def test_fused_adam_stepper_leaves_other_optimizers_to_their_step() -> None:

@@ -20,8 +20,9 @@ from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from rltransfer import lean as lean_module
+from rltransfer.grad_clip import clip_grad_norm
 from rltransfer.hyperparams import ppo_kwargs, resolve_hyperparams
-from rltransfer.lean import FlatRollout, categorical_logits, clip_grad_norm, plain_mlp, program_for, rounding_only
+from rltransfer.lean import FlatRollout, categorical_logits, plain_mlp, program_for, rounding_only
 from rltransfer.multitask_backprop import multitask_mlp
 from rltransfer.ppo import TransferPPO
 from rltransfer.pretraining import source_policy_kwargs
