@@ -63,7 +63,7 @@ class _Group:
 @dataclass
 class _Plan:
     groups: list[_Group]
-    steps: th.Tensor  # every planned parameter's step counter, each a view of this tensor
+    steps: th.Tensor | None  # every planned parameter's step counter, each a view of this tensor
     flat: th.Tensor | None  # the gradients' flat buffer (CPU float32 plans only)
     views: list[th.Tensor]  # each planned parameter's gradient as a view of ``flat``
 
@@ -74,15 +74,19 @@ class FusedAdamStepper:
     The lists of parameters, moments and step counters are gathered once, at the first step
     after Adam has created its state, and reused while the same parameters have gradients;
     otherwise (and for any other optimizer) ``optimizer.step()`` runs.
+
+    Args:
+        flat: one flat gradient buffer and one tensor of step counters (default); ``False``
+            steps per tensor, as before them (the same values; for side-by-side benchmarks).
     """
 
-    def __init__(self, optimizer: th.optim.Optimizer) -> None:
+    def __init__(self, optimizer: th.optim.Optimizer, flat: bool = True) -> None:
         self.optimizer = optimizer
         self.plain = _plain_fused(optimizer)
+        self.flat = flat
         self._plan: _Plan | None = None
-        self._clipped: tuple[Sequence[th.Tensor], bool] | None = (
-            None  # clip_and_step's parameters, whether all in the plan
-        )
+        # clip_and_step's parameters, and whether they are all the optimizer's
+        self._clipped: tuple[Sequence[th.Tensor], bool] | None = None
 
     def zero_grad(self) -> None:
         """``optimizer.zero_grad()`` (gradients to ``None``), without its per-call wrappers for a plain Adam."""
@@ -169,15 +173,17 @@ class FusedAdamStepper:
         planned = [p for g in groups for p in g.params]
         if not planned or len({p.device for p in planned}) > 1:
             return False
-        # The step counters as views of one tensor (their values, Adam's state keeps them): one
-        # increment per step instead of one per parameter.
-        steps = th.stack([state[p]["step"] for p in planned])
-        for i, p in enumerate(planned):
-            state[p]["step"] = steps[i]
+        steps, flat, views = None, None, []
+        if self.flat:
+            # The step counters as views of one tensor (their values, Adam's state keeps them):
+            # one increment per step instead of one per parameter.
+            steps = th.stack([state[p]["step"] for p in planned])
+            for i, p in enumerate(planned):
+                state[p]["step"] = steps[i]
         for g in groups:
             g.steps = [state[p]["step"] for p in g.params]
-        flat, views = None, []
-        if all(p.device.type == "cpu" and p.dtype == th.float32 and _grad(p).dtype == th.float32 for p in planned):
+        on_cpu = all(p.device.type == "cpu" and p.dtype == th.float32 and _grad(p).dtype == th.float32 for p in planned)
+        if self.flat and on_cpu:
             flat = th.empty(sum(p.numel() for p in planned), dtype=th.float32)
             views = [v.view_as(p) for v, p in zip(flat.split([p.numel() for p in planned]), planned, strict=True)]
         self._plan = _Plan(groups, steps, flat, views)
@@ -185,8 +191,11 @@ class FusedAdamStepper:
 
     def _run(self) -> None:
         assert self._plan is not None
-        self._plan.steps.add_(1)
+        if self._plan.steps is not None:
+            self._plan.steps.add_(1)
         for g in self._plan.groups:
+            if self._plan.steps is None:
+                th._foreach_add_(g.steps, 1)
             group = g.group
             beta1, beta2 = group["betas"]
             th._fused_adam_(

@@ -370,12 +370,13 @@ def _autograd_step(
     return stats, loss.backward
 
 
-def lean_train(model: PPO, numpy_tanh: bool = False) -> None:
+def lean_train(model: PPO, numpy_tanh: bool = False, flat_step: bool = True) -> None:
     """SB3 2.x ``PPO.train`` with the same arithmetic and less overhead per minibatch.
 
     Categorical and Gaussian MLP policies (``hand_written``, ``gaussian_hand_written``)
     run each minibatch without autograd and compute what is only logged once at the end;
-    others run the same loss through autograd. ``numpy_tanh``: see ``actor_critic_mlp``.
+    others run the same loss through autograd. ``numpy_tanh``: see ``actor_critic_mlp``;
+    ``flat_step``: see ``FusedAdamStepper``.
     """
     policy = model.policy
     policy.set_training_mode(True)
@@ -389,7 +390,7 @@ def lean_train(model: PPO, numpy_tanh: bool = False) -> None:
     log_std = getattr(policy, "log_std", None) if program is not None else None
     loss = loss_for(policy, program) if program is not None else None
     params = list(policy.parameters())
-    adam = FusedAdamStepper(policy.optimizer)
+    adam = FusedAdamStepper(policy.optimizer, flat_step)
     # The multi-task program runs a minibatch sorted by task with fewer copies (same samples).
     multitask = program if isinstance(program, MultiTaskMLP) and program.n_tasks > 1 else None
     group_by, n_groups = (MultiTaskMLP.TASK_KEY, multitask.n_tasks) if multitask else (None, None)

@@ -50,11 +50,14 @@ class TransferPPO(PPO):
         numpy_tanh: the lean network's tanh through numpy (default; see the module docstring).
         numpy_rollouts: with ``numpy_tanh``, rollout steps run the network in numpy
             (``rltransfer.numpy_rollout``; default): the same draws, equal to float rounding.
+        flat_step: the lean update clips and steps the gradients on one flat buffer
+            (``FusedAdamStepper.clip_and_step``; default); ``False`` per tensor, the same values.
     """
 
     lean: bool = True
     numpy_tanh: bool = True
     numpy_rollouts: bool = True
+    flat_step: bool = True
 
     def __init__(self, *args: Any, fused_adam: bool = True, **kwargs: Any) -> None:
         if fused_adam and fused_adam_supported(kwargs.get("device", "auto")):
@@ -63,7 +66,7 @@ class TransferPPO(PPO):
 
     def train(self) -> None:
         if self.lean:
-            lean_train(self, self.numpy_tanh)
+            lean_train(self, self.numpy_tanh, self.flat_step)
         else:
             super().train()
 

@@ -256,6 +256,32 @@ def test_hand_written_update_matches_sb3_to_rounding(case: str) -> None:
         assert model._n_updates == start["n_updates"] + 1  # the same early stop
 
 
+@pytest.mark.parametrize("case", ["single-frozen-first-layer", "single-l2sp-hooks", "multitask-plain", "pendulum"])
+def test_flat_gradient_step_equals_the_per_tensor_step(case: str) -> None:
+    """``flat_step`` (one flat buffer clipped and stepped): the per-tensor step's bits where the
+    program is exact (torch's norm), its values to rounding where sums may run in any order."""
+    model = build(case)
+    exact = case.startswith("single-")
+    model.numpy_tanh = not exact
+    model = filled(model)
+    start = start_of(model)
+    results = []
+    for flat in (False, True):
+        model.flat_step = flat
+        results.append(one_update(model, lean=True, start=start))
+    (per_tensor, per_tensor_log), (flat_weights, flat_log) = results
+    assert any(not th.equal(per_tensor[k], v) for k, v in start["policy"].items())
+    for key, value in per_tensor.items():
+        if exact:
+            assert th.equal(flat_weights[key], value), key
+        else:
+            th.testing.assert_close(flat_weights[key], value, rtol=1e-5, atol=1e-6)
+    if exact:
+        assert flat_log == per_tensor_log
+    steps = [s["step"] for s in model.policy.optimizer.state_dict()["state"].values()]
+    assert len({s.data_ptr() - s.storage_offset() * s.element_size() for s in steps}) == 1  # one tensor's views
+
+
 def test_minibatches_sorted_by_task_hold_the_same_samples() -> None:
     """``FlatRollout(group_by=...)``: each minibatch's rows in task order (stable), nothing else changed."""
     model = filled(build("multitask-plain"))
