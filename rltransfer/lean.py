@@ -41,6 +41,7 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.utils import explained_variance
 from torch.nn import functional as F
 
+from rltransfer import numpy_loss as numpy_loss_module
 from rltransfer.adam_step import FusedAdamStepper
 from rltransfer.gaussian_loss import gaussian_ppo_loss, sde_ppo_loss
 from rltransfer.mlp_backprop import NUMPY_TANH, ActorCriticMLP, Program, accumulate, actor_critic_mlp
@@ -255,10 +256,15 @@ def program_for(policy: Any, numpy_tanh: bool = False) -> Program | None:
 LossFn = Callable[[th.Tensor, th.Tensor, Any, Minibatch, Coefficients], LossResult]
 
 
-def loss_for(policy: Any, program: Program) -> LossFn:
-    """The hand-written loss for the distribution of a policy that ``hand_written``/``gaussian_hand_written`` cover."""
+def loss_for(policy: Any, program: Program, numpy_loss: bool = False) -> LossFn:
+    """The hand-written loss for the distribution of a policy that ``hand_written``/``gaussian_hand_written`` cover.
+
+    ``numpy_loss``: where there is one, the loss in numpy (``rltransfer.numpy_loss``; CPU
+    programs exact to rounding only).
+    """
     if isinstance(policy.action_dist, CategoricalDistribution):
-        return lambda out, values, cache, batch, c: categorical_ppo_loss(out, values, batch, c)
+        categorical = numpy_loss_module.categorical_ppo_loss if numpy_loss else categorical_ppo_loss
+        return lambda out, values, cache, batch, c: categorical(out, values, batch, c)
     if plain_sde(policy):
         dist = policy.action_dist
 
@@ -266,10 +272,12 @@ def loss_for(policy: Any, program: Program) -> LossFn:
             # SB3 passes latent_pi, the action net's input, as the latent the noise scales with.
             latent = functools.partial(program.latent_sq_mm, cache)
             backward = functools.partial(program.latent_sq_t_mm, cache)
-            return sde_ppo_loss(out, values, batch, c, policy.log_std, latent, backward, dist.full_std, dist.epsilon)
+            return sde_loss(out, values, batch, c, policy.log_std, latent, backward, dist.full_std, dist.epsilon)
 
+        sde_loss = numpy_loss_module.sde_ppo_loss if numpy_loss else sde_ppo_loss
         return sde
-    return lambda out, values, cache, batch, c: gaussian_ppo_loss(out, values, batch, c, policy.log_std)
+    gaussian = numpy_loss_module.gaussian_ppo_loss if numpy_loss else gaussian_ppo_loss
+    return lambda out, values, cache, batch, c: gaussian(out, values, batch, c, policy.log_std)
 
 
 def actor_critic_latents(policy: ActorCriticPolicy, obs: Any) -> tuple[th.Tensor, th.Tensor]:
@@ -370,13 +378,14 @@ def _autograd_step(
     return stats, loss.backward
 
 
-def lean_train(model: PPO, numpy_tanh: bool = False, flat_step: bool = True) -> None:
+def lean_train(model: PPO, numpy_tanh: bool = False, flat_step: bool = True, numpy_loss: bool = True) -> None:
     """SB3 2.x ``PPO.train`` with the same arithmetic and less overhead per minibatch.
 
     Categorical and Gaussian MLP policies (``hand_written``, ``gaussian_hand_written``)
     run each minibatch without autograd and compute what is only logged once at the end;
     others run the same loss through autograd. ``numpy_tanh``: see ``actor_critic_mlp``;
-    ``flat_step``: see ``FusedAdamStepper``.
+    ``flat_step``: see ``FusedAdamStepper``; ``numpy_loss``: the loss in numpy where the
+    program is exact to rounding only and on the CPU (``rltransfer.numpy_loss``).
     """
     policy = model.policy
     policy.set_training_mode(True)
@@ -388,14 +397,15 @@ def lean_train(model: PPO, numpy_tanh: bool = False, flat_step: bool = True) -> 
     logits_fn = categorical_logits(policy)  # the autograd path's, where no program covers the policy
     program = program_for(policy, numpy_tanh)
     log_std = getattr(policy, "log_std", None) if program is not None else None
-    loss = loss_for(policy, program) if program is not None else None
+    any_order = rounding_only(program)  # sums may run in another order (the gradient norm too)
+    on_cpu = all(p.device.type == "cpu" for p in policy.parameters())
+    loss = loss_for(policy, program, numpy_loss and any_order and on_cpu) if program is not None else None
     params = list(policy.parameters())
     adam = FusedAdamStepper(policy.optimizer, flat_step)
     # The multi-task program runs a minibatch sorted by task with fewer copies (same samples).
     multitask = program if isinstance(program, MultiTaskMLP) and program.n_tasks > 1 else None
     group_by, n_groups = (MultiTaskMLP.TASK_KEY, multitask.n_tasks) if multitask else (None, None)
     discrete = isinstance(model.action_space, spaces.Discrete)
-    any_order = rounding_only(program)  # sums may run in another order (the gradient norm too)
     data = FlatRollout(model.rollout_buffer, discrete, group_by, n_groups, any_order=any_order)
     epochs: list[int] = []  # each minibatch's epoch
     rows: list[list[float]] = []  # autograd: logged values as they come

@@ -52,12 +52,15 @@ class TransferPPO(PPO):
             (``rltransfer.numpy_rollout``; default): the same draws, equal to float rounding.
         flat_step: the lean update clips and steps the gradients on one flat buffer
             (``FusedAdamStepper.clip_and_step``; default); ``False`` per tensor, the same values.
+        numpy_loss: with ``numpy_tanh``, the lean update's categorical loss runs in numpy
+            (``rltransfer.numpy_loss``; default): the same formulas, equal to float rounding.
     """
 
     lean: bool = True
     numpy_tanh: bool = True
     numpy_rollouts: bool = True
     flat_step: bool = True
+    numpy_loss: bool = True
 
     def __init__(self, *args: Any, fused_adam: bool = True, **kwargs: Any) -> None:
         if fused_adam and fused_adam_supported(kwargs.get("device", "auto")):
@@ -66,7 +69,7 @@ class TransferPPO(PPO):
 
     def train(self) -> None:
         if self.lean:
-            lean_train(self, self.numpy_tanh, self.flat_step)
+            lean_train(self, self.numpy_tanh, self.flat_step, self.numpy_loss)
         else:
             super().train()
 
