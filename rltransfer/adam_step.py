@@ -109,9 +109,9 @@ class FusedAdamStepper:
     def clip_and_step(self, params: Sequence[th.Tensor], max_norm: float, any_order: bool = False) -> bool:
         """``clip_grad_norm(params, max_norm)``, then ``step()``; ``True`` if on the flat buffer.
 
-        There where every parameter of ``params`` is the optimizer's and the plan's gradients are
-        on the CPU in float32: the norm is torch's (per-tensor norms, then theirs: the same
-        bits), or with ``any_order`` the flat buffer's own (equal to it to float rounding), and the
+        The flat buffer serves where every parameter of ``params`` is the optimizer's and the
+        gradients are CPU float32. Its norm is torch's (per-tensor norms, then theirs: the same
+        bits) or, with ``any_order``, the buffer's own (equal to it to float rounding). The
         clipped gradients are left in ``.grad`` as views of the buffer, as ``clip_grad_norm_``
         leaves them.
         """

@@ -7,7 +7,8 @@ gathered once per update where the program is exact to rounding only). Categoric
 policies (SB3's ``MlpPolicy``, rltransfer's trunk and multi-task policies; diagonal Gaussians
 and SB3's default gSDE) run each minibatch without autograd: the network forward and backward
 by hand (``rltransfer.mlp_backprop``, ``rltransfer.multitask_backprop``), the loss's gradient
-from autograd's own formulas (``rltransfer.ppo_loss``, ``rltransfer.gaussian_loss``), the
+from autograd's own formulas (``rltransfer.ppo_loss``, ``rltransfer.gaussian_loss``; as numpy
+operations, ``rltransfer.numpy_loss``, where the program agrees with SB3's to rounding only), the
 values PPO only logs computed once per update, and Adam's fused kernel called directly
 (``rltransfer.adam_step``). Other categorical policies keep autograd but skip distribution
 objects and argument validation; everything else (squashed or ``expln`` gSDE, masked Gaussian
@@ -267,6 +268,7 @@ def loss_for(policy: Any, program: Program, numpy_loss: bool = False) -> LossFn:
         return lambda out, values, cache, batch, c: categorical(out, values, batch, c)
     if plain_sde(policy):
         dist = policy.action_dist
+        sde_loss = numpy_loss_module.sde_ppo_loss if numpy_loss else sde_ppo_loss
 
         def sde(out: th.Tensor, values: th.Tensor, cache: Any, batch: Minibatch, c: Coefficients) -> LossResult:
             # SB3 passes latent_pi, the action net's input, as the latent the noise scales with.
@@ -274,7 +276,6 @@ def loss_for(policy: Any, program: Program, numpy_loss: bool = False) -> LossFn:
             backward = functools.partial(program.latent_sq_t_mm, cache)
             return sde_loss(out, values, batch, c, policy.log_std, latent, backward, dist.full_std, dist.epsilon)
 
-        sde_loss = numpy_loss_module.sde_ppo_loss if numpy_loss else sde_ppo_loss
         return sde
     gaussian = numpy_loss_module.gaussian_ppo_loss if numpy_loss else gaussian_ppo_loss
     return lambda out, values, cache, batch, c: gaussian(out, values, batch, c, policy.log_std)
