@@ -7,7 +7,8 @@ call per group. ``FusedAdamStepper`` makes that same call (the step counters' in
 and ``optimizer.state_dict()`` holds the same values (``tests/test_mlp_backprop.py``).
 Where anything differs from the plain case ``optimizer.step()`` runs instead.
 
-On the CPU, torch's foreach operations loop over their tensors one kernel at a time, so a dozen parameters' step counters, gradient norms and clipping cost more than Adam's
+On the CPU, torch's foreach operations loop over their tensors one kernel at a time, so a
+dozen parameters' step counters, gradient norms and clipping cost more than Adam's
 arithmetic: ``clip_and_step`` copies the gradients into one flat buffer, clips it with one
 norm and one multiplication, and gives Adam its views; the step counters are views of one
 tensor, incremented in one operation.
