@@ -21,8 +21,9 @@ step() {  # step NAME COMMAND...: run, keep its output in $OUT/NAME.txt, note it
     log "$name: exit ${PIPESTATUS[0]}"
 }
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-cache-dir --target /tmp/site . || exit 1
+# The build below runs on /tmp/site's setuptools (from .whl), whatever the image's is.
 export PYTHONPATH=/tmp/site PATH=/tmp/site/bin:$PATH
+python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-cache-dir --target /tmp/site . || exit 1
 # Outside the checkout: its rltransfer/ folder lacks the envs and policies subpackages the install maps in.
 cd /tmp
 [ "$DEVICE" = cpu ] || nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
@@ -39,6 +40,7 @@ seeds: 2
 timesteps: 4096
 eval: {freq: 2048, episodes: 2}
 YAML
+rm -rf /tmp/gpu-grid  # a rerun on the same machine starts the grid afresh
 step grid rltransfer run /tmp/gpu-grid.yaml --device "$DEVICE" --workers 2 --out /tmp/gpu-grid --quiet
 # The source pretrains in a pool worker beside the scratch runs: both manifests must name the device.
 python3 -c "import json; print('run device:', json.load(open('/tmp/gpu-grid/finetune/seed0/manifest.json'))['device'])" \

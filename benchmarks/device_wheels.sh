@@ -6,6 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rm -rf .whl && mkdir .whl
+# setuptools too: installing rltransfer there builds it without isolation, and an image's older
+# setuptools (< 70.1, without bdist_wheel) fails that build.
 python3 -m pip download --quiet --no-deps --only-binary=:all: -d .whl \
-    stable-baselines3==2.9.2 gymnasium==1.4.0 farama-notifications==0.0.6
+    stable-baselines3==2.9.2 gymnasium==1.4.0 farama-notifications==0.0.6 setuptools==84.2.1
 ls -l .whl
