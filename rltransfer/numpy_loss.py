@@ -1,8 +1,9 @@
 """PPO's loss gradient in numpy, for minibatches of a few rows: ``ppo_loss``'s formulas, to float rounding.
 
-At SB3's 64-sample minibatches torch spends ~5 us dispatching each of the categorical loss's
-~35 operations, numpy ~1 us: 151 against 79 us a minibatch inside the loop on the benchmark
-machine (``benchmarks/step_parts.py update``, with and without ``--before``). The formulas are
+At SB3's 64-sample minibatches torch's per-operation dispatch outweighs the arithmetic of the
+categorical loss's ~35 operations, and numpy's is a fraction of it: 151 against 79 us a
+minibatch inside the loop on the benchmark machine (``benchmarks/step_parts.py update``, with
+and without ``--before``). The formulas are
 ``ppo_loss``'s (autograd's own, written out); numpy's ``exp``, ``log`` and sums round
 differently from torch's, so only programs that agree with SB3 to float rounding anyway
 (``lean.rounding_only``: numpy's tanh, the multi-task policy) take this path, on the CPU. Inputs
