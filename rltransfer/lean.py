@@ -141,10 +141,10 @@ class FlatRollout:
         same values), in a handful of index operations instead of a handful per minibatch.
         """
         obs, batch = self._select(rows)
+        fields = (batch.actions, batch.old_values, batch.old_log_prob, batch.advantages, batch.returns)
         for i, start in enumerate(range(0, len(rows), batch_size)):
             part = slice(start, start + batch_size)
             obs_part = {k: v[part] for k, v in obs.items()} if isinstance(obs, dict) else obs[part]
-            fields = (batch.actions, batch.old_values, batch.old_log_prob, batch.advantages, batch.returns)
             yield obs_part, Minibatch(*(f[part] for f in fields)), None if layouts is None else layouts[i]
 
     def whole(self) -> tuple[Any, Minibatch, TaskLayout | None]:
@@ -412,9 +412,9 @@ def lean_train(model: PPO, numpy_tanh: bool = False, flat_step: bool = True, num
     program = program_for(policy, numpy_tanh)
     log_std = getattr(policy, "log_std", None) if program is not None else None
     any_order = rounding_only(program)  # sums may run in another order (the gradient norm too)
-    on_cpu = all(p.device.type == "cpu" for p in policy.parameters())
-    loss = loss_for(policy, program, numpy_loss and any_order and on_cpu) if program is not None else None
     params = list(policy.parameters())
+    on_cpu = all(p.device.type == "cpu" for p in params)
+    loss = loss_for(policy, program, numpy_loss and any_order and on_cpu) if program is not None else None
     adam = FusedAdamStepper(policy.optimizer, flat_step)
     # The multi-task program runs a minibatch sorted by task with fewer copies (same samples).
     multitask = program if isinstance(program, MultiTaskMLP) and program.n_tasks > 1 else None

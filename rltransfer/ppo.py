@@ -52,7 +52,8 @@ class TransferPPO(PPO):
             (``rltransfer.numpy_rollout``; default): the same draws, equal to float rounding.
         flat_step: the lean update clips and steps the gradients on one flat buffer
             (``FusedAdamStepper.clip_and_step``; default); ``False`` per tensor, the same values.
-        numpy_loss: with ``numpy_tanh``, the lean update's categorical loss runs in numpy
+        numpy_loss: with ``numpy_tanh`` (or for the multi-task policy), the lean update's
+            categorical, Gaussian and gSDE losses run in numpy on the CPU
             (``rltransfer.numpy_loss``; default): the same formulas, equal to float rounding.
     """
 
