@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from rltransfer.experiment.ray_backend import require_ray, run_grid_ray
-from rltransfer.experiment.runner import default_workers, ensure_source, run_grid
+from rltransfer.experiment.runner import default_workers, ensure_sources, run_grid
 from rltransfer.experiment.spec import parse_spec
 
 
@@ -78,7 +78,7 @@ def main() -> int:
         }
     )
     root = Path(tempfile.mkdtemp(prefix="ray-overhead-"))
-    source = ensure_source(spec, root / "source-exp", progress=False)
+    source = ensure_sources(spec, root / "source-exp", progress=False)
     runs = 2 * cores
     print(f"machine: {cpu_name()}, {cores} cores; grid: {runs} runs of {args.timesteps:,} CartPole steps")
     print(f"local pool workers: OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")

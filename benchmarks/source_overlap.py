@@ -5,7 +5,7 @@ while every other core idled. Now the source is one task of the grid's pool and 
 don't use it (scratch) train on the other workers meanwhile. Both arms run the same spec from
 an empty directory with the same workers (alternating, A B, B A, ...), and give the same files:
 
-* ``sources first``: ``ensure_source``, ``preflight``, then ``run_grid`` (the earlier order);
+* ``sources first``: ``ensure_sources``, ``preflight``, then ``run_grid`` (the earlier order);
 * ``overlapped``: ``run_grid(source=None)`` (what ``rltransfer run`` does with 2+ workers).
 
     python benchmarks/source_overlap.py [experiments/cartpole.yaml] [--quick 0.25] [--repeats 3]
@@ -24,7 +24,7 @@ from pathlib import Path
 from sidebyside import alternate, machine, paired_ratio
 from suite import scaled
 
-from rltransfer.experiment.runner import default_workers, ensure_source, preflight, prepare_out, run_grid
+from rltransfer.experiment.runner import default_workers, ensure_sources, preflight, prepare_out, run_grid
 from rltransfer.experiment.spec import ExperimentSpec, load_spec
 
 
@@ -38,9 +38,10 @@ def grid_seconds(spec: ExperimentSpec, workers: int, overlapped: bool) -> float:
         if overlapped:
             result = run_grid(spec, out, None, workers)
         else:
-            source = ensure_source(spec, out, progress=False)
-            preflight(spec, source)
-            result = run_grid(spec, out, source, workers)
+            sources = ensure_sources(spec, out, progress=False)
+            for source in sources.values():
+                preflight(spec, source)
+            result = run_grid(spec, out, sources, workers)
         seconds = time.perf_counter() - started
         if not result.complete:
             raise SystemExit(f"{len(result.failed)} runs failed")

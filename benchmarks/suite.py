@@ -43,6 +43,8 @@ def scaled(spec: ExperimentSpec, factor: float, seeds: int) -> ExperimentSpec:
     if spec.source.checkpoint is None:
         source_steps = spec.source.timesteps or resolve_hyperparams(spec.family.name)["n_timesteps"]
         raw["source"] = {**(raw.get("source") or {}), "timesteps": max(1024, int(source_steps * factor))}
+        if "seeds" in raw["source"]:  # no more sources than target seeds: each would go unused
+            raw["source"]["seeds"] = list(spec.source.seeds[:seeds])
     return parse_spec(raw, where=f"{spec.path} (quick)")
 
 
@@ -79,12 +81,13 @@ class Row:
 
 
 def budget_of(spec: ExperimentSpec) -> str:
-    """``source steps -> target steps, seeds`` as run (a given checkpoint: its directory's name)."""
+    """``source steps [xS sources] -> target steps, seeds`` as run (a given checkpoint: its directory's name)."""
     if spec.source.checkpoint is not None:
         source = Path(spec.source.checkpoint).name
     else:
         steps = spec.source.timesteps or resolve_hyperparams(spec.family.name)["n_timesteps"]
-        source = f"{steps / 1000:g}k"
+        sources = len(spec.source.seeds)
+        source = f"{steps / 1000:g}k" + (f" x{sources} sources" if sources > 1 else "")
     return f"{source} -> {spec.timesteps / 1000:g}k, {len(spec.seeds)} seeds"
 
 

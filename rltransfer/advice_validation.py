@@ -26,6 +26,7 @@ from scipy.stats import spearmanr
 from rltransfer.advise import Advice, advise
 from rltransfer.errors import UserError
 from rltransfer.experiment.report import load_experiment
+from rltransfer.experiment.runner import source_dir
 from rltransfer.strategies import Strategy
 
 
@@ -174,7 +175,8 @@ def validate_experiments(
         ]
         if not tasks:
             continue
-        advice = advise(out / "source", spec.family, [t.variant for _, t in tasks], episodes, samples, seed)
+        source = spec.source.checkpoint or source_dir(spec, out, spec.source.seed)  # advice reads one source
+        advice = advise(source, spec.family, [t.variant for _, t in tasks], episodes, samples, seed)
         for (name, _), a in zip(tasks, advice, strict=True):
             best_gain, best = best_arm(gains[name])
             advised_arm, advised = _advised(a.recommendation, labels, gains[name])

@@ -45,7 +45,7 @@ def results(out: Path) -> dict[str, Any]:
     for path in sorted(out.glob("*/seed*/curves.npz")):
         with np.load(path) as data:
             found[str(path.relative_to(out))] = {k: data[k].tolist() for k in sorted(data.files)}
-    for path in sorted([*out.glob("*/seed*/model.zip"), out / "source" / "model.zip"]):
+    for path in sorted([*out.glob("*/seed*/model.zip"), *out.glob("source/**/model.zip")]):
         with zipfile.ZipFile(path) as z:  # the zip's "data" entry holds wall-clock times: weights only
             found[str(path.relative_to(out))] = z.read("policy.pth")
     for name in REPORT_FILES:
@@ -148,6 +148,28 @@ def test_ray_pretrains_the_source_beside_scratch_runs(
     assert_source_beside_scratch(events)
     with zipfile.ZipFile(out / "source" / "model.zip") as a, zipfile.ZipFile(reference / "source" / "model.zip") as b:
         assert a.read("policy.pth") == b.read("policy.pth")
+
+
+def test_ray_pretrains_one_source_per_source_seed(local_ray: Any, tmp_path: Path) -> None:
+    """``source.seeds``: each source a Ray task, each run shipped its own; the same files as locally."""
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump({**SPEC, "source": {**SPEC["source"], "seeds": 2}}))
+    reference = run_locally(path, tmp_path / "local")
+    out = tmp_path / "exp"
+    result, _ = run_experiment(path, out=out, backend="ray", progress=False)
+    assert result.complete and len(result.finished) == 4
+    for seed in (0, 1):
+        with (
+            zipfile.ZipFile(out / "source" / f"seed{seed}" / "model.zip") as a,
+            zipfile.ZipFile(reference / "source" / f"seed{seed}" / "model.zip") as b,
+        ):
+            assert a.read("policy.pth") == b.read("policy.pth")
+        manifest = json.loads((out / "freeze" / f"seed{seed}" / "manifest.json").read_text())
+        assert manifest["source"]["path"] == str(out / "source" / f"seed{seed}" / "model.zip")
+    assert {k: v for k, v in results(out).items() if k != "report.md"} == {
+        k: v for k, v in results(reference).items() if k != "report.md"
+    }
+    assert_clean(out)
 
 
 def test_resume_across_backends(local_ray: Any, spec_path: Path, reference: Path, tmp_path: Path) -> None:

@@ -102,11 +102,12 @@ def test_gate_raises_what_the_worker_reported(tmp_path: Path) -> None:
     from rltransfer.experiment.runner import SourceGate
 
     spec = load_spec(_spec(tmp_path))
-    waiting = [Job(spec.arms[1], 0, spec.targets, tmp_path / "freeze" / "seed0")]
-    gate = SourceGate(spec, SourceJob(tmp_path / "source"), waiting)
-    assert gate.done({"ok": False, "traceback": "Traceback ...\nRuntimeError: boom"}) == []
+    waiting = [Job(spec.arms[1], 0, spec.targets, tmp_path / "freeze" / "seed0", 0)]
+    gate = SourceGate(spec, {}, {0: waiting})
+    boom = {"ok": False, "traceback": "Traceback ...\nRuntimeError: boom"}
+    assert gate.done(SourceJob(tmp_path / "source"), boom) == []
     assert isinstance(gate.error, SourceFailed) and "RuntimeError: boom" in str(gate.error)
-    gate = SourceGate(spec, SourceJob(tmp_path / "source"), waiting)
+    gate = SourceGate(spec, {}, {0: waiting})
     error = UserError("the env produced NaN; check its parameters")
-    assert gate.done({"ok": False, "error": str(error), "exception": error}) == []
-    assert gate.error is error and gate.waiting == waiting  # nothing released
+    assert gate.done(SourceJob(tmp_path / "source"), {"ok": False, "error": str(error), "exception": error}) == []
+    assert gate.error is error and gate.waiting == {0: waiting} and not gate.ready  # nothing released

@@ -17,6 +17,16 @@ from rltransfer.experiment.spec import ExperimentSpec
 
 
 @dataclass
+class SourceUse:
+    """One source checkpoint the finished runs fine-tuned: its lineage and the target seeds that used it."""
+
+    path: str
+    seed: int | None  # None: a checkpoint without a manifest (a plain SB3 zip)
+    mean_return: float | None  # on its own task, at the end of pretraining
+    target_seeds: set[int] = field(default_factory=set)
+
+
+@dataclass
 class Collected:
     """Curves and per-run facts of every finished run, arm by arm (seeds in spec order)."""
 
@@ -29,6 +39,7 @@ class Collected:
     missing: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     devices: Counter[str] = field(default_factory=Counter)  # where the finished runs trained, with counts
+    sources: dict[str, SourceUse] = field(default_factory=dict)  # by the checkpoint's zip SHA-256
 
 
 def nominal_grid(timesteps: int, eval_freq: int) -> np.ndarray:
@@ -65,11 +76,13 @@ def collect(spec: ExperimentSpec, out: Path) -> Collected:
     per_arm: dict[str, dict[int, list[tuple[np.ndarray, np.ndarray, dict]]]] = {}
     missing, failed = [], []
     devices: Counter[str] = Counter()
+    sources: dict[str, SourceUse] = {}
     for job in plan_jobs(spec, out):
         if job.finished:
             run = _load_run(job)
             per_arm.setdefault(job.arm.name, {}).setdefault(job.seed, []).append(run)
             devices[device_label(run[2].get("device"))] += 1
+            _note_source(sources, run[2], job.seed)
         elif job.failed_marker.exists():
             failed.append(str(job.run_dir))
         else:
@@ -105,4 +118,18 @@ def collect(spec: ExperimentSpec, out: Path) -> Collected:
         manifest = runs[complete[0]][0][2]
         src = (manifest.get("source") or {}).get("manifest") or {}
         source_steps[arm.name] = float(src.get("timesteps", 0)) if arm.strategy.uses_source else 0.0
-    return Collected(steps, curves, seeds, forgetting, source_steps, feature_mmd, missing, failed, devices)
+    return Collected(steps, curves, seeds, forgetting, source_steps, feature_mmd, missing, failed, devices, sources)
+
+
+def _note_source(sources: dict[str, SourceUse], manifest: dict, seed: int) -> None:
+    """Record the source a finished run fine-tuned (its manifest's lineage), if any."""
+    lineage = manifest.get("source")
+    if not lineage:
+        return
+    meta = lineage.get("manifest") or {}
+    mean_return = (meta.get("eval") or {}).get("mean_return")
+    use = sources.setdefault(
+        lineage["zip_sha256"],
+        SourceUse(lineage["path"], meta.get("seed"), None if mean_return is None else float(mean_return)),
+    )
+    use.target_seeds.add(seed)

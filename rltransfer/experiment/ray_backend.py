@@ -33,11 +33,12 @@ from rltransfer.experiment.runner import (
     GridResult,
     Job,
     Notify,
-    SourceGate,
     SourceJob,
+    Sources,
     execute_job,
     execute_source,
     record_outcome,
+    schedule,
     unfinished_jobs,
 )
 from rltransfer.experiment.spec import ExperimentSpec
@@ -214,13 +215,13 @@ def _record_driver_source(run_dir: Path, worker_zip: str, driver_zip: str) -> No
         atomic_write_json(path, manifest)
 
 
-def _pretrain_task(spec: ExperimentSpec, argv: list[str]) -> dict[str, Any]:
-    """Ray task: pretrain the spec's source into a temporary directory; its files come back as bytes.
+def _pretrain_task(spec: ExperimentSpec, seed: int, argv: list[str]) -> dict[str, Any]:
+    """Ray task: pretrain the spec's source of ``seed`` into a temporary directory; its files come back as bytes.
 
     The outcome is ``runner.execute_source``'s, with the files when it succeeded.
     """
     with _worker_tmp() as tmp, _driver_argv(argv):
-        outcome = execute_source(spec, Path(tmp) / "source")
+        outcome = execute_source(spec, Path(tmp) / "source", seed)
         if outcome["ok"]:
             outcome["files"] = pack(Path(tmp) / "source")
         return outcome
@@ -248,7 +249,7 @@ def _check_resources(ray: Any, gpus_per_run: float) -> None:
 def run_grid_ray(
     spec: ExperimentSpec,
     out: Path,
-    source: Path | None,
+    sources: Sources | Path | None,
     workers: int | None = None,
     on_event: Notify | None = None,
     gpus_per_run: float = 0.0,
@@ -259,36 +260,33 @@ def run_grid_ray(
     At most ``workers`` runs are in flight (default: as many as the cluster's CPUs, and GPUs when
     ``gpus_per_run`` asks for them, re-read as nodes join or leave), so ``start`` means running.
     ``execute`` is the per-run function (``execute_job``), shipped to the workers with each task.
-    ``source=None``: the source is pretrained by a Ray task into ``<out>/source`` beside the runs
-    that don't use it, as ``runner.run_grid`` does in its pool.
+    A source missing from ``sources`` is pretrained by a Ray task into ``runner.source_dir`` beside
+    the runs that don't use it, as ``runner.run_grid`` does in its pool.
     """
     ray = require_ray()
     result = GridResult(out)
     notify: Notify = on_event if on_event is not None else (lambda *_: None)
-    queue: list[Job | SourceJob] = list(unfinished_jobs(spec, out, result, notify))
-    gate = None
-    if source is None:
-        source_job = SourceJob(out / "source")
-        gate = SourceGate(spec, source_job, [j for j in queue if isinstance(j, Job) and j.arm.strategy.uses_source])
-        queue = [source_job, *(j for j in queue if isinstance(j, Job) and not j.arm.strategy.uses_source)]
+    queue, gate = schedule(spec, out, unfinished_jobs(spec, out, result, notify), sources)
     if not queue:
         return result
     _check_resources(ray, gpus_per_run)
     spec_ref = ray.put(spec)
     task = ray.remote(_run_task).options(**_options(gpus_per_run))
-    uses_source = any(isinstance(j, Job) and j.arm.strategy.uses_source for j in queue)
-    shipped = _ship(ray, source) if source is not None and uses_source else None
+    shipped: dict[str, tuple[Any, str, str]] = {}  # by checkpoint path: each put into the object store once
     pending: dict[Any, Job | SourceJob] = {}
     try:
-        while (queue and not (gate and gate.error)) or pending:
+        while (queue and not gate.error) or pending:
             slots = workers or _capacity(ray, gpus_per_run)
-            while queue and not (gate and gate.error) and len(pending) < slots:
+            while queue and not gate.error and len(pending) < slots:
                 job = queue.pop(0)
                 if isinstance(job, SourceJob):
                     pretrain = ray.remote(_pretrain_task).options(**_options(gpus_per_run))
-                    pending[pretrain.remote(spec, list(sys.argv))] = job
+                    pending[pretrain.remote(spec, job.seed, list(sys.argv))] = job
                 else:
-                    blob, entry, driver_zip = shipped if job.arm.strategy.uses_source and shipped else (None, "", "")
+                    source = gate.path(job)
+                    if source is not None and source not in shipped:
+                        shipped[source] = _ship(ray, Path(source))
+                    blob, entry, driver_zip = shipped[source] if source is not None else (None, "", "")
                     pending[task.remote(job, spec_ref, blob, entry, driver_zip, list(sys.argv), execute)] = job
                 notify("start", job, {})
             done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
@@ -297,18 +295,14 @@ def run_grid_ray(
                 if isinstance(job, Job):
                     record_outcome(result, job, _collect(ray, ref, job), notify)
                     continue
-                assert gate is not None
                 outcome = _collect_source(ray, ref, job.run_dir)
                 notify("done" if outcome["ok"] else "failed", job, outcome)
-                released = gate.done(outcome)
-                if released:
-                    shipped = _ship(ray, job.run_dir)
-                    queue += released
+                queue += gate.done(job, outcome)
     finally:
         for ref in pending:  # interrupted: stop what is still running on the cluster
             with suppress(Exception):
                 ray.cancel(ref, force=True)
-    if gate is not None and gate.error is not None:
+    if gate.error is not None:
         raise gate.error
     return result
 

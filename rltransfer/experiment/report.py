@@ -64,6 +64,44 @@ def _feature_shift_table(data: Collected) -> ExtraTable | None:
     )
 
 
+def _sources_table(spec: ExperimentSpec, out: Path, data: Collected) -> ExtraTable | None:
+    """Each source checkpoint the transfer arms fine-tuned, and whether the intervals include its variance."""
+    if not data.sources:
+        return None
+    uses = sorted(data.sources.items(), key=lambda item: (item[1].seed is None, item[1].seed or 0, item[1].path))
+    rows = [
+        [
+            "?" if use.seed is None else str(use.seed),
+            _relative(use.path, out),  # its SHA-256 is in each run's manifest (the zip holds wall-clock times)
+            "?" if use.mean_return is None else fmt_number(use.mean_return),
+            ", ".join(str(s) for s in sorted(use.target_seeds)),
+        ]
+        for _, use in uses
+    ]
+    if len(uses) > 1:
+        note = (
+            f"{len(uses)} sources, one per source seed: target seed k fine-tunes source seeds[k % "
+            f"{len(spec.source.seeds)}], so the confidence intervals include the variance of pretraining."
+        )
+    else:
+        note = (
+            "Every transfer arm fine-tunes this one source: the confidence intervals are over target "
+            "seeds with the source held fixed; give `source: {seeds: N}` to include its variance."
+        )
+    return ExtraTable(
+        "Source policies", ["source seed", "checkpoint", "return on the source task", "target seeds"], rows, note
+    )
+
+
+def _relative(path: str, out: Path) -> str:
+    """``path`` from the experiment's directory where it lies inside it (the report then reads the
+    same wherever the grid ran or was moved), else as recorded."""
+    try:
+        return str(Path(path).relative_to(out))
+    except ValueError:
+        return path
+
+
 def _total_steps_table(spec: ExperimentSpec, data: Collected) -> ExtraTable | None:
     if not any(data.source_steps.values()):
         return None
@@ -128,7 +166,12 @@ def build_report(out: str | Path, spec: ExperimentSpec | None = None) -> Path:
         meta["FAILED runs (excluded)"] = ", ".join(data.failed)
     if data.missing:
         meta["unfinished runs (excluded)"] = ", ".join(data.missing)
-    tables = (_forgetting_table(data), _feature_shift_table(data), _total_steps_table(spec, data))
+    tables = (
+        _sources_table(spec, out, data),
+        _forgetting_table(data),
+        _feature_shift_table(data),
+        _total_steps_table(spec, data),
+    )
     extras = [t for t in tables if t is not None]
     report_dir = out / "report"
     write_report(

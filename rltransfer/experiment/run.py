@@ -15,8 +15,8 @@ from rltransfer.experiment.runner import (
     GridResult,
     check_out,
     default_workers,
-    ensure_source,
-    finished_source,
+    ensure_sources,
+    finished_sources,
     plan_jobs,
     preflight,
     prepare_out,
@@ -82,22 +82,23 @@ def run_experiment(
         session = ray_backend.ray_session(address, num_cpus=n_workers)
     with session, exclusive_lock(out_dir / LOCK_FILE, f"'{out_dir}'"):
         prepare_out(spec, out_dir, resume)
-        source: Path | None
         if backend == "local" and n_workers <= 1:
-            source = ensure_source(spec, out_dir, progress)
-        else:  # None: pretrained as a task of the grid, beside the runs that don't use it
-            source = finished_source(spec, out_dir)
-        if source is not None and spec.source.checkpoint is None:
-            preflight(spec, source)
+            sources = ensure_sources(spec, out_dir, progress)
+        else:  # those missing are pretrained as tasks of the grid, beside the runs that don't use them
+            sources = finished_sources(spec, out_dir)
+        if spec.source.checkpoint is None and sources:
+            # The sources differ in their weights only (one spec, one architecture): one check serves all
+            preflight(spec, next(iter(sources.values())))
         write_layout(spec, out_dir)
-        total, label = len(plan_jobs(spec, out_dir)), "runs" if source is not None else "source + runs"
-        with GridProgress(total + (source is None), enabled=progress, label=label) as display:
+        todo = len(set(spec.source.seeds) - set(sources))  # sources still to pretrain
+        label = "runs" if not todo else "source + runs" if todo == 1 else "sources + runs"
+        with GridProgress(len(plan_jobs(spec, out_dir)) + todo, enabled=progress, label=label) as display:
             if backend == "ray":
                 # A cluster's own size sets the runs in flight unless --workers caps it.
                 cap = workers if address is not None else n_workers
-                result = ray_backend.run_grid_ray(spec, out_dir, source, cap, display, gpus_per_run)
+                result = ray_backend.run_grid_ray(spec, out_dir, sources, cap, display, gpus_per_run)
             else:
-                result = run_grid(spec, out_dir, source, n_workers, on_event=display)
+                result = run_grid(spec, out_dir, sources, n_workers, on_event=display)
         report = _report(out_dir, spec, result)
     return result, report
 

@@ -1,11 +1,13 @@
-"""Run an experiment grid: pretrain (or reuse) the source, then every (arm, seed) in parallel workers.
+"""Run an experiment grid: pretrain (or reuse) the sources, then every (arm, seed) in parallel workers.
 
-With more than one worker, a source still to pretrain is one task of the pool: the runs that do
-not use it (scratch) train on the other workers meanwhile, and the runs that do are queued once
-it is finished and has passed ``preflight`` (a grid's cores would otherwise idle while one of
-them pretrains). Each run builds its directory as ``<dir>.partial-<pid>-<n>`` and renames it
-into place when complete, so a directory ``<out>/<arm>/seed<k>/`` exists only for a finished
-run; ``--resume`` skips those and redoes the rest.
+A spec has one source, or one per seed of ``source.seeds`` (target seed ``k`` fine-tunes source
+``seeds[k % len(seeds)]``). With more than one worker, a source still to pretrain is one task of
+the pool: the runs that do not use it (scratch, the other sources' runs) train on the other
+workers meanwhile, and the runs that do are queued once it is finished and has passed
+``preflight`` (a grid's cores would otherwise idle while one of them pretrains). Each run
+builds its directory as ``<dir>.partial-<pid>-<n>`` and renames it into place when complete, so
+a directory ``<out>/<arm>/seed<k>/`` exists only for a finished run; ``--resume`` skips those
+and redoes the rest.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import os
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -41,6 +43,7 @@ class Job:
     seed: int
     targets: tuple[Task, ...]
     run_dir: Path
+    source_seed: int | None = None  # the source it fine-tunes (``SourceSpec.seed_for``); None: no source
 
     @property
     def label(self) -> str:
@@ -57,9 +60,10 @@ class Job:
 
 @dataclass(frozen=True)
 class SourceJob:
-    """Pretraining the spec's source into ``run_dir``, as one task of the grid's pool."""
+    """Pretraining the spec's source of seed ``seed`` into ``run_dir``, as one task of the grid's pool."""
 
     run_dir: Path
+    seed: int = 0
 
     @property
     def label(self) -> str:
@@ -87,14 +91,20 @@ def plan_jobs(spec: ExperimentSpec, out: Path) -> list[Job]:
     for arm in spec.arms:
         for seed in spec.seeds:
             base = out / arm.dirname / f"seed{seed}"
+            src = spec.source.seed_for(seed) if arm.strategy.uses_source else None
             if spec.mode == "multitask":
-                jobs.append(Job(arm, seed, spec.targets, base))
+                jobs.append(Job(arm, seed, spec.targets, base, src))
             else:
                 jobs.extend(
-                    Job(arm, seed, (t,), base / name.replace("/", "-"))
+                    Job(arm, seed, (t,), base / name.replace("/", "-"), src)
                     for t, name in zip(spec.targets, spec.task_names, strict=True)
                 )
     return jobs
+
+
+def source_dir(spec: ExperimentSpec, out: Path, seed: int) -> Path:
+    """Where the source of ``seed`` is pretrained: ``<out>/source``, or ``<out>/source/seed<k>`` for several."""
+    return out / "source" if len(spec.source.seeds) == 1 else out / "source" / f"seed{seed}"
 
 
 def check_out(spec: ExperimentSpec, out: Path, resume: bool) -> None:
@@ -139,26 +149,31 @@ def prepare_out(spec: ExperimentSpec, out: Path, resume: bool) -> None:
     )
 
 
-def ensure_source(spec: ExperimentSpec, out: Path, progress: bool) -> Path:
-    """The source checkpoint: the spec's, or pretrained once into ``<out>/source``."""
-    ready = finished_source(spec, out)
-    if ready is not None:
-        return ready
-    pretrain_source(spec, out / "source", progress)
-    return out / "source"
+Sources = Mapping[int, Path]
 
 
-def finished_source(spec: ExperimentSpec, out: Path) -> Path | None:
-    """The source checkpoint if there is one already (the spec's, validated, or pretrained before)."""
+def ensure_sources(spec: ExperimentSpec, out: Path, progress: bool) -> dict[int, Path]:
+    """Every source checkpoint by source seed: the spec's, or each pretrained once under ``<out>/source``."""
+    ready = finished_sources(spec, out)
+    for seed in spec.source.seeds:
+        if seed not in ready:
+            pretrain_source(spec, source_dir(spec, out, seed), progress, seed)
+            ready[seed] = source_dir(spec, out, seed)
+    return ready
+
+
+def finished_sources(spec: ExperimentSpec, out: Path) -> dict[int, Path]:
+    """The source checkpoints there are already, by source seed (the spec's, validated, or pretrained before)."""
     if spec.source.checkpoint is not None:
         load_checkpoint(spec.source.checkpoint)  # validate before any run starts
-        return spec.source.checkpoint
-    source_dir = out / "source"
-    return source_dir if (source_dir / MANIFEST_FILE).exists() else None
+        return dict.fromkeys(spec.source.seeds, spec.source.checkpoint)
+    dirs = {seed: source_dir(spec, out, seed) for seed in spec.source.seeds}
+    return {seed: d for seed, d in dirs.items() if (d / MANIFEST_FILE).exists()}
 
 
-def pretrain_source(spec: ExperimentSpec, source_dir: Path, progress: bool) -> None:
-    """Pretrain the spec's source policy into ``source_dir`` (shared by the local and Ray backends).
+def pretrain_source(spec: ExperimentSpec, source_dir: Path, progress: bool, seed: int | None = None) -> None:
+    """Pretrain the spec's source policy of ``seed`` (default: the first source seed) into ``source_dir``
+    (shared by the local and Ray backends).
 
     On one torch thread, as every run of the grid: the source's numbers then do not depend on
     the caller's thread count or on which process pretrains it.
@@ -171,7 +186,7 @@ def pretrain_source(spec: ExperimentSpec, source_dir: Path, progress: bool) -> N
     pretrain(
         spec.family,
         spec.source.variant,
-        seed=spec.source.seed,
+        seed=spec.source.seed if seed is None else seed,
         timesteps=spec.source.timesteps,
         hyperparams=spec.source.hyperparams,
         out=source_dir,
@@ -234,8 +249,8 @@ def execute_job(job: Job, spec: ExperimentSpec, source: str | None) -> dict[str,
     return {"ok": True, "seconds": time.time() - started}
 
 
-def execute_source(spec: ExperimentSpec, source_dir: Path) -> dict[str, Any]:
-    """Worker entry point: pretrain the source into ``source_dir``.
+def execute_source(spec: ExperimentSpec, source_dir: Path, seed: int | None = None) -> dict[str, Any]:
+    """Worker entry point: pretrain the source of ``seed`` (default: the first) into ``source_dir``.
 
     The errors the CLI reports on one line (bad input, a non-finite environment, divergence, a
     failed write) come back as themselves under ``exception``, anything else as a traceback.
@@ -245,7 +260,7 @@ def execute_source(spec: ExperimentSpec, source_dir: Path) -> dict[str, Any]:
 
     started = time.time()
     try:
-        pretrain_source(spec, source_dir, progress=False)
+        pretrain_source(spec, source_dir, progress=False, seed=seed)
     except (UserError, NonFiniteError, DivergenceError, OSError) as e:
         return {"ok": False, "error": str(e), "exception": e, "seconds": time.time() - started}
     except Exception:
@@ -254,77 +269,97 @@ def execute_source(spec: ExperimentSpec, source_dir: Path) -> dict[str, Any]:
 
 
 class SourceGate:
-    """The runs that use a source still being pretrained in the pool, released once it is ready.
+    """The grid's sources: those ready, and the runs waiting for the ones still pretraining in the pool.
 
-    ``done`` takes the source task's outcome and returns the runs to queue; a failed source or a
+    ``done`` takes a source task's outcome and returns the runs it releases; a failed source or a
     failed ``preflight`` releases none and is kept in ``error``, raised once the runs already in
-    flight have finished (they do not use the source, and are kept).
+    flight have finished (they do not use that source, and are kept).
     """
 
-    def __init__(self, spec: ExperimentSpec, job: SourceJob, waiting: list[Job]) -> None:
-        self.spec, self.job, self.waiting = spec, job, waiting
+    def __init__(self, spec: ExperimentSpec, ready: Sources, waiting: Mapping[int, list[Job]]) -> None:
+        self.spec, self.ready = spec, dict(ready)
+        self.waiting = {seed: list(jobs) for seed, jobs in waiting.items()}
         self.error: Exception | None = None
 
-    def done(self, outcome: dict[str, Any]) -> list[Job]:
+    def path(self, job: Job) -> str | None:
+        """The checkpoint ``job`` fine-tunes (``None``: it uses no source)."""
+        return None if job.source_seed is None else str(self.ready[job.source_seed])
+
+    def done(self, job: SourceJob, outcome: dict[str, Any]) -> list[Job]:
         if not outcome["ok"]:
             self.error = outcome.get("exception") or SourceFailed(f"source pretraining failed: {outcome['traceback']}")
             return []
         try:
-            preflight(self.spec, self.job.run_dir)
+            preflight(self.spec, job.run_dir)
         except UserError as e:
             self.error = e
             return []
-        waiting, self.waiting = self.waiting, []
-        return waiting
+        self.ready[job.seed] = job.run_dir
+        return self.waiting.pop(job.seed, [])
+
+
+def schedule(
+    spec: ExperimentSpec, out: Path, todo: list[Job], sources: Sources | Path | None
+) -> tuple[list[Job | SourceJob], SourceGate]:
+    """The first queue and the gate: the sources still to pretrain first, then the runs that can
+    start; the runs of those sources wait in the gate.
+
+    ``sources``: the checkpoints ready, by source seed; one ``Path`` for every seed; ``None``: none.
+    """
+    if sources is None:
+        ready: dict[int, Path] = {}
+    elif isinstance(sources, Path):
+        ready = dict.fromkeys(spec.source.seeds, sources)
+    else:
+        ready = dict(sources)
+    missing = [seed for seed in spec.source.seeds if seed not in ready]
+    gate = SourceGate(spec, ready, {seed: [j for j in todo if j.source_seed == seed] for seed in missing})
+    pretrain = [SourceJob(source_dir(spec, out, seed), seed) for seed in missing]
+    return [*pretrain, *(j for j in todo if j.source_seed not in missing)], gate
 
 
 def run_grid(
     spec: ExperimentSpec,
     out: Path,
-    source: Path | None,
+    sources: Sources | Path | None,
     workers: int,
     on_event: Notify | None = None,
 ) -> GridResult:
     """Run every unfinished job, ``workers`` at a time; report events ``start``/``done``/``failed``/``skip``.
 
-    ``source=None``: the spec's source is pretrained into ``<out>/source`` first, as a task of the
-    pool beside the runs that don't use it (events for it carry a ``SourceJob``); its failure, or
-    a failed ``preflight``, is raised after the runs in flight have finished.
+    ``sources``: the source checkpoints ready, by source seed (a ``Path``: one for every seed).
+    A source missing from them is pretrained into ``source_dir`` first, as a task of the pool
+    beside the runs that don't use it (events for it carry a ``SourceJob``); its failure, or a
+    failed ``preflight``, is raised after the runs in flight have finished.
     """
     result = GridResult(out)
     notify: Notify = on_event if on_event is not None else (lambda *_: None)
-    todo: list[Job | SourceJob] = list(unfinished_jobs(spec, out, result, notify))
-    src = str(source if source is not None else out / "source")
-    gate = None
-    if source is None:
-        source_job = SourceJob(out / "source")
-        gate = SourceGate(spec, source_job, [j for j in todo if isinstance(j, Job) and j.arm.strategy.uses_source])
-        todo = [source_job, *(j for j in todo if isinstance(j, Job) and not j.arm.strategy.uses_source)]
+    queue, gate = schedule(spec, out, unfinished_jobs(spec, out, result, notify), sources)
 
     def record(job: Job | SourceJob, outcome: dict[str, Any]) -> list[Job]:
-        """Record an outcome; the runs it releases (the source's, once ready)."""
+        """Record an outcome; the runs it releases (a source's, once ready)."""
         if isinstance(job, Job):
             record_outcome(result, job, outcome, notify)
             return []
-        assert gate is not None
         notify("done" if outcome["ok"] else "failed", job, outcome)
-        return gate.done(outcome)
+        return gate.done(job, outcome)
 
     if workers <= 1:
-        queue = list(todo)
-        while queue and not (gate and gate.error):
+        while queue and not gate.error:
             job = queue.pop(0)
             notify("start", job, {})
-            outcome = execute_job(job, spec, src) if isinstance(job, Job) else execute_source(spec, job.run_dir)
+            if isinstance(job, Job):
+                outcome = execute_job(job, spec, gate.path(job))
+            else:
+                outcome = execute_source(spec, job.run_dir, job.seed)
             queue += record(job, outcome)
     else:
-        queue = list(todo)
         attempts: dict[str, int] = {}
         while queue:
             # A pool whose worker died (OOM, kill -9) is broken for every job in it: start a new one and
             # retry the jobs that were in flight, up to MAX_ATTEMPTS each.
-            queue = _run_pool(queue, workers, spec, src, attempts, record, notify, gate)
-    if gate is not None and gate.error is not None:
+            queue = _run_pool(queue, workers, spec, attempts, record, notify, gate)
+    if gate.error is not None:
         raise gate.error
     return result
 
@@ -371,11 +406,10 @@ def _run_pool(
     queue: list[Job | SourceJob],
     workers: int,
     spec: ExperimentSpec,
-    src: str,
     attempts: dict[str, int],
     record: Callable[[Job | SourceJob, dict[str, Any]], list[Job]],
     notify: Notify,
-    gate: SourceGate | None,
+    gate: SourceGate,
 ) -> list[Job | SourceJob]:
     """Run ``queue`` in one process pool; returns the jobs to retry after the pool broke."""
     retry: list[Job | SourceJob] = []
@@ -387,16 +421,16 @@ def _run_pool(
         broken = False
 
         def stopped() -> bool:
-            return broken or (gate is not None and gate.error is not None)
+            return broken or gate.error is not None
 
         while (queue and not stopped()) or pending:
             while queue and not stopped() and len(pending) < workers:
                 job = queue.pop(0)
                 attempts[job.label] = attempts.get(job.label, 0) + 1
                 if isinstance(job, Job):
-                    pending[pool.submit(execute_job, job, spec, src)] = job
+                    pending[pool.submit(execute_job, job, spec, gate.path(job))] = job
                 else:
-                    pending[pool.submit(execute_source, spec, job.run_dir)] = job
+                    pending[pool.submit(execute_source, spec, job.run_dir, job.seed)] = job
                 notify("start", job, {})
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for fut in done:
@@ -412,7 +446,7 @@ def _run_pool(
                     died = f"worker process died {attempts[job.label]} times running {job.label}"
                     outcome = {"ok": False, "traceback": died}
                 queue += record(job, outcome)
-    if gate is not None and gate.error is not None:
+    if gate.error is not None:
         return []  # the grid stops with the source's error; --resume redoes what is left
     return retry + queue
 

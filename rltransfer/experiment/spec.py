@@ -41,7 +41,7 @@ TOP_KEYS = {
 }
 # How a run executes, not what it measures: runs that differ only in these compare (and resume).
 EXECUTION_KEYS = ("seeds", "description", "device")
-SOURCE_KEYS = {"variant", "params", "timesteps", "seed", "checkpoint", "hyperparams"}
+SOURCE_KEYS = {"variant", "params", "timesteps", "seed", "seeds", "checkpoint", "hyperparams"}
 EVAL_KEYS = {"freq", "episodes"}
 ARM_KEYS = {"name", "strategy"} | OPTIONS
 TARGET_KEYS = {"name", "variant", "params", "family"}
@@ -61,11 +61,27 @@ class Arm:
 
 @dataclass(frozen=True)
 class SourceSpec:
+    """The source policy: pretrained once per seed of ``seeds`` (or loaded from ``checkpoint``)."""
+
     variant: Variant
     timesteps: int | None
-    seed: int
+    seeds: tuple[int, ...]
     checkpoint: Path | None
     hyperparams: dict[str, Any]
+
+    @property
+    def seed(self) -> int:
+        """The first source seed (the only one unless ``source.seeds`` asks for several)."""
+        return self.seeds[0]
+
+    def seed_for(self, target_seed: int) -> int:
+        """The source seed a target seed fine-tunes: ``seeds[target_seed % len(seeds)]``.
+
+        With several sources each target seed replicates the whole pipeline, source included, so
+        the confidence intervals over seeds hold the source's variance too; a seed's pairing
+        depends on its value alone, so resuming with another seed list keeps it.
+        """
+        return self.seeds[target_seed % len(self.seeds)]
 
 
 @dataclass(frozen=True)
@@ -152,6 +168,34 @@ class _Ctx:
         return value
 
 
+def _seeds(ctx: _Ctx, value: Any, path: str) -> tuple[int, ...]:
+    """A seed count (``range(n)``) or an explicit list of distinct non-negative seeds."""
+    if not isinstance(value, list):
+        return tuple(range(ctx.positive_int(value, path)))
+    if not value or any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in value):
+        raise ctx.fail(path, f"{path} must be non-negative integers, got {value}")
+    if len(set(value)) != len(value):
+        raise ctx.fail(path, f"{path} must be distinct, got {value}")
+    return tuple(value)
+
+
+def _source_seeds(ctx: _Ctx, src: dict[str, Any], checkpoint: Path | None) -> tuple[int, ...]:
+    """``source.seed`` (one source) or ``source.seeds`` (one source per seed, paired with the target seeds)."""
+    if "seed" in src and "seeds" in src:
+        raise ctx.fail("source.seeds", "give source.seed (one source) or source.seeds (several), not both")
+    if "seeds" in src:
+        if checkpoint is not None:
+            raise ctx.fail(
+                "source.seeds",
+                "source.seeds pretrains one source per seed; remove it to transfer from source.checkpoint",
+            )
+        return _seeds(ctx, src["seeds"], "source.seeds")
+    seed = src.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ctx.fail("source.seed", f"source.seed must be a non-negative integer, got {seed!r}")
+    return (seed,)
+
+
 def load_spec(path: str | Path) -> ExperimentSpec:
     """Read and validate a YAML experiment spec."""
     p = Path(path)
@@ -197,7 +241,7 @@ def parse_spec(raw: Any, where: str = "spec", lines: dict[str, int] | None = Non
     source = SourceSpec(
         src_variant,
         ctx.positive_int(src["timesteps"], "source.timesteps") if "timesteps" in src else None,
-        int(src.get("seed", 0)),
+        _source_seeds(ctx, src, checkpoint),
         checkpoint,
         dict(src.get("hyperparams", {}) or {}),
     )
@@ -227,13 +271,7 @@ def parse_spec(raw: Any, where: str = "spec", lines: dict[str, int] | None = Non
     names = task_set.names
 
     arms = _parse_arms(ctx, raw["arms"])
-    seeds_raw = raw.get("seeds", 3)
-    if isinstance(seeds_raw, list):
-        if not seeds_raw or any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in seeds_raw):
-            raise ctx.fail("seeds", f"seeds must be non-negative integers, got {seeds_raw}")
-        seeds = tuple(seeds_raw)
-    else:
-        seeds = tuple(range(ctx.positive_int(seeds_raw, "seeds")))
+    seeds = _seeds(ctx, raw.get("seeds", 3), "seeds")
 
     ev = ctx.check_keys(raw.get("eval", {}) or {}, EVAL_KEYS, "eval")
     overrides = dict(raw.get("hyperparams", {}) or {})

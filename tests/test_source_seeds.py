@@ -1,0 +1,192 @@
+"""Several sources per experiment (``source.seeds``): target seed k fine-tunes source seeds[k % S].
+
+Each target seed then replicates the whole pipeline, pretraining included, so the report's
+intervals over seeds hold the source's variance; one source stays the default (``<out>/source``).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+from specs import grid_spec
+
+from rltransfer.checkpoint import load_checkpoint
+from rltransfer.errors import UserError
+from rltransfer.experiment.runner import SourceJob, plan_jobs, schedule, source_dir
+from rltransfer.experiment.spec import load_spec, parse_spec
+
+
+def _write(tmp_path: Path, **changes: Any) -> Path:
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(grid_spec("sources", **changes), sort_keys=False))
+    return path
+
+
+def _source(**keys: Any) -> dict[str, Any]:
+    return {"timesteps": 128, "hyperparams": grid_spec("x")["hyperparams"], **keys}
+
+
+def test_one_source_by_default_and_a_count_or_list_of_seeds() -> None:
+    spec = parse_spec(grid_spec("a"))
+    assert spec.source.seeds == (0,) and spec.source.seed == 0
+    assert [spec.source.seed_for(k) for k in range(3)] == [0, 0, 0]
+    spec = parse_spec(grid_spec("a", source=_source(seeds=3), seeds=5))
+    assert spec.source.seeds == (0, 1, 2)
+    assert [spec.source.seed_for(k) for k in range(5)] == [0, 1, 2, 0, 1]
+    spec = parse_spec(grid_spec("a", source=_source(seeds=[7, 4]), seeds=[3, 4, 5]))
+    assert [spec.source.seed_for(k) for k in spec.seeds] == [4, 7, 4]
+
+
+def test_source_seeds_change_the_fingerprint_and_the_one_source_layout_is_unchanged(tmp_path: Path) -> None:
+    one, two = parse_spec(grid_spec("a")), parse_spec(grid_spec("a", source=_source(seeds=2)))
+    assert one.fingerprint() != two.fingerprint()  # the runs measure different things: not resumable as one
+    assert source_dir(one, tmp_path, 0) == tmp_path / "source"
+    assert [source_dir(two, tmp_path, s) for s in (0, 1)] == [
+        tmp_path / "source" / "seed0",
+        tmp_path / "source" / "seed1",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ({"seed": 0, "seeds": 2}, "not both"),
+        ({"seeds": 2, "checkpoint": "x.zip"}, "remove it to transfer from source.checkpoint"),
+        ({"seeds": [1, 1]}, "must be distinct"),
+        ({"seeds": 0}, "positive integer"),
+        ({"seeds": [-1]}, "non-negative integers"),
+        ({"seed": -1}, "non-negative integer"),
+        ({"seed": "zero"}, "non-negative integer"),
+    ],
+)
+def test_bad_source_seeds_are_one_line_errors_with_the_line(tmp_path: Path, source: dict, message: str) -> None:
+    path = _write(tmp_path, source=_source(**source))
+    with pytest.raises(UserError, match=message) as err:
+        load_spec(path)
+    assert f"{path}:" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_duplicate_target_seeds_are_refused() -> None:
+    with pytest.raises(UserError, match="seeds must be distinct"):
+        parse_spec(grid_spec("a", seeds=[0, 0]))
+
+
+def test_each_run_is_paired_with_its_source_and_waits_only_for_it(tmp_path: Path) -> None:
+    spec = parse_spec(grid_spec("a", source=_source(seeds=2), seeds=3))
+    jobs = plan_jobs(spec, tmp_path)
+    assert [(j.arm.name, j.seed, j.source_seed) for j in jobs] == [
+        ("scratch", 0, None),
+        ("scratch", 1, None),
+        ("scratch", 2, None),
+        ("freeze", 0, 0),
+        ("freeze", 1, 1),
+        ("freeze", 2, 0),
+    ]
+    ready = tmp_path / "ready"
+    queue, gate = schedule(spec, tmp_path, jobs, {0: ready})  # source 0 finished before, source 1 not
+    assert queue[0] == SourceJob(tmp_path / "source" / "seed1", 1)
+    assert [(j.arm.name, j.seed) for j in queue[1:]] == [
+        ("scratch", 0),
+        ("scratch", 1),
+        ("scratch", 2),
+        ("freeze", 0),
+        ("freeze", 2),
+    ]
+    assert gate.path(jobs[3]) == str(ready) and gate.path(jobs[0]) is None
+    assert [(j.arm.name, j.seed) for j in gate.waiting[1]] == [("freeze", 1)]
+    queue, gate = schedule(spec, tmp_path, jobs, ready)  # one checkpoint for every source seed
+    assert not any(isinstance(j, SourceJob) for j in queue) and gate.path(jobs[4]) == str(ready)
+
+
+def _curves(out: Path) -> dict[str, Any]:
+    found = {}
+    for npz in sorted(out.glob("*/seed*/curves.npz")):
+        with np.load(npz) as data:
+            found[str(npz.relative_to(out))] = data["returns"].tolist()
+    return found
+
+
+def _weights(path: Path) -> dict[str, Any]:
+    return load_checkpoint(path).state_dict
+
+
+@pytest.fixture(scope="module")
+def two_sources(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The tiny grid with two sources, through the pool (2 workers): its spec and directory."""
+    from rltransfer.experiment.run import run_experiment
+
+    root = tmp_path_factory.mktemp("two-sources")
+    spec = _write(root, source=_source(seeds=2))
+    result, report = run_experiment(spec, out=root / "pool", workers=2, progress=False)
+    assert result.complete and len(result.finished) == 4 and report is not None
+    return spec, root / "pool"
+
+
+def test_every_target_seed_fine_tunes_its_own_source(two_sources: tuple[Path, Path]) -> None:
+    _, out = two_sources
+    assert not (out / "source" / "manifest.json").exists()
+    shas = set()
+    for seed in (0, 1):
+        source = out / "source" / f"seed{seed}"
+        assert json.loads((source / "manifest.json").read_text())["seed"] == seed
+        lineage = json.loads((out / "freeze" / f"seed{seed}" / "manifest.json").read_text())["source"]
+        assert lineage["path"] == str(source / "model.zip") and lineage["manifest"]["seed"] == seed
+        shas.add(lineage["zip_sha256"])
+    assert len(shas) == 2  # two different policies
+    a, b = _weights(out / "source" / "seed0"), _weights(out / "source" / "seed1")
+    assert any(not a[k].equal(b[k]) for k in a)
+
+
+def test_the_report_lists_the_sources_and_says_the_intervals_hold_their_variance(
+    two_sources: tuple[Path, Path],
+) -> None:
+    _, out = two_sources
+    text = (out / "report" / "report.md").read_text()
+    assert "Source policies" in text and "include the variance of pretraining" in text
+    for seed in (0, 1):
+        assert f"| {seed} | source/seed{seed}/model.zip |" in text  # from the experiment's directory
+
+
+def test_one_source_report_says_the_source_is_held_fixed(tmp_path: Path) -> None:
+    from rltransfer.experiment.run import run_experiment
+
+    _, report = run_experiment(_write(tmp_path, seeds=1), out=tmp_path / "one", workers=1, progress=False)
+    assert report is not None
+    assert "source held fixed; give `source: {seeds: N}`" in (report / "report.md").read_text()
+
+
+def test_serial_and_pool_give_the_same_sources_and_runs(two_sources: tuple[Path, Path], tmp_path: Path) -> None:
+    from rltransfer.experiment.run import run_experiment
+
+    spec, pool = two_sources
+    result, _ = run_experiment(spec, out=tmp_path / "serial", workers=1, progress=False)
+    assert result.complete
+    for seed in (0, 1):
+        a, b = _weights(pool / "source" / f"seed{seed}"), _weights(tmp_path / "serial" / "source" / f"seed{seed}")
+        assert all(a[k].equal(b[k]) for k in a)
+    assert _curves(pool) == _curves(tmp_path / "serial")
+
+
+def test_resume_pretrains_only_the_missing_source_and_redoes_only_its_runs(
+    two_sources: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from rltransfer.experiment.run import run_experiment
+
+    spec, pool = two_sources
+    out = tmp_path / "resumed"
+    shutil.copytree(pool, out, ignore=shutil.ignore_patterns(".lock"))
+    for run in out.glob("*/seed*/manifest.json"):  # the lineage names this directory's sources
+        run.write_text(run.read_text().replace(str(pool), str(out)))
+    shutil.rmtree(out / "source" / "seed1")
+    shutil.rmtree(out / "freeze" / "seed1")
+    kept = (out / "source" / "seed0" / "model.zip").stat().st_mtime_ns
+    result, _ = run_experiment(spec, out=out, workers=2, progress=False, resume=True)
+    assert [(j.arm.name, j.seed) for j in result.finished] == [("freeze", 1)] and len(result.skipped) == 3
+    assert (out / "source" / "seed0" / "model.zip").stat().st_mtime_ns == kept
+    assert _curves(out) == _curves(pool)
