@@ -151,6 +151,15 @@ def test_the_report_lists_the_sources_and_says_the_intervals_hold_their_variance
     assert "Source policies" in text and "include the variance of pretraining" in text
     for seed in (0, 1):
         assert f"| {seed} | source/seed{seed}/model.zip |" in text  # from the experiment's directory
+    # 128 pretraining steps solve nothing: each source is marked, and the note says what that means
+    assert text.count("| NO (475) |") == 2 and "2 of 2 sources did not reach the threshold" in text
+
+
+def test_a_source_is_solved_at_its_threshold() -> None:
+    from rltransfer.experiment.collect import SourceUse
+
+    assert SourceUse("a", 0, -100.0, -100.0).solved and not SourceUse("a", 0, -100.5, -100.0).solved
+    assert SourceUse("plain-sb3.zip", None, None, None).solved is None
 
 
 def test_one_source_report_says_the_source_is_held_fixed(tmp_path: Path) -> None:

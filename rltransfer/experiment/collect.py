@@ -23,7 +23,15 @@ class SourceUse:
     path: str
     seed: int | None  # None: a checkpoint without a manifest (a plain SB3 zip)
     mean_return: float | None  # on its own task, at the end of pretraining
+    threshold: float | None  # its family's success threshold on that task
     target_seeds: set[int] = field(default_factory=set)
+
+    @property
+    def solved(self) -> bool | None:
+        """Whether pretraining reached the threshold (``None``: unknown)."""
+        if self.mean_return is None or self.threshold is None:
+            return None
+        return self.mean_return >= self.threshold
 
 
 @dataclass
@@ -127,9 +135,15 @@ def _note_source(sources: dict[str, SourceUse], manifest: dict, seed: int) -> No
     if not lineage:
         return
     meta = lineage.get("manifest") or {}
-    mean_return = (meta.get("eval") or {}).get("mean_return")
+    ev = meta.get("eval") or {}
+    mean_return, threshold = ev.get("mean_return"), ev.get("threshold")
     use = sources.setdefault(
         lineage["zip_sha256"],
-        SourceUse(lineage["path"], meta.get("seed"), None if mean_return is None else float(mean_return)),
+        SourceUse(
+            lineage["path"],
+            meta.get("seed"),
+            None if mean_return is None else float(mean_return),
+            None if threshold is None else float(threshold),
+        ),
     )
     use.target_seeds.add(seed)

@@ -69,11 +69,13 @@ def _sources_table(spec: ExperimentSpec, out: Path, data: Collected) -> ExtraTab
     if not data.sources:
         return None
     uses = sorted(data.sources.items(), key=lambda item: (item[1].seed is None, item[1].seed or 0, item[1].path))
+    solved = {True: "yes", False: "NO", None: "?"}
     rows = [
         [
             "?" if use.seed is None else str(use.seed),
             _relative(use.path, out),  # its SHA-256 is in each run's manifest (the zip holds wall-clock times)
             "?" if use.mean_return is None else fmt_number(use.mean_return),
+            solved[use.solved] + ("" if use.threshold is None else f" ({fmt_number(use.threshold)})"),
             ", ".join(str(s) for s in sorted(use.target_seeds)),
         ]
         for _, use in uses
@@ -88,9 +90,14 @@ def _sources_table(spec: ExperimentSpec, out: Path, data: Collected) -> ExtraTab
             "Every transfer arm fine-tunes this one source: the confidence intervals are over target "
             "seeds with the source held fixed; give `source: {seeds: N}` to include its variance."
         )
-    return ExtraTable(
-        "Source policies", ["source seed", "checkpoint", "return on the source task", "target seeds"], rows, note
-    )
+    failed = [use for _, use in uses if use.solved is False]
+    if failed:
+        note += (
+            f" {len(failed)} of {len(uses)} sources did not reach the threshold: the runs that fine-tune "
+            "them measure transfer from a failed pretraining (raise source.timesteps to rule that out)."
+        )
+    headers = ["source seed", "checkpoint", "return on the source task", "solved (threshold)", "target seeds"]
+    return ExtraTable("Source policies", headers, rows, note)
 
 
 def _relative(path: str, out: Path) -> str:
