@@ -153,6 +153,27 @@ def test_the_report_lists_the_sources_and_says_the_intervals_hold_their_variance
         assert f"| {seed} | source/seed{seed}/model.zip |" in text  # from the experiment's directory
     # 128 pretraining steps solve nothing: each source is marked, and the note says what that means
     assert text.count("| NO (475) |") == 2 and "2 of 2 sources did not reach the threshold" in text
+    by_source = text.split("## Transfer by source")[1].split("\n## ")[0]
+    assert "| arm | source 0 (NOT solved) | source 1 (NOT solved) |" in by_source
+    [row] = [line for line in by_source.splitlines() if line.startswith("| freeze |")]
+    assert all(cell.strip() for cell in row.split("|")[2:4])  # a gain for each source's run
+    assert "| scratch |" not in by_source
+
+
+def test_by_source_gains_are_each_sources_runs_minus_scratch(two_sources: tuple[Path, Path]) -> None:
+    from rltransfer.compare import area_under_curve
+    from rltransfer.experiment.collect import collect
+    from rltransfer.experiment.report import _by_source_table, load_experiment
+
+    _, out = two_sources
+    spec = load_experiment(out)
+    data = collect(spec, out)
+    table = _by_source_table(spec, data)
+    assert table is not None
+    scratch = area_under_curve(data.curves["scratch"], data.steps).mean()
+    freeze = area_under_curve(data.curves["freeze"], data.steps).mean(axis=1)  # seeds 0, 1 -> sources 0, 1
+    [row] = table.rows
+    assert [float(c) for c in row[1:]] == pytest.approx(list(freeze - scratch), rel=5e-3, abs=5e-3)
 
 
 def test_a_source_is_solved_at_its_threshold() -> None:
@@ -167,7 +188,8 @@ def test_one_source_report_says_the_source_is_held_fixed(tmp_path: Path) -> None
 
     _, report = run_experiment(_write(tmp_path, seeds=1), out=tmp_path / "one", workers=1, progress=False)
     assert report is not None
-    assert "source held fixed; give `source: {seeds: N}`" in (report / "report.md").read_text()
+    text = (report / "report.md").read_text()
+    assert "source held fixed; give `source: {seeds: N}`" in text and "Transfer by source" not in text
 
 
 def test_serial_and_pool_give_the_same_sources_and_runs(two_sources: tuple[Path, Path], tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rltransfer.compare import ALL_TASKS, compare_arms, stratified_bootstrap_ci
+from rltransfer.compare import ALL_TASKS, area_under_curve, compare_arms, stratified_bootstrap_ci
 from rltransfer.errors import UserError
 from rltransfer.experiment.collect import Collected, collect
 from rltransfer.experiment.runner import EXPERIMENT_FILE
@@ -100,6 +100,34 @@ def _sources_table(spec: ExperimentSpec, out: Path, data: Collected) -> ExtraTab
     return ExtraTable("Source policies", headers, rows, note)
 
 
+def _by_source_table(spec: ExperimentSpec, data: Collected) -> ExtraTable | None:
+    """With several sources: each transfer arm's AUC gain over scratch, split by the source its runs fine-tuned."""
+    if len(data.sources) < 2 or "scratch" not in data.curves:
+        return None
+    uses = sorted(data.sources.values(), key=lambda use: (use.seed is None, use.seed or 0, use.path))
+    source_of = {seed: i for i, use in enumerate(uses) for seed in use.target_seeds}
+    scratch = float(area_under_curve(data.curves["scratch"], data.steps).mean())
+    rows = []
+    for arm in spec.arms:
+        if not arm.strategy.uses_source or arm.name not in data.curves:
+            continue
+        auc = area_under_curve(data.curves[arm.name], data.steps).mean(axis=1)  # per run, over tasks
+        by_source: list[list[float]] = [[] for _ in uses]
+        for value, seed in zip(auc, data.seeds[arm.name], strict=True):
+            by_source[source_of[seed]].append(float(value))
+        rows.append([arm.name, *(fmt_number(float(np.mean(v)) - scratch) if v else "" for v in by_source)])
+    labels = {True: "solved", False: "NOT solved", None: "?"}
+    headers = ["arm", *(f"source {'?' if u.seed is None else u.seed} ({labels[u.solved]})" for u in uses)]
+    return ExtraTable(
+        "Transfer by source (AUC gain over scratch, all tasks)",
+        headers,
+        rows,
+        "Mean AUC over the tasks of the runs that fine-tuned each source, minus scratch's mean over all "
+        "its runs (return units; no interval: one or few runs per source). A column apart from the "
+        "others points at its source rather than at the family.",
+    )
+
+
 def _relative(path: str, out: Path) -> str:
     """``path`` from the experiment's directory where it lies inside it (the report then reads the
     same wherever the grid ran or was moved), else as recorded."""
@@ -175,6 +203,7 @@ def build_report(out: str | Path, spec: ExperimentSpec | None = None) -> Path:
         meta["unfinished runs (excluded)"] = ", ".join(data.missing)
     tables = (
         _sources_table(spec, out, data),
+        _by_source_table(spec, data),
         _forgetting_table(data),
         _feature_shift_table(data),
         _total_steps_table(spec, data),
