@@ -43,7 +43,7 @@ def scaled(spec: ExperimentSpec, factor: float, seeds: int) -> ExperimentSpec:
     if spec.source.checkpoint is None:
         source_steps = spec.source.timesteps or resolve_hyperparams(spec.family.name)["n_timesteps"]
         raw["source"] = {**(raw.get("source") or {}), "timesteps": max(1024, int(source_steps * factor))}
-        if "seeds" in raw["source"]:  # no more sources than target seeds: each would go unused
+        if "seeds" in raw["source"] and not spec.source.paired:  # no more sources than target seeds
             raw["source"]["seeds"] = list(spec.source.seeds[:seeds])
     return parse_spec(raw, where=f"{spec.path} (quick)")
 

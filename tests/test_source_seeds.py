@@ -43,6 +43,35 @@ def test_one_source_by_default_and_a_count_or_list_of_seeds() -> None:
     assert [spec.source.seed_for(k) for k in spec.seeds] == [4, 7, 4]
 
 
+def test_paired_sources_follow_the_target_seeds(tmp_path: Path) -> None:
+    spec = parse_spec(grid_spec("a", source=_source(seeds="paired"), seeds=[2, 5]))
+    assert spec.source.paired and spec.source.seeds == (2, 5)
+    assert [spec.source.seed_for(k) for k in (2, 5, 9)] == [2, 5, 9]
+    more = spec.with_seeds((0, 1, 2))  # `--seeds 3`, or a report of a grid run with them
+    assert more.seeds == more.source.seeds == (0, 1, 2) and more.fingerprint() == spec.fingerprint()
+    one = spec.with_seeds((0,))
+    assert source_dir(one, tmp_path, 0) == tmp_path / "source" / "seed0"  # more seeds later go beside it
+    unpaired = parse_spec(grid_spec("a", source=_source(seeds=2)))
+    assert unpaired.with_seeds((0, 1, 2)).source.seeds == (0, 1)
+
+
+def test_more_seeds_later_add_their_sources_and_runs_only(tmp_path: Path) -> None:
+    from rltransfer.experiment.run import run_experiment
+
+    spec = _write(tmp_path, source=_source(seeds="paired"))
+    out = tmp_path / "grid"
+    result, _ = run_experiment(spec, out=out, seeds=1, workers=2, progress=False)
+    assert result.complete and sorted(p.name for p in (out / "source").iterdir()) == ["seed0"]
+    kept = (out / "freeze" / "seed0" / "model.zip").stat().st_mtime_ns
+    result, report = run_experiment(spec, out=out, seeds=2, workers=2, progress=False, resume=True)
+    assert sorted((j.arm.name, j.seed) for j in result.finished) == [("freeze", 1), ("scratch", 1)]
+    assert sorted(p.name for p in (out / "source").iterdir()) == ["seed0", "seed1"]
+    assert (out / "freeze" / "seed0" / "model.zip").stat().st_mtime_ns == kept
+    lineage = json.loads((out / "freeze" / "seed1" / "manifest.json").read_text())["source"]
+    assert lineage["path"] == str(out / "source" / "seed1" / "model.zip")
+    assert report is not None and "pretrained with that seed" in (report / "report.md").read_text()
+
+
 def test_source_seeds_change_the_fingerprint_and_the_one_source_layout_is_unchanged(tmp_path: Path) -> None:
     one, two = parse_spec(grid_spec("a")), parse_spec(grid_spec("a", source=_source(seeds=2)))
     assert one.fingerprint() != two.fingerprint()  # the runs measure different things: not resumable as one
@@ -63,6 +92,8 @@ def test_source_seeds_change_the_fingerprint_and_the_one_source_layout_is_unchan
         ({"seeds": [-1]}, "non-negative integers"),
         ({"seed": -1}, "non-negative integer"),
         ({"seed": "zero"}, "non-negative integer"),
+        ({"seeds": "five"}, "a count, a list or 'paired'"),
+        ({"seeds": "paired", "checkpoint": "x.zip"}, "remove it to transfer from source.checkpoint"),
     ],
 )
 def test_bad_source_seeds_are_one_line_errors_with_the_line(tmp_path: Path, source: dict, message: str) -> None:
@@ -189,7 +220,7 @@ def test_one_source_report_says_the_source_is_held_fixed(tmp_path: Path) -> None
     _, report = run_experiment(_write(tmp_path, seeds=1), out=tmp_path / "one", workers=1, progress=False)
     assert report is not None
     text = (report / "report.md").read_text()
-    assert "source held fixed; give `source: {seeds: N}`" in text and "Transfer by source" not in text
+    assert "source held fixed; give `source: {seeds: paired}`" in text and "Transfer by source" not in text
 
 
 def test_serial_and_pool_give_the_same_sources_and_runs(two_sources: tuple[Path, Path], tmp_path: Path) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +24,7 @@ def load_experiment(out: Path) -> ExperimentSpec:
         raise UserError(f"'{out}' holds no {EXPERIMENT_FILE}; pass the --out directory of `rltransfer run`")
     data = json.loads(record.read_text())
     spec = parse_spec(data["spec"], where=str(record))
-    return replace(spec, seeds=tuple(data.get("seeds", spec.seeds)))
+    return spec.with_seeds(tuple(data.get("seeds", spec.seeds)))
 
 
 def _before_after(values: np.ndarray) -> list[str]:
@@ -80,7 +79,12 @@ def _sources_table(spec: ExperimentSpec, out: Path, data: Collected) -> ExtraTab
         ]
         for _, use in uses
     ]
-    if len(uses) > 1:
+    if spec.source.paired:
+        note = (
+            "One source per target seed, pretrained with that seed (`source: {seeds: paired}`): the "
+            "confidence intervals include the variance of pretraining."
+        )
+    elif len(uses) > 1:
         note = (
             f"{len(uses)} sources, one per source seed: target seed k fine-tunes source seeds[k % "
             f"{len(spec.source.seeds)}], so the confidence intervals include the variance of pretraining."
@@ -88,7 +92,7 @@ def _sources_table(spec: ExperimentSpec, out: Path, data: Collected) -> ExtraTab
     else:
         note = (
             "Every transfer arm fine-tunes this one source: the confidence intervals are over target "
-            "seeds with the source held fixed; give `source: {seeds: N}` to include its variance."
+            "seeds with the source held fixed; give `source: {seeds: paired}` (or a count) to include its variance."
         )
     failed = [use for _, use in uses if use.solved is False]
     if failed:

@@ -60,7 +60,7 @@ def run_experiment(
     if seeds is not None:
         if seeds <= 0:
             raise UserError(f"--seeds must be a positive integer, got {seeds}")
-        spec = replace(spec, seeds=tuple(range(seeds)))
+        spec = spec.with_seeds(tuple(range(seeds)))
     spec = _with_device(spec, device, backend, gpus_per_run)
     if backend == "ray":
         from rltransfer.experiment.ray_backend import require_ray

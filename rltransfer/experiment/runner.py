@@ -103,8 +103,10 @@ def plan_jobs(spec: ExperimentSpec, out: Path) -> list[Job]:
 
 
 def source_dir(spec: ExperimentSpec, out: Path, seed: int) -> Path:
-    """Where the source of ``seed`` is pretrained: ``<out>/source``, or ``<out>/source/seed<k>`` for several."""
-    return out / "source" if len(spec.source.seeds) == 1 else out / "source" / f"seed{seed}"
+    """Where the source of ``seed`` is pretrained: ``<out>/source``, or ``<out>/source/seed<k>`` for several
+    (and always when paired: more seeds later add sources beside it)."""
+    one = len(spec.source.seeds) == 1 and not spec.source.paired
+    return out / "source" if one else out / "source" / f"seed{seed}"
 
 
 def check_out(spec: ExperimentSpec, out: Path, resume: bool) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -61,13 +61,18 @@ class Arm:
 
 @dataclass(frozen=True)
 class SourceSpec:
-    """The source policy: pretrained once per seed of ``seeds`` (or loaded from ``checkpoint``)."""
+    """The source policy: pretrained once per seed of ``seeds`` (or loaded from ``checkpoint``).
+
+    ``paired`` (``source: {seeds: paired}``): one source per target seed, with that seed; ``seeds``
+    then follows the experiment's seeds (``ExperimentSpec.with_seeds``).
+    """
 
     variant: Variant
     timesteps: int | None
     seeds: tuple[int, ...]
     checkpoint: Path | None
     hyperparams: dict[str, Any]
+    paired: bool = False
 
     @property
     def seed(self) -> int:
@@ -79,9 +84,10 @@ class SourceSpec:
 
         With several sources each target seed replicates the whole pipeline, source included, so
         the confidence intervals over seeds hold the source's variance too; a seed's pairing
-        depends on its value alone, so resuming with another seed list keeps it.
+        depends on its value alone, so resuming with another seed list keeps it. Paired: the
+        target seed itself.
         """
-        return self.seeds[target_seed % len(self.seeds)]
+        return target_seed if self.paired else self.seeds[target_seed % len(self.seeds)]
 
 
 @dataclass(frozen=True)
@@ -118,6 +124,11 @@ class ExperimentSpec:
             "eval_freq": self.eval_freq,
             "eval_episodes": self.eval_episodes,
         }
+
+    def with_seeds(self, seeds: tuple[int, ...]) -> ExperimentSpec:
+        """The spec run with other target seeds (paired sources follow them)."""
+        source = replace(self.source, seeds=seeds) if self.source.paired else self.source
+        return replace(self, seeds=seeds, source=source)
 
     def fingerprint(self) -> str:
         """Hash of everything but the seeds and execution settings: runs of the same fingerprint are comparable."""
@@ -168,6 +179,9 @@ class _Ctx:
         return value
 
 
+PAIRED = "paired"  # source.seeds: one source per target seed, pretrained with that seed
+
+
 def _seeds(ctx: _Ctx, value: Any, path: str) -> tuple[int, ...]:
     """A seed count (``range(n)``) or an explicit list of distinct non-negative seeds."""
     if not isinstance(value, list):
@@ -179,8 +193,9 @@ def _seeds(ctx: _Ctx, value: Any, path: str) -> tuple[int, ...]:
     return tuple(value)
 
 
-def _source_seeds(ctx: _Ctx, src: dict[str, Any], checkpoint: Path | None) -> tuple[int, ...]:
-    """``source.seed`` (one source) or ``source.seeds`` (one source per seed, paired with the target seeds)."""
+def _source_seeds(ctx: _Ctx, src: dict[str, Any], checkpoint: Path | None, targets: tuple[int, ...]) -> tuple[int, ...]:
+    """``source.seed`` (one source) or ``source.seeds``: a count or list (several sources, which the
+    target seeds share out by ``SourceSpec.seed_for``), or ``paired`` (the target seeds ``targets``)."""
     if "seed" in src and "seeds" in src:
         raise ctx.fail("source.seeds", "give source.seed (one source) or source.seeds (several), not both")
     if "seeds" in src:
@@ -189,6 +204,12 @@ def _source_seeds(ctx: _Ctx, src: dict[str, Any], checkpoint: Path | None) -> tu
                 "source.seeds",
                 "source.seeds pretrains one source per seed; remove it to transfer from source.checkpoint",
             )
+        if isinstance(src["seeds"], str):
+            if src["seeds"] != PAIRED:
+                raise ctx.fail(
+                    "source.seeds", f"source.seeds must be a count, a list or '{PAIRED}', got '{src['seeds']}'"
+                )
+            return targets
         return _seeds(ctx, src["seeds"], "source.seeds")
     seed = src.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
@@ -238,12 +259,14 @@ def parse_spec(raw: Any, where: str = "spec", lines: dict[str, int] | None = Non
     except UserError as e:
         raise ctx.fail("source", str(e)) from None
     checkpoint = Path(src["checkpoint"]) if src.get("checkpoint") else None
+    seeds = _seeds(ctx, raw.get("seeds", 3), "seeds")
     source = SourceSpec(
         src_variant,
         ctx.positive_int(src["timesteps"], "source.timesteps") if "timesteps" in src else None,
-        _source_seeds(ctx, src, checkpoint),
+        _source_seeds(ctx, src, checkpoint, seeds),
         checkpoint,
         dict(src.get("hyperparams", {}) or {}),
+        src.get("seeds") == PAIRED,
     )
 
     targets_raw = raw["targets"]
@@ -271,7 +294,6 @@ def parse_spec(raw: Any, where: str = "spec", lines: dict[str, int] | None = Non
     names = task_set.names
 
     arms = _parse_arms(ctx, raw["arms"])
-    seeds = _seeds(ctx, raw.get("seeds", 3), "seeds")
 
     ev = ctx.check_keys(raw.get("eval", {}) or {}, EVAL_KEYS, "eval")
     overrides = dict(raw.get("hyperparams", {}) or {})
