@@ -1,10 +1,10 @@
 """Run an experiment grid: pretrain (or reuse) the sources, then every (arm, seed) in parallel workers.
 
 A spec has one source, or one per seed of ``source.seeds`` (target seed ``k`` fine-tunes source
-``seeds[k % len(seeds)]``). With more than one worker, a source still to pretrain is one task of
-the pool: the runs that do not use it (scratch, the other sources' runs) train on the other
-workers meanwhile, and the runs that do are queued once it is finished and has passed
-``preflight`` (a grid's cores would otherwise idle while one of them pretrains). Each run
+``seeds[k % len(seeds)]``, or source ``k`` when paired). With more than one worker, a source
+still to pretrain is one task of the pool: the runs that do not use it (scratch, the other
+sources' runs) train on the other workers meanwhile, and the runs that do are queued once it is
+finished and has passed ``preflight`` (a grid's cores would otherwise idle while one of them pretrains). Each run
 builds its directory as ``<dir>.partial-<pid>-<n>`` and renames it into place when complete, so
 a directory ``<out>/<arm>/seed<k>/`` exists only for a finished run; ``--resume`` skips those
 and redoes the rest.
