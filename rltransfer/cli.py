@@ -329,7 +329,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run a transfer-vs-scratch experiment grid and write its report")
     p.add_argument("spec", help="experiment YAML, e.g. experiments/cartpole.yaml")
-    p.add_argument("--seeds", type=int, help="number of seeds (overrides the spec)")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        help="number of seeds, 0..N-1 (overrides the spec; with source: {seeds: paired} each gets its own source)",
+    )
     p.add_argument("--workers", type=int, help="parallel worker processes (default: all cores)")
     p.add_argument("--out", help="output directory (default: runs/<experiment name>)")
     p.add_argument("--resume", action="store_true", help="keep finished runs, redo unfinished and failed ones")
