@@ -18,7 +18,8 @@ from specs import grid_spec
 
 from rltransfer.checkpoint import load_checkpoint
 from rltransfer.errors import UserError
-from rltransfer.experiment.runner import SourceJob, plan_jobs, schedule, source_dir
+from rltransfer.experiment.runner import SourceJob, check_solved, plan_jobs, schedule
+from rltransfer.experiment.runner import source_dir as source_path
 from rltransfer.experiment.spec import load_spec, parse_spec
 
 
@@ -50,7 +51,7 @@ def test_paired_sources_follow_the_target_seeds(tmp_path: Path) -> None:
     more = spec.with_seeds((0, 1, 2))  # `--seeds 3`, or a report of a grid run with them
     assert more.seeds == more.source.seeds == (0, 1, 2) and more.fingerprint() == spec.fingerprint()
     one = spec.with_seeds((0,))
-    assert source_dir(one, tmp_path, 0) == tmp_path / "source" / "seed0"  # more seeds later go beside it
+    assert source_path(one, tmp_path, 0) == tmp_path / "source" / "seed0"  # more seeds later go beside it
     unpaired = parse_spec(grid_spec("a", source=_source(seeds=2)))
     assert unpaired.with_seeds((0, 1, 2)).source.seeds == (0, 1)
 
@@ -75,8 +76,8 @@ def test_more_seeds_later_add_their_sources_and_runs_only(tmp_path: Path) -> Non
 def test_source_seeds_change_the_fingerprint_and_the_one_source_layout_is_unchanged(tmp_path: Path) -> None:
     one, two = parse_spec(grid_spec("a")), parse_spec(grid_spec("a", source=_source(seeds=2)))
     assert one.fingerprint() != two.fingerprint()  # the runs measure different things: not resumable as one
-    assert source_dir(one, tmp_path, 0) == tmp_path / "source"
-    assert [source_dir(two, tmp_path, s) for s in (0, 1)] == [
+    assert source_path(one, tmp_path, 0) == tmp_path / "source"
+    assert [source_path(two, tmp_path, s) for s in (0, 1)] == [
         tmp_path / "source" / "seed0",
         tmp_path / "source" / "seed1",
     ]
@@ -252,3 +253,49 @@ def test_resume_pretrains_only_the_missing_source_and_redoes_only_its_runs(
     assert [(j.arm.name, j.seed) for j in result.finished] == [("freeze", 1)] and len(result.skipped) == 3
     assert (out / "source" / "seed0" / "model.zip").stat().st_mtime_ns == kept
     assert _curves(out) == _curves(pool)
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ({"require_solved": "yes"}, "must be true or false"),
+        ({"require_solved": True, "checkpoint": "x.zip"}, "remove it to use source.checkpoint"),
+    ],
+)
+def test_bad_require_solved_is_a_one_line_error(tmp_path: Path, source: dict, message: str) -> None:
+    with pytest.raises(UserError, match=message):
+        load_spec(_write(tmp_path, source=_source(**source)))
+
+
+def test_require_solved_checks_the_final_evaluation_against_the_threshold(source_dir: Path, tmp_path: Path) -> None:
+    spec = parse_spec(grid_spec("a", source=_source(require_solved=True)))
+    copy = tmp_path / "source"
+    shutil.copytree(source_dir, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    for mean_return, solved in ((475.0, True), (474.9, False)):
+        manifest["eval"] = {**manifest["eval"], "mean_return": mean_return, "threshold": 475.0}
+        (copy / "manifest.json").write_text(json.dumps(manifest))
+        if solved:
+            check_solved(spec, copy)
+        else:
+            with pytest.raises(UserError, match=r"returned 474.9 on its own task, below the threshold 475"):
+                check_solved(spec, copy)
+    check_solved(parse_spec(grid_spec("a")), copy)  # not asked: nothing checked
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_an_unsolved_source_stops_the_grid_with_one_line(tmp_path: Path, workers: str) -> None:
+    import subprocess
+    import sys
+
+    spec = _write(tmp_path, source=_source(require_solved=True, seeds="paired"))
+    out = tmp_path / "grid"
+    proc = subprocess.run(
+        [sys.executable, "-m", "rltransfer.cli", "run", str(spec), "--out", str(out), "--workers", workers, "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "below the threshold 475 (source.require_solved)" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (out / "freeze").exists()  # no run fine-tuned a failed source

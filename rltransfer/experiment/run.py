@@ -14,6 +14,7 @@ from rltransfer.experiment.runner import (
     LOCK_FILE,
     GridResult,
     check_out,
+    check_solved,
     default_workers,
     ensure_sources,
     finished_sources,
@@ -86,6 +87,8 @@ def run_experiment(
             sources = ensure_sources(spec, out_dir, progress)
         else:  # those missing are pretrained as tasks of the grid, beside the runs that don't use them
             sources = finished_sources(spec, out_dir)
+        for source in sources.values():
+            check_solved(spec, source)  # reads each manifest (only with source.require_solved)
         if spec.source.checkpoint is None and sources:
             # The sources differ in their weights only (one spec, one architecture): one check serves all
             preflight(spec, next(iter(sources.values())))

@@ -198,6 +198,22 @@ def pretrain_source(spec: ExperimentSpec, source_dir: Path, progress: bool, seed
     )
 
 
+def check_solved(spec: ExperimentSpec, source: Path) -> None:
+    """With ``source.require_solved``: refuse a pretrained source whose final evaluation missed its
+    family's threshold (the grid would measure transfer from a failed pretraining)."""
+    if not spec.source.require_solved:
+        return
+    manifest = load_checkpoint(source).manifest or {}
+    ev = manifest.get("eval") or {}
+    if ev.get("mean_return") is None or ev.get("threshold") is None:
+        raise UserError(f"source '{source}' records no evaluation to check source.require_solved against")
+    if ev["mean_return"] < ev["threshold"]:
+        raise UserError(
+            f"source seed {manifest.get('seed')} returned {ev['mean_return']:.1f} on its own task, below the "
+            f"threshold {ev['threshold']:g} (source.require_solved); raise source.timesteps or drop require_solved"
+        )
+
+
 def preflight(spec: ExperimentSpec, source: Path) -> None:
     """Apply every arm's transfer and strategy to a throwaway model, so that mapping errors and
     strategies that do not fit the source (``partial:N`` past its trunk's depth, per-layer rates
@@ -292,6 +308,7 @@ class SourceGate:
             self.error = outcome.get("exception") or SourceFailed(f"source pretraining failed: {outcome['traceback']}")
             return []
         try:
+            check_solved(self.spec, job.run_dir)
             preflight(self.spec, job.run_dir)
         except UserError as e:
             self.error = e

@@ -41,7 +41,7 @@ TOP_KEYS = {
 }
 # How a run executes, not what it measures: runs that differ only in these compare (and resume).
 EXECUTION_KEYS = ("seeds", "description", "device")
-SOURCE_KEYS = {"variant", "params", "timesteps", "seed", "seeds", "checkpoint", "hyperparams"}
+SOURCE_KEYS = {"variant", "params", "timesteps", "seed", "seeds", "checkpoint", "hyperparams", "require_solved"}
 EVAL_KEYS = {"freq", "episodes"}
 ARM_KEYS = {"name", "strategy"} | OPTIONS
 TARGET_KEYS = {"name", "variant", "params", "family"}
@@ -64,7 +64,8 @@ class SourceSpec:
     """The source policy: pretrained once per seed of ``seeds`` (or loaded from ``checkpoint``).
 
     ``paired`` (``source: {seeds: paired}``): one source per target seed, with that seed; ``seeds``
-    then follows the experiment's seeds (``ExperimentSpec.with_seeds``).
+    then follows the experiment's seeds (``ExperimentSpec.with_seeds``). ``require_solved``: a
+    pretrained source whose final evaluation misses its family's threshold stops the grid.
     """
 
     variant: Variant
@@ -73,6 +74,7 @@ class SourceSpec:
     checkpoint: Path | None
     hyperparams: dict[str, Any]
     paired: bool = False
+    require_solved: bool = False
 
     @property
     def seed(self) -> int:
@@ -217,6 +219,18 @@ def _source_seeds(ctx: _Ctx, src: dict[str, Any], checkpoint: Path | None, targe
     return (seed,)
 
 
+def _require_solved(ctx: _Ctx, src: dict[str, Any], checkpoint: Path | None) -> bool:
+    value = src.get("require_solved", False)
+    if not isinstance(value, bool):
+        raise ctx.fail("source.require_solved", f"source.require_solved must be true or false, got {value!r}")
+    if value and checkpoint is not None:
+        raise ctx.fail(
+            "source.require_solved",
+            "source.require_solved checks the sources the grid pretrains; remove it to use source.checkpoint",
+        )
+    return value
+
+
 def load_spec(path: str | Path) -> ExperimentSpec:
     """Read and validate a YAML experiment spec."""
     p = Path(path)
@@ -267,6 +281,7 @@ def parse_spec(raw: Any, where: str = "spec", lines: dict[str, int] | None = Non
         checkpoint,
         dict(src.get("hyperparams", {}) or {}),
         src.get("seeds") == PAIRED,
+        _require_solved(ctx, src, checkpoint),
     )
 
     targets_raw = raw["targets"]
