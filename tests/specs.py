@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 # A rollout of 32 steps on one env, one epoch: the smallest budget PPO accepts.
@@ -23,3 +26,13 @@ def grid_spec(name: str, /, **changes: Any) -> dict[str, Any]:
     }
     spec.update(changes)
     return spec
+
+
+def run_cli(spec: Path, out: Path, workers: str) -> subprocess.CompletedProcess[str]:
+    """``rltransfer run SPEC --out OUT --workers N --quiet`` in a fresh process (exit code, stderr)."""
+    return subprocess.run(
+        [sys.executable, "-m", "rltransfer.cli", "run", str(spec), "--out", str(out), "--workers", workers, "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )

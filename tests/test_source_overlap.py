@@ -6,15 +6,13 @@ stops the grid with its one-line error after the runs in flight, which are kept.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from grid_events import Events, assert_source_beside_scratch
-from specs import grid_spec
+from specs import grid_spec, run_cli
 
 from rltransfer.checkpoint import load_checkpoint
 from rltransfer.errors import UserError
@@ -83,12 +81,7 @@ def test_failed_source_keeps_the_runs_that_finished(tmp_path: Path) -> None:
 def test_preflight_failure_after_pretraining_is_one_line_exit_2(tmp_path: Path, workers: str) -> None:
     spec = _spec(tmp_path, arms=["scratch", {"name": "deep", "strategy": "partial:9"}])
     out = tmp_path / "grid"
-    proc = subprocess.run(
-        [sys.executable, "-m", "rltransfer.cli", "run", str(spec), "--out", str(out), "--workers", workers, "--quiet"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = run_cli(spec, out, workers)
     assert proc.returncode == 2, proc.stderr
     assert "only 2 layers" in proc.stderr and "Traceback" not in proc.stderr
     assert (out / "source" / "manifest.json").exists()  # kept: a fixed spec's run reuses nothing else

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-from specs import grid_spec
+from specs import grid_spec, run_cli
 
 from rltransfer.checkpoint import load_checkpoint
 from rltransfer.errors import UserError
@@ -285,17 +285,9 @@ def test_require_solved_checks_the_final_evaluation_against_the_threshold(source
 
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_an_unsolved_source_stops_the_grid_with_one_line(tmp_path: Path, workers: str) -> None:
-    import subprocess
-    import sys
-
     spec = _write(tmp_path, source=_source(require_solved=True, seeds="paired"))
     out = tmp_path / "grid"
-    proc = subprocess.run(
-        [sys.executable, "-m", "rltransfer.cli", "run", str(spec), "--out", str(out), "--workers", workers, "--quiet"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = run_cli(spec, out, workers)
     assert proc.returncode == 2, proc.stderr
     assert "below the threshold 475 (source.require_solved)" in proc.stderr and "Traceback" not in proc.stderr
     assert not (out / "freeze").exists()  # no run fine-tuned a failed source
