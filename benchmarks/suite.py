@@ -26,6 +26,7 @@ import numpy as np
 from sidebyside import machine
 
 from rltransfer.compare import stratified_independent_bootstrap_ci, time_to_threshold
+from rltransfer.errors import UserError
 from rltransfer.experiment.run import run_experiment
 from rltransfer.experiment.spec import ExperimentSpec, load_spec, parse_spec
 from rltransfer.hyperparams import resolve_hyperparams
@@ -45,6 +46,7 @@ def scaled(spec: ExperimentSpec, factor: float, seeds: int) -> ExperimentSpec:
         raw["source"] = {**(raw.get("source") or {}), "timesteps": max(1024, int(source_steps * factor))}
         if "seeds" in raw["source"] and not spec.source.paired:  # no more sources than target seeds
             raw["source"]["seeds"] = list(spec.source.seeds[:seeds])
+        raw["source"].pop("require_solved", None)  # a scaled-down source is not expected to solve
     return parse_spec(raw, where=f"{spec.path} (quick)")
 
 
@@ -165,7 +167,11 @@ def main() -> int:
         started = time.time()
         # One directory per budget factor: a grid directory refuses runs of another spec.
         out = Path(args.root) / (f"{spec.name}-x{args.quick:g}" if args.quick else spec.name)
-        result, _ = run_experiment(spec, out=out, resume=True, progress=False)
+        try:
+            result, _ = run_experiment(spec, out=out, resume=True, progress=False)
+        except UserError as e:  # e.g. a source that missed source.require_solved: the other specs go on
+            print(f"{path}: {e}", file=sys.stderr)
+            continue
         if result.failed:
             print(f"{path}: {len(result.failed)} runs failed; rerun to retry", file=sys.stderr)
             continue
