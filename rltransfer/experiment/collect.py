@@ -47,7 +47,7 @@ class Collected:
     missing: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     devices: Counter[str] = field(default_factory=Counter)  # where the finished runs trained, with counts
-    sources: dict[str, SourceUse] = field(default_factory=dict)  # by the checkpoint's zip SHA-256
+    sources: dict[str, SourceUse] = field(default_factory=dict)  # by the zip's SHA-256, in source-seed order
 
 
 def nominal_grid(timesteps: int, eval_freq: int) -> np.ndarray:
@@ -126,7 +126,8 @@ def collect(spec: ExperimentSpec, out: Path) -> Collected:
         manifest = runs[complete[0]][0][2]
         src = (manifest.get("source") or {}).get("manifest") or {}
         source_steps[arm.name] = float(src.get("timesteps", 0)) if arm.strategy.uses_source else 0.0
-    return Collected(steps, curves, seeds, forgetting, source_steps, feature_mmd, missing, failed, devices, sources)
+    ordered = dict(sorted(sources.items(), key=lambda item: (item[1].seed is None, item[1].seed or 0, item[1].path)))
+    return Collected(steps, curves, seeds, forgetting, source_steps, feature_mmd, missing, failed, devices, ordered)
 
 
 def _note_source(sources: dict[str, SourceUse], manifest: dict, seed: int) -> None:

@@ -67,7 +67,7 @@ def _sources_table(spec: ExperimentSpec, out: Path, data: Collected) -> ExtraTab
     """Each source checkpoint the transfer arms fine-tuned, and whether the intervals include its variance."""
     if not data.sources:
         return None
-    uses = sorted(data.sources.items(), key=lambda item: (item[1].seed is None, item[1].seed or 0, item[1].path))
+    uses = list(data.sources.values())
     solved = {True: "yes", False: "NO", None: "?"}
     rows = [
         [
@@ -77,7 +77,7 @@ def _sources_table(spec: ExperimentSpec, out: Path, data: Collected) -> ExtraTab
             solved[use.solved] + ("" if use.threshold is None else f" ({fmt_number(use.threshold)})"),
             ", ".join(str(s) for s in sorted(use.target_seeds)),
         ]
-        for _, use in uses
+        for use in uses
     ]
     if spec.source.paired:
         note = (
@@ -94,7 +94,7 @@ def _sources_table(spec: ExperimentSpec, out: Path, data: Collected) -> ExtraTab
             "Every transfer arm fine-tunes this one source: the confidence intervals are over target "
             "seeds with the source held fixed; give `source: {seeds: paired}` (or a count) to include its variance."
         )
-    failed = [use for _, use in uses if use.solved is False]
+    failed = [use for use in uses if use.solved is False]
     if failed:
         note += (
             f" {len(failed)} of {len(uses)} sources did not reach the threshold: the runs that fine-tune "
@@ -108,7 +108,7 @@ def _by_source_table(spec: ExperimentSpec, data: Collected) -> ExtraTable | None
     """With several sources: each transfer arm's AUC gain over scratch, split by the source its runs fine-tuned."""
     if len(data.sources) < 2 or "scratch" not in data.curves:
         return None
-    uses = sorted(data.sources.values(), key=lambda use: (use.seed is None, use.seed or 0, use.path))
+    uses = list(data.sources.values())
     source_of = {seed: i for i, use in enumerate(uses) for seed in use.target_seeds}
     scratch = float(area_under_curve(data.curves["scratch"], data.steps).mean())
     rows = []
