@@ -61,10 +61,10 @@ def test_more_seeds_later_add_their_sources_and_runs_only(tmp_path: Path) -> Non
 
     spec = _write(tmp_path, source=_source(seeds="paired"))
     out = tmp_path / "grid"
-    result, _ = run_experiment(spec, out=out, seeds=1, workers=2, progress=False)
+    result, _ = run_experiment(spec, out=out, seeds=1, workers=1, progress=False)
     assert result.complete and sorted(p.name for p in (out / "source").iterdir()) == ["seed0"]
     kept = (out / "freeze" / "seed0" / "model.zip").stat().st_mtime_ns
-    result, report = run_experiment(spec, out=out, seeds=2, workers=2, progress=False, resume=True)
+    result, report = run_experiment(spec, out=out, seeds=2, workers=1, progress=False, resume=True)
     assert sorted((j.arm.name, j.seed) for j in result.finished) == [("freeze", 1), ("scratch", 1)]
     assert sorted(p.name for p in (out / "source").iterdir()) == ["seed0", "seed1"]
     assert (out / "freeze" / "seed0" / "model.zip").stat().st_mtime_ns == kept
