@@ -7,7 +7,7 @@ import io
 import json
 import os
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from stable_baselines3.common.save_util import load_from_zip_file
 
 from rltransfer.errors import UserError
 from rltransfer.io import atomic_write_json, sha256
+from rltransfer.vecnormalize_file import find_stats_file, read_stats
 
 MODEL_FILE = "model.zip"
 MANIFEST_FILE = "manifest.json"
@@ -38,11 +39,21 @@ class Checkpoint:
     manifest: dict[str, Any] | None
     sha256: str
     spaces: dict[str, dict[str, Any]]
+    # A plain zip's ``policy_kwargs`` as SB3's JSON spells them (classes as their repr).
+    policy_kwargs: dict[str, Any] = field(default_factory=dict)
+    # A plain zip trained inside ``VecNormalize``; the file saved with it, and its observation
+    # statistics (``None`` also where it normalised rewards only).
+    trained_normalized: bool = False
+    stats_file: Path | None = None
+    vec_normalize: dict[str, Any] | None = None
 
     @property
     def obs_normalization(self) -> dict[str, Any] | None:
-        """Observation statistics the source policy was trained with (rltransfer checkpoints only)."""
-        return (self.manifest or {}).get("obs_normalization")
+        """Observation statistics the source policy was trained with: the manifest's, or for a plain
+        zip those of the ``VecNormalize`` file saved beside it (``rltransfer.vecnormalize_file``)."""
+        if self.manifest is not None:
+            return self.manifest.get("obs_normalization")
+        return self.vec_normalize
 
     def source_observations(self) -> np.ndarray | None:
         """States the source policy visits (saved by ``rltransfer pretrain``), checksum-verified."""
@@ -84,17 +95,13 @@ def _resolve_zip(path: Path) -> tuple[Path, Path | None]:
     return path, beside if path.name == MODEL_FILE and beside.exists() else None
 
 
-def _spaces_from_json(archive: zipfile.ZipFile) -> dict[str, dict[str, Any]]:
-    """Human-readable fields SB3 writes beside each pickled space (no unpickling)."""
-    if "data" not in archive.namelist():
-        return {}
-    data = json.loads(archive.read("data"))
-    out = {}
-    for key in ("observation_space", "action_space"):
-        entry = data.get(key)
-        if isinstance(entry, dict):
-            out[key] = {k: v for k, v in entry.items() if not k.startswith(":")}
-    return out
+def _readable(entry: Any) -> dict[str, Any]:
+    """The human-readable fields SB3 writes beside a pickled object in a zip's JSON (no unpickling)."""
+    return {k: v for k, v in entry.items() if not k.startswith(":")} if isinstance(entry, dict) else {}
+
+
+def _zip_json(archive: zipfile.ZipFile) -> dict[str, Any]:
+    return json.loads(archive.read("data")) if "data" in archive.namelist() else {}
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
@@ -102,7 +109,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     zip_path, manifest_path = _resolve_zip(Path(path))
     try:
         with zipfile.ZipFile(zip_path) as archive:
-            spaces = _spaces_from_json(archive)
+            data = _zip_json(archive)
         _, params, _ = load_from_zip_file(zip_path, load_data=False, device="cpu")
     except (zipfile.BadZipFile, json.JSONDecodeError, KeyError, RuntimeError, EOFError, ValueError) as e:
         raise UserError(
@@ -120,4 +127,22 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
                 f"'{zip_path}' does not match the checksum in {manifest_path.name}; the zip was modified or "
                 "corrupted: re-run pretraining or remove the stale manifest"
             )
-    return Checkpoint(zip_path, dict(params["policy"]), manifest, digest, spaces)
+    spaces: dict[str, dict[str, Any]] = {
+        k: _readable(data[k]) for k in ("observation_space", "action_space") if k in data
+    }
+    if manifest is not None:
+        return Checkpoint(zip_path, dict(params["policy"]), manifest, digest, spaces)
+    # SB3 keeps the unnormalised last observation only when it trained inside VecNormalize.
+    normalized = data.get("_last_original_obs") is not None
+    stats_file = find_stats_file(zip_path) if normalized else None
+    return Checkpoint(
+        zip_path,
+        dict(params["policy"]),
+        None,
+        digest,
+        spaces,
+        _readable(data.get("policy_kwargs")),
+        normalized,
+        stats_file,
+        None if stats_file is None else read_stats(stats_file),
+    )

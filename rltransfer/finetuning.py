@@ -8,6 +8,7 @@ and the freezing / learning-rate plan differ between arms.
 from __future__ import annotations
 
 import io
+import re
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -26,8 +27,8 @@ from rltransfer.envs import Family, FiniteGuard, Task, Variant
 from rltransfer.errors import UserError
 from rltransfer.evaluation import EvalCurve, PerTaskEvalCallback, TaskEvalEnv, TaskRolloutLogger, evaluate_tasks
 from rltransfer.forgetting import measure_forgetting
-from rltransfer.hyperparams import activation, ppo_kwargs, resolve_hyperparams
-from rltransfer.io import atomic_write_bytes, atomic_write_json, staging_dir, versions
+from rltransfer.hyperparams import ACTIVATIONS, activation, ppo_kwargs, resolve_hyperparams
+from rltransfer.io import atomic_write_bytes, atomic_write_json, sha256, staging_dir, versions
 from rltransfer.policies import TRUNK_PREFIX, MultiTaskActorCriticPolicy
 from rltransfer.ppo import TransferPPO
 from rltransfer.pretraining import EVAL_SEED_OFFSET
@@ -36,6 +37,7 @@ from rltransfer.strategies import Strategy, configure_strategy, frozen_parameter
 from rltransfer.tasks import Target, TaskSet, resolve_targets
 from rltransfer.training import attach_logger, learn, record_hparams
 from rltransfer.transfer import TransferReport, apply_transfer
+from rltransfer.vecnormalize_file import CANDIDATES as STATS_FILES
 
 # Settings a target must share with its source for the weights to mean the same thing.
 SOURCE_BOUND_KEYS = ("trunk_arch", "head_arch", "activation_fn", "normalize")
@@ -50,11 +52,15 @@ class FinetuneResult:
     out: Path | None
 
 
+def bound_settings(hp: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings of ``hp`` that a policy's weights depend on (``SOURCE_BOUND_KEYS``)."""
+    return {k: hp[k] for k in SOURCE_BOUND_KEYS if k in hp}
+
+
 def source_architecture(checkpoint: Checkpoint) -> dict[str, Any]:
     """Trunk/head widths the target must have for the source's weights to fit."""
     if checkpoint.manifest and "hyperparams" in checkpoint.manifest:
-        hp = checkpoint.manifest["hyperparams"]
-        return {k: hp[k] for k in SOURCE_BOUND_KEYS if k in hp}
+        return bound_settings(checkpoint.manifest["hyperparams"])
     # Plain SB3 MlpPolicy: its actor's hidden layers become the trunk; heads are linear.
     sd = checkpoint.state_dict
     widths = [
@@ -64,7 +70,37 @@ def source_architecture(checkpoint: Checkpoint) -> dict[str, Any]:
             key=lambda k: int(k.split(".")[2]),
         )
     ]
-    return {"trunk_arch": widths, "head_arch": {"pi": [], "vf": []}} if widths else {}
+    if not widths:
+        return {}
+    return {
+        "trunk_arch": widths,
+        "head_arch": {"pi": [], "vf": []},
+        "activation_fn": plain_activation(checkpoint),
+        "normalize": plain_normalize(checkpoint),
+    }
+
+
+def plain_activation(checkpoint: Checkpoint) -> str:
+    """A plain zip's ``activation_fn`` as rltransfer names it (SB3's ``MlpPolicy`` default: tanh)."""
+    spelled = str(checkpoint.policy_kwargs.get("activation_fn", "<class 'torch.nn.modules.activation.Tanh'>"))
+    name = re.sub(r"^<class '(?:[\w.]*\.)?(\w+)'>$", r"\1", spelled).lower()
+    if name not in ACTIVATIONS:
+        raise UserError(
+            f"'{checkpoint.path}' was trained with activation {spelled}; a transferred trunk needs one of "
+            f"{sorted(ACTIVATIONS)}: retrain the source with one of them"
+        )
+    return name
+
+
+def plain_normalize(checkpoint: Checkpoint) -> bool:
+    """Whether a plain zip's policy saw ``VecNormalize``-d observations; their statistics must then be found."""
+    if checkpoint.trained_normalized and checkpoint.stats_file is None:
+        beside = ", ".join(str(checkpoint.path.parent / p.format(stem=checkpoint.path.stem)) for p in STATS_FILES)
+        raise UserError(
+            f"'{checkpoint.path}' was trained on normalised observations (VecNormalize) but no statistics were "
+            f"found beside it; put the VecNormalize file saved with it at one of: {beside}"
+        )
+    return checkpoint.obs_normalization is not None
 
 
 def source_view_trunk(policy: MultiTaskActorCriticPolicy, same_space: list[int] | None) -> dict[str, Any] | None:
@@ -258,6 +294,10 @@ def _run(
         else {
             "path": str(ckpt.path),
             "zip_sha256": ckpt.sha256,
+            # A plain zip's VecNormalize file: its observation statistics started every arm's.
+            "vec_normalize": None
+            if ckpt.stats_file is None
+            else {"path": str(ckpt.stats_file), "sha256": sha256(ckpt.stats_file)},
             "manifest": {
                 k: ckpt.manifest.get(k) for k in ("family", "variant", "seed", "timesteps", "eval", "zip_sha256")
             }

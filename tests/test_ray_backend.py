@@ -344,3 +344,44 @@ def test_two_node_cluster_loses_a_node_mid_grid(long_runs: tuple[Path, Path], tm
         assert driver.wait(timeout=180) == 0, (tmp_path / "stderr").read_text()[-3000:]
         assert results(out) == results(reference)
         assert_clean(out)
+
+
+def test_ray_ships_a_plain_zips_vecnormalize_file(local_ray: Any, tmp_path: Path) -> None:
+    """An RL Zoo zip trained inside VecNormalize: its ``<EnvId>/vecnormalize.pkl`` travels with it to
+    the workers (which load the zip from their own copy), and the runs equal the local backend's."""
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    zoo = tmp_path / "zoo"
+    (zoo / "Acrobot-v1").mkdir(parents=True)
+    env = VecNormalize(make_vec_env("Acrobot-v1", n_envs=1, seed=0))
+    model = PPO("MlpPolicy", env, seed=0, n_steps=32, batch_size=32, n_epochs=1, device="cpu")
+    model.learn(32)
+    model.save(zoo / "Acrobot-v1.zip")
+    env.save(str(zoo / "Acrobot-v1" / "vecnormalize.pkl"))
+    spec = {
+        **SPEC,
+        "family": "acrobot",
+        "source": {"checkpoint": str(zoo / "Acrobot-v1.zip")},
+        "targets": ["long1-far"],
+        "seeds": 1,
+    }
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    reference = run_locally(path, tmp_path / "local")
+    out = tmp_path / "exp"
+    result, _ = run_experiment(path, out=out, backend="ray", progress=False)
+    assert result.complete and len(result.finished) == 2
+    assert {k: v for k, v in results(out).items() if k != "report.md"} == {
+        k: v for k, v in results(reference).items() if k != "report.md"
+    }
+    for arm in ("scratch", "freeze"):
+        assert json.loads((out / arm / "seed0" / "config.json").read_text())["hyperparams"]["normalize"] is True
+    lineage = json.loads((out / "freeze" / "seed0" / "manifest.json").read_text())["source"]["vec_normalize"]
+    assert (
+        lineage["sha256"]
+        == json.loads((reference / "freeze" / "seed0" / "manifest.json").read_text())["source"]["vec_normalize"][
+            "sha256"
+        ]
+    )

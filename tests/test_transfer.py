@@ -148,7 +148,13 @@ def test_plain_sb3_zip_is_a_source(plain_zip: Path, tiny: dict[str, Any]) -> Non
     ckpt = load_checkpoint(plain_zip)
     assert ckpt.manifest is None and not ckpt.has_trunk
     arch = source_architecture(ckpt)
-    assert arch == {"trunk_arch": [64, 64], "head_arch": {"pi": [], "vf": []}}
+    # SB3's MlpPolicy default activation, and raw observations (no VecNormalize): both bind the targets.
+    assert arch == {
+        "trunk_arch": [64, 64],
+        "head_arch": {"pi": [], "vf": []},
+        "activation_fn": "tanh",
+        "normalize": False,
+    }
     policy = target_policy(tiny, **arch)
     report = apply_transfer(policy, ckpt, parse_parts("trunk"))
     sd = ckpt.state_dict

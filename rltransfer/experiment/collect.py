@@ -48,6 +48,9 @@ class Collected:
     failed: list[str] = field(default_factory=list)
     devices: Counter[str] = field(default_factory=Counter)  # where the finished runs trained, with counts
     sources: dict[str, SourceUse] = field(default_factory=dict)  # by the zip's SHA-256, in source-seed order
+    # Settings whose value differs between finished runs: key -> value (as JSON) -> arms. Empty
+    # when the arms are comparable (runs of an older rltransfer gave scratch its own architecture).
+    differing: dict[str, dict[str, list[str]]] = field(default_factory=dict)
 
 
 def nominal_grid(timesteps: int, eval_freq: int) -> np.ndarray:
@@ -85,10 +88,14 @@ def collect(spec: ExperimentSpec, out: Path) -> Collected:
     missing, failed = [], []
     devices: Counter[str] = Counter()
     sources: dict[str, SourceUse] = {}
+    settings: dict[str, dict[str, list[str]]] = {}
     for job in plan_jobs(spec, out):
         if job.finished:
             run = _load_run(job)
             per_arm.setdefault(job.arm.name, {}).setdefault(job.seed, []).append(run)
+            for key, value in (run[2].get("hyperparams") or {}).items():
+                arms = settings.setdefault(key, {}).setdefault(json.dumps(value, sort_keys=True), [])
+                arms.extend([job.arm.name] if job.arm.name not in arms else [])
             devices[device_label(run[2].get("device"))] += 1
             _note_source(sources, run[2], job.seed)
         elif job.failed_marker.exists():
@@ -127,7 +134,10 @@ def collect(spec: ExperimentSpec, out: Path) -> Collected:
         src = (manifest.get("source") or {}).get("manifest") or {}
         source_steps[arm.name] = float(src.get("timesteps", 0)) if arm.strategy.uses_source else 0.0
     ordered = dict(sorted(sources.items(), key=lambda item: (item[1].seed is None, item[1].seed or 0, item[1].path)))
-    return Collected(steps, curves, seeds, forgetting, source_steps, feature_mmd, missing, failed, devices, ordered)
+    differing = {key: values for key, values in settings.items() if len(values) > 1}
+    return Collected(
+        steps, curves, seeds, forgetting, source_steps, feature_mmd, missing, failed, devices, ordered, differing
+    )
 
 
 def _note_source(sources: dict[str, SourceUse], manifest: dict, seed: int) -> None:

@@ -43,6 +43,7 @@ from rltransfer.experiment.runner import (
 )
 from rltransfer.experiment.spec import ExperimentSpec
 from rltransfer.io import PARTIAL, atomic_write_json, remove_partials, staging_dir
+from rltransfer.vecnormalize_file import find_stats_file
 
 INSTALL_HINT = 'the Ray backend needs Ray: pip install "rltransfer[ray]"'
 Execute = Callable[[Job, ExperimentSpec, str | None], dict[str, Any]]
@@ -154,7 +155,8 @@ def _source_files(source: Path) -> tuple[Path, list[str], str]:
     folder, entry = (source, ".") if source.is_dir() else (source.parent, source.name)
     if source.is_dir() or (source.name == MODEL_FILE and (folder / MANIFEST_FILE).exists()):
         return folder, sorted(p.name for p in folder.iterdir() if p.is_file()), entry
-    return folder, [source.name], entry
+    stats = find_stats_file(source)  # a plain zip's VecNormalize file travels with it, where it lies
+    return folder, [source.name, *([str(stats.relative_to(folder))] if stats is not None else [])], entry
 
 
 # --- worker side -----------------------------------------------------------------------------------

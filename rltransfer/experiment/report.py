@@ -201,6 +201,11 @@ def build_report(out: str | Path, spec: ExperimentSpec | None = None) -> Path:
         # One device is the rule; a grid resumed elsewhere says so (numbers then differ by rounding).
         "trained on": ", ".join(f"{d} ({n} run{'s' * (n != 1)})" for d, n in sorted(data.devices.items())),
     }
+    if data.differing:
+        meta["NOT COMPARABLE: settings differ between runs"] = "; ".join(
+            f"{key} " + ", ".join(f"{value} ({'/'.join(arms)})" for value, arms in values.items())
+            for key, values in data.differing.items()
+        )
     if data.failed:
         meta["FAILED runs (excluded)"] = ", ".join(data.failed)
     if data.missing:

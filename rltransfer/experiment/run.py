@@ -22,6 +22,7 @@ from rltransfer.experiment.runner import (
     preflight,
     prepare_out,
     run_grid,
+    with_source_settings,
 )
 from rltransfer.experiment.spec import ExperimentSpec, load_spec
 from rltransfer.experiment.tensorboard import write_layout
@@ -62,7 +63,7 @@ def run_experiment(
         if seeds <= 0:
             raise UserError(f"--seeds must be a positive integer, got {seeds}")
         spec = spec.with_seeds(tuple(range(seeds)))
-    spec = _with_device(spec, device, backend, gpus_per_run)
+    spec = with_source_settings(_with_device(spec, device, backend, gpus_per_run))
     if backend == "ray":
         from rltransfer.experiment.ray_backend import require_ray
 

@@ -12,6 +12,7 @@ and redoes the rest.
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import sys
@@ -20,7 +21,7 @@ import traceback
 from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -214,19 +215,43 @@ def check_solved(spec: ExperimentSpec, source: Path) -> None:
         )
 
 
+def with_source_settings(spec: ExperimentSpec) -> ExperimentSpec:
+    """``spec`` whose every run, scratch included, takes the settings the source's weights depend
+    on (architecture, activation, observation normalisation), so that the arms differ in their
+    initialisation only.
+
+    Read from the spec for a source it pretrains (scratch runs train before that source exists),
+    from the checkpoint otherwise; bound once, on the driver, so that workers without the
+    checkpoint's path (Ray) run the same settings.
+    """
+    from rltransfer.finetuning import bound_settings, source_architecture
+    from rltransfer.hyperparams import resolve_hyperparams
+
+    if spec.source.checkpoint is not None:
+        settings = source_architecture(load_checkpoint(spec.source.checkpoint))
+    else:
+        settings = bound_settings(resolve_hyperparams(spec.family.name, spec.source.hyperparams))
+    return replace(spec, source_settings=settings)
+
+
 def preflight(spec: ExperimentSpec, source: Path) -> None:
     """Apply every arm's transfer and strategy to a throwaway model, so that mapping errors and
     strategies that do not fit the source (``partial:N`` past its trunk's depth, per-layer rates
     of another length, ``dann`` without the source's states) stop the grid before any run that
-    uses the source trains."""
+    uses the source trains; and check that the source was trained with the settings the runs use."""
     from rltransfer.finetuning import build_model, source_architecture, source_states
     from rltransfer.hyperparams import resolve_hyperparams
     from rltransfer.strategies import configure_strategy
     from rltransfer.transfer import apply_transfer
 
     ckpt = load_checkpoint(source)
-    overrides = {**source_architecture(ckpt), **spec.target_hyperparams()}
-    hp = resolve_hyperparams(spec.family.name, overrides)
+    hp = resolve_hyperparams(spec.family.name, spec.target_hyperparams())
+    for key, value in source_architecture(ckpt).items():
+        if key not in spec.hyperparams and _canonical(value) != _canonical(hp[key]):
+            raise UserError(
+                f"source '{ckpt.path}' was trained with {key}={value!r} but the spec's runs use "
+                f"{hp[key]!r}; pretrain it again (remove it) or set {key} in the spec's hyperparams"
+            )
     for arm in spec.arms:
         if arm.strategy.uses_source:
             targets = spec.targets if spec.mode == "multitask" else spec.targets[:1]
@@ -239,6 +264,11 @@ def preflight(spec: ExperimentSpec, source: Path) -> None:
                     source_states(ckpt, tasks, arm.strategy)
             finally:
                 model.get_env().close()  # type: ignore[union-attr]
+
+
+def _canonical(value: Any) -> Any:
+    """A setting as JSON would write it (tuples and lists alike; ``activation_fn`` case-blind)."""
+    return json.loads(json.dumps(value).lower())
 
 
 def execute_job(job: Job, spec: ExperimentSpec, source: str | None) -> dict[str, Any]:

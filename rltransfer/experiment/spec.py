@@ -112,6 +112,9 @@ class ExperimentSpec:
     raw: dict[str, Any] = field(compare=False, repr=False)
     path: Path | None = None
     device: str = "cpu"  # torch device of every run (``rltransfer.devices``); the CLI's --device overrides it
+    # What the source's weights depend on (architecture, activation, normalisation), set by the
+    # runner for every arm: under ``hyperparams``, which a spec may still set explicitly.
+    source_settings: dict[str, Any] = field(default_factory=dict)
 
     @property
     def task_names(self) -> list[str]:
@@ -119,8 +122,9 @@ class ExperimentSpec:
         return TaskSet(self.family, self.targets).names
 
     def target_hyperparams(self) -> dict[str, Any]:
-        """PPO settings shared by every arm (budget and evaluation included)."""
+        """PPO settings shared by every arm, scratch included (budget and evaluation too)."""
         return {
+            **self.source_settings,
             **self.hyperparams,
             "n_timesteps": self.timesteps,
             "eval_freq": self.eval_freq,
