@@ -7,10 +7,11 @@ and ``Acrobot-v1/vecnormalize.pkl``). Then:
 * zero-shot returns of the zip on rltransfer's Acrobot ``source`` task and three targets, with
   the statistics saved beside it (what rltransfer reads) and on raw observations without them
   (what rltransfer did before it read them);
-* a transfer-vs-scratch grid from the zip (``scratch``, ``zero-shot``, ``finetune-heads``):
-  every arm, scratch included, runs the zip's architecture and normalisation.
+* a transfer-vs-scratch grid from the zip (``scratch``, ``zero-shot``, ``freeze``,
+  ``finetune-heads``): every arm, scratch included, runs the zip's architecture and its
+  ``VecNormalize`` options (rewards scaled too, as the Zoo trained it).
 
-    python benchmarks/zoo_source.py [--timesteps 300000] [--seeds 3] [--target-timesteps 150000]
+    python benchmarks/zoo_source.py [--timesteps 300000] [--seeds 3] [--target-timesteps 300000]
 """
 
 from __future__ import annotations
@@ -48,11 +49,11 @@ def train_zoo_agent(run_dir: Path, timesteps: int, seed: int) -> Path:
     env = VecNormalize(make_vec_env("Acrobot-v1", n_envs=16, seed=seed), gamma=ZOO["gamma"])
     model = PPO("MlpPolicy", env, seed=seed, device="cpu", **ZOO)  # type: ignore[arg-type]
     model.learn(timesteps)
+    env.save(str(run_dir / "Acrobot-v1" / "vecnormalize.pkl"))  # the training env's, as the Zoo saves it
+    model.save(zip_path)
     env.training, env.norm_reward = False, False
     mean, std = evaluate_policy(model, env, n_eval_episodes=20, deterministic=True)
     print(f"Zoo agent: {timesteps} steps, deterministic return on Acrobot-v1 {mean:.1f} +- {std:.1f} (SB3's)")
-    env.save(str(run_dir / "Acrobot-v1" / "vecnormalize.pkl"))
-    model.save(zip_path)
     return zip_path
 
 
@@ -60,7 +61,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--timesteps", type=int, default=300_000, help="the Zoo agent's training steps")
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--target-timesteps", type=int, default=150_000)
+    parser.add_argument("--target-timesteps", type=int, default=300_000, help="as experiments/acrobot.yaml")
     parser.add_argument("--workers", type=int)
     parser.add_argument("--out", default="runs/zoo-source")
     args = parser.parse_args()
@@ -84,7 +85,12 @@ def main() -> int:
         "family": "acrobot",
         "source": {"checkpoint": str(zip_path.resolve())},
         "targets": TARGETS,
-        "arms": ["scratch", "zero-shot", {"name": "finetune-heads", "strategy": "finetune", "transfer": "heads"}],
+        "arms": [
+            "scratch",
+            "zero-shot",
+            "freeze",
+            {"name": "finetune-heads", "strategy": "finetune", "transfer": "heads"},
+        ],
         "seeds": args.seeds,
         "timesteps": args.target_timesteps,
         "eval": {"freq": args.target_timesteps // 10, "episodes": 10},

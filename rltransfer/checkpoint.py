@@ -18,7 +18,7 @@ from stable_baselines3.common.save_util import load_from_zip_file
 
 from rltransfer.errors import UserError
 from rltransfer.io import atomic_write_json, sha256
-from rltransfer.vecnormalize_file import find_stats_file, read_stats
+from rltransfer.vecnormalize_file import SavedNormalization, find_stats_file, read_file
 
 MODEL_FILE = "model.zip"
 MANIFEST_FILE = "manifest.json"
@@ -41,11 +41,10 @@ class Checkpoint:
     spaces: dict[str, dict[str, Any]]
     # A plain zip's ``policy_kwargs`` as SB3's JSON spells them (classes as their repr).
     policy_kwargs: dict[str, Any] = field(default_factory=dict)
-    # A plain zip trained inside ``VecNormalize``; the file saved with it, and its observation
-    # statistics (``None`` also where it normalised rewards only).
+    # A plain zip trained inside ``VecNormalize``; the file saved with it, and what that file holds.
     trained_normalized: bool = False
     stats_file: Path | None = None
-    vec_normalize: dict[str, Any] | None = None
+    vec_normalize: SavedNormalization | None = None
 
     @property
     def obs_normalization(self) -> dict[str, Any] | None:
@@ -53,7 +52,7 @@ class Checkpoint:
         zip those of the ``VecNormalize`` file saved beside it (``rltransfer.vecnormalize_file``)."""
         if self.manifest is not None:
             return self.manifest.get("obs_normalization")
-        return self.vec_normalize
+        return None if self.vec_normalize is None else self.vec_normalize.obs_stats
 
     def source_observations(self) -> np.ndarray | None:
         """States the source policy visits (saved by ``rltransfer pretrain``), checksum-verified."""
@@ -144,5 +143,5 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         _readable(data.get("policy_kwargs")),
         normalized,
         stats_file,
-        None if stats_file is None else read_stats(stats_file),
+        None if stats_file is None else read_file(stats_file),
     )

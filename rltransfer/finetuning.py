@@ -37,7 +37,7 @@ from rltransfer.strategies import Strategy, configure_strategy, frozen_parameter
 from rltransfer.tasks import Target, TaskSet, resolve_targets
 from rltransfer.training import attach_logger, learn, record_hparams
 from rltransfer.transfer import TransferReport, apply_transfer
-from rltransfer.vecnormalize_file import CANDIDATES as STATS_FILES
+from rltransfer.vecnormalize_file import candidates
 
 # Settings a target must share with its source for the weights to mean the same thing.
 SOURCE_BOUND_KEYS = ("trunk_arch", "head_arch", "activation_fn", "normalize")
@@ -58,7 +58,8 @@ def bound_settings(hp: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def source_architecture(checkpoint: Checkpoint) -> dict[str, Any]:
-    """Trunk/head widths the target must have for the source's weights to fit."""
+    """The settings the targets must share with the source for its weights to fit and mean the same:
+    trunk/head widths, activation, observation (and reward) normalisation (``SOURCE_BOUND_KEYS``)."""
     if checkpoint.manifest and "hyperparams" in checkpoint.manifest:
         return bound_settings(checkpoint.manifest["hyperparams"])
     # Plain SB3 MlpPolicy: its actor's hidden layers become the trunk; heads are linear.
@@ -92,15 +93,20 @@ def plain_activation(checkpoint: Checkpoint) -> str:
     return name
 
 
-def plain_normalize(checkpoint: Checkpoint) -> bool:
-    """Whether a plain zip's policy saw ``VecNormalize``-d observations; their statistics must then be found."""
-    if checkpoint.trained_normalized and checkpoint.stats_file is None:
-        beside = ", ".join(str(checkpoint.path.parent / p.format(stem=checkpoint.path.stem)) for p in STATS_FILES)
+def plain_normalize(checkpoint: Checkpoint) -> bool | dict[str, Any]:
+    """The ``normalize`` a plain zip's policy trained under: ``False`` on raw observations, else the
+    ``VecNormalize`` options of the file saved with it (which must be found). Rewards included:
+    the RL Zoo's ``normalize: true`` scales them too, and a critic fine-tuned on unscaled returns
+    sends value-loss gradients into the shared trunk that wreck the transferred features."""
+    if not checkpoint.trained_normalized:
+        return False
+    if checkpoint.vec_normalize is None:
+        beside = ", ".join(str(path) for path in candidates(checkpoint.path))
         raise UserError(
             f"'{checkpoint.path}' was trained on normalised observations (VecNormalize) but no statistics were "
             f"found beside it; put the VecNormalize file saved with it at one of: {beside}"
         )
-    return checkpoint.obs_normalization is not None
+    return dict(checkpoint.vec_normalize.options)
 
 
 def source_view_trunk(policy: MultiTaskActorCriticPolicy, same_space: list[int] | None) -> dict[str, Any] | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import pickle
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -19,7 +20,7 @@ import numpy as np
 
 from rltransfer.errors import UserError
 
-# Where SB3 users keep the statistics, relative to the model zip: the RL Zoo's layout first.
+# Relative to the model zip: the RL Zoo's layout, then Hugging Face's sb3/ repositories.
 CANDIDATES = ("{stem}/vecnormalize.pkl", "vecnormalize.pkl", "vec_normalize.pkl")
 
 # The only callables the file may run: numpy's array, dtype and scalar reconstruction
@@ -56,20 +57,26 @@ class _Unpickler(pickle.Unpickler):
         return type(name, (Inert,), {"name": f"{module}.{name}"})
 
 
+def candidates(zip_path: Path) -> list[Path]:
+    """Where SB3 users keep the ``VecNormalize`` file of the model at ``zip_path``, the RL Zoo's layout first."""
+    return [zip_path.parent / pattern.format(stem=zip_path.stem) for pattern in CANDIDATES]
+
+
 def find_stats_file(zip_path: Path) -> Path | None:
-    """The ``VecNormalize`` file saved with the model at ``zip_path``, if one lies where SB3 users keep it."""
-    for pattern in CANDIDATES:
-        path = zip_path.parent / pattern.format(stem=zip_path.stem)
-        if path.is_file():
-            return path
-    return None
+    """The ``VecNormalize`` file saved with the model at ``zip_path``, if one lies in ``candidates``."""
+    return next((path for path in candidates(zip_path) if path.is_file()), None)
 
 
-def read_stats(path: Path) -> dict[str, Any] | None:
-    """The observation statistics in a ``VecNormalize`` file as ``normalization.stats_of`` writes them.
+@dataclass(frozen=True)
+class SavedNormalization:
+    """What a ``VecNormalize`` file says about the policy saved with it."""
 
-    ``None`` where the file normalised rewards only (``norm_obs=False``).
-    """
+    options: dict[str, Any]  # norm_obs, norm_reward, clip_obs, clip_reward: ``hp["normalize"]`` spelling
+    obs_stats: dict[str, Any] | None  # as ``normalization.stats_of`` writes them; None without norm_obs
+
+
+def read_file(path: Path) -> SavedNormalization:
+    """The normalisation a ``VecNormalize`` file holds: its options, and its observation statistics."""
 
     def bad(why: str) -> UserError:
         return UserError(f"'{path}' is not a VecNormalize file saved by SB3 ({why}); remove it or replace it")
@@ -81,8 +88,17 @@ def read_stats(path: Path) -> dict[str, Any] | None:
     if not isinstance(root, Inert) or not root.name.endswith("VecNormalize") or not isinstance(root.state, dict):
         raise bad(f"it holds {getattr(root, 'name', type(root).__name__)}")
     state = root.state
-    if not state.get("norm_obs", True):
-        return None
+    try:
+        options = {
+            "norm_obs": bool(state.get("norm_obs", True)),
+            "norm_reward": bool(state.get("norm_reward", True)),
+            "clip_obs": float(state.get("clip_obs", 10.0)),
+            "clip_reward": float(state.get("clip_reward", 10.0)),
+        }
+    except (TypeError, ValueError):
+        raise bad("options that are not numbers") from None
+    if not options["norm_obs"]:
+        return SavedNormalization(options, None)
     rms = state.get("obs_rms")
     if isinstance(rms, dict):
         raise UserError(
@@ -98,10 +114,11 @@ def read_stats(path: Path) -> dict[str, Any] | None:
         raise bad(f"observation statistics of shapes {mean.shape} and {var.shape}")
     if (var < 0).any() or not count > 0:
         raise bad("negative variance or count")
-    return {
+    stats = {
         "mean": mean.tolist(),
         "var": var.tolist(),
         "count": count,
-        "clip_obs": float(state.get("clip_obs", 10.0)),
+        "clip_obs": options["clip_obs"],
         "epsilon": float(state.get("epsilon", 1e-8)),
     }
+    return SavedNormalization(options, stats)

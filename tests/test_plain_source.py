@@ -32,7 +32,7 @@ from rltransfer.experiment.run import run_experiment
 from rltransfer.experiment.runner import preflight, with_source_settings
 from rltransfer.experiment.spec import load_spec
 from rltransfer.finetuning import finetune, source_architecture
-from rltransfer.vecnormalize_file import read_stats
+from rltransfer.vecnormalize_file import read_file
 
 TINY = {"n_steps": 32, "batch_size": 32, "n_epochs": 1}
 
@@ -119,10 +119,12 @@ def test_zoo_statistics_start_the_targets_normalisation(zoo_run: Path, tmp_path:
     saved = VecNormalize.load(str(zoo_run / "Acrobot-v1" / "vecnormalize.pkl"), make_vec_env("Acrobot-v1"))
     assert ckpt.trained_normalized and ckpt.obs_normalization is not None
     assert np.array_equal(ckpt.obs_normalization["mean"], saved.obs_rms.mean)
-    assert source_architecture(ckpt)["normalize"] is True
+    # The Zoo's VecNormalize scaled rewards too: the targets train under the same options.
+    options = {"norm_obs": True, "norm_reward": True, "clip_obs": 10.0, "clip_reward": 10.0}
+    assert source_architecture(ckpt)["normalize"] == options
     result = finetune("acrobot", ["long1-far"], ckpt, "zero-shot", hyperparams=TINY, out=tmp_path / "run")
-    rms = normalization.find(result.model.get_env())
-    assert rms is not None and np.array_equal(rms.obs_rms["obs"].mean, saved.obs_rms.mean)
+    vn = normalization.find(result.model.get_env())
+    assert vn is not None and vn.norm_reward and np.array_equal(vn.obs_rms["obs"].mean, saved.obs_rms.mean)
     lineage = json.loads((tmp_path / "run" / "manifest.json").read_text())["source"]["vec_normalize"]
     assert lineage["path"] == str(zoo_run / "Acrobot-v1" / "vecnormalize.pkl") and len(lineage["sha256"]) == 64
 
@@ -138,7 +140,7 @@ def test_hugging_face_layout_and_missing_statistics(zoo_run: Path, tmp_path: Pat
     assert len(err.splitlines()) == 1 and "trained on normalised observations" in err and "vec_normalize.pkl" in err
     assert not (tmp_path / "run").exists()
     shutil.copy(zoo_run / "Acrobot-v1" / "vecnormalize.pkl", hf / "vec_normalize.pkl")
-    assert load_checkpoint(hf / "ppo-Acrobot-v1.zip").vec_normalize is not None
+    assert load_checkpoint(hf / "ppo-Acrobot-v1.zip").obs_normalization is not None
 
 
 def test_statistics_file_runs_no_code(tmp_path: Path) -> None:
@@ -151,9 +153,11 @@ def test_statistics_file_runs_no_code(tmp_path: Path) -> None:
     crafted = tmp_path / "vecnormalize.pkl"
     crafted.write_bytes(pickle.dumps(Payload()))
     with pytest.raises(UserError, match="is not a VecNormalize file saved by SB3"):
-        read_stats(crafted)
+        read_file(crafted)
     assert not marker.exists()
     # Rewards normalised only: no observation statistics, the source saw raw observations.
-    rewards_only = VecNormalize(make_vec_env("CartPole-v1"), norm_obs=False)
+    rewards_only = VecNormalize(make_vec_env("CartPole-v1"), norm_obs=False, clip_reward=5.0)
     rewards_only.save(str(tmp_path / "rewards.pkl"))
-    assert read_stats(tmp_path / "rewards.pkl") is None
+    saved = read_file(tmp_path / "rewards.pkl")
+    assert saved.obs_stats is None
+    assert saved.options == {"norm_obs": False, "norm_reward": True, "clip_obs": 10.0, "clip_reward": 5.0}

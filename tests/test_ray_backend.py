@@ -377,7 +377,7 @@ def test_ray_ships_a_plain_zips_vecnormalize_file(local_ray: Any, tmp_path: Path
         k: v for k, v in results(reference).items() if k != "report.md"
     }
     for arm in ("scratch", "freeze"):
-        assert json.loads((out / arm / "seed0" / "config.json").read_text())["hyperparams"]["normalize"] is True
+        assert json.loads((out / arm / "seed0" / "config.json").read_text())["hyperparams"]["normalize"]["norm_reward"]
     lineage = json.loads((out / "freeze" / "seed0" / "manifest.json").read_text())["source"]["vec_normalize"]
     assert (
         lineage["sha256"]

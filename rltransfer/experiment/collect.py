@@ -95,7 +95,8 @@ def collect(spec: ExperimentSpec, out: Path) -> Collected:
             per_arm.setdefault(job.arm.name, {}).setdefault(job.seed, []).append(run)
             for key, value in (run[2].get("hyperparams") or {}).items():
                 arms = settings.setdefault(key, {}).setdefault(json.dumps(value, sort_keys=True), [])
-                arms.extend([job.arm.name] if job.arm.name not in arms else [])
+                if job.arm.name not in arms:
+                    arms.append(job.arm.name)
             devices[device_label(run[2].get("device"))] += 1
             _note_source(sources, run[2], job.seed)
         elif job.failed_marker.exists():
