@@ -7,6 +7,8 @@ and ``Acrobot-v1/vecnormalize.pkl``). Then:
 * zero-shot returns of the zip on rltransfer's Acrobot ``source`` task and three targets, with
   the statistics saved beside it (what rltransfer reads) and on raw observations without them
   (what rltransfer did before it read them);
+* a fine-tuning check of the zip's heads on its own task and one target, with and without the
+  Zoo's reward scaling, beside SB3's own continued training with its critic reset;
 * a transfer-vs-scratch grid from the zip (``scratch``, ``zero-shot``, ``freeze``,
   ``finetune-heads``): every arm, scratch included, runs the zip's architecture and its
   ``VecNormalize`` options (rewards scaled too, as the Zoo trained it).
@@ -34,8 +36,11 @@ from stable_baselines3.common.vec_env import VecNormalize
 from rltransfer.checkpoint import load_checkpoint
 from rltransfer.experiment.run import run_experiment
 from rltransfer.finetuning import finetune
+from rltransfer.strategies import parse_strategy
+from rltransfer.transfer import parse_parts
 
 TARGETS = ["long1-far", "heavy1-far", "heavy2"]
+EVERY = 12_000  # the fine-tuning check's evaluation interval
 # rl-baselines3-zoo, hyperparams/ppo.yml, Acrobot-v1
 ZOO = {"n_steps": 256, "gae_lambda": 0.94, "gamma": 0.99, "n_epochs": 4, "ent_coef": 0.0}
 
@@ -57,11 +62,54 @@ def train_zoo_agent(run_dir: Path, timesteps: int, seed: int) -> Path:
     return zip_path
 
 
+def collapse_check(zip_path: Path, timesteps: int) -> None:
+    """Fine-tuning the zip's heads with and without the Zoo's reward scaling, on its own task and a target.
+
+    A plain zip's critic layers do not transfer, so the value head starts fresh on the shared
+    trunk; the rows show what its value loss does to the trunk on unscaled returns, and what
+    SB3's own continued training does (its critic is a separate network), critic reset too.
+    """
+    heads = dataclasses.replace(parse_strategy("finetune"), transfer=parse_parts("heads"))
+    frozen = dataclasses.replace(parse_strategy("freeze"), transfer=parse_parts("heads"))
+    print(f"\n{timesteps} steps on [source, long1-far], evaluations every {EVERY} steps (20 episodes)")
+    cases = (
+        ("finetune-heads, the zip's VecNormalize options (rewards scaled)", heads, {}),
+        ("finetune-heads, observations only (rewards unscaled)", heads, {"normalize": True}),
+        ("freeze-heads, observations only", frozen, {"normalize": True}),
+    )
+    for label, strategy, hp in cases:
+        result = finetune(
+            "acrobot",
+            ["source", "long1-far"],
+            zip_path,
+            strategy,
+            timesteps=timesteps,
+            hyperparams={"eval_freq": EVERY, "eval_episodes": 20, **hp},
+        )
+        curves = [" ".join(f"{r:.0f}" for r in task) for task in zip(*result.curve.returns, strict=True)]
+        print(f"| {label} | " + " | ".join(curves) + " |")
+    stats = zip_path.parent / zip_path.stem / "vecnormalize.pkl"
+    env = VecNormalize.load(str(stats), make_vec_env("Acrobot-v1", n_envs=16, seed=1))
+    evaluation = VecNormalize.load(str(stats), make_vec_env("Acrobot-v1", n_envs=1, seed=5))
+    evaluation.training, evaluation.norm_reward = False, False
+    model = PPO.load(zip_path, env=env, device="cpu", seed=1)
+    for layer in (*model.policy.mlp_extractor.value_net, model.policy.value_net):
+        if isinstance(layer, torch.nn.Linear):
+            layer.reset_parameters()
+    returns = []
+    for _ in range(timesteps // EVERY + 1):
+        evaluation.obs_rms = env.obs_rms
+        returns.append(evaluate_policy(model, evaluation, n_eval_episodes=20)[0])
+        model.learn(EVERY, reset_num_timesteps=False)
+    print("| SB3's PPO.load + learn on Acrobot-v1, critic reset | " + " ".join(f"{r:.0f}" for r in returns) + " | |")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--timesteps", type=int, default=300_000, help="the Zoo agent's training steps")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--target-timesteps", type=int, default=300_000, help="as experiments/acrobot.yaml")
+    parser.add_argument("--check-steps", type=int, default=60_000, help="fine-tuning check (0: skip)")
     parser.add_argument("--workers", type=int)
     parser.add_argument("--out", default="runs/zoo-source")
     args = parser.parse_args()
@@ -79,6 +127,9 @@ def main() -> int:
         result = finetune("acrobot", ["source", *TARGETS], source, "zero-shot", hyperparams={"eval_episodes": 20})
         returns = result.curve.returns[0]
         print(f"| {label} | " + " | ".join(f"{r:.1f}" for r in returns) + " |")
+
+    if args.check_steps:
+        collapse_check(zip_path, args.check_steps)
 
     spec = {
         "name": "acrobot-from-zoo",
