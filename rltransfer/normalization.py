@@ -56,7 +56,7 @@ def sync(train_env: VecEnv, eval_env: VecEnv) -> None:
     Unlike SB3's ``sync_envs_normalization`` the two wrapper stacks need not be alike.
     """
     source, target = find(train_env), find(eval_env)
-    if source is not None and target is not None:
+    if source is not None and target is not None and source.norm_obs:  # rewards only: no statistics
         target.obs_rms = deepcopy(source.obs_rms)
 
 
@@ -82,8 +82,11 @@ def load_stats(venv: VecEnv, stats: Mapping[str, Any], padded: bool = False) -> 
     first entries; one ``VecNormalize`` then serves every task, so they are a starting point only.
     """
     vn = find(venv)
-    if vn is None:
-        raise UserError("the source carries observation normalisation but the target env has none; set normalize")
+    if vn is None or not vn.norm_obs:
+        raise UserError(
+            "the source carries observation normalisation but the target env has none; set normalize "
+            "(with norm_obs true)"
+        )
     rms = _rms(vn)
     mean = np.asarray(stats["mean"], dtype=np.float64)
     var = np.asarray(stats["var"], dtype=np.float64)

@@ -59,3 +59,16 @@ def test_task_id_is_never_normalised(normalized_source: Path) -> None:
 def test_bad_normalize_values(value: Any) -> None:
     with pytest.raises(UserError, match="normalize"):
         resolve_hyperparams("cartpole", {"normalize": value})
+
+
+def test_rewards_only_normalisation_trains_and_evaluates(normalized_source: Path) -> None:
+    """``normalize: {norm_obs: false, norm_reward: true}``: VecNormalize keeps no observation
+    statistics then, so there is nothing to copy to the evaluation env (this crashed), and a
+    source's statistics have nowhere to go (a one-line error)."""
+    hp = {"n_steps": 32, "batch_size": 32, "n_epochs": 1, "n_envs": 1, "eval_freq": 32, "eval_episodes": 1}
+    rewards_only = {**hp, "normalize": {"norm_obs": False, "norm_reward": True}}
+    result = finetune("cartpole", ["long"], None, "scratch", timesteps=64, hyperparams=rewards_only)
+    vn = find(result.model.get_env())  # type: ignore[arg-type]
+    assert vn is not None and vn.norm_reward and not vn.norm_obs and len(result.curve.steps) == 3
+    with pytest.raises(UserError, match="norm_obs true"):
+        finetune("cartpole", ["long"], normalized_source, "finetune", timesteps=64, hyperparams=rewards_only)
