@@ -12,7 +12,7 @@ from stable_baselines3 import PPO
 from torch import nn
 
 from rltransfer.errors import UserError
-from rltransfer.normalization import normalize_options
+from rltransfer.normalization import canonical
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU}
 # Keys that are ours, not PPO's.
@@ -72,7 +72,8 @@ def resolve_hyperparams(family: str, overrides: Mapping[str, Any] | None = None)
         if int(hp[key]) != hp[key] or hp[key] <= 0:
             raise UserError(f"{key} must be a positive integer, got {hp[key]!r}")
         hp[key] = int(hp[key])
-    normalize_options(hp)  # validate
+    if "normalize" in hp:
+        hp["normalize"] = canonical(hp["normalize"])  # every option explicit in configs and manifests
     if str(hp["activation_fn"]).lower() not in ACTIVATIONS:
         raise UserError(f"activation_fn '{hp['activation_fn']}' unknown; choose one of {sorted(ACTIVATIONS)}")
     return hp

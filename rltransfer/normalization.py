@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from copy import deepcopy
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from stable_baselines3.common.running_mean_std import RunningMeanStd
@@ -17,18 +17,35 @@ from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper, VecNormalize
 from rltransfer.errors import UserError
 
 OPTION_KEYS = {"norm_obs", "norm_reward", "clip_obs", "clip_reward"}
+# The RL Zoo's ``normalize: true`` is ``VecNormalize()`` with its defaults: observations and rewards.
+ZOO_DEFAULTS = {"norm_obs": True, "norm_reward": True}
+
+
+def canonical(value: Any) -> Literal[False] | dict[str, Any]:
+    """``normalize`` as resolved hyperparameters hold it: ``False``, or every ``VecNormalize`` option
+    set explicitly. As in the RL Zoo, ``true`` and the keys a mapping leaves out take
+    ``VecNormalize``'s defaults (observations and rewards normalised)."""
+    if value is False or value is None:
+        return False
+    if value is True:
+        return dict(ZOO_DEFAULTS)
+    if isinstance(value, Mapping) and set(value) <= OPTION_KEYS:
+        return {**ZOO_DEFAULTS, **value}
+    raise UserError(f"normalize must be true, false or a mapping with keys {sorted(OPTION_KEYS)}; got {value!r}")
+
+
+def written_by_older(value: Any) -> Literal[False] | dict[str, Any]:
+    """A source manifest's ``normalize`` as the rltransfer that wrote it meant it. Manifests now hold
+    both ``norm_obs`` and ``norm_reward``; before the RL Zoo's meaning was adopted, ``true`` and a
+    mapping without ``norm_reward`` normalised observations only."""
+    if value is True or (isinstance(value, Mapping) and "norm_reward" not in value):
+        return canonical({**(value if isinstance(value, Mapping) else {}), "norm_reward": False})
+    return canonical(value)
 
 
 def normalize_options(hp: Mapping[str, Any]) -> dict[str, Any] | None:
-    """RL Zoo's ``normalize``: ``false``, ``true`` (observations only), or VecNormalize kwargs."""
-    value = hp.get("normalize", False)
-    if value is False or value is None:
-        return None
-    if value is True:
-        return {"norm_obs": True, "norm_reward": False}
-    if isinstance(value, Mapping) and set(value) <= OPTION_KEYS:
-        return {"norm_obs": True, "norm_reward": False, **value}
-    raise UserError(f"normalize must be true, false or a mapping with keys {sorted(OPTION_KEYS)}; got {value!r}")
+    """The ``VecNormalize`` options ``hp["normalize"]`` asks for, or ``None`` without normalisation."""
+    return canonical(hp.get("normalize", False)) or None
 
 
 def wrap(venv: VecEnv, hp: Mapping[str, Any], dict_obs: bool, training: bool = True) -> VecEnv:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +13,7 @@ from rltransfer.envs import get_family
 
 from rltransfer.checkpoint import load_checkpoint
 from rltransfer.errors import UserError
-from rltransfer.finetuning import build_model, finetune
+from rltransfer.finetuning import build_model, finetune, source_architecture
 from rltransfer.hyperparams import resolve_hyperparams
 from rltransfer.normalization import find, load_stats
 from rltransfer.pretraining import pretrain
@@ -38,7 +40,8 @@ def test_zero_shot_with_carried_statistics_reproduces_the_source(normalized_sour
     result = finetune("cartpole", ["source"], ckpt, "zero-shot", seed=0, hyperparams={"eval_episodes": 2})
     assert result.report is not None and any("normalisation" in n for n in result.report.notes)
     assert result.curve.returns[0][0] == pytest.approx(ckpt.manifest["eval"]["mean_return"])  # type: ignore[index]
-    assert result.manifest["hyperparams"]["normalize"] is True
+    # The RL Zoo's meaning of ``true``, written out: observations and rewards.
+    assert result.manifest["hyperparams"]["normalize"] == {"norm_obs": True, "norm_reward": True}
 
 
 def test_task_id_is_never_normalised(normalized_source: Path) -> None:
@@ -72,3 +75,37 @@ def test_rewards_only_normalisation_trains_and_evaluates(normalized_source: Path
     assert vn is not None and vn.norm_reward and not vn.norm_obs and len(result.curve.steps) == 3
     with pytest.raises(UserError, match="norm_obs true"):
         finetune("cartpole", ["long"], normalized_source, "finetune", timesteps=64, hyperparams=rewards_only)
+
+
+@pytest.mark.parametrize(
+    ("value", "options"),
+    [
+        (True, {"norm_obs": True, "norm_reward": True}),
+        ({"norm_reward": False}, {"norm_obs": True, "norm_reward": False}),
+        ({"clip_obs": 5.0}, {"norm_obs": True, "norm_reward": True, "clip_obs": 5.0}),
+        (False, False),
+    ],
+)
+def test_normalize_means_what_it_means_in_the_rl_zoo(value: Any, options: Any) -> None:
+    """``VecNormalize``'s defaults for ``true`` and for the keys a mapping leaves out, as the RL Zoo."""
+    hp = resolve_hyperparams("cartpole", {"normalize": value, "n_envs": 1})
+    assert hp["normalize"] == options
+    family = get_family("cartpole")
+    vn = find(build_model(family, [family.variant("long")], hp, seed=0).get_env())  # type: ignore[arg-type]
+    if options is False:
+        assert vn is None
+    else:
+        assert vn is not None and (vn.norm_obs, vn.norm_reward) == (True, options["norm_reward"])
+
+
+def test_sources_of_older_rltransfer_keep_observations_only(normalized_source: Path, tmp_path: Path) -> None:
+    """A manifest saying ``normalize: true`` was written when that meant observations only: its
+    targets keep that (rewards unscaled), so that the transferred value head sees the same scale."""
+    old = tmp_path / "old"
+    shutil.copytree(normalized_source, old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    manifest["hyperparams"]["normalize"] = True
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    obs_only, zoo = {"norm_obs": True, "norm_reward": False}, {"norm_obs": True, "norm_reward": True}
+    assert source_architecture(load_checkpoint(old))["normalize"] == obs_only
+    assert source_architecture(load_checkpoint(normalized_source))["normalize"] == zoo
