@@ -74,8 +74,8 @@ def collapse_check(zip_path: Path, timesteps: int) -> None:
     print(f"\n{timesteps} steps on [source, long1-far], evaluations every {EVERY} steps (20 episodes)")
     cases = (
         ("finetune-heads, the zip's VecNormalize options (rewards scaled)", heads, {}),
-        ("finetune-heads, observations only (rewards unscaled)", heads, {"normalize": True}),
-        ("freeze-heads, observations only", frozen, {"normalize": True}),
+        ("finetune-heads, observations only (rewards unscaled)", heads, {"normalize": {"norm_reward": False}}),
+        ("freeze-heads, observations only", frozen, {"normalize": {"norm_reward": False}}),
     )
     for label, strategy, hp in cases:
         result = finetune(

@@ -61,10 +61,9 @@ def source_architecture(checkpoint: Checkpoint) -> dict[str, Any]:
     """The settings the targets must share with the source for its weights to fit and mean the same:
     trunk/head widths, activation, observation (and reward) normalisation (``SOURCE_BOUND_KEYS``)."""
     if checkpoint.manifest and "hyperparams" in checkpoint.manifest:
-        settings = bound_settings(checkpoint.manifest["hyperparams"])
-        if "normalize" in settings:
-            settings["normalize"] = normalization.written_by_older(settings["normalize"])
-        return settings
+        hp = checkpoint.manifest["hyperparams"]
+        # An older manifest may lack ``normalize`` (off) or mean observations only by ``true``.
+        return {**bound_settings(hp), "normalize": normalization.written_by_older(hp.get("normalize", False))}
     # Plain SB3 MlpPolicy: its actor's hidden layers become the trunk; heads are linear.
     sd = checkpoint.state_dict
     widths = [

@@ -72,8 +72,7 @@ def resolve_hyperparams(family: str, overrides: Mapping[str, Any] | None = None)
         if int(hp[key]) != hp[key] or hp[key] <= 0:
             raise UserError(f"{key} must be a positive integer, got {hp[key]!r}")
         hp[key] = int(hp[key])
-    if "normalize" in hp:
-        hp["normalize"] = canonical(hp["normalize"])  # every option explicit in configs and manifests
+    hp["normalize"] = canonical(hp.get("normalize", False))  # explicit in configs and manifests, off too
     if str(hp["activation_fn"]).lower() not in ACTIVATIONS:
         raise UserError(f"activation_fn '{hp['activation_fn']}' unknown; choose one of {sorted(ACTIVATIONS)}")
     return hp

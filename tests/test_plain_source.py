@@ -94,10 +94,11 @@ def test_scratch_runs_the_sources_architecture_and_activation(tmp_path: Path) ->
     manifest = out / "scratch" / "seed0" / "manifest.json"
     data = json.loads(manifest.read_text())
     data["hyperparams"]["trunk_arch"] = [64, 64]
+    del data["hyperparams"]["normalize"]  # as manifests of an older rltransfer lack it
     manifest.write_text(json.dumps(data))
     report = (build_report(out) / "report.md").read_text()
     assert "NOT COMPARABLE: settings differ between runs" in report
-    assert "trunk_arch [64, 64] (scratch), [32, 32] (finetune)" in report
+    assert "normalize (unset) (scratch), false (finetune); trunk_arch [64, 64] (scratch), [32, 32] (finetune)" in report
 
 
 def test_scratch_runs_the_architecture_the_spec_pretrains(tmp_path: Path) -> None:

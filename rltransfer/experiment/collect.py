@@ -88,15 +88,12 @@ def collect(spec: ExperimentSpec, out: Path) -> Collected:
     missing, failed = [], []
     devices: Counter[str] = Counter()
     sources: dict[str, SourceUse] = {}
-    settings: dict[str, dict[str, list[str]]] = {}
+    settings: list[tuple[str, dict]] = []  # (arm, hyperparameters) of every finished run
     for job in plan_jobs(spec, out):
         if job.finished:
             run = _load_run(job)
             per_arm.setdefault(job.arm.name, {}).setdefault(job.seed, []).append(run)
-            for key, value in (run[2].get("hyperparams") or {}).items():
-                arms = settings.setdefault(key, {}).setdefault(json.dumps(value, sort_keys=True), [])
-                if job.arm.name not in arms:
-                    arms.append(job.arm.name)
+            settings.append((job.arm.name, run[2].get("hyperparams") or {}))
             devices[device_label(run[2].get("device"))] += 1
             _note_source(sources, run[2], job.seed)
         elif job.failed_marker.exists():
@@ -135,10 +132,23 @@ def collect(spec: ExperimentSpec, out: Path) -> Collected:
         src = (manifest.get("source") or {}).get("manifest") or {}
         source_steps[arm.name] = float(src.get("timesteps", 0)) if arm.strategy.uses_source else 0.0
     ordered = dict(sorted(sources.items(), key=lambda item: (item[1].seed is None, item[1].seed or 0, item[1].path)))
-    differing = {key: values for key, values in settings.items() if len(values) > 1}
+    differing = _differing(settings)
     return Collected(
         steps, curves, seeds, forgetting, source_steps, feature_mmd, missing, failed, devices, ordered, differing
     )
+
+
+def _differing(settings: list[tuple[str, dict]]) -> dict[str, dict[str, list[str]]]:
+    """The settings whose value differs between runs: key -> value (JSON; "(unset)" where a run's
+    manifest lacks the key, as those of an older rltransfer may) -> the arms that ran it."""
+    found: dict[str, dict[str, list[str]]] = {}
+    for key in sorted({key for _, hp in settings for key in hp}):
+        for arm, hp in settings:
+            value = json.dumps(hp[key], sort_keys=True) if key in hp else "(unset)"
+            arms = found.setdefault(key, {}).setdefault(value, [])
+            if arm not in arms:
+                arms.append(arm)
+    return {key: values for key, values in found.items() if len(values) > 1}
 
 
 def _note_source(sources: dict[str, SourceUse], manifest: dict, seed: int) -> None:
