@@ -1,11 +1,12 @@
-"""Observation statistics saved beside a plain SB3 model (``VecNormalize.save``), read without running it.
+"""The normalisation saved beside a plain SB3 model (``VecNormalize.save``), read without running it.
 
 An RL Zoo agent trained with ``normalize: true`` saw normalised observations: its weights mean
 something only with the statistics it was trained with, which SB3 pickles into a separate file
 (``<run>/<env_id>/vecnormalize.pkl`` in the RL Zoo's layout, ``vec_normalize.pkl`` in the
 Hugging Face ``sb3/`` repositories). A pickle runs whatever callables it names, so this reads
 it with an unpickler that builds numpy arrays and nothing else: every other class the file
-names becomes an inert record of its arguments and state, from which the statistics are taken.
+names becomes an inert record of its arguments and state, from which the options (whether
+observations and rewards were normalised, the clips) and the statistics are taken.
 """
 
 from __future__ import annotations

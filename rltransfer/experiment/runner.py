@@ -247,7 +247,7 @@ def preflight(spec: ExperimentSpec, source: Path) -> None:
     ckpt = load_checkpoint(source)
     hp = resolve_hyperparams(spec.family.name, spec.target_hyperparams())
     for key, value in source_architecture(ckpt).items():
-        if key not in spec.hyperparams and _canonical(value) != _canonical(hp[key]):
+        if key not in spec.hyperparams and _comparable(value) != _comparable(hp[key]):
             raise UserError(
                 f"source '{ckpt.path}' was trained with {key}={value!r} but the spec's runs use "
                 f"{hp[key]!r}; pretrain it again (remove it) or set {key} in the spec's hyperparams"
@@ -266,7 +266,7 @@ def preflight(spec: ExperimentSpec, source: Path) -> None:
                 model.get_env().close()  # type: ignore[union-attr]
 
 
-def _canonical(value: Any) -> Any:
+def _comparable(value: Any) -> Any:
     """A setting as JSON would write it (tuples and lists alike; ``activation_fn`` case-blind)."""
     return json.loads(json.dumps(value).lower())
 
