@@ -29,7 +29,7 @@ from rltransfer.cli import main
 from rltransfer.errors import UserError
 from rltransfer.experiment.report import build_report
 from rltransfer.experiment.run import run_experiment
-from rltransfer.experiment.runner import preflight, with_source_settings
+from rltransfer.experiment.source_checks import preflight, with_source_settings
 from rltransfer.experiment.spec import load_spec
 from rltransfer.finetuning import finetune, source_architecture
 from rltransfer.vecnormalize_file import read_file

@@ -18,8 +18,9 @@ from specs import grid_spec, run_cli
 
 from rltransfer.checkpoint import load_checkpoint
 from rltransfer.errors import UserError
-from rltransfer.experiment.runner import SourceJob, check_solved, plan_jobs, schedule
+from rltransfer.experiment.runner import SourceJob, plan_jobs, schedule
 from rltransfer.experiment.runner import source_dir as source_path
+from rltransfer.experiment.source_checks import check_solved
 from rltransfer.experiment.spec import load_spec, parse_spec
 
 

@@ -14,16 +14,14 @@ from rltransfer.experiment.runner import (
     LOCK_FILE,
     GridResult,
     check_out,
-    check_solved,
     default_workers,
     ensure_sources,
     finished_sources,
     plan_jobs,
-    preflight,
     prepare_out,
     run_grid,
-    with_source_settings,
 )
+from rltransfer.experiment.source_checks import check_solved, preflight, with_source_settings
 from rltransfer.experiment.spec import ExperimentSpec, load_spec
 from rltransfer.experiment.tensorboard import write_layout
 from rltransfer.io import exclusive_lock

@@ -12,7 +12,6 @@ and redoes the rest.
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
 import sys
@@ -21,16 +20,16 @@ import traceback
 from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rltransfer.checkpoint import MANIFEST_FILE, load_checkpoint
 from rltransfer.envs import Task
 from rltransfer.errors import SourceFailed, UserError
+from rltransfer.experiment.source_checks import check_solved, preflight
 from rltransfer.experiment.spec import Arm, ExperimentSpec
 from rltransfer.io import atomic_write_json, check_writable, remove_partials, versions
-from rltransfer.tasks import resolve_targets
 
 EXPERIMENT_FILE = "experiment.json"
 LOCK_FILE = ".lock"
@@ -197,78 +196,6 @@ def pretrain_source(spec: ExperimentSpec, source_dir: Path, progress: bool, seed
         progress=progress,
         device=spec.device,
     )
-
-
-def check_solved(spec: ExperimentSpec, source: Path) -> None:
-    """With ``source.require_solved``: refuse a pretrained source whose final evaluation missed its
-    family's threshold (the grid would measure transfer from a failed pretraining)."""
-    if not spec.source.require_solved:
-        return
-    manifest = load_checkpoint(source).manifest or {}
-    ev = manifest.get("eval") or {}
-    if ev.get("mean_return") is None or ev.get("threshold") is None:
-        raise UserError(f"source '{source}' records no evaluation to check source.require_solved against")
-    if ev["mean_return"] < ev["threshold"]:
-        raise UserError(
-            f"source seed {manifest.get('seed')} returned {ev['mean_return']:.1f} on its own task, below the "
-            f"threshold {ev['threshold']:g} (source.require_solved); raise source.timesteps or drop require_solved"
-        )
-
-
-def with_source_settings(spec: ExperimentSpec) -> ExperimentSpec:
-    """``spec`` whose every run, scratch included, takes the settings the source's weights depend
-    on (architecture, activation, observation normalisation), so that the arms differ in their
-    initialisation only.
-
-    Read from the spec for a source it pretrains (scratch runs train before that source exists),
-    from the checkpoint otherwise; bound once, on the driver, so that workers without the
-    checkpoint's path (Ray) run the same settings.
-    """
-    from rltransfer.finetuning import bound_settings, source_architecture
-    from rltransfer.hyperparams import resolve_hyperparams
-
-    if spec.source.checkpoint is not None:
-        settings = source_architecture(load_checkpoint(spec.source.checkpoint))
-    else:
-        settings = bound_settings(resolve_hyperparams(spec.family.name, spec.source.hyperparams))
-    return replace(spec, source_settings=settings)
-
-
-def preflight(spec: ExperimentSpec, source: Path) -> None:
-    """Apply every arm's transfer and strategy to a throwaway model, so that mapping errors and
-    strategies that do not fit the source (``partial:N`` past its trunk's depth, per-layer rates
-    of another length, ``dann`` without the source's states) stop the grid before any run that
-    uses the source trains; and check that the source was trained with the settings the runs use."""
-    from rltransfer.finetuning import build_model, source_architecture, source_states
-    from rltransfer.hyperparams import resolve_hyperparams
-    from rltransfer.strategies import configure_strategy
-    from rltransfer.transfer import apply_transfer
-
-    ckpt = load_checkpoint(source)
-    hp = resolve_hyperparams(spec.family.name, spec.target_hyperparams())
-    for key, value in source_architecture(ckpt).items():
-        if key not in spec.hyperparams and _comparable(value) != _comparable(hp[key]):
-            raise UserError(
-                f"source '{ckpt.path}' was trained with {key}={value!r} but the spec's runs use "
-                f"{hp[key]!r}; pretrain it again (remove it) or set {key} in the spec's hyperparams"
-            )
-    for arm in spec.arms:
-        if arm.strategy.uses_source:
-            targets = spec.targets if spec.mode == "multitask" else spec.targets[:1]
-            tasks = resolve_targets(spec.family, targets)
-            model = build_model(tasks, None, hp, seed=0)
-            try:
-                apply_transfer(model.policy, ckpt, arm.strategy.transfer, arm.strategy.layer_map)
-                configure_strategy(model, arm.strategy, hp["n_timesteps"])
-                if arm.strategy.dann:  # the states are read (and checksummed) only where an arm needs them
-                    source_states(ckpt, tasks, arm.strategy)
-            finally:
-                model.get_env().close()  # type: ignore[union-attr]
-
-
-def _comparable(value: Any) -> Any:
-    """A setting as JSON would write it (tuples and lists alike; ``activation_fn`` case-blind)."""
-    return json.loads(json.dumps(value).lower())
 
 
 def execute_job(job: Job, spec: ExperimentSpec, source: str | None) -> dict[str, Any]:
