@@ -69,7 +69,10 @@ def distill(
             raise UserError(f"'{c.path}' is not an rltransfer source checkpoint of the '{fam.name}' family")
     hp_teacher = ckpts[0].manifest["hyperparams"]  # type: ignore[index]
     if any(c.manifest["hyperparams"].get("normalize") for c in ckpts):  # type: ignore[index]
-        raise UserError("distilling teachers trained with observation normalisation is not supported yet")
+        raise UserError(
+            "distillation takes teachers trained without normalisation (each would need its own statistics); "
+            "pretrain them with --hp normalize=false"
+        )
     names = [f"{c.manifest['variant']['name']}-{i}" for i, c in enumerate(ckpts)]  # type: ignore[index]
     tasks = TaskSet(
         fam, tuple(Task(fam, Variant(n, source_variant(c).params, "source")) for n, c in zip(names, ckpts, strict=True))

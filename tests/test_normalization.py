@@ -109,3 +109,10 @@ def test_sources_of_older_rltransfer_keep_observations_only(normalized_source: P
     obs_only, zoo = {"norm_obs": True, "norm_reward": False}, {"norm_obs": True, "norm_reward": True}
     assert source_architecture(load_checkpoint(old))["normalize"] == obs_only
     assert source_architecture(load_checkpoint(normalized_source))["normalize"] == zoo
+
+
+def test_distilling_normalised_teachers_names_the_fix(normalized_source: Path) -> None:
+    from rltransfer.distill import distill
+
+    with pytest.raises(UserError, match="pretrain them with --hp normalize=false"):
+        distill("cartpole", [normalized_source, normalized_source])
