@@ -11,7 +11,7 @@ from rltransfer.envs.crossspace import PaddedSpaces, Task, make_cross_vec_env, p
 from rltransfer.envs.family import Distance, Family, Param, Variant
 from rltransfer.envs.guards import FiniteGuard, NonFiniteError
 from rltransfer.envs.multitask import TaskIdWrapper, make_eval_env, make_multitask_vec_env
-from rltransfer.envs.registry import FAMILIES, get_family, register_family
+from rltransfer.envs.registry import FAMILIES, get_family, load_family, register_family
 from rltransfer.envs.shift import STANDARD_SHIFTS, ObsShift, ObsShiftWrapper
 
 for _family in FAMILIES.values():
@@ -32,6 +32,7 @@ __all__ = [
     "TaskIdWrapper",
     "Variant",
     "get_family",
+    "load_family",
     "make_cross_vec_env",
     "make_eval_env",
     "make_multitask_vec_env",

@@ -8,6 +8,7 @@ arguments of the family's environment class, never attributes set on a built env
 from __future__ import annotations
 
 import importlib.util
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -55,6 +56,10 @@ class Family:
         max_episode_steps: time limit applied by ``gym.make``.
         threshold: evaluation return regarded as "solved" (RL Zoo reference).
         extra: the install extra the family's simulator needs (``box2d``, ``mujoco``), if any.
+        hyperparams: PPO hyperparameters for the family (RL Zoo keys, as in ``rltransfer/ppo.yml``)
+            over rltransfer's generic defaults; shipped families keep theirs in ``ppo.yml``.
+        ref: the ``module:ATTRIBUTE`` a user family was loaded from (set by ``get_family``), so
+            manifests say how to load it again.
     """
 
     name: str
@@ -66,6 +71,33 @@ class Family:
     max_episode_steps: int = 500
     threshold: float = 0.0
     extra: str | None = None
+    hyperparams: Mapping[str, Any] = field(default_factory=dict)
+    ref: str | None = None
+
+    def __post_init__(self) -> None:
+        # A user family is checked where it is built, not at its first environment step.
+        where = f"family '{self.name}'"
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", self.name) or not re.fullmatch(r"[A-Za-z0-9_.]+", self.title):
+            raise ValueError(
+                f"{where}: name may hold letters, digits, '_', '.', '-' and title letters, digits, '_', '.'"
+            )
+        if ":" not in self.entry_point:
+            raise ValueError(f"{where}: entry_point '{self.entry_point}' must look like module:Class")
+        names = [p.name for p in self.params]
+        if len(set(names)) != len(names):
+            raise ValueError(f"{where}: parameter names repeat ({', '.join(names)}); name each once")
+        for p in self.params:
+            if not (p.low <= p.default <= p.high):
+                raise ValueError(f"{where}: parameter '{p.name}' default {p.default} lies outside [{p.low}, {p.high}]")
+        if sum(v.distance == "source" for v in self.variants) != 1:
+            raise ValueError(f"{where}: exactly one variant must have distance 'source'")
+        seen = [v.name for v in self.variants]
+        if len(set(seen)) != len(seen):
+            raise ValueError(f"{where}: variant names repeat ({', '.join(seen)}); name each once")
+        for v in self.variants:
+            if not re.fullmatch(r"[A-Za-z0-9_.-]+", v.name):
+                raise ValueError(f"{where}: variant name '{v.name}' may hold only letters, digits, '_', '.', '-'")
+            self.resolve(v.params)
 
     @property
     def available(self) -> bool:
@@ -152,6 +184,52 @@ class Family:
         name = variant.name if isinstance(variant, Variant) else variant
         return f"rltransfer/{self.title}-{name}-v0"
 
+    def register(self) -> None:
+        """Register every variant (held-out ones included) as a Gymnasium id, once per process.
+
+        Ids already registered for another environment class are an error: a user family titled
+        like a shipped one would otherwise build the shipped environment without a word.
+        """
+        for variant in self.all_variants():
+            env_id = self.env_id(variant)
+            kwargs: dict[str, object] = dict(variant.params)
+            entry_point = self.entry_point
+            if variant.shift is not None:
+                kwargs = {"entry_point": self.entry_point, "shift": variant.shift.to_dict(), **kwargs}
+                entry_point = "rltransfer.envs.shift:shifted_env"
+            if env_id in gym.registry:
+                known = gym.registry[env_id]
+                mine = (entry_point, kwargs, self.max_episode_steps)
+                if (known.entry_point, known.kwargs, known.max_episode_steps) != mine:
+                    owner = (known.kwargs or {}).get("entry_point", known.entry_point)
+                    raise ValueError(
+                        f"family '{self.name}' would register '{env_id}', already registered for "
+                        f"another environment ({owner}); give the family another title"
+                    )
+                continue
+            gym.register(
+                id=env_id,
+                entry_point=entry_point,
+                max_episode_steps=self.max_episode_steps,
+                reward_threshold=self.threshold,
+                kwargs=kwargs,
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The definition manifests record for a user family (shipped ones are named by version)."""
+        return {
+            "name": self.name,
+            "title": self.title,
+            "ref": self.ref,
+            "entry_point": self.entry_point,
+            "params": [{"name": p.name, "default": p.default, "low": p.low, "high": p.high} for p in self.params],
+            "variants": {v.name: {"distance": v.distance, "params": dict(v.params)} for v in self.variants},
+            "held_out": {k: list(v) for k, v in self.held_out.items()},
+            "max_episode_steps": self.max_episode_steps,
+            "threshold": self.threshold,
+            "hyperparams": dict(self.hyperparams),
+        }
+
     def make(self, variant: str | Variant, **kwargs: Any) -> gym.Env:
         """Build one variant (registered or custom) with the family's time limit."""
         v = self.variant(variant) if isinstance(variant, str) else variant
@@ -162,5 +240,8 @@ class Family:
                 f'pip install "rltransfer[{self.extra}]"'
             )
         # Through the registered source id, so the time limit and checkers are Gymnasium's own.
+        # A user family reaches worker processes as an object, unregistered there until now.
+        if self.env_id(self.source) not in gym.registry:
+            self.register()
         env = gym.make(self.env_id(self.source), **{**params, **kwargs})
         return ObsShiftWrapper(env, v.shift) if v.shift is not None else env

@@ -1,8 +1,14 @@
-"""The families shipped with rltransfer, their lookup, and Gymnasium registration."""
+"""The families shipped with rltransfer, their lookup (user families by import reference), registration."""
 
 from __future__ import annotations
 
-import gymnasium as gym
+import importlib
+import os
+import sys
+from dataclasses import replace
+from operator import attrgetter
+from types import ModuleType
+
 from rltransfer.envs.acrobot import ACROBOT
 from rltransfer.envs.cartpole import CARTPOLE
 from rltransfer.envs.family import Family
@@ -30,28 +36,65 @@ FAMILIES: dict[str, Family] = {
 
 
 def get_family(name: str) -> Family:
-    """Look a family up by its lower-case name (``cartpole``) or title (``CartPole``)."""
+    """A shipped family by its lower-case name (``cartpole``) or title (``CartPole``), or a user
+    family by its import reference ``module:ATTRIBUTE`` (see ``load_family``)."""
+    if ":" in name:
+        return load_family(name)
     key = name.lower().replace("-", "").replace("_", "")
     if key in FAMILIES:
         return FAMILIES[key]
-    raise ValueError(f"unknown family '{name}'; choose one of: {', '.join(FAMILIES)}")
+    raise ValueError(
+        f"unknown family '{name}'; choose one of: {', '.join(FAMILIES)}, "
+        "or name your own as module:ATTRIBUTE (a rltransfer.envs.Family)"
+    )
+
+
+def load_family(ref: str) -> Family:
+    """The ``Family`` at ``module:ATTRIBUTE`` (``mypkg.envs:ROBOT``), registered with Gymnasium.
+
+    As ``uvicorn app:app`` does, the working directory is tried when the module is not importable
+    otherwise, so a ``myfamily.py`` beside the spec works from the command line; worker processes
+    inherit the path. The returned family remembers ``ref``, which manifests record.
+    """
+    module_name, _, attr = ref.partition(":")
+    if not module_name or not attr:
+        raise ValueError(f"family reference '{ref}' must look like module:ATTRIBUTE, e.g. mypkg.envs:MY_FAMILY")
+    module = _import(module_name, ref)
+    try:
+        obj = attrgetter(attr)(module)
+    except AttributeError:
+        raise ValueError(f"module '{module_name}' has no attribute '{attr}'; name a Family defined there") from None
+    if not isinstance(obj, Family):
+        raise ValueError(f"'{ref}' is a {type(obj).__name__}, not a rltransfer.envs.Family; point it at a Family")
+    shipped = FAMILIES.get(obj.name)
+    if shipped is not None:
+        if obj == shipped:
+            return shipped
+        raise ValueError(f"family '{ref}' is named '{obj.name}' like a shipped family; give it another name")
+    family = replace(obj, ref=ref)
+    family.register()
+    return family
+
+
+def _import(module_name: str, ref: str) -> ModuleType:
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        # The module itself (or a package above it) is missing, not one of its dependencies.
+        if e.name is None or not (module_name == e.name or module_name.startswith(e.name + ".")):
+            raise ValueError(f"importing '{module_name}' for family '{ref}' failed: {e}; install it") from None
+    except Exception as e:  # the user's module raised while importing: say so on one line
+        raise ValueError(f"importing '{module_name}' for family '{ref}' failed: {type(e).__name__}: {e}") from None
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.append(cwd)
+        return _import(module_name, ref)
+    raise ValueError(
+        f"cannot import module '{module_name}' for family '{ref}'; run from the directory that "
+        "holds it, add that directory to PYTHONPATH, or install it"
+    )
 
 
 def register_family(family: Family) -> None:
     """Register every variant of ``family`` (held-out ones included) as a Gymnasium id."""
-    for variant in family.all_variants():
-        env_id = family.env_id(variant)
-        if env_id in gym.registry:
-            continue
-        kwargs: dict[str, object] = dict(variant.params)
-        entry_point = family.entry_point
-        if variant.shift is not None:
-            kwargs = {"entry_point": family.entry_point, "shift": variant.shift.to_dict(), **kwargs}
-            entry_point = "rltransfer.envs.shift:shifted_env"
-        gym.register(
-            id=env_id,
-            entry_point=entry_point,
-            max_episode_steps=family.max_episode_steps,
-            reward_threshold=family.threshold,
-            kwargs=kwargs,
-        )
+    family.register()

@@ -59,7 +59,7 @@ def predicted_gain(score: float, mmd: float) -> float:
 def recommend(score: float, mmd: float) -> tuple[str, str]:
     """Heuristic strategy from the normalised zero-shot score and the feature shift (MMD^2)."""
     if score >= 0.9:
-        return "zero-shot", "the source policy already reaches the threshold here"
+        return "zero-shot", "the source policy already scores at least 90% of the way from random to the threshold"
     if score >= 0.3:
         return "finetune (transfer: heads)", "the source policy is partly competent: start from all of it"
     if mmd <= FREEZE_MAX_SHIFT:

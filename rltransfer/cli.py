@@ -24,7 +24,10 @@ def _kv(items: Sequence[str] | None) -> dict[str, Any]:
     return dict(parse_override(item) for item in items or [])
 
 
-def _variant_arg(family: str, variant: str, params: Sequence[str] | None) -> Any:
+FAMILY_HELP = "a shipped family (see `rltransfer envs`) or your own as module:ATTRIBUTE"
+
+
+def _variant_arg(family: Any, variant: str, params: Sequence[str] | None) -> Any:
     """``--param length=0.8`` defines a custom variant; otherwise ``--variant`` names one."""
     if params:
         return _kv(params)
@@ -44,9 +47,8 @@ def cmd_envs(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from rltransfer.envs import FAMILIES
-    from rltransfer.resolve import resolve_family
 
-    families = [resolve_family(args.family)] if args.family else list(FAMILIES.values())
+    families = [args.family] if args.family else list(FAMILIES.values())
     if args.json:
         out = []
         for fam in families:
@@ -94,7 +96,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     _threads()
     variant = _variant_arg(args.family, args.variant, args.param)
     name = args.variant if not args.param else "custom"
-    out = Path(args.out) if args.out else Path("runs") / "sources" / f"{args.family}-{name}-seed{args.seed}"
+    out = Path(args.out) if args.out else Path("runs") / "sources" / f"{args.family.name}-{name}-seed{args.seed}"
     result = pretrain(
         args.family,
         variant,
@@ -128,7 +130,8 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     if strategy.uses_source and not args.source:
         raise UserError(f"strategy '{args.strategy}' needs --source PATH (a checkpoint dir or SB3 .zip)")
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
-    out = Path(args.out) if args.out else Path("runs") / "transfer" / f"{args.family}-{strategy.name}-seed{args.seed}"
+    default_out = Path("runs") / "transfer" / f"{args.family.name}-{strategy.name}-seed{args.seed}"
+    out = Path(args.out) if args.out else default_out
     result = finetune(
         args.family,
         targets,
@@ -203,7 +206,7 @@ def cmd_advise(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(to_json(advice), indent=2))
     else:
-        table = Table(title=f"transfer advice: {args.source} -> {args.family}", title_justify="left")
+        table = Table(title=f"transfer advice: {args.source} -> {args.family.name}", title_justify="left")
         for col in ("target", "distance", "zero-shot (random)", "score", "feature MMD²", "predicted", "advice", "why"):
             table.add_column(col)
         for a in advice:
@@ -267,7 +270,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
 
     _threads()
     sources = [s.strip() for s in args.sources.split(",") if s.strip()]
-    out = Path(args.out) if args.out else Path("runs") / "distilled" / f"{args.family}-seed{args.seed}"
+    out = Path(args.out) if args.out else Path("runs") / "distilled" / f"{args.family.name}-seed{args.seed}"
     result = distill(
         args.family,
         sources,
@@ -289,12 +292,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("envs", help="list families, variants and parameters")
-    p.add_argument("--family", help="only this family")
+    p.add_argument("--family", help="only this family (a name, or module:ATTRIBUTE for your own)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_envs)
 
     def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--family", required=True, help="environment family (see `rltransfer envs`)")
+        p.add_argument("--family", required=True, help=FAMILY_HELP)
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--timesteps", type=int, help="training budget in env steps (default: the YAML's n_timesteps)")
         p.add_argument("--hp", action="append", metavar="KEY=VALUE", help="override a PPO hyperparameter (repeatable)")
@@ -356,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("advise", help="zero-shot return, feature shift and a strategy per target, before training")
     p.add_argument("--source", required=True, help="source checkpoint directory (from `rltransfer pretrain`)")
-    p.add_argument("--family", required=True)
+    p.add_argument("--family", required=True, help=FAMILY_HELP)
     p.add_argument("--targets", required=True, help="comma-separated target variants")
     p.add_argument("--episodes", type=int, default=10)
     p.add_argument("--samples", type=int, default=1000, help="states per task for the feature shift")
@@ -376,7 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_validate_advice)
 
     p = sub.add_parser("distill", help="distil several source policies into one multi-task student")
-    p.add_argument("--family", required=True)
+    p.add_argument("--family", required=True, help=FAMILY_HELP)
     p.add_argument("--sources", required=True, help="comma-separated source checkpoint directories")
     p.add_argument("--rounds", type=int, default=8, help="DAgger rounds (the first follows the teachers)")
     p.add_argument("--steps", type=int, default=2048, help="env steps collected per round")
@@ -396,6 +399,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if getattr(args, "family", None):
+            from rltransfer.resolve import resolve_family
+
+            # Once, up front: a user family's module:ATTRIBUTE becomes its Family (and its name in paths).
+            args.family = resolve_family(args.family)
         return int(args.func(args))
     except (UserError, NonFiniteError) as e:
         print(f"rltransfer: error: {e}", file=sys.stderr)

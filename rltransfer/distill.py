@@ -78,7 +78,7 @@ def distill(
         fam, tuple(Task(fam, Variant(n, source_variant(c).params, "source")) for n, c in zip(names, ckpts, strict=True))
     )
     arch = {k: hp_teacher[k] for k in ("trunk_arch", "head_arch", "activation_fn")}
-    hp = resolve_hyperparams(fam.name, {**arch, **(hyperparams or {}), "n_envs": 4})
+    hp = resolve_hyperparams(fam, {**arch, **(hyperparams or {}), "n_envs": 4})
     teachers = [load_source_model(c, fam, seed) for c in ckpts]
     if out is None:
         return _distill(fam, tasks, ckpts, teachers, hp, rounds, steps_per_round, epochs, batch_size, seed, None)

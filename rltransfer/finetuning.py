@@ -32,6 +32,7 @@ from rltransfer.io import atomic_write_bytes, atomic_write_json, sha256, staging
 from rltransfer.policies import TRUNK_PREFIX, MultiTaskActorCriticPolicy
 from rltransfer.ppo import TransferPPO
 from rltransfer.pretraining import EVAL_SEED_OFFSET
+from rltransfer.resolve import family_lineage
 from rltransfer.source_policy import is_source_of, source_variant
 from rltransfer.strategies import Strategy, configure_strategy, frozen_parameters, parse_strategy
 from rltransfer.tasks import Target, TaskSet, resolve_targets
@@ -215,7 +216,7 @@ def finetune(
             overrides.setdefault(key, value)
     if timesteps is not None:
         overrides["n_timesteps"] = timesteps
-    hp = resolve_hyperparams(fam.name, overrides)
+    hp = resolve_hyperparams(fam, overrides)
     if seed < 0:
         raise UserError(f"seed must be >= 0, got {seed}")
     dev = resolve_device(device)
@@ -292,6 +293,7 @@ def _run(
         "forgetting": None if forgot is None else {"before": forgot.before, "after": forgot.after, "drop": forgot.drop},
         "feature_mmd": shift.result() if shift is not None else None,
         "family": fam.name,
+        **family_lineage(fam, *(t.family for t in tasks.tasks)),
         "targets": tasks.to_dicts(),
         "strategy": strat.to_dict(),
         "seed": seed,

@@ -11,6 +11,7 @@ import yaml
 from stable_baselines3 import PPO
 from torch import nn
 
+from rltransfer.envs import FAMILIES, Family
 from rltransfer.errors import UserError
 from rltransfer.normalization import canonical
 
@@ -37,13 +38,18 @@ PPO_KEYS = set(inspect.signature(PPO.__init__).parameters) - {
 RESERVED = {"tensorboard_log", "verbose", "device", "_init_setup_model"}
 
 
-def default_hyperparams(family: str) -> dict[str, Any]:
-    """The shipped hyperparameters for ``family`` (``rltransfer/ppo.yml``)."""
+def default_hyperparams(family: str | Family) -> dict[str, Any]:
+    """The hyperparameters for ``family``: its block of ``rltransfer/ppo.yml`` for a shipped family;
+    for a user family, the file's ``default`` block updated by ``Family.hyperparams``."""
     text = resources.files("rltransfer").joinpath("ppo.yml").read_text()
     table = yaml.safe_load(text)
-    if family not in table:
-        raise UserError(f"no PPO hyperparameters for family '{family}'; add a '{family}:' block to ppo.yml")
-    return dict(table[family])
+    if isinstance(family, str):
+        if family not in FAMILIES:
+            raise UserError(f"no PPO hyperparameters for family '{family}'; pass the Family itself")
+        return dict(table[family])
+    if FAMILIES.get(family.name) == family:
+        return dict(table[family.name])
+    return {**table["default"], **family.hyperparams}
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -57,7 +63,7 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise UserError(f"cannot parse the value of override '{text}'; write it as YAML (e.g. 0.001)") from None
 
 
-def resolve_hyperparams(family: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def resolve_hyperparams(family: str | Family, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Shipped defaults updated by ``overrides``, with every key and schedule validated."""
     hp = default_hyperparams(family)
     hp.update(overrides or {})

@@ -26,7 +26,7 @@ from rltransfer.hyperparams import activation, ppo_kwargs, resolve_hyperparams
 from rltransfer.io import atomic_write_bytes, atomic_write_json, staging_dir, versions
 from rltransfer.policies import TrunkExtractor
 from rltransfer.ppo import TransferPPO
-from rltransfer.resolve import resolve_family, resolve_variant
+from rltransfer.resolve import family_lineage, resolve_family, resolve_variant
 from rltransfer.training import attach_logger, learn, record_hparams
 
 EVAL_SEED_OFFSET = 10_000
@@ -76,7 +76,7 @@ def pretrain(
     overrides = dict(hyperparams or {})
     if timesteps is not None:
         overrides["n_timesteps"] = timesteps
-    hp = resolve_hyperparams(fam.name, overrides)
+    hp = resolve_hyperparams(fam, overrides)
     if seed < 0:
         raise UserError(f"seed must be >= 0, got {seed}")
     dev = resolve_device(device)
@@ -124,6 +124,7 @@ def _train(
     manifest = {
         "kind": "source",
         "family": fam.name,
+        **family_lineage(fam),
         "variant": {"name": var.name, "distance": var.distance, "params": fam.resolve(var.params)},
         "seed": seed,
         "timesteps": int(model.num_timesteps),

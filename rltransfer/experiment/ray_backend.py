@@ -11,12 +11,15 @@ Ray is an optional extra and is imported only inside this module's functions.
 
 from __future__ import annotations
 
+import importlib
 import io
 import json
 import logging
 import os
+import site
 import socket
 import sys
+import sysconfig
 import tarfile
 import tempfile
 import traceback
@@ -27,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from rltransfer.checkpoint import MANIFEST_FILE, MODEL_FILE
+from rltransfer.envs import FAMILIES, Family
 from rltransfer.errors import UserError
 from rltransfer.experiment.runner import (
     MAX_ATTEMPTS,
@@ -59,12 +63,15 @@ def require_ray() -> Any:
 
 
 @contextmanager
-def ray_session(address: str | None, num_cpus: int | None = None) -> Iterator[None]:
+def ray_session(
+    address: str | None, num_cpus: int | None = None, py_modules: list[str] | None = None
+) -> Iterator[None]:
     """Connect to the cluster at ``address`` (``auto`` or ``HOST:PORT``) for the body, then disconnect.
 
     Without ``address`` a private local Ray instance with ``num_cpus`` CPUs is started (never an
-    existing one joined by accident) and stopped afterwards. A session already opened by the caller
-    (``ray.init`` in a notebook or test) is used as it is and left open.
+    existing one joined by accident) and stopped afterwards. ``py_modules`` (``user_modules``) are
+    uploaded to every worker. A session already opened by the caller (``ray.init`` in a notebook
+    or test) is used as it is and left open: its ``runtime_env`` must carry them itself.
     """
     ray = require_ray()
     if ray.is_initialized():
@@ -72,7 +79,9 @@ def ray_session(address: str | None, num_cpus: int | None = None) -> Iterator[No
         return
     if address is not None:
         _probe(address)
-    quiet = {"log_to_driver": False, "logging_level": logging.ERROR}
+    quiet: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.ERROR}
+    if py_modules:
+        quiet["runtime_env"] = {"py_modules": py_modules}
     try:
         if address is None:
             ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **quiet)
@@ -236,6 +245,32 @@ def _options(gpus_per_run: float) -> dict[str, Any]:
     # max_retries: Ray reruns a task whose worker process or node died; an exception raised by the task
     # itself is a result (recorded failed with its traceback), never retried.
     return {"num_cpus": 1, "num_gpus": gpus_per_run, "max_retries": MAX_ATTEMPTS - 1, "retry_exceptions": False}
+
+
+def user_modules(families: list[Family]) -> list[str]:
+    """Paths of the user families' top-level modules (family, environment) that are not installed.
+
+    ``ray_session`` has Ray upload them to every worker (the job's ``runtime_env.py_modules``), so
+    a ``myfamily.py`` beside the spec runs on a cluster without being installed on its nodes;
+    installed ones are left to the nodes.
+    """
+    installed = {Path(p).resolve() for p in {*site.getsitepackages(), site.getusersitepackages()}}
+    installed |= {Path(sysconfig.get_paths()[k]).resolve() for k in ("stdlib", "purelib", "platlib")}
+    found: dict[str, str] = {}
+    for family in families:
+        if FAMILIES.get(family.name) == family:
+            continue
+        for dotted in (family.ref or "", family.entry_point):
+            top = dotted.partition(":")[0].split(".")[0]
+            if not top or top in found or top in ("rltransfer", "gymnasium"):
+                continue
+            module = importlib.import_module(top)
+            # A package's directory, or a one-file module's file: what Ray uploads and puts on the path.
+            package = next(iter(getattr(module, "__path__", [])), None)
+            where = package or getattr(module, "__file__", None)
+            if where is not None and not any(parent in installed for parent in Path(where).resolve().parents):
+                found[top] = str(where)
+    return list(found.values())
 
 
 def _check_resources(ray: Any, gpus_per_run: float) -> None:

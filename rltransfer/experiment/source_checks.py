@@ -49,7 +49,7 @@ def with_source_settings(spec: ExperimentSpec) -> ExperimentSpec:
     if spec.source.checkpoint is not None:
         settings = source_architecture(load_checkpoint(spec.source.checkpoint))
     else:
-        settings = bound_settings(resolve_hyperparams(spec.family.name, spec.source.hyperparams))
+        settings = bound_settings(resolve_hyperparams(spec.family, spec.source.hyperparams))
     return replace(spec, source_settings=settings)
 
 
@@ -64,7 +64,7 @@ def preflight(spec: ExperimentSpec, source: Path) -> None:
     from rltransfer.transfer import apply_transfer
 
     ckpt = load_checkpoint(source)
-    hp = resolve_hyperparams(spec.family.name, spec.target_hyperparams())
+    hp = resolve_hyperparams(spec.family, spec.target_hyperparams())
     for key, value in source_architecture(ckpt).items():
         if key not in spec.hyperparams and _comparable(value) != _comparable(hp[key]):
             raise UserError(

@@ -317,7 +317,7 @@ def parse_spec(raw: Any, where: str = "spec", lines: dict[str, int] | None = Non
     ev = ctx.check_keys(raw.get("eval", {}) or {}, EVAL_KEYS, "eval")
     overrides = dict(raw.get("hyperparams", {}) or {})
     try:
-        hp = resolve_hyperparams(family.name, overrides)
+        hp = resolve_hyperparams(family, overrides)
     except UserError as e:
         raise ctx.fail("hyperparams", str(e)) from None
     timesteps = ctx.positive_int(raw.get("timesteps", hp["n_timesteps"]), "timesteps")
