@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from rltransfer.envs import FAMILIES, Family, Variant, get_family
 from rltransfer.errors import UserError
+from rltransfer.io import sha256
 
 
 def resolve_family(family: str | Family) -> Family:
@@ -23,10 +26,26 @@ def resolve_family(family: str | Family) -> Family:
         raise UserError(str(e)) from None
 
 
+def user_families(*families: Family) -> dict[str, Family]:
+    """The families among ``families`` that rltransfer does not ship, by name."""
+    return {f.name: f for f in families if FAMILIES.get(f.name) != f}
+
+
 def family_lineage(*families: Family) -> dict[str, Any]:
-    """Manifest entries holding the user families' definitions (shipped ones are named by version)."""
-    user = {f.name: f.to_dict() for f in families if FAMILIES.get(f.name) != f}
+    """Manifest entries holding the user families' definitions and the SHA-256 of their modules'
+    source files (shipped families are named by rltransfer's version)."""
+    user = {name: {**f.to_dict(), "code_sha256": _code_digests(f)} for name, f in user_families(*families).items()}
     return {"family_definitions": user} if user else {}
+
+
+def _code_digests(family: Family) -> dict[str, str]:
+    digests = {}
+    for dotted in (family.entry_point, family.ref or ""):
+        module = dotted.partition(":")[0]
+        found = importlib.util.find_spec(module) if module else None
+        if found is not None and found.origin and Path(found.origin).is_file():
+            digests[module] = sha256(Path(found.origin))
+    return digests
 
 
 def resolve_variant(family: Family, variant: str | Variant | Mapping[str, float], name: str = "custom") -> Variant:

@@ -22,6 +22,7 @@ from specs import grid_spec
 from rltransfer.errors import UserError
 from rltransfer.experiment.spec import load_spec
 from rltransfer.hyperparams import resolve_hyperparams
+from rltransfer.io import sha256
 from rltransfer.resolve import resolve_family
 
 REPO = Path(__file__).resolve().parents[1]
@@ -235,3 +236,28 @@ def test_the_shipped_pointmass_example_spec_loads(monkeypatch: pytest.MonkeyPatc
     assert resolve_hyperparams(spec.family)["n_steps"] == 128
     assert isinstance(spec.family.params[0], Param)
     assert spec.family.make("heavy").unwrapped.mass == 2.0
+
+
+def test_a_changed_definition_refuses_resume_and_changed_code_is_not_comparable(tmp_path: Path) -> None:
+    name = write_module(tmp_path)
+    module = tmp_path / f"{name}.py"
+    spec = grid_spec("swing", family=f"{name}:FAMILY", targets=["g12"], arms=["scratch"], seeds=1, timesteps=32)
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    first = cli(tmp_path, "run", "spec.yaml", "--quiet")
+    assert first.returncode == 0, first.stderr
+    manifest = json.loads((tmp_path / "runs/swing/scratch/seed0/manifest.json").read_text())
+    assert manifest["family_definitions"]["swing"]["code_sha256"] == {name: sha256(module)}
+
+    # Another definition under the same spec: the finished run is of another experiment.
+    original = module.read_text()
+    module.write_text(original.replace('"g": 12.0', '"g": 13.0'))
+    moved = cli(tmp_path, "run", "spec.yaml", "--resume", "--seeds", "2", "--quiet")
+    assert moved.returncode == 2 and "holds runs of a different experiment" in moved.stderr
+
+    # The same definition, other code: the grid resumes, and its report says the runs differ.
+    module.write_text(original.replace("super().__init__(", "super().__init__(  # edited\n            "))
+    resumed = cli(tmp_path, "run", "spec.yaml", "--resume", "--seeds", "2", "--quiet")
+    assert resumed.returncode == 0, resumed.stderr
+    report = (tmp_path / "runs/swing/report/report.md").read_text()
+    assert "NOT COMPARABLE" in report and f"family swing: code of {name}" in report
+    assert f"| family loaded from | {name}:FAMILY |" in report

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter
 from dataclasses import dataclass, field
@@ -93,7 +94,7 @@ def collect(spec: ExperimentSpec, out: Path) -> Collected:
         if job.finished:
             run = _load_run(job)
             per_arm.setdefault(job.arm.name, {}).setdefault(job.seed, []).append(run)
-            settings.append((job.arm.name, run[2].get("hyperparams") or {}))
+            settings.append((job.arm.name, {**(run[2].get("hyperparams") or {}), **_family_settings(run[2])}))
             devices[device_label(run[2].get("device"))] += 1
             _note_source(sources, run[2], job.seed)
         elif job.failed_marker.exists():
@@ -136,6 +137,18 @@ def collect(spec: ExperimentSpec, out: Path) -> Collected:
     return Collected(
         steps, curves, seeds, forgetting, source_steps, feature_mmd, missing, failed, devices, ordered, differing
     )
+
+
+def _family_settings(manifest: dict) -> dict[str, str]:
+    """A user family's definition and module code as settings (short digests), so that runs made
+    with two versions of them are reported as not comparable."""
+    found = {}
+    for name, definition in (manifest.get("family_definitions") or {}).items():
+        body = json.dumps({k: v for k, v in definition.items() if k != "code_sha256"}, sort_keys=True)
+        found[f"family {name}: definition"] = hashlib.sha256(body.encode()).hexdigest()[:12]
+        for module, digest in (definition.get("code_sha256") or {}).items():
+            found[f"family {name}: code of {module}"] = digest[:12]
+    return found
 
 
 def _differing(settings: list[tuple[str, dict]]) -> dict[str, dict[str, list[str]]]:

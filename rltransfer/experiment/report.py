@@ -191,6 +191,7 @@ def build_report(out: str | Path, spec: ExperimentSpec | None = None) -> Path:
     meta = {
         "experiment": spec.name,
         "family": spec.family.name,
+        **({"family loaded from": spec.family.ref} if spec.family.ref else {}),
         "mode": spec.mode,
         "targets": ", ".join(f"{n} ({t.variant.distance})" for n, t in zip(spec.task_names, spec.targets, strict=True)),
         "arms": ", ".join(f"{a} ({len(s)} seeds)" for a, s in data.seeds.items()),

@@ -18,7 +18,7 @@ from rltransfer.devices import parse_device
 from rltransfer.envs import Family, Task, Variant
 from rltransfer.errors import UserError
 from rltransfer.hyperparams import resolve_hyperparams
-from rltransfer.resolve import resolve_family, resolve_variant
+from rltransfer.resolve import resolve_family, resolve_variant, user_families
 from rltransfer.strategies import OPTIONS, Strategy, parse_strategy
 from rltransfer.tasks import TaskSet, resolve_targets
 
@@ -139,6 +139,10 @@ class ExperimentSpec:
     def fingerprint(self) -> str:
         """Hash of everything but the seeds and execution settings: runs of the same fingerprint are comparable."""
         body = {k: v for k, v in self.raw.items() if k not in EXECUTION_KEYS}
+        # A user family is defined outside the spec: a resumed grid must not mix two of its definitions.
+        users = user_families(self.family, *(t.family for t in self.targets))
+        if users:
+            body["family_definitions"] = {n: {**f.to_dict(), "ref": None} for n, f in users.items()}
         return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
