@@ -62,10 +62,10 @@ POINT_MASS = Family(
         Variant("source", {}, "source", "unit mass"),
         Variant("heavy", {"mass": 2.0}, "near", "twice the mass"),
         Variant("slippery", {"damping": 0.1}, "near", "a fifth of the drag"),
-        Variant("weak", {"force": 0.5}, "far", "half the push"),
-        Variant("heavier", {"mass": 4.0}, "far", "four times the mass"),
+        Variant("weak", {"force": 0.3}, "far", "under a third of the push"),
+        Variant("heavier", {"mass": 5.0}, "far", "five times the mass"),
     ),
-    held_out={"mass": (2.5, 3.0)},
+    held_out={"mass": (3.0, 3.5)},
     max_episode_steps=100,
     threshold=-12.0,
     # Over rltransfer's generic defaults (SB3's PPO defaults): shorter rollouts for a short task.
