@@ -42,7 +42,7 @@ def scaled(spec: ExperimentSpec, factor: float, seeds: int) -> ExperimentSpec:
     raw.update(name=f"{spec.name}-quick", timesteps=timesteps, seeds=seeds)
     raw["eval"] = {**(raw.get("eval") or {}), "freq": max(256, timesteps // 10)}
     if spec.source.checkpoint is None:
-        source_steps = spec.source.timesteps or resolve_hyperparams(spec.family.name)["n_timesteps"]
+        source_steps = spec.source.timesteps or resolve_hyperparams(spec.family)["n_timesteps"]
         raw["source"] = {**(raw.get("source") or {}), "timesteps": max(1024, int(source_steps * factor))}
         if "seeds" in raw["source"] and not spec.source.paired:  # no more sources than target seeds
             raw["source"]["seeds"] = list(spec.source.seeds[:seeds])
@@ -87,7 +87,7 @@ def budget_of(spec: ExperimentSpec) -> str:
     if spec.source.checkpoint is not None:
         source = Path(spec.source.checkpoint).name
     else:
-        steps = spec.source.timesteps or resolve_hyperparams(spec.family.name)["n_timesteps"]
+        steps = spec.source.timesteps or resolve_hyperparams(spec.family)["n_timesteps"]
         sources = len(spec.source.seeds)
         source = f"{steps / 1000:g}k" + (f" x{sources} sources" if sources > 1 else "")
     return f"{source} -> {spec.timesteps / 1000:g}k, {len(spec.seeds)} seeds"
