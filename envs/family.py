@@ -215,6 +215,27 @@ class Family:
                 kwargs=kwargs,
             )
 
+    def check(self) -> None:
+        """Build the source environment once: its class takes every parameter, and its spaces are
+        ones the trunk and heads take (a flat ``Box`` of observations; ``Discrete`` or flat ``Box``
+        actions). User families are checked so when loaded, not at their first step."""
+        try:
+            env = self.make(self.source)
+        except Exception as e:
+            raise ValueError(
+                f"family '{self.name}': building its source environment ({self.entry_point}) failed: "
+                f"{type(e).__name__}: {e}; each parameter must be a constructor argument"
+            ) from None
+        obs, act = env.observation_space, env.action_space
+        env.close()
+        if not isinstance(obs, gym.spaces.Box) or len(obs.shape) != 1:
+            raise ValueError(
+                f"family '{self.name}': observations are {obs}; the trunk takes a flat Box "
+                "(wrap the environment to flatten or one-hot them)"
+            )
+        if not isinstance(act, gym.spaces.Discrete | gym.spaces.Box) or len(act.shape or (1,)) != 1:
+            raise ValueError(f"family '{self.name}': actions are {act}; the heads take Discrete or a flat Box")
+
     def to_dict(self) -> dict[str, Any]:
         """The definition manifests record for a user family (shipped ones are named by version)."""
         return {

@@ -73,6 +73,7 @@ def load_family(ref: str) -> Family:
         raise ValueError(f"family '{ref}' is named '{obj.name}' like a shipped family; give it another name")
     family = replace(obj, ref=ref)
     family.register()
+    family.check()
     return family
 
 

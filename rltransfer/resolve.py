@@ -19,6 +19,11 @@ def resolve_family(family: str | Family) -> Family:
         if shipped is not None and shipped != family:
             # Manifests and hyperparameters go by name: a lookalike would be taken for the shipped one.
             raise UserError(f"family '{family.name}' is named like a shipped family; give yours another name")
+        if shipped is None:
+            try:
+                family.check()
+            except ValueError as e:
+                raise UserError(str(e)) from None
         return family
     try:
         return get_family(family)

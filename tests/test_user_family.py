@@ -261,3 +261,21 @@ def test_a_changed_definition_refuses_resume_and_changed_code_is_not_comparable(
     report = (tmp_path / "runs/swing/report/report.md").read_text()
     assert "NOT COMPARABLE" in report and f"family swing: code of {name}" in report
     assert f"| family loaded from | {name}:FAMILY |" in report
+
+
+@pytest.mark.parametrize(
+    ("entry_point", "params", "message"),
+    [
+        ("gymnasium.envs.toy_text.frozen_lake:FrozenLakeEnv", (), r"observations are Discrete\(16\); the trunk takes"),
+        ("gymnasium.envs.classic_control.pendulum:PendulumEnv", (Param("gee", 10.0, 1.0, 30.0),), "'gee'"),
+        ("no_module_here_xyz:Env", (), "building its source environment"),
+    ],
+)
+def test_an_environment_the_policy_cannot_take_is_refused_on_load(
+    entry_point: str, params: tuple[Param, ...], message: str
+) -> None:
+    title = f"Check{uuid.uuid4().hex[:8]}"
+    family = Family("check", title, entry_point, params, (Variant("source", {}, "source"),), max_episode_steps=20)
+    with pytest.raises(UserError, match=message) as e:
+        resolve_family(family)
+    assert "\n" not in str(e.value)
