@@ -8,10 +8,11 @@
 """
 
 from rltransfer.envs.crossspace import PaddedSpaces, Task, make_cross_vec_env, padded_spaces
+from rltransfer.envs.definition import DefinitionError, family_from_mapping
 from rltransfer.envs.family import Distance, Family, Param, Variant
 from rltransfer.envs.guards import FiniteGuard, NonFiniteError
 from rltransfer.envs.multitask import TaskIdWrapper, make_eval_env, make_multitask_vec_env
-from rltransfer.envs.registry import FAMILIES, get_family, load_family, register_family
+from rltransfer.envs.registry import FAMILIES, get_family, load_family, read_family, register_family, user_family
 from rltransfer.envs.shift import STANDARD_SHIFTS, ObsShift, ObsShiftWrapper
 
 for _family in FAMILIES.values():
@@ -20,6 +21,7 @@ for _family in FAMILIES.values():
 __all__ = [
     "FAMILIES",
     "STANDARD_SHIFTS",
+    "DefinitionError",
     "Distance",
     "Family",
     "FiniteGuard",
@@ -31,11 +33,14 @@ __all__ = [
     "Task",
     "TaskIdWrapper",
     "Variant",
+    "family_from_mapping",
     "get_family",
     "load_family",
     "make_cross_vec_env",
     "make_eval_env",
     "make_multitask_vec_env",
     "padded_spaces",
+    "read_family",
     "register_family",
+    "user_family",
 ]

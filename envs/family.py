@@ -58,8 +58,10 @@ class Family:
         extra: the install extra the family's simulator needs (``box2d``, ``mujoco``), if any.
         hyperparams: PPO hyperparameters for the family (RL Zoo keys, as in ``rltransfer/ppo.yml``)
             over rltransfer's generic defaults; shipped families keep theirs in ``ppo.yml``.
-        ref: the ``module:ATTRIBUTE`` a user family was loaded from (set by ``get_family``), so
-            manifests say how to load it again.
+        ref: where a user family was loaded from (``module:ATTRIBUTE`` or a YAML file; set by
+            ``get_family``), so manifests say how to load it again.
+        env_kwargs: fixed constructor arguments of every variant (a Gymnasium id's own, such as
+            ``continuous=True``), under the parameters.
     """
 
     name: str
@@ -73,6 +75,7 @@ class Family:
     extra: str | None = None
     hyperparams: Mapping[str, Any] = field(default_factory=dict)
     ref: str | None = None
+    env_kwargs: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # A user family is checked where it is built, not at its first environment step.
@@ -98,12 +101,25 @@ class Family:
             if not re.fullmatch(r"[A-Za-z0-9_.-]+", v.name):
                 raise ValueError(f"{where}: variant name '{v.name}' may hold only letters, digits, '_', '.', '-'")
             self.resolve(v.params)
+        for key, (low, high) in self.held_out.items():
+            p = self.param(key)
+            if not (p.low <= low <= high <= p.high):
+                raise ValueError(f"{where}: held-out band {key} [{low}, {high}] must lie within [{p.low}, {p.high}]")
 
     @property
     def available(self) -> bool:
         """Whether the simulator is installed (families of extras are registered either way)."""
         module = {"box2d": "Box2D", "mujoco": "mujoco"}.get(self.extra or "")
         return module is None or importlib.util.find_spec(module) is not None
+
+    @property
+    def modules(self) -> tuple[str, ...]:
+        """The Python modules of the family's code: its environment's and, loaded by
+        ``module:ATTRIBUTE``, its own."""
+        found = [self.entry_point.partition(":")[0]]
+        if self.ref and re.fullmatch(r"[\w.]+:[\w.]+", self.ref):
+            found.append(self.ref.partition(":")[0])
+        return tuple(dict.fromkeys(found))
 
     @property
     def source(self) -> Variant:
@@ -192,7 +208,7 @@ class Family:
         """
         for variant in self.all_variants():
             env_id = self.env_id(variant)
-            kwargs: dict[str, object] = dict(variant.params)
+            kwargs: dict[str, object] = {**self.env_kwargs, **variant.params}
             entry_point = self.entry_point
             if variant.shift is not None:
                 kwargs = {"entry_point": self.entry_point, "shift": variant.shift.to_dict(), **kwargs}
@@ -249,6 +265,7 @@ class Family:
             "max_episode_steps": self.max_episode_steps,
             "threshold": self.threshold,
             "hyperparams": dict(self.hyperparams),
+            "env_kwargs": dict(self.env_kwargs),
         }
 
     def make(self, variant: str | Variant, **kwargs: Any) -> gym.Env:

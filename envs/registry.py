@@ -7,10 +7,13 @@ import os
 import sys
 from dataclasses import replace
 from operator import attrgetter
+from pathlib import Path
 from types import ModuleType
 
+import yaml
 from rltransfer.envs.acrobot import ACROBOT
 from rltransfer.envs.cartpole import CARTPOLE
+from rltransfer.envs.definition import family_from_mapping
 from rltransfer.envs.family import Family
 from rltransfer.envs.lunar_lander import LUNAR_LANDER, LUNAR_LANDER_CONTINUOUS
 from rltransfer.envs.mountain_car import MOUNTAIN_CAR
@@ -38,6 +41,8 @@ FAMILIES: dict[str, Family] = {
 def get_family(name: str) -> Family:
     """A shipped family by its lower-case name (``cartpole``) or title (``CartPole``), or a user
     family by its import reference ``module:ATTRIBUTE`` (see ``load_family``)."""
+    if name.endswith((".yaml", ".yml")):
+        return read_family(Path(name))
     if ":" in name:
         return load_family(name)
     key = name.lower().replace("-", "").replace("_", "")
@@ -45,7 +50,7 @@ def get_family(name: str) -> Family:
         return FAMILIES[key]
     raise ValueError(
         f"unknown family '{name}'; choose one of: {', '.join(FAMILIES)}, "
-        "or name your own as module:ATTRIBUTE (a rltransfer.envs.Family)"
+        "or name your own as module:ATTRIBUTE (a rltransfer.envs.Family) or a YAML file defining one"
     )
 
 
@@ -66,12 +71,31 @@ def load_family(ref: str) -> Family:
         raise ValueError(f"module '{module_name}' has no attribute '{attr}'; name a Family defined there") from None
     if not isinstance(obj, Family):
         raise ValueError(f"'{ref}' is a {type(obj).__name__}, not a rltransfer.envs.Family; point it at a Family")
-    shipped = FAMILIES.get(obj.name)
+    return user_family(obj if FAMILIES.get(obj.name) == obj else replace(obj, ref=ref))
+
+
+def read_family(path: Path) -> Family:
+    """The family a YAML file defines (``rltransfer.envs.definition``), registered and checked."""
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise ValueError(f"cannot read family file '{path}': {e.strerror or e}") from None
+    except yaml.YAMLError as e:
+        raise ValueError(
+            f"family file '{path}' is malformed YAML ({getattr(e, 'problem', e)}); fix the syntax"
+        ) from None
+    return user_family(family_from_mapping(raw, ref=str(path)))
+
+
+def user_family(family: Family) -> Family:
+    """``family`` registered with Gymnasium and checked, unless it is the shipped one of its name."""
+    shipped = FAMILIES.get(family.name)
     if shipped is not None:
-        if obj == shipped:
+        if family == shipped or family == replace(shipped, ref=family.ref):
             return shipped
-        raise ValueError(f"family '{ref}' is named '{obj.name}' like a shipped family; give it another name")
-    family = replace(obj, ref=ref)
+        raise ValueError(
+            f"family '{family.ref or family.name}' is named '{family.name}' like a shipped family; give it another name"
+        )
     family.register()
     family.check()
     return family

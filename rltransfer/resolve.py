@@ -7,26 +7,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from rltransfer.envs import FAMILIES, Family, Variant, get_family
+from rltransfer.envs import FAMILIES, Family, Variant, get_family, user_family
 from rltransfer.errors import UserError
 from rltransfer.io import sha256
 
 
 def resolve_family(family: str | Family) -> Family:
-    """A shipped family by name, a user family by ``module:ATTRIBUTE``, or a ``Family`` as it is."""
-    if isinstance(family, Family):
-        shipped = FAMILIES.get(family.name)
-        if shipped is not None and shipped != family:
-            # Manifests and hyperparameters go by name: a lookalike would be taken for the shipped one.
-            raise UserError(f"family '{family.name}' is named like a shipped family; give yours another name")
-        if shipped is None:
-            try:
-                family.check()
-            except ValueError as e:
-                raise UserError(str(e)) from None
-        return family
+    """A shipped family by name, a user family by ``module:ATTRIBUTE`` or YAML file, or a ``Family``
+    (a user's is registered and checked; one named like a shipped family is refused)."""
     try:
-        return get_family(family)
+        return user_family(family) if isinstance(family, Family) else get_family(family)
     except ValueError as e:
         raise UserError(str(e)) from None
 
@@ -45,9 +35,8 @@ def family_lineage(*families: Family) -> dict[str, Any]:
 
 def _code_digests(family: Family) -> dict[str, str]:
     digests = {}
-    for dotted in (family.entry_point, family.ref or ""):
-        module = dotted.partition(":")[0]
-        found = importlib.util.find_spec(module) if module else None
+    for module in family.modules:
+        found = importlib.util.find_spec(module)
         if found is not None and found.origin and Path(found.origin).is_file():
             digests[module] = sha256(Path(found.origin))
     return digests

@@ -260,9 +260,9 @@ def user_modules(families: list[Family]) -> list[str]:
     for family in families:
         if FAMILIES.get(family.name) == family:
             continue
-        for dotted in (family.ref or "", family.entry_point):
-            top = dotted.partition(":")[0].split(".")[0]
-            if not top or top in found or top in ("rltransfer", "gymnasium"):
+        for module_name in family.modules:
+            top = module_name.split(".")[0]
+            if top in found or top in ("rltransfer", "gymnasium"):
                 continue
             module = importlib.import_module(top)
             # A package's directory, or a one-file module's file: what Ray uploads and puts on the path.

@@ -15,7 +15,7 @@ from typing import Any, Literal
 import yaml
 
 from rltransfer.devices import parse_device
-from rltransfer.envs import Family, Task, Variant
+from rltransfer.envs import DefinitionError, Family, Task, Variant, family_from_mapping
 from rltransfer.errors import UserError
 from rltransfer.hyperparams import resolve_hyperparams
 from rltransfer.resolve import resolve_family, resolve_variant, user_families
@@ -189,6 +189,18 @@ class _Ctx:
         return value
 
 
+def _family(ctx: _Ctx, value: Any, path: str) -> Family:
+    """A family's name, ``module:ATTRIBUTE``, YAML file, or its definition written in the spec."""
+    try:
+        if isinstance(value, dict):
+            return resolve_family(family_from_mapping(value, ref=f"{ctx.where}#{path}"))
+        return resolve_family(str(value))
+    except DefinitionError as e:  # point at the definition's own line
+        raise ctx.fail(f"{path}.{e.path}" if f"{path}.{e.path}" in ctx.lines else path, e.message) from None
+    except UserError as e:
+        raise ctx.fail(path, str(e)) from None
+
+
 PAIRED = "paired"  # source.seeds: one source per target seed, pretrained with that seed
 
 
@@ -263,10 +275,7 @@ def parse_spec(raw: Any, where: str = "spec", lines: dict[str, int] | None = Non
     for key in ("family", "targets", "arms"):
         if key not in raw:
             raise ctx.fail("", f"missing required key '{key}'")
-    try:
-        family = resolve_family(str(raw["family"]))
-    except UserError as e:
-        raise ctx.fail("family", str(e)) from None
+    family = _family(ctx, raw["family"], "family")
     name = str(raw.get("name", family.name))
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise ctx.fail("name", f"name '{name}' may hold only letters, digits, '_', '.', '-'")
@@ -302,7 +311,7 @@ def parse_spec(raw: Any, where: str = "spec", lines: dict[str, int] | None = Non
                 targets.extend(resolve_targets(family, [t]).tasks)
                 continue
             t = ctx.check_keys(t, TARGET_KEYS, f"targets.{i}")
-            fam = resolve_family(str(t["family"])) if "family" in t else family
+            fam = _family(ctx, t["family"], f"targets.{i}.family") if "family" in t else family
             if "params" in t:
                 variant = resolve_variant(fam, t["params"], name=str(t.get("name", f"custom{i}")))
             else:
