@@ -17,6 +17,10 @@ import gymnasium as gym
 import numpy as np
 from rltransfer.envs.shift import STANDARD_SHIFTS, ObsShift, ObsShiftWrapper
 
+# Which family registered each Gymnasium id in this process: a family loaded again after an edit
+# replaces its own ids, never another's.
+_OWNERS: dict[str, str] = {}
+
 Distance = Literal["source", "near", "far", "held-out", "shift", "custom"]
 
 
@@ -215,14 +219,17 @@ class Family:
                 entry_point = "rltransfer.envs.shift:shifted_env"
             if env_id in gym.registry:
                 known = gym.registry[env_id]
-                mine = (entry_point, kwargs, self.max_episode_steps)
-                if (known.entry_point, known.kwargs, known.max_episode_steps) != mine:
+                mine = (entry_point, kwargs, self.max_episode_steps, self.threshold)
+                if (known.entry_point, known.kwargs, known.max_episode_steps, known.reward_threshold) == mine:
+                    continue
+                if _OWNERS.get(env_id) != self.name:
                     owner = (known.kwargs or {}).get("entry_point", known.entry_point)
                     raise ValueError(
                         f"family '{self.name}' would register '{env_id}', already registered for "
                         f"another environment ({owner}); give the family another title"
                     )
-                continue
+                del gym.registry[env_id]  # this family's earlier definition, edited and loaded again
+            _OWNERS[env_id] = self.name
             gym.register(
                 id=env_id,
                 entry_point=entry_point,

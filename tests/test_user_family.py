@@ -21,6 +21,7 @@ from rltransfer.envs import FAMILIES, Family, Param, Variant, get_family
 from specs import HP as TINY
 from specs import grid_spec
 
+from rltransfer.cli import main
 from rltransfer.errors import UserError
 from rltransfer.experiment.spec import load_spec
 from rltransfer.hyperparams import resolve_hyperparams
@@ -162,16 +163,35 @@ def cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
-def test_command_line_pretrains_and_runs_a_grid_of_a_user_family(tmp_path: Path) -> None:
+@pytest.fixture
+def here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Any:
+    """``here(*args)``: the command line in this process, run from ``tmp_path`` (where the user's
+    module lies, not on the path: it is found as the working directory); ``(exit code, out, err)``."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))  # what load_family appends goes with the test
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)  # modules edited within one second reload
+
+    def run(*args: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        for name in [m for m in sys.modules if m.startswith("userfam_")]:
+            del sys.modules[name]  # as a fresh process would: edited modules are read again
+        code = main(list(args))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+def test_command_line_pretrains_and_runs_a_grid_of_a_user_family(tmp_path: Path, here: Any) -> None:
     name = write_module(tmp_path)
     ref = f"{name}:FAMILY"
-    listed = cli(tmp_path, "envs", "--family", ref, "--json")
-    assert listed.returncode == 0, listed.stderr
-    assert [v["name"] for v in json.loads(listed.stdout)[0]["variants"]][:3] == ["source", "g12", "g15"]
+    code, out, err = here("envs", "--family", ref, "--json")
+    assert code == 0, err
+    assert [v["name"] for v in json.loads(out)[0]["variants"]][:3] == ["source", "g12", "g15"]
 
     hp = [f"--hp={k}={v}" for k, v in TINY.items()]
-    done = cli(tmp_path, "pretrain", "--family", ref, "--timesteps", "64", "--quiet", *hp)
-    assert done.returncode == 0, done.stderr
+    code, _, err = here("pretrain", "--family", ref, "--timesteps", "64", "--quiet", *hp)
+    assert code == 0, err
     manifest = json.loads((tmp_path / "runs/sources/swing-source-seed0/manifest.json").read_text())
     definition = manifest["family_definitions"]["swing"]
     assert definition["ref"] == ref and definition["entry_point"] == f"{name}:Swing"
@@ -189,9 +209,9 @@ def test_command_line_pretrains_and_runs_a_grid_of_a_user_family(tmp_path: Path)
         assert json.loads(path.read_text())["family_definitions"]["swing"]["ref"] == ref
     assert (tmp_path / "runs/swing/report/report.md").is_file()
 
-    missing = cli(tmp_path, "pretrain", "--family", "absent_module_xyz:FAMILY")
-    assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1
-    assert "cannot import module 'absent_module_xyz'" in missing.stderr
+    code, _, err = here("pretrain", "--family", "absent_module_xyz:FAMILY")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "cannot import module 'absent_module_xyz'" in err
 
 
 def test_ray_ships_the_users_module_to_workers_without_it(tmp_path: Path) -> None:
@@ -240,26 +260,26 @@ def test_the_shipped_pointmass_example_spec_loads(monkeypatch: pytest.MonkeyPatc
     assert spec.family.make("heavy").unwrapped.mass == 2.0
 
 
-def test_a_changed_definition_refuses_resume_and_changed_code_is_not_comparable(tmp_path: Path) -> None:
+def test_a_changed_definition_refuses_resume_and_changed_code_is_not_comparable(tmp_path: Path, here: Any) -> None:
     name = write_module(tmp_path)
     module = tmp_path / f"{name}.py"
     spec = grid_spec("swing", family=f"{name}:FAMILY", targets=["g12"], arms=["scratch"], seeds=1, timesteps=32)
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
-    first = cli(tmp_path, "run", "spec.yaml", "--quiet")
-    assert first.returncode == 0, first.stderr
+    code, _, err = here("run", "spec.yaml", "--workers", "1", "--quiet")
+    assert code == 0, err
     manifest = json.loads((tmp_path / "runs/swing/scratch/seed0/manifest.json").read_text())
     assert manifest["family_definitions"]["swing"]["code_sha256"] == {name: sha256(module)}
 
     # Another definition under the same spec: the finished run is of another experiment.
     original = module.read_text()
     module.write_text(original.replace('"g": 12.0', '"g": 13.0'))
-    moved = cli(tmp_path, "run", "spec.yaml", "--resume", "--seeds", "2", "--quiet")
-    assert moved.returncode == 2 and "holds runs of a different experiment" in moved.stderr
+    code, _, err = here("run", "spec.yaml", "--resume", "--seeds", "2", "--workers", "1", "--quiet")
+    assert code == 2 and "holds runs of a different experiment" in err
 
     # The same definition, other code: the grid resumes, and its report says the runs differ.
     module.write_text(original.replace("super().__init__(", "super().__init__(  # edited\n            "))
-    resumed = cli(tmp_path, "run", "spec.yaml", "--resume", "--seeds", "2", "--quiet")
-    assert resumed.returncode == 0, resumed.stderr
+    code, _, err = here("run", "spec.yaml", "--resume", "--seeds", "2", "--workers", "1", "--quiet")
+    assert code == 0, err
     report = (tmp_path / "runs/swing/report/report.md").read_text()
     assert "NOT COMPARABLE" in report and f"family swing: code of {name}" in report
     assert f"| family loaded from | {name}:FAMILY |" in report
@@ -369,17 +389,17 @@ def test_mistakes_in_a_written_family_name_their_line(
     assert path.read_text().splitlines()[int(found.group(1)) - 1].strip().startswith(token)
 
 
-def test_command_line_takes_a_family_file(tmp_path: Path) -> None:
+def test_command_line_takes_a_family_file(tmp_path: Path, here: Any) -> None:
     write_family(tmp_path, PENDULUM_G)
-    listed = cli(tmp_path, "envs", "--family", "pend-g.yaml", "--json")
-    assert listed.returncode == 0, listed.stderr
-    assert json.loads(listed.stdout)[0]["family"] == "pend-g"
+    code, out, err = here("envs", "--family", "pend-g.yaml", "--json")
+    assert code == 0, err
+    assert json.loads(out)[0]["family"] == "pend-g"
     hp = [f"--hp={k}={v}" for k, v in TINY.items()]
-    done = cli(tmp_path, "pretrain", "--family", "pend-g.yaml", "--timesteps", "32", "--quiet", *hp)
-    assert done.returncode == 0, done.stderr
+    code, _, err = here("pretrain", "--family", "pend-g.yaml", "--timesteps", "32", "--quiet", *hp)
+    assert code == 0, err
     manifest = json.loads((tmp_path / "runs/sources/pend-g-source-seed0/manifest.json").read_text())
     assert manifest["family_definitions"]["pend-g"]["ref"] == "pend-g.yaml"
     (tmp_path / "broken.yaml").write_text("name: [unclosed\n")
     for family, message in (("broken.yaml", "malformed YAML"), ("absent.yaml", "cannot read family file")):
-        bad = cli(tmp_path, "envs", "--family", family)
-        assert bad.returncode == 2 and message in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+        code, _, err = here("envs", "--family", family)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1
