@@ -16,8 +16,9 @@ from typing import Any
 
 import gymnasium as gym
 import pytest
+import torch
 import yaml
-from rltransfer.envs import FAMILIES, Family, Param, Variant, get_family
+from rltransfer.envs import FAMILIES, Family, Param, Variant, family_from_mapping, get_family
 from specs import HP as TINY
 from specs import grid_spec
 
@@ -403,3 +404,24 @@ def test_command_line_takes_a_family_file(tmp_path: Path, here: Any) -> None:
     for family, message in (("broken.yaml", "malformed YAML"), ("absent.yaml", "cannot read family file")):
         code, _, err = here("envs", "--family", family)
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_written_family_learns_exactly_as_the_shipped_one_of_the_same_dynamics() -> None:
+    """Gymnasium's Pendulum-v1 written as data, against the shipped pendulum family (the same
+    physics at its default mass and length; batched there, a DummyVecEnv here): same numbers."""
+    from rltransfer.finetuning import finetune
+    from rltransfer.hyperparams import default_hyperparams
+    from rltransfer.pretraining import pretrain
+
+    shipped = FAMILIES["pendulum"]
+    written = resolve_family(family_from_mapping({**PENDULUM_G, "hyperparams": default_hyperparams("pendulum")}))
+    hp = {**TINY, "n_envs": 2, "eval_freq": 64, "eval_episodes": 2}
+    results = []
+    for family in (shipped, written):
+        source = pretrain(family, seed=3, timesteps=128, hyperparams=hp)
+        tuned = finetune(family, ["g12", "g15"], None, "scratch", seed=3, timesteps=128, hyperparams=hp)
+        weights = [p.detach().clone() for p in source.model.policy.parameters()]
+        results.append((source.curve.returns, tuned.curve.returns, weights))
+    (src_a, tuned_a, w_a), (src_b, tuned_b, w_b) = results
+    assert src_a == src_b and tuned_a == tuned_b
+    assert all(torch.equal(a, b) for a, b in zip(w_a, w_b, strict=True))
