@@ -1,4 +1,4 @@
-"""The families shipped with rltransfer, their lookup (user families by import reference), registration."""
+"""The shipped families, the lookup of every family (users' by ``module:ATTRIBUTE`` or YAML file), registration."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ FAMILIES: dict[str, Family] = {
 
 def get_family(name: str) -> Family:
     """A shipped family by its lower-case name (``cartpole``) or title (``CartPole``), or a user
-    family by its import reference ``module:ATTRIBUTE`` (see ``load_family``)."""
+    family by its import reference ``module:ATTRIBUTE`` (``load_family``) or YAML file (``read_family``)."""
     if name.endswith((".yaml", ".yml")):
         return read_family(Path(name))
     if ":" in name:

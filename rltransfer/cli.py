@@ -24,7 +24,7 @@ def _kv(items: Sequence[str] | None) -> dict[str, Any]:
     return dict(parse_override(item) for item in items or [])
 
 
-FAMILY_HELP = "a shipped family (see `rltransfer envs`) or your own as module:ATTRIBUTE"
+FAMILY_HELP = "a shipped family (see `rltransfer envs`), or your own as module:ATTRIBUTE or a YAML file"
 
 
 def _variant_arg(family: Any, variant: str, params: Sequence[str] | None) -> Any:
@@ -292,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("envs", help="list families, variants and parameters")
-    p.add_argument("--family", help="only this family (a name, or module:ATTRIBUTE for your own)")
+    p.add_argument("--family", help="only this family (a name; your own as module:ATTRIBUTE or a YAML file)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_envs)
 

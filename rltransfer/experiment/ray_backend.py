@@ -23,14 +23,14 @@ import sysconfig
 import tarfile
 import tempfile
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from rltransfer.checkpoint import MANIFEST_FILE, MODEL_FILE
-from rltransfer.envs import FAMILIES, Family
+from rltransfer.envs import Family
 from rltransfer.errors import UserError
 from rltransfer.experiment.runner import (
     MAX_ATTEMPTS,
@@ -47,6 +47,7 @@ from rltransfer.experiment.runner import (
 )
 from rltransfer.experiment.spec import ExperimentSpec
 from rltransfer.io import PARTIAL, atomic_write_json, remove_partials, staging_dir
+from rltransfer.resolve import user_families
 from rltransfer.vecnormalize_file import find_stats_file
 
 INSTALL_HINT = 'the Ray backend needs Ray: pip install "rltransfer[ray]"'
@@ -247,7 +248,7 @@ def _options(gpus_per_run: float) -> dict[str, Any]:
     return {"num_cpus": 1, "num_gpus": gpus_per_run, "max_retries": MAX_ATTEMPTS - 1, "retry_exceptions": False}
 
 
-def user_modules(families: list[Family]) -> list[str]:
+def user_modules(families: Iterable[Family]) -> list[str]:
     """Paths of the user families' top-level modules (family, environment) that are not installed.
 
     ``ray_session`` has Ray upload them to every worker (the job's ``runtime_env.py_modules``), so
@@ -257,9 +258,7 @@ def user_modules(families: list[Family]) -> list[str]:
     installed = {Path(p).resolve() for p in {*site.getsitepackages(), site.getusersitepackages()}}
     installed |= {Path(sysconfig.get_paths()[k]).resolve() for k in ("stdlib", "purelib", "platlib")}
     found: dict[str, str] = {}
-    for family in families:
-        if FAMILIES.get(family.name) == family:
-            continue
+    for family in user_families(*families).values():
         for module_name in family.modules:
             top = module_name.split(".")[0]
             if top in found or top in ("rltransfer", "gymnasium"):

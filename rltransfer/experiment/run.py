@@ -79,8 +79,7 @@ def run_experiment(
     if backend == "ray":
         from rltransfer.experiment import ray_backend
 
-        families = [spec.family, *(t.family for t in spec.targets)]
-        session = ray_backend.ray_session(address, n_workers, ray_backend.user_modules(families))
+        session = ray_backend.ray_session(address, n_workers, ray_backend.user_modules(spec.families))
     with session, exclusive_lock(out_dir / LOCK_FILE, f"'{out_dir}'"):
         prepare_out(spec, out_dir, resume)
         if backend == "local" and n_workers <= 1:

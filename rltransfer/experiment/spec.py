@@ -117,6 +117,11 @@ class ExperimentSpec:
     source_settings: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def families(self) -> tuple[Family, ...]:
+        """The spec's family and its targets' (another family's targets included)."""
+        return (self.family, *(t.family for t in self.targets))
+
+    @property
     def task_names(self) -> list[str]:
         # Names only: the targets were validated (spaces included) when the spec was parsed.
         return TaskSet(self.family, self.targets).names
@@ -140,7 +145,7 @@ class ExperimentSpec:
         """Hash of everything but the seeds and execution settings: runs of the same fingerprint are comparable."""
         body = {k: v for k, v in self.raw.items() if k not in EXECUTION_KEYS}
         # A user family is defined outside the spec: a resumed grid must not mix two of its definitions.
-        users = user_families(self.family, *(t.family for t in self.targets))
+        users = user_families(*self.families)
         if users:
             body["family_definitions"] = {n: {**f.to_dict(), "ref": None} for n, f in users.items()}
         return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:16]
