@@ -44,6 +44,7 @@ def _threads() -> None:
 
 def cmd_envs(args: argparse.Namespace) -> int:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from rltransfer.envs import FAMILIES
@@ -78,7 +79,8 @@ def cmd_envs(args: argparse.Namespace) -> int:
         for col in ("parameter", "default", "valid range", "meaning"):
             params.add_column(col)
         for p in fam.params:
-            params.add_row(p.name, f"{p.default:g}", f"[{p.low:g}, {p.high:g}]", p.doc)
+            # escape: units in brackets ("[m/s^2]") would otherwise be read as rich markup and vanish
+            params.add_row(p.name, f"{p.default:g}", escape(f"[{p.low:g}, {p.high:g}]"), escape(p.doc))
         variants = Table(title=f"{fam.name}: variants", title_justify="left")
         for col in ("variant", "distance", "changes", "gymnasium id"):
             variants.add_column(col)
@@ -87,6 +89,8 @@ def cmd_envs(args: argparse.Namespace) -> int:
             variants.add_row(v.name, v.distance, changes, fam.env_id(v))
         console.print(params)
         console.print(variants)
+    if not args.family:
+        console.print("Your own: --family module:ATTRIBUTE (a rltransfer.envs.Family) or a YAML file (README).")
     return 0
 
 

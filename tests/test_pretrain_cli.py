@@ -191,6 +191,12 @@ def test_cli_envs_lists_every_family(capsys: pytest.CaptureFixture[str]) -> None
     )
 
 
+def test_cli_envs_keeps_units_in_brackets(capsys: pytest.CaptureFixture[str]) -> None:
+    # rich reads "[m/s^2]" as markup and drops it unless the text is escaped
+    assert main(["envs", "--family", "pendulum"]) == 0
+    assert "gravitational acceleration [m/s^2]" in capsys.readouterr().out
+
+
 def test_cli_envs_unknown_family(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["envs", "--family", "nope"]) == 2
     assert "unknown family 'nope'" in one_line_error(capsys.readouterr().err)
