@@ -147,7 +147,11 @@ class ExperimentSpec:
         # A user family is defined outside the spec: a resumed grid must not mix two of its definitions.
         users = user_families(*self.families)
         if users:
-            body["family_definitions"] = {n: {**f.to_dict(), "ref": None} for n, f in users.items()}
+            # Empty entries left out: a field added to definitions later keeps older grids resumable.
+            body["family_definitions"] = {
+                n: {k: v for k, v in f.to_dict().items() if k != "ref" and v not in ({}, [], None)}
+                for n, f in users.items()
+            }
         return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
