@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from rltransfer.devices import DEVICE_HELP
 from rltransfer.envs import NonFiniteError
 from rltransfer.errors import SourceFailed, UserError
@@ -24,6 +26,7 @@ def _kv(items: Sequence[str] | None) -> dict[str, Any]:
     return dict(parse_override(item) for item in items or [])
 
 
+TARGETS_HELP = "comma-separated variants (long, acrobot/source) or custom ones: {length: 0.9}"
 FAMILY_HELP = "a shipped family (see `rltransfer envs`), or your own as module:ATTRIBUTE or a YAML file"
 
 
@@ -32,6 +35,29 @@ def _variant_arg(family: Any, variant: str, params: Sequence[str] | None) -> Any
     if params:
         return _kv(params)
     return variant
+
+
+def _targets(family: Any, text: str) -> list[Any]:
+    """``--targets``: variant names (``long``, ``acrobot/source``) and custom targets by parameter
+    values, comma-separated as YAML flow items: ``long,{length: 0.9},{name: mine, params: {...}}``."""
+    from rltransfer.resolve import resolve_variant
+
+    try:
+        items = yaml.safe_load(f"[{text}]")
+    except yaml.YAMLError:
+        raise UserError(
+            f"cannot read --targets '{text}'; give variant names separated by commas and custom targets "
+            "as {param: value} or {name: mine, params: {param: value}}"
+        ) from None
+    targets: list[Any] = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            targets.append(str(item))
+        elif set(item) <= {"name", "params"} and "params" in item:  # a spec's {name, params} form
+            targets.append(resolve_variant(family, item["params"] or {}, str(item.get("name", f"custom{i}"))))
+        else:
+            targets.append(resolve_variant(family, item, f"custom{i}"))
+    return targets
 
 
 def _threads() -> None:
@@ -133,7 +159,7 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     strategy = parse_strategy(args.strategy, options)
     if strategy.uses_source and not args.source:
         raise UserError(f"strategy '{args.strategy}' needs --source PATH (a checkpoint dir or SB3 .zip)")
-    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    targets = _targets(args.family, args.targets)
     default_out = Path("runs") / "transfer" / f"{args.family.name}-{strategy.name}-seed{args.seed}"
     out = Path(args.out) if args.out else default_out
     result = finetune(
@@ -205,7 +231,7 @@ def cmd_advise(args: argparse.Namespace) -> int:
     from rltransfer.advise import advise, to_json
 
     _threads()
-    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    targets = _targets(args.family, args.targets)
     advice = advise(args.source, args.family, targets, episodes=args.episodes, samples=args.samples, seed=args.seed)
     if args.json:
         print(json.dumps(to_json(advice), indent=2))
@@ -319,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("transfer", help="fine-tune one multi-task policy on several targets")
     common(p)
     p.add_argument("--source", help="source checkpoint directory or any SB3 PPO .zip")
-    p.add_argument("--targets", required=True, help="comma-separated target variants")
+    p.add_argument("--targets", required=True, help=TARGETS_HELP)
     p.add_argument(
         "--strategy",
         default="finetune",
@@ -364,7 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("advise", help="zero-shot return, feature shift and a strategy per target, before training")
     p.add_argument("--source", required=True, help="source checkpoint directory (from `rltransfer pretrain`)")
     p.add_argument("--family", required=True, help=FAMILY_HELP)
-    p.add_argument("--targets", required=True, help="comma-separated target variants")
+    p.add_argument("--targets", required=True, help=TARGETS_HELP)
     p.add_argument("--episodes", type=int, default=10)
     p.add_argument("--samples", type=int, default=1000, help="states per task for the feature shift")
     p.add_argument("--seed", type=int, default=0)

@@ -79,7 +79,7 @@ def test_advise_on_a_tiny_source(source_dir: Path, capsys: pytest.CaptureFixture
                 "--family",
                 "cartpole",
                 "--targets",
-                "long,longer",
+                "long,longer,{length: 0.9}",
                 "--episodes",
                 "2",
                 "--samples",
@@ -90,7 +90,7 @@ def test_advise_on_a_tiny_source(source_dir: Path, capsys: pytest.CaptureFixture
         == 0
     )
     rows = json.loads(capsys.readouterr().out)
-    assert [r["target"] for r in rows] == ["long", "longer"]
+    assert [r["target"] for r in rows] == ["long", "longer", "custom2"]  # a target by its values too
 
 
 def test_advise_refuses_other_sources(source_dir: Path) -> None:

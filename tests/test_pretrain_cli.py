@@ -261,6 +261,9 @@ def test_cli_transfer_needs_a_source(in_tmp: Path, capsys: pytest.CaptureFixture
         (["--strategy", "finetune", "--option", "coef=0.1"], "belongs to l2sp"),
         (["--strategy", "finetune", "--transfer", "bogus"], "unknown transfer part 'bogus'"),
         (["--strategy", "finetune", "--targets", "nope"], "no variant 'nope'"),
+        (["--strategy", "finetune", "--targets", "long,{length: 99}"], "outside its valid range"),
+        (["--strategy", "finetune", "--targets", "long,{length: [0.9"], "cannot read --targets"),
+        (["--strategy", "finetune", "--targets", "{name: x, params: {lenght: 0.9}}"], "no parameter 'lenght'"),
     ],
 )
 def test_cli_transfer_usage_errors(
@@ -306,7 +309,7 @@ def test_cli_transfer_tiny(source_dir: Path, in_tmp: Path, capsys: pytest.Captur
         "--source",
         str(source_dir),
         "--targets",
-        "long,heavy",
+        "long,heavy,{length: 0.9},{name: light, params: {masspole: 0.05}}",
         "--strategy",
         "freeze",
         "--timesteps",
@@ -323,7 +326,8 @@ def test_cli_transfer_tiny(source_dir: Path, in_tmp: Path, capsys: pytest.Captur
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["kind"] == "transfer"
     assert manifest["strategy"]["name"] == "freeze"
-    assert [t["name"] for t in manifest["targets"]] == ["long", "heavy"]
+    assert [t["name"] for t in manifest["targets"]] == ["long", "heavy", "custom2", "light"]
+    assert manifest["targets"][2]["params"]["length"] == 0.9 and manifest["targets"][3]["params"]["masspole"] == 0.05
     assert manifest["source"]["zip_sha256"] == load_checkpoint(source_dir).sha256
 
     report = json.loads((out / "transfer_report.json").read_text())
@@ -333,8 +337,8 @@ def test_cli_transfer_tiny(source_dir: Path, in_tmp: Path, capsys: pytest.Captur
     )
 
     with np.load(out / "curves.npz") as curves:
-        assert list(curves["task_names"]) == ["long", "heavy"]
-        assert curves["returns"].shape == (2, len(curves["steps"]))
+        assert list(curves["task_names"]) == ["long", "heavy", "custom2", "light"]
+        assert curves["returns"].shape == (4, len(curves["steps"]))
         assert curves["steps"][0] == 0
         assert np.all(np.isfinite(curves["returns"]))
 
