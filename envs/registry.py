@@ -38,13 +38,17 @@ FAMILIES: dict[str, Family] = {
 }
 
 
-def get_family(name: str) -> Family:
+def get_family(name: str, base: Path | None = None) -> Family:
     """A shipped family by its lower-case name (``cartpole``) or title (``CartPole``), or a user
-    family by its import reference ``module:ATTRIBUTE`` (``load_family``) or YAML file (``read_family``)."""
+    family by its import reference ``module:ATTRIBUTE`` (``load_family``) or YAML file (``read_family``);
+    a relative file or a module not found otherwise is looked for in ``base`` too (a spec's directory)."""
     if name.endswith((".yaml", ".yml")):
-        return read_family(Path(name))
+        path = Path(name)
+        if not path.exists() and base is not None and (base / path).exists():
+            path = base / path
+        return read_family(path)
     if ":" in name:
-        return load_family(name)
+        return load_family(name, base)
     key = name.lower().replace("-", "").replace("_", "")
     if key in FAMILIES:
         return FAMILIES[key]
@@ -54,17 +58,17 @@ def get_family(name: str) -> Family:
     )
 
 
-def load_family(ref: str) -> Family:
+def load_family(ref: str, base: Path | None = None) -> Family:
     """The ``Family`` at ``module:ATTRIBUTE`` (``mypkg.envs:ROBOT``), registered with Gymnasium.
 
-    As ``uvicorn app:app`` does, the working directory is tried when the module is not importable
-    otherwise, so a ``myfamily.py`` beside the spec works from the command line; worker processes
-    inherit the path. The returned family remembers ``ref``, which manifests record.
+    As ``uvicorn app:app`` does, the working directory (then ``base``, a spec's directory) is tried
+    when the module is not importable otherwise, so a ``myfamily.py`` there works from the command
+    line; worker processes inherit the path. The family remembers ``ref``, which manifests record.
     """
     module_name, _, attr = ref.partition(":")
     if not module_name or not attr:
         raise ValueError(f"family reference '{ref}' must look like module:ATTRIBUTE, e.g. mypkg.envs:MY_FAMILY")
-    module = _import(module_name, ref)
+    module = _import(module_name, ref, [os.getcwd(), *([str(base.resolve())] if base is not None else [])])
     try:
         obj = attrgetter(attr)(module)
     except AttributeError:
@@ -101,7 +105,9 @@ def user_family(family: Family) -> Family:
     return family
 
 
-def _import(module_name: str, ref: str) -> ModuleType:
+def _import(module_name: str, ref: str, fallbacks: list[str]) -> ModuleType:
+    """Import ``module_name``; while the module itself is missing, append the next of ``fallbacks``
+    to the import path and try again."""
     try:
         return importlib.import_module(module_name)
     except ModuleNotFoundError as e:
@@ -110,13 +116,13 @@ def _import(module_name: str, ref: str) -> ModuleType:
             raise ValueError(f"importing '{module_name}' for family '{ref}' failed: {e}; install it") from None
     except Exception as e:  # the user's module raised while importing: say so on one line
         raise ValueError(f"importing '{module_name}' for family '{ref}' failed: {type(e).__name__}: {e}") from None
-    cwd = os.getcwd()
-    if cwd not in sys.path:
-        sys.path.append(cwd)
-        return _import(module_name, ref)
+    for i, directory in enumerate(fallbacks):
+        if directory not in sys.path:
+            sys.path.append(directory)
+            return _import(module_name, ref, fallbacks[i + 1 :])
     raise ValueError(
-        f"cannot import module '{module_name}' for family '{ref}'; run from the directory that "
-        "holds it, add that directory to PYTHONPATH, or install it"
+        f"cannot import module '{module_name}' for family '{ref}'; put it in the working directory or "
+        "the spec's, add its directory to PYTHONPATH, or install it"
     )
 
 

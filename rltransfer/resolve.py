@@ -12,11 +12,12 @@ from rltransfer.errors import UserError
 from rltransfer.io import sha256
 
 
-def resolve_family(family: str | Family) -> Family:
+def resolve_family(family: str | Family, base: Path | None = None) -> Family:
     """A shipped family by name, a user family by ``module:ATTRIBUTE`` or YAML file, or a ``Family``
-    (a user's is registered and checked; one named like a shipped family is refused)."""
+    (a user's is registered and checked; one named like a shipped family is refused). ``base``: a
+    spec's directory, where a relative family file or module is looked for too."""
     try:
-        return user_family(family) if isinstance(family, Family) else get_family(family)
+        return user_family(family) if isinstance(family, Family) else get_family(family, base)
     except ValueError as e:
         raise UserError(str(e)) from None
 

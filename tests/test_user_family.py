@@ -425,3 +425,20 @@ def test_a_written_family_learns_exactly_as_the_shipped_one_of_the_same_dynamics
     (src_a, tuned_a, w_a), (src_b, tuned_b, w_b) = results
     assert src_a == src_b and tuned_a == tuned_b
     assert all(torch.equal(a, b) for a, b in zip(w_a, w_b, strict=True))
+
+
+def test_a_family_beside_its_spec_is_found_from_another_directory(tmp_path: Path, here: Any) -> None:
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    name = write_module(specs)
+    spec = grid_spec("swing", family=f"{name}:FAMILY", targets=["g12"], arms=["scratch"], seeds=1, timesteps=32)
+    (specs / "spec.yaml").write_text(yaml.safe_dump(spec))
+    # Run from tmp_path: the module is neither importable nor in the working directory, but beside the spec.
+    code, _, err = here("run", "specs/spec.yaml", "--workers", "1", "--quiet")
+    assert code == 0, err
+    code, _, err = here("report", "runs/swing")  # rebuilt from the recorded spec, found the same way
+    assert code == 0, err
+
+    write_family(specs, PENDULUM_G)
+    (specs / "data.yaml").write_text(yaml.safe_dump({**spec, "family": "pend-g.yaml"}))
+    assert load_spec(Path("specs/data.yaml")).family.ref == str(Path("specs") / "pend-g.yaml")

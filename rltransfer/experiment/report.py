@@ -23,7 +23,8 @@ def load_experiment(out: Path) -> ExperimentSpec:
     if not record.exists():
         raise UserError(f"'{out}' holds no {EXPERIMENT_FILE}; pass the --out directory of `rltransfer run`")
     data = json.loads(record.read_text())
-    spec = parse_spec(data["spec"], where=str(record))
+    spec_path = data.get("spec_path")
+    spec = parse_spec(data["spec"], where=str(record), base=Path(spec_path).parent if spec_path else None)
     return spec.with_seeds(tuple(data.get("seeds", spec.seeds)))
 
 

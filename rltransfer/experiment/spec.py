@@ -171,8 +171,8 @@ def _lines(node: yaml.Node, prefix: str = "") -> dict[str, int]:
 
 
 class _Ctx:
-    def __init__(self, where: str, lines: dict[str, int]) -> None:
-        self.where, self.lines = where, lines
+    def __init__(self, where: str, lines: dict[str, int], base: Path | None = None) -> None:
+        self.where, self.lines, self.base = where, lines, base
 
     def fail(self, path: str, message: str) -> UserError:
         line = self.lines.get(path)
@@ -203,7 +203,7 @@ def _family(ctx: _Ctx, value: Any, path: str) -> Family:
     try:
         if isinstance(value, dict):
             return resolve_family(family_from_mapping(value, ref=f"{ctx.where}#{path}"))
-        return resolve_family(str(value))
+        return resolve_family(str(value), ctx.base)
     except DefinitionError as e:  # point at the definition's own line
         raise ctx.fail(f"{path}.{e.path}" if f"{path}.{e.path}" in ctx.lines else path, e.message) from None
     except UserError as e:
@@ -273,13 +273,16 @@ def load_spec(path: str | Path) -> ExperimentSpec:
         mark = getattr(e, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
         raise UserError(f"{p}{line}: malformed YAML ({getattr(e, 'problem', e)}); fix the syntax") from None
-    spec = parse_spec(raw, where=str(p), lines=_lines(node) if node is not None else {})
+    spec = parse_spec(raw, where=str(p), lines=_lines(node) if node is not None else {}, base=p.parent)
     return ExperimentSpec(**{**spec.__dict__, "path": p})
 
 
-def parse_spec(raw: Any, where: str = "spec", lines: dict[str, int] | None = None) -> ExperimentSpec:
-    """Validate a spec given as a dict (``load_spec`` adds line numbers)."""
-    ctx = _Ctx(where, lines or {})
+def parse_spec(
+    raw: Any, where: str = "spec", lines: dict[str, int] | None = None, base: Path | None = None
+) -> ExperimentSpec:
+    """Validate a spec given as a dict (``load_spec`` adds line numbers, and its directory as ``base``,
+    where a family file or module is looked for after the working directory)."""
+    ctx = _Ctx(where, lines or {}, base)
     raw = ctx.check_keys(raw, TOP_KEYS, "")
     for key in ("family", "targets", "arms"):
         if key not in raw:
