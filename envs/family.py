@@ -245,9 +245,14 @@ class Family:
         try:
             env = self.make(self.source)
         except Exception as e:
+            fix = {
+                ImportError: "make the module importable (PYTHONPATH, or install it)",
+                TypeError: "each parameter must be a constructor argument",
+            }
+            hint = next((h for kind, h in fix.items() if isinstance(e, kind)), "check the environment class")
             raise ValueError(
                 f"family '{self.name}': building its source environment ({self.entry_point}) failed: "
-                f"{type(e).__name__}: {e}; each parameter must be a constructor argument"
+                f"{type(e).__name__}: {e}; {hint}"
             ) from None
         obs, act = env.observation_space, env.action_space
         env.close()

@@ -290,8 +290,12 @@ def test_a_changed_definition_refuses_resume_and_changed_code_is_not_comparable(
     ("entry_point", "params", "message"),
     [
         ("gymnasium.envs.toy_text.frozen_lake:FrozenLakeEnv", (), r"observations are Discrete\(16\); the trunk takes"),
-        ("gymnasium.envs.classic_control.pendulum:PendulumEnv", (Param("gee", 10.0, 1.0, 30.0),), "'gee'"),
-        ("no_module_here_xyz:Env", (), "building its source environment"),
+        (
+            "gymnasium.envs.classic_control.pendulum:PendulumEnv",
+            (Param("gee", 10.0, 1.0, 30.0),),
+            "'gee'.*constructor argument",
+        ),
+        ("no_module_here_xyz:Env", (), "building its source environment.*make the module importable"),
     ],
 )
 def test_an_environment_the_policy_cannot_take_is_refused_on_load(
