@@ -13,7 +13,7 @@ from types import ModuleType
 import yaml
 from rltransfer.envs.acrobot import ACROBOT
 from rltransfer.envs.cartpole import CARTPOLE
-from rltransfer.envs.definition import family_from_mapping
+from rltransfer.envs.definition import DefinitionError, family_from_mapping
 from rltransfer.envs.family import Family
 from rltransfer.envs.lunar_lander import LUNAR_LANDER, LUNAR_LANDER_CONTINUOUS
 from rltransfer.envs.mountain_car import MOUNTAIN_CAR
@@ -88,7 +88,11 @@ def read_family(path: Path) -> Family:
         raise ValueError(
             f"family file '{path}' is malformed YAML ({getattr(e, 'problem', e)}); fix the syntax"
         ) from None
-    return user_family(family_from_mapping(raw, ref=str(path)))
+    try:
+        family = family_from_mapping(raw, ref=str(path))
+    except DefinitionError as e:
+        raise ValueError(f"{path}: {e}") from None
+    return user_family(family)
 
 
 def user_family(family: Family) -> Family:

@@ -405,7 +405,12 @@ def test_command_line_takes_a_family_file(tmp_path: Path, here: Any) -> None:
     manifest = json.loads((tmp_path / "runs/sources/pend-g-source-seed0/manifest.json").read_text())
     assert manifest["family_definitions"]["pend-g"]["ref"] == "pend-g.yaml"
     (tmp_path / "broken.yaml").write_text("name: [unclosed\n")
-    for family, message in (("broken.yaml", "malformed YAML"), ("absent.yaml", "cannot read family file")):
+    (tmp_path / "list.yaml").write_text("- pend-g\n")
+    for family, message in (
+        ("broken.yaml", "malformed YAML"),
+        ("absent.yaml", "cannot read family file"),
+        ("list.yaml", "list.yaml: family definition: must be a mapping"),
+    ):
         code, _, err = here("envs", "--family", family)
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1
 
