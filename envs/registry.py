@@ -104,9 +104,16 @@ def user_family(family: Family) -> Family:
         raise ValueError(
             f"family '{family.ref or family.name}' is named '{family.name}' like a shipped family; give it another name"
         )
-    family.register()
-    family.check()
+    if _CHECKED.get(id(family)) is not family:
+        family.register()
+        family.check()
+        _CHECKED[id(family)] = family
     return family
+
+
+# User families registered and checked in this process, by object (held, so ids are not reused):
+# a spec resolves its family once per target, and each check builds the source environment.
+_CHECKED: dict[int, Family] = {}
 
 
 def _import(module_name: str, ref: str, fallbacks: list[str]) -> ModuleType:
