@@ -9,7 +9,7 @@ distributions together (Ganin et al. 2016), with the weight ramped up over train
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -76,6 +76,12 @@ class FeatureShift(BaseCallback):
         self.before: dict[str, float] = {}
         self.after: dict[str, float] = {}
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"targets": dict(self.targets), "before": dict(self.before)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.targets, self.before = dict(state["targets"]), dict(state["before"])
+
     def _on_step(self) -> bool:
         return True
 
@@ -112,6 +118,18 @@ class DomainAdversarial(BaseCallback):
         self.classifier: nn.Module | None = None
         self.optimizer: th.optim.Optimizer | None = None
         self.rng = np.random.default_rng(0)
+        self._resume: Mapping[str, Any] | None = None  # a saved state, loaded once the classifier is built
+
+    def state_dict(self) -> dict[str, Any]:
+        assert self.classifier is not None and self.optimizer is not None
+        return {
+            "classifier": self.classifier.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "rng": self.rng.bit_generator.state,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self._resume = state
 
     def _on_training_start(self) -> None:
         model: Any = self.model
@@ -126,6 +144,11 @@ class DomainAdversarial(BaseCallback):
         params = [*self.classifier.parameters(), *(p for p in trunk.parameters() if p.requires_grad)]
         self.optimizer = th.optim.Adam(params, lr=lr)
         self.rng = np.random.default_rng(self.model.seed)
+        if self._resume is not None:
+            self.classifier.load_state_dict(self._resume["classifier"])
+            self.optimizer.load_state_dict(self._resume["optimizer"])
+            self.rng.bit_generator.state = self._resume["rng"]
+            self._resume = None
 
     def _on_step(self) -> bool:
         return True

@@ -128,6 +128,21 @@ class PerTaskEvalCallback(BaseCallback):
         names = self.eval_envs.task_names if isinstance(self.eval_envs, TaskEvalEnv) else self.eval_envs
         self.curve = EvalCurve(list(names))
         self._next = 0
+        self._resumed = False  # a resumed run was evaluated at its start already
+
+    def state_dict(self) -> dict[str, Any]:
+        c = self.curve
+        return {
+            "steps": list(c.steps),
+            "returns": [list(r) for r in c.returns],
+            "stds": [list(s) for s in c.stds],
+            "next": self._next,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.curve = EvalCurve(self.curve.task_names, list(state["steps"]), list(state["returns"]), list(state["stds"]))
+        self._next = int(state["next"])
+        self._resumed = True
 
     def _evaluate(self) -> None:
         results = evaluate_tasks(self.model, self.eval_envs, self.n_episodes, self.seed, train_env=self.training_env)
@@ -142,7 +157,8 @@ class PerTaskEvalCallback(BaseCallback):
         self._next = (self.num_timesteps // self.eval_freq + 1) * self.eval_freq
 
     def _on_training_start(self) -> None:
-        self._evaluate()
+        if not self._resumed:
+            self._evaluate()
 
     def _on_step(self) -> bool:
         if self.num_timesteps >= self._next:
@@ -162,6 +178,17 @@ class TaskRolloutLogger(BaseCallback):
         self.env_task_ids, self.task_names = env_task_ids, task_names
         self.returns: dict[str, deque[float]] = {t: deque(maxlen=window) for t in task_names}
         self.lengths: dict[str, deque[int]] = {t: deque(maxlen=window) for t in task_names}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "returns": {t: list(d) for t, d in self.returns.items()},
+            "lengths": {t: list(d) for t, d in self.lengths.items()},
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        for t in self.task_names:
+            self.returns[t].extend(state["returns"][t])
+            self.lengths[t].extend(state["lengths"][t])
 
     def _on_step(self) -> bool:
         for i, info in enumerate(self.locals["infos"]):

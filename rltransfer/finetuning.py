@@ -33,6 +33,7 @@ from rltransfer.policies import TRUNK_PREFIX, MultiTaskActorCriticPolicy
 from rltransfer.ppo import TransferPPO
 from rltransfer.pretraining import EVAL_SEED_OFFSET
 from rltransfer.resolve import family_lineage
+from rltransfer.snapshot import DEFAULT_EVERY_S, open_snapshots, run_key
 from rltransfer.source_policy import is_source_of, source_variant
 from rltransfer.strategies import Strategy, configure_strategy, frozen_parameters, parse_strategy
 from rltransfer.tasks import Target, TaskSet, resolve_targets
@@ -189,6 +190,8 @@ def finetune(
     device: str | th.device = "cpu",
     verbose: int = 0,
     forgetting: bool = True,
+    resume: bool = False,
+    snapshot_every: float | None = DEFAULT_EVERY_S,
 ) -> FinetuneResult:
     """Train (or, for ``zero-shot``, only evaluate) a multi-task policy on ``targets``.
 
@@ -199,6 +202,10 @@ def finetune(
     ``n_envs`` sub-environments, so every task sees data at the single-task rate. With
     ``forgetting`` and an rltransfer source, the source task is evaluated with the source
     heads on the fine-tuned trunk (see ``rltransfer.forgetting``).
+
+    With ``out``, the run is snapshotted every ``snapshot_every`` seconds while it trains
+    (``rltransfer.snapshot``; ``None``: never); ``resume`` continues a killed attempt at ``out``
+    from its last snapshot, with the same numbers as an uninterrupted run.
     """
     tasks = resolve_targets(family, targets)
     fam = tasks.family
@@ -223,8 +230,8 @@ def finetune(
     out_path = Path(out) if out is not None else None
     if out_path is None:
         return _run(tasks, ckpt, strat, seed, hp, None, progress, dev, verbose, forgetting)
-    with staging_dir(out_path, overwrite=overwrite) as staging:
-        result = _run(tasks, ckpt, strat, seed, hp, staging, progress, dev, verbose, forgetting)
+    with staging_dir(out_path, overwrite=overwrite, resume=resume) as staging:
+        result = _run(tasks, ckpt, strat, seed, hp, staging, progress, dev, verbose, forgetting, snapshot_every)
     result.out = out_path
     return result
 
@@ -240,6 +247,7 @@ def _run(
     device: th.device,
     verbose: int,
     forgetting: bool = True,
+    snapshot_every: float | None = None,
 ) -> FinetuneResult:
     started = time.time()
     fam = tasks.family
@@ -265,17 +273,34 @@ def _run(
             callbacks.append(DomainAdversarial(source_obs, strat.dann))
     if report is not None:
         report.frozen = frozen_parameters(policy)
-    attach_logger(model, staging / "logs" if staging else None, verbose)
-    record_hparams(model, {**hp, "seed": seed, "strategy": strat.name, "transfer": "+".join(sorted(strat.transfer))})
     names = tasks.eval_names
     # All tasks' evaluation episodes in one env: the same episodes as task by task, fewer calls.
     all_tasks = FiniteGuard(tasks.eval_env_all(hp["eval_episodes"]), tasks.describe())
     eval_envs = TaskEvalEnv(normalization.wrap(all_tasks, hp, True, False), names, hp["eval_episodes"])
     eval_seed = seed + EVAL_SEED_OFFSET
+    evaluator = PerTaskEvalCallback(eval_envs, hp["eval_freq"], hp["eval_episodes"], eval_seed)
+    callbacks = [evaluator, TaskRolloutLogger(env_task_ids, tasks.names), *callbacks]
+    snapshots = None
     if strat.train:
-        evaluator = PerTaskEvalCallback(eval_envs, hp["eval_freq"], hp["eval_episodes"], eval_seed)
-        rollout_log = TaskRolloutLogger(env_task_ids, tasks.names)
-        learn(model, hp["n_timesteps"], [evaluator, rollout_log, *callbacks], progress=progress)
+        key = run_key(
+            kind="transfer",
+            families=family_lineage(fam, *(t.family for t in tasks.tasks)),
+            targets=tasks.to_dicts(),
+            strategy=strat.to_dict(),
+            seed=seed,
+            hyperparams=hp,
+            source=None if ckpt is None else ckpt.sha256,
+            device=device.type,
+        )
+        snapshots = open_snapshots(model, staging, key, callbacks, snapshot_every, seed)
+    resumed_at = snapshots.resumed_at if snapshots is not None else None
+    attach_logger(model, staging / "logs" if staging else None, verbose, resumed_at)
+    if resumed_at is None:
+        record_hparams(
+            model, {**hp, "seed": seed, "strategy": strat.name, "transfer": "+".join(sorted(strat.transfer))}
+        )
+    if strat.train:
+        learn(model, hp["n_timesteps"], callbacks, progress=progress, snapshots=snapshots)
         curve = evaluator.curve
     else:
         # Zero-shot: one evaluation at step 0. An untrained policy evaluated deterministically on
@@ -319,7 +344,8 @@ def _run(
         "device": device_record(model.device),
         "versions": versions(),
         "command": sys.argv,
-        "wall_time_s": round(time.time() - started, 2),
+        "wall_time_s": round(time.time() - started + (snapshots.elapsed_before if snapshots else 0.0), 2),
+        "resumed": snapshots.history if snapshots else [],
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     if staging is not None:

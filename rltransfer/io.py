@@ -71,6 +71,7 @@ def check_writable(directory: Path) -> None:
 
 
 PARTIAL = ".partial-"
+SNAPSHOT_FILE = "snapshot.pt"  # a mid-run snapshot in a staging directory (``rltransfer.snapshot``)
 
 
 def _alive(pid: int) -> bool:
@@ -83,39 +84,77 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def remove_partials(final: Path) -> None:
-    """Delete staging directories of ``final`` whose writing process no longer exists (killed attempts)."""
+def _dead_partials(final: Path, own: bool = False) -> list[Path]:
+    """Staging directories of ``final`` whose writing process no longer exists (killed attempts);
+    with ``own``, this process's too (attempts it made earlier: an interrupted call in a notebook)."""
     if not final.parent.is_dir():
-        return
+        return []
+    out = []
     for stale in final.parent.glob(f"{final.name}{PARTIAL}*"):
         pid = stale.name[len(final.name) + len(PARTIAL) :].split("-", 1)[0]
-        if not pid.isdigit() or not _alive(int(pid)):
-            shutil.rmtree(stale, ignore_errors=True)
+        if not pid.isdigit() or (own and int(pid) == os.getpid()) or not _alive(int(pid)):
+            out.append(stale)
+    return out
+
+
+def interrupted_runs(final: Path) -> list[Path]:
+    """Killed or interrupted attempts at ``final`` that left a mid-run snapshot, the newest first."""
+    found = [p for p in _dead_partials(final, own=True) if (p / SNAPSHOT_FILE).is_file()]
+    return sorted(found, key=lambda p: (p / SNAPSHOT_FILE).stat().st_mtime, reverse=True)
+
+
+def remove_partials(final: Path, keep_interrupted: bool = False, keep: Path | None = None, own: bool = False) -> None:
+    """Delete the staging directories of killed attempts at ``final`` (``own``: see ``_dead_partials``),
+    but ``keep``, and with ``keep_interrupted`` those holding a snapshot to resume from."""
+    for stale in _dead_partials(final, own):
+        if stale == keep or (keep_interrupted and (stale / SNAPSHOT_FILE).is_file()):
+            continue
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 @contextmanager
-def staging_dir(final: Path, overwrite: bool = False) -> Iterator[Path]:
+def staging_dir(final: Path, overwrite: bool = False, resume: bool = False) -> Iterator[Path]:
     """Build a run in its own ``<final>.partial-<pid>-<n>`` and rename it into place only on success.
 
     A killed or failed attempt leaves at most its own staging directory, never a half-written
     ``final``; a unique name per attempt means a straggling attempt can never write into
     another's files. Without ``overwrite`` a ``final`` that appeared meanwhile is kept.
+
+    A killed (or interrupted: Ctrl-C) attempt that saved a snapshot keeps its staging
+    directory; with ``resume`` the newest one is taken over, snapshot and logs, and the caller
+    continues it. Without ``resume`` (or ``overwrite``, which discards it) it is an error, so
+    that hours of training are never deleted unasked.
     """
     if final.exists() and not overwrite:
         raise UserError(f"'{final}' already holds a finished run; pass --overwrite or choose another --out")
     check_writable(final.parent)
-    remove_partials(final)
+    interrupted = interrupted_runs(final)
+    if interrupted and not (resume or overwrite):
+        raise UserError(
+            f"'{final}' has an interrupted run (its snapshot is in {interrupted[0].name}); "
+            "pass --resume to continue it, or --overwrite to start over"
+        )
+    adopt = interrupted[0] if resume and interrupted else None
+    remove_partials(final, keep=adopt, own=True)
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f"{final.name}{PARTIAL}{os.getpid()}-", dir=final.parent))
+        if adopt is not None:
+            staging.rmdir()
+            os.rename(adopt, staging)
     except OSError as e:
         raise UserError(f"cannot create a directory beside '{final}' ({e.strerror}); choose a writable --out") from None
     try:
         yield staging
+        (staging / SNAPSHOT_FILE).unlink(missing_ok=True)
         if overwrite and final.exists():
             shutil.rmtree(final)
         # Renaming onto an existing non-empty directory fails: a finished run is never replaced by accident.
         os.rename(staging, final)
+    except (KeyboardInterrupt, SystemExit):
+        if not (staging / SNAPSHOT_FILE).is_file():  # else kept, to resume
+            shutil.rmtree(staging, ignore_errors=True)
+        raise
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

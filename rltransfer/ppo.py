@@ -17,7 +17,7 @@ plain SB3.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -58,6 +58,10 @@ class TransferPPO(PPO):
     """
 
     lean: bool = True
+    # Called at the top of every ``collect_rollouts``, a point where the run's whole state is
+    # saved with nothing in flight (``rltransfer.snapshot``).
+    rollout_hook: Callable[[], None] | None = None
+    iteration_offset = 0  # iterations before a resumed ``learn``: the logged ``time/iterations`` go on
     numpy_tanh: bool = True
     numpy_rollouts: bool = True
     flat_step: bool = True
@@ -78,6 +82,8 @@ class TransferPPO(PPO):
         self, env: VecEnv, callback: BaseCallback, rollout_buffer: RolloutBuffer, n_rollout_steps: int
     ) -> bool:
         """SB3's ``collect_rollouts``; lean where ``lean_sampler`` covers the policy (same samples, same buffer)."""
+        if self.rollout_hook is not None:
+            self.rollout_hook()
         sampler = lean_sampler(self.policy, self.numpy_tanh, self.numpy_rollouts) if self.lean else None
         if sampler is None:
             return super().collect_rollouts(env, callback, rollout_buffer, n_rollout_steps)
@@ -124,6 +130,12 @@ class TransferPPO(PPO):
         callback.update_locals(locals())
         callback.on_rollout_end()
         return True
+
+    def dump_logs(self, iteration: int = 0) -> None:
+        super().dump_logs(iteration + self.iteration_offset)
+
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "rollout_hook", "iteration_offset"]
 
     def _update_learning_rate(self, optimizers: list[th.optim.Optimizer] | th.optim.Optimizer) -> None:
         lr = self.lr_schedule(self._current_progress_remaining)

@@ -27,6 +27,7 @@ from rltransfer.io import atomic_write_bytes, atomic_write_json, staging_dir, ve
 from rltransfer.policies import TrunkExtractor
 from rltransfer.ppo import TransferPPO
 from rltransfer.resolve import family_lineage, resolve_family, resolve_variant
+from rltransfer.snapshot import DEFAULT_EVERY_S, open_snapshots, run_key
 from rltransfer.training import attach_logger, learn, record_hparams
 
 EVAL_SEED_OFFSET = 10_000
@@ -64,8 +65,13 @@ def pretrain(
     progress: bool = False,
     device: str | th.device = "cpu",
     verbose: int = 0,
+    resume: bool = False,
+    snapshot_every: float | None = DEFAULT_EVERY_S,
 ) -> PretrainResult:
     """Train a PPO source policy; with ``out``, write ``model.zip``, ``manifest.json``, logs and curves.
+
+    With ``out``, the run is snapshotted every ``snapshot_every`` seconds (``None``: never), and
+    ``resume`` continues a killed attempt at ``out`` from its last snapshot (``rltransfer.snapshot``).
 
     Example:
         >>> result = pretrain("cartpole", seed=0, timesteps=256, hyperparams={"n_steps": 32})  # doctest: +SKIP
@@ -83,8 +89,8 @@ def pretrain(
     out_path = Path(out) if out is not None else None
     if out_path is None:
         return _train(fam, var, seed, hp, None, progress, dev, verbose)
-    with staging_dir(out_path, overwrite=overwrite) as staging:
-        return _train(fam, var, seed, hp, staging, progress, dev, verbose, final=out_path)
+    with staging_dir(out_path, overwrite=overwrite, resume=resume) as staging:
+        return _train(fam, var, seed, hp, staging, progress, dev, verbose, out_path, snapshot_every)
 
 
 def _train(
@@ -97,6 +103,7 @@ def _train(
     device: th.device,
     verbose: int,
     final: Path | None = None,
+    snapshot_every: float | None = None,
 ) -> PretrainResult:
     started = time.time()
     raw = FiniteGuard(make_task_vec_env(fam, var, hp["n_envs"], seed=seed), f"{fam.name}: {var.name}")
@@ -110,13 +117,20 @@ def _train(
         policy_kwargs=source_policy_kwargs(hp),
         **ppo_kwargs(hp),
     )
-    attach_logger(model, staging / "logs" if staging else None, verbose)
-    record_hparams(model, {**hp, "seed": seed, "family": fam.name, "variant": var.name})
     eval_env = normalization.wrap(
         FiniteGuard(make_eval_env(fam, var, hp["eval_episodes"]), f"{fam.name}: {var.name}"), hp, False, False
     )
     evaluator = PerTaskEvalCallback({var.name: eval_env}, hp["eval_freq"], hp["eval_episodes"], seed + EVAL_SEED_OFFSET)
-    learn(model, hp["n_timesteps"], [evaluator], progress=progress)
+    params = fam.resolve(var.params)
+    key = run_key(
+        kind="source", families=family_lineage(fam), params=params, seed=seed, hyperparams=hp, device=device.type
+    )
+    snapshots = open_snapshots(model, staging, key, [evaluator], snapshot_every, seed)
+    resumed_at = snapshots.resumed_at if snapshots is not None else None
+    attach_logger(model, staging / "logs" if staging else None, verbose, resumed_at)
+    if resumed_at is None:
+        record_hparams(model, {**hp, "seed": seed, "family": fam.name, "variant": var.name})
+    learn(model, hp["n_timesteps"], [evaluator], progress=progress, snapshots=snapshots)
     curve = evaluator.curve
     # States the trained source visits: what domain-adaptive fine-tuning aligns targets with.
     normalization.sync(env, eval_env)
@@ -125,7 +139,7 @@ def _train(
         "kind": "source",
         "family": fam.name,
         **family_lineage(fam),
-        "variant": {"name": var.name, "distance": var.distance, "params": fam.resolve(var.params)},
+        "variant": {"name": var.name, "distance": var.distance, "params": params},
         "seed": seed,
         "timesteps": int(model.num_timesteps),
         "hyperparams": hp,
@@ -140,7 +154,8 @@ def _train(
         "device": device_record(model.device),
         "versions": versions(),
         "command": sys.argv,
-        "wall_time_s": round(time.time() - started, 2),
+        "wall_time_s": round(time.time() - started + (snapshots.elapsed_before if snapshots else 0.0), 2),
+        "resumed": snapshots.history if snapshots else [],
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     if staging is not None:

@@ -159,6 +159,14 @@ class GradualUnfreeze(BaseCallback):
         self.layers, self.unfreeze_at, self.total = list(layers), list(unfreeze_at), total
         self.unfrozen = 0
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"unfrozen": self.unfrozen}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.unfrozen = int(state["unfrozen"])
+        for layer in self.layers[len(self.layers) - self.unfrozen :]:
+            layer.requires_grad_(True)
+
     def _on_step(self) -> bool:
         return True
 

@@ -1,8 +1,9 @@
-"""What pretraining and fine-tuning share: logger set-up, the learn loop, a NaN guard."""
+"""What pretraining and fine-tuning share: logger set-up (resumable), the learn loop, a NaN guard."""
 
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,18 @@ from typing import Any
 import torch as th
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
-from stable_baselines3.common.logger import HParam, configure
+from stable_baselines3.common.logger import (
+    CSVOutputFormat,
+    HParam,
+    HumanOutputFormat,
+    Logger,
+    TensorBoardOutputFormat,
+    configure,
+)
+from torch.utils.tensorboard import SummaryWriter
+
+from rltransfer.ppo import TransferPPO
+from rltransfer.snapshot import Snapshots
 
 
 class DivergenceError(RuntimeError):
@@ -33,12 +45,46 @@ class NanGuard(BaseCallback):
             )
 
 
-def attach_logger(model: BaseAlgorithm, log_dir: Path | None, verbose: int = 0) -> None:
-    """CSV + TensorBoard under ``log_dir`` (stdout too when verbose); nothing on disk without it."""
+class ContinuedCSV(CSVOutputFormat):
+    """SB3's CSV log, appending to an existing ``progress.csv`` (a resumed run's) instead of truncating it."""
+
+    def __init__(self, filename: str) -> None:
+        self.file = open(filename, "r+")  # noqa: SIM115 - closed by close(), as SB3's own
+        header = self.file.readline().rstrip("\n")
+        self.keys = header.split(",") if header else []
+        self.file.seek(0, 2)
+        self.separator, self.quotechar = ",", '"'
+
+
+class ResumedTensorBoard(TensorBoardOutputFormat):
+    """SB3's TensorBoard output whose writer hides the events a killed attempt logged from ``purge_step`` on."""
+
+    def __init__(self, folder: str, purge_step: int) -> None:
+        self.writer = SummaryWriter(log_dir=folder, purge_step=purge_step)
+        self._is_closed = False
+
+
+def attach_logger(model: BaseAlgorithm, log_dir: Path | None, verbose: int = 0, resumed_at: int | None = None) -> None:
+    """CSV + TensorBoard under ``log_dir`` (stdout too when verbose); nothing on disk without it.
+
+    ``resumed_at``: the run continues from that step (``rltransfer.snapshot``): the CSV log,
+    already put back as it was then, is appended to, and TensorBoard drops the killed
+    attempt's events from that step on.
+    """
     formats = ["stdout"] if verbose else []
     if log_dir is not None:
         formats += ["csv", "tensorboard"]
-    model.set_logger(configure(str(log_dir) if log_dir is not None else None, formats))
+    if log_dir is None or resumed_at is None:
+        model.set_logger(configure(str(log_dir) if log_dir is not None else None, formats))
+        return
+    log_dir.mkdir(parents=True, exist_ok=True)
+    csv = log_dir / "progress.csv"
+    outputs = [
+        HumanOutputFormat(sys.stdout) if verbose else None,
+        ContinuedCSV(str(csv)) if csv.exists() else CSVOutputFormat(str(csv)),
+        ResumedTensorBoard(str(log_dir), resumed_at),
+    ]
+    model.set_logger(Logger(str(log_dir), [o for o in outputs if o is not None]))
 
 
 def record_hparams(model: BaseAlgorithm, hparams: Mapping[str, Any]) -> None:
@@ -48,18 +94,30 @@ def record_hparams(model: BaseAlgorithm, hparams: Mapping[str, Any]) -> None:
 
 
 def learn(
-    model: BaseAlgorithm,
+    model: TransferPPO,
     timesteps: int,
     callbacks: Sequence[BaseCallback],
     progress: bool = False,
+    snapshots: Snapshots | None = None,
 ) -> None:
-    """``model.learn`` with the NaN guard; ``timesteps`` counted from zero. Closes the log files."""
+    """``model.learn`` with the NaN guard; ``timesteps`` counted from zero. Closes the log files.
+
+    With ``snapshots``, the run is snapshotted as it goes, and continues from the snapshot it
+    was given to resume from, if any.
+    """
+    start = 0
+    if snapshots is not None:
+        if snapshots.state is not None:
+            snapshots.prepare()
+            start = model.num_timesteps
+        model.rollout_hook = snapshots.on_rollout
     try:
         model.learn(
-            total_timesteps=timesteps,
+            total_timesteps=timesteps - start,
             callback=CallbackList([*callbacks, NanGuard()]),
             progress_bar=progress,
-            reset_num_timesteps=True,
+            reset_num_timesteps=snapshots is None or snapshots.state is None,
         )
     finally:
+        model.rollout_hook = None
         model.logger.close()

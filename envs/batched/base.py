@@ -225,5 +225,33 @@ class BatchedFamilyVecEnv(VecEnv):
         wrapped = any(issubclass(w, wrapper_class) for w in wrappers)
         return [wrapped for _ in self._indices(indices)]
 
+    def get_state(self) -> dict[str, Any]:
+        """Everything a step or reset depends on, to continue later exactly where this env is now.
+
+        The physics, episode counters, pending seeds, and each sub-environment's RNG (the single
+        env's other attributes are constants, or current only right after a reset).
+        """
+        return {
+            "state": self.state.copy(),
+            "elapsed": self._elapsed.copy(),
+            "returns": self._returns.copy(),
+            "needs_reset": self._needs_reset,
+            "rngs": [env.unwrapped.np_random.bit_generator.state for env in self.envs],
+            "seeds": list(self._seeds),
+            "options": list(self._options),
+        }
+
+    def set_state(self, saved: Mapping[str, Any]) -> None:
+        """Continue from ``get_state()``'s result, taken from an env built with the same parameters."""
+        if saved["state"].shape != self.state.shape:
+            raise ValueError(f"a saved state of shape {saved['state'].shape} does not fit {self.state.shape}")
+        self.state = saved["state"].copy()
+        self._elapsed = saved["elapsed"].copy()
+        self._returns = saved["returns"].copy()
+        self._needs_reset = bool(saved["needs_reset"])
+        for env, rng in zip(self.envs, saved["rngs"], strict=True):
+            env.unwrapped.np_random.bit_generator.state = rng
+        self._seeds, self._options = list(saved["seeds"]), list(saved["options"])
+
     def get_images(self) -> Sequence[np.ndarray | None]:
         return [None for _ in range(self.num_envs)]

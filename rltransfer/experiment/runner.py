@@ -349,7 +349,7 @@ def unfinished_jobs(spec: ExperimentSpec, out: Path, result: GridResult, notify:
             notify("skip", job, {})
         else:
             job.failed_marker.unlink(missing_ok=True)
-            remove_partials(job.run_dir)
+            remove_partials(job.run_dir, keep_interrupted=True)  # resumed by the run itself
             todo.append(job)
     return todo
 
