@@ -28,6 +28,13 @@ def _kv(items: Sequence[str] | None) -> dict[str, Any]:
 
 TARGETS_HELP = "comma-separated variants (long, acrobot/source) or custom ones: {length: 0.9}"
 FAMILY_HELP = "a shipped family (see `rltransfer envs`), or your own as module:ATTRIBUTE or a YAML file"
+SNAPSHOT_HELP = "seconds between mid-run snapshots a killed run resumes from (default 300; 0: every update; off)"
+
+
+def _snapshot_every(value: str | None) -> float | None:
+    from rltransfer.snapshot import DEFAULT_EVERY_S, parse_snapshot_every
+
+    return DEFAULT_EVERY_S if value is None else parse_snapshot_every(value)
 
 
 def _variant_arg(family: Any, variant: str, params: Sequence[str] | None) -> Any:
@@ -137,6 +144,8 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         progress=not args.quiet,
         device=args.device,
+        resume=args.resume,
+        snapshot_every=_snapshot_every(args.snapshot_every),
     )
     ev = result.manifest["eval"]
     if not args.quiet:
@@ -174,6 +183,8 @@ def cmd_transfer(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         progress=not args.quiet,
         device=args.device,
+        resume=args.resume,
+        snapshot_every=_snapshot_every(args.snapshot_every),
     )
     if not args.quiet:
         if result.report is not None:
@@ -199,6 +210,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         address=args.address,
         gpus_per_run=args.gpus_per_run,
         device=args.device,
+        snapshot_every="spec" if args.snapshot_every is None else args.snapshot_every,
     )
     done = len(result.finished) + len(result.skipped)
     print(f"runs: {done} finished ({len(result.skipped)} kept from before), {len(result.failed)} failed")
@@ -335,6 +347,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
         p.add_argument("--device", default="cpu", help=f"torch device: {DEVICE_HELP}")
         p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+        p.add_argument(
+            "--resume", action="store_true", help="continue a killed run in --out from its last mid-run snapshot"
+        )
+        p.add_argument("--snapshot-every", metavar="SECONDS", help=SNAPSHOT_HELP)
 
     p = sub.add_parser("pretrain", help="train a PPO source policy with a named trunk")
     common(p)
@@ -369,7 +385,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--workers", type=int, help="parallel worker processes (default: all cores)")
     p.add_argument("--out", help="output directory (default: runs/<experiment name>)")
-    p.add_argument("--resume", action="store_true", help="keep finished runs, redo unfinished and failed ones")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep finished runs, redo failed ones, continue unfinished ones from their last mid-run snapshot",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress display")
     p.add_argument(
         "--backend",
@@ -385,6 +405,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--gpus-per-run", type=float, default=0.0, help="GPUs each Ray task reserves (default 0; --backend ray)"
     )
     p.add_argument("--device", help=f"torch device of every run (default: the spec's device, else cpu): {DEVICE_HELP}")
+    p.add_argument(
+        "--snapshot-every", metavar="SECONDS", help=SNAPSHOT_HELP.replace("(default", "(default: the spec's")
+    )
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("advise", help="zero-shot return, feature shift and a strategy per target, before training")

@@ -120,9 +120,9 @@ def staging_dir(final: Path, overwrite: bool = False, resume: bool = False) -> I
     ``final``; a unique name per attempt means a straggling attempt can never write into
     another's files. Without ``overwrite`` a ``final`` that appeared meanwhile is kept.
 
-    A killed (or interrupted: Ctrl-C) attempt that saved a snapshot keeps its staging
-    directory; with ``resume`` the newest one is taken over, snapshot and logs, and the caller
-    continues it. Without ``resume`` (or ``overwrite``, which discards it) it is an error, so
+    An attempt that saved a snapshot keeps its staging directory whatever stopped it (kill -9,
+    Ctrl-C, an error, a refused resume); with ``resume`` the newest one is taken over, snapshot
+    and logs, and the caller continues it. Without ``resume`` (or ``overwrite``, which discards it) it is an error, so
     that hours of training are never deleted unasked.
     """
     if final.exists() and not overwrite:
@@ -151,12 +151,9 @@ def staging_dir(final: Path, overwrite: bool = False, resume: bool = False) -> I
             shutil.rmtree(final)
         # Renaming onto an existing non-empty directory fails: a finished run is never replaced by accident.
         os.rename(staging, final)
-    except (KeyboardInterrupt, SystemExit):
+    except BaseException:
         if not (staging / SNAPSHOT_FILE).is_file():  # else kept, to resume
             shutil.rmtree(staging, ignore_errors=True)
-        raise
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
         raise
 
 

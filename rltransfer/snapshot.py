@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import random
 import time
 from collections.abc import Mapping, Sequence
@@ -46,6 +47,19 @@ class Resumable(Protocol):
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None: ...
+
+
+def parse_snapshot_every(value: Any) -> float | None:
+    """Seconds between snapshots from a spec or the command line: a number >= 0, or off (``None``)."""
+    if value is None or (isinstance(value, str) and value.lower() in ("off", "never", "none", "false")):
+        return None
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = math.nan
+    if isinstance(value, bool) or not seconds >= 0:
+        raise UserError(f"snapshot_every must be seconds >= 0 (0: after every PPO iteration) or off, got {value!r}")
+    return seconds
 
 
 def run_key(**settings: Any) -> str:

@@ -82,7 +82,8 @@ def attach_logger(model: BaseAlgorithm, log_dir: Path | None, verbose: int = 0, 
     outputs = [
         HumanOutputFormat(sys.stdout) if verbose else None,
         ContinuedCSV(str(csv)) if csv.exists() else CSVOutputFormat(str(csv)),
-        ResumedTensorBoard(str(log_dir), resumed_at),
+        # Events at the snapshot's own step were written before it: hide the later ones only.
+        ResumedTensorBoard(str(log_dir), resumed_at + 1),
     ]
     model.set_logger(Logger(str(log_dir), [o for o in outputs if o is not None]))
 

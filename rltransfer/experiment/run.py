@@ -5,6 +5,7 @@ from __future__ import annotations
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
 from pathlib import Path
+from typing import Literal
 
 from rltransfer.devices import parse_device, resolve_device
 from rltransfer.errors import UserError
@@ -25,6 +26,7 @@ from rltransfer.experiment.source_checks import check_solved, preflight, with_so
 from rltransfer.experiment.spec import ExperimentSpec, load_spec
 from rltransfer.experiment.tensorboard import write_layout
 from rltransfer.io import exclusive_lock
+from rltransfer.snapshot import parse_snapshot_every
 
 BACKENDS = ("local", "ray")
 
@@ -40,6 +42,7 @@ def run_experiment(
     address: str | None = None,
     gpus_per_run: float = 0.0,
     device: str | None = None,
+    snapshot_every: float | Literal["spec", "off"] | None = "spec",
 ) -> tuple[GridResult, Path | None]:
     """Run every (arm, seed) of ``spec`` and write the report; returns the grid result and report dir.
 
@@ -49,6 +52,8 @@ def run_experiment(
     instance with ``workers`` CPUs), each reserving one CPU and ``gpus_per_run`` GPUs.
     ``device`` (default: the spec's ``device``, else ``cpu``) is the torch device every run trains
     on; the local backend checks that this machine has it before anything is written.
+    ``snapshot_every`` (default: the spec's, else 300) is the seconds between a run's mid-run
+    snapshots (``None``: none); ``resume`` continues each unfinished run from its last one.
     """
     if backend not in BACKENDS:
         raise UserError(f"--backend must be one of {', '.join(BACKENDS)}, got '{backend}'")
@@ -62,6 +67,8 @@ def run_experiment(
             raise UserError(f"--seeds must be a positive integer, got {seeds}")
         spec = spec.with_seeds(tuple(range(seeds)))
     spec = with_source_settings(_with_device(spec, device, backend, gpus_per_run))
+    if snapshot_every != "spec":
+        spec = replace(spec, snapshot_every=parse_snapshot_every(snapshot_every))
     if backend == "ray":
         from rltransfer.experiment.ray_backend import require_ray
 

@@ -7,7 +7,8 @@ sources' runs) train on the other workers meanwhile, and the runs that do are qu
 finished and has passed ``preflight`` (a grid's cores would otherwise idle while one of them pretrains). Each run
 builds its directory as ``<dir>.partial-<pid>-<n>`` and renames it into place when complete, so
 a directory ``<out>/<arm>/seed<k>/`` exists only for a finished run; ``--resume`` skips those
-and redoes the rest.
+and redoes the rest, each unfinished run continuing from its last mid-run snapshot
+(``rltransfer.snapshot``), as does a run retried after its worker died.
 """
 
 from __future__ import annotations
@@ -195,6 +196,8 @@ def pretrain_source(spec: ExperimentSpec, source_dir: Path, progress: bool, seed
         overwrite=False,
         progress=progress,
         device=spec.device,
+        resume=True,  # a killed attempt's snapshot (the grid's own directory: same spec)
+        snapshot_every=spec.snapshot_every,
     )
 
 
@@ -218,6 +221,8 @@ def execute_job(job: Job, spec: ExperimentSpec, source: str | None) -> dict[str,
             overwrite=False,
             forgetting=spec.forgetting,
             device=spec.device,
+            resume=True,  # a killed attempt's snapshot (the grid's own directory: same spec)
+            snapshot_every=spec.snapshot_every,
         )
     except Exception:
         return {"ok": False, "traceback": traceback.format_exc(), "seconds": time.time() - started}

@@ -19,6 +19,7 @@ from rltransfer.envs import DefinitionError, Family, Task, Variant, family_from_
 from rltransfer.errors import UserError
 from rltransfer.hyperparams import resolve_hyperparams
 from rltransfer.resolve import resolve_family, resolve_variant, user_families
+from rltransfer.snapshot import DEFAULT_EVERY_S, parse_snapshot_every
 from rltransfer.strategies import OPTIONS, Strategy, parse_strategy
 from rltransfer.tasks import TaskSet, resolve_targets
 
@@ -38,9 +39,10 @@ TOP_KEYS = {
     "forgetting",
     "description",
     "device",
+    "snapshot_every",
 }
 # How a run executes, not what it measures: runs that differ only in these compare (and resume).
-EXECUTION_KEYS = ("seeds", "description", "device")
+EXECUTION_KEYS = ("seeds", "description", "device", "snapshot_every")
 SOURCE_KEYS = {"variant", "params", "timesteps", "seed", "seeds", "checkpoint", "hyperparams", "require_solved"}
 EVAL_KEYS = {"freq", "episodes"}
 ARM_KEYS = {"name", "strategy"} | OPTIONS
@@ -112,6 +114,8 @@ class ExperimentSpec:
     raw: dict[str, Any] = field(compare=False, repr=False)
     path: Path | None = None
     device: str = "cpu"  # torch device of every run (``rltransfer.devices``); the CLI's --device overrides it
+    # Seconds between a run's mid-run snapshots (``rltransfer.snapshot``; None: never); --snapshot-every overrides it.
+    snapshot_every: float | None = DEFAULT_EVERY_S
     # What the source's weights depend on (architecture, activation, normalisation), set by the
     # runner for every arm: under ``hyperparams``, which a spec may still set explicitly.
     source_settings: dict[str, Any] = field(default_factory=dict)
@@ -364,6 +368,7 @@ def parse_spec(
         parse_device(device)  # syntax only: whether the machine has it is checked where runs execute
     except UserError as e:
         raise ctx.fail("device", str(e)) from None
+    snapshot_every = _snapshot_every(ctx, raw.get("snapshot_every", DEFAULT_EVERY_S))
     return ExperimentSpec(
         name=name,
         family=family,
@@ -380,7 +385,17 @@ def parse_spec(
         forgetting=bool(raw.get("forgetting", True)),
         raw=raw,
         device=device,
+        snapshot_every=snapshot_every,
     )
+
+
+def _snapshot_every(ctx: _Ctx, value: Any) -> float | None:
+    if value is None or value is False:
+        return None
+    try:
+        return parse_snapshot_every(value)
+    except UserError as e:
+        raise ctx.fail("snapshot_every", str(e)) from None
 
 
 def _parse_arms(ctx: _Ctx, arms_raw: Any) -> tuple[Arm, ...]:
