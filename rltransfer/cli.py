@@ -470,7 +470,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         print(
-            "rltransfer: interrupted; finished runs are kept, rerun with --resume to continue",
+            "rltransfer: interrupted; finished runs are kept, rerun with --resume to continue "
+            "(runs in progress continue from their last snapshot)",
             file=sys.stderr,
         )
         return 130

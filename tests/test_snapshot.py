@@ -349,3 +349,20 @@ def test_killed_grid_resumes_its_runs_from_their_snapshots(tmp_path: Path) -> No
         resumed_text = (out / "report" / name).read_text().replace("snap.yaml", "plain.yaml")
         assert resumed_text == (tmp_path / "ref" / "report" / name).read_text(), name
     assert not list(out.glob("*/seed*.partial*"))
+
+
+def test_report_names_runs_resumed_with_new_episodes(tmp_path: Path) -> None:
+    """An exact resumption changes nothing and is not mentioned; one with new episodes is."""
+    from rltransfer.experiment.report import build_report
+
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(grid_spec("r")))
+    run_experiment(tmp_path / "spec.yaml", out=tmp_path / "out", workers=1, progress=False)
+    manifest = tmp_path / "out" / "freeze" / "seed1" / "manifest.json"
+    record = json.loads(manifest.read_text())
+    record["resumed"] = [{"at_step": 64, "exact": True, "why_not": None}]
+    manifest.write_text(json.dumps(record))
+    assert "resumed with new episodes" not in (build_report(tmp_path / "out") / "report.md").read_text()
+    record["resumed"].append({"at_step": 96, "exact": False, "why_not": "LunarLanderFamilyEnv pickles as ..."})
+    manifest.write_text(json.dumps(record))
+    text = (build_report(tmp_path / "out") / "report.md").read_text()
+    assert "freeze/seed1 at step 96: LunarLanderFamilyEnv pickles as ..." in text

@@ -48,6 +48,9 @@ class Collected:
     missing: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     devices: Counter[str] = field(default_factory=Counter)  # where the finished runs trained, with counts
+    # Runs resumed from a snapshot whose episodes in progress could not be saved: run -> why (not
+    # bit-identical to an uninterrupted run; exact resumptions are not listed, they change nothing).
+    inexact_resumes: dict[str, str] = field(default_factory=dict)
     sources: dict[str, SourceUse] = field(default_factory=dict)  # by the zip's SHA-256, in source-seed order
     # Settings whose value differs between finished runs: key -> value (as JSON) -> arms. Empty
     # when the arms are comparable (runs of an older rltransfer gave scratch its own architecture).
@@ -90,12 +93,16 @@ def collect(spec: ExperimentSpec, out: Path) -> Collected:
     devices: Counter[str] = Counter()
     sources: dict[str, SourceUse] = {}
     settings: list[tuple[str, dict]] = []  # (arm, hyperparameters) of every finished run
+    inexact: dict[str, str] = {}
     for job in plan_jobs(spec, out):
         if job.finished:
             run = _load_run(job)
             per_arm.setdefault(job.arm.name, {}).setdefault(job.seed, []).append(run)
             settings.append((job.arm.name, {**(run[2].get("hyperparams") or {}), **_family_settings(run[2])}))
             devices[device_label(run[2].get("device"))] += 1
+            for r in run[2].get("resumed") or []:
+                if not r["exact"]:
+                    inexact[str(job.run_dir.relative_to(out))] = f"at step {r['at_step']}: {r['why_not']}"
             _note_source(sources, run[2], job.seed)
         elif job.failed_marker.exists():
             failed.append(str(job.run_dir))
@@ -135,7 +142,18 @@ def collect(spec: ExperimentSpec, out: Path) -> Collected:
     ordered = dict(sorted(sources.items(), key=lambda item: (item[1].seed is None, item[1].seed or 0, item[1].path)))
     differing = _differing(settings)
     return Collected(
-        steps, curves, seeds, forgetting, source_steps, feature_mmd, missing, failed, devices, ordered, differing
+        steps,
+        curves,
+        seeds,
+        forgetting,
+        source_steps,
+        feature_mmd,
+        missing,
+        failed,
+        devices,
+        inexact,
+        ordered,
+        differing,
     )
 
 

@@ -208,6 +208,10 @@ def build_report(out: str | Path, spec: ExperimentSpec | None = None) -> Path:
             f"{key} " + ", ".join(f"{value} ({'/'.join(arms)})" for value, arms in values.items())
             for key, values in data.differing.items()
         )
+    if data.inexact_resumes:
+        meta["resumed with new episodes (not bit-identical to an uninterrupted run)"] = "; ".join(
+            f"{run} {why}" for run, why in data.inexact_resumes.items()
+        )
     if data.failed:
         meta["FAILED runs (excluded)"] = ", ".join(data.failed)
     if data.missing:
