@@ -290,8 +290,7 @@ def _run(
             seed=seed,
             hyperparams=hp,
             source=None if ckpt is None else ckpt.sha256,
-            device=device.type,
-        )
+        )  # not the device: a grid may resume on another (then equal to float rounding, as any device change)
         snapshots = open_snapshots(model, staging, key, callbacks, snapshot_every, seed)
     resumed_at = snapshots.resumed_at if snapshots is not None else None
     attach_logger(model, staging / "logs" if staging else None, verbose, resumed_at)

@@ -122,9 +122,7 @@ def _train(
     )
     evaluator = PerTaskEvalCallback({var.name: eval_env}, hp["eval_freq"], hp["eval_episodes"], seed + EVAL_SEED_OFFSET)
     params = fam.resolve(var.params)
-    key = run_key(
-        kind="source", families=family_lineage(fam), params=params, seed=seed, hyperparams=hp, device=device.type
-    )
+    key = run_key(kind="source", families=family_lineage(fam), params=params, seed=seed, hyperparams=hp)
     snapshots = open_snapshots(model, staging, key, [evaluator], snapshot_every, seed)
     resumed_at = snapshots.resumed_at if snapshots is not None else None
     attach_logger(model, staging / "logs" if staging else None, verbose, resumed_at)

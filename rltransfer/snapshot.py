@@ -24,7 +24,8 @@ import json
 import math
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -38,6 +39,18 @@ from rltransfer.ppo import TransferPPO
 
 FORMAT = 1
 DEFAULT_EVERY_S = 300.0  # a killed run loses at most about this much training
+# Called with the staging directory after every snapshot: the Ray backend relays it to the driver.
+_listeners: list[Callable[[Path], None]] = []
+
+
+@contextmanager
+def snapshot_listener(listener: Callable[[Path], None]) -> Iterator[None]:
+    """Call ``listener(staging_dir)`` after every snapshot any run of this process writes, in the body."""
+    _listeners.append(listener)
+    try:
+        yield
+    finally:
+        _listeners.remove(listener)
 
 
 @runtime_checkable
@@ -222,8 +235,9 @@ class Snapshots:
         model = self.model
         policy = model.policy
         csv = self.log_dir / "progress.csv" if self.log_dir is not None else None
-        for fmt in model.logger.output_formats:
+        for fmt in model.logger.output_formats:  # the logs up to now on disk too (a copy may travel)
             getattr(getattr(fmt, "file", None), "flush", lambda: None)()
+            getattr(getattr(fmt, "writer", None), "flush", lambda: None)()
         saved_env = env_state.capture(model.get_env())  # type: ignore[arg-type]
         state = {
             "format": FORMAT,
@@ -261,6 +275,8 @@ class Snapshots:
         buf = io.BytesIO()
         th.save(state, buf)
         atomic_write_bytes(self.directory / SNAPSHOT_FILE, buf.getvalue())
+        for listener in _listeners:
+            listener(self.directory)
         self._saved_at, self._last = model.num_timesteps, time.monotonic()
 
     def discard(self) -> None:

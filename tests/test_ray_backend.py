@@ -385,3 +385,86 @@ def test_ray_ships_a_plain_zips_vecnormalize_file(local_ray: Any, tmp_path: Path
             "sha256"
         ]
     )
+
+
+# --- mid-run snapshots across the cluster ----------------------------------------------------------
+
+
+def _runs(out: Path) -> dict[str, Any]:
+    """Curves and weights of every run (``results`` without the report, which ``run_grid_ray`` does not write)."""
+    found: dict[str, Any] = {}
+    for path in sorted(out.glob("*/seed*/curves.npz")):
+        with np.load(path) as data:
+            found[str(path.relative_to(out))] = {k: data[k].tolist() for k in sorted(data.files)}
+    for path in sorted(out.glob("*/seed*/model.zip")):
+        with zipfile.ZipFile(path) as z:
+            found[str(path.relative_to(out))] = z.read("policy.pth")
+    return found
+
+
+def test_snapshots_cross_the_cluster(
+    local_ray: Any, long_runs: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Mid-run snapshots on Ray. A run interrupted on the driver's machine (by either backend, or a
+    killed driver's relayed copy) is shipped to a worker and continued there; a worker that dies
+    mid-run is retried by Ray from the snapshot it relayed. The runs equal the local backend's,
+    never snapshotted."""
+    from dataclasses import replace
+
+    from rltransfer.experiment.ray_backend import run_grid_ray
+    from rltransfer.experiment.runner import plan_jobs, prepare_out
+    from rltransfer.experiment.spec import load_spec
+    from rltransfer.io import interrupted_runs
+    from rltransfer.ppo import TransferPPO
+    from rltransfer.snapshot import snapshot_listener
+
+    spec_path, reference = long_runs
+    spec = replace(load_spec(spec_path), snapshot_every=0)
+    out = tmp_path / "g"
+    prepare_out(spec, out, resume=False)
+    left = next(j for j in plan_jobs(spec, out) if (j.arm.name, j.seed) == ("freeze", 1))
+    original, calls = TransferPPO.train, [0]
+
+    def train(self: TransferPPO) -> None:
+        calls[0] += 1
+        if calls[0] == 20:
+            raise KeyboardInterrupt
+        original(self)
+
+    monkeypatch.setattr(TransferPPO, "train", train)
+    with pytest.raises(KeyboardInterrupt):
+        execute_job(left, spec, str(reference / "source"))
+    monkeypatch.setattr(TransferPPO, "train", original)
+    assert interrupted_runs(left.run_dir)
+
+    attempts = tmp_path / "attempts"
+    attempts.mkdir()
+
+    def dies_after_five_snapshots(job: Job, spec: Any, source: str | None) -> dict[str, Any]:
+        tag = f"{job.arm.name}{job.seed}"
+        with open(attempts / tag, "a") as f:
+            f.write("x")
+        if tag != "freeze0" or (attempts / tag).read_text() != "x":
+            return execute_job(job, spec, source)
+        count = [0]
+
+        def die(_: Path) -> None:  # after the relay's listener has sent the snapshot
+            count[0] += 1
+            if count[0] == 5:
+                os._exit(1)
+
+        with snapshot_listener(die):
+            return execute_job(job, spec, source)
+
+    result = run_grid_ray(spec, out, reference / "source", execute=dies_after_five_snapshots)
+    assert result.complete and len(result.finished) == 4
+    assert (attempts / "freeze0").read_text() == "xx"
+    resumed = {
+        run: json.loads((out / run / "manifest.json").read_text())["resumed"]
+        for run in ("freeze/seed0", "freeze/seed1")
+    }
+    assert [r["at_step"] for r in resumed["freeze/seed1"]] == [19 * 32]  # the driver's
+    assert [r["at_step"] for r in resumed["freeze/seed0"]] == [5 * 32]  # the relayed one
+    assert all(r["exact"] for runs in resumed.values() for r in runs)
+    assert _runs(out) == _runs(reference)
+    assert not list(out.rglob("*.partial-*")), "the driver's copies of the snapshots were removed"

@@ -6,6 +6,12 @@ that run's files as a tar in memory, which the driver unpacks into a staging dir
 directory and renames into place (``rltransfer.io.staging_dir``). The output directory therefore has
 exactly the layout of the local backend: ``--resume`` works across backends, and results are the same.
 
+Mid-run snapshots (``rltransfer.snapshot``) travel too. Every snapshot a task writes is sent, with
+its run's logs so far, to a relay actor; the driver keeps the latest beside the run directory as
+``<run>.partial-<driver pid>-relayed``. A task that Ray retries (its worker or node died) fetches
+its run's latest snapshot from the relay and continues it on whatever node it lands, and after the
+driver itself is killed, ``--resume`` ships the kept copies to the workers: on either backend.
+
 Ray is an optional extra and is imported only inside this module's functions.
 """
 
@@ -16,6 +22,7 @@ import io
 import json
 import logging
 import os
+import shutil
 import site
 import socket
 import sys
@@ -46,8 +53,9 @@ from rltransfer.experiment.runner import (
     unfinished_jobs,
 )
 from rltransfer.experiment.spec import ExperimentSpec
-from rltransfer.io import PARTIAL, atomic_write_json, remove_partials, staging_dir
+from rltransfer.io import PARTIAL, atomic_write_json, interrupted_runs, remove_partials, staging_dir
 from rltransfer.resolve import user_families
+from rltransfer.snapshot import snapshot_listener
 from rltransfer.vecnormalize_file import find_stats_file
 
 INSTALL_HINT = 'the Ray backend needs Ray: pip install "rltransfer[ray]"'
@@ -151,9 +159,74 @@ def unpack(blob: bytes, directory: Path) -> None:
 
 
 def install(blob: bytes, final: Path) -> None:
-    """Unpack a run's files into a staging directory beside ``final`` and rename it into place."""
+    """Unpack a run's files into a staging directory beside ``final`` and rename it into place
+    (the snapshots kept of it while it ran, now obsolete, are removed first)."""
+    remove_partials(final, own=True)
     with staging_dir(final) as staging:
         unpack(blob, staging)
+
+
+RELAYED = "relayed"
+
+
+class SnapshotRelay:
+    """Ray actor: the latest snapshot of each run in flight (its staging directory as a tar), by the
+    run's driver-side path, between the workers that write them and the driver that keeps them."""
+
+    def __init__(self, initial: dict[str, bytes]) -> None:
+        self.latest, self.new = dict(initial), set[str]()
+
+    def put(self, label: str, blob: bytes) -> None:
+        self.latest[label] = blob
+        self.new.add(label)
+
+    def get(self, label: str) -> bytes | None:
+        return self.latest.get(label)
+
+    def take_new(self) -> dict[str, bytes]:
+        """The snapshots received since the last call."""
+        out = {label: self.latest[label] for label in self.new}
+        self.new.clear()
+        return out
+
+
+def keep_relayed(final: Path, blob: bytes) -> None:
+    """Keep a run's latest snapshot beside it on the driver, as ``<final>.partial-<pid>-relayed`` (what
+    ``--resume`` continues if the driver dies); a copy half-written when it does is a dead partial too."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fresh = Path(tempfile.mkdtemp(prefix=f"{final.name}{PARTIAL}{os.getpid()}-", dir=final.parent))
+    unpack(blob, fresh)
+    kept = final.parent / f"{final.name}{PARTIAL}{os.getpid()}-{RELAYED}"
+    if kept.exists():
+        shutil.rmtree(kept)
+    os.rename(fresh, kept)
+
+
+def _latest_snapshot(ray: Any, relay: Any, label: str, into: Path) -> None:
+    """Unpack ``label``'s latest snapshot, if the relay has one, as an interrupted attempt at ``into``."""
+    if relay is None:
+        return
+    try:
+        blob = ray.get(relay.get.remote(label))
+    except ray.exceptions.RayError:  # the relay's node died: the run starts over
+        return
+    if blob is not None:
+        unpack(blob, into.with_name(f"{into.name}{PARTIAL}{RELAYED}"))  # no pid: a dead attempt
+
+
+@contextmanager
+def _relaying(ray: Any, relay: Any, label: str) -> Iterator[None]:
+    """Send every snapshot of the body's run to the relay, waiting for it to arrive (a worker may die next)."""
+    if relay is None:
+        yield
+        return
+
+    def send(staging: Path) -> None:
+        with suppress(ray.exceptions.RayError):
+            ray.get(relay.put.remote(label, pack(staging)))
+
+    with snapshot_listener(send):
+        yield
 
 
 def _source_files(source: Path) -> tuple[Path, list[str], str]:
@@ -200,15 +273,20 @@ def _run_task(
     driver_zip: str,
     argv: list[str],
     execute: Execute,
+    relay: Any = None,
 ) -> dict[str, Any]:
-    """Ray task: one run trained into a temporary directory; its files come back as bytes."""
+    """Ray task: one run trained into a temporary directory (continuing its latest snapshot, if the
+    relay has one); its files come back as bytes."""
+    import ray
+
     with _worker_tmp() as tmp:
         source = None
         if source_blob is not None:
             unpack(source_blob, Path(tmp) / "source")
             source = str(Path(tmp) / "source" / source_entry)
         local = replace(job, run_dir=Path(tmp) / "run")
-        with _driver_argv(argv):
+        _latest_snapshot(ray, relay, job.label, local.run_dir)
+        with _driver_argv(argv), _relaying(ray, relay, job.label):
             outcome = execute(local, spec, source)
         if outcome.get("ok"):
             if source is not None:
@@ -227,12 +305,17 @@ def _record_driver_source(run_dir: Path, worker_zip: str, driver_zip: str) -> No
         atomic_write_json(path, manifest)
 
 
-def _pretrain_task(spec: ExperimentSpec, seed: int, argv: list[str]) -> dict[str, Any]:
+def _pretrain_task(
+    spec: ExperimentSpec, seed: int, argv: list[str], relay: Any = None, label: str = ""
+) -> dict[str, Any]:
     """Ray task: pretrain the spec's source of ``seed`` into a temporary directory; its files come back as bytes.
 
     The outcome is ``runner.execute_source``'s, with the files when it succeeded.
     """
-    with _worker_tmp() as tmp, _driver_argv(argv):
+    import ray
+
+    with _worker_tmp() as tmp, _driver_argv(argv), _relaying(ray, relay, label):
+        _latest_snapshot(ray, relay, label, Path(tmp) / "source")
         outcome = execute_source(spec, Path(tmp) / "source", seed)
         if outcome["ok"]:
             outcome["files"] = pack(Path(tmp) / "source")
@@ -310,6 +393,10 @@ def run_grid_ray(
     task = ray.remote(_run_task).options(**_options(gpus_per_run))
     shipped: dict[str, tuple[Any, str, str]] = {}  # by checkpoint path: each put into the object store once
     pending: dict[Any, Job | SourceJob] = {}
+    # Snapshots of killed attempts on this machine (a killed driver's, or the local backend's) go first.
+    interrupted = {job.label: interrupted_runs(Path(job.label)) for job in [*queue, *gate.waiting_jobs()]}
+    initial = {label: pack(found[0]) for label, found in interrupted.items() if found}
+    relay = ray.remote(SnapshotRelay).options(num_cpus=0).remote(initial)
     try:
         while (queue and not gate.error) or pending:
             slots = workers or _capacity(ray, gpus_per_run)
@@ -317,15 +404,17 @@ def run_grid_ray(
                 job = queue.pop(0)
                 if isinstance(job, SourceJob):
                     pretrain = ray.remote(_pretrain_task).options(**_options(gpus_per_run))
-                    pending[pretrain.remote(spec, job.seed, list(sys.argv))] = job
+                    pending[pretrain.remote(spec, job.seed, list(sys.argv), relay, job.label)] = job
                 else:
                     source = gate.path(job)
                     if source is not None and source not in shipped:
                         shipped[source] = _ship(ray, Path(source))
                     blob, entry, driver_zip = shipped[source] if source is not None else (None, "", "")
-                    pending[task.remote(job, spec_ref, blob, entry, driver_zip, list(sys.argv), execute)] = job
+                    args = (job, spec_ref, blob, entry, driver_zip, list(sys.argv), execute, relay)
+                    pending[task.remote(*args)] = job
                 notify("start", job, {})
             done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+            _keep_snapshots(ray, relay)  # before the runs that finished are installed: theirs are removed then
             for ref in done:
                 job = pending.pop(ref)
                 if isinstance(job, Job):
@@ -341,6 +430,17 @@ def run_grid_ray(
     if gate.error is not None:
         raise gate.error
     return result
+
+
+def _keep_snapshots(ray: Any, relay: Any) -> None:
+    """Keep the snapshots relayed since the last call beside their runs (``keep_relayed``)."""
+    try:
+        new = ray.get(relay.take_new.remote())
+    except ray.exceptions.RayError:  # the relay's node died: runs in flight keep training, unrelayed
+        return
+    for label, blob in new.items():
+        if not (Path(label) / MANIFEST_FILE).exists():
+            keep_relayed(Path(label), blob)
 
 
 def _ship(ray: Any, source: Path) -> tuple[Any, str, str]:

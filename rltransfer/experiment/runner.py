@@ -261,6 +261,10 @@ class SourceGate:
         self.waiting = {seed: list(jobs) for seed, jobs in waiting.items()}
         self.error: Exception | None = None
 
+    def waiting_jobs(self) -> list[Job]:
+        """The runs waiting for a source still to pretrain."""
+        return [job for jobs in self.waiting.values() for job in jobs]
+
     def path(self, job: Job) -> str | None:
         """The checkpoint ``job`` fine-tunes (``None``: it uses no source)."""
         return None if job.source_seed is None else str(self.ready[job.source_seed])
