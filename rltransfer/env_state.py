@@ -32,7 +32,7 @@ _NORMALIZE_FIELDS = ("obs_rms", "ret_rms", "returns", "old_obs", "old_reward")
 class EnvState:
     """Per layer of the chain, outermost first; ``base`` is ``None`` where the episodes cannot be saved."""
 
-    layers: list[dict[str, Any]]
+    layers: list[dict[str, Any] | None]
     base: dict[str, Any] | None
     why_not: str | None = None  # why ``base`` is None
 
@@ -52,16 +52,17 @@ def _chain(venv: VecEnv) -> tuple[list[VecEnvWrapper], VecEnv]:
     return wrappers, venv
 
 
-def _wrapper_state(w: VecEnvWrapper) -> dict[str, Any]:
+def _wrapper_state(w: VecEnvWrapper) -> dict[str, Any] | None:
+    """A wrapper's state; ``None`` for one rltransfer does not know (it is left as it is on restore)."""
     if isinstance(w, VecNormalize):
         return {f: copy.deepcopy(getattr(w, f, None)) for f in _NORMALIZE_FIELDS}
     if isinstance(w, FiniteGuard):
         return {"steps": w.steps}
-    raise TypeError(f"cannot save the state of {type(w).__name__}")
+    return None
 
 
-def _set_wrapper_state(w: VecEnvWrapper, saved: dict[str, Any]) -> None:
-    for name, value in saved.items():
+def _set_wrapper_state(w: VecEnvWrapper, saved: dict[str, Any] | None) -> None:
+    for name, value in (saved or {}).items():
         setattr(w, name, copy.deepcopy(value))
 
 
@@ -138,6 +139,9 @@ def capture(venv: VecEnv) -> EnvState:
     """The chain's state now (copies: later steps do not change it)."""
     wrappers, base = _chain(venv)
     layers = [_wrapper_state(w) for w in wrappers]
+    unknown = [type(w).__name__ for w, layer in zip(wrappers, layers, strict=True) if layer is None]
+    if unknown:  # its state cannot be put back: the episodes restart rather than continue half-restored
+        return EnvState(layers, None, f"{unknown[0]} has no saved state")
     if isinstance(base, BatchedFamilyVecEnv):
         return EnvState(layers, {"batched": base.get_state()})
     if isinstance(base, DummyVecEnv):

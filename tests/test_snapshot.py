@@ -352,3 +352,24 @@ def test_report_names_runs_resumed_with_new_episodes(tmp_path: Path) -> None:
     text = (build_report(tmp_path / "out") / "report.md").read_text()
     assert "resumed with new episodes" in text and "freeze/seed1 at step 96: LunarLander... pickles as ..." in text
     assert "scratch/seed0 at step 64" not in text
+
+
+def test_unknown_wrapper_resumes_with_new_episodes() -> None:
+    """A VecEnv wrapper rltransfer cannot save never stops training: its chain restarts its episodes."""
+    from rltransfer.envs import get_family
+    from rltransfer.envs.multitask import make_task_vec_env
+    from stable_baselines3.common.vec_env import VecEnvWrapper
+
+    class Counting(VecEnvWrapper):
+        def reset(self) -> Any:
+            return self.venv.reset()
+
+        def step_wait(self) -> Any:
+            return self.venv.step_wait()
+
+    env = Counting(make_task_vec_env(get_family("cartpole"), "source", 2, seed=0))
+    env.reset()
+    saved = env_state.capture(env)
+    assert saved.base is None and saved.why_not == "Counting has no saved state"
+    obs = env_state.restore(env, saved, reset_seed=5)
+    assert obs is not None and obs.shape == (2, 4)
