@@ -336,6 +336,20 @@ def test_grid_resume_continues_a_run_from_its_snapshot(tmp_path: Path, stop_at_u
     assert not list(out.glob("*/seed*.partial*"))
 
 
+def test_progress_says_which_runs_continue_from_a_snapshot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from rltransfer.experiment.progress import GridProgress
+    from rltransfer.experiment.runner import SourceJob
+
+    run = tmp_path / "freeze" / "seed0"
+    dead = tmp_path / "freeze" / "seed0.partial-999999999-x"  # no such process
+    dead.mkdir(parents=True)
+    with GridProgress(2, enabled=False) as display:
+        display("start", SourceJob(tmp_path / "source"), {})
+        (dead / SNAPSHOT_FILE).write_bytes(b"")
+        display("start", SourceJob(run), {})
+    assert capsys.readouterr().err.split() == ["continuing", "from", "its", "last", "snapshot:", str(run)]
+
+
 def test_report_names_runs_resumed_with_new_episodes(tmp_path: Path) -> None:
     """An exact resumption changes nothing and is not mentioned; one with new episodes is."""
     from rltransfer.experiment.report import build_report

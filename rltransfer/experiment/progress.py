@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -15,6 +16,7 @@ from rich.progress import (
 )
 
 from rltransfer.experiment.runner import Job, SourceJob
+from rltransfer.io import interrupted_runs
 
 
 class GridProgress:
@@ -47,6 +49,8 @@ class GridProgress:
     def __call__(self, event: str, job: Job | SourceJob, info: dict[str, Any]) -> None:
         if event == "start":
             self.running += 1
+            if interrupted_runs(Path(job.label)):
+                self.console.print(f"[cyan]continuing from its last snapshot:[/cyan] {job.label}")
         elif event == "retry":
             self.running -= 1
             self.console.print(f"[yellow]worker died, retrying:[/yellow] {job.label}")
