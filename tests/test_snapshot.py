@@ -141,11 +141,14 @@ def test_resumed_finetune_is_the_uninterrupted_run(
     assert not (tmp_path / "resumed" / SNAPSHOT_FILE).exists(), "a finished run holds no snapshot"
 
 
-def test_resumed_pretraining_is_the_uninterrupted_run(tmp_path: Path, stop_at_update: Callable[[int], None]) -> None:
-    """MountainCar normalises observations and rewards: VecNormalize's statistics and returns resume too."""
+@pytest.mark.parametrize("family", ["mountaincar", "mountaincarcontinuous"])
+def test_resumed_pretraining_is_the_uninterrupted_run(
+    family: str, tmp_path: Path, stop_at_update: Callable[[int], None]
+) -> None:
+    """Both normalise observations and rewards as the RL Zoo does: VecNormalize's statistics and returns resume too."""
 
     def run(**kw: Any) -> Any:
-        return pretrain("mountaincar", seed=2, timesteps=1536, hyperparams=HP, **kw)
+        return pretrain(family, seed=2, timesteps=1536, hyperparams=HP, **kw)
 
     whole = run(out=tmp_path / "whole")
     resumed = _interrupted_then_resumed(run, tmp_path / "resumed", stop_at_update, 7)
