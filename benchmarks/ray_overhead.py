@@ -31,8 +31,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rltransfer.experiment.pool import run_grid
 from rltransfer.experiment.ray_backend import require_ray, run_grid_ray
-from rltransfer.experiment.runner import default_workers, ensure_sources, run_grid
+from rltransfer.experiment.runner import default_workers, ensure_sources
 from rltransfer.experiment.spec import parse_spec
 
 

@@ -24,7 +24,8 @@ from pathlib import Path
 from sidebyside import alternate, machine, paired_ratio
 from suite import scaled
 
-from rltransfer.experiment.runner import default_workers, ensure_sources, preflight, prepare_out, run_grid
+from rltransfer.experiment.pool import run_grid
+from rltransfer.experiment.runner import default_workers, ensure_sources, preflight, prepare_out
 from rltransfer.experiment.spec import ExperimentSpec, load_spec
 
 

@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -16,6 +16,9 @@ from rltransfer.devices import DEVICE_HELP
 from rltransfer.envs import NonFiniteError
 from rltransfer.errors import SourceFailed, UserError
 from rltransfer.training import DivergenceError
+
+if TYPE_CHECKING:
+    from rltransfer.experiment.runner import GridResult
 
 EXIT_USAGE = 2
 
@@ -196,33 +199,48 @@ def cmd_transfer(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from rltransfer.experiment.run import run_experiment
+    from rltransfer.experiment.run import run_experiment, run_experiments
 
     _threads()
-    result, report = run_experiment(
-        args.spec,
-        out=args.out,
-        seeds=args.seeds,
-        workers=args.workers,
-        resume=args.resume,
-        progress=not args.quiet,
-        backend=args.backend,
-        address=args.address,
-        gpus_per_run=args.gpus_per_run,
-        device=args.device,
-        snapshot_every="spec" if args.snapshot_every is None else args.snapshot_every,
-    )
+    options = {
+        "seeds": args.seeds,
+        "workers": args.workers,
+        "resume": args.resume,
+        "progress": not args.quiet,
+        "backend": args.backend,
+        "address": args.address,
+        "gpus_per_run": args.gpus_per_run,
+        "device": args.device,
+        "snapshot_every": "spec" if args.snapshot_every is None else args.snapshot_every,
+    }
+    if len(args.spec) == 1:  # its errors are raised, as one line each (main)
+        result, report = run_experiment(args.spec[0], out=args.out, **options)
+        return _print_run(result, report, None, prefix="")
+    from rltransfer.experiment.spec import load_spec
+
+    specs = [load_spec(path) for path in args.spec]
+    outs = [Path(args.out) / spec.name if args.out else None for spec in specs]
+    code = 0
+    for run in run_experiments(specs, outs, **options):
+        code = max(code, _print_run(run.result, run.report, run.error, prefix=f"{run.spec.name}: "))
+    return code
+
+
+def _print_run(result: GridResult, report: Path | None, error: Exception | None, prefix: str) -> int:
+    """One experiment's summary lines; its exit code (2: its grid stopped on bad input, 1: failed runs)."""
+    if error is not None:
+        print(f"rltransfer: error: {prefix}{error}", file=sys.stderr)
+        return EXIT_USAGE if isinstance(error, UserError | NonFiniteError) else 1
     done = len(result.finished) + len(result.skipped)
-    print(f"runs: {done} finished ({len(result.skipped)} kept from before), {len(result.failed)} failed")
+    print(f"{prefix}runs: {done} finished ({len(result.skipped)} kept from before), {len(result.failed)} failed")
     for job, tb in result.failed:
         print(f"  FAILED {job.label}: {tb.strip().splitlines()[-1]}  (traceback: {job.failed_marker})")
     if report is not None:
-        print(f"report: {report / 'report.md'}  (also report.html; TensorBoard: tensorboard --logdir {result.out})")
+        tensorboard = f"tensorboard --logdir {result.out}"
+        print(f"{prefix}report: {report / 'report.md'}  (also report.html; TensorBoard: {tensorboard})")
     if result.failed:
-        print(
-            f"grid incomplete: rerun with --resume --out {result.out} to retry the failed runs",
-            file=sys.stderr,
-        )
+        again = "the same command with --resume" if prefix else f"with --resume --out {result.out}"
+        print(f"{prefix}grid incomplete: rerun {again} to retry the failed runs", file=sys.stderr)
         return 1
     return 0
 
@@ -377,7 +395,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_transfer)
 
     p = sub.add_parser("run", help="run a transfer-vs-scratch experiment grid and write its report")
-    p.add_argument("spec", help="experiment YAML, e.g. experiments/cartpole.yaml")
+    p.add_argument(
+        "spec",
+        nargs="+",
+        help="experiment YAML, e.g. experiments/cartpole.yaml; several share one worker pool (each to its own --out)",
+    )
     p.add_argument(
         "--seeds",
         type=int,

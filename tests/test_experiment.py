@@ -165,7 +165,7 @@ def test_per_target_mode(tmp_path: Path) -> None:
 
 
 def test_failed_run_is_recorded_and_grid_goes_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from rltransfer.experiment import runner
+    from rltransfer.experiment import pool, runner
 
     real = runner.execute_job
 
@@ -174,7 +174,7 @@ def test_failed_run_is_recorded_and_grid_goes_on(tmp_path: Path, monkeypatch: py
             return {"ok": False, "traceback": "Traceback...\nRuntimeError: boom"}
         return real(job, spec, source)
 
-    monkeypatch.setattr(runner, "execute_job", flaky)
+    monkeypatch.setattr(pool, "execute_job", flaky)
     spec = tiny_spec(arms=["scratch", "freeze"], targets=["long"])
     result, report = run_experiment(write(tmp_path, spec), out=tmp_path / "f", workers=1, progress=False)
     assert not result.complete and len(result.failed) == 1

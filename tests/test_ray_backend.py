@@ -419,7 +419,8 @@ def test_snapshots_cross_the_cluster(
     from rltransfer.snapshot import snapshot_listener
 
     spec_path, reference = long_runs
-    spec = replace(load_spec(spec_path), snapshot_every=0)
+    spec = replace(load_spec(spec_path), snapshot_every=None)  # snapshots only where a run is stopped below
+    every_update = replace(spec, snapshot_every=0)
     out = tmp_path / "g"
     prepare_out(spec, out, resume=False)
     left = next(j for j in plan_jobs(spec, out) if (j.arm.name, j.seed) == ("freeze", 1))
@@ -433,7 +434,7 @@ def test_snapshots_cross_the_cluster(
 
     monkeypatch.setattr(TransferPPO, "train", train)
     with pytest.raises(KeyboardInterrupt):
-        execute_job(left, spec, str(reference / "source"))
+        execute_job(left, every_update, str(reference / "source"))
     monkeypatch.setattr(TransferPPO, "train", original)
     assert interrupted_runs(left.run_dir)
 
@@ -454,7 +455,7 @@ def test_snapshots_cross_the_cluster(
                 os._exit(1)
 
         with snapshot_listener(die):
-            return execute_job(job, spec, source)
+            return execute_job(job, every_update, source)
 
     result = run_grid_ray(spec, out, reference / "source", execute=dies_after_five_snapshots)
     assert result.complete and len(result.finished) == 4

@@ -16,7 +16,8 @@ from specs import grid_spec, run_cli
 
 from rltransfer.checkpoint import load_checkpoint
 from rltransfer.errors import UserError
-from rltransfer.experiment.runner import Job, SourceJob, prepare_out, run_grid
+from rltransfer.experiment.pool import run_grid
+from rltransfer.experiment.runner import Job, SourceJob, prepare_out
 from rltransfer.experiment.spec import load_spec
 
 

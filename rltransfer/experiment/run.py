@@ -1,34 +1,49 @@
-"""``run_experiment``: source, grid, report — the main job."""
+"""``run_experiment``: source, grid, report — the main job (``run_experiments``: several at once)."""
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager, nullcontext
-from dataclasses import replace
+from collections.abc import Sequence
+from contextlib import AbstractContextManager, ExitStack, nullcontext
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
 from rltransfer.devices import parse_device, resolve_device
-from rltransfer.errors import UserError
+from rltransfer.envs import NonFiniteError
+from rltransfer.errors import SourceFailed, UserError
+from rltransfer.experiment.pool import Grid, run_grids
 from rltransfer.experiment.progress import GridProgress
 from rltransfer.experiment.report import build_report
 from rltransfer.experiment.runner import (
     LOCK_FILE,
     GridResult,
+    Sources,
     check_out,
     default_workers,
     ensure_sources,
     finished_sources,
     plan_jobs,
     prepare_out,
-    run_grid,
 )
 from rltransfer.experiment.source_checks import check_solved, preflight, with_source_settings
 from rltransfer.experiment.spec import ExperimentSpec, load_spec
 from rltransfer.experiment.tensorboard import write_layout
 from rltransfer.io import exclusive_lock
 from rltransfer.snapshot import parse_snapshot_every
+from rltransfer.training import DivergenceError
 
 BACKENDS = ("local", "ray")
+
+
+@dataclass
+class ExperimentRun:
+    """One experiment of ``run_experiments``: its grid's result, its report, and the error that stopped it."""
+
+    spec: ExperimentSpec
+    out: Path
+    result: GridResult
+    report: Path | None = None
+    error: Exception | None = None  # a failed source or preflight: the runs that finished are kept
 
 
 def run_experiment(
@@ -54,6 +69,35 @@ def run_experiment(
     on; the local backend checks that this machine has it before anything is written.
     ``snapshot_every`` (default: the spec's, else 300) is the seconds between a run's mid-run
     snapshots (``None``: none); ``resume`` continues each unfinished run from its last one.
+    A failed source (or preflight) is raised once the runs in flight have finished.
+    """
+    (run,) = run_experiments(
+        [spec], [out], seeds, workers, resume, progress, backend, address, gpus_per_run, device, snapshot_every
+    )
+    if run.error is not None:
+        raise run.error
+    return run.result, run.report
+
+
+def run_experiments(
+    specs: Sequence[ExperimentSpec | str | Path],
+    outs: Sequence[str | Path | None] | None = None,
+    seeds: int | None = None,
+    workers: int | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    backend: str = "local",
+    address: str | None = None,
+    gpus_per_run: float = 0.0,
+    device: str | None = None,
+    snapshot_every: float | Literal["spec", "off"] | None = "spec",
+) -> list[ExperimentRun]:
+    """``run_experiment`` for several specs at once, each into its ``outs`` entry (default ``runs/<name>``).
+
+    Locally their sources and runs share one process pool (``rltransfer.experiment.pool``): cores
+    idle only at the very end, not at the tail of each grid. On Ray the grids run one after the
+    other, each over the whole cluster. Every spec and directory is checked before anything is
+    written; a grid whose source fails stops there (``ExperimentRun.error``), the others go on.
     """
     if backend not in BACKENDS:
         raise UserError(f"--backend must be one of {', '.join(BACKENDS)}, got '{backend}'")
@@ -61,14 +105,20 @@ def run_experiment(
         raise UserError("--address and --gpus-per-run apply to the Ray backend only; add --backend ray")
     if gpus_per_run < 0:
         raise UserError(f"--gpus-per-run must be >= 0, got {gpus_per_run}")
-    spec = spec if isinstance(spec, ExperimentSpec) else load_spec(spec)
+    if not specs:
+        raise UserError("no experiment spec given; pass one or more YAML files")
+    outs = list(outs) if outs is not None else [None] * len(specs)
+    if len(outs) != len(specs):
+        raise ValueError(f"{len(outs)} output directories for {len(specs)} specs")
+    loaded = [s if isinstance(s, ExperimentSpec) else load_spec(s) for s in specs]
     if seeds is not None:
         if seeds <= 0:
             raise UserError(f"--seeds must be a positive integer, got {seeds}")
-        spec = spec.with_seeds(tuple(range(seeds)))
-    spec = with_source_settings(_with_device(spec, device, backend, gpus_per_run))
+        loaded = [s.with_seeds(tuple(range(seeds))) for s in loaded]
+    loaded = [with_source_settings(_with_device(s, device, backend, gpus_per_run)) for s in loaded]
     if snapshot_every != "spec":
-        spec = replace(spec, snapshot_every=parse_snapshot_every(snapshot_every))
+        every = parse_snapshot_every(snapshot_every)
+        loaded = [replace(s, snapshot_every=every) for s in loaded]
     if backend == "ray":
         from rltransfer.experiment.ray_backend import require_ray
 
@@ -76,40 +126,71 @@ def run_experiment(
     n_workers = workers if workers is not None else default_workers()
     if n_workers <= 0:
         raise UserError(f"--workers must be a positive integer, got {n_workers}")
-    out_dir = Path(out) if out is not None else Path("runs") / spec.name
+    dirs = [Path(o) if o is not None else Path("runs") / s.name for s, o in zip(loaded, outs, strict=True)]
+    seen: dict[Path, str] = {}
+    for spec, out_dir in zip(loaded, dirs, strict=True):
+        other = seen.setdefault(out_dir.resolve(), spec.name)
+        if other is not spec.name:
+            raise UserError(
+                f"specs '{other}' and '{spec.name}' would both write to '{out_dir}'; give them distinct names"
+            )
     # Everything that can be checked is checked before the first file is written.
-    check_out(spec, out_dir, resume)
-    if spec.source.checkpoint is not None:
-        preflight(spec, spec.source.checkpoint)
-    # Connect before the lock: an unreachable cluster is reported with nothing written.
+    for spec, out_dir in zip(loaded, dirs, strict=True):
+        check_out(spec, out_dir, resume)
+        if spec.source.checkpoint is not None:
+            preflight(spec, spec.source.checkpoint)
+    # Connect before the locks: an unreachable cluster is reported with nothing written.
     session: AbstractContextManager[None] = nullcontext()
     if backend == "ray":
         from rltransfer.experiment import ray_backend
 
-        session = ray_backend.ray_session(address, n_workers, ray_backend.user_modules(spec.families))
-    with session, exclusive_lock(out_dir / LOCK_FILE, f"'{out_dir}'"):
-        prepare_out(spec, out_dir, resume)
-        if backend == "local" and n_workers <= 1:
-            sources = ensure_sources(spec, out_dir, progress)
-        else:  # those missing are pretrained as tasks of the grid, beside the runs that don't use them
-            sources = finished_sources(spec, out_dir)
-        for source in sources.values():
-            check_solved(spec, source)  # reads each manifest (only with source.require_solved)
-        if spec.source.checkpoint is None and sources:
-            # The sources differ in their weights only (one spec, one architecture): one check serves all
-            preflight(spec, next(iter(sources.values())))
-        write_layout(spec, out_dir)
-        todo = len(set(spec.source.seeds) - set(sources))  # sources still to pretrain
+        families = [f for spec in loaded for f in spec.families]
+        session = ray_backend.ray_session(address, n_workers, ray_backend.user_modules(families))
+    with session, ExitStack() as locks:
+        grids, todo = [], 0  # todo: the sources still to pretrain
+        for spec, out_dir in zip(loaded, dirs, strict=True):
+            locks.enter_context(exclusive_lock(out_dir / LOCK_FILE, f"'{out_dir}'"))
+            prepare_out(spec, out_dir, resume)
+            sources = _ready_sources(spec, out_dir, backend, n_workers, progress)
+            todo += len(set(spec.source.seeds) - set(sources))
+            grids.append(Grid(spec, out_dir, sources))
+        total = sum(len(plan_jobs(g.spec, g.out)) for g in grids) + todo
         label = "runs" if not todo else "source + runs" if todo == 1 else "sources + runs"
-        with GridProgress(len(plan_jobs(spec, out_dir)) + todo, enabled=progress, label=label) as display:
+        if len(grids) > 1:
+            label += f" of {len(grids)} experiments"
+        errors: dict[int, Exception | None] = {}
+        with GridProgress(total, enabled=progress, label=label) as display:
             if backend == "ray":
                 # A cluster's own size sets the runs in flight unless --workers caps it.
                 cap = workers if address is not None else n_workers
-                result = ray_backend.run_grid_ray(spec, out_dir, sources, cap, display, gpus_per_run)
+                for i, g in enumerate(grids):
+                    try:
+                        g.result = ray_backend.run_grid_ray(g.spec, g.out, g.sources, cap, display, gpus_per_run)
+                    except (UserError, SourceFailed, NonFiniteError, DivergenceError, OSError) as e:
+                        errors[i] = e  # a failed source or preflight (its finished runs are kept): the next grid
             else:
-                result = run_grid(spec, out_dir, sources, n_workers, on_event=display)
-        report = _report(out_dir, spec, result)
-    return result, report
+                run_grids(grids, n_workers, on_event=display)
+                errors = {i: g.gate.error for i, g in enumerate(grids)}
+        runs = [ExperimentRun(g.spec, g.out, g.result, error=errors.get(i)) for i, g in enumerate(grids)]
+        for run in runs:
+            if run.error is None:
+                run.report = _report(run.out, run.spec, run.result)
+    return runs
+
+
+def _ready_sources(spec: ExperimentSpec, out: Path, backend: str, workers: int, progress: bool) -> Sources:
+    """The spec's source checkpoints there are (pretrained first, here, on one local worker), checked."""
+    if backend == "local" and workers <= 1:
+        sources = ensure_sources(spec, out, progress)
+    else:  # those missing are pretrained as tasks of the grid, beside the runs that don't use them
+        sources = finished_sources(spec, out)
+    for source in sources.values():
+        check_solved(spec, source)  # reads each manifest (only with source.require_solved)
+    if spec.source.checkpoint is None and sources:
+        # The sources differ in their weights only (one spec, one architecture): one check serves all
+        preflight(spec, next(iter(sources.values())))
+    write_layout(spec, out)
+    return sources
 
 
 def _with_device(spec: ExperimentSpec, device: str | None, backend: str, gpus_per_run: float) -> ExperimentSpec:

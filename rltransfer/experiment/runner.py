@@ -1,4 +1,4 @@
-"""Run an experiment grid: pretrain (or reuse) the sources, then every (arm, seed) in parallel workers.
+"""An experiment grid's jobs: the runs and sources to train, their scheduling, and the worker entry points.
 
 A spec has one source, or one per seed of ``source.seeds`` (target seed ``k`` fine-tunes source
 ``seeds[k % len(seeds)]``, or source ``k`` when paired). With more than one worker, a source
@@ -8,19 +8,16 @@ finished and has passed ``preflight`` (a grid's cores would otherwise idle while
 builds its directory as ``<dir>.partial-<pid>-<n>`` and renames it into place when complete, so
 a directory ``<out>/<arm>/seed<k>/`` exists only for a finished run; ``--resume`` skips those
 and redoes the rest, each unfinished run continuing from its last mid-run snapshot
-(``rltransfer.snapshot``), as does a run retried after its worker died.
+(``rltransfer.snapshot``), as does a run retried after its worker died. The local process pool
+that runs them is ``rltransfer.experiment.pool``; the Ray one, ``rltransfer.experiment.ray_backend``.
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import os
-import sys
 import time
 import traceback
 from collections.abc import Callable, Mapping
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -303,52 +300,6 @@ def schedule(
     return [*pretrain, *(j for j in todo if j.source_seed not in missing)], gate
 
 
-def run_grid(
-    spec: ExperimentSpec,
-    out: Path,
-    sources: Sources | Path | None,
-    workers: int,
-    on_event: Notify | None = None,
-) -> GridResult:
-    """Run every unfinished job, ``workers`` at a time; report events ``start``/``done``/``failed``/``skip``.
-
-    ``sources``: the source checkpoints ready, by source seed (a ``Path``: one for every seed).
-    A source missing from them is pretrained into ``source_dir`` first, as a task of the pool
-    beside the runs that don't use it (events for it carry a ``SourceJob``); its failure, or a
-    failed ``preflight``, is raised after the runs in flight have finished.
-    """
-    result = GridResult(out)
-    notify: Notify = on_event if on_event is not None else (lambda *_: None)
-    queue, gate = schedule(spec, out, unfinished_jobs(spec, out, result, notify), sources)
-
-    def record(job: Job | SourceJob, outcome: dict[str, Any]) -> list[Job]:
-        """Record an outcome; the runs it releases (a source's, once ready)."""
-        if isinstance(job, Job):
-            record_outcome(result, job, outcome, notify)
-            return []
-        notify("done" if outcome["ok"] else "failed", job, outcome)
-        return gate.done(job, outcome)
-
-    if workers <= 1:
-        while queue and not gate.error:
-            job = queue.pop(0)
-            notify("start", job, {})
-            if isinstance(job, Job):
-                outcome = execute_job(job, spec, gate.path(job))
-            else:
-                outcome = execute_source(spec, job.run_dir, job.seed)
-            queue += record(job, outcome)
-    else:
-        attempts: dict[str, int] = {}
-        while queue:
-            # A pool whose worker died (OOM, kill -9) is broken for every job in it: start a new one and
-            # retry the jobs that were in flight, up to MAX_ATTEMPTS each.
-            queue = _run_pool(queue, workers, spec, attempts, record, notify, gate)
-    if gate.error is not None:
-        raise gate.error
-    return result
-
-
 def unfinished_jobs(spec: ExperimentSpec, out: Path, result: GridResult, notify: Notify) -> list[Job]:
     """The jobs still to run; finished ones are recorded as skipped, stale markers and partials removed."""
     todo = []
@@ -374,66 +325,7 @@ def record_outcome(result: GridResult, job: Job, outcome: dict[str, Any], notify
         notify("failed", job, outcome)
 
 
-MAX_ATTEMPTS = 3
-
-
-def _worker_init() -> None:
-    """Die with the runner: an orphaned worker must never finish a run nobody is waiting for."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-        import signal
-
-        PR_SET_PDEATHSIG = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
-def _run_pool(
-    queue: list[Job | SourceJob],
-    workers: int,
-    spec: ExperimentSpec,
-    attempts: dict[str, int],
-    record: Callable[[Job | SourceJob, dict[str, Any]], list[Job]],
-    notify: Notify,
-    gate: SourceGate,
-) -> list[Job | SourceJob]:
-    """Run ``queue`` in one process pool; returns the jobs to retry after the pool broke."""
-    retry: list[Job | SourceJob] = []
-    # spawn: workers start clean (no inherited torch threads or open env handles).
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init) as pool:
-        pending: dict[Future[dict[str, Any]], Job | SourceJob] = {}
-        queue = list(queue)
-        broken = False
-
-        def stopped() -> bool:
-            return broken or gate.error is not None
-
-        while (queue and not stopped()) or pending:
-            while queue and not stopped() and len(pending) < workers:
-                job = queue.pop(0)
-                attempts[job.label] = attempts.get(job.label, 0) + 1
-                if isinstance(job, Job):
-                    pending[pool.submit(execute_job, job, spec, gate.path(job))] = job
-                else:
-                    pending[pool.submit(execute_source, spec, job.run_dir, job.seed)] = job
-                notify("start", job, {})
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in done:
-                job = pending.pop(fut)
-                try:
-                    outcome = fut.result()
-                except BrokenProcessPool:
-                    broken = True
-                    if attempts[job.label] < MAX_ATTEMPTS:
-                        notify("retry", job, {})
-                        retry.append(job)
-                        continue
-                    died = f"worker process died {attempts[job.label]} times running {job.label}"
-                    outcome = {"ok": False, "traceback": died}
-                queue += record(job, outcome)
-    if gate.error is not None:
-        return []  # the grid stops with the source's error; --resume redoes what is left
-    return retry + queue
+MAX_ATTEMPTS = 3  # a run whose worker process dies is retried, up to this many attempts in all
 
 
 def default_workers() -> int:

@@ -1,0 +1,171 @@
+"""The local process pool: the sources and runs of one experiment grid, or of several, ``workers`` at a time.
+
+Several grids share one pool (``rltransfer run A.yaml B.yaml``): every grid's sources start first,
+each grid's runs are queued as its sources become ready, and a worker that frees up takes the next
+job of any grid, so cores idle only at the very end rather than at the tail of every grid. A
+grid whose source fails stops there (its finished runs kept), the others go on.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import sys
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rltransfer.experiment.runner import (
+    MAX_ATTEMPTS,
+    GridResult,
+    Job,
+    Notify,
+    SourceGate,
+    SourceJob,
+    Sources,
+    execute_job,
+    execute_source,
+    record_outcome,
+    schedule,
+    unfinished_jobs,
+)
+from rltransfer.experiment.spec import ExperimentSpec
+
+
+@dataclass
+class Grid:
+    """One experiment in the pool: its spec, directory and ready sources; then its result and gate."""
+
+    spec: ExperimentSpec
+    out: Path
+    sources: Sources | Path | None  # the source checkpoints ready, by source seed (a Path: one for every seed)
+    result: GridResult = field(init=False)
+    gate: SourceGate = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.result = GridResult(self.out)
+
+
+Item = tuple[Grid, "Job | SourceJob"]
+
+
+def run_grid(
+    spec: ExperimentSpec,
+    out: Path,
+    sources: Sources | Path | None,
+    workers: int,
+    on_event: Notify | None = None,
+) -> GridResult:
+    """Run every unfinished job of one grid, ``workers`` at a time; events ``start``/``done``/``failed``/``skip``.
+
+    A source missing from ``sources`` is pretrained into ``runner.source_dir`` first, as a task of
+    the pool beside the runs that don't use it (events for it carry a ``SourceJob``); its failure,
+    or a failed ``preflight``, is raised after the runs in flight have finished.
+    """
+    grid = Grid(spec, out, sources)
+    run_grids([grid], workers, on_event)
+    if grid.gate.error is not None:
+        raise grid.gate.error
+    return grid.result
+
+
+def run_grids(grids: Sequence[Grid], workers: int, on_event: Notify | None = None) -> None:
+    """Run every unfinished job of every grid in one pool; each grid's outcome in ``grid.result``, and a
+    failed source (or ``preflight``) of a grid in ``grid.gate.error``, its other jobs then left undone."""
+    notify: Notify = on_event if on_event is not None else (lambda *_: None)
+    queue: list[Item] = []
+    for grid in grids:
+        jobs, grid.gate = schedule(
+            grid.spec, grid.out, unfinished_jobs(grid.spec, grid.out, grid.result, notify), grid.sources
+        )
+        queue += [(grid, job) for job in jobs]
+    queue.sort(key=lambda item: not isinstance(item[1], SourceJob))  # every grid's sources first (stable)
+
+    def record(grid: Grid, job: Job | SourceJob, outcome: dict[str, Any]) -> list[Item]:
+        """Record an outcome; the runs it releases (a source's, once ready)."""
+        if isinstance(job, Job):
+            record_outcome(grid.result, job, outcome, notify)
+            return []
+        notify("done" if outcome["ok"] else "failed", job, outcome)
+        return [(grid, released) for released in grid.gate.done(job, outcome)]
+
+    if workers <= 1:
+        while queue:
+            grid, job = queue.pop(0)
+            if grid.gate.error is not None:
+                continue  # that grid stops; --resume redoes what is left
+            notify("start", job, {})
+            queue += record(grid, job, _execute(grid, job))
+        return
+    attempts: dict[str, int] = {}
+    while queue:
+        # A pool whose worker died (OOM, kill -9) is broken for every job in it: start a new one and
+        # retry the jobs that were in flight, up to MAX_ATTEMPTS each.
+        queue = _run_pool(queue, workers, attempts, record, notify)
+
+
+def _task(grid: Grid, job: Job | SourceJob) -> tuple[Callable[..., dict[str, Any]], tuple[Any, ...]]:
+    """The worker entry point of ``job`` and its arguments (what a pool worker is sent: not the grid)."""
+    if isinstance(job, Job):
+        return execute_job, (job, grid.spec, grid.gate.path(job))
+    return execute_source, (grid.spec, job.run_dir, job.seed)
+
+
+def _execute(grid: Grid, job: Job | SourceJob) -> dict[str, Any]:
+    fn, args = _task(grid, job)
+    return fn(*args)
+
+
+def _worker_init() -> None:
+    """Die with the runner: an orphaned worker must never finish a run nobody is waiting for."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _run_pool(
+    queue: list[Item],
+    workers: int,
+    attempts: dict[str, int],
+    record: Callable[[Grid, Job | SourceJob, dict[str, Any]], list[Item]],
+    notify: Notify,
+) -> list[Item]:
+    """Run ``queue`` in one process pool; returns the jobs to retry after the pool broke."""
+    retry: list[Item] = []
+    # spawn: workers start clean (no inherited torch threads or open env handles).
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init) as pool:
+        pending: dict[Future[dict[str, Any]], Item] = {}
+        broken = False
+
+        def runnable() -> list[Item]:
+            """The queue without the jobs of grids stopped by a failed source (they are left undone)."""
+            return [item for item in queue if item[0].gate.error is None]
+
+        while ((queue := runnable()) and not broken) or pending:
+            while queue and not broken and len(pending) < workers:
+                grid, job = item = queue.pop(0)
+                attempts[job.label] = attempts.get(job.label, 0) + 1
+                fn, args = _task(grid, job)
+                pending[pool.submit(fn, *args)] = item
+                notify("start", job, {})
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                grid, job = item = pending.pop(fut)
+                try:
+                    outcome = fut.result()
+                except BrokenProcessPool:
+                    broken = True
+                    if attempts[job.label] < MAX_ATTEMPTS:
+                        notify("retry", job, {})
+                        retry.append(item)
+                        continue
+                    died = f"worker process died {attempts[job.label]} times running {job.label}"
+                    outcome = {"ok": False, "traceback": died}
+                queue += record(grid, job, outcome)
+    return retry + runnable()

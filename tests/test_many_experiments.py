@@ -1,0 +1,76 @@
+"""Several experiments in one worker pool (``rltransfer run A.yaml B.yaml``): the same results as each
+run alone, every grid's sources first, one grid's failed source leaving the others to finish."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+from specs import grid_spec
+
+from rltransfer.cli import main
+from rltransfer.errors import UserError
+from rltransfer.experiment.pool import Grid, run_grids
+from rltransfer.experiment.run import run_experiment, run_experiments
+from rltransfer.experiment.runner import SourceJob, prepare_out
+from rltransfer.experiment.spec import load_spec
+
+
+def write(root: Path, name: str, **changes: Any) -> Path:
+    path = root / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(grid_spec(name, **changes)))
+    return path
+
+
+def curves(out: Path) -> dict[str, list[Any]]:
+    found = {}
+    for path in sorted(out.glob("*/seed*/curves.npz")):
+        with np.load(path) as data:
+            found[str(path.relative_to(out))] = data["returns"].tolist()
+    return found
+
+
+@pytest.fixture(scope="module")
+def specs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("specs")
+    return write(root, "carts", targets=["long"]), write(root, "pend", family="pendulum", targets=["g12"])
+
+
+def test_one_pool_runs_every_grid_as_each_alone(specs: tuple[Path, Path], tmp_path: Path) -> None:
+    """Both grids' sources start first, side by side; the runs equal those their grid makes alone."""
+    grids = []
+    for path, out in zip(specs, (tmp_path / "a", tmp_path / "b"), strict=True):
+        spec = load_spec(path)
+        prepare_out(spec, out, resume=False)
+        grids.append(Grid(spec, out, None))
+    starts: list[Any] = []
+    run_grids(grids, workers=2, on_event=lambda event, job, _: starts.append(job) if event == "start" else None)
+    assert all(isinstance(job, SourceJob) for job in starts[:2])
+    assert {job.run_dir.parent for job in starts[:2]} == {tmp_path / "a", tmp_path / "b"}
+    for grid in grids:
+        assert grid.gate.error is None and grid.result.complete and len(grid.result.finished) == 4
+    alone, _ = run_experiment(specs[0], out=tmp_path / "alone", workers=1, progress=False)
+    assert curves(grids[0].out) == curves(alone.out) and len(curves(alone.out)) == 4
+
+
+def test_two_specs_writing_one_directory_are_refused(specs: tuple[Path, Path], tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="would both write to"):
+        run_experiments([specs[0], specs[0]], workers=2, progress=False)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_command_line_runs_several_specs_and_one_failing_stops_only_itself(
+    specs: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``require_solved``: a 128-step source misses CartPole's threshold; the other grid finishes."""
+    failing = write(tmp_path, "unsolved", targets=["long"], source={"timesteps": 128, "require_solved": True})
+    args = ["run", str(failing), str(specs[1]), "--out", str(tmp_path / "all"), "--workers", "2", "--quiet"]
+    assert main(args) == 2
+    out, err = capsys.readouterr()
+    assert f"pend: report: {tmp_path / 'all' / 'pend' / 'report' / 'report.md'}" in out
+    assert "pend: runs: 4 finished (0 kept from before), 0 failed" in out
+    assert err.startswith("rltransfer: error: unsolved: ") and "threshold" in err and len(err.strip().splitlines()) == 1
+    assert not list((tmp_path / "all" / "unsolved").glob("freeze/seed*"))  # its runs waited for the source
