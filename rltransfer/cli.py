@@ -8,10 +8,17 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import yaml
-
+from rltransfer.cli_args import (
+    FAMILY_HELP,
+    SNAPSHOT_HELP,
+    TARGETS_HELP,
+    kv,
+    parse_targets,
+    snapshot_seconds,
+    variant_arg,
+)
 from rltransfer.devices import DEVICE_HELP
 from rltransfer.envs import NonFiniteError
 from rltransfer.errors import SourceFailed, UserError
@@ -21,53 +28,6 @@ if TYPE_CHECKING:
     from rltransfer.experiment.runner import GridResult
 
 EXIT_USAGE = 2
-
-
-def _kv(items: Sequence[str] | None) -> dict[str, Any]:
-    from rltransfer.hyperparams import parse_override
-
-    return dict(parse_override(item) for item in items or [])
-
-
-TARGETS_HELP = "comma-separated variants (long, acrobot/source) or custom ones: {length: 0.9}"
-FAMILY_HELP = "a shipped family (see `rltransfer envs`), or your own as module:ATTRIBUTE or a YAML file"
-SNAPSHOT_HELP = "seconds between mid-run snapshots a killed run resumes from (default 300; 0: every update; off)"
-
-
-def _snapshot_every(value: str | None) -> float | None:
-    from rltransfer.snapshot import DEFAULT_EVERY_S, parse_snapshot_every
-
-    return DEFAULT_EVERY_S if value is None else parse_snapshot_every(value)
-
-
-def _variant_arg(family: Any, variant: str, params: Sequence[str] | None) -> Any:
-    """``--param length=0.8`` defines a custom variant; otherwise ``--variant`` names one."""
-    if params:
-        return _kv(params)
-    return variant
-
-
-def _targets(family: Any, text: str) -> list[Any]:
-    """``--targets``: variant names (``long``, ``acrobot/source``) and custom targets by parameter
-    values, comma-separated as YAML flow items: ``long,{length: 0.9},{name: mine, params: {...}}``."""
-    from rltransfer.resolve import resolve_variant
-
-    try:
-        items = yaml.safe_load(f"[{text}]")
-    except yaml.YAMLError:
-        raise UserError(
-            f"cannot read --targets '{text}'; give variant names separated by commas and custom targets "
-            "as {param: value} or {name: mine, params: {param: value}}"
-        ) from None
-    targets: list[Any] = []
-    for i, item in enumerate(items):
-        if not isinstance(item, dict):
-            targets.append(str(item))
-        elif set(item) <= {"name", "params"} and "params" in item:  # a spec's {name, params} form
-            targets.append(resolve_variant(family, item["params"] or {}, str(item.get("name", f"custom{i}"))))
-        else:
-            targets.append(resolve_variant(family, item, f"custom{i}"))
-    return targets
 
 
 def _threads() -> None:
@@ -134,7 +94,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     from rltransfer.pretraining import pretrain
 
     _threads()
-    variant = _variant_arg(args.family, args.variant, args.param)
+    variant = variant_arg(args.family, args.variant, args.param)
     name = args.variant if not args.param else "custom"
     out = Path(args.out) if args.out else Path("runs") / "sources" / f"{args.family.name}-{name}-seed{args.seed}"
     result = pretrain(
@@ -142,13 +102,13 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         variant,
         seed=args.seed,
         timesteps=args.timesteps,
-        hyperparams=_kv(args.hp),
+        hyperparams=kv(args.hp),
         out=out,
         overwrite=args.overwrite,
         progress=not args.quiet,
         device=args.device,
         resume=args.resume,
-        snapshot_every=_snapshot_every(args.snapshot_every),
+        snapshot_every=snapshot_seconds(args.snapshot_every),
     )
     ev = result.manifest["eval"]
     if not args.quiet:
@@ -165,13 +125,13 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     from rltransfer.strategies import parse_strategy
 
     _threads()
-    options = _kv(args.option)
+    options = kv(args.option)
     if args.transfer:
         options["transfer"] = args.transfer
     strategy = parse_strategy(args.strategy, options)
     if strategy.uses_source and not args.source:
         raise UserError(f"strategy '{args.strategy}' needs --source PATH (a checkpoint dir or SB3 .zip)")
-    targets = _targets(args.family, args.targets)
+    targets = parse_targets(args.family, args.targets)
     default_out = Path("runs") / "transfer" / f"{args.family.name}-{strategy.name}-seed{args.seed}"
     out = Path(args.out) if args.out else default_out
     result = finetune(
@@ -181,13 +141,13 @@ def cmd_transfer(args: argparse.Namespace) -> int:
         strategy,
         seed=args.seed,
         timesteps=args.timesteps,
-        hyperparams=_kv(args.hp),
+        hyperparams=kv(args.hp),
         out=out,
         overwrite=args.overwrite,
         progress=not args.quiet,
         device=args.device,
         resume=args.resume,
-        snapshot_every=_snapshot_every(args.snapshot_every),
+        snapshot_every=snapshot_seconds(args.snapshot_every),
     )
     if not args.quiet:
         if result.report is not None:
@@ -261,7 +221,7 @@ def cmd_advise(args: argparse.Namespace) -> int:
     from rltransfer.advise import advise, to_json
 
     _threads()
-    targets = _targets(args.family, args.targets)
+    targets = parse_targets(args.family, args.targets)
     advice = advise(args.source, args.family, targets, episodes=args.episodes, samples=args.samples, seed=args.seed)
     if args.json:
         print(json.dumps(to_json(advice), indent=2))

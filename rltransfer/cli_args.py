@@ -1,0 +1,58 @@
+"""Command-line text into the API's values: ``--hp``/``--param`` pairs, ``--targets``, ``--snapshot-every``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import yaml
+
+from rltransfer.errors import UserError
+
+TARGETS_HELP = "comma-separated variants (long, acrobot/source) or custom ones: {length: 0.9}"
+FAMILY_HELP = "a shipped family (see `rltransfer envs`), or your own as module:ATTRIBUTE or a YAML file"
+SNAPSHOT_HELP = "seconds between mid-run snapshots a killed run resumes from (default 300; 0: every update; off)"
+
+
+def kv(items: Sequence[str] | None) -> dict[str, Any]:
+    """``KEY=VALUE`` items (``--hp``, ``--param``, ``--option``) as a mapping, values read as YAML."""
+    from rltransfer.hyperparams import parse_override
+
+    return dict(parse_override(item) for item in items or [])
+
+
+def snapshot_seconds(value: str | None) -> float | None:
+    """``--snapshot-every`` of pretrain and transfer: seconds, or ``None`` for off (default 300)."""
+    from rltransfer.snapshot import DEFAULT_EVERY_S, parse_snapshot_every
+
+    return DEFAULT_EVERY_S if value is None else parse_snapshot_every(value)
+
+
+def variant_arg(family: Any, variant: str, params: Sequence[str] | None) -> Any:
+    """``--param length=0.8`` defines a custom variant; otherwise ``--variant`` names one."""
+    if params:
+        return kv(params)
+    return variant
+
+
+def parse_targets(family: Any, text: str) -> list[Any]:
+    """``--targets``: variant names (``long``, ``acrobot/source``) and custom targets by parameter
+    values, comma-separated as YAML flow items: ``long,{length: 0.9},{name: mine, params: {...}}``."""
+    from rltransfer.resolve import resolve_variant
+
+    try:
+        items = yaml.safe_load(f"[{text}]")
+    except yaml.YAMLError:
+        raise UserError(
+            f"cannot read --targets '{text}'; give variant names separated by commas and custom targets "
+            "as {param: value} or {name: mine, params: {param: value}}"
+        ) from None
+    targets: list[Any] = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            targets.append(str(item))
+        elif set(item) <= {"name", "params"} and "params" in item:  # a spec's {name, params} form
+            targets.append(resolve_variant(family, item["params"] or {}, str(item.get("name", f"custom{i}"))))
+        else:
+            targets.append(resolve_variant(family, item, f"custom{i}"))
+    return targets
