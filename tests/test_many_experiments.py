@@ -74,3 +74,11 @@ def test_command_line_runs_several_specs_and_one_failing_stops_only_itself(
     assert "pend: runs: 4 finished (0 kept from before), 0 failed" in out
     assert err.startswith("rltransfer: error: unsolved: ") and "threshold" in err and len(err.strip().splitlines()) == 1
     assert not list((tmp_path / "all" / "unsolved").glob("freeze/seed*"))  # its runs waited for the source
+
+
+def test_one_worker_a_failed_source_stops_its_grid_only(specs: tuple[Path, Path], tmp_path: Path) -> None:
+    """With one worker the sources pretrain before the runs, in this process: the same isolation."""
+    failing = write(tmp_path, "unsolved", targets=["long"], source={"timesteps": 128, "require_solved": True})
+    runs = run_experiments([failing, specs[1]], [tmp_path / "a", tmp_path / "b"], workers=1, progress=False)
+    assert isinstance(runs[0].error, UserError) and "threshold" in str(runs[0].error) and runs[0].report is None
+    assert runs[1].error is None and runs[1].result.complete and runs[1].report is not None

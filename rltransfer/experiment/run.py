@@ -33,6 +33,8 @@ from rltransfer.snapshot import parse_snapshot_every
 from rltransfer.training import DivergenceError
 
 BACKENDS = ("local", "ray")
+# What stops one grid (a failed source or preflight, bad input found late) but not the others of a run.
+STOPS_A_GRID = (UserError, SourceFailed, NonFiniteError, DivergenceError, OSError)
 
 
 @dataclass
@@ -148,30 +150,46 @@ def run_experiments(
         session = ray_backend.ray_session(address, n_workers, ray_backend.user_modules(families))
     with session, ExitStack() as locks:
         grids, todo = [], 0  # todo: the sources still to pretrain
+        stopped: dict[Path, Exception] = {}  # grids whose sources failed before the pool started
         for spec, out_dir in zip(loaded, dirs, strict=True):
             locks.enter_context(exclusive_lock(out_dir / LOCK_FILE, f"'{out_dir}'"))
             prepare_out(spec, out_dir, resume)
-            sources = _ready_sources(spec, out_dir, backend, n_workers, progress)
+            try:
+                sources = _ready_sources(spec, out_dir, backend, n_workers, progress)
+            except STOPS_A_GRID as e:
+                if len(loaded) == 1:
+                    raise
+                stopped[out_dir] = e  # pretrained here (one worker) and failed: the other grids go on
+                continue
             todo += len(set(spec.source.seeds) - set(sources))
             grids.append(Grid(spec, out_dir, sources))
         total = sum(len(plan_jobs(g.spec, g.out)) for g in grids) + todo
         label = "runs" if not todo else "source + runs" if todo == 1 else "sources + runs"
-        if len(grids) > 1:
-            label += f" of {len(grids)} experiments"
-        errors: dict[int, Exception | None] = {}
+        if len(loaded) > 1:
+            label += f" of {len(loaded)} experiments"
+        errors: dict[Path, Exception | None] = {}
         with GridProgress(total, enabled=progress, label=label) as display:
             if backend == "ray":
                 # A cluster's own size sets the runs in flight unless --workers caps it.
                 cap = workers if address is not None else n_workers
-                for i, g in enumerate(grids):
+                for g in grids:
                     try:
                         g.result = ray_backend.run_grid_ray(g.spec, g.out, g.sources, cap, display, gpus_per_run)
-                    except (UserError, SourceFailed, NonFiniteError, DivergenceError, OSError) as e:
-                        errors[i] = e  # a failed source or preflight (its finished runs are kept): the next grid
+                    except STOPS_A_GRID as e:
+                        errors[g.out] = e  # a failed source or preflight (its finished runs are kept): the next grid
             else:
                 run_grids(grids, n_workers, on_event=display)
-                errors = {i: g.gate.error for i, g in enumerate(grids)}
-        runs = [ExperimentRun(g.spec, g.out, g.result, error=errors.get(i)) for i, g in enumerate(grids)]
+                errors = {g.out: g.gate.error for g in grids}
+        results = {g.out: g.result for g in grids}
+        runs = [
+            ExperimentRun(
+                spec,
+                out_dir,
+                results.get(out_dir, GridResult(out_dir)),
+                error=stopped.get(out_dir, errors.get(out_dir)),
+            )
+            for spec, out_dir in zip(loaded, dirs, strict=True)
+        ]
         for run in runs:
             if run.error is None:
                 run.report = _report(run.out, run.spec, run.result)
