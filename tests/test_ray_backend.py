@@ -442,6 +442,7 @@ def test_snapshots_cross_the_cluster(
     attempts.mkdir()
 
     def dies_after_five_snapshots(job: Job, spec: Any, source: str | None) -> dict[str, Any]:
+        # Self-contained, as flaky above: Ray pickles it by value, and workers cannot import this module.
         tag = f"{job.arm.name}{job.seed}"
         with open(attempts / tag, "a") as f:
             f.write("x")
