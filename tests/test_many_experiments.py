@@ -59,6 +59,9 @@ def test_one_pool_runs_every_grid_as_each_alone(specs: tuple[Path, Path], tmp_pa
 def test_two_specs_writing_one_directory_are_refused(specs: tuple[Path, Path], tmp_path: Path) -> None:
     with pytest.raises(UserError, match="would both write to"):
         run_experiments([specs[0], specs[0]], workers=2, progress=False)
+    same = load_spec(specs[0])
+    with pytest.raises(UserError, match="would both write to"):  # one spec object twice, too
+        run_experiments([same, same], [tmp_path / "x", tmp_path / "x"], workers=2, progress=False)
     assert not (tmp_path / "runs").exists()
 
 

@@ -129,12 +129,13 @@ def run_experiments(
     if n_workers <= 0:
         raise UserError(f"--workers must be a positive integer, got {n_workers}")
     dirs = [Path(o) if o is not None else Path("runs") / s.name for s, o in zip(loaded, outs, strict=True)]
-    seen: dict[Path, str] = {}
-    for spec, out_dir in zip(loaded, dirs, strict=True):
-        other = seen.setdefault(out_dir.resolve(), spec.name)
-        if other is not spec.name:
+    first: dict[Path, int] = {}  # the first spec writing to each directory
+    for i, (spec, out_dir) in enumerate(zip(loaded, dirs, strict=True)):
+        j = first.setdefault(out_dir.resolve(), i)
+        if j != i:
             raise UserError(
-                f"specs '{other}' and '{spec.name}' would both write to '{out_dir}'; give them distinct names"
+                f"specs '{loaded[j].name}' and '{spec.name}' would both write to '{out_dir}'; "
+                "give them distinct names (or output directories)"
             )
     # Everything that can be checked is checked before the first file is written.
     for spec, out_dir in zip(loaded, dirs, strict=True):
