@@ -11,8 +11,8 @@ atomically), so a finished run never contains one; a resumed run continues it th
 
 Resumed on the CPU, a run gives bit-identical curves, weights and logs to one never stopped,
 where its environments' episodes can be saved (the classic-control families, batched or
-not, and any env that pickles as itself). Gymnasium's MuJoCo and Box2D envs cannot be: a
-run of theirs resumes with new episodes, and its manifest says so (``resumed``).
+not, Gymnasium's MuJoCo envs, and any env that pickles as itself). Box2D envs (LunarLander)
+cannot be: a run of theirs resumes with new episodes, and its manifest says so (``resumed``).
 
 The file is a pickle (``torch.save``): it is resumed from the user's own run directories only.
 """
