@@ -30,6 +30,7 @@ from grid_events import Events, assert_source_beside_scratch
 from specs import grid_spec
 
 from rltransfer.cli import main
+from rltransfer.errors import UserError
 from rltransfer.experiment.run import run_experiment
 from rltransfer.experiment.runner import Job, execute_job
 
@@ -170,6 +171,41 @@ def test_ray_pretrains_one_source_per_source_seed(local_ray: Any, tmp_path: Path
         k: v for k, v in results(reference).items() if k != "report.md"
     }
     assert_clean(out)
+
+
+def test_several_specs_share_one_queue_and_a_failed_source_stops_only_its_grid(
+    local_ray: Any, spec_path: Path, reference: Path, tmp_path: Path
+) -> None:
+    """``rltransfer run A.yaml B.yaml --backend ray``: both grids' sources start first, as Ray tasks of
+    one queue; an unsolved source (``require_solved``) stops its grid, the other finishes as alone."""
+    from rltransfer.experiment import ray_backend
+    from rltransfer.experiment.run import run_experiments
+    from rltransfer.experiment.runner import SourceJob
+
+    failing = tmp_path / "unsolved.yaml"
+    failing.write_text(yaml.safe_dump(grid_spec("unsolved", source={"timesteps": 128, "require_solved": True})))
+    starts: list[Any] = []
+    original = ray_backend.run_grids_ray
+
+    def spy(grids: Any, workers: Any, on_event: Any, *args: Any) -> None:
+        def both(event: str, job: Any, info: dict[str, Any]) -> None:
+            if event == "start":
+                starts.append(job)
+            on_event(event, job, info)
+
+        original(grids, workers, both, *args)
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(ray_backend, "run_grids_ray", spy)
+        runs = run_experiments(
+            [failing, spec_path], [tmp_path / "a", tmp_path / "b"], workers=2, progress=False, backend="ray"
+        )
+    assert [type(job) for job in starts[:2]] == [SourceJob, SourceJob]
+    assert isinstance(runs[0].error, UserError) and "threshold" in str(runs[0].error) and runs[0].report is None
+    assert not list((tmp_path / "a").glob("freeze/seed*"))  # its runs waited for the source
+    assert runs[1].error is None and runs[1].result.complete and runs[1].report is not None
+    assert results(tmp_path / "b") == results(reference)
+    assert_clean(tmp_path / "b")
 
 
 def test_resume_across_backends(local_ray: Any, spec_path: Path, reference: Path, tmp_path: Path) -> None:

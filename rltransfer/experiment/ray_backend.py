@@ -30,7 +30,7 @@ import sysconfig
 import tarfile
 import tempfile
 import traceback
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import replace
 from pathlib import Path
@@ -39,6 +39,7 @@ from typing import Any
 from rltransfer.checkpoint import MANIFEST_FILE, MODEL_FILE
 from rltransfer.envs import Family
 from rltransfer.errors import UserError
+from rltransfer.experiment.pool import Grid, Item
 from rltransfer.experiment.runner import (
     MAX_ATTEMPTS,
     GridResult,
@@ -374,62 +375,90 @@ def run_grid_ray(
     gpus_per_run: float = 0.0,
     execute: Execute = execute_job,
 ) -> GridResult:
-    """Run every unfinished job as a Ray task; the same contract and events as ``runner.run_grid``.
+    """Run every unfinished job as a Ray task; the same contract and events as ``pool.run_grid``.
 
     At most ``workers`` runs are in flight (default: as many as the cluster's CPUs, and GPUs when
     ``gpus_per_run`` asks for them, re-read as nodes join or leave), so ``start`` means running.
     ``execute`` is the per-run function (``execute_job``), shipped to the workers with each task.
     A source missing from ``sources`` is pretrained by a Ray task into ``runner.source_dir`` beside
-    the runs that don't use it, as ``runner.run_grid`` does in its pool.
+    the runs that don't use it, as ``pool.run_grid`` does in its pool.
+    """
+    grid = Grid(spec, out, sources)
+    run_grids_ray([grid], workers, on_event, gpus_per_run, execute)
+    if grid.gate.error is not None:
+        raise grid.gate.error
+    return grid.result
+
+
+def run_grids_ray(
+    grids: Sequence[Grid],
+    workers: int | None = None,
+    on_event: Notify | None = None,
+    gpus_per_run: float = 0.0,
+    execute: Execute = execute_job,
+) -> None:
+    """``pool.run_grids`` on the cluster: every grid's jobs as Ray tasks of one queue, sources first.
+
+    A task that frees a slot is followed by the next job of any grid, so the cluster idles only at
+    the very end. Each grid's outcome is in ``grid.result``; a grid whose source (or ``preflight``)
+    failed has it in ``grid.gate.error`` and its other jobs left undone, the other grids go on.
     """
     ray = require_ray()
-    result = GridResult(out)
     notify: Notify = on_event if on_event is not None else (lambda *_: None)
-    queue, gate = schedule(spec, out, unfinished_jobs(spec, out, result, notify), sources)
+    queue: list[Item] = []
+    for grid in grids:
+        jobs, grid.gate = schedule(
+            grid.spec, grid.out, unfinished_jobs(grid.spec, grid.out, grid.result, notify), grid.sources
+        )
+        queue += [(grid, job) for job in jobs]
+    queue.sort(key=lambda item: not isinstance(item[1], SourceJob))  # every grid's sources first (stable)
     if not queue:
-        return result
+        return
     _check_resources(ray, gpus_per_run)
-    spec_ref = ray.put(spec)
+    spec_refs = {id(grid): ray.put(grid.spec) for grid in grids}
     task = ray.remote(_run_task).options(**_options(gpus_per_run))
+    pretrain = ray.remote(_pretrain_task).options(**_options(gpus_per_run))
     shipped: dict[str, tuple[Any, str, str]] = {}  # by checkpoint path: each put into the object store once
-    pending: dict[Any, Job | SourceJob] = {}
+    pending: dict[Any, Item] = {}
     # Snapshots of killed attempts on this machine (a killed driver's, or the local backend's) go first.
-    interrupted = {job.label: interrupted_runs(Path(job.label)) for job in [*queue, *gate.waiting_jobs()]}
+    labels = [job.label for _, job in queue] + [job.label for grid in grids for job in grid.gate.waiting_jobs()]
+    interrupted = {label: interrupted_runs(Path(label)) for label in labels}
     initial = {label: pack(found[0]) for label, found in interrupted.items() if found}
     relay = ray.remote(SnapshotRelay).options(num_cpus=0).remote(initial)
+
+    def runnable() -> list[Item]:
+        """The queue without the jobs of grids stopped by a failed source (they are left undone)."""
+        return [item for item in queue if item[0].gate.error is None]
+
     try:
-        while (queue and not gate.error) or pending:
+        while (queue := runnable()) or pending:
             slots = workers or _capacity(ray, gpus_per_run)
-            while queue and not gate.error and len(pending) < slots:
-                job = queue.pop(0)
+            while queue and len(pending) < slots:
+                grid, job = item = queue.pop(0)
                 if isinstance(job, SourceJob):
-                    pretrain = ray.remote(_pretrain_task).options(**_options(gpus_per_run))
-                    pending[pretrain.remote(spec, job.seed, list(sys.argv), relay, job.label)] = job
+                    pending[pretrain.remote(grid.spec, job.seed, list(sys.argv), relay, job.label)] = item
                 else:
-                    source = gate.path(job)
+                    source = grid.gate.path(job)
                     if source is not None and source not in shipped:
                         shipped[source] = _ship(ray, Path(source))
                     blob, entry, driver_zip = shipped[source] if source is not None else (None, "", "")
-                    args = (job, spec_ref, blob, entry, driver_zip, list(sys.argv), execute, relay)
-                    pending[task.remote(*args)] = job
+                    args = (job, spec_refs[id(grid)], blob, entry, driver_zip, list(sys.argv), execute, relay)
+                    pending[task.remote(*args)] = item
                 notify("start", job, {})
             done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
             _keep_snapshots(ray, relay)  # before the runs that finished are installed: theirs are removed then
             for ref in done:
-                job = pending.pop(ref)
+                grid, job = pending.pop(ref)
                 if isinstance(job, Job):
-                    record_outcome(result, job, _collect(ray, ref, job), notify)
+                    record_outcome(grid.result, job, _collect(ray, ref, job), notify)
                     continue
                 outcome = _collect_source(ray, ref, job.run_dir)
                 notify("done" if outcome["ok"] else "failed", job, outcome)
-                queue += gate.done(job, outcome)
+                queue += [(grid, released) for released in grid.gate.done(job, outcome)]
     finally:
         for ref in pending:  # interrupted: stop what is still running on the cluster
             with suppress(Exception):
                 ray.cancel(ref, force=True)
-    if gate.error is not None:
-        raise gate.error
-    return result
 
 
 def _keep_snapshots(ray: Any, relay: Any) -> None:

@@ -96,10 +96,10 @@ def run_experiments(
 ) -> list[ExperimentRun]:
     """``run_experiment`` for several specs at once, each into its ``outs`` entry (default ``runs/<name>``).
 
-    Locally their sources and runs share one process pool (``rltransfer.experiment.pool``): cores
-    idle only at the very end, not at the tail of each grid. On Ray the grids run one after the
-    other, each over the whole cluster. Every spec and directory is checked before anything is
-    written; a grid whose source fails stops there (``ExperimentRun.error``), the others go on.
+    Their sources and runs share one queue (``rltransfer.experiment.pool``, or Ray tasks on the
+    cluster): workers idle only at the very end, not at the tail of each grid. Every spec and
+    directory is checked before anything is written; a grid whose source fails stops there
+    (``ExperimentRun.error``), the others go on.
     """
     if backend not in BACKENDS:
         raise UserError(f"--backend must be one of {', '.join(BACKENDS)}, got '{backend}'")
@@ -168,19 +168,14 @@ def run_experiments(
         label = "runs" if not todo else "source + runs" if todo == 1 else "sources + runs"
         if len(loaded) > 1:
             label += f" of {len(loaded)} experiments"
-        errors: dict[Path, Exception | None] = {}
         with GridProgress(total, enabled=progress, label=label) as display:
             if backend == "ray":
                 # A cluster's own size sets the runs in flight unless --workers caps it.
                 cap = workers if address is not None else n_workers
-                for g in grids:
-                    try:
-                        g.result = ray_backend.run_grid_ray(g.spec, g.out, g.sources, cap, display, gpus_per_run)
-                    except STOPS_A_GRID as e:
-                        errors[g.out] = e  # a failed source or preflight (its finished runs are kept): the next grid
+                ray_backend.run_grids_ray(grids, cap, display, gpus_per_run)
             else:
                 run_grids(grids, n_workers, on_event=display)
-                errors = {g.out: g.gate.error for g in grids}
+            errors = {g.out: g.gate.error for g in grids}
         results = {g.out: g.result for g in grids}
         runs = [
             ExperimentRun(
