@@ -8,9 +8,10 @@ Two experiments of three equal jobs each (a source, a scratch run and a freeze r
 
 On 2 workers a grid of three jobs takes two rounds, one of them with a worker idle; the pool runs
 the six jobs in three. Wall times (reports included) alternate over ``--repeats`` rounds; the
-ratio is the median of per-round ratios.
+ratio is the median of per-round ratios. ``--backend ray`` runs both arms as Ray tasks on one
+local Ray instance of ``--workers`` CPUs, started once for all rounds (needs the ``ray`` extra).
 
-    python benchmarks/many_grids.py [--timesteps 8192] [--repeats 3] [--workers 2]
+    python benchmarks/many_grids.py [--timesteps 8192] [--repeats 3] [--workers 2] [--backend ray]
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ import argparse
 import statistics
 import tempfile
 import time
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
+from typing import Any
 
 import yaml
 from sidebyside import alternate, machine, paired_ratio
@@ -53,28 +56,37 @@ def main() -> None:
     parser.add_argument("--timesteps", type=int, default=8192)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", type=int, default=default_workers())
+    parser.add_argument("--backend", choices=("local", "ray"), default="local")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="many-grids-"))
     paths = specs(root, args.timesteps)
     rounds = [0]
+    how: dict[str, Any] = {"workers": args.workers, "progress": False, "backend": args.backend}
+    session: AbstractContextManager[None] = nullcontext()
+    if args.backend == "ray":
+        from rltransfer.experiment.ray_backend import ray_session
+
+        session = ray_session(None, args.workers)  # one instance for every round: its start is not timed
 
     def sequential() -> float:
         rounds[0] += 1
         started = time.perf_counter()
         for path in paths:
-            run_experiment(path, out=root / f"seq{rounds[0]}" / path.stem, workers=args.workers, progress=False)
+            run_experiment(path, out=root / f"seq{rounds[0]}" / path.stem, **how)
         return time.perf_counter() - started
 
     def pooled() -> float:
         rounds[0] += 1
         started = time.perf_counter()
         outs = [root / f"pool{rounds[0]}" / path.stem for path in paths]
-        runs = run_experiments(paths, outs, workers=args.workers, progress=False)
+        runs = run_experiments(paths, outs, **how)
         assert all(run.error is None and run.result.complete for run in runs)
         return time.perf_counter() - started
 
-    results = alternate({"one after another": sequential, "one pool": pooled}, args.repeats)
-    print(f"machine: {machine()}; {args.workers} workers; 2 experiments x 3 jobs of {args.timesteps} steps")
+    with session:
+        results = alternate({"one after another": sequential, "one pool": pooled}, args.repeats)
+    jobs = f"2 experiments x 3 jobs of {args.timesteps} steps"
+    print(f"machine: {machine()}; backend {args.backend}, {args.workers} workers; {jobs}")
     print("| arm | wall time, median [s] | speed-up |")
     print("| --- | --- | --- |")
     for name, times in results.items():
