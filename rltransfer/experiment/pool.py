@@ -75,13 +75,7 @@ def run_grids(grids: Sequence[Grid], workers: int, on_event: Notify | None = Non
     """Run every unfinished job of every grid in one pool; each grid's outcome in ``grid.result``, and a
     failed source (or ``preflight``) of a grid in ``grid.gate.error``, its other jobs then left undone."""
     notify: Notify = on_event if on_event is not None else (lambda *_: None)
-    queue: list[Item] = []
-    for grid in grids:
-        jobs, grid.gate = schedule(
-            grid.spec, grid.out, unfinished_jobs(grid.spec, grid.out, grid.result, notify), grid.sources
-        )
-        queue += [(grid, job) for job in jobs]
-    queue.sort(key=lambda item: not isinstance(item[1], SourceJob))  # every grid's sources first (stable)
+    queue = first_queue(grids, notify)
 
     def record(grid: Grid, job: Job | SourceJob, outcome: dict[str, Any]) -> list[Item]:
         """Record an outcome; the runs it releases (a source's, once ready)."""
@@ -104,6 +98,24 @@ def run_grids(grids: Sequence[Grid], workers: int, on_event: Notify | None = Non
         # A pool whose worker died (OOM, kill -9) is broken for every job in it: start a new one and
         # retry the jobs that were in flight, up to MAX_ATTEMPTS each.
         queue = _run_pool(queue, workers, attempts, record, notify)
+
+
+def first_queue(grids: Sequence[Grid], notify: Notify) -> list[Item]:
+    """Every grid's unfinished jobs, its sources first (each grid's ``gate`` set: the runs waiting
+    for a source are released by it); finished runs are notified ``skip``."""
+    queue: list[Item] = []
+    for grid in grids:
+        jobs, grid.gate = schedule(
+            grid.spec, grid.out, unfinished_jobs(grid.spec, grid.out, grid.result, notify), grid.sources
+        )
+        queue += [(grid, job) for job in jobs]
+    queue.sort(key=lambda item: not isinstance(item[1], SourceJob))  # every grid's sources first (stable)
+    return queue
+
+
+def runnable(queue: list[Item]) -> list[Item]:
+    """The queue without the jobs of grids stopped by a failed source (they are left undone)."""
+    return [item for item in queue if item[0].gate.error is None]
 
 
 def _task(grid: Grid, job: Job | SourceJob) -> tuple[Callable[..., dict[str, Any]], tuple[Any, ...]]:
@@ -142,12 +154,7 @@ def _run_pool(
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init) as pool:
         pending: dict[Future[dict[str, Any]], Item] = {}
         broken = False
-
-        def runnable() -> list[Item]:
-            """The queue without the jobs of grids stopped by a failed source (they are left undone)."""
-            return [item for item in queue if item[0].gate.error is None]
-
-        while ((queue := runnable()) and not broken) or pending:
+        while ((queue := runnable(queue)) and not broken) or pending:
             while queue and not broken and len(pending) < workers:
                 grid, job = item = queue.pop(0)
                 attempts[job.label] = attempts.get(job.label, 0) + 1
@@ -168,4 +175,4 @@ def _run_pool(
                     died = f"worker process died {attempts[job.label]} times running {job.label}"
                     outcome = {"ok": False, "traceback": died}
                 queue += record(grid, job, outcome)
-    return retry + runnable()
+    return retry + runnable(queue)

@@ -39,7 +39,7 @@ from typing import Any
 from rltransfer.checkpoint import MANIFEST_FILE, MODEL_FILE
 from rltransfer.envs import Family
 from rltransfer.errors import UserError
-from rltransfer.experiment.pool import Grid, Item
+from rltransfer.experiment.pool import Grid, Item, first_queue, runnable
 from rltransfer.experiment.runner import (
     MAX_ATTEMPTS,
     GridResult,
@@ -50,8 +50,6 @@ from rltransfer.experiment.runner import (
     execute_job,
     execute_source,
     record_outcome,
-    schedule,
-    unfinished_jobs,
 )
 from rltransfer.experiment.spec import ExperimentSpec
 from rltransfer.io import PARTIAL, atomic_write_json, interrupted_runs, remove_partials, staging_dir
@@ -405,13 +403,7 @@ def run_grids_ray(
     """
     ray = require_ray()
     notify: Notify = on_event if on_event is not None else (lambda *_: None)
-    queue: list[Item] = []
-    for grid in grids:
-        jobs, grid.gate = schedule(
-            grid.spec, grid.out, unfinished_jobs(grid.spec, grid.out, grid.result, notify), grid.sources
-        )
-        queue += [(grid, job) for job in jobs]
-    queue.sort(key=lambda item: not isinstance(item[1], SourceJob))  # every grid's sources first (stable)
+    queue = first_queue(grids, notify)
     if not queue:
         return
     _check_resources(ray, gpus_per_run)
@@ -425,13 +417,8 @@ def run_grids_ray(
     interrupted = {label: interrupted_runs(Path(label)) for label in labels}
     initial = {label: pack(found[0]) for label, found in interrupted.items() if found}
     relay = ray.remote(SnapshotRelay).options(num_cpus=0).remote(initial)
-
-    def runnable() -> list[Item]:
-        """The queue without the jobs of grids stopped by a failed source (they are left undone)."""
-        return [item for item in queue if item[0].gate.error is None]
-
     try:
-        while (queue := runnable()) or pending:
+        while (queue := runnable(queue)) or pending:
             slots = workers or _capacity(ray, gpus_per_run)
             while queue and len(pending) < slots:
                 grid, job = item = queue.pop(0)
