@@ -10,6 +10,10 @@ target) down and uses 3 seeds, for a machine-sized pass; the tables record the s
 
     python benchmarks/suite.py --quick experiments/cartpole.yaml experiments/cartpole-to-classic.yaml
     python benchmarks/suite.py --out docs/suite.md            # everything, full budgets (hours)
+    python benchmarks/suite.py --backend ray --address auto   # ... on a Ray cluster
+
+Every grid shares one worker pool (``rltransfer run A.yaml B.yaml``), and each is resumed where
+an earlier pass left it: a killed suite loses nothing.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from sidebyside import machine
 
 from rltransfer.compare import stratified_independent_bootstrap_ci, time_to_threshold
 from rltransfer.errors import UserError
-from rltransfer.experiment.run import run_experiment
+from rltransfer.experiment.run import run_experiments
 from rltransfer.experiment.spec import ExperimentSpec, load_spec, parse_spec
 from rltransfer.hyperparams import resolve_hyperparams
 
@@ -154,9 +158,13 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, default=3, help="seeds with --quick (default 3)")
     parser.add_argument("--root", default="runs/suite", help="where the grids run")
     parser.add_argument("--out", help="also write the table to this markdown file")
+    parser.add_argument("--workers", type=int, help="runs in flight (default: every core, or the cluster's CPUs)")
+    parser.add_argument("--backend", choices=("local", "ray"), default="local", help="ray: on a Ray cluster")
+    parser.add_argument("--address", help="the Ray cluster (auto or HOST:PORT; default: a local Ray instance)")
+    parser.add_argument("--quiet", action="store_true", help="no progress display")
     args = parser.parse_args()
     paths = [Path(p) for p in args.specs] or sorted(Path("experiments").glob("*.yaml"))
-    rows: list[Row] = []
+    todo: list[tuple[Path, ExperimentSpec, Path]] = []
     for path in paths:
         spec = load_spec(path)
         if not all(t.family.available for t in spec.targets):
@@ -164,19 +172,32 @@ def main() -> int:
             continue
         if args.quick:
             spec = scaled(spec, args.quick, args.seeds)
-        started = time.time()
         # One directory per budget factor: a grid directory refuses runs of another spec.
-        out = Path(args.root) / (f"{spec.name}-x{args.quick:g}" if args.quick else spec.name)
-        try:
-            result, _ = run_experiment(spec, out=out, resume=True, progress=False)
-        except UserError as e:  # e.g. a source that missed source.require_solved: the other specs go on
-            print(f"{path}: {e}", file=sys.stderr)
-            continue
-        if result.failed:
-            print(f"{path}: {len(result.failed)} runs failed; rerun to retry", file=sys.stderr)
-            continue
-        rows += rows_for(spec, out)
-        print(f"{path}: {time.time() - started:.0f}s", file=sys.stderr, flush=True)
+        todo.append((path, spec, Path(args.root) / (f"{spec.name}-x{args.quick:g}" if args.quick else spec.name)))
+    started = time.time()
+    # Every grid in one pool (every source first): cores idle only at the very end, not per grid.
+    try:
+        runs = run_experiments(
+            [spec for _, spec, _ in todo],
+            [out for _, _, out in todo],
+            workers=args.workers,
+            resume=True,
+            progress=not args.quiet,
+            backend=args.backend,
+            address=args.address,
+        )
+    except UserError as e:  # bad input found before the pool (or one spec's failed source: nothing to tabulate)
+        print(f"suite: {e}", file=sys.stderr)
+        return 2
+    print(f"{len(todo)} experiments: {time.time() - started:.0f}s", file=sys.stderr, flush=True)
+    rows: list[Row] = []
+    for (path, spec, out), run in zip(todo, runs, strict=True):
+        if run.error is not None:  # e.g. a source that missed source.require_solved: the other specs went on
+            print(f"{path}: {run.error}", file=sys.stderr)
+        elif run.result.failed:
+            print(f"{path}: {len(run.result.failed)} runs failed; rerun to retry", file=sys.stderr)
+        else:
+            rows += rows_for(spec, out)
     lines = [
         f"machine: {machine()}, Python {sys.version.split()[0]}; "
         + (f"quick: budgets x{args.quick}, {args.seeds} seeds" if args.quick else "full budgets"),
