@@ -1,11 +1,10 @@
 """Sample-efficiency suite: every ready experiment, one headline table.
 
-For each spec (default: every ``experiments/*.yaml``) the grid is run (or resumed) and, per
-target and transfer arm, the table gives the time-to-threshold ratio transfer/scratch (mean
-steps; a run that never reaches the threshold counts as the full budget, so such ratios are
-bounds) with a 95% stratified bootstrap CI over seeds, the AUC gain over scratch with its CI,
-and the negative-transfer flag; a second table counts, per experiment and arm, the targets
-where transfer was positive, null or NEGATIVE. ``--quick`` scales every budget (source and
+For each spec (default: every ``experiments/*.yaml``) the grid is run (or resumed), and the
+overview of ``rltransfer.experiment.overview`` is printed: per target and transfer arm, the
+time-to-threshold ratio transfer/scratch with its 95% CI, the AUC gain over scratch with its
+CI, and the negative-transfer flag; then, per experiment and arm, the targets where transfer
+was positive, null or NEGATIVE. ``--quick`` scales every budget (source and
 target) down and uses 3 seeds, for a machine-sized pass; the tables record the settings used.
 
     python benchmarks/suite.py --quick experiments/cartpole.yaml experiments/cartpole-to-classic.yaml
@@ -20,17 +19,14 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from sidebyside import machine
 
-from rltransfer.compare import stratified_independent_bootstrap_ci, time_to_threshold
 from rltransfer.errors import UserError
+from rltransfer.experiment.overview import Row, overview_markdown, rows_for
 from rltransfer.experiment.run import run_experiments
 from rltransfer.experiment.spec import ExperimentSpec, load_spec, parse_spec
 from rltransfer.hyperparams import resolve_hyperparams
@@ -52,103 +48,6 @@ def scaled(spec: ExperimentSpec, factor: float, seeds: int) -> ExperimentSpec:
             raw["source"]["seeds"] = list(spec.source.seeds[:seeds])
         raw["source"].pop("require_solved", None)  # a scaled-down source is not expected to solve
     return parse_spec(raw, where=f"{spec.path} (quick)")
-
-
-def ttt_ratio(arm: np.ndarray, scratch: np.ndarray, budget: float) -> tuple[float, float, float]:
-    """Mean steps to threshold, arm / scratch, with never-reached runs counted as the budget."""
-
-    def ratio(x: np.ndarray, y: np.ndarray) -> float:
-        return float(np.mean(x) / max(np.mean(y), 1.0))
-
-    a, s = np.minimum(arm, budget), np.minimum(scratch, budget)
-    low, high = stratified_independent_bootstrap_ci(a, s, ratio)
-    return ratio(a, s), low, high
-
-
-@dataclass(frozen=True)
-class Row:
-    """One target and transfer arm of one experiment, as the table prints it."""
-
-    experiment: str
-    budget: str
-    task: str
-    arm: str
-    ttt: tuple[float, float, float]  # ratio transfer/scratch, CI low, CI high
-    auc: tuple[float, float, float]  # gain over scratch, CI low, CI high
-    reached: float
-    flag: str  # "positive", "NEGATIVE" or ""
-
-    def line(self) -> str:
-        (r, lo, hi), (d, dlo, dhi) = self.ttt, self.auc
-        return (
-            f"| {self.experiment} | {self.task} | {self.arm} | {r:.2f} [{lo:.2f}, {hi:.2f}] | {d:+.1f} "
-            f"[{dlo:+.1f}, {dhi:+.1f}] | {self.reached:.0%} | {self.flag} |"
-        )
-
-
-def budget_of(spec: ExperimentSpec) -> str:
-    """``source steps [xS sources] -> target steps, seeds`` as run (a given checkpoint: its directory's name)."""
-    if spec.source.checkpoint is not None:
-        source = Path(spec.source.checkpoint).name
-    else:
-        steps = spec.source.timesteps or resolve_hyperparams(spec.family)["n_timesteps"]
-        sources = len(spec.source.seeds)
-        source = f"{steps / 1000:g}k" + (f" x{sources} sources" if sources > 1 else "")
-    return f"{source} -> {spec.timesteps / 1000:g}k, {len(spec.seeds)} seeds"
-
-
-def rows_for(spec: ExperimentSpec, out: Path) -> list[Row]:
-    report = out / "report"
-    summary = json.loads((report / "summary.json").read_text())
-    with np.load(report / "curves.npz") as data:
-        steps = data["steps"]
-        curves = {arm: data[arm] for arm in summary["arms"]}
-    thresholds = np.asarray(spec.thresholds)
-    ttt = {arm: time_to_threshold(c, steps, thresholds) for arm, c in curves.items()}
-    budget, as_run = float(steps[-1]), budget_of(spec)
-    rows = []
-    for c in summary["comparisons"]:
-        arm, task = c["arm"], c["task"]
-        if arm == "scratch" or task == "all tasks":
-            continue
-        t = spec.task_names.index(task)
-        d = c["auc_difference"]
-        flag = "NEGATIVE" if c["negative_transfer"] else ("positive" if c["positive_transfer"] else "")
-        rows.append(
-            Row(
-                spec.name,
-                as_run,
-                task,
-                arm,
-                ttt_ratio(ttt[arm][:, t : t + 1], ttt["scratch"][:, t : t + 1], budget),
-                (d["value"], d["low"], d["high"]),
-                c["reached_fraction"],
-                flag,
-            )
-        )
-    return rows
-
-
-def arm_summary(rows: list[Row]) -> list[str]:
-    """Per experiment and arm: on how many targets transfer was positive, null or NEGATIVE.
-
-    The headline at a glance; the per-target table above it has the intervals behind each flag.
-    """
-    lines = [
-        "| experiment | budget (source -> target, seeds) | arm | positive | null | NEGATIVE | AUC gain per target |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    groups: dict[tuple[str, str], list[Row]] = {}
-    for row in rows:
-        groups.setdefault((row.experiment, row.arm), []).append(row)
-    for (experiment, arm), group in groups.items():
-        flags = [row.flag for row in group]
-        gains = " / ".join(f"{row.task} {row.auc[0]:+.0f}" for row in group)
-        lines.append(
-            f"| {experiment} | {group[0].budget} | {arm} | {flags.count('positive')} | {flags.count('')} | "
-            f"{flags.count('NEGATIVE')} | {gains} |"
-        )
-    return lines
 
 
 def main() -> int:
@@ -198,20 +97,12 @@ def main() -> int:
             print(f"{path}: {len(run.result.failed)} runs failed; rerun to retry", file=sys.stderr)
         else:
             rows += rows_for(spec, out)
-    lines = [
-        f"machine: {machine()}, Python {sys.version.split()[0]}; "
-        + (f"quick: budgets x{args.quick}, {args.seeds} seeds" if args.quick else "full budgets"),
-        "",
-        "| experiment | target | arm | TTT ratio transfer/scratch [95% CI] | AUC gain [95% CI] | reached | flag |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
-        *(row.line() for row in rows),
-        "",
-        *arm_summary(rows),
-    ]
-    text = "\n".join(lines)
-    print(text)
+    setting = f"quick: budgets x{args.quick}, {args.seeds} seeds" if args.quick else "full budgets"
+    header = f"machine: {machine()}, Python {sys.version.split()[0]}; {setting}\n\n"
+    text = header + overview_markdown(rows)
+    print(text, end="")
     if args.out:
-        Path(args.out).write_text(text + "\n")
+        Path(args.out).write_text(text)
     return 0
 
 

@@ -176,13 +176,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     if len(args.spec) == 1:  # its errors are raised, as one line each (main)
         result, report = run_experiment(args.spec[0], out=args.out, **options)
         return _print_run(result, report, None, prefix="")
+    from rltransfer.experiment.overview import overview_dir, write_overview
     from rltransfer.experiment.spec import load_spec
 
     specs = [load_spec(path) for path in args.spec]
     outs = [Path(args.out) / spec.name if args.out else None for spec in specs]
     code = 0
-    for run in run_experiments(specs, outs, **options):
+    runs = run_experiments(specs, outs, **options)
+    for run in runs:
         code = max(code, _print_run(run.result, run.report, run.error, prefix=f"{run.spec.name}: "))
+    reported = [(run.spec, run.out) for run in runs if run.report is not None]
+    if reported:
+        left_out = [
+            f"{run.spec.name}: not included, it has no report ({str(run.error or 'no finished runs').splitlines()[0]})"
+            for run in runs
+            if run.report is None
+        ]
+        where = Path(args.out) if args.out else overview_dir([run.out for run in runs])
+        print(f"overview: {write_overview(reported, where, left_out)}")
     return code
 
 
@@ -206,10 +217,16 @@ def _print_run(result: GridResult, report: Path | None, error: Exception | None,
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from rltransfer.experiment.report import build_report
+    from rltransfer.experiment.overview import overview_dir, write_overview
+    from rltransfer.experiment.report import build_report, load_experiment
 
-    report = build_report(Path(args.dir))
-    print(f"report: {report / 'report.md'}")
+    dirs = [Path(d) for d in args.dir]
+    experiments = [(load_experiment(d), d) for d in dirs]  # every directory checked before a file is written
+    for spec, d in experiments:
+        print(f"report: {build_report(d, spec) / 'report.md'}")
+    if len(dirs) > 1 or args.overview:
+        where = Path(args.overview) if args.overview else overview_dir(dirs)
+        print(f"overview: {write_overview(experiments, where)}")
     return 0
 
 
@@ -424,8 +441,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_distill)
 
-    p = sub.add_parser("report", help="(re)build the report of an experiment directory")
-    p.add_argument("dir", help="the --out directory of `rltransfer run`")
+    p = sub.add_parser("report", help="(re)build the report of experiment directories, and their overview")
+    p.add_argument("dir", nargs="+", help="the --out directory of `rltransfer run` (several: also one overview)")
+    p.add_argument(
+        "--overview",
+        metavar="DIR",
+        help="where overview.md and overview.csv go (default: the directories' common parent)",
+    )
     p.set_defaults(func=cmd_report)
     return parser
 

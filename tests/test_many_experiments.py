@@ -1,8 +1,11 @@
 """Several experiments in one worker pool (``rltransfer run A.yaml B.yaml``): the same results as each
-run alone, every grid's sources first, one grid's failed source leaving the others to finish."""
+run alone, every grid's sources first, one grid's failed source leaving the others to finish, and
+one overview table over them."""
 
 from __future__ import annotations
 
+import csv
+import json
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +16,7 @@ from specs import grid_spec
 
 from rltransfer.cli import main
 from rltransfer.errors import UserError
+from rltransfer.experiment.overview import ttt_ratio
 from rltransfer.experiment.pool import Grid, run_grids
 from rltransfer.experiment.run import run_experiment, run_experiments
 from rltransfer.experiment.runner import SourceJob, prepare_out
@@ -77,6 +81,25 @@ def test_command_line_runs_several_specs_and_one_failing_stops_only_itself(
     assert "pend: runs: 4 finished (0 kept from before), 0 failed" in out
     assert err.startswith("rltransfer: error: unsolved: ") and "threshold" in err and len(err.strip().splitlines()) == 1
     assert not list((tmp_path / "all" / "unsolved").glob("freeze/seed*"))  # its runs waited for the source
+    # One overview over the experiments that have a report, naming the one left out.
+    assert f"overview: {tmp_path / 'all' / 'overview.md'}" in out
+    overview = (tmp_path / "all" / "overview.md").read_text()
+    assert "| pend | g12 | freeze |" in overview and "| unsolved |" not in overview
+    assert "- unsolved: not included, it has no report (" in overview and "threshold" in overview
+    with open(tmp_path / "all" / "overview.csv") as f:
+        rows = list(csv.DictReader(f))
+    summary = json.loads((tmp_path / "all" / "pend" / "report" / "summary.json").read_text())
+    gain = next(c for c in summary["comparisons"] if (c["arm"], c["task"]) == ("freeze", "g12"))["auc_difference"]
+    assert [(r["experiment"], r["target"], r["arm"]) for r in rows] == [("pend", "g12", "freeze")]
+    assert float(rows[0]["auc_gain"]) == gain["value"] and float(rows[0]["auc_low"]) == gain["low"]
+    # `rltransfer report` rebuilds it from the directories alone.
+    assert main(["report", str(tmp_path / "all" / "pend"), "--overview", str(tmp_path / "again")]) == 0
+    assert (tmp_path / "again" / "overview.csv").read_text() == (tmp_path / "all" / "overview.csv").read_text()
+
+
+def test_time_to_threshold_ratio_counts_runs_that_never_reach_it_as_the_budget() -> None:
+    ratio, low, high = ttt_ratio(np.array([[np.inf], [100.0]]), np.array([[200.0], [300.0]]), budget=1000.0)
+    assert ratio == pytest.approx((1000 + 100) / 2 / 250) and low <= ratio <= high
 
 
 def test_one_worker_a_failed_source_stops_its_grid_only(specs: tuple[Path, Path], tmp_path: Path) -> None:

@@ -1,0 +1,190 @@
+"""One table over several experiments (families x strategies): the headline of a multi-spec run.
+
+Per experiment, target and transfer arm: the time-to-threshold ratio transfer/scratch (mean steps;
+a run that never reaches the threshold counts as the full budget, so such ratios are bounds) with
+a 95% stratified bootstrap CI over seeds, the AUC gain over scratch with its CI (the report's),
+the fraction of runs that reached the threshold and the negative-transfer flag; then, per
+experiment and arm, on how many targets transfer was positive, null or NEGATIVE. Built from each
+experiment's finished report (``report/summary.json``, ``report/curves.npz``), so it costs no
+training and can be rebuilt at any time (``rltransfer report DIR DIR ...``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from rltransfer.compare import stratified_independent_bootstrap_ci, time_to_threshold
+from rltransfer.experiment.spec import ExperimentSpec
+from rltransfer.hyperparams import resolve_hyperparams
+from rltransfer.io import atomic_write_text
+
+OVERVIEW_MD, OVERVIEW_CSV = "overview.md", "overview.csv"
+CSV_COLUMNS = [
+    "experiment",
+    "budget",
+    "target",
+    "arm",
+    "ttt_ratio",
+    "ttt_low",
+    "ttt_high",
+    "auc_gain",
+    "auc_low",
+    "auc_high",
+    "reached",
+    "flag",
+]
+# Report metadata that makes an experiment's numbers suspect: repeated beside its rows.
+WARNINGS = ("NOT COMPARABLE", "FAILED runs", "unfinished runs", "resumed with new episodes")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One target and transfer arm of one experiment."""
+
+    experiment: str
+    budget: str
+    task: str
+    arm: str
+    ttt: tuple[float, float, float]  # ratio transfer/scratch, CI low, CI high
+    auc: tuple[float, float, float]  # gain over scratch, CI low, CI high
+    reached: float
+    flag: str  # "positive", "NEGATIVE" or ""
+
+    def line(self) -> str:
+        (r, lo, hi), (d, dlo, dhi) = self.ttt, self.auc
+        return (
+            f"| {self.experiment} | {self.task} | {self.arm} | {r:.2f} [{lo:.2f}, {hi:.2f}] | {d:+.1f} "
+            f"[{dlo:+.1f}, {dhi:+.1f}] | {self.reached:.0%} | {self.flag} |"
+        )
+
+
+def ttt_ratio(arm: np.ndarray, scratch: np.ndarray, budget: float) -> tuple[float, float, float]:
+    """Mean steps to threshold, arm / scratch, with never-reached runs counted as the budget; its CI."""
+
+    def ratio(x: np.ndarray, y: np.ndarray) -> float:
+        return float(np.mean(x) / max(np.mean(y), 1.0))
+
+    a, s = np.minimum(arm, budget), np.minimum(scratch, budget)
+    low, high = stratified_independent_bootstrap_ci(a, s, ratio)
+    return ratio(a, s), low, high
+
+
+def budget_of(spec: ExperimentSpec) -> str:
+    """``source steps [xS sources] -> target steps, seeds`` as run (a given checkpoint: its directory's name)."""
+    if spec.source.checkpoint is not None:
+        source = Path(spec.source.checkpoint).name
+    else:
+        steps = spec.source.timesteps or resolve_hyperparams(spec.family)["n_timesteps"]
+        sources = len(spec.source.seeds)
+        source = f"{steps / 1000:g}k" + (f" x{sources} sources" if sources > 1 else "")
+    return f"{source} -> {spec.timesteps / 1000:g}k, {len(spec.seeds)} seeds"
+
+
+def rows_for(spec: ExperimentSpec, out: Path) -> list[Row]:
+    """The rows of one experiment whose report is built (``<out>/report``)."""
+    report = out / "report"
+    summary = json.loads((report / "summary.json").read_text())
+    with np.load(report / "curves.npz") as data:
+        steps = data["steps"]
+        curves = {arm: data[arm] for arm in summary["arms"]}
+    thresholds = np.asarray(summary["thresholds"], dtype=float)
+    ttt = {arm: time_to_threshold(c, steps, thresholds) for arm, c in curves.items()}
+    budget, as_run = float(steps[-1]), budget_of(spec)
+    rows = []
+    for c in summary["comparisons"]:
+        arm, task = c["arm"], c["task"]
+        if arm == summary["baseline"] or task not in summary["tasks"]:  # "all tasks" has no single threshold
+            continue
+        t = summary["tasks"].index(task)
+        d = c["auc_difference"]
+        flag = "NEGATIVE" if c["negative_transfer"] else ("positive" if c["positive_transfer"] else "")
+        rows.append(
+            Row(
+                spec.name,
+                as_run,
+                task,
+                arm,
+                ttt_ratio(ttt[arm][:, t : t + 1], ttt[summary["baseline"]][:, t : t + 1], budget),
+                (d["value"], d["low"], d["high"]),
+                c["reached_fraction"],
+                flag,
+            )
+        )
+    return rows
+
+
+def warnings_for(out: Path) -> list[str]:
+    """What the experiment's report warns about (settings that differ, failed or unfinished runs)."""
+    meta = json.loads((out / "report" / "summary.json").read_text())["meta"]
+    return [f"{key}: {value}" for key, value in meta.items() if key.startswith(WARNINGS)]
+
+
+def arm_summary(rows: Sequence[Row]) -> list[str]:
+    """Per experiment and arm: on how many targets transfer was positive, null or NEGATIVE."""
+    lines = [
+        "| experiment | budget (source -> target, seeds) | arm | positive | null | NEGATIVE | AUC gain per target |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    groups: dict[tuple[str, str], list[Row]] = {}
+    for row in rows:
+        groups.setdefault((row.experiment, row.arm), []).append(row)
+    for (experiment, arm), group in groups.items():
+        flags = [row.flag for row in group]
+        gains = " / ".join(f"{row.task} {row.auc[0]:+.0f}" for row in group)
+        lines.append(
+            f"| {experiment} | {group[0].budget} | {arm} | {flags.count('positive')} | {flags.count('')} | "
+            f"{flags.count('NEGATIVE')} | {gains} |"
+        )
+    return lines
+
+
+def overview_markdown(rows: Sequence[Row], notes: Sequence[str] = ()) -> str:
+    """The per-target table, then the per-arm counts, then ``notes`` (one bullet each)."""
+    lines = [
+        "| experiment | target | arm | TTT ratio transfer/scratch [95% CI] | AUC gain [95% CI] | reached | flag |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+        *(row.line() for row in rows),
+        "",
+        *arm_summary(rows),
+    ]
+    if notes:
+        lines += ["", *(f"- {note}" for note in notes)]
+    return "\n".join(lines) + "\n"
+
+
+def overview_csv(rows: Sequence[Row]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for r in rows:
+        writer.writerow([r.experiment, r.budget, r.task, r.arm, *r.ttt, *r.auc, r.reached, r.flag])
+    return buf.getvalue()
+
+
+def overview_dir(outs: Sequence[Path]) -> Path:
+    """Where a run of several experiments puts its overview: their directories' common parent."""
+    return Path(os.path.commonpath([str(Path(o).resolve().parent) for o in outs]))
+
+
+def write_overview(
+    experiments: Sequence[tuple[ExperimentSpec, Path]], where: Path, left_out: Sequence[str] = ()
+) -> Path:
+    """Write ``overview.md`` and ``overview.csv`` into ``where`` for experiments with a built report;
+    ``left_out``: a line per experiment without one (it is named under the tables). Returns the markdown."""
+    rows: list[Row] = []
+    notes = list(left_out)
+    for spec, out in experiments:
+        rows += rows_for(spec, out)
+        notes += [f"{spec.name}: {warning}" for warning in warnings_for(out)]
+    where.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(where / OVERVIEW_CSV, overview_csv(rows))
+    atomic_write_text(where / OVERVIEW_MD, "# Transfer vs scratch: overview\n\n" + overview_markdown(rows, notes))
+    return where / OVERVIEW_MD
