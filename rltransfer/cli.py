@@ -375,7 +375,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "spec",
         nargs="+",
-        help="experiment YAML, e.g. experiments/cartpole.yaml; several share one worker pool (each to its own --out)",
+        help="experiment YAML, e.g. experiments/cartpole.yaml; several share one worker pool, each into "
+        "--out/<name>, and get one overview (--out/overview.md)",
     )
     p.add_argument(
         "--seeds",
