@@ -86,6 +86,7 @@ def test_command_line_runs_several_specs_and_one_failing_stops_only_itself(
     overview = (tmp_path / "all" / "overview.md").read_text()
     assert "| pend | g12 | freeze |" in overview and "| unsolved |" not in overview
     assert "- unsolved: not included, it has no report (" in overview and "threshold" in overview
+    assert "](overview.png)" in overview and (tmp_path / "all" / "overview.png").read_bytes().startswith(b"\x89PNG")
     with open(tmp_path / "all" / "overview.csv") as f:
         rows = list(csv.DictReader(f))
     summary = json.loads((tmp_path / "all" / "pend" / "report" / "summary.json").read_text())

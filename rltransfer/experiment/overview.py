@@ -25,8 +25,9 @@ from rltransfer.compare import stratified_independent_bootstrap_ci, time_to_thre
 from rltransfer.experiment.spec import ExperimentSpec
 from rltransfer.hyperparams import resolve_hyperparams
 from rltransfer.io import atomic_write_text
+from rltransfer.report.forest import Interval, plot_forest
 
-OVERVIEW_MD, OVERVIEW_CSV = "overview.md", "overview.csv"
+OVERVIEW_MD, OVERVIEW_CSV, OVERVIEW_PNG = "overview.md", "overview.csv", "overview.png"
 CSV_COLUMNS = [
     "experiment",
     "budget",
@@ -177,7 +178,8 @@ def overview_dir(outs: Sequence[Path]) -> Path:
 def write_overview(
     experiments: Sequence[tuple[ExperimentSpec, Path]], where: Path, left_out: Sequence[str] = ()
 ) -> Path:
-    """Write ``overview.md`` and ``overview.csv`` into ``where`` for experiments with a built report;
+    """Write ``overview.md``, ``overview.csv`` and ``overview.png`` (a forest plot of the AUC gains)
+    into ``where`` for experiments with a built report;
     ``left_out``: a line per experiment without one (it is named under the tables). Returns the markdown."""
     rows: list[Row] = []
     notes = list(left_out)
@@ -186,5 +188,19 @@ def write_overview(
         notes += [f"{spec.name}: {warning}" for warning in warnings_for(out)]
     where.mkdir(parents=True, exist_ok=True)
     atomic_write_text(where / OVERVIEW_CSV, overview_csv(rows))
-    atomic_write_text(where / OVERVIEW_MD, "# Transfer vs scratch: overview\n\n" + overview_markdown(rows, notes))
+    text = "# Transfer vs scratch: overview\n\n" + overview_markdown(rows, notes)
+    if rows:
+        plot_forest(_panels(rows), where / OVERVIEW_PNG, xlabel="AUC gain over scratch [95% CI]")
+        text += f"\n![AUC gain over scratch per experiment, target and arm]({OVERVIEW_PNG})\n"
+    atomic_write_text(where / OVERVIEW_MD, text)
     return where / OVERVIEW_MD
+
+
+def _panels(rows: Sequence[Row]) -> dict[str, list[Interval]]:
+    """The AUC gains as forest-plot panels, one per experiment (returns differ in scale between families)."""
+    panels: dict[str, list[Interval]] = {}
+    for row in rows:
+        panels.setdefault(f"{row.experiment} ({row.budget})", []).append(
+            Interval(f"{row.task} · {row.arm}", *row.auc, flag=row.flag)
+        )
+    return panels
