@@ -328,50 +328,36 @@ def test_kill_runner_then_resume_matches_uninterrupted(
     assert not list(out.glob("*/seed*.partial*")) and not list(out.glob("*/seed*.failed.json"))
 
 
-def _kill_when(proc: subprocess.Popen[bytes], find: Callable[[], list[int]]) -> bool:
-    """SIGKILL the first process ``find`` names while ``proc`` runs (polled for up to 2 minutes)."""
+def _kill_when(proc: subprocess.Popen[bytes], find: Callable[[], list[int]]) -> int | None:
+    """SIGKILL the first process ``find`` names while ``proc`` runs (polled for up to 2 minutes); its pid."""
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
         pids = find()
         if pids:
             os.kill(pids[0], signal.SIGKILL)
-            return True
+            return pids[0]
         time.sleep(0.02)
-    return False
+    return None
 
 
-def test_killed_worker_is_retried_and_grid_completes(kill_spec: tuple[Path, Path, float], tmp_path: Path) -> None:
-    spec, ref, _ = kill_spec
-    out = tmp_path / "run"
-    proc = _run_cli(["run", str(spec), "--out", str(out), "--workers", "2"])
-
-    def training_worker() -> list[int]:
-        """A worker, once one is training (a run's staging directory exists)."""
-        if not list(out.glob("*/seed*.partial-*")):
-            return []
-        children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
-        return [int(c) for c in children if "spawn_main" in Path(f"/proc/{c}/cmdline").read_text()]
-
-    assert _kill_when(proc, training_worker), "no worker was seen training"
-    assert proc.wait(timeout=300) == 0, proc.stderr.read() if proc.stderr else ""
-    assert _runs(out) == _runs(ref)
-    assert _report(out) == _report(ref)
-
-
-def test_killed_source_worker_is_retried_and_grid_completes(
-    kill_spec: tuple[Path, Path, float], tmp_path: Path
-) -> None:
-    """The source pretrains in a pool worker (beside the scratch runs): killing it retries the source."""
+def test_killed_workers_are_retried_and_grid_completes(kill_spec: tuple[Path, Path, float], tmp_path: Path) -> None:
+    """A worker killed while it pretrains the source (beside the scratch runs), then one killed while it
+    trains a run: each broken pool is replaced and the jobs in flight retried; the grid equals the
+    uninterrupted one."""
     spec, ref, _ = kill_spec
     out = tmp_path / "run"
     proc = _run_cli(["run", str(spec), "--out", str(out), "--workers", "2", "--quiet"])
+    killed: list[int] = []
 
-    def source_worker() -> list[int]:
-        """The worker pretraining the source: its staging directory is named after it."""
-        pids = [int(p.name.split(".partial-")[1].split("-")[0]) for p in out.glob("source.partial-*")]
-        return [pid for pid in pids if pid != proc.pid]
+    def workers_staging(pattern: str) -> list[int]:
+        """Live workers with a staging directory matching ``pattern`` (named after the worker's pid)."""
+        pids = {int(p.name.split(".partial-")[1].split("-")[0]) for p in out.glob(pattern)}
+        return [pid for pid in sorted(pids) if pid != proc.pid and pid not in killed and Path(f"/proc/{pid}").exists()]
 
-    assert _kill_when(proc, source_worker), "no worker was seen pretraining the source"
+    for pattern, what in (("source.partial-*", "pretraining the source"), ("*/seed*.partial-*", "training a run")):
+        pid = _kill_when(proc, lambda pattern=pattern: workers_staging(pattern))
+        assert pid is not None, f"no worker was seen {what}"
+        killed.append(pid)
     assert proc.wait(timeout=300) == 0, proc.stderr.read() if proc.stderr else ""
     assert _runs(out) == _runs(ref)
     assert _report(out) == _report(ref)
