@@ -17,11 +17,35 @@ from typing import Any
 from rltransfer.errors import UserError
 
 
+def _read_umask() -> int:
+    mask = os.umask(0o022)  # the only way to read it is to set it: once, at import, before any thread
+    os.umask(mask)
+    return mask
+
+
+UMASK = _read_umask()
+
+
+def as_created(path: str | Path | int, directory: bool = False) -> None:
+    """Give a file (path or descriptor) or directory from ``tempfile`` the mode ``open``/``mkdir`` would.
+
+    ``mkstemp`` and ``mkdtemp`` create 0600 files and 0700 directories whatever the umask; renamed
+    into place as results, they would keep a lab's shared runs, reports and TensorBoard logs
+    unreadable to everyone but their owner.
+    """
+    mode = (0o777 if directory else 0o666) & ~UMASK
+    if isinstance(path, int):
+        os.fchmod(path, mode)
+    else:
+        os.chmod(path, mode)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temporary file beside ``path``, fsync, then rename over it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        as_created(fd)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -142,6 +166,7 @@ def staging_dir(final: Path, overwrite: bool = False, resume: bool = False) -> I
         if adopt is not None:
             staging.rmdir()
             os.rename(adopt, staging)
+        as_created(staging, directory=True)  # it becomes the run directory
     except OSError as e:
         raise UserError(f"cannot create a directory beside '{final}' ({e.strerror}); choose a writable --out") from None
     try:

@@ -364,6 +364,38 @@ def test_killed_workers_are_retried_and_grid_completes(kill_spec: tuple[Path, Pa
     assert not list(out.glob("source.partial-*"))
 
 
+def finish_then_die(job: Any, spec: Any, source: str | None) -> dict[str, Any]:
+    """A pool worker's run that dies once, after its run directory was renamed into place but before
+    returning (module level: spawned workers import it by name)."""
+    from rltransfer.experiment.runner import execute_job
+
+    outcome = execute_job(job, spec, source)
+    marker = job.run_dir.with_name("died-once")
+    if (job.arm.name, job.seed) == ("freeze", 0) and not marker.exists():
+        marker.touch()
+        os._exit(1)
+    return outcome
+
+
+def test_a_worker_dying_after_its_run_finished_counts_the_run(
+    kill_spec: tuple[Path, Path, float], tmp_path: Path
+) -> None:
+    """The retry would refuse to replace the finished run ('already holds a finished run'): the pool
+    counts it instead, and the grid completes with the reference's runs."""
+    from rltransfer.experiment.pool import Grid, run_grids
+    from rltransfer.experiment.runner import prepare_out
+    from rltransfer.experiment.spec import load_spec
+
+    spec_path, ref, _ = kill_spec
+    spec, out = load_spec(spec_path), tmp_path / "run"
+    prepare_out(spec, out, resume=False)
+    grid = Grid(spec, out, ref / "source")
+    run_grids([grid], workers=2, execute=finish_then_die)
+    assert (out / "freeze" / "died-once").exists()
+    assert grid.gate.error is None and not grid.result.failed and grid.result.complete
+    assert _runs(out) == _runs(ref)
+
+
 def test_two_runners_on_one_directory_are_refused(kill_spec: tuple[Path, Path, float], tmp_path: Path) -> None:
     spec, _, _ = kill_spec
     out = tmp_path / "run"

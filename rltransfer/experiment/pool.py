@@ -19,6 +19,7 @@ from typing import Any
 
 from rltransfer.experiment.runner import (
     MAX_ATTEMPTS,
+    Execute,
     GridResult,
     Job,
     Notify,
@@ -71,9 +72,12 @@ def run_grid(
     return grid.result
 
 
-def run_grids(grids: Sequence[Grid], workers: int, on_event: Notify | None = None) -> None:
+def run_grids(
+    grids: Sequence[Grid], workers: int, on_event: Notify | None = None, execute: Execute = execute_job
+) -> None:
     """Run every unfinished job of every grid in one pool; each grid's outcome in ``grid.result``, and a
-    failed source (or ``preflight``) of a grid in ``grid.gate.error``, its other jobs then left undone."""
+    failed source (or ``preflight``) of a grid in ``grid.gate.error``, its other jobs then left undone.
+    ``execute`` is the per-run function (``execute_job``; a module-level function, sent to the workers)."""
     notify: Notify = on_event if on_event is not None else (lambda *_: None)
     queue = first_queue(grids, notify)
 
@@ -91,13 +95,14 @@ def run_grids(grids: Sequence[Grid], workers: int, on_event: Notify | None = Non
             if grid.gate.error is not None:
                 continue  # that grid stops; --resume redoes what is left
             notify("start", job, {})
-            queue += record(grid, job, _execute(grid, job))
+            fn, args = _task(grid, job, execute)
+            queue += record(grid, job, fn(*args))
         return
     attempts: dict[str, int] = {}
     while queue:
         # A pool whose worker died (OOM, kill -9) is broken for every job in it: start a new one and
         # retry the jobs that were in flight, up to MAX_ATTEMPTS each.
-        queue = _run_pool(queue, workers, attempts, record, notify)
+        queue = _run_pool(queue, workers, attempts, record, notify, execute)
 
 
 def first_queue(grids: Sequence[Grid], notify: Notify) -> list[Item]:
@@ -118,16 +123,11 @@ def runnable(queue: list[Item]) -> list[Item]:
     return [item for item in queue if item[0].gate.error is None]
 
 
-def _task(grid: Grid, job: Job | SourceJob) -> tuple[Callable[..., dict[str, Any]], tuple[Any, ...]]:
+def _task(grid: Grid, job: Job | SourceJob, execute: Execute) -> tuple[Callable[..., dict[str, Any]], tuple[Any, ...]]:
     """The worker entry point of ``job`` and its arguments (what a pool worker is sent: not the grid)."""
     if isinstance(job, Job):
-        return execute_job, (job, grid.spec, grid.gate.path(job))
+        return execute, (job, grid.spec, grid.gate.path(job))
     return execute_source, (grid.spec, job.run_dir, job.seed)
-
-
-def _execute(grid: Grid, job: Job | SourceJob) -> dict[str, Any]:
-    fn, args = _task(grid, job)
-    return fn(*args)
 
 
 def _worker_init() -> None:
@@ -146,6 +146,7 @@ def _run_pool(
     attempts: dict[str, int],
     record: Callable[[Grid, Job | SourceJob, dict[str, Any]], list[Item]],
     notify: Notify,
+    execute: Execute,
 ) -> list[Item]:
     """Run ``queue`` in one process pool; returns the jobs to retry after the pool broke."""
     retry: list[Item] = []
@@ -158,7 +159,7 @@ def _run_pool(
             while queue and not broken and len(pending) < workers:
                 grid, job = item = queue.pop(0)
                 attempts[job.label] = attempts.get(job.label, 0) + 1
-                fn, args = _task(grid, job)
+                fn, args = _task(grid, job, execute)
                 pending[pool.submit(fn, *args)] = item
                 notify("start", job, {})
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
@@ -168,11 +169,16 @@ def _run_pool(
                     outcome = fut.result()
                 except BrokenProcessPool:
                     broken = True
-                    if attempts[job.label] < MAX_ATTEMPTS:
+                    if job.finished:
+                        # Its worker died after renaming the finished run into place (a kill between
+                        # that and returning): the run is complete, and a retry would refuse to replace it.
+                        outcome = {"ok": True, "seconds": 0.0}
+                    elif attempts[job.label] < MAX_ATTEMPTS:
                         notify("retry", job, {})
                         retry.append(item)
                         continue
-                    died = f"worker process died {attempts[job.label]} times running {job.label}"
-                    outcome = {"ok": False, "traceback": died}
+                    else:
+                        died = f"worker process died {attempts[job.label]} times running {job.label}"
+                        outcome = {"ok": False, "traceback": died}
                 queue += record(grid, job, outcome)
     return retry + runnable(queue)

@@ -30,7 +30,7 @@ import sysconfig
 import tarfile
 import tempfile
 import traceback
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import replace
 from pathlib import Path
@@ -42,6 +42,7 @@ from rltransfer.errors import UserError
 from rltransfer.experiment.pool import Grid, Item, first_queue, runnable
 from rltransfer.experiment.runner import (
     MAX_ATTEMPTS,
+    Execute,
     GridResult,
     Job,
     Notify,
@@ -52,13 +53,12 @@ from rltransfer.experiment.runner import (
     record_outcome,
 )
 from rltransfer.experiment.spec import ExperimentSpec
-from rltransfer.io import PARTIAL, atomic_write_json, interrupted_runs, remove_partials, staging_dir
+from rltransfer.io import PARTIAL, as_created, atomic_write_json, interrupted_runs, remove_partials, staging_dir
 from rltransfer.resolve import user_families
 from rltransfer.snapshot import snapshot_listener
 from rltransfer.vecnormalize_file import find_stats_file
 
 INSTALL_HINT = 'the Ray backend needs Ray: pip install "rltransfer[ray]"'
-Execute = Callable[[Job, ExperimentSpec, str | None], dict[str, Any]]
 
 
 def require_ray() -> Any:
@@ -194,6 +194,7 @@ def keep_relayed(final: Path, blob: bytes) -> None:
     ``--resume`` continues if the driver dies); a copy half-written when it does is a dead partial too."""
     final.parent.mkdir(parents=True, exist_ok=True)
     fresh = Path(tempfile.mkdtemp(prefix=f"{final.name}{PARTIAL}{os.getpid()}-", dir=final.parent))
+    as_created(fresh, directory=True)  # a resumed run adopts it as its directory
     unpack(blob, fresh)
     kept = final.parent / f"{final.name}{PARTIAL}{os.getpid()}-{RELAYED}"
     if kept.exists():

@@ -67,8 +67,14 @@ class SourceJob:
     def label(self) -> str:
         return str(self.run_dir)
 
+    @property
+    def finished(self) -> bool:
+        return (self.run_dir / MANIFEST_FILE).exists()
+
 
 Notify = Callable[[str, "Job | SourceJob", dict[str, Any]], None]
+# A worker's entry point for one run (``execute_job``; tests pass their own).
+Execute = Callable[[Job, ExperimentSpec, str | None], dict[str, Any]]
 
 
 @dataclass

@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from rltransfer.io import as_created
+
 #: Names ``curves.npz`` uses for its own arrays; arms may not take them.
 RESERVED_NPZ_KEYS = frozenset({"steps", "task_names", "arm_names", "thresholds"})
 
@@ -36,6 +38,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """
     target = Path(path)
     fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    as_created(fd)
     os.close(fd)
     tmp = Path(name)
     try:
