@@ -73,12 +73,13 @@ def run_grid(
 
 
 def run_grids(
-    grids: Sequence[Grid], workers: int, on_event: Notify | None = None, execute: Execute = execute_job
+    grids: Sequence[Grid], workers: int, on_event: Notify | None = None, execute: Execute | None = None
 ) -> None:
     """Run every unfinished job of every grid in one pool; each grid's outcome in ``grid.result``, and a
     failed source (or ``preflight``) of a grid in ``grid.gate.error``, its other jobs then left undone.
-    ``execute`` is the per-run function (``execute_job``; a module-level function, sent to the workers)."""
+    ``execute`` is the per-run function (default ``execute_job``; a module-level function, sent to the workers)."""
     notify: Notify = on_event if on_event is not None else (lambda *_: None)
+    execute = execute if execute is not None else execute_job  # looked up now: tests patch the module's
     queue = first_queue(grids, notify)
 
     def record(grid: Grid, job: Job | SourceJob, outcome: dict[str, Any]) -> list[Item]:
