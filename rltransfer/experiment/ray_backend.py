@@ -18,7 +18,6 @@ Ray is an optional extra and is imported only inside this module's functions.
 from __future__ import annotations
 
 import importlib
-import io
 import json
 import logging
 import os
@@ -27,7 +26,6 @@ import site
 import socket
 import sys
 import sysconfig
-import tarfile
 import tempfile
 import traceback
 from collections.abc import Iterable, Iterator, Sequence
@@ -40,6 +38,7 @@ from rltransfer.checkpoint import MANIFEST_FILE, MODEL_FILE
 from rltransfer.envs import Family
 from rltransfer.errors import UserError
 from rltransfer.experiment.pool import Grid, Item, first_queue, runnable
+from rltransfer.experiment.run_files import install, pack, unpack
 from rltransfer.experiment.runner import (
     MAX_ATTEMPTS,
     Execute,
@@ -53,7 +52,7 @@ from rltransfer.experiment.runner import (
     record_outcome,
 )
 from rltransfer.experiment.spec import ExperimentSpec
-from rltransfer.io import PARTIAL, as_created, atomic_write_json, interrupted_runs, remove_partials, staging_dir
+from rltransfer.io import PARTIAL, as_created, atomic_write_json, interrupted_runs, remove_partials
 from rltransfer.resolve import user_families
 from rltransfer.snapshot import snapshot_listener
 from rltransfer.vecnormalize_file import find_stats_file
@@ -117,52 +116,6 @@ def _probe(address: str, timeout: float = 5.0) -> None:
             f"cannot reach a Ray cluster at '{address}' ({e.strerror or e}); "
             "start one with `ray start --head` or check --address"
         ) from None
-
-
-# --- files as bytes --------------------------------------------------------------------------------
-
-
-def pack(directory: Path, names: list[str] | None = None) -> bytes:
-    """The files under ``directory`` (or only ``names``) as an uncompressed tar in memory."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name in sorted(names if names is not None else os.listdir(directory)):
-            tar.add(directory / name, arcname=name)
-    return buf.getvalue()
-
-
-def unpack(blob: bytes, directory: Path) -> None:
-    """Write a tar made by ``pack`` into ``directory``: regular files and folders only, no path escapes.
-
-    Every file is fsynced, so that a directory renamed into place afterwards survives a crash whole.
-    """
-    directory.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(fileobj=io.BytesIO(blob), mode="r") as tar:
-        for member in tar.getmembers():
-            parts = Path(member.name).parts
-            if Path(member.name).is_absolute() or ".." in parts or not parts:
-                raise ValueError(f"refusing tar entry '{member.name}' outside the run directory")
-            target = directory.joinpath(*parts)
-            if member.isdir():
-                target.mkdir(parents=True, exist_ok=True)
-            elif member.isfile():
-                target.parent.mkdir(parents=True, exist_ok=True)
-                data = tar.extractfile(member)
-                assert data is not None
-                with open(target, "wb") as f:
-                    f.write(data.read())
-                    f.flush()
-                    os.fsync(f.fileno())
-            else:
-                raise ValueError(f"refusing tar entry '{member.name}': not a regular file or folder")
-
-
-def install(blob: bytes, final: Path) -> None:
-    """Unpack a run's files into a staging directory beside ``final`` and rename it into place
-    (the snapshots kept of it while it ran, now obsolete, are removed first)."""
-    remove_partials(final, own=True)
-    with staging_dir(final) as staging:
-        unpack(blob, staging)
 
 
 RELAYED = "relayed"
