@@ -81,15 +81,6 @@ def run_grids(
     notify: Notify = on_event if on_event is not None else (lambda *_: None)
     execute = execute if execute is not None else execute_job  # looked up now: tests patch the module's
     queue = first_queue(grids, notify)
-
-    def record(grid: Grid, job: Job | SourceJob, outcome: dict[str, Any]) -> list[Item]:
-        """Record an outcome; the runs it releases (a source's, once ready)."""
-        if isinstance(job, Job):
-            record_outcome(grid.result, job, outcome, notify)
-            return []
-        notify("done" if outcome["ok"] else "failed", job, outcome)
-        return [(grid, released) for released in grid.gate.done(job, outcome)]
-
     if workers <= 1:
         while queue:
             grid, job = queue.pop(0)
@@ -97,13 +88,13 @@ def run_grids(
                 continue  # that grid stops; --resume redoes what is left
             notify("start", job, {})
             fn, args = _task(grid, job, execute)
-            queue += record(grid, job, fn(*args))
+            queue += record(grid, job, fn(*args), notify)
         return
     attempts: dict[str, int] = {}
     while queue:
         # A pool whose worker died (OOM, kill -9) is broken for every job in it: start a new one and
         # retry the jobs that were in flight, up to MAX_ATTEMPTS each.
-        queue = _run_pool(queue, workers, attempts, record, notify, execute)
+        queue = _run_pool(queue, workers, attempts, notify, execute)
 
 
 def first_queue(grids: Sequence[Grid], notify: Notify) -> list[Item]:
@@ -117,6 +108,15 @@ def first_queue(grids: Sequence[Grid], notify: Notify) -> list[Item]:
         queue += [(grid, job) for job in jobs]
     queue.sort(key=lambda item: not isinstance(item[1], SourceJob))  # every grid's sources first (stable)
     return queue
+
+
+def record(grid: Grid, job: Job | SourceJob, outcome: dict[str, Any], notify: Notify) -> list[Item]:
+    """Record a job's outcome in its grid; the runs it releases (a source's, once ready)."""
+    if isinstance(job, Job):
+        record_outcome(grid.result, job, outcome, notify)
+        return []
+    notify("done" if outcome["ok"] else "failed", job, outcome)
+    return [(grid, released) for released in grid.gate.done(job, outcome)]
 
 
 def runnable(queue: list[Item]) -> list[Item]:
@@ -145,7 +145,6 @@ def _run_pool(
     queue: list[Item],
     workers: int,
     attempts: dict[str, int],
-    record: Callable[[Grid, Job | SourceJob, dict[str, Any]], list[Item]],
     notify: Notify,
     execute: Execute,
 ) -> list[Item]:
@@ -181,5 +180,5 @@ def _run_pool(
                     else:
                         died = f"worker process died {attempts[job.label]} times running {job.label}"
                         outcome = {"ok": False, "traceback": died}
-                queue += record(grid, job, outcome)
+                queue += record(grid, job, outcome, notify)
     return retry + runnable(queue)

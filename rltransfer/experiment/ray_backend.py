@@ -37,7 +37,7 @@ from typing import Any
 from rltransfer.checkpoint import MANIFEST_FILE, MODEL_FILE
 from rltransfer.envs import Family
 from rltransfer.errors import UserError
-from rltransfer.experiment.pool import Grid, Item, first_queue, runnable
+from rltransfer.experiment.pool import Grid, Item, first_queue, record, runnable
 from rltransfer.experiment.run_files import install, pack, unpack
 from rltransfer.experiment.runner import (
     MAX_ATTEMPTS,
@@ -49,7 +49,6 @@ from rltransfer.experiment.runner import (
     Sources,
     execute_job,
     execute_source,
-    record_outcome,
 )
 from rltransfer.experiment.spec import ExperimentSpec
 from rltransfer.io import PARTIAL, as_created, atomic_write_json, interrupted_runs, remove_partials
@@ -390,12 +389,8 @@ def run_grids_ray(
             _keep_snapshots(ray, relay)  # before the runs that finished are installed: theirs are removed then
             for ref in done:
                 grid, job = pending.pop(ref)
-                if isinstance(job, Job):
-                    record_outcome(grid.result, job, _collect(ray, ref, job), notify)
-                    continue
-                outcome = _collect_source(ray, ref, job.run_dir)
-                notify("done" if outcome["ok"] else "failed", job, outcome)
-                queue += [(grid, released) for released in grid.gate.done(job, outcome)]
+                outcome = _collect(ray, ref, job) if isinstance(job, Job) else _collect_source(ray, ref, job.run_dir)
+                queue += record(grid, job, outcome, notify)
     finally:
         for ref in pending:  # interrupted: stop what is still running on the cluster
             with suppress(Exception):
