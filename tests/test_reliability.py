@@ -396,6 +396,37 @@ def test_a_worker_dying_after_its_run_finished_counts_the_run(
     assert _runs(out) == _runs(ref)
 
 
+def test_a_pool_found_broken_when_submitting_is_replaced(
+    kill_spec: tuple[Path, Path, float], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker can die between two waits, after the last future came back well: the next ``submit``
+    then raises ``BrokenProcessPool`` itself. The job goes back to the queue and a new pool runs it."""
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    from rltransfer.experiment import pool
+    from rltransfer.experiment.runner import prepare_out
+    from rltransfer.experiment.spec import load_spec
+
+    submitted = [0]
+
+    class BreaksOnce(ProcessPoolExecutor):
+        def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+            submitted[0] += 1
+            if submitted[0] == 3:
+                raise BrokenProcessPool("a child process terminated abruptly")
+            return super().submit(fn, *args, **kwargs)
+
+    monkeypatch.setattr(pool, "ProcessPoolExecutor", BreaksOnce)
+    spec_path, ref, _ = kill_spec
+    spec, out = load_spec(spec_path), tmp_path / "run"
+    prepare_out(spec, out, resume=False)
+    grid = pool.Grid(spec, out, ref / "source")
+    pool.run_grids([grid], workers=2)
+    assert submitted[0] > 3 and not grid.result.failed and grid.result.complete
+    assert _runs(out) == _runs(ref)
+
+
 def test_two_runners_on_one_directory_are_refused(kill_spec: tuple[Path, Path, float], tmp_path: Path) -> None:
     spec, _, _ = kill_spec
     out = tmp_path / "run"

@@ -158,9 +158,15 @@ def _run_pool(
         while ((queue := runnable(queue)) and not broken) or pending:
             while queue and not broken and len(pending) < workers:
                 grid, job = item = queue.pop(0)
-                attempts[job.label] = attempts.get(job.label, 0) + 1
                 fn, args = _task(grid, job, execute)
-                pending[pool.submit(fn, *args)] = item
+                try:
+                    future = pool.submit(fn, *args)
+                except BrokenProcessPool:  # a worker died since the last wait: nothing was sent, so no attempt
+                    broken = True
+                    queue.insert(0, item)
+                    break
+                attempts[job.label] = attempts.get(job.label, 0) + 1
+                pending[future] = item
                 notify("start", job, {})
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for fut in done:
