@@ -396,9 +396,7 @@ def test_a_worker_dying_after_its_run_finished_counts_the_run(
     assert _runs(out) == _runs(ref)
 
 
-def test_a_pool_found_broken_when_submitting_is_replaced(
-    kill_spec: tuple[Path, Path, float], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_pool_found_broken_when_submitting_is_replaced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A worker can die between two waits, after the last future came back well: the next ``submit``
     then raises ``BrokenProcessPool`` itself. The job goes back to the queue and a new pool runs it."""
     from concurrent.futures import ProcessPoolExecutor
@@ -413,18 +411,21 @@ def test_a_pool_found_broken_when_submitting_is_replaced(
     class BreaksOnce(ProcessPoolExecutor):
         def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
             submitted[0] += 1
-            if submitted[0] == 3:
+            if submitted[0] == 2:  # the source is in flight
                 raise BrokenProcessPool("a child process terminated abruptly")
             return super().submit(fn, *args, **kwargs)
 
+    spec_path = tmp_path / "spec.yaml"  # the source, then three scratch runs
+    spec_path.write_text(yaml.safe_dump(tiny_spec(arms=["scratch"], seeds=3)))
+    spec, grids = load_spec(spec_path), []
+    for name in ("ref", "run"):
+        prepare_out(spec, tmp_path / name, resume=False)
+        grids.append(pool.Grid(spec, tmp_path / name, None))
+    pool.run_grids(grids[:1], workers=1)  # the reference, in this process
     monkeypatch.setattr(pool, "ProcessPoolExecutor", BreaksOnce)
-    spec_path, ref, _ = kill_spec
-    spec, out = load_spec(spec_path), tmp_path / "run"
-    prepare_out(spec, out, resume=False)
-    grid = pool.Grid(spec, out, ref / "source")
-    pool.run_grids([grid], workers=2)
-    assert submitted[0] > 3 and not grid.result.failed and grid.result.complete
-    assert _runs(out) == _runs(ref)
+    pool.run_grids(grids[1:], workers=2)
+    assert submitted[0] == 5 and not grids[1].result.failed and grids[1].result.complete
+    assert _runs(tmp_path / "run") == _runs(tmp_path / "ref") != {}
 
 
 def test_two_runners_on_one_directory_are_refused(kill_spec: tuple[Path, Path, float], tmp_path: Path) -> None:
