@@ -313,11 +313,18 @@ def cmd_distill(args: argparse.Namespace) -> int:
         sources,
         rounds=args.rounds,
         steps_per_round=args.steps,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
         seed=args.seed,
         out=out,
         overwrite=args.overwrite,
+        resume=args.resume,
+        snapshot_every=snapshot_seconds(args.snapshot_every),
     )
     if not args.quiet:
+        kl = [point["kl"] for point in result.manifest["curve"]]
+        print(f"KL(teacher || student) by round: {', '.join(f'{v:.4f}' for v in kl)}")
         for task, ret in result.student_returns.items():
             print(f"{task}: teacher {result.teacher_returns[task]:.1f}, student {ret:.1f}")
         print(f"student: {out / 'model.zip'} (use it as a source: its trunk transfers)")
@@ -436,9 +443,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sources", required=True, help="comma-separated source checkpoint directories")
     p.add_argument("--rounds", type=int, default=8, help="DAgger rounds (the first follows the teachers)")
     p.add_argument("--steps", type=int, default=2048, help="env steps collected per round")
+    p.add_argument("--epochs", type=int, default=4, help="passes over all states collected so far, per round")
+    p.add_argument("--batch-size", type=int, default=256, help="states per gradient step")
+    p.add_argument("--lr", type=float, default=1e-3, help="the student's Adam learning rate")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", help="output directory")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--out", help="output directory (default: runs/distilled/<family>-seed<seed>)")
+    p.add_argument("--overwrite", action="store_true", help="replace a finished student in --out")
+    p.add_argument("--resume", action="store_true", help="continue a killed run in --out from its last snapshot")
+    p.add_argument("--snapshot-every", metavar="SECONDS", help=SNAPSHOT_HELP.replace("every update", "every round"))
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_distill)
 

@@ -4,6 +4,11 @@ The student is the multi-task policy (shared trunk, one head per teacher's task)
 by minimising KL(teacher_k || student) on task k's states, collected DAgger-style: the first
 round follows the teachers, later rounds the student itself, always labelled by the teachers.
 The student's zip then serves as a source for fine-tuning like any other (its trunk transfers).
+
+Every round is logged (CSV and TensorBoard under ``logs/``: the KL, each task's episode returns
+while collecting) and kept in the manifest's ``curve``. A run with ``out`` is snapshotted
+between rounds; a killed one continues from its last snapshot with ``resume``, with the same
+numbers on the CPU as a run never stopped (``rltransfer.snapshot``).
 """
 
 from __future__ import annotations
@@ -11,25 +16,38 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch as th
 
+from rltransfer import env_state
 from rltransfer.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from rltransfer.envs import Family, Task, Variant
 from rltransfer.errors import UserError
 from rltransfer.evaluation import TaskEvalEnv, evaluate_tasks
 from rltransfer.finetuning import build_model
 from rltransfer.hyperparams import resolve_hyperparams
-from rltransfer.io import atomic_write_json, staging_dir, versions
+from rltransfer.io import atomic_write_bytes, atomic_write_json, staging_dir, versions
 from rltransfer.ppo import TransferPPO
 from rltransfer.pretraining import EVAL_SEED_OFFSET
 from rltransfer.resolve import resolve_family
+from rltransfer.snapshot import (
+    DEFAULT_EVERY_S,
+    check_key,
+    flush_logs,
+    read_snapshot,
+    rng_state,
+    run_key,
+    set_rng_state,
+    write_snapshot,
+)
+from rltransfer.snapshot import FORMAT as SNAPSHOT_FORMAT
 from rltransfer.source_policy import is_source_of, load_source_model, source_eval_env, source_variant
 from rltransfer.tasks import TaskSet
+from rltransfer.training import attach_logger
 
 
 @dataclass
@@ -41,10 +59,26 @@ class DistillResult:
     manifest: dict[str, Any]
 
 
+@dataclass
+class _Settings:
+    rounds: int
+    steps_per_round: int
+    epochs: int
+    batch_size: int
+    lr: float
+    seed: int
+
+
 def _kl(teacher: Any, student: Any) -> th.Tensor:
     """KL(teacher || student) per sample for SB3 distributions (categorical or diagonal Gaussian)."""
     kl = th.distributions.kl_divergence(teacher.distribution, student.distribution)
     return kl.sum(dim=-1) if kl.dim() > 1 else kl
+
+
+def _check_positive(**values: float) -> None:
+    for name, value in values.items():
+        if not value > 0:
+            raise UserError(f"distillation's {name} must be > 0, got {value}")
 
 
 def distill(
@@ -58,9 +92,18 @@ def distill(
     hyperparams: dict[str, Any] | None = None,
     out: str | Path | None = None,
     overwrite: bool = False,
+    lr: float = 1e-3,
+    resume: bool = False,
+    snapshot_every: float | None = DEFAULT_EVERY_S,
+    verbose: int = 0,
 ) -> DistillResult:
-    """Distil ``sources`` (rltransfer source checkpoints of ``family``, one per variant) into one student."""
+    """Distil ``sources`` (rltransfer source checkpoints of ``family``, one per variant) into one student.
+
+    With ``out``, a snapshot is taken between rounds every ``snapshot_every`` seconds (0: every
+    round; ``None``: never), and ``resume`` continues a killed run at ``out`` from it.
+    """
     fam = resolve_family(family)
+    _check_positive(rounds=rounds, steps_per_round=steps_per_round, epochs=epochs, batch_size=batch_size, lr=lr)
     ckpts = [s if isinstance(s, Checkpoint) else load_checkpoint(s) for s in sources]
     if len(ckpts) < 2:
         raise UserError("distillation needs at least two source checkpoints (one per source variant)")
@@ -73,17 +116,38 @@ def distill(
             "distillation takes teachers trained without normalisation (each would need its own statistics); "
             "pretrain them with --hp normalize=false"
         )
+    if (hyperparams or {}).get("normalize"):
+        raise UserError(
+            "a distilled student sees the teachers' raw observations; drop normalize from its hyperparameters"
+        )
     names = [f"{c.manifest['variant']['name']}-{i}" for i, c in enumerate(ckpts)]  # type: ignore[index]
     tasks = TaskSet(
         fam, tuple(Task(fam, Variant(n, source_variant(c).params, "source")) for n, c in zip(names, ckpts, strict=True))
     )
     arch = {k: hp_teacher[k] for k in ("trunk_arch", "head_arch", "activation_fn")}
-    hp = resolve_hyperparams(fam, {**arch, **(hyperparams or {}), "n_envs": 4})
+    # The teachers label the student's own observations: they must be raw, as the teachers saw them
+    # (a family whose YAML normalises, e.g. Acrobot, would otherwise feed the teachers scaled inputs).
+    hp = resolve_hyperparams(fam, {**arch, **(hyperparams or {}), "n_envs": 4, "normalize": False})
     teachers = [load_source_model(c, fam, seed) for c in ckpts]
+    settings = _Settings(rounds, steps_per_round, epochs, batch_size, lr, seed)
     if out is None:
-        return _distill(fam, tasks, ckpts, teachers, hp, rounds, steps_per_round, epochs, batch_size, seed, None)
-    with staging_dir(Path(out), overwrite=overwrite) as staging:
-        return _distill(fam, tasks, ckpts, teachers, hp, rounds, steps_per_round, epochs, batch_size, seed, staging)
+        return _distill(fam, tasks, ckpts, teachers, hp, settings, None, snapshot_every, verbose)
+    with staging_dir(Path(out), overwrite=overwrite, resume=resume) as staging:
+        return _distill(fam, tasks, ckpts, teachers, hp, settings, staging, snapshot_every, verbose)
+
+
+def _teacher_actions(teachers: Sequence[TransferPPO], obs: np.ndarray, task: np.ndarray) -> np.ndarray:
+    """Each row's action drawn from its own task's teacher, one batched call per teacher."""
+    actions: np.ndarray | None = None
+    for k, teacher in enumerate(teachers):
+        rows = np.flatnonzero(task == k)
+        if len(rows):
+            drawn, _ = teacher.predict(obs[rows], deterministic=False)
+            if actions is None:
+                actions = np.empty((len(obs), *drawn.shape[1:]), dtype=drawn.dtype)
+            actions[rows] = drawn
+    assert actions is not None
+    return actions
 
 
 def _distill(
@@ -92,48 +156,117 @@ def _distill(
     ckpts: list[Checkpoint],
     teachers: list[TransferPPO],
     hp: dict[str, Any],
-    rounds: int,
-    steps_per_round: int,
-    epochs: int,
-    batch_size: int,
-    seed: int,
+    settings: _Settings,
     staging: Path | None,
+    snapshot_every: float | None,
+    verbose: int,
 ) -> DistillResult:
     started = time.time()
+    seed = settings.seed
     student = build_model(tasks, None, hp, seed)
     env = student.get_env()
     assert env is not None
     policy = student.policy
-    optimizer = th.optim.Adam(policy.parameters(), lr=1e-3)
+    optimizer = th.optim.Adam(policy.parameters(), lr=settings.lr)
     rng = np.random.default_rng(seed)
-    buffer_obs: list[np.ndarray] = []
-    buffer_task: list[np.ndarray] = []
-    losses: list[float] = []
+    key = run_key(
+        kind="distill",
+        family=fam.name,
+        teachers=[c.sha256 for c in ckpts],
+        tasks=tasks.names,
+        hyperparams=hp,
+        **asdict(settings),
+    )
+    saved = read_snapshot(staging) if staging is not None else None
+    if saved is not None:
+        check_key(saved, key, staging)  # type: ignore[arg-type]
+    log_dir = staging / "logs" if staging is not None else None
+    if saved is not None and log_dir is not None and saved["csv"] is not None:
+        atomic_write_bytes(log_dir / "progress.csv", saved["csv"].encode())
+    attach_logger(student, log_dir, verbose, None if saved is None else int(saved["steps"]))
     obs: Any = env.reset()
-    for r in range(rounds):
-        for _ in range(max(1, steps_per_round // env.num_envs)):
-            buffer_obs.append(np.asarray(obs["obs"], dtype=np.float32))
-            buffer_task.append(np.asarray(obs["task_id"]).reshape(-1))
-            if r == 0:  # first round: the teachers drive (DAgger's beta = 1)
-                actions = np.concatenate(
-                    [
-                        teachers[int(k)].predict(o[None], deterministic=False)[0]
-                        for o, k in zip(obs["obs"], buffer_task[-1], strict=True)
-                    ]
-                )
-            else:
-                actions, _ = student.predict(obs, deterministic=False)
-            obs, _, _, _ = env.step(actions)
-        all_obs, all_task = np.concatenate(buffer_obs), np.concatenate(buffer_task)
-        for _ in range(epochs):
-            order = rng.permutation(len(all_obs))
-            for start in range(0, len(order), batch_size):
-                idx = order[start : start + batch_size]
-                loss = _batch_loss(policy, teachers, all_obs[idx], all_task[idx])
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                losses.append(float(loss.item()))
+    first, steps, elapsed_before = 0, 0, 0.0
+    data_obs: list[np.ndarray] = []
+    data_task: list[np.ndarray] = []
+    losses: list[float] = []
+    curve: list[dict[str, Any]] = []
+    history: list[dict[str, Any]] = []
+    if saved is not None:
+        policy.load_state_dict(saved["policy"])
+        optimizer.load_state_dict(saved["optimizer"])
+        rng.bit_generator.state = saved["generator"]
+        set_rng_state(saved["rng"], student.device)
+        first, steps, elapsed_before = int(saved["round"]), int(saved["steps"]), float(saved["elapsed_s"])
+        data_obs, data_task = list(saved["data_obs"]), list(saved["data_task"])
+        losses, curve, history = list(saved["losses"]), list(saved["curve"]), list(saved["history"])
+        saved_env = env_state.EnvState.from_dict(saved["env"])
+        fresh = env_state.restore(env, saved_env, seed + steps)
+        obs = saved["last_obs"] if fresh is None else fresh
+        history.append({"at_round": first, "at_step": steps, "exact": fresh is None, "why_not": saved_env.why_not})
+    clock = time.monotonic()
+    last_snapshot = clock
+
+    def snapshot(r: int) -> None:
+        assert staging is not None
+        flush_logs(student.logger)
+        csv = staging / "logs" / "progress.csv"
+        state = {
+            "format": SNAPSHOT_FORMAT,
+            "key": key,
+            "round": r,
+            "steps": steps,
+            "policy": policy.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "generator": rng.bit_generator.state,
+            "rng": rng_state(student.device),
+            "data_obs": data_obs,
+            "data_task": data_task,
+            "losses": losses,
+            "curve": curve,
+            "history": history,
+            "last_obs": obs,
+            "env": env_state.capture(env).to_dict(),
+            "csv": csv.read_text() if csv.exists() else None,
+            "elapsed_s": elapsed_before + time.monotonic() - clock,
+        }
+        write_snapshot(staging, state)
+
+    try:
+        for r in range(first, settings.rounds):
+            due = snapshot_every is not None and time.monotonic() - last_snapshot >= snapshot_every
+            if staging is not None and r > first and due:
+                snapshot(r)
+                last_snapshot = time.monotonic()
+            returns: dict[str, list[float]] = {t: [] for t in tasks.names}
+            for _ in range(max(1, settings.steps_per_round // env.num_envs)):
+                task = np.asarray(obs["task_id"]).reshape(-1)
+                data_obs.append(np.asarray(obs["obs"], dtype=np.float32))
+                data_task.append(task)
+                if r == 0:  # first round: the teachers drive (DAgger's beta = 1)
+                    actions = _teacher_actions(teachers, data_obs[-1], task)
+                else:
+                    actions, _ = student.predict(obs, deterministic=False)
+                obs, _, _, infos = env.step(actions)
+                steps += env.num_envs
+                for k, info in zip(task, infos, strict=True):
+                    if "episode" in info:
+                        returns[tasks.names[int(k)]].append(float(info["episode"]["r"]))
+            all_obs, all_task = np.concatenate(data_obs), np.concatenate(data_task)
+            round_losses: list[float] = []
+            for _ in range(settings.epochs):
+                order = rng.permutation(len(all_obs))
+                for start in range(0, len(order), settings.batch_size):
+                    idx = order[start : start + settings.batch_size]
+                    loss = _batch_loss(policy, teachers, all_obs[idx], all_task[idx])
+                    optimizer.zero_grad()
+                    loss.backward()
+                    optimizer.step()
+                    round_losses.append(float(loss.item()))
+            losses.extend(round_losses)
+            point = _record(student, r, steps, len(all_obs), round_losses, returns)
+            curve.append(point)
+    finally:
+        student.logger.close()
     eval_seed = seed + EVAL_SEED_OFFSET
     episodes = int(hp["eval_episodes"])
     student_eval = TaskEvalEnv(tasks.eval_env_all(episodes), tasks.names, episodes)
@@ -149,23 +282,37 @@ def _distill(
         "tasks": tasks.names,
         "seed": seed,
         "hyperparams": hp,
-        "distillation": {
-            "rounds": rounds,
-            "steps_per_round": steps_per_round,
-            "epochs": epochs,
-            "batch_size": batch_size,
-            "final_kl": float(np.mean(losses[-10:])),
-        },
+        "distillation": {**asdict(settings), "final_kl": float(np.mean(losses[-10:]))},
+        "curve": curve,
         "eval": {"teacher": teacher_returns, "student": student_returns, "episodes": episodes},
         "versions": versions(),
         "command": sys.argv,
-        "wall_time_s": round(time.time() - started, 2),
+        "wall_time_s": round(time.time() - started + elapsed_before, 2),
+        "resumed": history,
     }
     if staging is not None:
         atomic_write_json(staging / "config.json", {"family": fam.name, "tasks": tasks.names, "hyperparams": hp})
         save_checkpoint(student, staging, manifest)
     env.close()
     return DistillResult(student, teacher_returns, student_returns, losses, manifest)
+
+
+def _record(
+    student: TransferPPO, r: int, steps: int, size: int, losses: list[float], returns: dict[str, list[float]]
+) -> dict[str, Any]:
+    """One round into the logs (x axis: env steps collected) and as a point of the manifest's curve."""
+    kl = float(np.mean(losses[-max(1, len(losses) // 4) :]))  # the round's last quarter of updates
+    logger = student.logger
+    logger.record("distill/round", r + 1)
+    logger.record("distill/kl", kl)
+    logger.record("distill/dataset_size", size)
+    means = {t: float(np.mean(v)) if v else None for t, v in returns.items()}
+    for task, mean in means.items():
+        if mean is not None:
+            logger.record(f"rollout/{task}/ep_rew_mean", mean)
+    logger.record("time/total_timesteps", steps)
+    logger.dump(step=steps)
+    return {"round": r + 1, "steps": steps, "driver": "teachers" if r == 0 else "student", "kl": kl, "returns": means}
 
 
 def _batch_loss(policy: Any, teachers: list[TransferPPO], obs: np.ndarray, task: np.ndarray) -> th.Tensor:

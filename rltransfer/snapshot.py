@@ -31,6 +31,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch as th
+from stable_baselines3.common.logger import Logger
 
 from rltransfer import env_state
 from rltransfer.errors import UserError
@@ -78,6 +79,41 @@ def parse_snapshot_every(value: Any) -> float | None:
 def run_key(**settings: Any) -> str:
     """What a snapshot's run and the run resuming it must share, as canonical JSON."""
     return json.dumps(settings, sort_keys=True, default=str)
+
+
+def rng_state(device: th.device) -> dict[str, Any]:
+    """Every global generator a run draws from (``random``, numpy's legacy one, torch's, CUDA's)."""
+    return {
+        "random": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": th.get_rng_state(),
+        "cuda": th.cuda.get_rng_state(device) if device.type == "cuda" else None,
+    }
+
+
+def set_rng_state(rng: Mapping[str, Any], device: th.device) -> None:
+    """Put back what ``rng_state`` saved."""
+    random.setstate(rng["random"])
+    np.random.set_state(rng["numpy"])
+    th.set_rng_state(rng["torch"])
+    if rng.get("cuda") is not None and device.type == "cuda":
+        th.cuda.set_rng_state(rng["cuda"], device)
+
+
+def flush_logs(logger: Logger) -> None:
+    """Write an SB3 logger's buffered CSV rows and TensorBoard events to disk."""
+    for fmt in logger.output_formats:
+        getattr(getattr(fmt, "file", None), "flush", lambda: None)()
+        getattr(getattr(fmt, "writer", None), "flush", lambda: None)()
+
+
+def write_snapshot(directory: Path, state: Mapping[str, Any]) -> None:
+    """``state`` as ``directory``'s snapshot, atomically; the listeners are told."""
+    buf = io.BytesIO()
+    th.save(dict(state), buf)
+    atomic_write_bytes(directory / SNAPSHOT_FILE, buf.getvalue())
+    for listener in _listeners:
+        listener(directory)
 
 
 def read_snapshot(directory: Path) -> dict[str, Any] | None:
@@ -204,12 +240,7 @@ class Snapshots:
         logger.name_to_count.update(state["logger"]["counts"])
         logger.name_to_excluded.clear()
         logger.name_to_excluded.update(state["logger"]["excluded"])
-        rng = state["rng"]
-        random.setstate(rng["random"])
-        np.random.set_state(rng["numpy"])
-        th.set_rng_state(rng["torch"])
-        if rng.get("cuda") is not None and model.device.type == "cuda":
-            th.cuda.set_rng_state(rng["cuda"], model.device)
+        set_rng_state(state["rng"], model.device)
         self.history.append(
             {"at_step": model.num_timesteps, "exact": saved_env.base is not None, "why_not": saved_env.why_not}
         )
@@ -235,9 +266,7 @@ class Snapshots:
         model = self.model
         policy = model.policy
         csv = self.log_dir / "progress.csv" if self.log_dir is not None else None
-        for fmt in model.logger.output_formats:  # the logs up to now on disk too (a copy may travel)
-            getattr(getattr(fmt, "file", None), "flush", lambda: None)()
-            getattr(getattr(fmt, "writer", None), "flush", lambda: None)()
+        flush_logs(model.logger)  # the logs up to now on disk too (a copy may travel)
         saved_env = env_state.capture(model.get_env())  # type: ignore[arg-type]
         state = {
             "format": FORMAT,
@@ -256,12 +285,7 @@ class Snapshots:
             "ep_info_buffer": list(model.ep_info_buffer or []),
             "ep_success_buffer": list(model.ep_success_buffer or []),
             "env": saved_env.to_dict(),
-            "rng": {
-                "random": random.getstate(),
-                "numpy": np.random.get_state(),
-                "torch": th.get_rng_state(),
-                "cuda": th.cuda.get_rng_state(model.device) if model.device.type == "cuda" else None,
-            },
+            "rng": rng_state(model.device),
             "logger": {
                 "values": dict(model.logger.name_to_value),
                 "counts": dict(model.logger.name_to_count),
@@ -272,11 +296,7 @@ class Snapshots:
             "history": self.history,
             "elapsed_s": self.elapsed_s(),
         }
-        buf = io.BytesIO()
-        th.save(state, buf)
-        atomic_write_bytes(self.directory / SNAPSHOT_FILE, buf.getvalue())
-        for listener in _listeners:
-            listener(self.directory)
+        write_snapshot(self.directory, state)
         self._saved_at, self._last = model.num_timesteps, time.monotonic()
 
     def discard(self) -> None:

@@ -71,11 +71,11 @@ def attach_logger(model: BaseAlgorithm, log_dir: Path | None, verbose: int = 0, 
     already put back as it was then, is appended to, and TensorBoard drops the killed
     attempt's events from that step on.
     """
-    formats = ["stdout"] if verbose else []
-    if log_dir is not None:
-        formats += ["csv", "tensorboard"]
-    if log_dir is None or resumed_at is None:
-        model.set_logger(configure(str(log_dir) if log_dir is not None else None, formats))
+    if log_dir is None:  # not SB3's configure(None): it would leave an empty /tmp/SB3-<time> per run
+        model.set_logger(Logger(None, [HumanOutputFormat(sys.stdout)] if verbose else []))
+        return
+    if resumed_at is None:
+        model.set_logger(configure(str(log_dir), ["stdout"] * bool(verbose) + ["csv", "tensorboard"]))
         return
     log_dir.mkdir(parents=True, exist_ok=True)
     csv = log_dir / "progress.csv"

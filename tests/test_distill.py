@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import tempfile
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
+import torch as th
 
+from rltransfer import distill as distill_module
 from rltransfer.cli import main
 from rltransfer.distill import distill
 from rltransfer.errors import UserError
@@ -85,3 +91,96 @@ def test_cli_distill(teachers: list[Path], tmp_path: Path, capsys: pytest.Captur
     ]
     assert main(argv) == 0
     assert (tmp_path / "d" / "model.zip").exists() and "student" in capsys.readouterr().out
+    assert main(argv) == 2 and "already holds a finished run" in capsys.readouterr().err
+    more = ["--epochs", "2", "--batch-size", "16", "--lr", "5e-4", "--snapshot-every", "off", "--overwrite"]
+    assert main([*argv, *more]) == 0 and "KL(teacher || student) by round: " in capsys.readouterr().out
+    settings = json.loads((tmp_path / "d" / "manifest.json").read_text())["distillation"]
+    assert (settings["epochs"], settings["batch_size"], settings["lr"]) == (2, 16, 5e-4)
+    assert main([*argv[:-2], "--out", str(tmp_path / "e"), "--lr", "0"]) == 2
+    assert "lr must be > 0" in capsys.readouterr().err and not (tmp_path / "e").exists()
+
+
+def _weights(out: Path) -> dict[str, th.Tensor]:
+    from rltransfer.checkpoint import load_checkpoint
+
+    return load_checkpoint(out).state_dict
+
+
+def test_each_round_is_logged_and_kept_in_the_manifest(student: Path) -> None:
+    manifest = json.loads((student / "manifest.json").read_text())
+    curve = manifest["curve"]
+    assert [p["round"] for p in curve] == [1, 2, 3] and [p["driver"] for p in curve] == [
+        "teachers",
+        "student",
+        "student",
+    ]
+    assert [p["steps"] for p in curve] == [256, 512, 768]
+    assert all(set(p["returns"]) == {"source-0", "long-1"} for p in curve)
+    assert curve[-1]["kl"] < curve[0]["kl"]
+    header, *rows = (student / "logs" / "progress.csv").read_text().splitlines()
+    assert {"distill/kl", "distill/round", "time/total_timesteps"} <= set(header.split(","))
+    assert len(rows) == 3 and list(student.glob("logs/events.out.tfevents.*"))
+    assert manifest["resumed"] == [] and "snapshot.pt" not in {f.name for f in student.iterdir()}
+
+
+def test_a_killed_distillation_resumes_to_the_same_student(
+    teachers: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed in its third round, resumed from the snapshot before it: the same weights, KL curve and logs."""
+    kwargs: dict[str, Any] = {"rounds": 3, "steps_per_round": 128, "epochs": 2, "batch_size": 64, "snapshot_every": 0}
+    whole = distill("cartpole", teachers, out=tmp_path / "whole", **kwargs)
+
+    real, calls = distill_module._batch_loss, [0]
+
+    def dying(*args: Any) -> th.Tensor:
+        calls[0] += 1
+        if calls[0] == 2 * 4 + 2 * 4 + 3:  # rounds of 2 and 4 minibatches per epoch, then into the third
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(distill_module, "_batch_loss", dying)
+    out = tmp_path / "killed"
+    with pytest.raises(KeyboardInterrupt):
+        distill("cartpole", teachers, out=out, **kwargs)
+    assert not out.exists() and len(list(tmp_path.glob("killed.partial-*/snapshot.pt"))) == 1
+    with pytest.raises(UserError, match="pass --resume to continue it"):
+        distill("cartpole", teachers, out=out, **kwargs)
+    with pytest.raises(UserError, match=r"other settings \(epochs differ\)"):
+        distill("cartpole", teachers, out=out, resume=True, **{**kwargs, "epochs": 3})
+    monkeypatch.setattr(distill_module, "_batch_loss", real)
+    resumed = distill("cartpole", teachers, out=out, resume=True, **kwargs)
+
+    assert resumed.losses == whole.losses
+    a, b = _weights(tmp_path / "whole"), _weights(out)
+    assert a.keys() == b.keys() and all(th.equal(a[k], b[k]) for k in a)
+    assert resumed.student_returns == whole.student_returns
+    assert resumed.manifest["curve"] == whole.manifest["curve"]
+    assert resumed.manifest["resumed"] == [{"at_round": 2, "at_step": 256, "exact": True, "why_not": None}]
+    assert (out / "logs" / "progress.csv").read_text() == (tmp_path / "whole" / "logs" / "progress.csv").read_text()
+    assert not list(tmp_path.glob("killed.partial-*"))
+
+
+def test_the_student_sees_raw_observations_where_the_family_normalises(tmp_path: Path) -> None:
+    """Acrobot's YAML normalises; the teachers were trained without, so the student must be too."""
+    hp = {**HP, "normalize": False}
+    sources = []
+    for variant in ("source", "long1-far"):
+        pretrain("acrobot", variant, seed=0, timesteps=64, hyperparams=hp, out=tmp_path / variant)
+        sources.append(tmp_path / variant)
+    result = distill("acrobot", sources, rounds=1, steps_per_round=64, epochs=1)
+    assert result.manifest["hyperparams"]["normalize"] is False
+    assert np.isfinite(result.losses).all()
+    with pytest.raises(UserError, match="drop normalize"):
+        distill("acrobot", sources, hyperparams={"normalize": True})
+    with pytest.raises(UserError, match="rounds must be > 0"):
+        distill("acrobot", sources, rounds=0)
+
+
+def test_runs_without_a_directory_leave_nothing_in_the_temp_dir(
+    teachers: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SB3's ``configure(None)`` makes an empty ``/tmp/SB3-<time>`` per call; in-memory runs must not."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    distill("cartpole", teachers, rounds=1, steps_per_round=32, epochs=1)
+    pretrain("cartpole", seed=0, timesteps=64, hyperparams=HP)
+    assert list(tmp_path.iterdir()) == []
