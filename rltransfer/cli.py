@@ -232,6 +232,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_advise(args: argparse.Namespace) -> int:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from rltransfer.advice_validation import validate
@@ -243,12 +244,13 @@ def cmd_advise(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(to_json(advice), indent=2))
     else:
-        table = Table(title=f"transfer advice: {args.source} -> {args.family.name}", title_justify="left")
+        title = escape(f"transfer advice: {args.source} -> {args.family.name}")  # paths are text, not markup
+        table = Table(title=title, title_justify="left")
         for col in ("target", "distance", "zero-shot (random)", "score", "feature MMD²", "predicted", "advice", "why"):
             table.add_column(col)
         for a in advice:
             table.add_row(
-                a.target,
+                escape(a.target),
                 a.distance,
                 f"{a.zero_shot_return:.1f} ({a.random_return:.1f})",
                 f"{a.zero_shot_score:.2f}",
@@ -266,6 +268,7 @@ def cmd_advise(args: argparse.Namespace) -> int:
 
 def cmd_validate_advice(args: argparse.Namespace) -> int:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from rltransfer.advice_validation import validate_experiments
@@ -286,8 +289,8 @@ def cmd_validate_advice(args: argparse.Namespace) -> int:
         table.add_column(col)
     for p in result.points:
         table.add_row(
-            p.experiment,
-            p.target,
+            escape(p.experiment),
+            escape(p.target),
             f"{p.advice.zero_shot_score:.2f}",
             f"{p.advice.feature_mmd:.4f}",
             f"{p.predicted_gain:.2f}",

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -23,7 +24,8 @@ class GridProgress:
     """Event sink for ``run_grid``; prints failures as they happen."""
 
     def __init__(self, total: int, enabled: bool = True, label: str = "runs") -> None:
-        self.console = Console(stderr=True)
+        # soft_wrap: a line piped to a log keeps its path whole instead of breaking at 80 columns.
+        self.console = Console(stderr=True, soft_wrap=True)
         self.enabled = enabled
         self.running = self.failed = 0
         self.progress = Progress(
@@ -50,10 +52,10 @@ class GridProgress:
         if event == "start":
             self.running += 1
             if interrupted_runs(Path(job.label)):
-                self.console.print(f"[cyan]continuing from its last snapshot:[/cyan] {job.label}")
+                self.console.print(f"[cyan]continuing from its last snapshot:[/cyan] {escape(job.label)}")
         elif event == "retry":
             self.running -= 1
-            self.console.print(f"[yellow]worker died, retrying:[/yellow] {job.label}")
+            self.console.print(f"[yellow]worker died, retrying:[/yellow] {escape(job.label)}")
         elif event in ("done", "failed"):
             self.running -= 1
             self.progress.advance(self.task)
@@ -63,6 +65,7 @@ class GridProgress:
             self.failed += 1
             last = (info.get("error") or info.get("traceback", "")).strip().splitlines()[-1:] or ["?"]
             what = "source pretraining failed" if isinstance(job, SourceJob) else "run failed"
-            self.console.print(f"[red]{what}:[/red] {job.label}: {last[0]}")
+            # Escaped: an error's own brackets ("[/x]") would otherwise be read as markup and raise.
+            self.console.print(f"[red]{what}:[/red] {escape(job.label)}: {escape(last[0])}")
         status = f"running {self.running}" + (f" · [red]failed {self.failed}[/red]" if self.failed else "")
         self.progress.update(self.task, status=status)
