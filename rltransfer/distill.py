@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import torch as th
+from torch.distributions import Categorical, Normal, kl_divergence
 
 from rltransfer import env_state
 from rltransfer.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
@@ -69,10 +70,27 @@ class _Settings:
     seed: int
 
 
-def _kl(teacher: Any, student: Any) -> th.Tensor:
-    """KL(teacher || student) per sample for SB3 distributions (categorical or diagonal Gaussian)."""
-    kl = th.distributions.kl_divergence(teacher.distribution, student.distribution)
-    return kl.sum(dim=-1) if kl.dim() > 1 else kl
+def _teacher_targets(teachers: Sequence[TransferPPO], obs: np.ndarray, task: np.ndarray) -> np.ndarray:
+    """Each row's teacher distribution, computed once per state: its logits (categorical) or its
+    means and standard deviations side by side (diagonal Gaussian, gSDE's included)."""
+    out: np.ndarray | None = None
+    with th.no_grad():
+        for k, teacher in enumerate(teachers):
+            rows = np.flatnonzero(task == k)
+            if not len(rows):
+                continue
+            dist = teacher.policy.get_distribution(th.as_tensor(obs[rows])).distribution
+            if isinstance(dist, Categorical):
+                params = dist.logits
+            elif isinstance(dist, Normal):
+                params = th.cat([dist.loc, dist.scale.expand_as(dist.loc)], dim=-1)
+            else:
+                raise UserError(f"distillation handles discrete and Box action spaces, not {type(dist).__name__}")
+            if out is None:
+                out = np.empty((len(obs), params.shape[-1]), dtype=np.float32)
+            out[rows] = params.numpy()
+    assert out is not None
+    return out
 
 
 def _check_positive(**values: float) -> None:
@@ -188,6 +206,7 @@ def _distill(
     first, steps, elapsed_before = 0, 0, 0.0
     data_obs: list[np.ndarray] = []
     data_task: list[np.ndarray] = []
+    data_target: list[np.ndarray] = []  # the teachers' distributions, one array per round
     losses: list[float] = []
     curve: list[dict[str, Any]] = []
     history: list[dict[str, Any]] = []
@@ -198,6 +217,7 @@ def _distill(
         set_rng_state(saved["rng"], student.device)
         first, steps, elapsed_before = int(saved["round"]), int(saved["steps"]), float(saved["elapsed_s"])
         data_obs, data_task = list(saved["data_obs"]), list(saved["data_task"])
+        data_target = list(saved["data_target"])
         losses, curve, history = list(saved["losses"]), list(saved["curve"]), list(saved["history"])
         saved_env = env_state.EnvState.from_dict(saved["env"])
         fresh = env_state.restore(env, saved_env, seed + steps)
@@ -221,6 +241,7 @@ def _distill(
             "rng": rng_state(student.device),
             "data_obs": data_obs,
             "data_task": data_task,
+            "data_target": data_target,
             "losses": losses,
             "curve": curve,
             "history": history,
@@ -238,6 +259,7 @@ def _distill(
                 snapshot(r)
                 last_snapshot = time.monotonic()
             returns: dict[str, list[float]] = {t: [] for t in tasks.names}
+            collected = len(data_obs)
             for _ in range(max(1, settings.steps_per_round // env.num_envs)):
                 task = np.asarray(obs["task_id"]).reshape(-1)
                 data_obs.append(np.asarray(obs["obs"], dtype=np.float32))
@@ -251,13 +273,16 @@ def _distill(
                 for k, info in zip(task, infos, strict=True):
                     if "episode" in info:
                         returns[tasks.names[int(k)]].append(float(info["episode"]["r"]))
+            new_obs, new_task = np.concatenate(data_obs[collected:]), np.concatenate(data_task[collected:])
+            data_target.append(_teacher_targets(teachers, new_obs, new_task))
             all_obs, all_task = np.concatenate(data_obs), np.concatenate(data_task)
+            all_target = np.concatenate(data_target)
             round_losses: list[float] = []
             for _ in range(settings.epochs):
                 order = rng.permutation(len(all_obs))
                 for start in range(0, len(order), settings.batch_size):
                     idx = order[start : start + settings.batch_size]
-                    loss = _batch_loss(policy, teachers, all_obs[idx], all_task[idx])
+                    loss = _batch_loss(policy, all_target[idx], all_obs[idx], all_task[idx])
                     optimizer.zero_grad()
                     loss.backward()
                     optimizer.step()
@@ -315,15 +340,15 @@ def _record(
     return {"round": r + 1, "steps": steps, "driver": "teachers" if r == 0 else "student", "kl": kl, "returns": means}
 
 
-def _batch_loss(policy: Any, teachers: list[TransferPPO], obs: np.ndarray, task: np.ndarray) -> th.Tensor:
-    """Mean KL(teacher || student) over a batch mixing tasks (each state labelled by its own teacher)."""
-    total = th.zeros(())
-    for k, teacher in enumerate(teachers):
-        mask = task == k
-        if not mask.any():
-            continue
-        with th.no_grad():
-            t_dist = teacher.policy.get_distribution(th.as_tensor(obs[mask]))
-        s_dist = policy.get_distribution({"obs": th.as_tensor(obs[mask]), "task_id": th.as_tensor(task[mask])})
-        total = total + _kl(t_dist, s_dist).sum()
-    return total / len(obs)
+def _batch_loss(policy: Any, target: np.ndarray, obs: np.ndarray, task: np.ndarray) -> th.Tensor:
+    """Mean KL(teacher || student) over a batch mixing tasks, each state against its own teacher's
+    distribution (``_teacher_targets``); one student forward for the whole batch."""
+    student = policy.get_distribution({"obs": th.as_tensor(obs), "task_id": th.as_tensor(task)}).distribution
+    params = th.as_tensor(target)
+    if isinstance(student, Categorical):
+        teacher: Categorical | Normal = Categorical(logits=params)
+    else:
+        n = params.shape[-1] // 2
+        teacher = Normal(params[:, :n], params[:, n:])
+    kl = kl_divergence(teacher, student)
+    return (kl.sum(dim=-1) if kl.dim() > 1 else kl).mean()
