@@ -9,14 +9,18 @@ grid whose source fails stops there (its finished runs kept), the others go on.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+from multiprocessing.context import BaseContext
 from pathlib import Path
 from typing import Any
 
+from rltransfer import io as rltransfer_io
+from rltransfer.errors import UserError
 from rltransfer.experiment.runner import (
     MAX_ATTEMPTS,
     Execute,
@@ -131,8 +135,41 @@ def _task(grid: Grid, job: Job | SourceJob, execute: Execute) -> tuple[Callable[
     return execute_source, (grid.spec, job.run_dir, job.seed)
 
 
-def _worker_init() -> None:
-    """Die with the runner: an orphaned worker must never finish a run nobody is waiting for."""
+def start_method() -> str:
+    """How pool workers start here: ``forkserver`` where the platform has one, else (or with
+    ``RLTRANSFER_START_METHOD=spawn``) ``spawn``."""
+    method = os.environ.get("RLTRANSFER_START_METHOD", "forkserver")
+    if method not in ("forkserver", "spawn"):
+        raise UserError(f"RLTRANSFER_START_METHOD must be forkserver or spawn, got {method!r}; unset it or pick one")
+    return method if method in multiprocessing.get_all_start_methods() else "spawn"
+
+
+def _context() -> BaseContext:
+    """How pool workers start: forked from a forkserver where the platform has one, else spawned.
+
+    A spawned worker imports torch, SB3 and rltransfer (~2.8 s for a pool of two here) before its
+    first job; the forkserver imports them once per runner and forks each worker from that clean
+    process (nothing run, no torch threads), so later pools (after a worker died, the next grid)
+    start in milliseconds. Workers still start from a process that ran nothing, as spawned ones do.
+    ``RLTRANSFER_START_METHOD=spawn`` spawns them instead (``benchmarks/pool_start.py`` compares).
+    """
+    if start_method() == "spawn":
+        return multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["rltransfer.experiment.runner"])  # effective until the server starts
+    return ctx
+
+
+def _worker_init(environ: dict[str, str], umask: int) -> None:
+    """Die with the runner: an orphaned worker must never finish a run nobody is waiting for.
+
+    The runner's environment and umask now, as a spawned worker would inherit them: a forked
+    one would otherwise keep the forkserver's, fixed when it started.
+    """
+    os.environ.clear()
+    os.environ.update(environ)
+    os.umask(umask)
+    rltransfer_io.UMASK = umask
     if sys.platform.startswith("linux"):
         import ctypes
         import signal
@@ -150,9 +187,9 @@ def _run_pool(
 ) -> list[Item]:
     """Run ``queue`` in one process pool; returns the jobs to retry after the pool broke."""
     retry: list[Item] = []
-    # spawn: workers start clean (no inherited torch threads or open env handles).
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init) as pool:
+    # Workers start clean (no inherited torch threads or open env handles): see _context.
+    init = (dict(os.environ), rltransfer_io.UMASK)
+    with ProcessPoolExecutor(workers, mp_context=_context(), initializer=_worker_init, initargs=init) as pool:
         pending: dict[Future[dict[str, Any]], Item] = {}
         broken = False
         while ((queue := runnable(queue)) and not broken) or pending:

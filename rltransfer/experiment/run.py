@@ -11,7 +11,7 @@ from typing import Literal
 from rltransfer.devices import parse_device, resolve_device
 from rltransfer.envs import NonFiniteError
 from rltransfer.errors import SourceFailed, UserError
-from rltransfer.experiment.pool import Grid, run_grids
+from rltransfer.experiment.pool import Grid, run_grids, start_method
 from rltransfer.experiment.progress import GridProgress
 from rltransfer.experiment.report import build_report
 from rltransfer.experiment.runner import (
@@ -128,6 +128,8 @@ def run_experiments(
     n_workers = workers if workers is not None else default_workers()
     if n_workers <= 0:
         raise UserError(f"--workers must be a positive integer, got {n_workers}")
+    if backend == "local":
+        start_method()  # a bad RLTRANSFER_START_METHOD is reported before anything is written
     dirs = [Path(o) if o is not None else Path("runs") / s.name for s, o in zip(loaded, outs, strict=True)]
     first: dict[Path, int] = {}  # the first spec writing to each directory
     for i, (spec, out_dir) in enumerate(zip(loaded, dirs, strict=True)):

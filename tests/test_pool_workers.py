@@ -1,0 +1,63 @@
+"""Pool workers start as spawned ones would, even when forked from the forkserver
+(``rltransfer.experiment.pool._context``): with the runner's environment and umask as they are
+when the pool opens, not as they were when the server started."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from specs import grid_spec
+
+from rltransfer import io
+from rltransfer.cli import main
+from rltransfer.experiment.pool import Grid, run_grids
+from rltransfer.experiment.runner import execute_job, prepare_out
+from rltransfer.experiment.spec import load_spec
+
+
+def noting_the_environment(job: Any, spec: Any, source: str | None) -> dict[str, Any]:
+    """A run that also notes what its worker saw (module level: workers import it by name)."""
+    outcome = execute_job(job, spec, source)
+    mask = os.umask(0)
+    os.umask(mask)
+    seen = {"mark": os.environ.get("RLTRANSFER_TEST_MARK"), "umask": mask, "io": io.UMASK, "pid": os.getpid()}
+    (job.run_dir.parent / f"seen-{job.seed}.json").write_text(json.dumps(seen))
+    return outcome
+
+
+@pytest.mark.parametrize("method", ["forkserver", "spawn"])
+def test_workers_take_the_runners_environment_and_umask(
+    method: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RLTRANSFER_START_METHOD", method)
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(grid_spec("env", arms=["scratch"], seeds=2)))
+    spec = load_spec(path)
+    for mark, mask in (("first", 0o022), ("second", 0o007)):  # the second pool: the server is running
+        monkeypatch.setenv("RLTRANSFER_TEST_MARK", mark)
+        monkeypatch.setattr(io, "UMASK", mask)
+        out = tmp_path / mark
+        prepare_out(spec, out, resume=False)
+        grid = Grid(spec, out, None)
+        run_grids([grid], workers=2, execute=noting_the_environment)
+        assert grid.result.complete and not grid.result.failed
+        seen = [json.loads(p.read_text()) for p in sorted(out.glob("scratch/seen-*.json"))]
+        assert [(s["mark"], s["umask"], s["io"]) for s in seen] == [(mark, mask, mask)] * 2
+        assert os.getpid() not in {s["pid"] for s in seen}
+
+
+def test_a_bad_start_method_is_one_line_with_nothing_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(grid_spec("env", arms=["scratch"], seeds=2)))
+    monkeypatch.setenv("RLTRANSFER_START_METHOD", "fork")
+    assert main(["run", str(path), "--out", str(tmp_path / "out"), "--workers", "2", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "RLTRANSFER_START_METHOD must be forkserver or spawn, got 'fork'" in err[0]
+    assert not (tmp_path / "out").exists()
