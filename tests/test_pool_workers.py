@@ -15,7 +15,7 @@ from specs import grid_spec
 
 from rltransfer import io
 from rltransfer.cli import main
-from rltransfer.experiment.pool import Grid, run_grids
+from rltransfer.experiment.pool import Grid, _context, run_grids
 from rltransfer.experiment.runner import execute_job, prepare_out
 from rltransfer.experiment.spec import load_spec
 
@@ -30,13 +30,10 @@ def noting_the_environment(job: Any, spec: Any, source: str | None) -> dict[str,
     return outcome
 
 
-@pytest.mark.parametrize("method", ["forkserver", "spawn"])
-def test_workers_take_the_runners_environment_and_umask(
-    method: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("RLTRANSFER_START_METHOD", method)
+def test_workers_take_the_runners_environment_and_umask(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RLTRANSFER_START_METHOD", raising=False)
     path = tmp_path / "spec.yaml"
-    path.write_text(yaml.safe_dump(grid_spec("env", arms=["scratch"], seeds=2)))
+    path.write_text(yaml.safe_dump(grid_spec("env", arms=["scratch"], seeds=1)))
     spec = load_spec(path)
     for mark, mask in (("first", 0o022), ("second", 0o007)):  # the second pool: the server is running
         monkeypatch.setenv("RLTRANSFER_TEST_MARK", mark)
@@ -46,9 +43,18 @@ def test_workers_take_the_runners_environment_and_umask(
         grid = Grid(spec, out, None)
         run_grids([grid], workers=2, execute=noting_the_environment)
         assert grid.result.complete and not grid.result.failed
-        seen = [json.loads(p.read_text()) for p in sorted(out.glob("scratch/seen-*.json"))]
-        assert [(s["mark"], s["umask"], s["io"]) for s in seen] == [(mark, mask, mask)] * 2
+        seen = [json.loads(p.read_text()) for p in out.glob("scratch/seen-*.json")]
+        assert [(s["mark"], s["umask"], s["io"]) for s in seen] == [(mark, mask, mask)]
         assert os.getpid() not in {s["pid"] for s in seen}
+
+
+@pytest.mark.parametrize(("value", "method"), [(None, "forkserver"), ("forkserver", "forkserver"), ("spawn", "spawn")])
+def test_the_start_method_can_be_chosen(value: str | None, method: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    if value is None:
+        monkeypatch.delenv("RLTRANSFER_START_METHOD", raising=False)
+    else:
+        monkeypatch.setenv("RLTRANSFER_START_METHOD", value)
+    assert _context().get_start_method() == method
 
 
 def test_a_bad_start_method_is_one_line_with_nothing_written(
