@@ -16,7 +16,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -168,6 +168,68 @@ def _teacher_actions(teachers: Sequence[TransferPPO], obs: np.ndarray, task: np.
     return actions
 
 
+@dataclass
+class _Progress:
+    """What a distillation has done so far: all a resumed run needs besides weights, optimizer,
+    generators and environments (``_snapshot``)."""
+
+    round: int = 0  # the next round to run
+    steps: int = 0  # env steps collected
+    data_obs: list[np.ndarray] = field(default_factory=list)  # DAgger's aggregated dataset, per step
+    data_task: list[np.ndarray] = field(default_factory=list)
+    data_target: list[np.ndarray] = field(default_factory=list)  # teachers' distributions, per round
+    losses: list[float] = field(default_factory=list)
+    curve: list[dict[str, Any]] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)  # resumptions
+    elapsed_before: float = 0.0  # wall time of earlier attempts
+
+
+def _collect(
+    student: TransferPPO, teachers: list[TransferPPO], tasks: TaskSet, obs: Any, done: _Progress, n: int
+) -> tuple[Any, dict[str, list[float]]]:
+    """One round's ``n`` vector steps into ``done``'s dataset, driven by the teachers in the first
+    round and by the student after; the last observation and each task's finished episodes' returns."""
+    env = student.get_env()
+    assert env is not None
+    returns: dict[str, list[float]] = {t: [] for t in tasks.names}
+    collected = len(done.data_obs)
+    for _ in range(n):
+        task = np.asarray(obs["task_id"]).reshape(-1)
+        done.data_obs.append(np.asarray(obs["obs"], dtype=np.float32))
+        done.data_task.append(task)
+        if done.round == 0:  # DAgger's beta = 1
+            actions = _teacher_actions(teachers, done.data_obs[-1], task)
+        else:
+            actions, _ = student.predict(obs, deterministic=False)
+        obs, _, _, infos = env.step(actions)
+        done.steps += env.num_envs
+        for k, info in zip(task, infos, strict=True):
+            if "episode" in info:
+                returns[tasks.names[int(k)]].append(float(info["episode"]["r"]))
+    new_obs, new_task = np.concatenate(done.data_obs[collected:]), np.concatenate(done.data_task[collected:])
+    done.data_target.append(_teacher_targets(teachers, new_obs, new_task))
+    return obs, returns
+
+
+def _fit(
+    policy: Any, optimizer: th.optim.Optimizer, rng: np.random.Generator, done: _Progress, s: _Settings
+) -> list[float]:
+    """``s.epochs`` passes of minibatch KL descent over every state collected so far; the losses."""
+    all_obs, all_task = np.concatenate(done.data_obs), np.concatenate(done.data_task)
+    all_target = np.concatenate(done.data_target)
+    losses: list[float] = []
+    for _ in range(s.epochs):
+        order = rng.permutation(len(all_obs))
+        for start in range(0, len(order), s.batch_size):
+            idx = order[start : start + s.batch_size]
+            loss = _batch_loss(policy, all_target[idx], all_obs[idx], all_task[idx])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(float(loss.item()))
+    return losses
+
+
 def _distill(
     fam: Family,
     tasks: TaskSet,
@@ -203,95 +265,39 @@ def _distill(
         atomic_write_bytes(log_dir / "progress.csv", saved["csv"].encode())
     attach_logger(student, log_dir, verbose, None if saved is None else int(saved["steps"]))
     obs: Any = env.reset()
-    first, steps, elapsed_before = 0, 0, 0.0
-    data_obs: list[np.ndarray] = []
-    data_task: list[np.ndarray] = []
-    data_target: list[np.ndarray] = []  # the teachers' distributions, one array per round
-    losses: list[float] = []
-    curve: list[dict[str, Any]] = []
-    history: list[dict[str, Any]] = []
+    done = _Progress()
     if saved is not None:
         policy.load_state_dict(saved["policy"])
         optimizer.load_state_dict(saved["optimizer"])
         rng.bit_generator.state = saved["generator"]
         set_rng_state(saved["rng"], student.device)
-        first, steps, elapsed_before = int(saved["round"]), int(saved["steps"]), float(saved["elapsed_s"])
-        data_obs, data_task = list(saved["data_obs"]), list(saved["data_task"])
-        data_target = list(saved["data_target"])
-        losses, curve, history = list(saved["losses"]), list(saved["curve"]), list(saved["history"])
+        done = _Progress(**saved["progress"])
         saved_env = env_state.EnvState.from_dict(saved["env"])
-        fresh = env_state.restore(env, saved_env, seed + steps)
+        fresh = env_state.restore(env, saved_env, seed + done.steps)
         obs = saved["last_obs"] if fresh is None else fresh
-        history.append({"at_round": first, "at_step": steps, "exact": fresh is None, "why_not": saved_env.why_not})
-    clock = time.monotonic()
-    last_snapshot = clock
-
-    def snapshot(r: int) -> None:
-        assert staging is not None
-        flush_logs(student.logger)
-        csv = staging / "logs" / "progress.csv"
-        state = {
-            "format": SNAPSHOT_FORMAT,
-            "key": key,
-            "round": r,
-            "steps": steps,
-            "policy": policy.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "generator": rng.bit_generator.state,
-            "rng": rng_state(student.device),
-            "data_obs": data_obs,
-            "data_task": data_task,
-            "data_target": data_target,
-            "losses": losses,
-            "curve": curve,
-            "history": history,
-            "last_obs": obs,
-            "env": env_state.capture(env).to_dict(),
-            "csv": csv.read_text() if csv.exists() else None,
-            "elapsed_s": elapsed_before + time.monotonic() - clock,
-        }
-        write_snapshot(staging, state)
-
+        resumed = {"at_round": done.round, "at_step": done.steps, "exact": fresh is None, "why_not": saved_env.why_not}
+        done.history.append(resumed)
+    clock = last_snapshot = time.monotonic()
+    first = done.round
     try:
         for r in range(first, settings.rounds):
             due = snapshot_every is not None and time.monotonic() - last_snapshot >= snapshot_every
             if staging is not None and r > first and due:
-                snapshot(r)
+                elapsed = done.elapsed_before + time.monotonic() - clock
+                state = {"policy": policy.state_dict(), "optimizer": optimizer.state_dict()}
+                _snapshot(staging, key, student, rng, replace(done, elapsed_before=elapsed), obs, state)
                 last_snapshot = time.monotonic()
-            returns: dict[str, list[float]] = {t: [] for t in tasks.names}
-            collected = len(data_obs)
-            for _ in range(max(1, settings.steps_per_round // env.num_envs)):
-                task = np.asarray(obs["task_id"]).reshape(-1)
-                data_obs.append(np.asarray(obs["obs"], dtype=np.float32))
-                data_task.append(task)
-                if r == 0:  # first round: the teachers drive (DAgger's beta = 1)
-                    actions = _teacher_actions(teachers, data_obs[-1], task)
-                else:
-                    actions, _ = student.predict(obs, deterministic=False)
-                obs, _, _, infos = env.step(actions)
-                steps += env.num_envs
-                for k, info in zip(task, infos, strict=True):
-                    if "episode" in info:
-                        returns[tasks.names[int(k)]].append(float(info["episode"]["r"]))
-            new_obs, new_task = np.concatenate(data_obs[collected:]), np.concatenate(data_task[collected:])
-            data_target.append(_teacher_targets(teachers, new_obs, new_task))
-            all_obs, all_task = np.concatenate(data_obs), np.concatenate(data_task)
-            all_target = np.concatenate(data_target)
-            round_losses: list[float] = []
-            for _ in range(settings.epochs):
-                order = rng.permutation(len(all_obs))
-                for start in range(0, len(order), settings.batch_size):
-                    idx = order[start : start + settings.batch_size]
-                    loss = _batch_loss(policy, all_target[idx], all_obs[idx], all_task[idx])
-                    optimizer.zero_grad()
-                    loss.backward()
-                    optimizer.step()
-                    round_losses.append(float(loss.item()))
-            losses.extend(round_losses)
-            point = _record(student, r, steps, len(all_obs), round_losses, returns)
-            curve.append(point)
+            obs, returns = _collect(
+                student, teachers, tasks, obs, done, max(1, settings.steps_per_round // env.num_envs)
+            )
+            round_losses = _fit(policy, optimizer, rng, done, settings)
+            done.losses.extend(round_losses)
+            size = sum(len(o) for o in done.data_obs)
+            done.curve.append(_record(student, r, done.steps, size, round_losses, returns))
+            done.round = r + 1
     finally:
         student.logger.close()
+    losses, curve, history, elapsed_before = done.losses, done.curve, done.history, done.elapsed_before
     eval_seed = seed + EVAL_SEED_OFFSET
     episodes = int(hp["eval_episodes"])
     student_eval = TaskEvalEnv(tasks.eval_env_all(episodes), tasks.names, episodes)
@@ -320,6 +326,35 @@ def _distill(
         save_checkpoint(student, staging, manifest)
     env.close()
     return DistillResult(student, teacher_returns, student_returns, losses, manifest)
+
+
+def _snapshot(
+    staging: Path,
+    key: str,
+    student: TransferPPO,
+    rng: np.random.Generator,
+    done: _Progress,
+    obs: Any,
+    weights: dict[str, Any],
+) -> None:
+    """Between two rounds: everything the rest of the run depends on, atomically into ``staging``."""
+    env = student.get_env()
+    assert env is not None
+    flush_logs(student.logger)
+    csv = staging / "logs" / "progress.csv"
+    state = {
+        "format": SNAPSHOT_FORMAT,
+        "key": key,
+        "steps": done.steps,
+        "progress": asdict(done),
+        "generator": rng.bit_generator.state,
+        "rng": rng_state(student.device),
+        "last_obs": obs,
+        "env": env_state.capture(env).to_dict(),
+        "csv": csv.read_text() if csv.exists() else None,
+        **weights,
+    }
+    write_snapshot(staging, state)
 
 
 def _record(
