@@ -3,7 +3,8 @@
 #   1. rltransfer installed over the image's torch (wheels from benchmarks/device_wheels.sh in .whl/);
 #   2. the device tests and a tiny `rltransfer run --device cuda` grid (manifests record the GPU);
 #   3. benchmarks/gpu_trunk.py: a 1024x1024-trunk multi-task run, CUDA vs the CPU (all cores);
-#   4. benchmarks/grid_scaling.py with one process per core.
+#   4. benchmarks/grid_scaling.py with one process per core;
+#   5. benchmarks/pool_start.py with one worker per core.
 # Everything it prints is also written under $OUT (or ./device-out where OUT is unset).
 # A dry run of the script on a machine without a GPU: DEVICE=cpu bash benchmarks/device_check.sh
 set -uo pipefail
@@ -53,3 +54,5 @@ else
     step gpu_trunk python3 "$REPO/benchmarks/gpu_trunk.py" --timesteps 16384 --repeats 3
 fi
 step grid_scaling python3 "$REPO/benchmarks/grid_scaling.py" --processes "$(nproc)" --timesteps 16384 --repeats 2
+# Pool workers forked from the forkserver vs spawned, one per core (16 concurrent imports vs one).
+step pool_start python3 "$REPO/benchmarks/pool_start.py" --workers "$(nproc)" --repeats 2
