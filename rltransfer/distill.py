@@ -31,7 +31,7 @@ from rltransfer.errors import UserError
 from rltransfer.evaluation import TaskEvalEnv, evaluate_tasks
 from rltransfer.finetuning import build_model
 from rltransfer.hyperparams import resolve_hyperparams
-from rltransfer.io import atomic_write_bytes, atomic_write_json, staging_dir, versions
+from rltransfer.io import atomic_write_json, staging_dir, versions
 from rltransfer.ppo import TransferPPO
 from rltransfer.pretraining import EVAL_SEED_OFFSET
 from rltransfer.resolve import resolve_family
@@ -39,7 +39,9 @@ from rltransfer.snapshot import (
     DEFAULT_EVERY_S,
     check_key,
     flush_logs,
+    logged_csv,
     read_snapshot,
+    restore_csv,
     rng_state,
     run_key,
     set_rng_state,
@@ -261,8 +263,8 @@ def _distill(
     if saved is not None:
         check_key(saved, key, staging)  # type: ignore[arg-type]
     log_dir = staging / "logs" if staging is not None else None
-    if saved is not None and log_dir is not None and saved["csv"] is not None:
-        atomic_write_bytes(log_dir / "progress.csv", saved["csv"].encode())
+    if saved is not None:
+        restore_csv(log_dir, saved["csv"])
     attach_logger(student, log_dir, verbose, None if saved is None else int(saved["steps"]))
     obs: Any = env.reset()
     done = _Progress()
@@ -341,7 +343,6 @@ def _snapshot(
     env = student.get_env()
     assert env is not None
     flush_logs(student.logger)
-    csv = staging / "logs" / "progress.csv"
     state = {
         "format": SNAPSHOT_FORMAT,
         "key": key,
@@ -351,7 +352,7 @@ def _snapshot(
         "rng": rng_state(student.device),
         "last_obs": obs,
         "env": env_state.capture(env).to_dict(),
-        "csv": csv.read_text() if csv.exists() else None,
+        "csv": logged_csv(staging / "logs"),
         **weights,
     }
     write_snapshot(staging, state)

@@ -107,6 +107,18 @@ def flush_logs(logger: Logger) -> None:
         getattr(getattr(fmt, "writer", None), "flush", lambda: None)()
 
 
+def logged_csv(log_dir: Path | None) -> str | None:
+    """The CSV log written so far (part of a snapshot), after ``flush_logs``."""
+    csv = log_dir / "progress.csv" if log_dir is not None else None
+    return csv.read_text() if csv is not None and csv.exists() else None
+
+
+def restore_csv(log_dir: Path | None, text: str | None) -> None:
+    """Put the CSV log back as a snapshot saved it (before the logger opens it to append)."""
+    if log_dir is not None and text is not None:
+        atomic_write_bytes(log_dir / "progress.csv", text.encode())
+
+
 def write_snapshot(directory: Path, state: Mapping[str, Any]) -> None:
     """``state`` as ``directory``'s snapshot, atomically; the listeners are told."""
     buf = io.BytesIO()
@@ -191,8 +203,8 @@ class Snapshots:
 
     def restore_logs(self) -> None:
         """Put the CSV log back as it was at the snapshot (call before the logger opens it)."""
-        if self.state is not None and self.log_dir is not None and self.state["csv"] is not None:
-            atomic_write_bytes(self.log_dir / "progress.csv", self.state["csv"].encode())
+        if self.state is not None:
+            restore_csv(self.log_dir, self.state["csv"])
 
     def prepare(self) -> None:
         """Before ``learn``: the step counter and the callbacks' state.
@@ -265,7 +277,6 @@ class Snapshots:
         """Write the snapshot now (at the top of ``collect_rollouts``)."""
         model = self.model
         policy = model.policy
-        csv = self.log_dir / "progress.csv" if self.log_dir is not None else None
         flush_logs(model.logger)  # the logs up to now on disk too (a copy may travel)
         saved_env = env_state.capture(model.get_env())  # type: ignore[arg-type]
         state = {
@@ -291,7 +302,7 @@ class Snapshots:
                 "counts": dict(model.logger.name_to_count),
                 "excluded": dict(model.logger.name_to_excluded),
             },
-            "csv": csv.read_text() if csv is not None and csv.exists() else None,
+            "csv": logged_csv(self.log_dir),
             "callbacks": [p.state_dict() for p in self.parts],
             "history": self.history,
             "elapsed_s": self.elapsed_s(),
