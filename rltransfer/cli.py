@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rltransfer.cli_advice import cmd_advise, cmd_validate_advice
 from rltransfer.cli_args import (
     FAMILY_HELP,
     SNAPSHOT_HELP,
@@ -17,6 +17,7 @@ from rltransfer.cli_args import (
     kv,
     parse_targets,
     snapshot_seconds,
+    torch_threads,
     variant_arg,
 )
 from rltransfer.devices import DEVICE_HELP
@@ -28,14 +29,6 @@ if TYPE_CHECKING:
     from rltransfer.experiment.runner import GridResult
 
 EXIT_USAGE = 2
-
-
-def _threads() -> None:
-    # One torch thread per run: PPO's small matrices gain nothing from more, and parallel
-    # runs side by side scale better (DESIGN.md, measured facts).
-    import torch
-
-    torch.set_num_threads(int(os.environ.get("RLTRANSFER_TORCH_THREADS", "1")))
 
 
 def cmd_envs(args: argparse.Namespace) -> int:
@@ -93,7 +86,7 @@ def cmd_envs(args: argparse.Namespace) -> int:
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from rltransfer.pretraining import pretrain
 
-    _threads()
+    torch_threads()
     variant = variant_arg(args.family, args.variant, args.param)
     name = args.variant if not args.param else "custom"
     out = Path(args.out) if args.out else Path("runs") / "sources" / f"{args.family.name}-{name}-seed{args.seed}"
@@ -124,7 +117,7 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     from rltransfer.finetuning import finetune
     from rltransfer.strategies import parse_strategy
 
-    _threads()
+    torch_threads()
     options = kv(args.option)
     if args.transfer:
         options["transfer"] = args.transfer
@@ -161,7 +154,7 @@ def cmd_transfer(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from rltransfer.experiment.run import run_experiment, run_experiments
 
-    _threads()
+    torch_threads()
     options = {
         "seeds": args.seeds,
         "workers": args.workers,
@@ -230,85 +223,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_advise(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
-
-    from rltransfer.advice_validation import validate
-    from rltransfer.advise import advise, to_json
-
-    _threads()
-    targets = parse_targets(args.family, args.targets)
-    advice = advise(args.source, args.family, targets, episodes=args.episodes, samples=args.samples, seed=args.seed)
-    if args.json:
-        print(json.dumps(to_json(advice), indent=2))
-    else:
-        title = escape(f"transfer advice: {args.source} -> {args.family.name}")  # paths are text, not markup
-        table = Table(title=title, title_justify="left")
-        for col in ("target", "distance", "zero-shot (random)", "score", "feature MMD²", "predicted", "advice", "why"):
-            table.add_column(col)
-        for a in advice:
-            table.add_row(
-                escape(a.target),
-                a.distance,
-                f"{a.zero_shot_return:.1f} ({a.random_return:.1f})",
-                f"{a.zero_shot_score:.2f}",
-                f"{a.feature_mmd:.4f}",
-                f"{a.predicted_gain:.2f}",
-                a.recommendation,
-                a.reason,
-            )
-        Console(width=max(Console().width, 140)).print(table)
-    if args.validate:
-        rho, pairs = validate(advice, args.validate)
-        print(f"Spearman(predicted gain, realised AUC gain of the best arm) = {rho:.2f} over {len(pairs)} targets")
-    return 0
-
-
-def cmd_validate_advice(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
-
-    from rltransfer.advice_validation import validate_experiments
-    from rltransfer.io import atomic_write_json
-
-    _threads()
-    result = validate_experiments(args.dirs, episodes=args.episodes, samples=args.samples, seed=args.seed)
-    table = Table(title="advice vs realised transfer gain", title_justify="left")
-    for col in (
-        "experiment",
-        "target",
-        "zero-shot score",
-        "feature MMD²",
-        "predicted",
-        "realised (best arm)",
-        "advice",
-    ):
-        table.add_column(col)
-    for p in result.points:
-        table.add_row(
-            escape(p.experiment),
-            escape(p.target),
-            f"{p.advice.zero_shot_score:.2f}",
-            f"{p.advice.feature_mmd:.4f}",
-            f"{p.predicted_gain:.2f}",
-            f"{p.realised_gain:+.3f} ({p.best_arm})",
-            p.recommendation,
-        )
-    Console(width=max(Console().width, 140)).print(table)
-    families = ", ".join(f"{f} {r:.2f}" for f, r in result.per_family.items())
-    print(f"Spearman(predicted, realised) = {result.spearman:.2f} over {len(result.points)} targets ({families})")
-    if args.json:
-        atomic_write_json(Path(args.json), result.to_json())
-    return 0
-
-
 def cmd_distill(args: argparse.Namespace) -> int:
     from rltransfer.distill import distill
 
-    _threads()
+    torch_threads()
     sources = [s.strip() for s in args.sources.split(",") if s.strip()]
     out = Path(args.out) if args.out else Path("runs") / "distilled" / f"{args.family.name}-seed{args.seed}"
     result = distill(
