@@ -1,4 +1,4 @@
-"""Shared fixtures: one torch thread, tiny PPO budgets, one tiny pretrained CartPole source."""
+"""Shared fixtures: one torch thread, tiny PPO budgets, a tiny pretrained CartPole source, the Ray tests' grid."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import torch
+import yaml
 
 # SB3-style tiny budgets: a rollout is 2 envs x 32 steps, one epoch, one minibatch.
 TINY: dict[str, Any] = {
@@ -42,3 +43,18 @@ def source_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("source") / "cartpole-source-seed0"
     pretrain("cartpole", seed=0, timesteps=256, hyperparams=TINY, out=out)
     return out
+
+
+@pytest.fixture(scope="session")
+def long_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A grid whose runs last seconds, and its local-backend result.
+
+    With 128-step runs (under a second each) the head node's worker can finish the whole grid
+    before the second node's worker has started: the driver reuses its lease on the head.
+    """
+    from ray_results import run_locally
+    from specs import grid_spec
+
+    path = tmp_path_factory.mktemp("long") / "spec.yaml"
+    path.write_text(yaml.safe_dump(grid_spec("ray-long", timesteps=2048, eval={"freq": 512, "episodes": 2})))
+    return path, run_locally(path, path.parent / "ref")

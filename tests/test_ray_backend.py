@@ -1,23 +1,13 @@
 """The Ray backend: same results as the local pool, resume across backends, task failures and worker
-deaths, and a real two-node cluster on loopback that loses a node mid-grid.
-
-Every Ray process a test starts is ended by the test, by process id (never ``ray stop``, which kills
-every Ray process on the machine, other users' included).
-"""
+deaths (a real two-node cluster that loses a node: ``test_ray_cluster.py``)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import time
-import uuid
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +17,7 @@ import numpy as np
 import pytest
 import yaml
 from grid_events import Events, assert_source_beside_scratch
+from ray_results import assert_clean, free_port, results, run_locally
 from specs import grid_spec
 
 from rltransfer.cli import main
@@ -35,27 +26,6 @@ from rltransfer.experiment.run import run_experiment
 from rltransfer.experiment.runner import Job, execute_job
 
 SPEC: dict[str, Any] = grid_spec("ray")
-REPORT_FILES = ("report.md", "scores.csv", "summary.json")
-# The cluster test's nodes and driver share a throwaway token (token authentication on, ~/.ray untouched).
-AUTH = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": uuid.uuid4().hex, "RAY_USAGE_STATS_ENABLED": "0"}
-
-
-def results(out: Path) -> dict[str, Any]:
-    """Everything that must not depend on the backend: curves, trained weights, report."""
-    found: dict[str, Any] = {}
-    for path in sorted(out.glob("*/seed*/curves.npz")):
-        with np.load(path) as data:
-            found[str(path.relative_to(out))] = {k: data[k].tolist() for k in sorted(data.files)}
-    for path in sorted([*out.glob("*/seed*/model.zip"), *out.glob("source/**/model.zip")]):
-        with zipfile.ZipFile(path) as z:  # the zip's "data" entry holds wall-clock times: weights only
-            found[str(path.relative_to(out))] = z.read("policy.pth")
-    for name in REPORT_FILES:
-        found[name] = (out / "report" / name).read_text()
-    return found
-
-
-def assert_clean(out: Path) -> None:
-    assert not list(out.rglob("*.partial-*")) and not list(out.glob("*/seed*.failed.json"))
 
 
 @pytest.fixture(scope="module")
@@ -63,16 +33,6 @@ def spec_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("spec") / "spec.yaml"
     path.write_text(yaml.safe_dump(SPEC))
     return path
-
-
-def run_locally(spec_path: Path, out: Path) -> Path:
-    """The whole grid through the local backend, as the reference the Ray runs must equal."""
-    import torch
-
-    torch.set_num_threads(1)  # as the CLI does; Ray tasks run single-threaded too
-    result, _ = run_experiment(spec_path, out=out, workers=1, progress=False)
-    assert result.complete
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -270,116 +230,6 @@ def alive(partial: Path) -> bool:
     except ProcessLookupError:
         return False
     return True
-
-
-# --- a real cluster: head and a second node on loopback, the second killed mid-grid -----------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def session_pids(sids: set[int]) -> list[int]:
-    """Processes in the given sessions (Ray workers change their process group, not their session)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[3]) in sids:
-                pids.append(int(entry.name))
-    return pids
-
-
-def end_sessions(sids: set[int]) -> None:
-    deadline = time.time() + 20
-    while (pids := session_pids(sids)) and time.time() < deadline:
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        time.sleep(0.2)
-    assert not session_pids(sids), "Ray processes left behind"
-
-
-def ray_start(args: list[str], env: dict[str, str], sids: set[int]) -> int:
-    """``ray start`` in a session of its own, added to ``sids``; returns the session id its daemons keep."""
-    ray_bin = str(Path(sys.executable).with_name("ray"))
-    proc = subprocess.Popen([ray_bin, "start", *args], env=env, start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
-    sids.add(proc.pid)
-    output = proc.communicate(timeout=120)[0]
-    assert proc.returncode == 0, output[-2000:]
-    return proc.pid
-
-
-@pytest.fixture(scope="module")
-def long_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A grid whose runs last seconds, and its local-backend result.
-
-    With 128-step runs (under a second each) the head node's worker can finish the whole grid
-    before the second node's worker has started: the driver reuses its lease on the head.
-    """
-    path = tmp_path_factory.mktemp("long") / "spec.yaml"
-    path.write_text(yaml.safe_dump(grid_spec("ray-long", timesteps=2048, eval={"freq": 512, "episodes": 2})))
-    return path, run_locally(path, path.parent / "ref")
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to find the second node's processes")
-def test_two_node_cluster_loses_a_node_mid_grid(long_runs: tuple[Path, Path], tmp_path: Path) -> None:
-    pytest.importorskip("ray")
-    spec_path, reference = long_runs
-    temp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))
-    # Fast failure detection, so the lost node's runs are retried within seconds.
-    fast = {"RAY_health_check_period_ms": "500", "RAY_health_check_timeout_ms": "500",
-            "RAY_health_check_failure_threshold": "3", "RAY_health_check_initial_delay_ms": "0"}  # fmt: skip
-    env = {**os.environ, **AUTH, **fast}
-    port = free_port()
-    common = ["--num-cpus=1", "--disable-usage-stats"]
-    sids: set[int] = set()
-    with contextlib.ExitStack() as stack:
-        stack.callback(shutil.rmtree, temp, ignore_errors=True)
-        stack.callback(end_sessions, sids)  # every process the test started, by session id
-        # Ray 2.60 advertises the host's primary address instead of 127.0.0.1 (and listens on all interfaces).
-        head = ["--head", "--node-ip-address=127.0.0.1", f"--port={port}", f"--temp-dir={temp}/head",
-                "--include-dashboard=false", f"--ray-client-server-port={free_port()}"]  # fmt: skip
-        # Ports that default to fixed numbers get free ones: other Ray instances may run on this machine.
-        ray_start([*head, *common, f"--dashboard-agent-listen-port={free_port()}"], env, sids)
-        joiner = [
-            f"--address=127.0.0.1:{port}",
-            f"--temp-dir={temp}/second",
-            f"--dashboard-agent-listen-port={free_port()}",
-        ]
-        second = ray_start([*joiner, *common], env, sids)
-        out = tmp_path / "exp"
-        stderr = stack.enter_context((tmp_path / "stderr").open("w"))
-        driver = subprocess.Popen(
-            [sys.executable, "-m", "rltransfer.cli", "run", str(spec_path), "--out", str(out),
-             "--backend", "ray", "--address", f"127.0.0.1:{port}", "--quiet"],
-            env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=stderr,
-        )  # fmt: skip
-        sids.add(driver.pid)
-        killed = False
-        deadline = time.time() + 120
-        while not killed and driver.poll() is None and time.time() < deadline:
-            # Kill the second node (raylet, agents, workers) once it is training one of the grid's runs.
-            for pid in session_pids({second}):
-                try:
-                    title = Path(f"/proc/{pid}/cmdline").read_bytes()
-                except OSError:
-                    continue
-                if title.startswith(b"ray::_run_task"):
-                    end_sessions({second})
-                    killed = True
-                    break
-            time.sleep(0.05)
-        assert killed, "the second node never ran a grid task"
-        assert driver.wait(timeout=180) == 0, (tmp_path / "stderr").read_text()[-3000:]
-        assert results(out) == results(reference)
-        assert_clean(out)
 
 
 def test_ray_ships_a_plain_zips_vecnormalize_file(local_ray: Any, tmp_path: Path) -> None:
