@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,19 @@ def _one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _sb3_logs_in_the_session_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Plain SB3 models the tests train without a logger of their own would each leave an empty
+    ``/tmp/SB3-<time>`` (SB3's ``configure(None)``); ``SB3_LOGDIR`` gives them one shared folder here."""
+    previous = os.environ.get("SB3_LOGDIR")
+    os.environ["SB3_LOGDIR"] = str(tmp_path_factory.mktemp("sb3-logs"))
+    yield
+    if previous is None:
+        os.environ.pop("SB3_LOGDIR", None)
+    else:
+        os.environ["SB3_LOGDIR"] = previous
 
 
 @pytest.fixture
