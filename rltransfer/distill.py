@@ -177,9 +177,10 @@ class _Progress:
 
     round: int = 0  # the next round to run
     steps: int = 0  # env steps collected
-    data_obs: list[np.ndarray] = field(default_factory=list)  # DAgger's aggregated dataset, per step
+    # DAgger's aggregated dataset, one array per round: states, their tasks, the teachers' distributions.
+    data_obs: list[np.ndarray] = field(default_factory=list)
     data_task: list[np.ndarray] = field(default_factory=list)
-    data_target: list[np.ndarray] = field(default_factory=list)  # teachers' distributions, per round
+    data_target: list[np.ndarray] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)
     curve: list[dict[str, Any]] = field(default_factory=list)
     history: list[dict[str, Any]] = field(default_factory=list)  # resumptions
@@ -194,13 +195,14 @@ def _collect(
     env = student.get_env()
     assert env is not None
     returns: dict[str, list[float]] = {t: [] for t in tasks.names}
-    collected = len(done.data_obs)
+    states: list[np.ndarray] = []
+    task_ids: list[np.ndarray] = []
     for _ in range(n):
         task = np.asarray(obs["task_id"]).reshape(-1)
-        done.data_obs.append(np.asarray(obs["obs"], dtype=np.float32))
-        done.data_task.append(task)
+        states.append(np.asarray(obs["obs"], dtype=np.float32))
+        task_ids.append(task)
         if done.round == 0:  # DAgger's beta = 1
-            actions = _teacher_actions(teachers, done.data_obs[-1], task)
+            actions = _teacher_actions(teachers, states[-1], task)
         else:
             actions, _ = student.predict(obs, deterministic=False)
         obs, _, _, infos = env.step(actions)
@@ -208,8 +210,9 @@ def _collect(
         for k, info in zip(task, infos, strict=True):
             if "episode" in info:
                 returns[tasks.names[int(k)]].append(float(info["episode"]["r"]))
-    new_obs, new_task = np.concatenate(done.data_obs[collected:]), np.concatenate(done.data_task[collected:])
-    done.data_target.append(_teacher_targets(teachers, new_obs, new_task))
+    done.data_obs.append(np.concatenate(states))
+    done.data_task.append(np.concatenate(task_ids))
+    done.data_target.append(_teacher_targets(teachers, done.data_obs[-1], done.data_task[-1]))
     return obs, returns
 
 
@@ -265,7 +268,7 @@ def _distill(
     log_dir = staging / "logs" if staging is not None else None
     if saved is not None:
         restore_csv(log_dir, saved["csv"])
-    attach_logger(student, log_dir, verbose, None if saved is None else int(saved["steps"]))
+    attach_logger(student, log_dir, verbose, None if saved is None else int(saved["progress"]["steps"]))
     obs: Any = env.reset()
     done = _Progress()
     if saved is not None:
@@ -299,7 +302,6 @@ def _distill(
             done.round = r + 1
     finally:
         student.logger.close()
-    losses, curve, history, elapsed_before = done.losses, done.curve, done.history, done.elapsed_before
     eval_seed = seed + EVAL_SEED_OFFSET
     episodes = int(hp["eval_episodes"])
     student_eval = TaskEvalEnv(tasks.eval_env_all(episodes), tasks.names, episodes)
@@ -315,19 +317,19 @@ def _distill(
         "tasks": tasks.names,
         "seed": seed,
         "hyperparams": hp,
-        "distillation": {**asdict(settings), "final_kl": float(np.mean(losses[-10:]))},
-        "curve": curve,
+        "distillation": {**asdict(settings), "final_kl": float(np.mean(done.losses[-10:]))},
+        "curve": done.curve,
         "eval": {"teacher": teacher_returns, "student": student_returns, "episodes": episodes},
         "versions": versions(),
         "command": sys.argv,
-        "wall_time_s": round(time.time() - started + elapsed_before, 2),
-        "resumed": history,
+        "wall_time_s": round(time.time() - started + done.elapsed_before, 2),
+        "resumed": done.history,
     }
     if staging is not None:
         atomic_write_json(staging / "config.json", {"family": fam.name, "tasks": tasks.names, "hyperparams": hp})
         save_checkpoint(student, staging, manifest)
     env.close()
-    return DistillResult(student, teacher_returns, student_returns, losses, manifest)
+    return DistillResult(student, teacher_returns, student_returns, done.losses, manifest)
 
 
 def _snapshot(
@@ -346,7 +348,6 @@ def _snapshot(
     state = {
         "format": SNAPSHOT_FORMAT,
         "key": key,
-        "steps": done.steps,
         "progress": asdict(done),
         "generator": rng.bit_generator.state,
         "rng": rng_state(student.device),
