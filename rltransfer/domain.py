@@ -20,6 +20,7 @@ from torch import nn
 
 from rltransfer import normalization
 from rltransfer.compare import mmd_rbf
+from rltransfer.lean_predict import predictor_for
 
 
 def collect_observations(model: Any, env: VecEnv, n: int, seed: int) -> np.ndarray:
@@ -27,10 +28,13 @@ def collect_observations(model: Any, env: VecEnv, n: int, seed: int) -> np.ndarr
     env.seed(seed)
     obs = env.reset()
     vn = normalization.find(env)
+    predictor = predictor_for(model)  # predict's draws without its per-call overhead
     rows: list[np.ndarray] = []
-    while sum(len(r) for r in rows) < n:
+    count = 0
+    while count < n:
         rows.append(np.asarray(vn.get_original_obs() if vn is not None else obs, dtype=np.float32))
-        actions, _ = model.predict(obs, deterministic=False)
+        count += len(rows[-1])
+        actions, _ = predictor.predict(obs, deterministic=False)
         obs, _, _, _ = env.step(actions)
     return np.concatenate(rows)[:n]
 

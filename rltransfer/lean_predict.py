@@ -11,6 +11,8 @@ bit-identical for single-task MLPs, the same up to float rounding of the network
 the multi-task policy (``tests/test_lean_predict.py``). With ``TransferPPO.numpy_tanh`` and
 ``numpy_rollouts`` (the defaults) the network runs as numpy operations
 (``rltransfer.numpy_rollout``), as rollout steps do: the same actions up to float rounding.
+Stochastic actions (``deterministic=False``) come from the rollout's sampler
+(``rltransfer.lean_rollout.lean_sampler``): the draws ``predict`` makes, from the same generator.
 """
 
 from __future__ import annotations
@@ -24,15 +26,16 @@ from stable_baselines3.common.utils import obs_as_tensor
 from torch.nn import functional as F
 
 from rltransfer.lean import program_for
+from rltransfer.lean_rollout import Sampler, lean_sampler
 from rltransfer.mlp_backprop import Program
 from rltransfer.numpy_rollout import NumpyNet, numpy_net
 
 
 class LeanPredictor:
-    """``model.predict`` for deterministic evaluation of a categorical or diagonal-Gaussian policy run by hand."""
+    """``model.predict`` for a categorical or diagonal-Gaussian policy run by hand."""
 
-    def __init__(self, model: Any, program: Program, net: NumpyNet | None = None) -> None:
-        self.model, self.program, self.net = model, program, net
+    def __init__(self, model: Any, program: Program, net: NumpyNet | None = None, sampler: Sampler | None = None):
+        self.model, self.program, self.net, self.sampler = model, program, net, sampler
         self.box = model.action_space if isinstance(model.action_space, spaces.Box) else None
         model.policy.set_training_mode(False)  # what every predict call would do
 
@@ -44,7 +47,9 @@ class LeanPredictor:
         deterministic: bool = False,
     ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
         if not deterministic:
-            return self.model.predict(observation, state, episode_start, deterministic)
+            if self.sampler is None:
+                return self.model.predict(observation, state, episode_start, deterministic)
+            return self._sample(observation, self.sampler), state
         if self.net is not None:
             return self._numpy_mode(observation), state
         with th.no_grad():
@@ -55,6 +60,14 @@ class LeanPredictor:
             probs = F.softmax(out - out.logsumexp(dim=-1, keepdim=True), dim=-1)
             actions = th.argmax(probs, dim=1)  # CategoricalDistribution.mode
         return actions.cpu().numpy(), state
+
+    def _sample(self, observation: Any, sampler: Sampler) -> np.ndarray:
+        """Actions drawn as ``predict(deterministic=False)`` draws them, clipped to the bounds as it clips them."""
+        with th.no_grad():
+            actions = sampler(obs_as_tensor(observation, self.model.device))[0].cpu().numpy()
+        if self.box is not None:
+            return np.clip(actions.reshape((-1, *self.box.shape)), self.box.low, self.box.high)
+        return actions
 
     def _numpy_mode(self, observation: Any) -> np.ndarray:
         """The same mode from the numpy network: the clipped mean, or the most probable action."""
@@ -77,4 +90,5 @@ def predictor_for(model: Any) -> Any:
         program = None  # predict unscales a squashing policy's actions instead of clipping them
     if program is None:
         return model
-    return LeanPredictor(model, program, numpy_net(program) if numpy_forward else None)
+    sampler = None if policy.squash_output else lean_sampler(policy, model.numpy_tanh, model.numpy_rollouts)
+    return LeanPredictor(model, program, numpy_net(program) if numpy_forward else None, sampler)

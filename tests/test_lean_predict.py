@@ -12,6 +12,7 @@ from rltransfer.envs.multitask import make_eval_env, make_multitask_vec_env, mak
 from rltransfer.policies import MultiTaskActorCriticPolicy
 from stable_baselines3.common.evaluation import evaluate_policy
 
+from rltransfer.domain import collect_observations
 from rltransfer.evaluation import evaluate_tasks
 from rltransfer.hyperparams import resolve_hyperparams
 from rltransfer.lean_predict import LeanPredictor, predictor_for
@@ -57,6 +58,46 @@ def test_lean_evaluation_equals_sb3_predict(multitask: bool, numpy_forward: bool
     theirs, _ = model.predict(obs, deterministic=True)
     assert ours.dtype == theirs.dtype and ours.shape == theirs.shape
     np.testing.assert_array_equal(ours, theirs)
+
+
+class SB3Predict:
+    """The model behind SB3's own ``predict`` only (``predictor_for`` returns it unchanged)."""
+
+    lean = False
+
+    def __init__(self, model: TransferPPO) -> None:
+        self.model = model
+
+    def predict(self, *args: Any, **kwargs: Any) -> Any:
+        return self.model.predict(*args, **kwargs)
+
+
+@pytest.mark.parametrize("numpy_forward", [False, True])
+@pytest.mark.parametrize("policy", ["categorical", "gaussian", "gsde"])
+def test_source_states_are_sb3_predicts_draws(policy: str, numpy_forward: bool) -> None:
+    """``collect_observations`` samples through the rollout's sampler: SB3's draws from the same generator."""
+    if policy == "categorical":
+        model = trained(multitask=False)
+    elif policy == "gaussian":
+        model = trained(multitask=False, family="pendulum")
+    else:
+        pendulum = make_task_vec_env(get_family("pendulum"), "source", 4, seed=0)
+        model = TransferPPO("MlpPolicy", pendulum, n_steps=64, batch_size=64, use_sde=True, seed=0)
+        model.learn(256)
+    model.numpy_tanh = numpy_forward
+    predictor = predictor_for(model)
+    assert isinstance(predictor, LeanPredictor) and predictor.sampler is not None
+    fam = get_family("cartpole" if policy == "categorical" else "pendulum")
+    env = make_eval_env(fam, "long" if policy == "categorical" else "m1.5", 3)
+    states = []
+    for agent in (model, SB3Predict(model)):
+        th.manual_seed(5)
+        states.append(collect_observations(agent, env, 600, seed=3))
+    assert states[0].shape == (600, *env.observation_space.shape) and len(np.unique(states[0], axis=0)) > 500
+    if numpy_forward and policy != "categorical":  # the numpy network's means: equal to float rounding
+        np.testing.assert_allclose(states[0], states[1], rtol=1e-4, atol=1e-4)
+    else:
+        np.testing.assert_array_equal(states[0], states[1])
 
 
 def test_stochastic_evaluation_and_other_models_use_sb3_predict() -> None:
