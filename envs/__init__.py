@@ -12,7 +12,15 @@ from rltransfer.envs.definition import DefinitionError, family_from_mapping
 from rltransfer.envs.family import Distance, Family, Param, Variant
 from rltransfer.envs.guards import FiniteGuard, NonFiniteError
 from rltransfer.envs.multitask import TaskIdWrapper, make_eval_env, make_multitask_vec_env
-from rltransfer.envs.registry import FAMILIES, get_family, load_family, read_family, register_family, user_family
+from rltransfer.envs.registry import (
+    FAMILIES,
+    get_family,
+    load_family,
+    read_family,
+    register_family,
+    split_env_id,
+    user_family,
+)
 from rltransfer.envs.shift import STANDARD_SHIFTS, ObsShift, ObsShiftWrapper
 
 for _family in FAMILIES.values():
@@ -42,5 +50,6 @@ __all__ = [
     "padded_spaces",
     "read_family",
     "register_family",
+    "split_env_id",
     "user_family",
 ]

@@ -174,10 +174,16 @@ class Family:
         return (*self.variants, *self.held_out_variants(), *self.shift_variants())
 
     def variant(self, name: str) -> Variant:
+        """A variant by its name (``long``) or its Gymnasium id (``rltransfer/CartPole-long-v0``)."""
         for v in self.all_variants():
-            if v.name == name:
+            if name in (v.name, self.env_id(v)):
                 return v
         known = ", ".join(v.name for v in self.variants)
+        if name.startswith("rltransfer/"):
+            raise ValueError(
+                f"'{name}' is no Gymnasium id of family '{self.name}', whose ids are "
+                f"rltransfer/{self.title}-<variant>-v0 for one of: {known}"
+            )
         raise ValueError(
             f"family '{self.name}' has no variant '{name}'; choose one of: {known} (or define one by parameter values)"
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import sys
 from dataclasses import replace
 from operator import attrgetter
@@ -52,9 +53,43 @@ def get_family(name: str, base: Path | None = None) -> Family:
     key = name.lower().replace("-", "").replace("_", "")
     if key in FAMILIES:
         return FAMILIES[key]
+    found = split_env_id(name)
+    if found is not None:
+        family, variant = found
+        raise ValueError(
+            f"'{name}' is the Gymnasium id of variant '{variant}' of family '{family.name}'; "
+            f"name the family ({family.name}) and the variant where the command takes one"
+        )
+    upstream = re.fullmatch(r"([A-Za-z0-9_.]+)-v\d+", name)
+    if upstream is not None and upstream.group(1).lower() in FAMILIES:
+        family = FAMILIES[upstream.group(1).lower()]
+        raise ValueError(
+            f"'{name}' is a Gymnasium id; rltransfer's family of {family.title} environments is "
+            f"'{family.name}' (its source variant has the defaults, ids rltransfer/{family.title}-<variant>-v0)"
+        )
     raise ValueError(
         f"unknown family '{name}'; choose one of: {', '.join(FAMILIES)}, "
         "or name your own as module:ATTRIBUTE (a rltransfer.envs.Family) or a YAML file defining one"
+    )
+
+
+ENV_ID = re.compile(r"rltransfer/([A-Za-z0-9_.]+)-([A-Za-z0-9_.-]+)-v0")
+
+
+def split_env_id(env_id: str) -> tuple[Family, str] | None:
+    """The family and variant name of a Gymnasium id rltransfer registers (``rltransfer/CartPole-long-v0``,
+    as ``rltransfer envs`` lists them); ``None`` for any other text. Families are shipped ones and
+    user families loaded in this process."""
+    match = ENV_ID.fullmatch(env_id)
+    if match is None:
+        return None
+    title, variant = match.groups()
+    for family in (*FAMILIES.values(), *_CHECKED.values()):
+        if family.title == title:
+            return family, variant
+    raise ValueError(
+        f"'{env_id}' names no family rltransfer knows (titles: {', '.join(f.title for f in FAMILIES.values())}); "
+        "load your own family first (--family module:ATTRIBUTE or a YAML file)"
     )
 
 

@@ -14,6 +14,7 @@ from rltransfer.cli_args import (
     FAMILY_HELP,
     SNAPSHOT_HELP,
     TARGETS_HELP,
+    family_arg,
     kv,
     parse_targets,
     snapshot_seconds,
@@ -85,10 +86,11 @@ def cmd_envs(args: argparse.Namespace) -> int:
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from rltransfer.pretraining import pretrain
+    from rltransfer.resolve import resolve_variant
 
     torch_threads()
     variant = variant_arg(args.family, args.variant, args.param)
-    name = args.variant if not args.param else "custom"
+    name = "custom" if args.param else resolve_variant(args.family, variant).name  # an id names it too
     out = Path(args.out) if args.out else Path("runs") / "sources" / f"{args.family.name}-{name}-seed{args.seed}"
     result = pretrain(
         args.family,
@@ -277,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("pretrain", help="train a PPO source policy with a named trunk")
     common(p)
-    p.add_argument("--variant", default="source", help="variant to train on (default: source)")
+    p.add_argument("--variant", help="variant to train on, by name or Gymnasium id (default: source)")
     p.add_argument("--param", action="append", metavar="NAME=VALUE", help="custom variant by parameter values")
     p.set_defaults(func=cmd_pretrain)
 
@@ -391,10 +393,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if getattr(args, "family", None):
-            from rltransfer.resolve import resolve_family
-
             # Once, up front: a user family's module:ATTRIBUTE becomes its Family (and its name in paths).
-            args.family = resolve_family(args.family)
+            args.family = family_arg(args)
         return int(args.func(args))
     except (UserError, NonFiniteError) as e:
         print(f"rltransfer: error: {e}", file=sys.stderr)

@@ -10,7 +10,9 @@ import yaml
 
 from rltransfer.errors import UserError
 
-TARGETS_HELP = "comma-separated variants (long, acrobot/source) or custom ones: {length: 0.9}"
+TARGETS_HELP = (
+    "comma-separated variants (long, acrobot/source, rltransfer/CartPole-long-v0) or custom ones: {length: 0.9}"
+)
 FAMILY_HELP = "a shipped family (see `rltransfer envs`), or your own as module:ATTRIBUTE or a YAML file"
 SNAPSHOT_HELP = "seconds between mid-run snapshots a killed run resumes from (default 300; 0: every update; off)"
 
@@ -37,11 +39,29 @@ def snapshot_seconds(value: str | None) -> float | None:
     return DEFAULT_EVERY_S if value is None else parse_snapshot_every(value)
 
 
-def variant_arg(family: Any, variant: str, params: Sequence[str] | None) -> Any:
-    """``--param length=0.8`` defines a custom variant; otherwise ``--variant`` names one."""
+def family_arg(args: Any) -> Any:
+    """``--family`` as a ``Family``. Where the command takes ``--variant`` (pretrain), a Gymnasium id
+    (``rltransfer/CartPole-long-v0``) names the family and the variant."""
+    from rltransfer.resolve import env_id_variant, resolve_family
+
+    found = env_id_variant(args.family) if hasattr(args, "variant") else None
+    if found is None:
+        return resolve_family(args.family)
+    family, variant = found
+    if args.param or args.variant not in (None, variant, args.family):
+        raise UserError(
+            f"--family {args.family} is variant '{variant}' of family '{family.name}'; drop --variant and --param, "
+            f"or pass --family {family.name}"
+        )
+    args.variant = variant
+    return resolve_family(family)
+
+
+def variant_arg(family: Any, variant: str | None, params: Sequence[str] | None) -> Any:
+    """``--param length=0.8`` defines a custom variant; otherwise ``--variant`` names one (``source``)."""
     if params:
         return kv(params)
-    return variant
+    return variant or "source"
 
 
 def parse_targets(family: Any, text: str) -> list[Any]:

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from rltransfer.envs import FAMILIES, Family, Variant, get_family, user_family
+from rltransfer.envs import FAMILIES, Family, Variant, get_family, split_env_id, user_family
 from rltransfer.errors import UserError
 from rltransfer.io import sha256
 
@@ -18,6 +18,15 @@ def resolve_family(family: str | Family, base: Path | None = None) -> Family:
     spec's directory, where a relative family file or module is looked for too."""
     try:
         return user_family(family) if isinstance(family, Family) else get_family(family, base)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+
+def env_id_variant(text: str) -> tuple[Family, str] | None:
+    """The family and variant name a Gymnasium id of rltransfer's names (``rltransfer/CartPole-long-v0``);
+    ``None`` for other text."""
+    try:
+        return split_env_id(text)
     except ValueError as e:
         raise UserError(str(e)) from None
 

@@ -26,7 +26,7 @@ from rltransfer.envs import (
     padded_spaces,
 )
 from rltransfer.errors import UserError
-from rltransfer.resolve import resolve_family, resolve_variant
+from rltransfer.resolve import env_id_variant, resolve_family, resolve_variant
 
 Target: TypeAlias = "str | Variant | Task | Mapping[str, float]"
 
@@ -135,13 +135,17 @@ class TaskSet:
 
 
 def resolve_targets(family: str | Family, targets: Sequence[Target]) -> TaskSet:
-    """``long`` (a variant of ``family``), ``acrobot/source`` (another family's), a ``Variant``,
-    a ``Task`` or parameter values (a custom variant of ``family``)."""
+    """``long`` (a variant of ``family``), ``acrobot/source`` (another family's), a Gymnasium id
+    (``rltransfer/Acrobot-long1-v0``), a ``Variant``, a ``Task`` or parameter values (a custom
+    variant of ``family``)."""
     fam = resolve_family(family)
     tasks = []
     for i, t in enumerate(targets):
         if isinstance(t, Task):
             tasks.append(t)
+        elif isinstance(t, str) and (found := env_id_variant(t)) is not None:
+            f, name = found
+            tasks.append(Task(f, resolve_variant(f, name)))
         elif isinstance(t, str) and "/" in t:
             other, _, name = t.partition("/")
             f = resolve_family(other)
