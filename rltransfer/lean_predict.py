@@ -17,6 +17,7 @@ Stochastic actions (``deterministic=False``) come from the rollout's sampler
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -34,8 +35,8 @@ from rltransfer.numpy_rollout import NumpyNet, numpy_net
 class LeanPredictor:
     """``model.predict`` for a categorical or diagonal-Gaussian policy run by hand."""
 
-    def __init__(self, model: Any, program: Program, net: NumpyNet | None = None, sampler: Sampler | None = None):
-        self.model, self.program, self.net, self.sampler = model, program, net, sampler
+    def __init__(self, model: Any, program: Program, net: NumpyNet | None = None) -> None:
+        self.model, self.program, self.net = model, program, net
         self.box = model.action_space if isinstance(model.action_space, spaces.Box) else None
         model.policy.set_training_mode(False)  # what every predict call would do
 
@@ -60,6 +61,12 @@ class LeanPredictor:
             probs = F.softmax(out - out.logsumexp(dim=-1, keepdim=True), dim=-1)
             actions = th.argmax(probs, dim=1)  # CategoricalDistribution.mode
         return actions.cpu().numpy(), state
+
+    @functools.cached_property
+    def sampler(self) -> Sampler | None:
+        """The rollout's sampler, built at the first stochastic call (evaluations make none)."""
+        model = self.model
+        return lean_sampler(model.policy, getattr(model, "numpy_tanh", False), getattr(model, "numpy_rollouts", False))
 
     def _sample(self, observation: Any, sampler: Sampler) -> np.ndarray:
         """Actions drawn as ``predict(deterministic=False)`` draws them, clipped to the bounds as it clips them."""
@@ -90,5 +97,4 @@ def predictor_for(model: Any) -> Any:
         program = None  # predict unscales a squashing policy's actions instead of clipping them
     if program is None:
         return model
-    sampler = None if policy.squash_output else lean_sampler(policy, model.numpy_tanh, model.numpy_rollouts)
-    return LeanPredictor(model, program, numpy_net(program) if numpy_forward else None, sampler)
+    return LeanPredictor(model, program, numpy_net(program) if numpy_forward else None)
