@@ -12,36 +12,17 @@ before teacher distributions were computed once per state).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from types import ModuleType
 
 import torch
-from sidebyside import alternate, machine, paired_ratio
+from sidebyside import alternate, machine, module_at, paired_ratio
 
 from rltransfer import distill as current
 from rltransfer.pretraining import pretrain
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def earlier_module(rev: str, where: Path) -> ModuleType:
-    source = subprocess.run(
-        ["git", "show", f"{rev}:rltransfer/distill.py"], cwd=REPO, check=True, capture_output=True, text=True
-    ).stdout
-    path = where / "distill_earlier.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location("distill_earlier", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 def main() -> None:
@@ -57,7 +38,7 @@ def main() -> None:
         for variant in ("source", "long"):
             pretrain("cartpole", variant, seed=0, timesteps=args.teacher_steps, out=root / variant)
             teachers.append(root / variant)
-        modules = {"earlier": earlier_module(args.against, root), "now": current}
+        modules = {"earlier": module_at(args.against, "rltransfer/distill.py", root), "now": current}
         returns: dict[str, set[str]] = {name: set() for name in modules}
 
         def arm(name: str) -> float:

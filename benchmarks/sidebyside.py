@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Hashable, Sequence
+from pathlib import Path
+from types import ModuleType
 from typing import Any, TypeVar
 
 from stable_baselines3.common.callbacks import CallbackList
@@ -23,6 +28,22 @@ def machine() -> str:
     except (OSError, StopIteration):
         pass
     return f"{model}, {os.cpu_count()} cores"
+
+
+def module_at(rev: str, path: str, where: Path) -> ModuleType:
+    """The module at ``path`` (``rltransfer/distill.py``) as of git revision ``rev``, imported under
+    its own name (``distill_at_<rev>``) beside today's; its imports resolve to today's package."""
+    repo = Path(__file__).resolve().parents[1]
+    source = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=repo, check=True, capture_output=True, text=True)
+    name = f"{Path(path).stem}_at_{rev}"
+    file = where / f"{name}.py"
+    file.write_text(source.stdout)
+    spec = importlib.util.spec_from_file_location(name, file)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
 
 
 def alternate(arms: dict[K, Callable[[], float]], repeats: int) -> dict[K, list[float]]:
