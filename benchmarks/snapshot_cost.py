@@ -92,6 +92,9 @@ def main() -> None:
         except ImportError as e:  # the mujoco extra
             print(f"| {name} | skipped: {e} | | | |")
             continue
+        if not times:  # a snapshot is taken between updates: none in a run of one or two rollouts
+            print(f"| {name} | none in {args.timesteps} steps: raise --timesteps | | | |")
+            continue
         rounds = alternate(
             {
                 "never": lambda fn=fn, kwargs=kwargs: one_run(fn, kwargs, None, args.timesteps),
