@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rltransfer.cli_advice import cmd_advise, cmd_validate_advice
 from rltransfer.cli_args import (
@@ -161,23 +162,22 @@ def cmd_run(args: argparse.Namespace) -> int:
         "seeds": args.seeds,
         "workers": args.workers,
         "resume": args.resume,
-        "progress": not args.quiet,
         "backend": args.backend,
         "address": args.address,
         "gpus_per_run": args.gpus_per_run,
         "device": args.device,
         "snapshot_every": "spec" if args.snapshot_every is None else args.snapshot_every,
     }
+    if args.dry_run:
+        return _print_plan(args, options)
+    options["progress"] = not args.quiet
     if len(args.spec) == 1:  # its errors are raised, as one line each (main)
         result, report = run_experiment(args.spec[0], out=args.out, **options)
         return _print_run(result, report, None, prefix="")
     from rltransfer.experiment.overview import overview_dir, write_overview
-    from rltransfer.experiment.spec import load_spec
 
-    specs = [load_spec(path) for path in args.spec]
-    outs = [Path(args.out) / spec.name if args.out else None for spec in specs]
     code = 0
-    runs = run_experiments(specs, outs, **options)
+    runs = run_experiments(*_specs_and_outs(args), **options)
     for run in runs:
         code = max(code, _print_run(run.result, run.report, run.error, prefix=f"{run.spec.name}: "))
     reported = [(run.spec, run.out) for run in runs if run.report is not None]
@@ -190,6 +190,29 @@ def cmd_run(args: argparse.Namespace) -> int:
         where = Path(args.out) if args.out else overview_dir([run.out for run in runs])
         print(f"overview: {write_overview(reported, where, left_out)}")
     return code
+
+
+def _specs_and_outs(args: argparse.Namespace) -> tuple[list[Any], list[Path | None]]:
+    """``run``'s specs and output directories: ``--out`` itself for one spec, ``--out/<name>`` for several."""
+    if len(args.spec) == 1:
+        return list(args.spec), [Path(args.out) if args.out else None]
+    from rltransfer.experiment.spec import load_spec
+
+    specs = [load_spec(path) for path in args.spec]
+    return specs, [Path(args.out) / spec.name if args.out else None for spec in specs]
+
+
+def _print_plan(args: argparse.Namespace, options: dict[str, Any]) -> int:
+    """``run --dry-run``: what the same command would train, keep and resume; nothing written."""
+    from rltransfer.experiment.plan import plan_experiments
+
+    plans, workers = plan_experiments(*_specs_and_outs(args), **options)
+    for plan in plans:
+        print("\n".join(plan.lines()))
+    total = sum(sum(plan.steps()) for plan in plans)
+    where = f"on a Ray cluster ({args.address})" if args.backend == "ray" and args.address else f"{workers} workers"
+    print(f"dry run: nothing written; {total:,} env steps to train in all, {where}. Drop --dry-run to start.")
+    return 0
 
 
 def _print_run(result: GridResult, report: Path | None, error: Exception | None, prefix: str) -> int:
@@ -338,6 +361,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--snapshot-every", metavar="SECONDS", help=SNAPSHOT_HELP.replace("(default", "(default: the spec's")
     )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the sources and runs it would train, keep or resume; write nothing",
+    )
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("advise", help="zero-shot return, feature shift and a strategy per target, before training")
@@ -401,6 +429,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except (DivergenceError, SourceFailed) as e:
         print(f"rltransfer: error: {e}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        # The reader went away (`rltransfer envs | head`): nothing is wrong, and there is no one to tell.
+        # Python's own advice: point stdout at devnull so that the flush at exit raises nothing.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     except OSError as e:
         # Disk full, permissions, vanished paths mid-run: finished runs are untouched (atomic writes).

@@ -210,6 +210,18 @@ def test_console_script_envs() -> None:
         assert family in proc.stdout
 
 
+def test_a_reader_gone_is_no_error(tmp_path: Path) -> None:
+    """``rltransfer run ... --dry-run | head -1``: the pipe closes before the output is written; no error line."""
+    args = ["run", "experiments/cartpole.yaml", "experiments/acrobot.yaml", "--dry-run", "--out", str(tmp_path)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rltransfer.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # before the command has imported anything, let alone printed
+    assert proc.wait(timeout=60) == 1
+    assert proc.stderr.read() == ""
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -101,49 +101,9 @@ def run_experiments(
     directory is checked before anything is written; a grid whose source fails stops there
     (``ExperimentRun.error``), the others go on.
     """
-    if backend not in BACKENDS:
-        raise UserError(f"--backend must be one of {', '.join(BACKENDS)}, got '{backend}'")
-    if backend != "ray" and (address is not None or gpus_per_run):
-        raise UserError("--address and --gpus-per-run apply to the Ray backend only; add --backend ray")
-    if gpus_per_run < 0:
-        raise UserError(f"--gpus-per-run must be >= 0, got {gpus_per_run}")
-    if not specs:
-        raise UserError("no experiment spec given; pass one or more YAML files")
-    outs = list(outs) if outs is not None else [None] * len(specs)
-    if len(outs) != len(specs):
-        raise ValueError(f"{len(outs)} output directories for {len(specs)} specs")
-    loaded = [s if isinstance(s, ExperimentSpec) else load_spec(s) for s in specs]
-    if seeds is not None:
-        if seeds <= 0:
-            raise UserError(f"--seeds must be a positive integer, got {seeds}")
-        loaded = [s.with_seeds(tuple(range(seeds))) for s in loaded]
-    loaded = [with_source_settings(_with_device(s, device, backend, gpus_per_run)) for s in loaded]
-    if snapshot_every != "spec":
-        every = parse_snapshot_every(snapshot_every)
-        loaded = [replace(s, snapshot_every=every) for s in loaded]
-    if backend == "ray":
-        from rltransfer.experiment.ray_backend import require_ray
-
-        require_ray()
-    n_workers = workers if workers is not None else default_workers()
-    if n_workers <= 0:
-        raise UserError(f"--workers must be a positive integer, got {n_workers}")
-    if backend == "local":
-        start_method()  # a bad RLTRANSFER_START_METHOD is reported before anything is written
-    dirs = [Path(o) if o is not None else Path("runs") / s.name for s, o in zip(loaded, outs, strict=True)]
-    first: dict[Path, int] = {}  # the first spec writing to each directory
-    for i, (spec, out_dir) in enumerate(zip(loaded, dirs, strict=True)):
-        j = first.setdefault(out_dir.resolve(), i)
-        if j != i:
-            raise UserError(
-                f"specs '{loaded[j].name}' and '{spec.name}' would both write to '{out_dir}'; "
-                "give them distinct names (or output directories)"
-            )
-    # Everything that can be checked is checked before the first file is written.
-    for spec, out_dir in zip(loaded, dirs, strict=True):
-        check_out(spec, out_dir, resume)
-        if spec.source.checkpoint is not None:
-            preflight(spec, spec.source.checkpoint)
+    loaded, dirs, n_workers = check_experiments(
+        specs, outs, seeds, workers, resume, backend, address, gpus_per_run, device, snapshot_every
+    )
     # Connect before the locks: an unreachable cluster is reported with nothing written.
     session: AbstractContextManager[None] = nullcontext()
     if backend == "ray":
@@ -192,6 +152,66 @@ def run_experiments(
             if run.error is None:
                 run.report = _report(run.out, run.spec, run.result)
     return runs
+
+
+def check_experiments(
+    specs: Sequence[ExperimentSpec | str | Path],
+    outs: Sequence[str | Path | None] | None,
+    seeds: int | None,
+    workers: int | None,
+    resume: bool,
+    backend: str,
+    address: str | None,
+    gpus_per_run: float,
+    device: str | None,
+    snapshot_every: float | Literal["spec", "off"] | None,
+) -> tuple[list[ExperimentSpec], list[Path], int]:
+    """``run_experiments``' arguments resolved and checked, reading only: the specs as they will run,
+    their output directories and the number of workers (``rltransfer run --dry-run`` stops here)."""
+    if backend not in BACKENDS:
+        raise UserError(f"--backend must be one of {', '.join(BACKENDS)}, got '{backend}'")
+    if backend != "ray" and (address is not None or gpus_per_run):
+        raise UserError("--address and --gpus-per-run apply to the Ray backend only; add --backend ray")
+    if gpus_per_run < 0:
+        raise UserError(f"--gpus-per-run must be >= 0, got {gpus_per_run}")
+    if not specs:
+        raise UserError("no experiment spec given; pass one or more YAML files")
+    outs = list(outs) if outs is not None else [None] * len(specs)
+    if len(outs) != len(specs):
+        raise ValueError(f"{len(outs)} output directories for {len(specs)} specs")
+    loaded = [s if isinstance(s, ExperimentSpec) else load_spec(s) for s in specs]
+    if seeds is not None:
+        if seeds <= 0:
+            raise UserError(f"--seeds must be a positive integer, got {seeds}")
+        loaded = [s.with_seeds(tuple(range(seeds))) for s in loaded]
+    loaded = [with_source_settings(_with_device(s, device, backend, gpus_per_run)) for s in loaded]
+    if snapshot_every != "spec":
+        every = parse_snapshot_every(snapshot_every)
+        loaded = [replace(s, snapshot_every=every) for s in loaded]
+    if backend == "ray":
+        from rltransfer.experiment.ray_backend import require_ray
+
+        require_ray()
+    n_workers = workers if workers is not None else default_workers()
+    if n_workers <= 0:
+        raise UserError(f"--workers must be a positive integer, got {n_workers}")
+    if backend == "local":
+        start_method()  # a bad RLTRANSFER_START_METHOD is reported before anything is written
+    dirs = [Path(o) if o is not None else Path("runs") / s.name for s, o in zip(loaded, outs, strict=True)]
+    first: dict[Path, int] = {}  # the first spec writing to each directory
+    for i, (spec, out_dir) in enumerate(zip(loaded, dirs, strict=True)):
+        j = first.setdefault(out_dir.resolve(), i)
+        if j != i:
+            raise UserError(
+                f"specs '{loaded[j].name}' and '{spec.name}' would both write to '{out_dir}'; "
+                "give them distinct names (or output directories)"
+            )
+    # Everything that can be checked is checked before the first file is written.
+    for spec, out_dir in zip(loaded, dirs, strict=True):
+        check_out(spec, out_dir, resume)
+        if spec.source.checkpoint is not None:
+            preflight(spec, spec.source.checkpoint)
+    return loaded, dirs, n_workers
 
 
 def _ready_sources(spec: ExperimentSpec, out: Path, backend: str, workers: int, progress: bool) -> Sources:

@@ -1,0 +1,115 @@
+"""What ``rltransfer run`` would do, without doing it (``--dry-run``): sources and runs to train, kept or resumed.
+
+Everything ``run`` checks before writing is checked here too (``check_experiments``), so a plan
+that prints is a run that starts; nothing is written, locked or pretrained.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from rltransfer.experiment.run import check_experiments
+from rltransfer.experiment.runner import EXPERIMENT_FILE, Job, finished_sources, plan_jobs, source_dir
+from rltransfer.experiment.spec import ExperimentSpec
+from rltransfer.hyperparams import resolve_hyperparams
+from rltransfer.io import interrupted_runs
+
+Status = Literal["to run", "kept", "resumes", "redone"]
+STATUSES: tuple[Status, ...] = ("to run", "resumes", "redone", "kept")
+
+
+@dataclass(frozen=True)
+class ExperimentPlan:
+    """One experiment's sources and runs, each with what ``run`` would do with it."""
+
+    spec: ExperimentSpec
+    out: Path
+    sources: dict[int, Status | Path]  # by source seed; a Path: the spec's own checkpoint
+    source_steps: int
+    runs: list[tuple[Job, Status]]
+
+    def steps(self) -> tuple[int, int]:
+        """Env steps still to train: the sources', the runs' (a resumed one counted whole)."""
+        sources = sum(self.source_steps for s in self.sources.values() if s in ("to run", "resumes", "redone"))
+        runs = sum(self.spec.timesteps for job, s in self.runs if s != "kept" and job.arm.strategy.train)
+        return sources, runs
+
+    def lines(self) -> list[str]:
+        """The plan as text: one line per source group and per arm, then the totals."""
+        new = "new" if not (self.out / EXPERIMENT_FILE).exists() else "resumed"
+        out = [f"{self.spec.name} -> {self.out} ({new}; {self.spec.mode} on {', '.join(self.spec.task_names)})"]
+        given = {str(s) for s in self.sources.values() if isinstance(s, Path)}
+        if given:
+            out.append(f"  source: {', '.join(sorted(given))} (given)")
+        else:
+            counts = _count(s for s in self.sources.values() if not isinstance(s, Path)).replace(
+                "to run", "to pretrain"
+            )
+            out.append(f"  sources: {counts} (seeds {_seeds(self.sources)}; {self.source_steps:,} steps each)")
+        width = max(len(arm.name) for arm in self.spec.arms)
+        for arm in self.spec.arms:
+            jobs = [(job, s) for job, s in self.runs if job.arm == arm]
+            steps = f"{self.spec.timesteps:,} steps each" if arm.strategy.train else "evaluated only"
+            name = arm.name.ljust(width)
+            out.append(f"  {name}  {arm.strategy.name:<12} {_count(s for _, s in jobs)}; {steps}")
+        sources, runs = self.steps()
+        out.append(f"  env steps to train: {sources + runs:,} ({sources:,} for sources, {runs:,} for runs)")
+        return out
+
+
+def plan_experiments(
+    specs: Sequence[ExperimentSpec | str | Path],
+    outs: Sequence[str | Path | None] | None = None,
+    seeds: int | None = None,
+    workers: int | None = None,
+    resume: bool = False,
+    backend: str = "local",
+    address: str | None = None,
+    gpus_per_run: float = 0.0,
+    device: str | None = None,
+    snapshot_every: float | Literal["spec", "off"] | None = "spec",
+) -> tuple[list[ExperimentPlan], int]:
+    """What ``run_experiments`` with these arguments would train, keep and resume; and its workers.
+
+    Raises the ``UserError`` the run would raise before writing anything (a bad spec, an output
+    directory holding another experiment, or this one without ``resume``).
+    """
+    loaded, dirs, n_workers = check_experiments(
+        specs, outs, seeds, workers, resume, backend, address, gpus_per_run, device, snapshot_every
+    )
+    return [_plan(spec, out) for spec, out in zip(loaded, dirs, strict=True)], n_workers
+
+
+def _plan(spec: ExperimentSpec, out: Path) -> ExperimentPlan:
+    ready = finished_sources(spec, out)
+    sources: dict[int, Status | Path] = {}
+    for seed in spec.source.seeds:
+        if spec.source.checkpoint is not None:
+            sources[seed] = spec.source.checkpoint
+        else:
+            sources[seed] = "kept" if seed in ready else _unfinished(source_dir(spec, out, seed), failed=False)
+    steps = spec.source.timesteps or resolve_hyperparams(spec.family, spec.source.hyperparams)["n_timesteps"]
+    runs = [
+        (job, "kept" if job.finished else _unfinished(job.run_dir, job.failed_marker.exists()))
+        for job in plan_jobs(spec, out)
+    ]
+    return ExperimentPlan(spec, out, sources, int(steps), runs)
+
+
+def _unfinished(run_dir: Path, failed: bool) -> Status:
+    if interrupted_runs(run_dir):
+        return "resumes"
+    return "redone" if failed else "to run"
+
+
+def _count(statuses: Iterable[Status]) -> str:
+    found = list(statuses)
+    parts = [f"{found.count(s)} {s}" for s in STATUSES if s in found]
+    return ", ".join(parts) or "none"
+
+
+def _seeds(sources: dict[int, Status | Path]) -> str:
+    return ", ".join(str(seed) for seed in sources)

@@ -1,0 +1,75 @@
+"""``rltransfer run --dry-run``: what the same command would train, keep and resume, with nothing written."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from specs import grid_spec
+
+from rltransfer.cli import main
+from rltransfer.experiment.plan import plan_experiments
+from rltransfer.experiment.run import run_experiment
+from rltransfer.io import SNAPSHOT_FILE
+
+
+def listing(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+@pytest.fixture
+def spec(tmp_path: Path) -> Path:
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(grid_spec("plan", arms=["scratch", "freeze", "zero-shot"])))
+    return path
+
+
+def test_a_new_experiment_is_planned_and_nothing_written(
+    spec: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = listing(tmp_path)
+    assert main(["run", str(spec), "--out", str(tmp_path / "out"), "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert "plan -> " in printed and "(new; multitask on long)" in printed
+    assert "sources: 1 to pretrain (seeds 0; 128 steps each)" in printed
+    assert "scratch    scratch      2 to run; 128 steps each" in printed
+    assert "zero-shot  zero-shot    2 to run; evaluated only" in printed
+    assert "640 env steps to train in all" in printed  # 128 (source) + 4 training runs x 128
+    assert listing(tmp_path) == before
+
+
+def test_a_resumed_experiment_says_what_is_kept_redone_and_resumed(
+    spec: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    run_experiment(spec, out=out, workers=1, progress=False)
+    shutil.rmtree(out / "scratch" / "seed1")  # failed: its marker stays until the resume redoes it
+    (out / "scratch" / "seed1.failed.json").write_text("{}")
+    shutil.rmtree(out / "freeze" / "seed1")  # killed mid-run: its staging directory holds a snapshot
+    staging = out / "freeze" / f"seed1.partial-{os.getpid()}-x"
+    staging.mkdir()
+    (staging / SNAPSHOT_FILE).write_bytes(b"")
+
+    before = listing(tmp_path)
+    assert main(["run", str(spec), "--out", str(out), "--dry-run"]) == 2  # as the run itself: --resume needed
+    assert "pass --resume to continue it" in capsys.readouterr().err
+    assert main(["run", str(spec), "--out", str(out), "--dry-run", "--resume", "--seeds", "3"]) == 0
+    printed = capsys.readouterr().out
+    assert "(resumed; multitask on long)" in printed
+    assert "sources: 1 kept (seeds 0; 128 steps each)" in printed  # one source serves every seed
+    assert "scratch    scratch      1 to run, 1 redone, 1 kept" in printed
+    assert "freeze     freeze       1 to run, 1 resumes, 1 kept" in printed
+    assert "zero-shot  zero-shot    1 to run, 2 kept; evaluated only" in printed
+    assert "512 env steps to train in all" in printed  # a resumed run counted whole
+    assert listing(tmp_path) == before
+
+    # What the run then does is what the plan said (the fake snapshot removed: that run starts over).
+    shutil.rmtree(staging)
+    (plan,), _ = plan_experiments([spec], [out], seeds=3, resume=True)
+    todo = {job.run_dir for job, status in plan.runs if status != "kept"}
+    result, _ = run_experiment(spec, out=out, seeds=3, workers=1, resume=True, progress=False)
+    assert {job.run_dir for job in result.finished} == todo
+    assert {job.run_dir for job in result.skipped} == {job.run_dir for job, s in plan.runs if s == "kept"}
