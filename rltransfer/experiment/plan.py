@@ -33,7 +33,7 @@ class ExperimentPlan:
 
     def steps(self) -> tuple[int, int]:
         """Env steps still to train: the sources', the runs' (a resumed one counted whole)."""
-        sources = sum(self.source_steps for s in self.sources.values() if s in ("to run", "resumes", "redone"))
+        sources = sum(self.source_steps for s in self.sources.values() if isinstance(s, str) and s != "kept")
         runs = sum(self.spec.timesteps for job, s in self.runs if s != "kept" and job.arm.strategy.train)
         return sources, runs
 
@@ -45,10 +45,9 @@ class ExperimentPlan:
         if given:
             out.append(f"  source: {', '.join(sorted(given))} (given)")
         else:
-            counts = _count(s for s in self.sources.values() if not isinstance(s, Path)).replace(
-                "to run", "to pretrain"
-            )
-            out.append(f"  sources: {counts} (seeds {_seeds(self.sources)}; {self.source_steps:,} steps each)")
+            counts = _count((s for s in self.sources.values() if isinstance(s, str)), new="to pretrain")
+            seeds = ", ".join(str(seed) for seed in self.sources)
+            out.append(f"  sources: {counts} (seeds {seeds}; {self.source_steps:,} steps each)")
         width = max(len(arm.name) for arm in self.spec.arms)
         for arm in self.spec.arms:
             jobs = [(job, s) for job, s in self.runs if job.arm == arm]
@@ -105,11 +104,7 @@ def _unfinished(run_dir: Path, failed: bool) -> Status:
     return "redone" if failed else "to run"
 
 
-def _count(statuses: Iterable[Status]) -> str:
+def _count(statuses: Iterable[Status], new: str = "to run") -> str:
+    """``2 to run, 1 kept``: how many of each status, ``new`` naming those never started."""
     found = list(statuses)
-    parts = [f"{found.count(s)} {s}" for s in STATUSES if s in found]
-    return ", ".join(parts) or "none"
-
-
-def _seeds(sources: dict[int, Status | Path]) -> str:
-    return ", ".join(str(seed) for seed in sources)
+    return ", ".join(f"{found.count(s)} {new if s == 'to run' else s}" for s in STATUSES if s in found) or "none"
