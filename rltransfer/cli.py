@@ -211,7 +211,9 @@ def _print_plan(args: argparse.Namespace, options: dict[str, Any]) -> int:
         print("\n".join(plan.lines()))
     total = sum(sum(plan.steps()) for plan in plans)
     where = f"on a Ray cluster ({args.address})" if args.backend == "ray" and args.address else f"{workers} workers"
-    print(f"dry run: nothing written; {total:,} env steps to train in all, {where}. Drop --dry-run to start.")
+    busy = [f"{plan.out} is in use by {plan.runner}" for plan in plans if plan.runner is not None]
+    then = f"{'; '.join(busy)}: run refuses it until that ends" if busy else "Drop --dry-run to start"
+    print(f"dry run: nothing written; {total:,} env steps to train in all, {where}. {then}.")
     return 0
 
 

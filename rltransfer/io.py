@@ -121,6 +121,34 @@ def _dead_partials(final: Path, own: bool = False) -> list[Path]:
     return out
 
 
+def running_attempts(final: Path) -> list[Path]:
+    """Staging directories of ``final`` whose writing process is alive: attempts in progress now."""
+    dead = set(_dead_partials(final, own=True))
+    return [p for p in final.parent.glob(f"{final.name}{PARTIAL}*") if p not in dead] if final.parent.is_dir() else []
+
+
+def lock_holder(path: Path) -> str | None:
+    """Who holds ``exclusive_lock`` on ``path`` now (``pid 1234``), or ``None``; reads only.
+
+    A shared lock taken and dropped at once: it conflicts with the holder's exclusive one.
+    """
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    try:
+        handle = open(path)  # noqa: SIM115 - held only for the probe
+    except OSError:
+        return None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return handle.read().strip() or "another process"
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return None
+
+
 def interrupted_runs(final: Path) -> list[Path]:
     """Killed or interrupted attempts at ``final`` that left a mid-run snapshot, the newest first."""
     found = [p for p in _dead_partials(final, own=True) if (p / SNAPSHOT_FILE).is_file()]

@@ -13,7 +13,8 @@ from specs import grid_spec
 from rltransfer.cli import main
 from rltransfer.experiment.plan import plan_experiments
 from rltransfer.experiment.run import run_experiment
-from rltransfer.io import SNAPSHOT_FILE
+from rltransfer.experiment.runner import LOCK_FILE
+from rltransfer.io import SNAPSHOT_FILE, exclusive_lock
 
 
 def listing(root: Path) -> list[str]:
@@ -73,3 +74,19 @@ def test_a_resumed_experiment_says_what_is_kept_redone_and_resumed(
     result, _ = run_experiment(spec, out=out, seeds=3, workers=1, resume=True, progress=False)
     assert {job.run_dir for job in result.finished} == todo
     assert {job.run_dir for job in result.skipped} == {job.run_dir for job, s in plan.runs if s == "kept"}
+
+
+def test_a_grid_in_progress_shows_its_progress(spec: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Another runner holds the directory and builds a run: the dry run says so, and that run is in progress."""
+    out = tmp_path / "out"
+    run_experiment(spec, out=out, workers=1, progress=False)
+    shutil.rmtree(out / "freeze" / "seed1")
+    (out / "freeze" / f"seed1.partial-{os.getppid()}-x").mkdir()  # a live process (pytest's parent) builds it
+    with exclusive_lock(out / LOCK_FILE, "out"):  # the other runner (a second open file: flock conflicts)
+        before = listing(tmp_path)
+        assert main(["run", str(spec), "--out", str(out), "--dry-run", "--resume"]) == 0
+        assert listing(tmp_path) == before
+    printed = capsys.readouterr().out
+    assert f"(in progress under pid {os.getpid()};" in printed
+    assert "freeze     freeze       1 in progress, 1 kept" in printed
+    assert f"{out} is in use by pid {os.getpid()}: run refuses it until that ends." in printed

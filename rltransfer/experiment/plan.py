@@ -1,7 +1,8 @@
 """What ``rltransfer run`` would do, without doing it (``--dry-run``): sources and runs to train, kept or resumed.
 
-Everything ``run`` checks before writing is checked here too (``check_experiments``), so a plan
-that prints is a run that starts; nothing is written, locked or pretrained.
+Everything ``run`` checks before writing is checked here too (``check_experiments``); nothing is
+written, locked or pretrained. Pointed (with ``--resume``) at a grid another runner is working on,
+it shows that runner's progress: runs finished, in progress, still to run.
 """
 
 from __future__ import annotations
@@ -12,13 +13,13 @@ from pathlib import Path
 from typing import Literal
 
 from rltransfer.experiment.run import check_experiments
-from rltransfer.experiment.runner import EXPERIMENT_FILE, Job, finished_sources, plan_jobs, source_dir
+from rltransfer.experiment.runner import EXPERIMENT_FILE, LOCK_FILE, Job, finished_sources, plan_jobs, source_dir
 from rltransfer.experiment.spec import ExperimentSpec
 from rltransfer.hyperparams import resolve_hyperparams
-from rltransfer.io import interrupted_runs
+from rltransfer.io import interrupted_runs, lock_holder, running_attempts
 
-Status = Literal["to run", "kept", "resumes", "redone"]
-STATUSES: tuple[Status, ...] = ("to run", "resumes", "redone", "kept")
+Status = Literal["to run", "kept", "resumes", "redone", "in progress"]
+STATUSES: tuple[Status, ...] = ("to run", "in progress", "resumes", "redone", "kept")
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ class ExperimentPlan:
     sources: dict[int, Status | Path]  # by source seed; a Path: the spec's own checkpoint
     source_steps: int
     runs: list[tuple[Job, Status]]
+    runner: str | None = None  # who holds the directory now (``pid 1234``): a grid in progress
 
     def steps(self) -> tuple[int, int]:
         """Env steps still to train: the sources', the runs' (a resumed one counted whole)."""
@@ -39,8 +41,10 @@ class ExperimentPlan:
 
     def lines(self) -> list[str]:
         """The plan as text: one line per source group and per arm, then the totals."""
-        new = "new" if not (self.out / EXPERIMENT_FILE).exists() else "resumed"
-        out = [f"{self.spec.name} -> {self.out} ({new}; {self.spec.mode} on {', '.join(self.spec.task_names)})"]
+        state = "new" if not (self.out / EXPERIMENT_FILE).exists() else "resumed"
+        if self.runner is not None:
+            state = f"in progress under {self.runner}"
+        out = [f"{self.spec.name} -> {self.out} ({state}; {self.spec.mode} on {', '.join(self.spec.task_names)})"]
         given = {str(s) for s in self.sources.values() if isinstance(s, Path)}
         if given:
             out.append(f"  source: {', '.join(sorted(given))} (given)")
@@ -95,10 +99,12 @@ def _plan(spec: ExperimentSpec, out: Path) -> ExperimentPlan:
         (job, "kept" if job.finished else _unfinished(job.run_dir, job.failed_marker.exists()))
         for job in plan_jobs(spec, out)
     ]
-    return ExperimentPlan(spec, out, sources, int(steps), runs)
+    return ExperimentPlan(spec, out, sources, int(steps), runs, lock_holder(out / LOCK_FILE))
 
 
 def _unfinished(run_dir: Path, failed: bool) -> Status:
+    if running_attempts(run_dir):
+        return "in progress"
     if interrupted_runs(run_dir):
         return "resumes"
     return "redone" if failed else "to run"
