@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import copy
 import functools
 import inspect
@@ -63,6 +64,35 @@ def _shipped_table() -> dict[str, dict[str, Any]]:
     return table
 
 
+def from_zoo(block: Mapping[str, Any]) -> dict[str, Any]:
+    """An RL Zoo hyperparameter block in rltransfer's terms, where it has them.
+
+    ``policy: MlpPolicy`` is what rltransfer trains anyway (dropped); the Zoo's ``normalize`` written
+    as a Python dict literal (``"{'norm_obs': True, 'norm_reward': False}"``) becomes that mapping.
+    Other policies, and ``policy_kwargs`` (architecture: ``trunk_arch``/``head_arch``), are refused
+    with the keys to write instead.
+    """
+    hp = dict(block)
+    policy = hp.pop("policy", "MlpPolicy")
+    if policy != "MlpPolicy":
+        raise UserError(
+            f"policy '{policy}': rltransfer trains its own MLP policy (a shared trunk, per-task heads); "
+            "remove 'policy' or set it to MlpPolicy"
+        )
+    if "policy_kwargs" in hp:
+        raise UserError(
+            "policy_kwargs: rltransfer builds its policy from trunk_arch, head_arch and activation_fn; write those "
+            "instead (e.g. trunk_arch: [256, 256], head_arch: {pi: [], vf: []}, activation_fn: relu)"
+        )
+    normalize = hp.get("normalize")
+    if isinstance(normalize, str) and normalize.lstrip().startswith("{"):
+        try:
+            hp["normalize"] = ast.literal_eval(normalize)
+        except (ValueError, SyntaxError):
+            raise UserError(f"normalize {normalize!r} is no dict literal; write it as a mapping") from None
+    return hp
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     """``key=value`` with the value read as YAML (``n_steps=64``, ``learning_rate=lin_3e-4``)."""
     if "=" not in text:
@@ -75,9 +105,12 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 def resolve_hyperparams(family: str | Family, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Shipped defaults updated by ``overrides``, with every key and schedule validated."""
+    """Shipped defaults updated by ``overrides``, with every key and schedule validated.
+
+    ``overrides`` may be an RL Zoo block pasted as it is (``rltransfer.hyperparams.from_zoo``).
+    """
     hp = default_hyperparams(family)
-    hp.update(overrides or {})
+    hp.update(from_zoo(overrides or {}))
     for key, value in hp.items():
         if key in RESERVED:
             raise UserError(f"hyperparameter '{key}' is set by rltransfer itself; remove it")

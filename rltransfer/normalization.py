@@ -30,6 +30,13 @@ def canonical(value: Any) -> Literal[False] | dict[str, Any]:
     if value is True:
         return dict(ZOO_DEFAULTS)
     if isinstance(value, Mapping) and set(value) <= OPTION_KEYS:
+        for key, option in value.items():  # checked here, not when a worker builds its VecNormalize
+            if key.startswith("norm_") and not isinstance(option, bool):
+                raise UserError(f"normalize.{key} must be true or false, got {option!r}")
+            if key.startswith("clip_") and (
+                isinstance(option, bool) or not isinstance(option, int | float) or option <= 0
+            ):
+                raise UserError(f"normalize.{key} must be a positive number, got {option!r}")
         return {**ZOO_DEFAULTS, **value}
     raise UserError(f"normalize must be true, false or a mapping with keys {sorted(OPTION_KEYS)}; got {value!r}")
 
