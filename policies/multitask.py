@@ -65,12 +65,18 @@ class TaskLinear(nn.Module):
     ``weight`` is ``(K, out, in)`` so that ``weight[k]`` has ``nn.Linear``'s layout.
     """
 
-    def __init__(self, n_tasks: int, in_features: int, out_features: int, gain: float = math.sqrt(2)) -> None:
+    def __init__(
+        self, n_tasks: int, in_features: int, out_features: int, gain: float = math.sqrt(2), ortho: bool = True
+    ) -> None:
         super().__init__()
         self.weight = nn.Parameter(th.empty(n_tasks, out_features, in_features))
         self.bias = nn.Parameter(th.zeros(n_tasks, out_features))
-        for k in range(n_tasks):  # orthogonal per task, like SB3's ortho_init of nn.Linear
-            nn.init.orthogonal_(self.weight.data[k], gain=gain)
+        for k in range(n_tasks):
+            if ortho:  # orthogonal per task, like SB3's ortho_init of nn.Linear
+                nn.init.orthogonal_(self.weight.data[k], gain=gain)
+            else:  # ortho_init=False: each task's layer as nn.Linear initialises itself
+                layer = nn.Linear(in_features, out_features)
+                self.weight.data[k], self.bias.data[k] = layer.weight.data, layer.bias.data
 
     def forward(self, x: th.Tensor) -> th.Tensor:
         if x.dim() == 2:
@@ -87,9 +93,10 @@ class TaskHeads(nn.Module):
         n_tasks: int,
         net_arch: dict[str, list[int]],
         activation_fn: type[nn.Module],
+        ortho_init: bool = True,
     ) -> None:
         super().__init__()
-        self.trunk_dim, self.n_tasks = trunk_dim, n_tasks
+        self.trunk_dim, self.n_tasks, self.ortho_init = trunk_dim, n_tasks, ortho_init
         self.policy_heads = self._stack(net_arch.get("pi", []))
         self.value_heads = self._stack(net_arch.get("vf", []))
         self.activation = activation_fn()
@@ -102,7 +109,7 @@ class TaskHeads(nn.Module):
     def _stack(self, widths: list[int]) -> nn.ModuleList:
         layers, last = [], self.trunk_dim
         for width in widths:
-            layers.append(TaskLinear(self.n_tasks, last, width))
+            layers.append(TaskLinear(self.n_tasks, last, width, ortho=self.ortho_init))
             last = width
         return nn.ModuleList(layers)
 
@@ -234,7 +241,7 @@ class MultiTaskActorCriticPolicy(MultiInputActorCriticPolicy):
     def _build_mlp_extractor(self) -> None:
         assert isinstance(self.net_arch, dict), "net_arch must be dict(pi=[...], vf=[...]) for per-task heads"
         self.mlp_extractor = TaskHeads(  # type: ignore[assignment]
-            self.trunk_arch[-1], self.n_tasks, self.net_arch, self.activation_fn
+            self.trunk_arch[-1], self.n_tasks, self.net_arch, self.activation_fn, self.ortho_init
         )
 
     def _get_constructor_parameters(self) -> dict[str, Any]:

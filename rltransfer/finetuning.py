@@ -27,7 +27,7 @@ from rltransfer.envs import Family, FiniteGuard, Task, Variant
 from rltransfer.errors import UserError
 from rltransfer.evaluation import EvalCurve, PerTaskEvalCallback, TaskEvalEnv, TaskRolloutLogger, evaluate_tasks
 from rltransfer.forgetting import measure_forgetting
-from rltransfer.hyperparams import ACTIVATIONS, activation, ppo_kwargs, resolve_hyperparams
+from rltransfer.hyperparams import ACTIVATIONS, activation, policy_options, ppo_kwargs, resolve_hyperparams
 from rltransfer.io import atomic_write_bytes, atomic_write_json, sha256, staging_dir, versions
 from rltransfer.policies import TRUNK_PREFIX, MultiTaskActorCriticPolicy
 from rltransfer.ppo import TransferPPO
@@ -164,6 +164,7 @@ def build_model(
         "trunk_arch": list(hp["trunk_arch"]),
         "net_arch": dict(hp["head_arch"]),
         "activation_fn": activation(hp),
+        **policy_options(hp),
         **tasks.policy_kwargs(),
     }
     return TransferPPO(

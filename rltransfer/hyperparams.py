@@ -30,6 +30,10 @@ RUN_KEYS = {
     "eval_episodes",
     "normalize",
 }
+# SB3 ``ActorCriticPolicy`` options passed on to every policy rltransfer builds (the RL Zoo's
+# ``policy_kwargs`` for its Gaussian configs set them).
+POLICY_KEYS = {"log_std_init", "ortho_init"}
+RUN_KEYS |= POLICY_KEYS
 PPO_KEYS = set(inspect.signature(PPO.__init__).parameters) - {
     "self",
     "policy",
@@ -68,9 +72,11 @@ def from_zoo(block: Mapping[str, Any]) -> dict[str, Any]:
     """An RL Zoo hyperparameter block in rltransfer's terms, where it has them.
 
     ``policy: MlpPolicy`` is what rltransfer trains anyway (dropped); the Zoo's ``normalize`` written
-    as a Python dict literal (``"{'norm_obs': True, 'norm_reward': False}"``) becomes that mapping.
-    Other policies, and ``policy_kwargs`` (architecture: ``trunk_arch``/``head_arch``), are refused
-    with the keys to write instead.
+    as a Python dict literal (``"{'norm_obs': True, 'norm_reward': False}"``) becomes that mapping;
+    ``policy_kwargs`` (the Zoo's ``"dict(log_std_init=-2, ortho_init=False, activation_fn=nn.ReLU)"``
+    string, or a mapping) becomes ``log_std_init``, ``ortho_init`` and ``activation_fn``. Other
+    policies and other policy options (``net_arch``: rltransfer's architecture is a shared trunk
+    with per-task heads) are refused, naming the keys to write instead.
     """
     hp = dict(block)
     policy = hp.pop("policy", "MlpPolicy")
@@ -80,10 +86,7 @@ def from_zoo(block: Mapping[str, Any]) -> dict[str, Any]:
             "remove 'policy' or set it to MlpPolicy"
         )
     if "policy_kwargs" in hp:
-        raise UserError(
-            "policy_kwargs: rltransfer builds its policy from trunk_arch, head_arch and activation_fn; write those "
-            "instead (e.g. trunk_arch: [256, 256], head_arch: {pi: [], vf: []}, activation_fn: relu)"
-        )
+        hp.update(_policy_kwargs(hp.pop("policy_kwargs")))
     normalize = hp.get("normalize")
     if isinstance(normalize, str) and normalize.lstrip().startswith("{"):
         try:
@@ -91,6 +94,54 @@ def from_zoo(block: Mapping[str, Any]) -> dict[str, Any]:
         except (ValueError, SyntaxError):
             raise UserError(f"normalize {normalize!r} is no dict literal; write it as a mapping") from None
     return hp
+
+
+def _policy_kwargs(value: Any) -> dict[str, Any]:
+    """The Zoo's ``policy_kwargs`` (a ``dict(...)`` string or a mapping) as rltransfer's keys."""
+    if isinstance(value, str):
+        try:
+            call = ast.parse(value.strip(), mode="eval").body
+        except SyntaxError:
+            call = None
+        if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == "dict"):
+            raise UserError(f"policy_kwargs {value!r} is not a dict(...) expression; write it as a mapping")
+        value = {kw.arg: _zoo_value(kw.value) for kw in call.keywords}
+    if not isinstance(value, Mapping):
+        raise UserError(f"policy_kwargs must be a mapping or a dict(...) string, got {value!r}")
+    out = {}
+    for key, option in value.items():
+        if key == "activation_fn":
+            name = str(option).rsplit(".", 1)[-1].lower()  # nn.ReLU, th.nn.ReLU, relu
+            if name not in ACTIVATIONS:
+                raise UserError(f"policy_kwargs.activation_fn {option!r} unknown; choose one of {sorted(ACTIVATIONS)}")
+            out["activation_fn"] = name
+        elif key in POLICY_KEYS:
+            out[key] = option
+        elif key == "net_arch":
+            raise UserError(
+                "policy_kwargs.net_arch: rltransfer's policy is a shared trunk with per-task heads; write trunk_arch "
+                "and head_arch instead (e.g. trunk_arch: [256, 256], head_arch: {pi: [], vf: []})"
+            )
+        else:
+            raise UserError(f"policy_kwargs.{key} is not supported; rltransfer passes on {sorted(POLICY_KEYS)}")
+    return out
+
+
+def _zoo_value(node: ast.expr) -> Any:
+    """A keyword's value in the Zoo's ``dict(...)``: a literal, or a dotted name (``nn.ReLU``) as text."""
+    if isinstance(node, ast.Name | ast.Attribute):
+        return ast.unparse(node)
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict" and not node.args:
+        return {kw.arg: _zoo_value(kw.value) for kw in node.keywords}  # net_arch=dict(pi=[...], vf=[...])
+    try:
+        return ast.literal_eval(node)
+    except ValueError:
+        raise UserError(f"policy_kwargs value {ast.unparse(node)!r} is not a literal; write the value itself") from None
+
+
+def policy_options(hp: Mapping[str, Any]) -> dict[str, Any]:
+    """The SB3 policy options ``hp`` sets (``log_std_init``, ``ortho_init``), for ``policy_kwargs``."""
+    return {key: hp[key] for key in sorted(POLICY_KEYS) if key in hp}
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -116,8 +167,14 @@ def resolve_hyperparams(family: str | Family, overrides: Mapping[str, Any] | Non
             raise UserError(f"hyperparameter '{key}' is set by rltransfer itself; remove it")
         if key not in PPO_KEYS and key not in RUN_KEYS:
             raise UserError(f"unknown hyperparameter '{key}'; use a PPO argument or one of {sorted(RUN_KEYS)}")
-        if isinstance(value, str) and key not in ("activation_fn", "normalize"):
+        if isinstance(value, str) and key not in ("activation_fn", "normalize", *POLICY_KEYS):
             schedule(value, key)  # validate now, not at the first update
+    if "log_std_init" in hp and (
+        isinstance(hp["log_std_init"], bool) or not isinstance(hp["log_std_init"], int | float)
+    ):
+        raise UserError(f"log_std_init must be a number, got {hp['log_std_init']!r}")
+    if "ortho_init" in hp and not isinstance(hp["ortho_init"], bool):
+        raise UserError(f"ortho_init must be true or false, got {hp['ortho_init']!r}")
     for key in ("n_timesteps", "n_envs", "eval_freq", "eval_episodes"):
         if int(hp[key]) != hp[key] or hp[key] <= 0:
             raise UserError(f"{key} must be a positive integer, got {hp[key]!r}")

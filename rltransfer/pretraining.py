@@ -22,7 +22,7 @@ from rltransfer.envs import Family, FiniteGuard, Variant, make_eval_env
 from rltransfer.envs.multitask import make_task_vec_env
 from rltransfer.errors import UserError
 from rltransfer.evaluation import EvalCurve, PerTaskEvalCallback
-from rltransfer.hyperparams import activation, ppo_kwargs, resolve_hyperparams
+from rltransfer.hyperparams import activation, policy_options, ppo_kwargs, resolve_hyperparams
 from rltransfer.io import atomic_write_bytes, atomic_write_json, staging_dir, versions
 from rltransfer.policies import TrunkExtractor
 from rltransfer.ppo import TransferPPO
@@ -51,6 +51,7 @@ def source_policy_kwargs(hp: Mapping[str, Any]) -> dict[str, Any]:
         "net_arch": dict(hp["head_arch"]),
         "activation_fn": act,
         "share_features_extractor": True,
+        **policy_options(hp),
     }
 
 

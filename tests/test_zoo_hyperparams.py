@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import torch as th
 import yaml
 
 from rltransfer.errors import UserError
@@ -49,8 +50,14 @@ def test_a_spec_takes_a_pasted_zoo_block() -> None:
         ({"policy": "CnnPolicy"}, "policy 'CnnPolicy': rltransfer trains its own MLP policy"),
         (
             {"policy_kwargs": "dict(net_arch=dict(pi=[256, 256], vf=[256, 256]), activation_fn=nn.ReLU)"},
-            "policy_kwargs: rltransfer builds its policy from trunk_arch, head_arch and activation_fn",
+            "policy_kwargs.net_arch: rltransfer's policy is a shared trunk with per-task heads; write trunk_arch",
         ),
+        ({"policy_kwargs": "dict(squash_output=True)"}, r"policy_kwargs.squash_output is not supported"),
+        ({"policy_kwargs": "dict(activation_fn=nn.SiLU)"}, "policy_kwargs.activation_fn 'nn.SiLU' unknown"),
+        ({"policy_kwargs": "dict(log_std_init=-2 * x)"}, "value '-2 \\* x' is not a literal"),
+        ({"policy_kwargs": "[1, 2]"}, "is not a dict\\(...\\) expression"),
+        ({"log_std_init": "low"}, "log_std_init must be a number, got 'low'"),
+        ({"ortho_init": "no"}, "ortho_init must be true or false, got 'no'"),
         ({"normalize": "{'norm_obs': True,"}, "is no dict literal; write it as a mapping"),
         ({"normalize": "{'norm_obs': 'yes'}"}, "normalize.norm_obs must be true or false, got 'yes'"),
         ({"normalize": {"clip_obs": -1}}, "normalize.clip_obs must be a positive number, got -1"),
@@ -61,3 +68,50 @@ def test_what_does_not_carry_over_is_one_line(changes: dict[str, Any], says: str
     with pytest.raises(UserError, match=says) as error:
         resolve_hyperparams("cartpole", block)
     assert "\n" not in str(error.value)
+
+
+# rl-baselines3-zoo's MountainCarContinuous-v0 block (its policy options as the Zoo's Python string).
+ZOO_MCC = """
+normalize: true
+n_envs: 1
+policy: 'MlpPolicy'
+n_timesteps: !!float 20000
+batch_size: 256
+n_steps: 8
+gamma: 0.9999
+learning_rate: !!float 7.77e-05
+ent_coef: 0.00429
+clip_range: 0.1
+n_epochs: 10
+gae_lambda: 0.9
+max_grad_norm: 5
+vf_coef: 0.19
+use_sde: True
+policy_kwargs: "dict(log_std_init=-3.29, ortho_init=False, activation_fn=nn.ReLU)"
+"""
+
+
+def test_the_zoos_policy_options_reach_the_source_and_the_multitask_policy() -> None:
+    from rltransfer.envs import get_family
+
+    from rltransfer.finetuning import build_model
+    from rltransfer.pretraining import source_policy_kwargs
+
+    hp = resolve_hyperparams("mountaincarcontinuous", yaml.safe_load(ZOO_MCC))
+    assert (hp["log_std_init"], hp["ortho_init"], hp["activation_fn"]) == (-3.29, False, "relu")
+    assert "policy_kwargs" not in hp
+    kwargs = source_policy_kwargs(hp)
+    assert kwargs["log_std_init"] == -3.29 and kwargs["ortho_init"] is False
+    model = build_model(get_family("mountaincarcontinuous"), ["source", "weak"], {**hp, "n_steps": 64}, seed=0)
+    policy = model.policy
+    assert policy.ortho_init is False and th.allclose(policy.log_std, th.full_like(policy.log_std, -3.29))
+    for head in (*policy.mlp_extractor.policy_heads, *policy.mlp_extractor.value_heads):
+        gram = head.weight[0] @ head.weight[0].T  # nn.Linear's own init: rows far from orthogonal
+        assert not th.allclose(gram, th.diag(gram.diagonal()), atol=1e-3)
+        assert head.bias.abs().sum() > 0
+    default = build_model(get_family("mountaincarcontinuous"), ["source", "weak"], {**hp, "ortho_init": True}, seed=0)
+    gram = (
+        default.policy.mlp_extractor.policy_heads[0].weight[0]
+        @ default.policy.mlp_extractor.policy_heads[0].weight[0].T
+    )
+    assert th.allclose(gram, th.diag(gram.diagonal()), atol=1e-4)  # orthogonal rows, as before
