@@ -34,6 +34,7 @@ class AdapterTrunkExtractor(BaseFeaturesExtractor):
         observation_space: gym.spaces.Dict,
         net_arch: list[int] | None = None,
         activation_fn: type[nn.Module] = nn.Tanh,
+        ortho_init: bool = True,
     ) -> None:
         from rltransfer.policies.multitask import TaskLinear, task_one_hot
 
@@ -45,7 +46,7 @@ class AdapterTrunkExtractor(BaseFeaturesExtractor):
         super().__init__(observation_space, features_dim=self.trunk_dim + self.n_tasks)
         obs_shape = observation_space["obs"].shape
         assert obs_shape is not None
-        self.adapters = TaskLinear(self.n_tasks, int(np.prod(obs_shape)), arch[0])
+        self.adapters = TaskLinear(self.n_tasks, int(np.prod(obs_shape)), arch[0], ortho=ortho_init)
         self.adapter_activation = activation_fn()
         self.trunk = build_trunk(arch[0], arch[1:], activation_fn)
         self._one_hot = task_one_hot

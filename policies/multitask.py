@@ -195,6 +195,8 @@ class MultiTaskActorCriticPolicy(MultiInputActorCriticPolicy):
         kwargs["features_extractor_kwargs"] = {
             "net_arch": self.trunk_arch,
             "activation_fn": activation_fn,
+            # The adapters are per-task layers SB3's own ortho_init does not reach: they follow it themselves.
+            **({"ortho_init": kwargs.get("ortho_init", True)} if extractor is AdapterTrunkExtractor else {}),
             **kwargs["features_extractor_kwargs"],
         }
         kwargs.setdefault("share_features_extractor", True)

@@ -115,3 +115,17 @@ def test_the_zoos_policy_options_reach_the_source_and_the_multitask_policy() -> 
         @ default.policy.mlp_extractor.policy_heads[0].weight[0].T
     )
     assert th.allclose(gram, th.diag(gram.diagonal()), atol=1e-4)  # orthogonal rows, as before
+
+
+@pytest.mark.parametrize("ortho", [True, False])
+def test_cross_space_adapters_follow_ortho_init(ortho: bool) -> None:
+    from rltransfer.finetuning import build_model
+    from rltransfer.tasks import resolve_targets
+
+    tasks = resolve_targets("cartpole", ["source", "acrobot/source"])  # observation sizes 4 and 6: adapters
+    hp = {**resolve_hyperparams("cartpole"), "ortho_init": ortho}
+    adapters = build_model(tasks, None, hp, seed=0).policy.features_extractor.adapters
+    weight = adapters.weight[0]  # task 0: 4 inputs -> 64 (columns orthogonal when ortho)
+    gram = weight.T @ weight
+    assert th.allclose(gram, th.diag(gram.diagonal()), atol=1e-4) is ortho
+    assert bool(adapters.bias.abs().sum() > 0) is not ortho
