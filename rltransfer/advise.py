@@ -26,7 +26,7 @@ from rltransfer.compare import mmd_rbf
 from rltransfer.envs import Family, Variant
 from rltransfer.errors import UserError
 from rltransfer.evaluation import evaluate_tasks
-from rltransfer.resolve import resolve_family, resolve_variant
+from rltransfer.resolve import env_id_variant, resolve_family, resolve_variant
 from rltransfer.source_policy import is_source_of, load_source_model, source_eval_env, source_variant
 
 
@@ -101,6 +101,21 @@ def _random_return(env: Any, episodes: int, seed: int) -> float:
     return float(np.mean(returns[:episodes]))
 
 
+def _own_variant(family: Family, target: str) -> str:
+    """A target's variant name: ``long``, ``cartpole/long`` or ``rltransfer/CartPole-long-v0`` of ``family``;
+    another family's is refused (zero-shot returns and feature shifts need the source's own spaces)."""
+    found = env_id_variant(target)
+    other, name = (
+        (found[0].name, found[1]) if found else target.split("/", 1) if "/" in target else (family.name, target)
+    )
+    if other != family.name:
+        raise UserError(
+            f"advise takes variants of the source's family '{family.name}'; '{target}' is of family '{other}' "
+            "(zero-shot returns and feature shifts need the source's own spaces)"
+        )
+    return name
+
+
 def advise(
     source: str | Path | Checkpoint,
     family: str | Family,
@@ -114,7 +129,7 @@ def advise(
     fam = resolve_family(family)
     if not is_source_of(ckpt, fam):
         raise UserError(f"advise needs a source checkpoint pretrained by rltransfer on the '{fam.name}' family")
-    variants = [resolve_variant(fam, t) if not isinstance(t, Variant) else t for t in targets]
+    variants = [t if isinstance(t, Variant) else resolve_variant(fam, _own_variant(fam, t)) for t in targets]
     model = load_source_model(ckpt, fam, seed)
     src_env = source_eval_env(ckpt, fam, source_variant(ckpt), 8)
     src_feats = _features(model, src_env, samples, seed)

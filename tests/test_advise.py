@@ -98,6 +98,16 @@ def test_advise_refuses_other_sources(source_dir: Path) -> None:
         advise(source_dir, "acrobot", ["long1"])
 
 
+def test_advise_names_targets_as_run_does_but_of_the_sources_family(source_dir: Path) -> None:
+    advice = advise(source_dir, "cartpole", ["cartpole/long", "rltransfer/CartPole-heavy-v0"], episodes=1, samples=16)
+    assert [a.target for a in advice] == ["long", "heavy"]
+    for other in ("acrobot/long1", "rltransfer/Acrobot-long1-v0"):
+        with pytest.raises(
+            UserError, match=f"advise takes variants of the source's family 'cartpole'; '{other}' is of"
+        ):
+            advise(source_dir, "cartpole", ["long", other])
+
+
 def test_validate_correlates_with_realised_gains(tmp_path: Path) -> None:
     from rltransfer.advise import Advice
 
