@@ -26,7 +26,7 @@ from rltransfer.compare import mmd_rbf
 from rltransfer.envs import Family, Variant
 from rltransfer.errors import UserError
 from rltransfer.evaluation import evaluate_tasks
-from rltransfer.resolve import env_id_variant, resolve_family, resolve_variant
+from rltransfer.resolve import resolve_family, resolve_variant, split_target
 from rltransfer.source_policy import is_source_of, load_source_model, source_eval_env, source_variant
 
 
@@ -104,13 +104,10 @@ def _random_return(env: Any, episodes: int, seed: int) -> float:
 def _own_variant(family: Family, target: str) -> str:
     """A target's variant name: ``long``, ``cartpole/long`` or ``rltransfer/CartPole-long-v0`` of ``family``;
     another family's is refused (zero-shot returns and feature shifts need the source's own spaces)."""
-    found = env_id_variant(target)
-    other, name = (
-        (found[0].name, found[1]) if found else target.split("/", 1) if "/" in target else (family.name, target)
-    )
-    if other != family.name:
+    other, name = split_target(target, family)
+    if other.name != family.name:
         raise UserError(
-            f"advise takes variants of the source's family '{family.name}'; '{target}' is of family '{other}' "
+            f"advise takes variants of the source's family '{family.name}'; '{target}' is of family '{other.name}' "
             "(zero-shot returns and feature shifts need the source's own spaces)"
         )
     return name

@@ -108,23 +108,27 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _dead_partials(final: Path, own: bool = False) -> list[Path]:
-    """Staging directories of ``final`` whose writing process no longer exists (killed attempts);
-    with ``own``, this process's too (attempts it made earlier: an interrupted call in a notebook)."""
+def _attempts(final: Path, own: bool) -> list[tuple[Path, bool]]:
+    """Staging directories of ``final``, each with whether its writing process is alive; with ``own``,
+    this process's count as dead (attempts it made earlier: an interrupted call in a notebook)."""
     if not final.parent.is_dir():
         return []
     out = []
-    for stale in final.parent.glob(f"{final.name}{PARTIAL}*"):
-        pid = stale.name[len(final.name) + len(PARTIAL) :].split("-", 1)[0]
-        if not pid.isdigit() or (own and int(pid) == os.getpid()) or not _alive(int(pid)):
-            out.append(stale)
+    for staging in final.parent.glob(f"{final.name}{PARTIAL}*"):
+        pid = staging.name[len(final.name) + len(PARTIAL) :].split("-", 1)[0]
+        dead = not pid.isdigit() or (own and int(pid) == os.getpid()) or not _alive(int(pid))
+        out.append((staging, not dead))
     return out
+
+
+def _dead_partials(final: Path, own: bool = False) -> list[Path]:
+    """Staging directories of ``final`` whose writing process no longer exists (killed attempts)."""
+    return [staging for staging, alive in _attempts(final, own) if not alive]
 
 
 def running_attempts(final: Path) -> list[Path]:
     """Staging directories of ``final`` whose writing process is alive: attempts in progress now."""
-    dead = set(_dead_partials(final, own=True))
-    return [p for p in final.parent.glob(f"{final.name}{PARTIAL}*") if p not in dead] if final.parent.is_dir() else []
+    return [staging for staging, alive in _attempts(final, own=True) if alive]
 
 
 def lock_holder(path: Path) -> str | None:

@@ -31,6 +31,18 @@ def env_id_variant(text: str) -> tuple[Family, str] | None:
         raise UserError(str(e)) from None
 
 
+def split_target(text: str, family: Family) -> tuple[Family, str]:
+    """The family and variant name a target names: ``long`` (of ``family``), ``acrobot/long1`` or a
+    Gymnasium id (``rltransfer/Acrobot-long1-v0``)."""
+    found = env_id_variant(text)
+    if found is not None:
+        return found
+    if "/" in text:
+        other, _, name = text.partition("/")
+        return resolve_family(other), name
+    return family, text
+
+
 def user_families(*families: Family) -> dict[str, Family]:
     """The families among ``families`` that rltransfer does not ship, by name."""
     return {f.name: f for f in families if FAMILIES.get(f.name) != f}

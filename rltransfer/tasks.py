@@ -26,7 +26,7 @@ from rltransfer.envs import (
     padded_spaces,
 )
 from rltransfer.errors import UserError
-from rltransfer.resolve import env_id_variant, resolve_family, resolve_variant
+from rltransfer.resolve import resolve_family, resolve_variant, split_target
 
 Target: TypeAlias = "str | Variant | Task | Mapping[str, float]"
 
@@ -143,12 +143,8 @@ def resolve_targets(family: str | Family, targets: Sequence[Target]) -> TaskSet:
     for i, t in enumerate(targets):
         if isinstance(t, Task):
             tasks.append(t)
-        elif isinstance(t, str) and (found := env_id_variant(t)) is not None:
-            f, name = found
-            tasks.append(Task(f, resolve_variant(f, name)))
-        elif isinstance(t, str) and "/" in t:
-            other, _, name = t.partition("/")
-            f = resolve_family(other)
+        elif isinstance(t, str):
+            f, name = split_target(t, fam)
             tasks.append(Task(f, resolve_variant(f, name)))
         else:
             tasks.append(Task(fam, resolve_variant(fam, t, name=f"custom{i}")))
