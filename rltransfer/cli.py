@@ -315,14 +315,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--strategy",
         default="finetune",
-        help="scratch, zero-shot, freeze, finetune, partial:N, l2sp, gradual",
+        help="scratch, zero-shot, freeze, finetune, partial:N, l2sp, gradual, dann",
     )
     p.add_argument("--transfer", help="what transfers: trunk, heads, all, no-action, or parts joined by '+'")
     p.add_argument(
         "--option",
         action="append",
         metavar="KEY=VALUE",
-        help="strategy option: trunk_lr_scale=0.1, coef=0.01, unfreeze_at=[0.25,0.5]",
+        help="strategy option: trunk_lr_scale=0.1, coef=0.01, unfreeze_at=[0.25,0.5], rehearse=true, "
+        "layer_map='{skip: [PATTERN], trunk_from: PREFIX}' (source tensors to leave out; where the trunk is)",
     )
     p.set_defaults(func=cmd_transfer)
 

@@ -35,7 +35,13 @@ from rltransfer.pretraining import EVAL_SEED_OFFSET
 from rltransfer.resolve import family_lineage
 from rltransfer.snapshot import DEFAULT_EVERY_S, open_snapshots, run_key
 from rltransfer.source_policy import is_source_of, source_variant
-from rltransfer.strategies import Strategy, configure_strategy, frozen_parameters, parse_strategy
+from rltransfer.strategies import (
+    Strategy,
+    configure_strategy,
+    frozen_parameters,
+    parse_strategy,
+    untransferred_layers,
+)
 from rltransfer.tasks import Target, TaskSet, resolve_targets
 from rltransfer.training import attach_logger, learn, record_hparams
 from rltransfer.transfer import TransferReport, apply_transfer
@@ -263,7 +269,14 @@ def _run(
             normalization.load_stats(model.get_env(), ckpt.obs_normalization, padded)  # type: ignore[arg-type]
             count = ckpt.obs_normalization["count"]
             report.notes.append(f"observation normalisation statistics carried from the source (count {count:g})")
-    callbacks = configure_strategy(model, strat, hp["n_timesteps"])
+    fresh = untransferred_layers(policy, report.fresh) if report is not None else []
+    callbacks = configure_strategy(model, strat, hp["n_timesteps"], fresh)
+    if report is not None and fresh and strat.train:
+        report.notes.append(
+            f"trunk layer{'s' if len(fresh) > 1 else ''} {', '.join(map(str, fresh))} (0 = the input layer) took "
+            "no source weights: trained from random initialisation (never frozen, no L2-SP pull, learning-rate "
+            "scale 1 unless trunk_lr_scale gives one per layer)"
+        )
     source_obs = source_states(ckpt, tasks, strat)
     env_task_ids = model.get_env().env_task_ids  # type: ignore[union-attr]
     shift = None

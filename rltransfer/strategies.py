@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,7 +13,7 @@ from torch import nn
 from rltransfer.errors import UserError
 from rltransfer.policies import MultiTaskActorCriticPolicy
 from rltransfer.ppo import TransferPPO
-from rltransfer.transfer import LayerMap, parse_parts
+from rltransfer.transfer import TRUNK, LayerMap, parse_parts
 
 NAMES = ("scratch", "zero-shot", "freeze", "finetune", "partial:N", "l2sp", "gradual", "dann")
 OPTIONS = {"transfer", "trunk_lr_scale", "coef", "unfreeze_at", "layer_map", "rehearse"}
@@ -214,34 +214,56 @@ class L2SPPenalty(BaseCallback):
         self.logger.record("train/l2sp_sq_distance", self.sq_distance())
 
 
-def configure_strategy(model: TransferPPO, strategy: Strategy, total_timesteps: int) -> list[BaseCallback]:
+def untransferred_layers(policy: MultiTaskActorCriticPolicy, fresh: Collection[str]) -> list[int]:
+    """Positions (bottom first, as ``trunk_layers``) of trunk layers whose weight took no source value.
+
+    ``fresh`` is a transfer report's list of randomly initialised parameter names; a layer the
+    layer map skipped is one of these.
+    """
+    names = [name for name, m in policy.features_extractor.trunk.named_children() if isinstance(m, nn.Linear)]
+    return [i for i, name in enumerate(names) if f"{TRUNK}{name}.weight" in fresh]
+
+
+def configure_strategy(
+    model: TransferPPO, strategy: Strategy, total_timesteps: int, untransferred: Collection[int] = ()
+) -> list[BaseCallback]:
     """Freeze, group learning rates and attach penalties on a model whose weights are already transferred.
 
-    Returns the callbacks the strategy needs during ``learn``.
+    Trunk layers in ``untransferred`` (positions, bottom first) took no source weights, so
+    nothing about them is pretrained: freezing them would fix random features, L2-SP would
+    pull them toward their random start and a single ``trunk_lr_scale`` is meant to slow
+    pretrained features. They train as a scratch layer does (a per-layer scale list still
+    applies as written). Returns the callbacks the strategy needs during ``learn``.
     """
     policy = model.policy
     assert isinstance(policy, MultiTaskActorCriticPolicy)
     layers = trunk_layers(policy)
     n = len(layers)
+    fresh = set(untransferred)
+    pretrained = [layer for i, layer in enumerate(layers) if i not in fresh]
     if strategy.trainable_layers is not None:
         if strategy.trainable_layers > n:
             raise UserError(f"'{strategy.name}': the trunk has only {n} layers; use partial:N with N <= {n}")
-        set_trainable(layers[: n - strategy.trainable_layers], False)
+        set_trainable(
+            [layer for i, layer in enumerate(layers[: n - strategy.trainable_layers]) if i not in fresh], False
+        )
     scales = strategy.trunk_lr_scale
     if isinstance(scales, tuple) and len(scales) != n:
         raise UserError(f"trunk_lr_scale has {len(scales)} values for {n} trunk layers; give one per layer or one")
-    per_layer = scales if isinstance(scales, tuple) else (scales,) * n
+    per_layer = scales if isinstance(scales, tuple) else tuple(1.0 if i in fresh else scales for i in range(n))
     trunk_ids = {id(p) for layer in layers for p in layer.parameters()}
     groups = [(f"trunk.{i}", list(layer.parameters()), per_layer[i]) for i, layer in enumerate(layers)]
     groups.append(("heads", [p for p in policy.parameters() if id(p) not in trunk_ids], 1.0))
     model.set_param_groups(groups)
     callbacks: list[BaseCallback] = []
     if strategy.unfreeze_at:
-        callbacks.append(GradualUnfreeze(layers, strategy.unfreeze_at, total_timesteps))
+        callbacks.append(GradualUnfreeze(pretrained, strategy.unfreeze_at, total_timesteps))
     if strategy.l2sp:
         if not strategy.uses_source:
             raise UserError("l2sp pulls toward pretrained weights; it needs a source checkpoint")
-        callbacks.append(L2SPPenalty([p for layer in layers for p in layer.parameters()], strategy.l2sp))
+        if not pretrained:
+            raise UserError("l2sp pulls toward pretrained weights, but no trunk layer took source weights")
+        callbacks.append(L2SPPenalty([p for layer in pretrained for p in layer.parameters()], strategy.l2sp))
     return callbacks
 
 

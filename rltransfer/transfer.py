@@ -130,7 +130,12 @@ def detect_trunk_prefix(state_dict: Mapping[str, th.Tensor], layer_map: LayerMap
     ):
         if any(k.startswith(prefix) for k in state_dict):
             return prefix
-    raise UserError("source has no recognisable hidden layers; give a layer map with trunk_from=<prefix>")
+    linear = sorted({m.group(1) for k in state_dict if (m := re.match(r"(.*\.)\d+\.weight$", k))})
+    found = f" (its numbered layers sit under {', '.join(linear)})" if linear else ""
+    raise UserError(
+        f"source has no hidden layers under {TRUNK}* or mlp_extractor.policy_net.*{found}; name the trunk "
+        f"with the option layer_map: {{trunk_from: <prefix>}} (--option 'layer_map={{trunk_from: <prefix>}}')"
+    )
 
 
 def _linear_indices(state_dict: Mapping[str, th.Tensor], prefix: str) -> list[str]:
@@ -177,8 +182,9 @@ def _check_spaces(
             raise UserError(
                 f"source observation space {src_obs} cannot map onto the targets' {describe_space(obs_space)} "
                 f"(the trunk's input layer takes {int(value.shape[1])} features, the targets give "
-                f"{int(view.shape[1])}); transfer only the upper trunk layers with "
-                f"layer_map: {{skip: ['{trunk_prefix}{first_layer[0]}.*']}}"
+                f"{int(view.shape[1])}); transfer only the upper trunk layers with the option "
+                f"layer_map: {{skip: ['{trunk_prefix}{first_layer[0]}.*']}} (an arm option in a spec, --option "
+                f"\"layer_map={{skip: ['{trunk_prefix}{first_layer[0]}.*']}}\" on transfer)"
             )
         # The action dimension: rows of action_net, the last axis of log_std (gSDE's is 2-D).
         axis = -1 if src_key == "log_std" else 0
@@ -215,7 +221,9 @@ def apply_transfer(
     n_tasks = policy.n_tasks
     task_ids = list(range(n_tasks)) if tasks is None else list(tasks)
     heads = policy.mlp_extractor
-    trunk_prefix = detect_trunk_prefix(src, layer_map)
+    # Found among all tensors, skipped ones included: skipping the trunk must not move it onto
+    # another prefix (SB3 keeps pi_features_extractor.* as an alias of the shared extractor).
+    trunk_prefix = detect_trunk_prefix(checkpoint.state_dict, layer_map)
     multi_task_source = any(k.startswith("mlp_extractor.policy_heads.") for k in src)
     if multi_task_source and parts & {"pi_head", "action", "vf_head", "log_std"}:
         raise UserError(

@@ -42,9 +42,9 @@ def initial(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, th.Tensor]]:
     captured: list[dict[str, th.Tensor]] = []
     original = finetune_module.configure_strategy
 
-    def spy(model: TransferPPO, strategy: Any, total: int) -> Any:
+    def spy(model: TransferPPO, strategy: Any, total: int, *rest: Any) -> Any:
         captured.append(params(model))
-        return original(model, strategy, total)
+        return original(model, strategy, total, *rest)
 
     monkeypatch.setattr(finetune_module, "configure_strategy", spy)
     return captured
@@ -191,7 +191,9 @@ def test_gradual_never_reaching_a_fraction_keeps_that_layer(
     original = finetune_module.configure_strategy
     # Pretend the run is 100x longer, so training stops at fraction 0.01: only the top layer thaws.
     monkeypatch.setattr(
-        finetune_module, "configure_strategy", lambda model, strategy, total: original(model, strategy, total * 100)
+        finetune_module,
+        "configure_strategy",
+        lambda model, strategy, total, *rest: original(model, strategy, total * 100, *rest),
     )
     result = run(source_dir, parse_strategy("gradual", {"unfreeze_at": [0.0, 0.5]}), tiny)
     after = params(result.model)
@@ -221,6 +223,73 @@ def test_gradual_unfreeze_callback() -> None:
     assert at(40) == [False, False, True]
     assert at(100) == [False, True, True]  # only as many layers as fractions thaw
     assert callback.unfrozen == 2
+
+
+SKIP_BOTTOM = {"layer_map": {"skip": ["features_extractor.trunk.0.*"]}}
+
+
+def test_a_trunk_layer_left_out_trains_under_freeze(
+    source_dir: Path, source_sd: dict[str, th.Tensor], tiny: dict[str, Any], initial: list[Any]
+) -> None:
+    """A layer the layer map skipped holds random weights: freezing them would fix random features."""
+    result = run(source_dir, parse_strategy("freeze", SKIP_BOTTOM), tiny)
+    after, before = params(result.model), initial[0]
+    for key in BOTTOM:
+        assert not th.equal(before[key], source_sd[key]), f"{key} was copied although skipped"
+        assert not th.equal(after[key], before[key]), f"{key} took no source weights yet stayed frozen"
+    assert all(th.equal(after[key], source_sd[key]) for key in TOP)
+    assert result.report is not None and sorted(result.report.frozen) == sorted(TOP)
+    assert any("trunk layer 0 (0 = the input layer) took no source weights" in n for n in result.report.notes)
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "trainable"),
+    [
+        ("freeze", {}, [True, False]),
+        ("partial:1", {}, [True, True]),
+        ("gradual", {"unfreeze_at": [0.5]}, [True, False]),
+        ("l2sp", {"coef": 1.0, "trunk_lr_scale": 0.1}, [True, True]),
+        ("finetune", {"trunk_lr_scale": [0.2, 0.1]}, [True, True]),
+    ],
+)
+def test_strategies_leave_untransferred_layers_to_train(
+    source_dir: Path, tiny: dict[str, Any], name: str, options: dict[str, Any], trainable: list[bool]
+) -> None:
+    from rltransfer.finetuning import build_model
+    from rltransfer.hyperparams import resolve_hyperparams
+    from rltransfer.strategies import L2SPPenalty, configure_strategy, untransferred_layers
+    from rltransfer.tasks import resolve_targets
+    from rltransfer.transfer import apply_transfer
+
+    strategy = parse_strategy(name, {**SKIP_BOTTOM, **options})
+    hp = resolve_hyperparams("cartpole", {**tiny, "n_timesteps": 256})
+    model = build_model(resolve_targets("cartpole", ["long"]), None, hp, seed=0)
+    report = apply_transfer(model.policy, load_checkpoint(source_dir), strategy.transfer, strategy.layer_map)
+    fresh = untransferred_layers(model.policy, report.fresh)  # type: ignore[arg-type]
+    assert fresh == [0]
+    callbacks = configure_strategy(model, strategy, 256, fresh)
+    layers = trunk_layers(model.policy)  # type: ignore[arg-type]
+    assert [layer.weight.requires_grad for layer in layers] == trainable
+    scales = {g["name"]: g["lr_scale"] for g in model.policy.optimizer.param_groups}
+    given = options.get("trunk_lr_scale", 1.0)
+    # A single scale slows pretrained features only; a per-layer list is taken as written.
+    assert [scales["trunk.0"], scales["trunk.1"]] == (given if isinstance(given, list) else [1.0, given])
+    for callback in callbacks:
+        if isinstance(callback, GradualUnfreeze):
+            assert callback.layers == [layers[1]]
+        if isinstance(callback, L2SPPenalty):
+            assert [id(p) for p in callback.params] == [id(p) for p in layers[1].parameters()]
+    model.get_env().close()  # type: ignore[union-attr]
+
+
+def test_skipping_the_whole_trunk_copies_none_of_it(source_dir: Path, tiny: dict[str, Any]) -> None:
+    skip_all = {"layer_map": {"skip": ["features_extractor.trunk.*"]}}
+    # SB3 also stores the shared extractor as pi_features_extractor.*: that alias must not stand in.
+    report = run(source_dir, parse_strategy("finetune", skip_all), tiny).report
+    assert report is not None and report.copied == []
+    assert any("took no source weights" in note for note in report.notes)
+    with pytest.raises(UserError, match="no trunk layer took source weights"):
+        run(source_dir, parse_strategy("l2sp", skip_all), tiny)
 
 
 def _sq_distance(result: FinetuneResult, source_sd: dict[str, th.Tensor]) -> float:

@@ -353,3 +353,12 @@ def test_modified_zip_fails_its_manifest_checksum(source_dir: Path, tmp_path: Pa
     _rewrite_data(source_dir / "model.zip", copy / "model.zip", lambda data: data.update(n_steps=999))
     with pytest.raises(UserError, match="checksum"):
         load_checkpoint(copy)
+
+
+def test_no_trunk_found_names_where_the_layers_are(source_dir: Path, tiny: dict[str, Any]) -> None:
+    """A DQN-like zip: the error lists the numbered layers' prefixes and the option that names one."""
+    ckpt = load_checkpoint(source_dir)
+    qnet = {f"q_net.q_net.{i}.{leaf}": th.zeros(2) for i in (0, 2, 4) for leaf in ("weight", "bias")}
+    crafted = Checkpoint(ckpt.path, qnet, ckpt.manifest, ckpt.sha256, ckpt.spaces)
+    with pytest.raises(UserError, match=r"under q_net\.q_net\.\); name the trunk with the option layer_map"):
+        apply_transfer(target_policy(tiny), crafted, parse_parts("trunk"))

@@ -60,7 +60,7 @@ def preflight(spec: ExperimentSpec, source: Path) -> None:
     uses the source trains; and check that the source was trained with the settings the runs use."""
     from rltransfer.finetuning import build_model, source_architecture, source_states
     from rltransfer.hyperparams import resolve_hyperparams
-    from rltransfer.strategies import configure_strategy
+    from rltransfer.strategies import configure_strategy, untransferred_layers
     from rltransfer.transfer import apply_transfer
 
     ckpt = load_checkpoint(source)
@@ -77,8 +77,9 @@ def preflight(spec: ExperimentSpec, source: Path) -> None:
             tasks = resolve_targets(spec.family, targets)
             model = build_model(tasks, None, hp, seed=0)
             try:
-                apply_transfer(model.policy, ckpt, arm.strategy.transfer, arm.strategy.layer_map)
-                configure_strategy(model, arm.strategy, hp["n_timesteps"])
+                report = apply_transfer(model.policy, ckpt, arm.strategy.transfer, arm.strategy.layer_map)
+                fresh = untransferred_layers(model.policy, report.fresh)
+                configure_strategy(model, arm.strategy, hp["n_timesteps"], fresh)
                 if arm.strategy.dann:  # the states are read (and checksummed) only where an arm needs them
                     source_states(ckpt, tasks, arm.strategy)
             finally:
