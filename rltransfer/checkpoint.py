@@ -45,6 +45,14 @@ class Checkpoint:
     trained_normalized: bool = False
     stats_file: Path | None = None
     vec_normalize: SavedNormalization | None = None
+    # ``num_timesteps`` from the zip's JSON: the only record of how long a plain zip trained.
+    zip_timesteps: int | None = None
+
+    @property
+    def trained_steps(self) -> int | None:
+        """Env steps the source trained for: its manifest's, else the zip's own count."""
+        steps = (self.manifest or {}).get("timesteps", self.zip_timesteps)
+        return None if steps is None else int(steps)
 
     @property
     def obs_normalization(self) -> dict[str, Any] | None:
@@ -129,8 +137,10 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     spaces: dict[str, dict[str, Any]] = {
         k: _readable(data[k]) for k in ("observation_space", "action_space") if k in data
     }
+    steps = data.get("num_timesteps")
+    zip_steps = int(steps) if isinstance(steps, int | float) else None
     if manifest is not None:
-        return Checkpoint(zip_path, dict(params["policy"]), manifest, digest, spaces)
+        return Checkpoint(zip_path, dict(params["policy"]), manifest, digest, spaces, zip_timesteps=zip_steps)
     # SB3 keeps the unnormalised last observation only when it trained inside VecNormalize.
     normalized = data.get("_last_original_obs") is not None
     stats_file = find_stats_file(zip_path) if normalized else None
@@ -144,4 +154,5 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         normalized,
         stats_file,
         None if stats_file is None else read_file(stats_file),
+        zip_steps,
     )

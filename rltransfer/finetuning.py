@@ -342,6 +342,7 @@ def _run(
         else {
             "path": str(ckpt.path),
             "zip_sha256": ckpt.sha256,
+            "timesteps": ckpt.trained_steps,  # a plain zip's from its JSON: the report charges them
             # A plain zip's VecNormalize file: its observation statistics started every arm's.
             "vec_normalize": None
             if ckpt.stats_file is None

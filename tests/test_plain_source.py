@@ -89,6 +89,16 @@ def test_scratch_runs_the_sources_architecture_and_activation(tmp_path: Path) ->
         hp = settings(out, arm)
         assert (hp["trunk_arch"], hp["head_arch"], hp["activation_fn"]) == ([32, 32], {"pi": [], "vf": []}, "relu")
     assert "NOT COMPARABLE" not in (out / "report" / "report.md").read_text()
+    assert "| source pretraining steps | 0 |" in (out / "report" / "report.md").read_text()  # an untrained zip
+
+    # A zip's training steps (recorded from its JSON) are charged to the transfer arms in the report.
+    manifest = out / "finetune" / "seed0" / "manifest.json"
+    data = json.loads(manifest.read_text())
+    assert data["source"]["timesteps"] == 0 and data["source"]["manifest"] is None
+    manifest.write_text(json.dumps({**data, "source": {**data["source"], "timesteps": 5000}}))
+    text = (build_report(out) / "report.md").read_text()
+    assert "| source pretraining steps | 5000 |" in text and "| finetune | long | 5,000 |" in text
+    manifest.write_text(json.dumps(data))
 
     # A grid whose arms ran different settings (as runs of an older rltransfer did) is flagged.
     manifest = out / "scratch" / "seed0" / "manifest.json"
@@ -128,6 +138,9 @@ def test_zoo_statistics_start_the_targets_normalisation(zoo_run: Path, tmp_path:
     assert vn is not None and vn.norm_reward and np.array_equal(vn.obs_rms["obs"].mean, saved.obs_rms.mean)
     lineage = json.loads((tmp_path / "run" / "manifest.json").read_text())["source"]["vec_normalize"]
     assert lineage["path"] == str(zoo_run / "Acrobot-v1" / "vecnormalize.pkl") and len(lineage["sha256"]) == 64
+    # The zip's own num_timesteps is the only record of its training: the run's lineage keeps it.
+    assert ckpt.trained_steps == 64
+    assert json.loads((tmp_path / "run" / "manifest.json").read_text())["source"]["timesteps"] == 64
 
 
 def test_hugging_face_layout_and_missing_statistics(zoo_run: Path, tmp_path: Path, capsys: Any) -> None:

@@ -137,8 +137,10 @@ def collect(spec: ExperimentSpec, out: Path) -> Collected:
         if forgot:
             forgetting[arm.name] = np.asarray(forgot)
         manifest = runs[complete[0]][0][2]
-        src = (manifest.get("source") or {}).get("manifest") or {}
-        source_steps[arm.name] = float(src.get("timesteps", 0)) if arm.strategy.uses_source else 0.0
+        record = manifest.get("source") or {}
+        # Runs from before the record's own "timesteps" carry them in the source manifest only.
+        trained = record.get("timesteps", (record.get("manifest") or {}).get("timesteps"))
+        source_steps[arm.name] = float(trained or 0) if arm.strategy.uses_source else 0.0
     ordered = dict(sorted(sources.items(), key=lambda item: (item[1].seed is None, item[1].seed or 0, item[1].path)))
     differing = _differing(settings)
     return Collected(

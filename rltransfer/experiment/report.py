@@ -158,7 +158,7 @@ def _total_steps_table(spec: ExperimentSpec, data: Collected) -> ExtraTable | No
         [
             c.arm,
             c.task,
-            fmt_number(c.source_steps or 0.0),
+            f"{int(c.source_steps or 0):,}",
             "not reached" if np.isinf(c.time_to_threshold_median) else fmt_number(c.time_to_threshold_median),
             f"{c.reached_fraction:.0%}",
         ]
@@ -198,7 +198,7 @@ def build_report(out: str | Path, spec: ExperimentSpec | None = None) -> Path:
         "arms": ", ".join(f"{a} ({len(s)} seeds)" for a, s in data.seeds.items()),
         "target budget (env steps)": spec.timesteps,
         "evaluation": f"every {spec.eval_freq} steps, {spec.eval_episodes} deterministic episodes per task",
-        "source pretraining steps": max(data.source_steps.values(), default=0),
+        "source pretraining steps": int(max(data.source_steps.values(), default=0)),
         "spec": str(spec.path or out / EXPERIMENT_FILE),
         # One device is the rule; a grid resumed elsewhere says so (numbers then differ by rounding).
         "trained on": ", ".join(f"{d} ({n} run{'s' * (n != 1)})" for d, n in sorted(data.devices.items())),
