@@ -60,6 +60,12 @@ def test_malformed_yaml_names_line(tmp_path: Path) -> None:
         ({"family": "nope"}, "unknown family 'nope'"),
         ({"targets": ["nope"]}, "no variant 'nope'"),
         ({"targets": [{"name": "x", "params": {"length": 99}}]}, "outside its valid range"),
+        ({"targets": [{"length": 99}]}, "outside its valid range"),
+        ({"targets": [{"nmae": 0.5}]}, "has no parameter 'nmae'"),
+        ({"targets": [{"name": "x", "prams": {}}]}, r"^spec: unknown key 'prams' in targets.0; allowed"),
+        ({"targets": [3]}, r"target 3 is not a variant name, \{param: value\} or \{name, params\}"),
+        ({"targets": [{}]}, "target {} is not a variant name"),
+        ({"targets": [{"family": "acrobot"}]}, "names no variant; add variant: NAME"),
         ({"arms": ["scratch", "warp"]}, "unknown strategy 'warp'"),
         ({"arms": ["freeze"]}, "must include 'scratch'"),
         ({"arms": ["scratch", "freeze", "freeze"]}, "distinct"),
@@ -77,6 +83,12 @@ def test_malformed_yaml_names_line(tmp_path: Path) -> None:
 def test_bad_specs(changes: dict[str, Any], message: str) -> None:
     with pytest.raises(UserError, match=message):
         parse_spec(tiny_spec(**changes))
+
+
+def test_a_target_by_its_values_alone(tmp_path: Path) -> None:
+    """As --targets takes them: {length: 0.9} is a custom target named by its position."""
+    spec = parse_spec(tiny_spec(targets=["long", {"length": 0.9}]))
+    assert [(t.variant.name, dict(t.variant.params)) for t in spec.targets][1] == ("custom1", {"length": 0.9})
 
 
 def test_grid_runs_reports_and_resumes(tmp_path: Path) -> None:
