@@ -319,16 +319,16 @@ def parse_spec(
 
     targets_raw = raw["targets"]
     if not isinstance(targets_raw, list) or not targets_raw:
-        raise ctx.fail("targets", "'targets' must be a non-empty list of variant names, {param: value} or {name, params}")
+        raise ctx.fail(
+            "targets", "'targets' must be a non-empty list of variant names, {param: value} or {name, params}"
+        )
     targets: list[Task] = []
     for i, t in enumerate(targets_raw):
         if isinstance(t, dict) and t and not set(t) & TARGET_KEYS:
             # Parameter values alone, as --targets takes them: {length: 0.9}.
             t = {"name": f"custom{i}", "params": t}
         if not isinstance(t, str | dict) or not t:
-            raise ctx.fail(
-                f"targets.{i}", f"target {t!r} is not a variant name, {{param: value}} or {{name, params}}"
-            )
+            raise ctx.fail(f"targets.{i}", f"target {t!r} is not a variant name, {{param: value}} or {{name, params}}")
         t = t if isinstance(t, str) else ctx.check_keys(t, TARGET_KEYS, f"targets.{i}")
         if isinstance(t, dict) and "params" not in t and "variant" not in t and "name" not in t:
             raise ctx.fail(f"targets.{i}", f"target {t} names no variant; add variant: NAME (or params)")
