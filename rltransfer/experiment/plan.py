@@ -14,7 +14,7 @@ from typing import Literal
 
 from rltransfer.experiment.run import check_experiments
 from rltransfer.experiment.runner import EXPERIMENT_FILE, LOCK_FILE, Job, finished_sources, plan_jobs, source_dir
-from rltransfer.experiment.spec import ExperimentSpec
+from rltransfer.experiment.spec import ExperimentSpec, SpecLike
 from rltransfer.hyperparams import resolve_hyperparams
 from rltransfer.io import interrupted_runs, lock_holder, running_attempts
 
@@ -64,7 +64,7 @@ class ExperimentPlan:
 
 
 def plan_experiments(
-    specs: Sequence[ExperimentSpec | str | Path],
+    specs: Sequence[SpecLike],
     outs: Sequence[str | Path | None] | None = None,
     seeds: int | None = None,
     workers: int | None = None,

@@ -11,6 +11,7 @@ from typing import Literal
 from rltransfer.devices import parse_device, resolve_device
 from rltransfer.envs import NonFiniteError
 from rltransfer.errors import SourceFailed, UserError
+from rltransfer.experiment.main_guard import check_main_guard
 from rltransfer.experiment.pool import Grid, run_grids, start_method
 from rltransfer.experiment.progress import GridProgress
 from rltransfer.experiment.report import build_report
@@ -26,7 +27,7 @@ from rltransfer.experiment.runner import (
     prepare_out,
 )
 from rltransfer.experiment.source_checks import check_solved, preflight, with_source_settings
-from rltransfer.experiment.spec import ExperimentSpec, load_spec
+from rltransfer.experiment.spec import ExperimentSpec, SpecLike, as_spec
 from rltransfer.experiment.tensorboard import write_layout
 from rltransfer.io import exclusive_lock
 from rltransfer.snapshot import parse_snapshot_every
@@ -49,7 +50,7 @@ class ExperimentRun:
 
 
 def run_experiment(
-    spec: ExperimentSpec | str | Path,
+    spec: SpecLike,
     out: str | Path | None = None,
     seeds: int | None = None,
     workers: int | None = None,
@@ -82,7 +83,7 @@ def run_experiment(
 
 
 def run_experiments(
-    specs: Sequence[ExperimentSpec | str | Path],
+    specs: Sequence[SpecLike],
     outs: Sequence[str | Path | None] | None = None,
     seeds: int | None = None,
     workers: int | None = None,
@@ -155,7 +156,7 @@ def run_experiments(
 
 
 def check_experiments(
-    specs: Sequence[ExperimentSpec | str | Path],
+    specs: Sequence[SpecLike],
     outs: Sequence[str | Path | None] | None,
     seeds: int | None,
     workers: int | None,
@@ -179,7 +180,7 @@ def check_experiments(
     outs = list(outs) if outs is not None else [None] * len(specs)
     if len(outs) != len(specs):
         raise ValueError(f"{len(outs)} output directories for {len(specs)} specs")
-    loaded = [s if isinstance(s, ExperimentSpec) else load_spec(s) for s in specs]
+    loaded = [as_spec(s) for s in specs]
     if seeds is not None:
         if seeds <= 0:
             raise UserError(f"--seeds must be a positive integer, got {seeds}")
@@ -197,6 +198,8 @@ def check_experiments(
         raise UserError(f"--workers must be a positive integer, got {n_workers}")
     if backend == "local":
         start_method()  # a bad RLTRANSFER_START_METHOD is reported before anything is written
+        if n_workers > 1:
+            check_main_guard()
     dirs = [Path(o) if o is not None else Path("runs") / s.name for s, o in zip(loaded, outs, strict=True)]
     first: dict[Path, int] = {}  # the first spec writing to each directory
     for i, (spec, out_dir) in enumerate(zip(loaded, dirs, strict=True)):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -432,3 +433,15 @@ def _parse_arms(ctx: _Ctx, arms_raw: Any) -> tuple[Arm, ...]:
     if len({a.dirname for a in arms}) != len(arms):
         raise ctx.fail("arms", f"arm names {names} collide as directory names; rename one")
     return tuple(arms)
+
+
+SpecLike = ExperimentSpec | Mapping[str, Any] | str | Path
+
+
+def as_spec(spec: SpecLike) -> ExperimentSpec:
+    """A spec from its YAML file, a mapping as the YAML would hold it, or itself."""
+    if isinstance(spec, ExperimentSpec):
+        return spec
+    if isinstance(spec, Mapping):
+        return parse_spec(dict(spec))
+    return load_spec(spec)
