@@ -125,7 +125,15 @@ def advise(
     ckpt = source if isinstance(source, Checkpoint) else load_checkpoint(source)
     fam = resolve_family(family)
     if not is_source_of(ckpt, fam):
-        raise UserError(f"advise needs a source checkpoint pretrained by rltransfer on the '{fam.name}' family")
+        why = (
+            "a plain SB3 zip records neither its task nor the states it visits"
+            if ckpt.manifest is None
+            else f"'{ckpt.path}' is not a source of that family"
+        )
+        raise UserError(
+            f"advise needs a source checkpoint pretrained by rltransfer on the '{fam.name}' family ({why}); "
+            "measure a zip's zero-shot returns with `rltransfer transfer --strategy zero-shot` instead"
+        )
     variants = [t if isinstance(t, Variant) else resolve_variant(fam, _own_variant(fam, t)) for t in targets]
     model = load_source_model(ckpt, fam, seed)
     src_env = source_eval_env(ckpt, fam, source_variant(ckpt), 8)

@@ -93,9 +93,14 @@ def test_advise_on_a_tiny_source(source_dir: Path, capsys: pytest.CaptureFixture
     assert [r["target"] for r in rows] == ["long", "longer", "custom2"]  # a target by its values too
 
 
-def test_advise_refuses_other_sources(source_dir: Path) -> None:
-    with pytest.raises(UserError, match="'acrobot' family"):
+def test_advise_refuses_other_sources(source_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=r"'acrobot' family .*is not a source of that family"):
         advise(source_dir, "acrobot", ["long1"])
+    from stable_baselines3 import PPO
+
+    PPO("MlpPolicy", "CartPole-v1", n_steps=64, batch_size=64, device="cpu").save(tmp_path / "plain.zip")
+    with pytest.raises(UserError, match=r"plain SB3 zip records neither.*--strategy zero-shot"):
+        advise(tmp_path / "plain.zip", "cartpole", ["long"])
 
 
 def test_advise_names_targets_as_run_does_but_of_the_sources_family(source_dir: Path) -> None:
