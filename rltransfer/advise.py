@@ -27,7 +27,13 @@ from rltransfer.envs import Family, Variant
 from rltransfer.errors import UserError
 from rltransfer.evaluation import evaluate_tasks
 from rltransfer.resolve import resolve_family, resolve_variant, split_target
-from rltransfer.source_policy import is_source_of, load_source_model, source_eval_env, source_variant
+from rltransfer.source_policy import (
+    is_source_of,
+    load_source_model,
+    plain_source_fits,
+    source_eval_env,
+    source_variant,
+)
 
 
 @dataclass
@@ -121,18 +127,20 @@ def advise(
     samples: int = 1000,
     seed: int = 0,
 ) -> list[Advice]:
-    """Advice per target for transferring ``source`` (an rltransfer source checkpoint of ``family``)."""
+    """Advice per target for transferring ``source``: an rltransfer source checkpoint of ``family``, or
+    a plain SB3 PPO zip with its spaces, taken to have trained on the family's source variant (a
+    zip does not record its task); its trunk features are its actor's hidden layers, as transferred."""
     ckpt = source if isinstance(source, Checkpoint) else load_checkpoint(source)
     fam = resolve_family(family)
-    if not is_source_of(ckpt, fam):
+    if not is_source_of(ckpt, fam) and not plain_source_fits(ckpt, fam):
         why = (
-            "a plain SB3 zip records neither its task nor the states it visits"
+            "a plain SB3 zip must be an MlpPolicy with the family's observation and action spaces"
             if ckpt.manifest is None
             else f"'{ckpt.path}' is not a source of that family"
         )
         raise UserError(
-            f"advise needs a source checkpoint pretrained by rltransfer on the '{fam.name}' family ({why}); "
-            "measure a zip's zero-shot returns with `rltransfer transfer --strategy zero-shot` instead"
+            f"advise needs a source checkpoint pretrained by rltransfer on the '{fam.name}' family, or a plain "
+            f"SB3 PPO zip of one of its tasks ({why})"
         )
     variants = [t if isinstance(t, Variant) else resolve_variant(fam, _own_variant(fam, t)) for t in targets]
     model = load_source_model(ckpt, fam, seed)

@@ -16,6 +16,7 @@ def cmd_advise(args: argparse.Namespace) -> int:
 
     from rltransfer.advice_validation import validate
     from rltransfer.advise import advise, to_json
+    from rltransfer.checkpoint import load_checkpoint
 
     torch_threads()
     targets = parse_targets(args.family, args.targets)
@@ -24,6 +25,8 @@ def cmd_advise(args: argparse.Namespace) -> int:
         print(json.dumps(to_json(advice), indent=2))
     else:
         title = escape(f"transfer advice: {args.source} -> {args.family.name}")  # paths are text, not markup
+        if load_checkpoint(args.source).manifest is None:
+            title += escape(f" (a plain SB3 zip: taken to have trained on {args.family.name}'s source variant)")
         table = Table(title=title, title_justify="left")
         for col in ("target", "distance", "zero-shot (random)", "score", "feature MMD²", "predicted", "advice", "why"):
             table.add_column(col)

@@ -8,7 +8,6 @@ and the freezing / learning-rate plan differ between arms.
 from __future__ import annotations
 
 import io
-import re
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -27,7 +26,7 @@ from rltransfer.envs import Family, FiniteGuard, Task, Variant
 from rltransfer.errors import UserError
 from rltransfer.evaluation import EvalCurve, PerTaskEvalCallback, TaskEvalEnv, TaskRolloutLogger, evaluate_tasks
 from rltransfer.forgetting import measure_forgetting
-from rltransfer.hyperparams import ACTIVATIONS, activation, policy_options, ppo_kwargs, resolve_hyperparams
+from rltransfer.hyperparams import activation, policy_options, ppo_kwargs, resolve_hyperparams
 from rltransfer.io import atomic_write_bytes, atomic_write_json, sha256, staging_dir, versions
 from rltransfer.policies import TRUNK_PREFIX, MultiTaskActorCriticPolicy
 from rltransfer.ppo import TransferPPO
@@ -35,6 +34,7 @@ from rltransfer.pretraining import EVAL_SEED_OFFSET
 from rltransfer.resolve import family_lineage
 from rltransfer.snapshot import DEFAULT_EVERY_S, open_snapshots, run_key
 from rltransfer.source_policy import is_source_of, source_variant
+from rltransfer.source_settings import source_architecture
 from rltransfer.strategies import (
     Strategy,
     configure_strategy,
@@ -45,10 +45,6 @@ from rltransfer.strategies import (
 from rltransfer.tasks import Target, TaskSet, resolve_targets
 from rltransfer.training import attach_logger, learn, record_hparams
 from rltransfer.transfer import TransferReport, apply_transfer
-from rltransfer.vecnormalize_file import candidates
-
-# Settings a target must share with its source for the weights to mean the same thing.
-SOURCE_BOUND_KEYS = ("trunk_arch", "head_arch", "activation_fn", "normalize")
 
 
 @dataclass
@@ -58,65 +54,6 @@ class FinetuneResult:
     report: TransferReport | None
     manifest: dict[str, Any]
     out: Path | None
-
-
-def bound_settings(hp: Mapping[str, Any]) -> dict[str, Any]:
-    """The settings of ``hp`` that a policy's weights depend on (``SOURCE_BOUND_KEYS``)."""
-    return {k: hp[k] for k in SOURCE_BOUND_KEYS if k in hp}
-
-
-def source_architecture(checkpoint: Checkpoint) -> dict[str, Any]:
-    """The settings the targets must share with the source for its weights to fit and mean the same:
-    trunk/head widths, activation, observation (and reward) normalisation (``SOURCE_BOUND_KEYS``)."""
-    if checkpoint.manifest and "hyperparams" in checkpoint.manifest:
-        hp = checkpoint.manifest["hyperparams"]
-        # An older manifest may lack ``normalize`` (off) or mean observations only by ``true``.
-        return {**bound_settings(hp), "normalize": normalization.written_by_older(hp.get("normalize", False))}
-    # Plain SB3 MlpPolicy: its actor's hidden layers become the trunk; heads are linear.
-    sd = checkpoint.state_dict
-    widths = [
-        int(sd[k].shape[0])
-        for k in sorted(
-            (k for k in sd if k.startswith("mlp_extractor.policy_net.") and k.endswith(".weight")),
-            key=lambda k: int(k.split(".")[2]),
-        )
-    ]
-    if not widths:
-        return {}
-    return {
-        "trunk_arch": widths,
-        "head_arch": {"pi": [], "vf": []},
-        "activation_fn": plain_activation(checkpoint),
-        "normalize": plain_normalize(checkpoint),
-    }
-
-
-def plain_activation(checkpoint: Checkpoint) -> str:
-    """A plain zip's ``activation_fn`` as rltransfer names it (SB3's ``MlpPolicy`` default: tanh)."""
-    spelled = str(checkpoint.policy_kwargs.get("activation_fn", "<class 'torch.nn.modules.activation.Tanh'>"))
-    name = re.sub(r"^<class '(?:[\w.]*\.)?(\w+)'>$", r"\1", spelled).lower()
-    if name not in ACTIVATIONS:
-        raise UserError(
-            f"'{checkpoint.path}' was trained with activation {spelled}; a transferred trunk needs one of "
-            f"{sorted(ACTIVATIONS)}: retrain the source with one of them"
-        )
-    return name
-
-
-def plain_normalize(checkpoint: Checkpoint) -> bool | dict[str, Any]:
-    """The ``normalize`` a plain zip's policy trained under: ``False`` on raw observations, else the
-    ``VecNormalize`` options of the file saved with it (which must be found). Rewards included:
-    the RL Zoo's ``normalize: true`` scales them too, and a critic fine-tuned on unscaled returns
-    sends value-loss gradients into the shared trunk that wreck the transferred features."""
-    if not checkpoint.trained_normalized:
-        return False
-    if checkpoint.vec_normalize is None:
-        beside = ", ".join(str(path) for path in candidates(checkpoint.path))
-        raise UserError(
-            f"'{checkpoint.path}' was trained on normalised observations (VecNormalize) but no statistics were "
-            f"found beside it; put the VecNormalize file saved with it at one of: {beside}"
-        )
-    return dict(checkpoint.vec_normalize.options)
 
 
 def source_view_trunk(policy: MultiTaskActorCriticPolicy, same_space: list[int] | None) -> dict[str, Any] | None:

@@ -13,10 +13,11 @@ from rltransfer.envs import get_family
 
 from rltransfer.checkpoint import load_checkpoint
 from rltransfer.errors import UserError
-from rltransfer.finetuning import build_model, finetune, source_architecture
+from rltransfer.finetuning import build_model, finetune
 from rltransfer.hyperparams import resolve_hyperparams
 from rltransfer.normalization import find, load_stats
 from rltransfer.pretraining import pretrain
+from rltransfer.source_settings import source_architecture
 
 
 @pytest.fixture(scope="module")

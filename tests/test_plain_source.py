@@ -31,7 +31,8 @@ from rltransfer.experiment.report import build_report
 from rltransfer.experiment.run import run_experiment
 from rltransfer.experiment.source_checks import preflight, with_source_settings
 from rltransfer.experiment.spec import load_spec
-from rltransfer.finetuning import finetune, source_architecture
+from rltransfer.finetuning import finetune
+from rltransfer.source_settings import source_architecture
 from rltransfer.vecnormalize_file import read_file
 
 TINY = {"n_steps": 32, "batch_size": 32, "n_epochs": 1}

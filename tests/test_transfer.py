@@ -21,8 +21,9 @@ from stable_baselines3.common.save_util import load_from_zip_file
 
 from rltransfer.checkpoint import Checkpoint, load_checkpoint
 from rltransfer.errors import UserError
-from rltransfer.finetuning import build_model, finetune, source_architecture
+from rltransfer.finetuning import build_model, finetune
 from rltransfer.hyperparams import resolve_hyperparams
+from rltransfer.source_settings import source_architecture
 from rltransfer.transfer import LayerMap, apply_transfer, parse_parts
 
 TARGETS = ["long", "heavy", "longer"]

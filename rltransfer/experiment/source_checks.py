@@ -43,8 +43,8 @@ def with_source_settings(spec: ExperimentSpec) -> ExperimentSpec:
     from the checkpoint otherwise; bound once, on the driver, so that workers without the
     checkpoint's path (Ray) run the same settings.
     """
-    from rltransfer.finetuning import bound_settings, source_architecture
     from rltransfer.hyperparams import resolve_hyperparams
+    from rltransfer.source_settings import bound_settings, source_architecture
 
     if spec.source.checkpoint is not None:
         settings = source_architecture(load_checkpoint(spec.source.checkpoint))
@@ -58,8 +58,9 @@ def preflight(spec: ExperimentSpec, source: Path) -> None:
     strategies that do not fit the source (``partial:N`` past its trunk's depth, per-layer rates
     of another length, ``dann`` without the source's states) stop the grid before any run that
     uses the source trains; and check that the source was trained with the settings the runs use."""
-    from rltransfer.finetuning import build_model, source_architecture, source_states
+    from rltransfer.finetuning import build_model, source_states
     from rltransfer.hyperparams import resolve_hyperparams
+    from rltransfer.source_settings import source_architecture
     from rltransfer.strategies import configure_strategy, untransferred_layers
     from rltransfer.transfer import apply_transfer
 
