@@ -11,6 +11,7 @@ from rltransfer import normalization
 from rltransfer.checkpoint import Checkpoint
 from rltransfer.envs import Family, Variant, make_eval_env
 from rltransfer.envs.multitask import make_task_vec_env
+from rltransfer.errors import UserError
 from rltransfer.hyperparams import ppo_kwargs, resolve_hyperparams
 from rltransfer.policies import TRUNK_PREFIX
 from rltransfer.ppo import TransferPPO
@@ -55,7 +56,11 @@ def source_hyperparams(checkpoint: Checkpoint, family: Family) -> dict[str, Any]
     with the settings its weights bind (widths, activation, normalisation)."""
     if checkpoint.manifest is not None:
         return dict(checkpoint.manifest.get("hyperparams", {}))
-    return {**resolve_hyperparams(family), **source_architecture(checkpoint)}
+    hp = {**resolve_hyperparams(family), **source_architecture(checkpoint)}
+    log_std = checkpoint.state_dict.get("log_std")
+    if log_std is not None:
+        hp["use_sde"] = log_std.dim() == 2  # gSDE's log_std is (latent, actions): what the zip trained with
+    return hp
 
 
 def load_source_model(checkpoint: Checkpoint, family: Family, seed: int = 0) -> TransferPPO:
@@ -89,15 +94,21 @@ def load_source_model(checkpoint: Checkpoint, family: Family, seed: int = 0) -> 
 def _load_plain_actor(policy: th.nn.Module, state: dict[str, th.Tensor]) -> None:
     """Copy a plain ``MlpPolicy``'s actor into a source policy: hidden layer i to trunk layer i."""
     params = dict(policy.named_parameters())
+
+    def put(key: str, value: th.Tensor) -> None:
+        if params[key].shape != value.shape:  # copy_ would broadcast a mismatch silently
+            raise UserError(f"plain zip tensor {tuple(value.shape)} does not fit {key} {tuple(params[key].shape)}")
+        params[key].copy_(value)
+
     src_layers = sorted({k.split(".")[2] for k in state if k.startswith(PLAIN_ACTOR)}, key=int)
     dst_layers = sorted({k.split(".")[2] for k in params if k.startswith(TRUNK_PREFIX)}, key=int)
     with th.no_grad():
         for key, value in state.items():
             if key.startswith(PLAIN_ACTOR):
                 idx, leaf = key[len(PLAIN_ACTOR) :].split(".", 1)
-                params[f"{TRUNK_PREFIX}{dst_layers[src_layers.index(idx)]}.{leaf}"].copy_(value)
+                put(f"{TRUNK_PREFIX}{dst_layers[src_layers.index(idx)]}.{leaf}", value)
             elif key.startswith("action_net.") or key == "log_std":
-                params[key].copy_(value)
+                put(key, value)
 
 
 def source_eval_env(checkpoint: Checkpoint, family: Family, variant: Variant, n_envs: int) -> VecEnv:

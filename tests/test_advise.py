@@ -225,23 +225,38 @@ def test_strategy_agreement_uses_scratch_as_zero_and_ci_overlap() -> None:
     assert _agrees(Gain(0.0, 0.0, 0.0), losing) and not _agrees(losing["freeze"], losing)
 
 
-def test_advise_on_a_plain_sb3_zip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """A plain zip's actor runs as transfer maps it: its hidden layers the trunk, its action layer the head."""
+@pytest.mark.parametrize(
+    ("env_id", "family", "kwargs"),
+    [("CartPole-v1", "cartpole", {}), ("Pendulum-v1", "pendulum", {}), ("Pendulum-v1", "pendulum", {"use_sde": True})],
+)
+def test_a_plain_zip_runs_as_its_own_actor(tmp_path: Path, env_id: str, family: str, kwargs: dict[str, Any]) -> None:
+    """Its hidden layers become the trunk, its action layer (and log_std, gSDE's too) the head:
+    the same action distribution, whatever the family's own use_sde (Pendulum's is on)."""
     from rltransfer.envs import get_family
     from stable_baselines3 import PPO
 
     from rltransfer.checkpoint import load_checkpoint
     from rltransfer.source_policy import load_source_model
 
-    plain = PPO("MlpPolicy", "CartPole-v1", n_steps=64, batch_size=64, seed=0, device="cpu")
+    plain = PPO("MlpPolicy", env_id, n_steps=64, batch_size=64, seed=0, device="cpu", **kwargs)
     plain.learn(128)
     plain.save(tmp_path / "plain.zip")
-    model = load_source_model(load_checkpoint(tmp_path / "plain.zip"), get_family("cartpole"))
-    obs = th.as_tensor(np.random.default_rng(0).normal(size=(16, 4)), dtype=th.float32)
+    model = load_source_model(load_checkpoint(tmp_path / "plain.zip"), get_family(family))
+    obs = th.as_tensor(np.random.default_rng(0).normal(size=(16, plain.observation_space.shape[0])), dtype=th.float32)
     with th.no_grad():
-        theirs = plain.policy.get_distribution(obs).distribution.probs
-        ours = model.policy.get_distribution(obs).distribution.probs
-    th.testing.assert_close(ours, theirs)
+        theirs = plain.policy.get_distribution(obs).distribution
+        ours = model.policy.get_distribution(obs).distribution
+    if env_id == "CartPole-v1":
+        th.testing.assert_close(ours.probs, theirs.probs)
+    else:
+        th.testing.assert_close(ours.mean, theirs.mean)
+        th.testing.assert_close(ours.stddev, theirs.stddev)
+
+
+def test_advise_on_a_plain_sb3_zip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from stable_baselines3 import PPO
+
+    PPO("MlpPolicy", "CartPole-v1", n_steps=64, batch_size=64, seed=0, device="cpu").save(tmp_path / "plain.zip")
     assert main(["advise", "--source", str(tmp_path / "plain.zip"), "--family", "cartpole", "--targets", "long"]) == 0
     out = " ".join(capsys.readouterr().out.split())  # rich wraps the title
     assert "taken to have trained on cartpole's source variant" in out and "long" in out
