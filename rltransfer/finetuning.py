@@ -158,9 +158,7 @@ def finetune(
     if strat.uses_source and ckpt is None:
         raise UserError(f"strategy '{strat.name}' transfers from a source; pass --source PATH (or use scratch)")
     if strat.rehearse:
-        if ckpt is None or not is_source_of(ckpt, fam) or tasks.spaces is not None:
-            raise UserError("rehearse needs an rltransfer source checkpoint of the targets' own family")
-        tasks = tasks.with_rehearsal(Task(fam, Variant("rehearsal", source_variant(ckpt).params, "source")))
+        tasks = tasks.with_rehearsal(rehearsal_task(ckpt, tasks))
     overrides = dict(hyperparams or {})
     if ckpt is not None:
         for key, value in source_architecture(ckpt).items():
@@ -178,6 +176,26 @@ def finetune(
         result = _run(tasks, ckpt, strat, seed, hp, staging, progress, dev, verbose, forgetting, snapshot_every)
     result.out = out_path
     return result
+
+
+def rehearsal_task(ckpt: Checkpoint | None, tasks: TaskSet) -> Task:
+    """The source's own task, which a ``rehearse`` arm keeps training on beside the targets."""
+    why = None
+    if ckpt is None:
+        why = "no source was given"
+    elif ckpt.manifest is None:
+        why = f"'{ckpt.path}' is a plain SB3 zip, which does not record the task it trained on"
+    elif not is_source_of(ckpt, tasks.family):
+        why = f"'{ckpt.path}' is not a source pretrained on the '{tasks.family.name}' family"
+    elif tasks.spaces is not None:
+        why = "the targets' spaces differ (the rehearsed source task would need an adapter of its own)"
+    if why is not None:
+        raise UserError(
+            f"rehearse trains on the source's own task beside the targets, and needs an rltransfer source "
+            f"checkpoint of the targets' family: {why}; drop rehearse from this arm"
+        )
+    assert ckpt is not None
+    return Task(tasks.family, Variant("rehearsal", source_variant(ckpt).params, "source"))
 
 
 def _run(

@@ -10,10 +10,12 @@ from typing import Any
 import numpy as np
 import pytest
 import torch as th
+from specs import grid_spec
 
 from rltransfer.checkpoint import load_checkpoint
 from rltransfer.domain import grad_reverse
 from rltransfer.errors import UserError
+from rltransfer.experiment.run import run_experiment
 from rltransfer.finetuning import finetune
 from rltransfer.strategies import parse_strategy
 
@@ -89,7 +91,7 @@ def test_rehearse_needs_a_source_of_the_same_family(tmp_path: Path) -> None:
     from stable_baselines3 import PPO
 
     PPO("MlpPolicy", "CartPole-v1", n_steps=32, batch_size=32).save(tmp_path / "plain.zip")
-    with pytest.raises(UserError, match="rehearse needs"):
+    with pytest.raises(UserError, match="plain SB3 zip, which does not record the task it trained on"):
         finetune(
             "cartpole",
             ["long"],
@@ -98,5 +100,14 @@ def test_rehearse_needs_a_source_of_the_same_family(tmp_path: Path) -> None:
             timesteps=64,
             hyperparams=HP,
         )
+    # A grid refuses it before any run trains, not once per run in the workers.
+    spec = grid_spec(
+        "rehearse-plain",
+        source={"checkpoint": str(tmp_path / "plain.zip")},
+        arms=["scratch", {"name": "fr", "strategy": "finetune", "rehearse": True}],
+    )
+    with pytest.raises(UserError, match="rehearse trains on the source's own task"):
+        run_experiment(spec, out=tmp_path / "grid", workers=1, progress=False)
+    assert not (tmp_path / "grid").exists()
     with pytest.raises(UserError, match="cannot rehearse"):
         parse_strategy("scratch", {"rehearse": True})

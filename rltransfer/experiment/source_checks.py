@@ -58,7 +58,7 @@ def preflight(spec: ExperimentSpec, source: Path) -> None:
     strategies that do not fit the source (``partial:N`` past its trunk's depth, per-layer rates
     of another length, ``dann`` without the source's states) stop the grid before any run that
     uses the source trains; and check that the source was trained with the settings the runs use."""
-    from rltransfer.finetuning import build_model, source_states
+    from rltransfer.finetuning import build_model, rehearsal_task, source_states
     from rltransfer.hyperparams import resolve_hyperparams
     from rltransfer.source_settings import source_architecture
     from rltransfer.strategies import configure_strategy, untransferred_layers
@@ -76,6 +76,8 @@ def preflight(spec: ExperimentSpec, source: Path) -> None:
         if arm.strategy.uses_source:
             targets = spec.targets if spec.mode == "multitask" else spec.targets[:1]
             tasks = resolve_targets(spec.family, targets)
+            if arm.strategy.rehearse:
+                rehearsal_task(ckpt, tasks)
             model = build_model(tasks, None, hp, seed=0)
             try:
                 report = apply_transfer(model.policy, ckpt, arm.strategy.transfer, arm.strategy.layer_map)
