@@ -111,6 +111,7 @@ def test_grid_runs_reports_and_resumes(tmp_path: Path) -> None:
     assert manifest["device"] == {"type": "cpu", "name": "cpu"}
     md = (report / "report.md").read_text()
     assert "## long" in md and "## mine" in md and "Source-task forgetting" in md
+    assert "| targets | long (near), mine (custom: length=0.9) |" in md
     assert json.loads((report / "summary.json").read_text())["meta"]["trained on"] == "cpu (8 runs)"
     # A grid resumed on another device says so in its report.
     on_gpu = {**manifest, "device": {"type": "cuda", "name": "cuda", "gpu": "NVIDIA H100", "cuda": "12.8"}}

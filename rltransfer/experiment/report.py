@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from rltransfer.compare import ALL_TASKS, area_under_curve, compare_arms, stratified_bootstrap_ci
+from rltransfer.envs import Task
 from rltransfer.errors import UserError
 from rltransfer.experiment.collect import Collected, collect
 from rltransfer.experiment.runner import EXPERIMENT_FILE
@@ -142,6 +143,13 @@ def _relative(path: str, out: Path) -> str:
         return path
 
 
+def _target_note(task: Task) -> str:
+    """A target's distance, and for one defined by its values those values (``custom: length=0.9``)."""
+    if task.variant.distance != "custom":
+        return task.variant.distance
+    return "custom: " + ", ".join(f"{k}={v:g}" for k, v in task.variant.params.items())
+
+
 def _total_steps_table(spec: ExperimentSpec, data: Collected) -> ExtraTable | None:
     if not any(data.source_steps.values()):
         return None
@@ -194,7 +202,7 @@ def build_report(out: str | Path, spec: ExperimentSpec | None = None) -> Path:
         "family": spec.family.name,
         **({"family loaded from": spec.family.ref} if spec.family.ref else {}),
         "mode": spec.mode,
-        "targets": ", ".join(f"{n} ({t.variant.distance})" for n, t in zip(spec.task_names, spec.targets, strict=True)),
+        "targets": ", ".join(f"{n} ({_target_note(t)})" for n, t in zip(spec.task_names, spec.targets, strict=True)),
         "arms": ", ".join(f"{a} ({len(s)} seeds)" for a, s in data.seeds.items()),
         "target budget (env steps)": spec.timesteps,
         "evaluation": f"every {spec.eval_freq} steps, {spec.eval_episodes} deterministic episodes per task",
