@@ -114,7 +114,8 @@ def load_family(ref: str, base: Path | None = None) -> Family:
 
 
 def read_family(path: Path) -> Family:
-    """The family a YAML file defines (``rltransfer.envs.definition``), registered and checked."""
+    """The family a YAML file defines (``rltransfer.envs.definition``), or an experiment spec's
+    ``family:`` definition, registered and checked."""
     try:
         raw = yaml.safe_load(path.read_text())
     except OSError as e:
@@ -123,8 +124,16 @@ def read_family(path: Path) -> Family:
         raise ValueError(
             f"family file '{path}' is malformed YAML ({getattr(e, 'problem', e)}); fix the syntax"
         ) from None
+    ref = str(path)
+    if isinstance(raw, dict) and "family" in raw and {"targets", "arms"} & set(raw):
+        # An experiment spec: the family it defines (or names) is the one meant.
+        if not isinstance(raw["family"], dict):
+            raise ValueError(
+                f"'{path}' is an experiment spec of family '{raw['family']}'; pass --family {raw['family']}"
+            )
+        raw, ref = raw["family"], f"{path}#family"  # the ref the spec's runs record for it
     try:
-        family = family_from_mapping(raw, ref=str(path))
+        family = family_from_mapping(raw, ref=ref)
     except DefinitionError as e:
         raise ValueError(f"{path}: {e}") from None
     return user_family(family)

@@ -404,12 +404,20 @@ def test_command_line_takes_a_family_file(tmp_path: Path, here: Any) -> None:
     assert code == 0, err
     manifest = json.loads((tmp_path / "runs/sources/pend-g-source-seed0/manifest.json").read_text())
     assert manifest["family_definitions"]["pend-g"]["ref"] == "pend-g.yaml"
+    # An experiment spec given as the family: the family it defines, recorded as the spec's runs record it.
+    spec = {"name": "exp", "family": PENDULUM_G, "targets": ["source"], "arms": ["scratch"]}
+    (tmp_path / "exp.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    code, out, err = here("envs", "--family", "exp.yaml", "--json")
+    assert code == 0 and json.loads(out)[0]["family"] == "pend-g", err
+    assert load_spec(tmp_path / "exp.yaml").family.ref == get_family(str(tmp_path / "exp.yaml")).ref
+    (tmp_path / "named.yaml").write_text("family: cartpole\ntargets: [long]\narms: [scratch]\n")
     (tmp_path / "broken.yaml").write_text("name: [unclosed\n")
     (tmp_path / "list.yaml").write_text("- pend-g\n")
     for family, message in (
         ("broken.yaml", "malformed YAML"),
         ("absent.yaml", "cannot read family file"),
         ("list.yaml", "list.yaml: family definition: must be a mapping"),
+        ("named.yaml", "'named.yaml' is an experiment spec of family 'cartpole'; pass --family cartpole"),
     ):
         code, _, err = here("envs", "--family", family)
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1
