@@ -90,7 +90,10 @@ def test_scratch_runs_the_sources_architecture_and_activation(tmp_path: Path) ->
         hp = settings(out, arm)
         assert (hp["trunk_arch"], hp["head_arch"], hp["activation_fn"]) == ([32, 32], {"pi": [], "vf": []}, "relu")
     assert "NOT COMPARABLE" not in (out / "report" / "report.md").read_text()
-    assert "| source pretraining steps | 0 |" in (out / "report" / "report.md").read_text()  # an untrained zip
+    md = (out / "report" / "report.md").read_text()
+    assert "| source pretraining steps | 0 |" in md  # an untrained zip
+    assert f"| — | {zip_path} | not recorded | not recorded | 0 |" in md
+    assert "A plain SB3 zip records no evaluation of its own" in md and "seeds: paired" not in md
 
     # A zip's training steps (recorded from its JSON) are charged to the transfer arms in the report.
     manifest = out / "finetune" / "seed0" / "manifest.json"

@@ -70,12 +70,12 @@ def _sources_table(spec: ExperimentSpec, out: Path, data: Collected) -> ExtraTab
     if not data.sources:
         return None
     uses = list(data.sources.values())
-    solved = {True: "yes", False: "NO", None: "?"}
+    solved = {True: "yes", False: "NO", None: "not recorded"}
     rows = [
         [
-            "?" if use.seed is None else str(use.seed),
+            "—" if use.seed is None else str(use.seed),
             _relative(use.path, out),  # its SHA-256 is in each run's manifest (the zip holds wall-clock times)
-            "?" if use.mean_return is None else fmt_number(use.mean_return),
+            "not recorded" if use.mean_return is None else fmt_number(use.mean_return),
             solved[use.solved] + ("" if use.threshold is None else f" ({fmt_number(use.threshold)})"),
             ", ".join(str(s) for s in sorted(use.target_seeds)),
         ]
@@ -91,6 +91,13 @@ def _sources_table(spec: ExperimentSpec, out: Path, data: Collected) -> ExtraTab
             f"{len(uses)} sources, one per source seed: target seed k fine-tunes source seeds[k % "
             f"{len(spec.source.seeds)}], so the confidence intervals include the variance of pretraining."
         )
+    elif spec.source.checkpoint is not None:
+        note = (
+            "Every transfer arm fine-tunes this one checkpoint: the confidence intervals are over target "
+            "seeds with the source held fixed, and say nothing of how another pretraining run would transfer."
+        )
+        if uses[0].seed is None:
+            note += " A plain SB3 zip records no evaluation of its own: see its training logs."
     else:
         note = (
             "Every transfer arm fine-tunes this one source: the confidence intervals are over target "
