@@ -27,13 +27,7 @@ from rltransfer.envs import Family, Variant
 from rltransfer.errors import UserError
 from rltransfer.evaluation import evaluate_tasks
 from rltransfer.resolve import resolve_family, resolve_variant, split_target
-from rltransfer.source_policy import (
-    is_source_of,
-    load_source_model,
-    plain_source_fits,
-    source_eval_env,
-    source_variant,
-)
+from rltransfer.source_policy import load_source_model, runs_as_source_of, source_eval_env, source_variant
 
 
 @dataclass
@@ -132,7 +126,7 @@ def advise(
     zip does not record its task); its trunk features are its actor's hidden layers, as transferred."""
     ckpt = source if isinstance(source, Checkpoint) else load_checkpoint(source)
     fam = resolve_family(family)
-    if not is_source_of(ckpt, fam) and not plain_source_fits(ckpt, fam):
+    if not runs_as_source_of(ckpt, fam):
         why = (
             "a plain SB3 zip must be an MlpPolicy with the family's observation and action spaces"
             if ckpt.manifest is None

@@ -283,7 +283,15 @@ def _run(
             forgot = measure_forgetting(ckpt, fam, trunk, hp["eval_episodes"], eval_seed)
     manifest = {
         "kind": "transfer" if report else "scratch",
-        "forgetting": None if forgot is None else {"before": forgot.before, "after": forgot.after, "drop": forgot.drop},
+        "forgetting": None
+        if forgot is None
+        else {
+            "before": forgot.before,
+            "after": forgot.after,
+            "drop": forgot.drop,
+            # A plain zip records no task: it was evaluated on the family's source variant.
+            **({"source_task": "assumed: the family's source variant"} if ckpt and ckpt.manifest is None else {}),
+        },
         "feature_mmd": shift.result() if shift is not None else None,
         "family": fam.name,
         **family_lineage(fam, *(t.family for t in tasks.tasks)),

@@ -16,7 +16,7 @@ from rltransfer.checkpoint import Checkpoint
 from rltransfer.envs import Family
 from rltransfer.evaluation import evaluate_tasks
 from rltransfer.policies import TRUNK_PREFIX
-from rltransfer.source_policy import is_source_of, load_source_model, source_eval_env, source_variant
+from rltransfer.source_policy import load_source_model, runs_as_source_of, source_eval_env, source_variant
 
 
 @dataclass
@@ -37,8 +37,10 @@ def measure_forgetting(
     n_episodes: int,
     seed: int,
 ) -> Forgetting | None:
-    """``None`` when the source is not an rltransfer source checkpoint of ``family``."""
-    if not is_source_of(checkpoint, family):
+    """``None`` when the source cannot run on ``family``'s source task (``runs_as_source_of``).
+
+    A plain SB3 zip records no task: its source task is taken as the family's source variant."""
+    if not runs_as_source_of(checkpoint, family):
         return None
     model = load_source_model(checkpoint, family, seed)
     eval_env = {"source": source_eval_env(checkpoint, family, source_variant(checkpoint), n_episodes)}

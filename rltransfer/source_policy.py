@@ -45,6 +45,12 @@ def plain_source_fits(checkpoint: Checkpoint, family: Family) -> bool:
     return all(describe_space(checkpoint.spaces.get(k, {})) == v for k, v in ours.items())
 
 
+def runs_as_source_of(checkpoint: Checkpoint, family: Family) -> bool:
+    """A source policy of ``family`` that can run on its source task: an rltransfer source, or a plain
+    SB3 zip with the family's spaces (taken to have trained on the family's source variant)."""
+    return is_source_of(checkpoint, family) or plain_source_fits(checkpoint, family)
+
+
 def is_source_of(checkpoint: Checkpoint, family: Family) -> bool:
     """An rltransfer source checkpoint trained on a variant of ``family``."""
     manifest = checkpoint.manifest

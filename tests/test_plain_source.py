@@ -94,6 +94,10 @@ def test_scratch_runs_the_sources_architecture_and_activation(tmp_path: Path) ->
     assert "| source pretraining steps | 0 |" in md  # an untrained zip
     assert f"| — | {zip_path} | not recorded | not recorded | 0 |" in md
     assert "A plain SB3 zip records no evaluation of its own" in md and "seeds: paired" not in md
+    # Forgetting is measured on the family's source variant, which the zip is taken to have trained on.
+    forgetting = json.loads((out / "finetune" / "seed0" / "manifest.json").read_text())["forgetting"]
+    assert forgetting["source_task"] == "assumed: the family's source variant" and forgetting["before"] > 0
+    assert "its source task is taken as the family's source variant" in md
 
     # A zip's training steps (recorded from its JSON) are charged to the transfer arms in the report.
     manifest = out / "finetune" / "seed0" / "manifest.json"

@@ -41,12 +41,17 @@ def _forgetting_table(data: Collected) -> ExtraTable | None:
     rows = [[arm, str(len(values)), *_before_after(values)] for arm, values in data.forgetting.items()]
     if not rows:
         return None
+    note = (
+        "The source policy's own heads on the fine-tuned trunk, evaluated on the source task; "
+        "a negative change means the shared features moved away from the source task (forgetting)."
+    )
+    if any(use.seed is None for use in data.sources.values()):
+        note += " A plain SB3 zip records no task: its source task is taken as the family's source variant."
     return ExtraTable(
         "Source-task forgetting",
         ["arm", "runs", "source return before", "after fine-tuning", "change [95% CI]"],
         rows,
-        "The source policy's own heads on the fine-tuned trunk, evaluated on the source task; "
-        "a negative change means the shared features moved away from the source task (forgetting).",
+        note,
     )
 
 
