@@ -182,6 +182,8 @@ def staging_dir(final: Path, overwrite: bool = False, resume: bool = False) -> I
     that hours of training are never deleted unasked.
     """
     if final.exists() and not overwrite:
+        if resume:
+            raise UserError(f"'{final}' already holds a finished run: nothing to resume (--overwrite trains it again)")
         raise UserError(f"'{final}' already holds a finished run; pass --overwrite or choose another --out")
     check_writable(final.parent)
     interrupted = interrupted_runs(final)

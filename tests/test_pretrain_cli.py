@@ -80,6 +80,8 @@ def test_pretrain_refuses_to_overwrite_a_finished_run(source_dir: Path, tiny: di
     before = (source_dir / "manifest.json").read_text()
     with pytest.raises(UserError, match=r"already holds a finished run.*--overwrite"):
         pretrain("cartpole", seed=1, timesteps=64, hyperparams=tiny, out=source_dir)
+    with pytest.raises(UserError, match=r"already holds a finished run: nothing to resume \(--overwrite"):
+        pretrain("cartpole", seed=1, timesteps=64, hyperparams=tiny, out=source_dir, resume=True)
     assert (source_dir / "manifest.json").read_text() == before
 
 
