@@ -14,7 +14,6 @@ reaches the best one's. Recommendations with no such arm in the grid count as un
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from rltransfer.advise import Advice, advise
 from rltransfer.errors import UserError
 from rltransfer.experiment.report import load_experiment
 from rltransfer.experiment.runner import source_dir
+from rltransfer.io import read_json
 from rltransfer.strategies import Strategy
 
 
@@ -84,7 +84,7 @@ def arm_gains(experiment_dir: str | Path) -> dict[str, dict[str, Gain]]:
         raise UserError(
             f"'{path}' not found; run `rltransfer report {experiment_dir}` on the finished experiment first"
         )
-    summary = json.loads(path.read_text())
+    summary = read_json(path, f"rebuild it with `rltransfer report {experiment_dir}`")
     gains: dict[str, dict[str, Gain]] = {}
     for c in summary["comparisons"]:
         d = c["auc_difference"]

@@ -17,7 +17,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.save_util import load_from_zip_file
 
 from rltransfer.errors import UserError
-from rltransfer.io import atomic_write_json, sha256
+from rltransfer.io import atomic_write_json, read_json, sha256
 from rltransfer.vecnormalize_file import SavedNormalization, find_stats_file, read_file
 
 MODEL_FILE = "model.zip"
@@ -128,7 +128,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     manifest = None
     digest = sha256(zip_path)
     if manifest_path is not None:
-        manifest = json.loads(manifest_path.read_text())
+        manifest = read_json(manifest_path, "restore it, or pretrain the source again")
         if manifest.get("zip_sha256") not in (None, digest):
             raise UserError(
                 f"'{zip_path}' does not match the checksum in {manifest_path.name}; the zip was modified or "

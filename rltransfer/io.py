@@ -60,6 +60,15 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
+def read_json(path: Path, fix: str) -> Any:
+    """A JSON file rltransfer wrote; a damaged one (truncated, edited) is a one-line error naming
+    it and ``fix``. A missing or unreadable file raises ``OSError`` as usual."""
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"'{path}' is damaged (not valid JSON: {e}); {fix}") from None
+
+
 def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -182,6 +183,27 @@ def test_bad_input_one_line_exit_2_nothing_written(
     created = {k for k in set(after) - set(before) if not k.startswith("spec-")}
     assert not created, f"bad input wrote files: {sorted(created)}"
     assert {k: v for k, v in after.items() if k in before} == before, "bad input changed existing files"
+
+
+@pytest.mark.parametrize(
+    ("damage", "fragment"),
+    [
+        ("freeze/seed0/manifest.json", "manifest.json' is damaged (not valid JSON"),
+        ("freeze/seed0/curves.npz", "curves.npz' is missing or damaged (ValueError)"),
+        ("experiment.json", "experiment.json' is damaged (not valid JSON"),
+    ],
+)
+def test_a_damaged_run_file_is_one_line_naming_it(
+    world: dict[str, Path], tmp_path: Path, damage: str, fragment: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A truncated or hand-edited file of a finished grid: `report` names it and how to redo it."""
+    exp = tmp_path / "exp"
+    shutil.copytree(world["exp"], exp)
+    (exp / damage).write_text("{truncated")
+    assert main(["report", str(exp)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and fragment in err[0], err
+    assert ("rerun with --resume to redo it" in err[0]) == damage.startswith("freeze/")
 
 
 def test_at_least_25_bad_input_cases() -> None:

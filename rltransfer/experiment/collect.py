@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,7 @@ from rltransfer.devices import device_label
 from rltransfer.errors import UserError
 from rltransfer.experiment.runner import Job, plan_jobs
 from rltransfer.experiment.spec import ExperimentSpec
+from rltransfer.io import read_json
 
 
 @dataclass
@@ -78,10 +80,13 @@ def on_grid(steps: np.ndarray, returns: np.ndarray, grid: np.ndarray) -> np.ndar
 
 
 def _load_run(job: Job) -> tuple[np.ndarray, np.ndarray, dict]:
-    with np.load(job.run_dir / "curves.npz") as data:
-        steps, returns = data["steps"], data["returns"]
-    manifest = json.loads((job.run_dir / MANIFEST_FILE).read_text())
-    return steps, returns, manifest
+    redo = f"remove {job.run_dir} and rerun with --resume to redo it"
+    try:
+        with np.load(job.run_dir / "curves.npz") as data:
+            steps, returns = data["steps"], data["returns"]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        raise UserError(f"'{job.run_dir / 'curves.npz'}' is missing or damaged ({type(e).__name__}); {redo}") from None
+    return steps, returns, read_json(job.run_dir / MANIFEST_FILE, redo)
 
 
 def collect(spec: ExperimentSpec, out: Path) -> Collected:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ import numpy as np
 from rltransfer.compare import stratified_independent_bootstrap_ci, time_to_threshold
 from rltransfer.experiment.spec import ExperimentSpec
 from rltransfer.hyperparams import resolve_hyperparams
-from rltransfer.io import atomic_write_text
+from rltransfer.io import atomic_write_text, read_json
 from rltransfer.report.forest import Interval, plot_forest
 
 OVERVIEW_MD, OVERVIEW_CSV, OVERVIEW_PNG = "overview.md", "overview.csv", "overview.png"
@@ -92,7 +91,7 @@ def budget_of(spec: ExperimentSpec) -> str:
 def rows_for(spec: ExperimentSpec, out: Path) -> list[Row]:
     """The rows of one experiment whose report is built (``<out>/report``)."""
     report = out / "report"
-    summary = json.loads((report / "summary.json").read_text())
+    summary = read_json(report / "summary.json", f"rebuild it with `rltransfer report {out}`")
     with np.load(report / "curves.npz") as data:
         steps = data["steps"]
         curves = {arm: data[arm] for arm in summary["arms"]}
@@ -124,7 +123,7 @@ def rows_for(spec: ExperimentSpec, out: Path) -> list[Row]:
 
 def warnings_for(out: Path) -> list[str]:
     """What the experiment's report warns about (settings that differ, failed or unfinished runs)."""
-    meta = json.loads((out / "report" / "summary.json").read_text())["meta"]
+    meta = read_json(out / "report" / "summary.json", f"rebuild it with `rltransfer report {out}`")["meta"]
     return [f"{key}: {value}" for key, value in meta.items() if key.startswith(WARNINGS)]
 
 

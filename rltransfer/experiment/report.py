@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +12,7 @@ from rltransfer.errors import UserError
 from rltransfer.experiment.collect import Collected, collect
 from rltransfer.experiment.runner import EXPERIMENT_FILE
 from rltransfer.experiment.spec import ExperimentSpec, parse_spec
+from rltransfer.io import read_json
 from rltransfer.report import ExtraTable, write_report
 from rltransfer.report.tables import fmt_number
 
@@ -23,7 +23,7 @@ def load_experiment(out: Path) -> ExperimentSpec:
     record = out / EXPERIMENT_FILE
     if not record.exists():
         raise UserError(f"'{out}' holds no {EXPERIMENT_FILE}; pass the --out directory of `rltransfer run`")
-    data = json.loads(record.read_text())
+    data = read_json(record, "restore it, or rerun the experiment into a new --out")
     spec_path = data.get("spec_path")
     spec = parse_spec(data["spec"], where=str(record), base=Path(spec_path).parent if spec_path else None)
     return spec.with_seeds(tuple(data.get("seeds", spec.seeds)))
