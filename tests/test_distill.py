@@ -73,7 +73,7 @@ def test_distill_input_errors(teachers: list[Path], student: Path) -> None:
         distill("acrobot", teachers)
     with pytest.raises(UserError, match="not an rltransfer source"):
         distill("cartpole", [teachers[0], student])
-    with pytest.raises(UserError, match="is the same checkpoint as .*; give each teacher once"):
+    with pytest.raises(UserError, match=r"is the same checkpoint as .*; give each teacher once"):
         distill("cartpole", [teachers[0], teachers[1], teachers[0] / "model.zip"])
 
 
