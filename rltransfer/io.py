@@ -218,7 +218,15 @@ def staging_dir(final: Path, overwrite: bool = False, resume: bool = False) -> I
         if overwrite and final.exists():
             shutil.rmtree(final)
         # Renaming onto an existing non-empty directory fails: a finished run is never replaced by accident.
-        os.rename(staging, final)
+        try:
+            os.rename(staging, final)
+        except OSError:
+            if not final.exists():
+                raise
+            raise UserError(
+                f"'{final}' was finished by another process while this run trained; this run's result is "
+                "discarded (give each run its own --out to keep both)"
+            ) from None
     except BaseException:
         if not (staging / SNAPSHOT_FILE).is_file():  # else kept, to resume
             shutil.rmtree(staging, ignore_errors=True)

@@ -463,3 +463,18 @@ def test_two_runners_on_one_directory_are_refused(kill_spec: tuple[Path, Path, f
     assert second.stderr is not None and b"in use by pid" in second.stderr.read()
     first.kill()
     first.wait()
+
+
+def test_a_run_finished_meanwhile_by_another_process_is_kept(tmp_path: Path) -> None:
+    """Two commands writing one --out: the second to finish gets one line, and the first's run stays."""
+    from rltransfer.errors import UserError
+    from rltransfer.io import staging_dir
+
+    final = tmp_path / "run"
+    refused = pytest.raises(UserError, match="was finished by another process while this run trained")
+    with refused, staging_dir(final) as staging:
+        (staging / "manifest.json").write_text("mine")
+        final.mkdir()  # the other process's rename lands first
+        (final / "manifest.json").write_text("theirs")
+    assert (final / "manifest.json").read_text() == "theirs"
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]  # no staging directory left behind
