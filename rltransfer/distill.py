@@ -127,13 +127,9 @@ def distill(
     ckpts = [s if isinstance(s, Checkpoint) else load_checkpoint(s) for s in sources]
     if len(ckpts) < 2:
         raise UserError("distillation needs at least two source checkpoints (one per source variant)")
-    seen: dict[str, Path] = {}
     for c in ckpts:
         if not is_source_of(c, fam):
             raise UserError(f"'{c.path}' is not an rltransfer source checkpoint of the '{fam.name}' family")
-        if c.sha256 in seen:
-            raise UserError(f"'{c.path}' is the same checkpoint as '{seen[c.sha256]}'; give each teacher once")
-        seen[c.sha256] = c.path
     hp_teacher = ckpts[0].manifest["hyperparams"]  # type: ignore[index]
     if any(c.manifest["hyperparams"].get("normalize") for c in ckpts):  # type: ignore[index]
         raise UserError(
@@ -144,6 +140,11 @@ def distill(
         raise UserError(
             "a distilled student sees the teachers' raw observations; drop normalize from its hyperparameters"
         )
+    seen: dict[str, Path] = {}
+    for c in ckpts:
+        if c.sha256 in seen:
+            raise UserError(f"'{c.path}' is the same checkpoint as '{seen[c.sha256]}'; give each teacher once")
+        seen[c.sha256] = c.path
     names = [f"{c.manifest['variant']['name']}-{i}" for i, c in enumerate(ckpts)]  # type: ignore[index]
     tasks = TaskSet(
         fam, tuple(Task(fam, Variant(n, source_variant(c).params, "source")) for n, c in zip(names, ckpts, strict=True))
