@@ -20,12 +20,13 @@ def cmd_advise(args: argparse.Namespace) -> int:
 
     torch_threads()
     targets = parse_targets(args.family, args.targets)
-    advice = advise(args.source, args.family, targets, episodes=args.episodes, samples=args.samples, seed=args.seed)
+    source = load_checkpoint(args.source)
+    advice = advise(source, args.family, targets, episodes=args.episodes, samples=args.samples, seed=args.seed)
     if args.json:
         print(json.dumps(to_json(advice), indent=2))
     else:
         title = escape(f"transfer advice: {args.source} -> {args.family.name}")  # paths are text, not markup
-        if load_checkpoint(args.source).manifest is None:
+        if source.manifest is None:
             title += escape(f" (a plain SB3 zip: taken to have trained on {args.family.name}'s source variant)")
         table = Table(title=title, title_justify="left")
         for col in ("target", "distance", "zero-shot (random)", "score", "feature MMD²", "predicted", "advice", "why"):

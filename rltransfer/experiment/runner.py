@@ -27,7 +27,7 @@ from rltransfer.envs import Task
 from rltransfer.errors import SourceFailed, UserError
 from rltransfer.experiment.source_checks import check_solved, preflight
 from rltransfer.experiment.spec import Arm, ExperimentSpec
-from rltransfer.io import atomic_write_json, check_writable, remove_partials, versions
+from rltransfer.io import atomic_write_json, check_writable, read_json, remove_partials, versions
 
 EXPERIMENT_FILE = "experiment.json"
 LOCK_FILE = ".lock"
@@ -118,12 +118,7 @@ def check_out(spec: ExperimentSpec, out: Path, resume: bool) -> None:
     check_writable(out)
     record = out / EXPERIMENT_FILE
     if record.exists():
-        import json
-
-        try:
-            previous = json.loads(record.read_text())
-        except (OSError, ValueError):
-            raise UserError(f"'{record}' is unreadable; choose another --out or remove it") from None
+        previous = read_json(record, "choose another --out, or restore or remove it")
         if previous.get("fingerprint") != spec.fingerprint():
             raise UserError(
                 f"'{out}' holds runs of a different experiment ('{previous.get('name')}', another spec); "
