@@ -101,6 +101,12 @@ def test_command_line_runs_several_specs_and_one_failing_stops_only_itself(
 def test_time_to_threshold_ratio_counts_runs_that_never_reach_it_as_the_budget() -> None:
     ratio, low, high = ttt_ratio(np.array([[np.inf], [100.0]]), np.array([[200.0], [300.0]]), budget=1000.0)
     assert ratio == pytest.approx((1000 + 100) / 2 / 250) and low <= ratio <= high
+    # Neither arm reached it: no ratio (1.00 [1.00, 1.00] would read as a measured tie).
+    never = np.full((3, 1), np.inf)
+    assert all(np.isnan(ttt_ratio(never, never, budget=1000.0)))
+    assert ttt_ratio(never, np.array([[500.0], [np.inf], [np.inf]]), budget=1000.0)[0] == pytest.approx(
+        1000 / 833.33, 1e-3
+    )
 
 
 def test_one_worker_a_failed_source_stops_its_grid_only(specs: tuple[Path, Path], tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -60,18 +61,24 @@ class Row:
 
     def line(self) -> str:
         (r, lo, hi), (d, dlo, dhi) = self.ttt, self.auc
+        ttt = "— (neither reached)" if math.isnan(r) else f"{r:.2f} [{lo:.2f}, {hi:.2f}]"
         return (
-            f"| {self.experiment} | {self.task} | {self.arm} | {r:.2f} [{lo:.2f}, {hi:.2f}] | {d:+.1f} "
+            f"| {self.experiment} | {self.task} | {self.arm} | {ttt} | {d:+.1f} "
             f"[{dlo:+.1f}, {dhi:+.1f}] | {self.reached:.0%} | {self.flag} |"
         )
 
 
 def ttt_ratio(arm: np.ndarray, scratch: np.ndarray, budget: float) -> tuple[float, float, float]:
-    """Mean steps to threshold, arm / scratch, with never-reached runs counted as the budget; its CI."""
+    """Mean steps to threshold, arm / scratch, with never-reached runs counted as the budget; its CI.
+
+    NaN where no run of either reached the threshold: both means would be the budget, and a ratio
+    of 1 [1, 1] would read as a measured tie."""
 
     def ratio(x: np.ndarray, y: np.ndarray) -> float:
         return float(np.mean(x) / max(np.mean(y), 1.0))
 
+    if not (np.isfinite(arm).any() or np.isfinite(scratch).any()):
+        return math.nan, math.nan, math.nan
     a, s = np.minimum(arm, budget), np.minimum(scratch, budget)
     low, high = stratified_independent_bootstrap_ci(a, s, ratio)
     return ratio(a, s), low, high
@@ -152,6 +159,10 @@ def overview_markdown(rows: Sequence[Row], notes: Sequence[str] = ()) -> str:
         "| experiment | target | arm | TTT ratio transfer/scratch [95% CI] | AUC gain [95% CI] | reached | flag |",
         "| --- | --- | --- | --- | --- | --- | --- |",
         *(row.line() for row in rows),
+        "",
+        "TTT ratio: mean env steps to the threshold, transfer / scratch (below 1: transfer gets there "
+        "sooner); a run that never reaches it counts as the full budget, so a ratio over such runs is a "
+        "bound. Reached: the transfer arm's runs that got there.",
         "",
         *arm_summary(rows),
     ]
