@@ -43,6 +43,17 @@ def get_family(name: str, base: Path | None = None) -> Family:
     """A shipped family by its lower-case name (``cartpole``) or title (``CartPole``), or a user
     family by its import reference ``module:ATTRIBUTE`` (``load_family``) or YAML file (``read_family``);
     a relative file or a module not found otherwise is looked for in ``base`` too (a spec's directory)."""
+    module_part, _, attr = name.partition(":")
+    if module_part.endswith(".py"):  # a file path where a module is meant
+        path = Path(module_part)
+        if path.is_absolute():
+            module, where = path.stem, f"with {path.parent} on PYTHONPATH"
+        else:
+            module, where = ".".join(path.with_suffix("").parts), "found from this directory"
+        raise ValueError(
+            f"'{name}' names a Python file; name its module and the Family in it instead: "
+            f"{module}:{attr or 'ATTRIBUTE'} ({where})"
+        )
     if name.endswith((".yaml", ".yml")):
         path = Path(name)
         if not path.exists() and base is not None and (base / path).exists():

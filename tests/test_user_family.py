@@ -418,6 +418,7 @@ def test_command_line_takes_a_family_file(tmp_path: Path, here: Any) -> None:
         ("absent.yaml", "cannot read family file"),
         ("list.yaml", "list.yaml: family definition: must be a mapping"),
         ("named.yaml", "'named.yaml' is an experiment spec of family 'cartpole'; pass --family cartpole"),
+        ("fams/pend.py:PEND", "names a Python file; name its module and the Family in it instead: fams.pend:PEND"),
     ):
         code, _, err = here("envs", "--family", family)
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1
