@@ -16,6 +16,7 @@ from torch import nn
 
 from rltransfer.envs import FAMILIES, Family
 from rltransfer.errors import UserError
+from rltransfer.hyperparam_bounds import check_values
 from rltransfer.normalization import canonical
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU}
@@ -179,6 +180,7 @@ def resolve_hyperparams(family: str | Family, overrides: Mapping[str, Any] | Non
         if int(hp[key]) != hp[key] or hp[key] <= 0:
             raise UserError(f"{key} must be a positive integer, got {hp[key]!r}")
         hp[key] = int(hp[key])
+    check_values(hp)
     hp["normalize"] = canonical(hp.get("normalize", False))  # explicit in configs and manifests, off too
     if str(hp["activation_fn"]).lower() not in ACTIVATIONS:
         raise UserError(f"activation_fn '{hp['activation_fn']}' unknown; choose one of {sorted(ACTIVATIONS)}")
