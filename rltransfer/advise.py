@@ -124,6 +124,11 @@ def advise(
     """Advice per target for transferring ``source``: an rltransfer source checkpoint of ``family``, or
     a plain SB3 PPO zip with its spaces, taken to have trained on the family's source variant (a
     zip does not record its task); its trunk features are its actor's hidden layers, as transferred."""
+    if episodes < 1 or samples < 2 or seed < 0:
+        raise UserError(
+            f"advise needs episodes >= 1, samples >= 2 (the feature shift compares two samples) and seed >= 0, "
+            f"got episodes={episodes}, samples={samples}, seed={seed}"
+        )
     ckpt = source if isinstance(source, Checkpoint) else load_checkpoint(source)
     fam = resolve_family(family)
     if not runs_as_source_of(ckpt, fam):

@@ -372,7 +372,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("advise", help="zero-shot return, feature shift and a strategy per target, before training")
-    p.add_argument("--source", required=True, help="source checkpoint directory (from `rltransfer pretrain`)")
+    p.add_argument(
+        "--source",
+        required=True,
+        help="source checkpoint directory (from `rltransfer pretrain`) or a plain SB3 PPO zip",
+    )
     p.add_argument("--family", required=True, help=FAMILY_HELP)
     p.add_argument("--targets", required=True, help=TARGETS_HELP)
     p.add_argument("--episodes", type=int, default=10)

@@ -94,6 +94,12 @@ def test_advise_on_a_tiny_source(source_dir: Path, capsys: pytest.CaptureFixture
     assert [r["target"] for r in rows] == ["long", "longer", "custom2"]  # a target by its values too
 
 
+@pytest.mark.parametrize(("episodes", "samples"), [(0, 1000), (10, 1), (-3, 0)])
+def test_advise_checks_its_counts(source_dir: Path, episodes: int, samples: int) -> None:
+    with pytest.raises(UserError, match="advise needs episodes >= 1, samples >= 2"):
+        advise(source_dir, "cartpole", ["long"], episodes=episodes, samples=samples)
+
+
 def test_advise_refuses_other_sources(source_dir: Path) -> None:
     with pytest.raises(UserError, match=r"'acrobot' family.*is not a source of that family"):
         advise(source_dir, "acrobot", ["long1"])
