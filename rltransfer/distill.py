@@ -124,6 +124,8 @@ def distill(
     """
     fam = resolve_family(family)
     _check_positive(rounds=rounds, steps_per_round=steps_per_round, epochs=epochs, batch_size=batch_size, lr=lr)
+    if seed < 0:
+        raise UserError(f"seed must be >= 0, got {seed}")
     ckpts = [s if isinstance(s, Checkpoint) else load_checkpoint(s) for s in sources]
     if len(ckpts) < 2:
         raise UserError("distillation needs at least two source checkpoints (one per source variant)")

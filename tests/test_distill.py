@@ -69,6 +69,8 @@ def test_student_heads_do_not_transfer(student: Path) -> None:
 def test_distill_input_errors(teachers: list[Path], student: Path) -> None:
     with pytest.raises(UserError, match="at least two"):
         distill("cartpole", teachers[:1])
+    with pytest.raises(UserError, match="seed must be >= 0, got -1"):
+        distill("cartpole", teachers, seed=-1)
     with pytest.raises(UserError, match="not an rltransfer source checkpoint of the 'acrobot'"):
         distill("acrobot", teachers)
     with pytest.raises(UserError, match="not an rltransfer source"):
