@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -203,6 +204,13 @@ class _Ctx:
         return value
 
 
+def _threshold(ctx: _Ctx, value: Any, path: str) -> float:
+    """A return to reach: a finite number."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ctx.fail(path, f"'{path}' must be a number (a return to reach), got {value!r}")
+    return float(value)
+
+
 def _family(ctx: _Ctx, value: Any, path: str) -> Family:
     """A family's name, ``module:ATTRIBUTE``, YAML file, or its definition written in the spec."""
     try:
@@ -307,13 +315,20 @@ def parse_spec(
     except UserError as e:
         raise ctx.fail("source", str(e)) from None
     checkpoint = Path(src["checkpoint"]) if src.get("checkpoint") else None
+    src_hp = src.get("hyperparams", {}) or {}
+    try:
+        if not isinstance(src_hp, dict):
+            raise UserError(f"'source.hyperparams' must be a mapping of keys to values, got {src_hp!r}")
+        resolve_hyperparams(family, src_hp)  # checked now, not when the source starts pretraining
+    except UserError as e:
+        raise ctx.fail("source.hyperparams", str(e)) from None
     seeds = _seeds(ctx, raw.get("seeds", 3), "seeds")
     source = SourceSpec(
         src_variant,
         ctx.positive_int(src["timesteps"], "source.timesteps") if "timesteps" in src else None,
         _source_seeds(ctx, src, checkpoint, seeds),
         checkpoint,
-        dict(src.get("hyperparams", {}) or {}),
+        dict(src_hp),
         src.get("seeds") == PAIRED,
         _require_solved(ctx, src, checkpoint),
     )
@@ -364,11 +379,14 @@ def parse_spec(
     eval_episodes = ctx.positive_int(ev.get("episodes", hp["eval_episodes"]), "eval.episodes")
 
     thr_raw = raw.get("thresholds", {}) or {}
-    if isinstance(thr_raw, int | float):
-        thresholds = tuple(float(thr_raw) for _ in targets)
+    if isinstance(thr_raw, int | float) and not isinstance(thr_raw, bool):
+        thresholds = tuple(_threshold(ctx, thr_raw, "thresholds") for _ in targets)
     else:
         thr_raw = ctx.check_keys(thr_raw, set(names), "thresholds")
-        thresholds = tuple(float(thr_raw.get(n, t.family.threshold)) for n, t in zip(names, targets, strict=True))
+        thresholds = tuple(
+            _threshold(ctx, thr_raw[n], f"thresholds.{n}") if n in thr_raw else float(t.family.threshold)
+            for n, t in zip(names, targets, strict=True)
+        )
 
     mode = raw.get("mode", "multitask")
     if mode not in ("multitask", "per-target"):
