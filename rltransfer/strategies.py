@@ -76,6 +76,12 @@ def _positive(value: Any, what: str) -> float:
     return out
 
 
+def _fraction(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise UserError(f"gradual: unfreeze_at holds training fractions such as 0.25, got {value!r}")
+    return float(value)
+
+
 def parse_strategy(name: str, options: Mapping[str, Any] | None = None) -> Strategy:
     """Build a strategy from its name (``freeze``, ``partial:2``, ...) and options.
 
@@ -96,6 +102,8 @@ def parse_strategy(name: str, options: Mapping[str, Any] | None = None) -> Strat
     if base != "scratch" and not parts:
         raise UserError(f"strategy '{name}' needs transferred parts; use 'scratch' for random initialisation")
     scale_raw = opts.get("trunk_lr_scale", 1.0)
+    if isinstance(scale_raw, list | tuple) and not scale_raw:
+        raise UserError("trunk_lr_scale [] is empty; give one scale (0.1) or one per trunk layer ([0.1, 0.5])")
     scale: float | tuple[float, ...] = (
         tuple(_positive(s, "trunk_lr_scale") for s in scale_raw)
         if isinstance(scale_raw, list | tuple)
@@ -131,7 +139,7 @@ def parse_strategy(name: str, options: Mapping[str, Any] | None = None) -> Strat
         fractions = opts.get("unfreeze_at", [0.25, 0.5])
         if not isinstance(fractions, list | tuple) or not fractions:
             raise UserError("gradual: unfreeze_at must be a list of training fractions, e.g. [0.25, 0.5]")
-        fr = tuple(float(f) for f in fractions)
+        fr = tuple(_fraction(f) for f in fractions)
         if any(not 0 <= f < 1 for f in fr) or list(fr) != sorted(fr):
             raise UserError(f"gradual: unfreeze_at {list(fr)} must be increasing fractions in [0, 1)")
         kwargs["unfreeze_at"] = fr

@@ -41,6 +41,10 @@ ALIASES = ("pi_features_extractor.", "vf_features_extractor.")
 
 def parse_parts(spec: str | Iterable[str]) -> frozenset[str]:
     """``"trunk"``, ``"heads"``, ``"all"``, ``"no-action"``, or parts joined by ``+`` / given as a list."""
+    if not isinstance(spec, str | list | tuple | set | frozenset) or not all(isinstance(i, str) for i in spec):
+        raise UserError(
+            f"transfer {spec!r} unknown; use {', '.join(PRESETS)} or parts {', '.join(PARTS)} joined by '+'"
+        )
     items = spec.split("+") if isinstance(spec, str) else list(spec)
     out: set[str] = set()
     for item in items:
@@ -67,9 +71,19 @@ class LayerMap:
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any] | None) -> LayerMap:
+        """From an arm's ``layer_map`` option: ``{skip: [patterns], trunk_from: prefix}``, both optional."""
         options = options or {}
+        usage = "layer_map must look like {skip: ['pattern.*', ...], trunk_from: 'prefix'}"
+        if not isinstance(options, Mapping) or set(options) - {"skip", "trunk_from"}:
+            raise UserError(f"{usage}, got {options!r}")
         skip = options.get("skip", ())
-        return cls(options.get("trunk_from"), (skip,) if isinstance(skip, str) else tuple(skip))
+        skip = (skip,) if isinstance(skip, str) else skip
+        trunk_from = options.get("trunk_from")
+        if not isinstance(skip, list | tuple) or not all(isinstance(p, str) for p in skip):
+            raise UserError(f"{usage}: skip takes tensor-name patterns, got {options['skip']!r}")
+        if trunk_from is not None and not isinstance(trunk_from, str):
+            raise UserError(f"{usage}: trunk_from takes a tensor-name prefix, got {trunk_from!r}")
+        return cls(trunk_from, tuple(skip))
 
 
 @dataclass

@@ -380,6 +380,13 @@ def test_same_seed_same_run(source_dir: Path, tiny: dict[str, Any]) -> None:
     [
         ("nope", None, "unknown strategy 'nope'"),
         ("freeze", {"bogus": 1}, r"unknown option\(s\) \['bogus'\]"),
+        ("gradual", {"unfreeze_at": ["abc"]}, "unfreeze_at holds training fractions"),
+        ("freeze", {"layer_map": 3}, r"layer_map must look like \{skip:"),
+        ("freeze", {"layer_map": {"skipp": ["x"]}}, "layer_map must look like"),
+        ("freeze", {"layer_map": {"skip": 3}}, "skip takes tensor-name patterns"),
+        ("freeze", {"layer_map": {"trunk_from": 5}}, "trunk_from takes a tensor-name prefix"),
+        ("freeze", {"transfer": 3}, "transfer 3 unknown"),
+        ("finetune", {"trunk_lr_scale": []}, r"trunk_lr_scale \[\] is empty"),
         ("finetune", {"coef": 0.1}, "belongs to l2sp"),
         ("finetune", {"unfreeze_at": [0.5]}, "belongs to gradual"),
         ("partial:x", None, "partial:N"),
