@@ -121,7 +121,7 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     from rltransfer.strategies import parse_strategy
 
     torch_threads()
-    options = kv(args.option)
+    options = kv(args.option, "--option")
     if args.transfer:
         options["transfer"] = args.transfer
     strategy = parse_strategy(args.strategy, options)

@@ -25,11 +25,18 @@ def torch_threads() -> None:
     torch.set_num_threads(int(os.environ.get("RLTRANSFER_TORCH_THREADS", "1")))
 
 
-def kv(items: Sequence[str] | None) -> dict[str, Any]:
+def kv(items: Sequence[str] | None, flag: str = "--hp") -> dict[str, Any]:
     """``KEY=VALUE`` items (``--hp``, ``--param``, ``--option``) as a mapping, values read as YAML."""
     from rltransfer.hyperparams import parse_override
 
-    return dict(parse_override(item) for item in items or [])
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            example = {"--hp": "n_steps=64", "--param": "length=0.8", "--option": "coef=0.01"}[flag]
+            raise UserError(f"{flag} '{item}' must look like KEY=VALUE, e.g. {flag} {example}")
+        key, value = parse_override(item)
+        out[key] = value
+    return out
 
 
 def snapshot_seconds(value: str | None) -> float | None:
@@ -60,7 +67,7 @@ def family_arg(args: Any) -> Any:
 def variant_arg(family: Any, variant: str | None, params: Sequence[str] | None) -> Any:
     """``--param length=0.8`` defines a custom variant; otherwise ``--variant`` names one (``source``)."""
     if params:
-        return kv(params)
+        return kv(params, "--param")
     return variant or "source"
 
 

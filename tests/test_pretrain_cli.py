@@ -233,7 +233,11 @@ def test_a_reader_gone_is_no_error(tmp_path: Path) -> None:
         (["--family", "cartpole", "--variant", "nope"], "no variant 'nope'"),
         (["--family", "cartpole", "--timesteps", "0"], "n_timesteps"),
         (["--family", "cartpole", "--hp", "bogus=1"], "unknown hyperparameter 'bogus'"),
-        (["--family", "cartpole", "--hp", "n_steps"], "key=value"),
+        (["--family", "cartpole", "--hp", "n_steps"], "must look like KEY=VALUE, e.g. --hp n_steps=64"),
+        (
+            ["--family", "cartpole", "--param", "length"],
+            "--param 'length' must look like KEY=VALUE, e.g. --param length",
+        ),
         (["--family", "cartpole", "--hp", "learning_rate=lin_abc"], "lin_"),
     ],
 )

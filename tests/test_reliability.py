@@ -123,7 +123,7 @@ CASES: list[tuple[str, Callable[[dict[str, Path]], list[str]], str]] = [
      "already holds a finished run"),
     ("pretrain-unwritable", lambda w: ["pretrain", "--family", "cartpole", "--out", str(w["root"] / "file" / "sub")], "cannot write"),
     ("pretrain-bad-hp-syntax", lambda w: ["pretrain", "--family", "cartpole", "--hp", "n_steps", "--out", str(w["root"] / "p7")],
-     "key=value"),
+     "must look like KEY=VALUE"),
     ("pretrain-bad-schedule", lambda w: ["pretrain", "--family", "cartpole", "--hp", "learning_rate=lin_x", "--out", str(w["root"] / "p8")],
      "lin_"),
     ("transfer-missing-zip", lambda w: ["transfer", "--family", "cartpole", "--targets", "long", "--strategy", "freeze",
