@@ -122,7 +122,7 @@ def build_model(
 
 def finetune(
     family: str | Family,
-    targets: Sequence[Target],
+    targets: Sequence[Target] | str,
     checkpoint: str | Path | Checkpoint | None,
     strategy: str | Strategy = "finetune",
     seed: int = 0,

@@ -134,11 +134,15 @@ class TaskSet:
         ]
 
 
-def resolve_targets(family: str | Family, targets: Sequence[Target]) -> TaskSet:
+def resolve_targets(family: str | Family, targets: Sequence[Target] | str) -> TaskSet:
     """``long`` (a variant of ``family``), ``acrobot/source`` (another family's), a Gymnasium id
     (``rltransfer/Acrobot-long1-v0``), a ``Variant``, a ``Task`` or parameter values (a custom
-    variant of ``family``)."""
+    variant of ``family``); a string alone is one target, or several separated by commas."""
     fam = resolve_family(family)
+    if isinstance(targets, str):  # one target, or several comma-separated as on the command line
+        targets = [t.strip() for t in targets.split(",") if t.strip()]
+    if targets is None or isinstance(targets, Mapping | Variant | Task):
+        raise UserError(f"targets must be a list (['long', {{'length': 0.9}}]), got {targets!r}")
     tasks = []
     for i, t in enumerate(targets):
         if isinstance(t, Task):

@@ -341,6 +341,18 @@ def test_scratch_needs_no_source_and_refuses_transfer_options() -> None:
         parse_strategy("scratch", {"transfer": "trunk"})
 
 
+def test_targets_given_as_one_string(tiny: dict[str, Any]) -> None:
+    """A string is one target (or several, comma-separated as on the command line), not its letters."""
+    from rltransfer.tasks import resolve_targets
+
+    assert resolve_targets("cartpole", "long").names == ["long"]
+    assert resolve_targets("cartpole", "long, longer").names == ["long", "longer"]
+    with pytest.raises(UserError, match="targets must be a list"):
+        resolve_targets("cartpole", None)  # type: ignore[arg-type]
+    result = finetune("cartpole", "long", None, "scratch", timesteps=64, hyperparams=tiny)
+    assert result.curve.task_names == ["long"]
+
+
 def test_transfer_strategy_without_source(tiny: dict[str, Any]) -> None:
     with pytest.raises(UserError, match="--source"):
         run(None, "freeze", tiny)
