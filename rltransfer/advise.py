@@ -116,7 +116,7 @@ def _own_variant(family: Family, target: str) -> str:
 def advise(
     source: str | Path | Checkpoint,
     family: str | Family,
-    targets: Sequence[str | Variant],
+    targets: Sequence[str | Variant] | str,
     episodes: int = 10,
     samples: int = 1000,
     seed: int = 0,
@@ -141,6 +141,8 @@ def advise(
             f"advise needs a source checkpoint pretrained by rltransfer on the '{fam.name}' family, or a plain "
             f"SB3 PPO zip of one of its tasks ({why})"
         )
+    if isinstance(targets, str):  # one target, or several comma-separated as on the command line
+        targets = [t.strip() for t in targets.split(",") if t.strip()]
     variants = [t if isinstance(t, Variant) else resolve_variant(fam, _own_variant(fam, t)) for t in targets]
     model = load_source_model(ckpt, fam, seed)
     src_env = source_eval_env(ckpt, fam, source_variant(ckpt), 8)

@@ -103,7 +103,7 @@ def _check_positive(**values: float) -> None:
 
 def distill(
     family: str | Family,
-    sources: Sequence[str | Path | Checkpoint],
+    sources: Sequence[str | Path | Checkpoint] | str,
     rounds: int = 8,
     steps_per_round: int = 2048,
     epochs: int = 4,
@@ -126,6 +126,8 @@ def distill(
     _check_positive(rounds=rounds, steps_per_round=steps_per_round, epochs=epochs, batch_size=batch_size, lr=lr)
     if seed < 0:
         raise UserError(f"seed must be >= 0, got {seed}")
+    if isinstance(sources, str | Path):  # comma-separated, as --sources takes them
+        sources = [s.strip() for s in str(sources).split(",") if s.strip()]
     ckpts = [s if isinstance(s, Checkpoint) else load_checkpoint(s) for s in sources]
     if len(ckpts) < 2:
         raise UserError("distillation needs at least two source checkpoints (one per source variant)")

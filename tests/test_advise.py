@@ -100,6 +100,11 @@ def test_advise_checks_its_counts(source_dir: Path, episodes: int, samples: int)
         advise(source_dir, "cartpole", ["long"], episodes=episodes, samples=samples)
 
 
+def test_advise_takes_targets_as_one_string(source_dir: Path) -> None:
+    advice = advise(source_dir, "cartpole", "long, longer", episodes=1, samples=20)
+    assert [a.target for a in advice] == ["long", "longer"]
+
+
 def test_advise_refuses_other_sources(source_dir: Path) -> None:
     with pytest.raises(UserError, match=r"'acrobot' family.*is not a source of that family"):
         advise(source_dir, "acrobot", ["long1"])

@@ -71,6 +71,12 @@ def test_distill_input_errors(teachers: list[Path], student: Path) -> None:
         distill("cartpole", teachers[:1])
     with pytest.raises(UserError, match="seed must be >= 0, got -1"):
         distill("cartpole", teachers, seed=-1)
+    with pytest.raises(UserError, match="at least two"):  # one path as text, not its letters
+        distill("cartpole", str(teachers[0]))
+    with pytest.raises(
+        UserError, match=f"'{teachers[0]}/model.zip' is not an rltransfer source checkpoint of the 'acrobot'"
+    ):
+        distill("acrobot", f"{teachers[0]},{teachers[1]}")  # comma-separated, as --sources takes them
     with pytest.raises(UserError, match="not an rltransfer source checkpoint of the 'acrobot'"):
         distill("acrobot", teachers)
     with pytest.raises(UserError, match="not an rltransfer source"):
