@@ -26,7 +26,7 @@ from rltransfer.compare import mmd_rbf
 from rltransfer.envs import Family, Variant
 from rltransfer.errors import UserError
 from rltransfer.evaluation import evaluate_tasks
-from rltransfer.resolve import resolve_family, resolve_variant, split_target
+from rltransfer.resolve import comma_items, resolve_family, resolve_variant, split_target
 from rltransfer.source_policy import load_source_model, runs_as_source_of, source_eval_env, source_variant
 
 
@@ -142,7 +142,7 @@ def advise(
             f"SB3 PPO zip of one of its tasks ({why})"
         )
     if isinstance(targets, str):  # one target, or several comma-separated as on the command line
-        targets = [t.strip() for t in targets.split(",") if t.strip()]
+        targets = comma_items(targets)
     variants = [t if isinstance(t, Variant) else resolve_variant(fam, _own_variant(fam, t)) for t in targets]
     model = load_source_model(ckpt, fam, seed)
     src_env = source_eval_env(ckpt, fam, source_variant(ckpt), 8)

@@ -254,11 +254,10 @@ def cmd_distill(args: argparse.Namespace) -> int:
     from rltransfer.distill import distill
 
     torch_threads()
-    sources = [s.strip() for s in args.sources.split(",") if s.strip()]
     out = Path(args.out) if args.out else Path("runs") / "distilled" / f"{args.family.name}-seed{args.seed}"
     result = distill(
         args.family,
-        sources,
+        args.sources,  # comma-separated, split by distill
         rounds=args.rounds,
         steps_per_round=args.steps,
         epochs=args.epochs,

@@ -29,14 +29,7 @@ def kv(items: Sequence[str] | None, flag: str = "--hp") -> dict[str, Any]:
     """``KEY=VALUE`` items (``--hp``, ``--param``, ``--option``) as a mapping, values read as YAML."""
     from rltransfer.hyperparams import parse_override
 
-    out = {}
-    for item in items or []:
-        if "=" not in item:
-            example = {"--hp": "n_steps=64", "--param": "length=0.8", "--option": "coef=0.01"}[flag]
-            raise UserError(f"{flag} '{item}' must look like KEY=VALUE, e.g. {flag} {example}")
-        key, value = parse_override(item)
-        out[key] = value
-    return out
+    return dict(parse_override(item, flag) for item in items or [])
 
 
 def snapshot_seconds(value: str | None) -> float | None:

@@ -34,7 +34,7 @@ from rltransfer.hyperparams import resolve_hyperparams
 from rltransfer.io import atomic_write_json, staging_dir, versions
 from rltransfer.ppo import TransferPPO
 from rltransfer.pretraining import EVAL_SEED_OFFSET
-from rltransfer.resolve import resolve_family
+from rltransfer.resolve import comma_items, resolve_family
 from rltransfer.snapshot import (
     DEFAULT_EVERY_S,
     check_key,
@@ -127,7 +127,7 @@ def distill(
     if seed < 0:
         raise UserError(f"seed must be >= 0, got {seed}")
     if isinstance(sources, str | Path):  # comma-separated, as --sources takes them
-        sources = [s.strip() for s in str(sources).split(",") if s.strip()]
+        sources = comma_items(str(sources))
     ckpts = [s if isinstance(s, Checkpoint) else load_checkpoint(s) for s in sources]
     if len(ckpts) < 2:
         raise UserError("distillation needs at least two source checkpoints (one per source variant)")

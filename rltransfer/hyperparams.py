@@ -145,10 +145,14 @@ def policy_options(hp: Mapping[str, Any]) -> dict[str, Any]:
     return {key: hp[key] for key in sorted(POLICY_KEYS) if key in hp}
 
 
-def parse_override(text: str) -> tuple[str, Any]:
-    """``key=value`` with the value read as YAML (``n_steps=64``, ``learning_rate=lin_3e-4``)."""
+OVERRIDE_EXAMPLES = {"--hp": "n_steps=64", "--param": "length=0.8", "--option": "coef=0.01"}
+
+
+def parse_override(text: str, flag: str = "--hp") -> tuple[str, Any]:
+    """``key=value`` with the value read as YAML (``n_steps=64``, ``learning_rate=lin_3e-4``); ``flag``
+    names the option it came with (``--hp``, ``--param``, ``--option``) in the error."""
     if "=" not in text:
-        raise UserError(f"hyperparameter override '{text}' must look like key=value, e.g. n_steps=64")
+        raise UserError(f"{flag} '{text}' must look like KEY=VALUE, e.g. {flag} {OVERRIDE_EXAMPLES[flag]}")
     key, raw = text.split("=", 1)
     try:
         return key.strip(), yaml.safe_load(raw)

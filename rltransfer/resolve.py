@@ -12,6 +12,12 @@ from rltransfer.errors import UserError
 from rltransfer.io import sha256
 
 
+def comma_items(text: str) -> list[str]:
+    """``"long, longer"`` as ``["long", "longer"]``: a list given as text, as the command line's
+    ``--targets`` and ``--sources`` take it (the Python API accepts the same)."""
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
 def resolve_family(family: str | Family, base: Path | None = None) -> Family:
     """A shipped family by name, a user family by ``module:ATTRIBUTE`` or YAML file, or a ``Family``
     (a user's is registered and checked; one named like a shipped family is refused). ``base``: a

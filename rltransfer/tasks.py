@@ -26,7 +26,7 @@ from rltransfer.envs import (
     padded_spaces,
 )
 from rltransfer.errors import UserError
-from rltransfer.resolve import resolve_family, resolve_variant, split_target
+from rltransfer.resolve import comma_items, resolve_family, resolve_variant, split_target
 
 Target: TypeAlias = "str | Variant | Task | Mapping[str, float]"
 
@@ -140,7 +140,7 @@ def resolve_targets(family: str | Family, targets: Sequence[Target] | str) -> Ta
     variant of ``family``); a string alone is one target, or several separated by commas."""
     fam = resolve_family(family)
     if isinstance(targets, str):  # one target, or several comma-separated as on the command line
-        targets = [t.strip() for t in targets.split(",") if t.strip()]
+        targets = comma_items(targets)
     if targets is None or isinstance(targets, Mapping | Variant | Task):
         raise UserError(f"targets must be a list (['long', {{'length': 0.9}}]), got {targets!r}")
     tasks = []
