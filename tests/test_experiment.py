@@ -66,6 +66,8 @@ def test_malformed_yaml_names_line(tmp_path: Path) -> None:
         ({"targets": [3]}, r"target 3 is not a variant name, \{param: value\} or \{name, params\}"),
         ({"targets": [{}]}, "target {} is not a variant name"),
         ({"targets": [{"family": "acrobot"}]}, "names no variant; add variant: NAME"),
+        ({"targets": [{"family": "acrobot", "variant": "long1", "params": {}}]}, "variant .* or params .*, not both"),
+        ({"targets": [{"family": "nope", "variant": "x"}]}, r"^spec: unknown family 'nope'"),
         ({"arms": ["scratch", "warp"]}, "unknown strategy 'warp'"),
         ({"arms": ["freeze"]}, "must include 'scratch'"),
         ({"arms": ["scratch", "freeze", "freeze"]}, "distinct"),

@@ -348,11 +348,16 @@ def parse_spec(
         t = t if isinstance(t, str) else ctx.check_keys(t, TARGET_KEYS, f"targets.{i}")
         if isinstance(t, dict) and "params" not in t and "variant" not in t and "name" not in t:
             raise ctx.fail(f"targets.{i}", f"target {t} names no variant; add variant: NAME (or params)")
+        if isinstance(t, dict) and "params" in t and "variant" in t:
+            raise ctx.fail(
+                f"targets.{i}", "a target takes variant (a named one) or params (its values), not both; drop one"
+            )
+        # Outside the try below: _family's error already names its line.
+        fam = _family(ctx, t["family"], f"targets.{i}.family") if isinstance(t, dict) and "family" in t else family
         try:
             if isinstance(t, str):
                 targets.extend(resolve_targets(family, [t]).tasks)
                 continue
-            fam = _family(ctx, t["family"], f"targets.{i}.family") if "family" in t else family
             if "params" in t:
                 variant = resolve_variant(fam, t["params"], name=str(t.get("name", f"custom{i}")))
             else:
