@@ -68,6 +68,10 @@ def test_malformed_yaml_names_line(tmp_path: Path) -> None:
         ({"targets": [{"family": "acrobot"}]}, "names no variant; add variant: NAME"),
         ({"targets": [{"family": "acrobot", "variant": "long1", "params": {}}]}, "variant .* or params .*, not both"),
         ({"targets": [{"family": "nope", "variant": "x"}]}, r"^spec: unknown family 'nope'"),
+        (
+            {"source": {"variant": "long", "params": {"length": 0.9}}},
+            "the source takes variant .* or params .*, not both",
+        ),
         ({"arms": ["scratch", "warp"]}, "unknown strategy 'warp'"),
         ({"arms": ["freeze"]}, "must include 'scratch'"),
         ({"arms": ["scratch", "freeze", "freeze"]}, "distinct"),

@@ -306,6 +306,8 @@ def parse_spec(
         raise ctx.fail("name", f"name '{name}' may hold only letters, digits, '_', '.', '-'")
 
     src = ctx.check_keys(raw.get("source", {}) or {}, SOURCE_KEYS, "source")
+    if "params" in src and "variant" in src:
+        raise ctx.fail("source", "the source takes variant (a named one) or params (its values), not both; drop one")
     try:
         src_variant = (
             resolve_variant(family, src["params"], "source-custom")
