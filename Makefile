@@ -24,8 +24,10 @@ lint: setup
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# One worker per core, a test file per worker: the slow tests mostly wait on the
+# processes they start (pools, Ray, killed runners), so two workers overlap them.
 unit: setup
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n auto --dist loadfile
 
 test: lint unit
 
