@@ -1,9 +1,11 @@
 """rltransfer: RL policy transfer with honest comparisons against scratch.
 
-Public API: :func:`pretrain`, :func:`finetune`, :func:`run_experiment`, :func:`load_checkpoint`,
-:func:`parse_strategy`, :func:`load_spec`, :func:`build_report`.
+Public API: :func:`pretrain`, :func:`finetune`, :func:`run_experiment`, :func:`load_agent` (a
+finished run's policy, to act with), :func:`load_checkpoint`, :func:`parse_strategy`,
+:func:`load_spec`, :func:`build_report`.
 """
 
+from rltransfer.agent import Agent, load_agent
 from rltransfer.checkpoint import Checkpoint, load_checkpoint
 from rltransfer.errors import UserError
 from rltransfer.experiment.report import build_report
@@ -17,6 +19,7 @@ from rltransfer.transfer import LayerMap, TransferReport, apply_transfer
 __version__ = "0.1.0"
 
 __all__ = [
+    "Agent",
     "Checkpoint",
     "ExperimentSpec",
     "FinetuneResult",
@@ -28,6 +31,7 @@ __all__ = [
     "apply_transfer",
     "build_report",
     "finetune",
+    "load_agent",
     "load_checkpoint",
     "load_spec",
     "parse_strategy",

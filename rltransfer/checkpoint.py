@@ -50,9 +50,19 @@ class Checkpoint:
 
     @property
     def trained_steps(self) -> int | None:
-        """Env steps the source trained for: its manifest's, else the zip's own count."""
-        steps = (self.manifest or {}).get("timesteps", self.zip_timesteps)
-        return None if steps is None else int(steps)
+        """Env steps that went into this policy, what a transfer from it is charged: a source's
+        pretraining; a fine-tuned run's own steps plus its source's; a distilled student's collected
+        steps plus its teachers'. A plain zip: its own count (``None`` where it has none)."""
+        manifest = self.manifest
+        if manifest is None:
+            return self.zip_timesteps
+        if manifest.get("kind") == "distilled":
+            curve = manifest.get("curve") or []
+            teachers = sum(int(t.get("timesteps") or 0) for t in manifest.get("teachers") or [])
+            return (int(curve[-1]["steps"]) if curve else 0) + teachers
+        steps = manifest.get("timesteps", self.zip_timesteps)
+        upstream = (manifest.get("source") or {}).get("timesteps") or 0  # a chain: A -> B, then B -> C
+        return None if steps is None else int(steps) + int(upstream)
 
     @property
     def obs_normalization(self) -> dict[str, Any] | None:

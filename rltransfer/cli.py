@@ -1,4 +1,4 @@
-"""Command line: a thin layer over the Python API (``rltransfer envs|pretrain|transfer|run|report``)."""
+"""Command line: a thin layer over the Python API (``rltransfer envs|pretrain|transfer|run|evaluate|report``)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from rltransfer.cli_args import (
     torch_threads,
     variant_arg,
 )
+from rltransfer.cli_evaluate import add_parser as add_evaluate_parser
 from rltransfer.devices import DEVICE_HELP
 from rltransfer.envs import NonFiniteError
 from rltransfer.errors import SourceFailed, UserError
@@ -410,6 +411,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--snapshot-every", metavar="SECONDS", help=SNAPSHOT_HELP.replace("every update", "every round"))
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_distill)
+
+    add_evaluate_parser(sub)
 
     p = sub.add_parser("report", help="(re)build the report of experiment directories, and their overview")
     p.add_argument("dir", nargs="+", help="the --out directory of `rltransfer run` (several: also one overview)")

@@ -322,7 +322,15 @@ def _distill(
     manifest = {
         "kind": "distilled",
         "family": fam.name,
-        "teachers": [{"path": str(c.path), "zip_sha256": c.sha256, "variant": c.manifest["variant"]} for c in ckpts],  # type: ignore[index]
+        "teachers": [
+            {
+                "path": str(c.path),
+                "zip_sha256": c.sha256,
+                "variant": c.manifest["variant"],  # type: ignore[index]
+                "timesteps": c.trained_steps,  # charged to a transfer from the student
+            }
+            for c in ckpts
+        ],
         "tasks": tasks.names,
         "seed": seed,
         "hyperparams": hp,

@@ -318,6 +318,8 @@ def _run(
         },
         "frozen": frozen_parameters(policy),
         "final_eval": dict(zip(names, curve.returns[-1], strict=True)),
+        # The statistics the final policy acts with (``rltransfer.agent``; a source for a further transfer).
+        "obs_normalization": normalization.stats_of(model.get_env()),  # type: ignore[arg-type]
         "device": device_record(model.device),
         "versions": versions(),
         "command": sys.argv,

@@ -12,6 +12,8 @@ import pytest
 import torch as th
 
 from rltransfer import distill as distill_module
+from rltransfer import load_agent
+from rltransfer.checkpoint import load_checkpoint
 from rltransfer.cli import main
 from rltransfer.distill import distill
 from rltransfer.errors import UserError
@@ -194,3 +196,15 @@ def test_runs_without_a_directory_leave_nothing_in_the_temp_dir(
     distill("cartpole", teachers, rounds=1, steps_per_round=32, epochs=1)
     pretrain("cartpole", seed=0, timesteps=64, hyperparams=HP)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_student_is_an_agent_and_charges_its_teachers(student: Path, teachers: list[Path]) -> None:
+    """``load_agent`` repeats the student's final evaluation; a transfer from it is charged the
+    steps it collected and its teachers' pretraining."""
+    manifest = json.loads((student / "manifest.json").read_text())
+    agent = load_agent(student)
+    assert agent.kind == "distilled" and agent.task_names == ["source-0", "long-1"]
+    assert {t: m for t, (m, _) in agent.evaluate().items()} == manifest["eval"]["student"]
+    teacher_steps = sum(load_checkpoint(t).trained_steps or 0 for t in teachers)
+    assert teacher_steps > 0
+    assert load_checkpoint(student).trained_steps == manifest["curve"][-1]["steps"] + teacher_steps

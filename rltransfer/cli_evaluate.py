@@ -1,0 +1,55 @@
+"""``rltransfer evaluate``: a finished run's policy played on its tasks or on other targets."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from rltransfer.agent import load_agent
+    from rltransfer.cli_args import parse_targets, torch_threads
+
+    torch_threads()
+    agent = load_agent(args.run, family=args.family)
+    targets = None if args.targets is None else parse_targets(agent.family, args.targets)
+    seed = agent.eval_seed if args.seed is None else args.seed
+    episodes = int(agent.hyperparams.get("eval_episodes", 10)) if args.episodes is None else args.episodes
+    results = agent.evaluate(targets, episodes, args.head, deterministic=not args.stochastic, seed=seed)
+    if args.json:
+        print(json.dumps({name: {"mean": m, "std": s} for name, (m, s) in results.items()}, indent=2))
+        return 0
+    policy = "stochastic" if args.stochastic else "deterministic"
+    console = Console(width=max(Console().width, 120))
+    seeds = f"seeds {seed}..{seed + episodes - 1}"
+    console.print(escape(f"{agent.kind} run {agent.path}: {episodes} {policy} episodes per target, {seeds}"))
+    table = Table()
+    for col in ("target", "mean return", "std", "threshold", "reached"):
+        table.add_column(col)
+    tasks = [agent.resolve_target(t, args.head)[1] for t in targets or agent.task_names]
+    for (name, (mean, std)), task in zip(results.items(), tasks, strict=True):
+        threshold = task.family.threshold
+        table.add_row(escape(name), f"{mean:.1f}", f"{std:.1f}", f"{threshold:g}", "yes" if mean >= threshold else "no")
+    console.print(table)
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    from rltransfer.cli_args import TARGETS_HELP
+
+    p = sub.add_parser("evaluate", help="play a finished run's policy on its tasks or other targets")
+    p.add_argument(
+        "run", help="a run directory: a source checkpoint, runs/<experiment>/<arm>/seed<k>, a distilled student"
+    )
+    p.add_argument("--targets", help=f"default: every task of the run; {TARGETS_HELP} (another target needs --head)")
+    p.add_argument("--head", help="the run's task whose head (and task id) plays the targets")
+    p.add_argument("--episodes", type=int, help="episodes per target (default: the run's eval_episodes)")
+    p.add_argument("--seed", type=int, help="episode i starts from seed+i (default: the run's own evaluation seed)")
+    p.add_argument("--stochastic", action="store_true", help="sample actions instead of taking the most likely")
+    p.add_argument("--family", help="your own family, where the run's manifest cannot name it again")
+    p.add_argument("--json", action="store_true", help="print the returns as JSON")
+    p.set_defaults(func=cmd_evaluate)

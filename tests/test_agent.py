@@ -1,0 +1,171 @@
+"""Finished runs as agents: rebuilt from their manifests, they repeat their own final evaluation
+(normalisation statistics included) and play other targets with a chosen head."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from stable_baselines3 import PPO
+from stable_baselines3.common.evaluation import evaluate_policy
+
+from rltransfer import finetune, load_agent, pretrain
+from rltransfer.checkpoint import load_checkpoint
+from rltransfer.cli import main
+from rltransfer.errors import UserError
+
+HP = {"n_steps": 32, "batch_size": 32, "n_epochs": 1, "n_envs": 1, "eval_freq": 64, "eval_episodes": 2}
+
+
+@pytest.fixture(scope="module")
+def cartpole(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A CartPole source and a run fine-tuned from it on two targets."""
+    root = tmp_path_factory.mktemp("cartpole")
+    pretrain("cartpole", seed=0, timesteps=128, hyperparams=HP, out=root / "src")
+    finetune(
+        "cartpole", ["long", "longer"], root / "src", "finetune", seed=1, timesteps=128, hyperparams=HP, out=root / "ft"
+    )
+    return root / "src", root / "ft"
+
+
+@pytest.fixture(scope="module")
+def normalised(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """MountainCarContinuous (observations normalised, continuous returns): a source and a run."""
+    root = tmp_path_factory.mktemp("mcc")
+    hp = {**HP, "eval_episodes": 1, "eval_freq": 10_000}
+    pretrain("mountaincarcontinuous", seed=0, timesteps=128, hyperparams=hp, out=root / "src")
+    finetune(
+        "mountaincarcontinuous", ["source", "weak"], root / "src", "finetune", seed=0, timesteps=128,
+        hyperparams=hp, out=root / "ft",
+    )  # fmt: skip
+    return root / "src", root / "ft"
+
+
+def test_a_source_repeats_its_own_evaluation(cartpole: tuple[Path, Path]) -> None:
+    src, _ = cartpole
+    agent = load_agent(src)
+    manifest = json.loads((src / "manifest.json").read_text())
+    assert (agent.kind, agent.task_names, agent.tasks) == ("source", ["source"], None)
+    assert agent.evaluate()["source"][0] == manifest["eval"]["mean_return"]
+    assert set(agent.evaluate(["long", {"length": 0.9}])) == {"long", "custom (length=0.9)"}
+
+
+def test_a_run_repeats_its_final_evaluation(cartpole: tuple[Path, Path]) -> None:
+    _, ft = cartpole
+    agent = load_agent(ft)
+    final = json.loads((ft / "manifest.json").read_text())["final_eval"]
+    assert agent.kind == "transfer" and agent.task_names == ["long", "longer"]
+    assert {name: mean for name, (mean, _) in agent.evaluate().items()} == final
+
+
+def test_normalised_observations_use_the_runs_final_statistics(normalised: tuple[Path, Path]) -> None:
+    src, ft = normalised
+    manifest = json.loads((ft / "manifest.json").read_text())
+    assert (
+        manifest["obs_normalization"]["count"]
+        > json.loads((src / "manifest.json").read_text())["obs_normalization"]["count"]
+    ), "the run's own statistics, updated while fine-tuning, not the source's"
+    agent = load_agent(ft)
+    returns = {name: mean for name, (mean, _) in agent.evaluate().items()}
+    assert returns == pytest.approx(manifest["final_eval"], rel=1e-9)
+    agent.obs_stats = {**agent.obs_stats, "mean": [0.0, 0.0], "var": [1.0, 1.0]}  # type: ignore[dict-item]
+    raw = {name: mean for name, (mean, _) in agent.evaluate().items()}
+    assert raw != pytest.approx(returns, rel=1e-6), "the statistics must change what the policy sees"
+
+
+def test_a_normalised_run_without_statistics_is_refused(normalised: tuple[Path, Path], tmp_path: Path) -> None:
+    _, ft = normalised
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "model.zip").write_bytes((ft / "model.zip").read_bytes())
+    manifest = json.loads((ft / "manifest.json").read_text())
+    del manifest["obs_normalization"]  # as runs finished before the statistics were recorded
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(UserError, match=r"does not hold their statistics .*; train the run again"):
+        load_agent(old)
+
+
+def test_another_target_is_played_by_a_named_head(cartpole: tuple[Path, Path]) -> None:
+    _, ft = cartpole
+    agent = load_agent(ft)
+    with pytest.raises(UserError, match=r"'heavy' is not a task of this run; pass head=NAME \(--head\)"):
+        agent.evaluate(["heavy"])
+    played = agent.evaluate(["heavy", {"length": 0.9}, "longer"], head="long")
+    assert list(played) == ["heavy (head long)", "custom (length=0.9) (head long)", "longer (head long)"]
+    # The head decides: the same target under its own head and another's.
+    assert agent.evaluate("longer", head="longer") == {"longer": agent.evaluate()["longer"]}
+    with pytest.raises(UserError, match="head 'nope' is not a task of this run; choose one of: long, longer"):
+        agent.evaluate(head="nope")
+    with pytest.raises(UserError, match="given twice"):
+        agent.evaluate(["long", "long"])
+    with pytest.raises(UserError, match="episodes must be at least 1"):
+        agent.evaluate(episodes=0)
+
+
+def test_the_env_serves_plain_sb3(cartpole: tuple[Path, Path]) -> None:
+    """The rebuilt policy is the saved one: ``PPO.load`` of the zip acts the same on ``agent.env``."""
+    _, ft = cartpole
+    agent = load_agent(ft)
+    env = agent.env("longer", n_envs=3)
+    obs = env.reset()
+    loaded = PPO.load(ft / "model.zip", device="cpu")
+    for _ in range(20):
+        ours = agent.model.predict(obs, deterministic=True)[0]
+        np.testing.assert_array_equal(ours, loaded.predict(obs, deterministic=True)[0])
+        obs = env.step(ours)[0]
+    assert np.all(obs["task_id"] == 1)
+    mean, _ = evaluate_policy(loaded, agent.env("long", n_envs=2), n_eval_episodes=2)
+    assert mean > 0
+
+
+def test_a_cross_space_run_plays_each_familys_targets(tmp_path: Path, cartpole: tuple[Path, Path]) -> None:
+    src, _ = cartpole
+    out = tmp_path / "cross"
+    finetune("cartpole", ["long", "acrobot/source"], src, "freeze", seed=0, timesteps=64, hyperparams=HP, out=out)
+    agent = load_agent(out)
+    final = json.loads((out / "manifest.json").read_text())["final_eval"]
+    assert {name: mean for name, (mean, _) in agent.evaluate().items()} == final
+    assert list(agent.evaluate(["acrobot/long1"], head="acrobot/source")) == ["acrobot/long1 (head acrobot/source)"]
+    with pytest.raises(UserError, match="head 'cartpole/long' plays cartpole tasks, not acrobot"):
+        agent.evaluate(["acrobot/long1"], head="cartpole/long")
+    # A task of the run by any of its names.
+    assert list(agent.evaluate(["long", "rltransfer/Acrobot-source-v0"])) == ["cartpole/long", "acrobot/source"]
+
+
+def test_a_chain_charges_every_step_and_carries_the_statistics(normalised: tuple[Path, Path], tmp_path: Path) -> None:
+    """A fine-tuned run as the next source: its steps and its source's are charged, and the
+    target starts from its final observation statistics."""
+    src, ft = normalised
+    first = load_checkpoint(ft)
+    assert first.trained_steps == first.manifest["timesteps"] + load_checkpoint(src).trained_steps  # type: ignore[index]
+    hp = {**HP, "eval_episodes": 1, "eval_freq": 10_000}
+    result = finetune("mountaincarcontinuous", ["strong"], ft, "freeze", seed=0, timesteps=64, hyperparams=hp)
+    assert result.manifest["source"]["timesteps"] == first.trained_steps
+    assert result.report is not None
+    count = first.manifest["obs_normalization"]["count"]  # type: ignore[index]
+    assert f"statistics carried from the source (count {count:g})" in " ".join(result.report.notes)
+
+
+def test_command_line(cartpole: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    _, ft = cartpole
+    assert main(["evaluate", str(ft)]) == 0
+    out = capsys.readouterr().out
+    assert "transfer run" in out and "long" in out and "longer" in out and "threshold" in out
+    assert main(["evaluate", str(ft), "--targets", "heavy,{length: 0.9}", "--head", "long", "--json"]) == 0
+    played = json.loads(capsys.readouterr().out)
+    assert list(played) == ["heavy (head long)", "custom1 (length=0.9) (head long)"]
+    assert main(["evaluate", str(ft), "--targets", "heavy"]) == 2
+    assert "pass head=NAME (--head)" in capsys.readouterr().err
+    assert main(["evaluate", str(ft.parent)]) == 2
+    err = capsys.readouterr().err
+    assert "holds no model.zip; pass one run's directory:" in err and str(ft) in err
+    assert main(["evaluate", str(ft.parent / "nope")]) == 2
+    assert "does not exist; pass a run directory" in capsys.readouterr().err
+
+
+def test_a_plain_zip_is_not_a_run(tmp_path: Path) -> None:
+    PPO("MlpPolicy", "CartPole-v1", n_steps=32, batch_size=32, device="cpu").save(tmp_path / "plain.zip")
+    with pytest.raises(UserError, match=r"is a plain SB3 zip, not an rltransfer run; load it with PPO\.load"):
+        load_agent(tmp_path / "plain.zip")
