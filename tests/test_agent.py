@@ -15,6 +15,7 @@ from rltransfer import finetune, load_agent, pretrain
 from rltransfer.checkpoint import load_checkpoint
 from rltransfer.cli import main
 from rltransfer.errors import UserError
+from rltransfer.experiment.run import run_experiment
 
 HP = {"n_steps": 32, "batch_size": 32, "n_epochs": 1, "n_envs": 1, "eval_freq": 64, "eval_episodes": 2}
 
@@ -169,3 +170,27 @@ def test_a_plain_zip_is_not_a_run(tmp_path: Path) -> None:
     PPO("MlpPolicy", "CartPole-v1", n_steps=32, batch_size=32, device="cpu").save(tmp_path / "plain.zip")
     with pytest.raises(UserError, match=r"is a plain SB3 zip, not an rltransfer run; load it with PPO\.load"):
         load_agent(tmp_path / "plain.zip")
+
+
+def test_a_grid_from_a_fine_tuned_run_reports_its_lineage(cartpole: tuple[Path, Path], tmp_path: Path) -> None:
+    """A spec's ``checkpoint:`` may be a fine-tuned run: the report charges the chain and says how
+    to read the source's own returns."""
+    _, ft = cartpole
+    spec = {
+        "name": "chain",
+        "family": "cartpole",
+        "source": {"checkpoint": str(ft)},
+        "targets": ["heavy"],
+        "arms": ["scratch", "freeze"],
+        "seeds": 1,
+        "timesteps": 64,
+        "eval": {"freq": 64, "episodes": 2},
+        "hyperparams": HP,
+    }
+    result, report = run_experiment(spec, out=tmp_path / "chain", workers=1, progress=False)
+    assert not result.failed and report is not None
+    text = (report / "report.md").read_text()
+    assert f"`rltransfer evaluate {ft}` gives its return on each" in text
+    charged = load_checkpoint(ft).trained_steps
+    assert charged is not None and charged > json.loads((ft / "manifest.json").read_text())["timesteps"]
+    assert f"| freeze | heavy | {charged:,} |" in text

@@ -103,6 +103,11 @@ def _sources_table(spec: ExperimentSpec, out: Path, data: Collected) -> ExtraTab
         )
         if uses[0].seed is None:
             note += " A plain SB3 zip records no evaluation of its own: see its training logs."
+        elif uses[0].mean_return is None:  # a fine-tuned run or a distilled student: several tasks of its own
+            note += (
+                " This checkpoint trained on several tasks (a fine-tuned run or a distilled student): "
+                f"`rltransfer evaluate {Path(uses[0].path).parent}` gives its return on each."
+            )
     else:
         note = (
             "Every transfer arm fine-tunes this one source: the confidence intervals are over target "
