@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from specs import grid_spec
 from stable_baselines3 import PPO
 from stable_baselines3.common.evaluation import evaluate_policy
 
@@ -176,17 +177,7 @@ def test_a_grid_from_a_fine_tuned_run_reports_its_lineage(cartpole: tuple[Path, 
     """A spec's ``checkpoint:`` may be a fine-tuned run: the report charges the chain and says how
     to read the source's own returns."""
     _, ft = cartpole
-    spec = {
-        "name": "chain",
-        "family": "cartpole",
-        "source": {"checkpoint": str(ft)},
-        "targets": ["heavy"],
-        "arms": ["scratch", "freeze"],
-        "seeds": 1,
-        "timesteps": 64,
-        "eval": {"freq": 64, "episodes": 2},
-        "hyperparams": HP,
-    }
+    spec = grid_spec("chain", source={"checkpoint": str(ft)}, targets=["heavy"], seeds=1, timesteps=64)
     result, report = run_experiment(spec, out=tmp_path / "chain", workers=1, progress=False)
     assert not result.failed and report is not None
     text = (report / "report.md").read_text()
