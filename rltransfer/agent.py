@@ -65,10 +65,13 @@ class Agent:
         if n_envs < 1:
             raise UserError(f"n_envs must be at least 1, got {n_envs}")
         _, task, k = self.resolve_target(target, head)
+        return self._env(task, k, n_envs)
+
+    def _env(self, task: Task, k: int, n_envs: int) -> VecEnv:
         if self.tasks is None:
             return source_eval_env(self.checkpoint, self.family, task.variant, n_envs)
         tasks = list(self.tasks.tasks)
-        tasks[k] = task  # the same space as head k's own task (checked in _resolve)
+        tasks[k] = task  # the same space as head k's own task (checked in resolve_target)
         env = TaskSet(self.family, tuple(tasks)).eval_env(k, n_envs)
         env = normalization.wrap(env, self.hyperparams, dict_obs=True, training=False)
         if self.obs_stats is not None:
@@ -89,17 +92,16 @@ class Agent:
         episodes = int(self.hyperparams.get("eval_episodes", 10)) if episodes is None else episodes
         if episodes < 1:
             raise UserError(f"episodes must be at least 1, got {episodes}")
-        if isinstance(targets, str):
+        if targets is None:
+            targets = self.task_names
+        elif isinstance(targets, str):
             targets = comma_items(targets)
-        chosen: Sequence[Target | None] = [None] if targets is None and self.tasks is None else targets or []
-        if targets is None and self.tasks is not None:
-            chosen = self.task_names
         envs = {}
-        for target in chosen:
-            name = self.resolve_target(target, head)[0]
+        for target in targets:
+            name, task, k = self.resolve_target(target, head)
             if name in envs:
                 raise UserError(f"target '{name}' given twice; give each target once")
-            envs[name] = self.env(target, episodes, head)
+            envs[name] = self._env(task, k, episodes)
         return evaluate_tasks(self.model, envs, episodes, self.eval_seed if seed is None else seed, deterministic)
 
     def resolve_target(self, target: Target | None, head: str | None) -> tuple[str, Task, int]:
