@@ -92,6 +92,9 @@ class Agent:
         episodes = int(self.hyperparams.get("eval_episodes", 10)) if episodes is None else episodes
         if episodes < 1:
             raise UserError(f"episodes must be at least 1, got {episodes}")
+        seed = self.eval_seed if seed is None else seed
+        if seed < 0:  # Gymnasium's reset takes seeds >= 0
+            raise UserError(f"seed must be >= 0, got {seed}")
         if targets is None:
             targets = self.task_names
         elif isinstance(targets, str):
@@ -102,7 +105,7 @@ class Agent:
             if name in envs:
                 raise UserError(f"target '{name}' given twice; give each target once")
             envs[name] = self._env(task, k, episodes)
-        return evaluate_tasks(self.model, envs, episodes, self.eval_seed if seed is None else seed, deterministic)
+        return evaluate_tasks(self.model, envs, episodes, seed, deterministic)
 
     def resolve_target(self, target: Target | None, head: str | None) -> tuple[str, Task, int]:
         """The target's name as results give it, its task, and the index of the head that plays it

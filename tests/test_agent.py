@@ -104,6 +104,8 @@ def test_another_target_is_played_by_a_named_head(cartpole: tuple[Path, Path]) -
         agent.evaluate(["long", "long"])
     with pytest.raises(UserError, match="episodes must be at least 1"):
         agent.evaluate(episodes=0)
+    with pytest.raises(UserError, match="seed must be >= 0, got -1"):
+        agent.evaluate(seed=-1)
 
 
 def test_the_env_serves_plain_sb3(cartpole: tuple[Path, Path]) -> None:
