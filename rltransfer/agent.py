@@ -150,7 +150,7 @@ class Agent:
     def _label(self, task: Task) -> str:
         """``long``, ``acrobot/long1`` (another family's) or ``custom (length=0.9)``."""
         name = task.variant.name if task.family.name == self.family.name else task.name
-        if task.variant.name not in {v.name for v in task.family.variants}:  # values, not a registered variant
+        if task.variant not in task.family.all_variants():  # values, not a registered variant
             name += f" ({', '.join(f'{k}={v:g}' for k, v in sorted(task.variant.params.items()))})"
         return name
 

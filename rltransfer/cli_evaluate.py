@@ -1,9 +1,11 @@
-"""``rltransfer evaluate``: a finished run's policy played on its tasks or on other targets."""
+"""The commands that play finished policies: ``rltransfer evaluate`` (one run, on its tasks or
+other targets) and ``rltransfer generalize`` (every run of an experiment on held-out targets)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -38,6 +40,34 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_generalize(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from rltransfer.cli_args import parse_targets, torch_threads
+    from rltransfer.experiment.generalization import OUT_DIR, generalize, table
+    from rltransfer.experiment.report import load_experiment
+
+    torch_threads()
+    targets = None
+    if args.targets is not None:
+        targets = parse_targets(load_experiment(Path(args.dir)).family, args.targets)
+    result = generalize(args.dir, targets, args.head, args.episodes)
+    console = Console(width=max(Console().width, 140))
+    heads = ", ".join(f"{name} by {t['head']}" for name, t in result.targets.items())
+    console.print(escape(f"{result.episodes} deterministic episodes per run and target; played {heads}"))
+    header, rows = table(result)
+    out = Table()
+    for col in header:
+        out.add_column(escape(col))
+    for row in rows:
+        out.add_row(*map(escape, row))
+    console.print(out)
+    console.print(escape(f"written: {Path(args.dir) / OUT_DIR}/{{report.md,scores.csv,summary.json}}"))
+    return 0
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from rltransfer.cli_args import TARGETS_HELP
 
@@ -53,3 +83,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--family", help="your own family, where the run's manifest cannot name it again")
     p.add_argument("--json", action="store_true", help="print the returns as JSON")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("generalize", help="play every run of an experiment on held-out targets, against scratch")
+    p.add_argument("dir", help="the --out directory of `rltransfer run`")
+    p.add_argument("--targets", help=f"default: the family's held-out variants; {TARGETS_HELP}")
+    p.add_argument("--head", help="the trained target whose head plays every target (default: the nearest one)")
+    p.add_argument("--episodes", type=int, help="episodes per run and target (default: the experiment's)")
+    p.set_defaults(func=cmd_generalize)

@@ -1,0 +1,279 @@
+"""Generalisation: an experiment's final policies on targets none of its runs trained on.
+
+Every family reserves a held-out parameter band that no target may use (``heldout0..2``).
+``generalize`` plays every finished run of every arm on those variants (or on targets given),
+each through the head of its nearest trained task, and compares the arms with scratch as the
+report does: the mean return per target with bootstrap intervals over seeds, the difference to
+scratch, P(improvement) and the transfer flags. Each run plays its own evaluation episodes
+(seed ``k + 10000`` for seed ``k``), so arms meet the same starts seed by seed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rltransfer.agent import load_agent
+from rltransfer.compare import (
+    mean_difference,
+    probability_of_improvement,
+    probability_of_improvement_ci,
+    stratified_bootstrap_ci,
+    stratified_independent_bootstrap_ci,
+)
+from rltransfer.envs import Family, Task
+from rltransfer.errors import UserError
+from rltransfer.experiment.report import load_experiment
+from rltransfer.experiment.runner import Job, plan_jobs
+from rltransfer.experiment.spec import ExperimentSpec
+from rltransfer.io import versions
+from rltransfer.report.files import write_csv, write_json, write_text
+from rltransfer.report.tables import fmt_number
+from rltransfer.tasks import Target, resolve_targets
+
+BASELINE = "scratch"
+ALL_TARGETS = "all targets"
+OUT_DIR = "generalization"
+
+
+@dataclass(frozen=True)
+class Played:
+    """One run's policy on one target: the mean and std of its episode returns."""
+
+    arm: str
+    seed: int
+    target: str
+    head: str
+    mean: float
+    std: float
+    run: str
+
+
+@dataclass(frozen=True)
+class ArmOnTarget:
+    """One arm on one target (or on all of them), over its seeds; ``None`` where there is no baseline."""
+
+    arm: str
+    target: str
+    runs: int
+    mean: tuple[float, float, float]  # value, low, high
+    solved: float  # fraction of runs whose mean return reached the threshold
+    difference: tuple[float, float, float] | None
+    prob_improvement: tuple[float, float, float] | None
+
+    @property
+    def flag(self) -> str:
+        if self.difference is None:
+            return ""
+        return "NEGATIVE TRANSFER" if self.difference[2] < 0 else "positive" if self.difference[1] > 0 else ""
+
+
+@dataclass
+class Generalization:
+    out: Path
+    targets: dict[str, dict[str, Any]]  # name -> family, params, head
+    played: list[Played]
+    rows: list[ArmOnTarget]
+    episodes: int
+
+
+def generalize(
+    out: str | Path,
+    targets: Sequence[Target] | str | None = None,
+    head: str | None = None,
+    episodes: int | None = None,
+    reps: int = 2000,
+) -> Generalization:
+    """Play every finished run of the experiment in ``out`` on ``targets`` (default: its family's
+    held-out variants) and write ``<out>/generalization/`` (``report.md``, ``scores.csv``,
+    ``summary.json``). ``head``: the trained task whose head plays every target (default: for
+    each target, the nearest trained task in range-normalised parameters)."""
+    out = Path(out)
+    spec = load_experiment(out)
+    episodes = spec.eval_episodes if episodes is None else episodes
+    if episodes < 1:
+        raise UserError(f"episodes must be at least 1, got {episodes}")
+    chosen = _targets(spec, targets)
+    heads = {name: _head(spec, task, head) for name, task in chosen.items()}
+    runs = _complete_runs(spec, out)
+    played = []
+    for (arm, seed), jobs in runs.items():
+        agents = {}  # per run: a multi-task run plays every target, a per-target run those nearest its own
+        for name, task in chosen.items():
+            k = heads[name]
+            job = jobs[0] if spec.mode == "multitask" else jobs[k]
+            if job.run_dir not in agents:
+                agents[job.run_dir] = load_agent(job.run_dir, family=spec.family)
+            agent = agents[job.run_dir]
+            head_name = spec.task_names[k] if spec.mode == "multitask" else None
+            ((_, (mean, std)),) = agent.evaluate([task], episodes, head=head_name).items()
+            played.append(Played(arm, seed, name, spec.task_names[k], mean, std, str(job.run_dir.relative_to(out))))
+    rows = _compare(spec, chosen, played, reps)
+    result = Generalization(
+        out,
+        {
+            name: {
+                "family": t.family.name,
+                "params": t.family.resolve(t.variant.params),
+                "head": spec.task_names[heads[name]],
+            }
+            for name, t in chosen.items()
+        },
+        played,
+        rows,
+        episodes,
+    )
+    _write(result, spec)
+    return result
+
+
+def _targets(spec: ExperimentSpec, targets: Sequence[Target] | str | None) -> dict[str, Task]:
+    if targets is None:
+        held_out = spec.family.held_out_variants()
+        if not held_out:
+            raise UserError(
+                f"family '{spec.family.name}' declares no held-out band; pass --targets (e.g. a variant "
+                "or {param: value}) to play instead"
+            )
+        targets = list(held_out)
+    tasks = resolve_targets(spec.family, targets)
+    trained = {(t.family.name, t.variant.name) for t in spec.targets}
+    for t in tasks.tasks:
+        if (t.family.name, t.variant.name) in trained:
+            raise UserError(f"'{t.variant.name}' is a target the runs trained on; generalisation plays other targets")
+    return dict(zip(tasks.names, tasks.tasks, strict=True))
+
+
+def _head(spec: ExperimentSpec, task: Task, head: str | None) -> int:
+    """Index of the trained task that plays ``task``: ``head``, or the nearest one of its family."""
+    names = spec.task_names
+    if head is not None:
+        if head not in names:
+            raise UserError(f"head '{head}' is not a target of the experiment; choose one of: {', '.join(names)}")
+        k = names.index(head)
+        if spec.targets[k].family.name != task.family.name:
+            raise UserError(f"head '{head}' plays {spec.targets[k].family.name} tasks, not {task.family.name}")
+        return k
+    same = [k for k, t in enumerate(spec.targets) if t.family.name == task.family.name]
+    if not same:
+        raise UserError(f"no target of the experiment is a {task.family.name} task; play targets of its families")
+    return min(same, key=lambda k: _distance(task.family, spec.targets[k], task))
+
+
+def _distance(family: Family, a: Task, b: Task) -> float:
+    """Euclidean distance of two variants' parameters, each scaled by its valid range."""
+    pa, pb = family.resolve(a.variant.params), family.resolve(b.variant.params)
+    return math.sqrt(sum(((pa[p.name] - pb[p.name]) / (p.high - p.low)) ** 2 for p in family.params))
+
+
+def _complete_runs(spec: ExperimentSpec, out: Path) -> dict[tuple[str, int], list[Job]]:
+    """Finished runs by (arm, seed), in spec order; in per-target mode only seeds with every target's run."""
+    grouped: dict[tuple[str, int], list[Job]] = {}
+    for job in plan_jobs(spec, out):
+        grouped.setdefault((job.arm.name, job.seed), []).append(job)
+    complete = {key: jobs for key, jobs in grouped.items() if all(j.finished for j in jobs)}
+    if not complete:
+        raise UserError(f"no finished runs under '{out}'; run `rltransfer run SPEC --out {out} --resume`")
+    return complete
+
+
+def _compare(spec: ExperimentSpec, targets: dict[str, Task], played: list[Played], reps: int) -> list[ArmOnTarget]:
+    """Per arm: a ``(seeds, targets)`` matrix of mean returns, each column compared with scratch."""
+    names = list(targets)
+    matrices: dict[str, np.ndarray] = {}
+    for arm in spec.arms:
+        seeds = sorted({p.seed for p in played if p.arm == arm.name})
+        if seeds:
+            cell = {(p.seed, p.target): p.mean for p in played if p.arm == arm.name}
+            matrices[arm.name] = np.asarray([[cell[s, t] for t in names] for s in seeds])
+    thresholds = np.asarray([targets[t].family.threshold for t in names])
+    base = matrices.get(BASELINE)
+    rows = []
+    for arm, scores in matrices.items():
+        columns = [(t, slice(i, i + 1)) for i, t in enumerate(names)] + [(ALL_TARGETS, slice(None))]
+        for target, col in columns:
+            x = scores[:, col]
+            low, high = stratified_bootstrap_ci(x, lambda m: float(np.mean(m)), reps=reps)
+            diff = pi = None
+            if base is not None and arm != BASELINE:
+                y = base[:, col]
+                d_low, d_high = stratified_independent_bootstrap_ci(x, y, mean_difference, reps=reps)
+                diff = (mean_difference(x, y), d_low, d_high)
+                pi = (probability_of_improvement(x, y), *probability_of_improvement_ci(x, y, reps=reps))
+            solved = float(np.mean(x >= thresholds[col]))
+            rows.append(ArmOnTarget(arm, target, len(scores), (float(np.mean(x)), low, high), solved, diff, pi))
+    return rows
+
+
+def _cell(estimate: tuple[float, float, float] | None) -> str:
+    if estimate is None:
+        return "—"
+    value, low, high = estimate
+    return f"{fmt_number(value)} [{fmt_number(low)}, {fmt_number(high)}]"
+
+
+def table(result: Generalization) -> tuple[list[str], list[list[str]]]:
+    """The comparison as header and rows of text (report and command line)."""
+    header = ["target", "arm", "runs", "mean return [95% CI]", "vs scratch [95% CI]", "P(improvement) [95% CI]",
+              "solved", "flags"]  # fmt: skip
+    rows = [
+        [
+            r.target,
+            r.arm,
+            str(r.runs),
+            _cell(r.mean),
+            _cell(r.difference),
+            _cell(r.prob_improvement),
+            f"{r.solved:.0%}",
+            r.flag,
+        ]  # fmt: skip
+        for r in sorted(result.rows, key=lambda r: [*result.targets, ALL_TARGETS].index(r.target))
+    ]
+    return header, rows
+
+
+def _write(result: Generalization, spec: ExperimentSpec) -> None:
+    where = result.out / OUT_DIR
+    where.mkdir(parents=True, exist_ok=True)
+    header, rows = table(result)
+    lines = [
+        f"# Generalisation to held-out targets: {spec.name}",
+        "",
+        f"Every finished run's final policy, {result.episodes} deterministic episodes per target (run seed k "
+        "plays seeds k+10000...), each target played by the head of the trained task named below. No run "
+        "trained on these targets. Intervals are stratified bootstrap percentile intervals over seeds; "
+        "NEGATIVE TRANSFER marks an arm whose difference to scratch lies entirely below 0.",
+        "",
+        "| target | family | parameters | head |",
+        "| --- | --- | --- | --- |",
+        *(
+            f"| {name} | {t['family']} | {', '.join(f'{k}={v:g}' for k, v in t['params'].items())} | {t['head']} |"
+            for name, t in result.targets.items()
+        ),
+        "",
+        "| " + " | ".join(header) + " |",
+        "| " + " | ".join("---" for _ in header) + " |",
+        *("| " + " | ".join(row) + " |" for row in rows),
+        "",
+    ]
+    write_text(where / "report.md", "\n".join(lines))
+    write_csv(
+        where / "scores.csv",
+        ["arm", "seed", "target", "head", "mean_return", "std_return", "run"],
+        [[p.arm, p.seed, p.target, p.head, p.mean, p.std, p.run] for p in result.played],
+    )
+    write_json(
+        where / "summary.json",
+        {
+            "experiment": spec.name,
+            "episodes": result.episodes,
+            "targets": result.targets,
+            "rows": [asdict(r) | {"flag": r.flag} for r in result.rows],
+            "versions": versions(),
+        },
+    )

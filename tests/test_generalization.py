@@ -1,0 +1,111 @@
+"""Generalisation: every finished run of an experiment played on held-out targets, against scratch."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from specs import grid_spec
+
+from rltransfer import load_agent
+from rltransfer.cli import main
+from rltransfer.envs import get_family
+from rltransfer.errors import UserError
+from rltransfer.experiment.generalization import ALL_TARGETS, generalize
+from rltransfer.experiment.run import run_experiment
+
+
+def _grid(out: Path, **changes: object) -> Path:
+    spec = grid_spec("gen", targets=["long", "gravity30"], **changes)
+    result, _ = run_experiment(spec, out=out, workers=2, progress=False)
+    assert not result.failed
+    return out
+
+
+@pytest.fixture(scope="module")
+def multitask(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _grid(tmp_path_factory.mktemp("gen") / "multitask")
+
+
+def _scores(out: Path) -> list[dict[str, str]]:
+    with open(out / "generalization" / "scores.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_every_run_plays_the_held_out_variants_with_its_nearest_head(multitask: Path) -> None:
+    result = generalize(multitask)
+    held_out = [v.name for v in get_family("cartpole").held_out_variants()]
+    assert list(result.targets) == held_out
+    # The held-out band (pole 0.55-0.7, gravity 10.5-14) lies nearest the long pole, not 3x gravity.
+    assert {t["head"] for t in result.targets.values()} == {"long"}
+    assert {(p.arm, p.seed) for p in result.played} == {(a, s) for a in ("scratch", "freeze") for s in (0, 1)}
+    assert len(result.played) == 4 * len(held_out)
+    # Each number is the run's own policy on that target, as load_agent plays it.
+    one = next(p for p in result.played if p.arm == "freeze" and p.seed == 1 and p.target == "heldout2")
+    agent = load_agent(multitask / one.run)
+    expected = agent.evaluate(["heldout2"], head="long")["heldout2 (head long)"]
+    assert (one.mean, one.std) == expected
+    # The files hold the same, and a second call writes the same bytes (deterministic episodes).
+    first = (multitask / "generalization" / "scores.csv").read_bytes()
+    assert len(_scores(multitask)) == len(result.played)
+    generalize(multitask)
+    assert (multitask / "generalization" / "scores.csv").read_bytes() == first
+    summary = json.loads((multitask / "generalization" / "summary.json").read_text())
+    assert [r["target"] for r in summary["rows"]].count(ALL_TARGETS) == 2
+    assert "heldout0" in (multitask / "generalization" / "report.md").read_text()
+
+
+def test_the_comparison_with_scratch_is_the_difference_of_the_runs_means(multitask: Path) -> None:
+    result = generalize(multitask, ["heldout0", {"length": 1.2}])
+    by_arm: dict[str, dict[str, list[float]]] = {}
+    for p in result.played:
+        by_arm.setdefault(p.arm, {}).setdefault(p.target, []).append(p.mean)
+    assert result.targets["custom1"]["head"] == "long"  # a 1.2 m pole: nearest the long pole of the two
+    for row in result.rows:
+        if row.target == ALL_TARGETS:
+            continue
+        mean = float(np.mean(by_arm[row.arm][row.target]))
+        assert row.mean[0] == pytest.approx(mean)
+        assert row.mean[1] <= mean <= row.mean[2]
+        if row.arm == "scratch":
+            assert row.difference is None and row.flag == ""
+        else:
+            assert row.difference is not None
+            assert row.difference[0] == pytest.approx(mean - np.mean(by_arm["scratch"][row.target]))
+            assert (row.flag == "NEGATIVE TRANSFER") == (row.difference[2] < 0)
+            assert (row.flag == "positive") == (row.difference[1] > 0)
+
+
+def test_a_named_head_and_bad_requests(multitask: Path) -> None:
+    result = generalize(multitask, "heldout1", head="gravity30", episodes=3)
+    assert result.targets["heldout1"]["head"] == "gravity30" and result.episodes == 3
+    with pytest.raises(UserError, match="'long' is a target the runs trained on"):
+        generalize(multitask, ["long"])
+    with pytest.raises(
+        UserError, match="head 'nope' is not a target of the experiment; choose one of: long, gravity30"
+    ):
+        generalize(multitask, head="nope")
+    with pytest.raises(UserError, match="episodes must be at least 1"):
+        generalize(multitask, episodes=0)
+    with pytest.raises(UserError, match="holds no experiment.json"):
+        generalize(multitask / "scratch")
+
+
+def test_per_target_runs_play_the_targets_nearest_their_own(tmp_path: Path) -> None:
+    out = _grid(tmp_path / "per-target", mode="per-target", seeds=1, arms=["scratch"])
+    result = generalize(out, ["heldout0", {"gravity": 35.0}])
+    runs = {p.target: p.run for p in result.played}
+    assert runs == {"heldout0": "scratch/seed0/long", "custom1": "scratch/seed0/gravity30"}
+
+
+def test_command_line(multitask: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["generalize", str(multitask), "--episodes", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "heldout0 by long" in out and "vs scratch" in out and "generalization" in out
+    assert main(["generalize", str(multitask), "--targets", "longer,{length: 0.9}", "--head", "long"]) == 0
+    assert "custom1" in capsys.readouterr().out
+    assert main(["generalize", str(multitask), "--targets", "long"]) == 2
+    assert "trained on" in capsys.readouterr().err
