@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from rltransfer.envs import get_family
 from specs import grid_spec
 
 from rltransfer import load_agent
 from rltransfer.cli import main
-from rltransfer.envs import get_family
 from rltransfer.errors import UserError
 from rltransfer.experiment.generalization import ALL_TARGETS, generalize
 from rltransfer.experiment.run import run_experiment
@@ -90,7 +90,7 @@ def test_a_named_head_and_bad_requests(multitask: Path) -> None:
         generalize(multitask, head="nope")
     with pytest.raises(UserError, match="episodes must be at least 1"):
         generalize(multitask, episodes=0)
-    with pytest.raises(UserError, match="holds no experiment.json"):
+    with pytest.raises(UserError, match=r"holds no experiment\.json"):
         generalize(multitask / "scratch")
 
 

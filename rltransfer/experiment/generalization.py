@@ -186,11 +186,11 @@ def _compare(spec: ExperimentSpec, targets: dict[str, Task], played: list[Played
     """Per arm: a ``(seeds, targets)`` matrix of mean returns, each column compared with scratch."""
     names = list(targets)
     matrices: dict[str, np.ndarray] = {}
-    for arm in spec.arms:
-        seeds = sorted({p.seed for p in played if p.arm == arm.name})
+    for name in (a.name for a in spec.arms):
+        cell = {(p.seed, p.target): p.mean for p in played if p.arm == name}
+        seeds = sorted({seed for seed, _ in cell})
         if seeds:
-            cell = {(p.seed, p.target): p.mean for p in played if p.arm == arm.name}
-            matrices[arm.name] = np.asarray([[cell[s, t] for t in names] for s in seeds])
+            matrices[name] = np.asarray([[cell[s, t] for t in names] for s in seeds])
     thresholds = np.asarray([targets[t].family.threshold for t in names])
     base = matrices.get(BASELINE)
     rows = []
@@ -221,6 +221,7 @@ def table(result: Generalization) -> tuple[list[str], list[list[str]]]:
     """The comparison as header and rows of text (report and command line)."""
     header = ["target", "arm", "runs", "mean return [95% CI]", "vs scratch [95% CI]", "P(improvement) [95% CI]",
               "solved", "flags"]  # fmt: skip
+    order = [*result.targets, ALL_TARGETS]
     rows = [
         [
             r.target,
@@ -231,8 +232,8 @@ def table(result: Generalization) -> tuple[list[str], list[list[str]]]:
             _cell(r.prob_improvement),
             f"{r.solved:.0%}",
             r.flag,
-        ]  # fmt: skip
-        for r in sorted(result.rows, key=lambda r: [*result.targets, ALL_TARGETS].index(r.target))
+        ]
+        for r in sorted(result.rows, key=lambda r: order.index(r.target))
     ]
     return header, rows
 
