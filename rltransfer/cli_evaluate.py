@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 
@@ -53,7 +54,13 @@ def cmd_generalize(args: argparse.Namespace) -> int:
     targets = None
     if args.targets is not None:
         targets = parse_targets(load_experiment(Path(args.dir)).family, args.targets)
-    result = generalize(args.dir, targets, args.head, args.episodes)
+    result = generalize(
+        args.dir,
+        targets,
+        args.head,
+        args.episodes,
+        workers=args.workers if args.workers is not None else os.cpu_count() or 1,
+    )
     console = Console(width=max(Console().width, 140))
     heads = ", ".join(f"{name} by {t['head']}" for name, t in result.targets.items())
     console.print(escape(f"{result.episodes} deterministic episodes per run and target; played {heads}"))
@@ -89,4 +96,5 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--targets", help=f"default: the family's held-out variants; {TARGETS_HELP}")
     p.add_argument("--head", help="the trained target whose head plays every target (default: the nearest one)")
     p.add_argument("--episodes", type=int, help="episodes per run and target (default: the experiment's)")
+    p.add_argument("--workers", type=int, help="worker processes (default: all cores)")
     p.set_defaults(func=cmd_generalize)

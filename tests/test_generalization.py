@@ -51,7 +51,7 @@ def test_every_run_plays_the_held_out_variants_with_its_nearest_head(multitask: 
     # The files hold the same, and a second call writes the same bytes (deterministic episodes).
     first = (multitask / "generalization" / "scores.csv").read_bytes()
     assert len(_scores(multitask)) == len(result.played)
-    generalize(multitask)
+    generalize(multitask, workers=2)  # seeds played in worker processes: the same numbers
     assert (multitask / "generalization" / "scores.csv").read_bytes() == first
     summary = json.loads((multitask / "generalization" / "summary.json").read_text())
     assert [r["target"] for r in summary["rows"]].count(ALL_TARGETS) == 2
@@ -90,6 +90,8 @@ def test_a_named_head_and_bad_requests(multitask: Path) -> None:
         generalize(multitask, head="nope")
     with pytest.raises(UserError, match="episodes must be at least 1"):
         generalize(multitask, episodes=0)
+    with pytest.raises(UserError, match="workers must be a positive integer, got 0"):
+        generalize(multitask, workers=0)
     with pytest.raises(UserError, match=r"holds no experiment\.json"):
         generalize(multitask / "scratch")
 

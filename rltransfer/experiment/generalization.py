@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from rltransfer.agent import load_agent
+from rltransfer.agent import Agent, load_agent
 from rltransfer.compare import (
     mean_difference,
     probability_of_improvement,
@@ -28,6 +28,8 @@ from rltransfer.compare import (
 )
 from rltransfer.envs import Family, Task
 from rltransfer.errors import UserError
+from rltransfer.experiment.main_guard import check_main_guard
+from rltransfer.experiment.pool import worker_pool
 from rltransfer.experiment.report import load_experiment
 from rltransfer.experiment.runner import Job, plan_jobs
 from rltransfer.experiment.spec import ExperimentSpec
@@ -88,31 +90,31 @@ def generalize(
     head: str | None = None,
     episodes: int | None = None,
     reps: int = 2000,
+    workers: int = 1,
 ) -> Generalization:
     """Play every finished run of the experiment in ``out`` on ``targets`` (default: its family's
     held-out variants) and write ``<out>/generalization/`` (``report.md``, ``scores.csv``,
     ``summary.json``). ``head``: the trained task whose head plays every target (default: for
-    each target, the nearest trained task in range-normalised parameters)."""
+    each target, the nearest trained task in range-normalised parameters). ``workers`` > 1 plays
+    the seeds in that many worker processes, with the same results."""
     out = Path(out)
     spec = load_experiment(out)
     episodes = spec.eval_episodes if episodes is None else episodes
     if episodes < 1:
         raise UserError(f"episodes must be at least 1, got {episodes}")
+    if workers < 1:
+        raise UserError(f"workers must be a positive integer, got {workers}")
     chosen = _targets(spec, targets)
     heads = {name: _head(spec, task, head) for name, task in chosen.items()}
-    runs = _complete_runs(spec, out)
-    played = []
-    for (arm, seed), jobs in runs.items():
-        agents = {}  # per run: a multi-task run plays every target, a per-target run those nearest its own
-        for name, task in chosen.items():
-            k = heads[name]
-            job = jobs[0] if spec.mode == "multitask" else jobs[k]
-            if job.run_dir not in agents:
-                agents[job.run_dir] = load_agent(job.run_dir, family=spec.family)
-            agent = agents[job.run_dir]
-            head_name = spec.task_names[k] if spec.mode == "multitask" else None
-            ((_, (mean, std)),) = agent.evaluate([task], episodes, head=head_name).items()
-            played.append(Played(arm, seed, name, spec.task_names[k], mean, std, str(job.run_dir.relative_to(out))))
+    plan = _Plan(out, spec.family, spec.mode, tuple(spec.task_names), chosen, heads, episodes)
+    groups = [(arm, seed, [j.run_dir for j in jobs]) for (arm, seed), jobs in _complete_runs(spec, out).items()]
+    if workers > 1 and len(groups) > 1:
+        check_main_guard()  # workers import the main script again
+        with worker_pool(min(workers, len(groups))) as pool:
+            done = list(pool.map(_play, [plan] * len(groups), *zip(*groups, strict=True)))
+    else:
+        done = [_play(plan, *group) for group in groups]
+    played = [p for group in done for p in group]
     rows = _compare(spec, chosen, played, reps)
     result = Generalization(
         out,
@@ -130,6 +132,35 @@ def generalize(
     )
     _write(result, spec)
     return result
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What every worker needs to play its runs (sent to worker processes)."""
+
+    out: Path
+    family: Family
+    mode: str
+    task_names: tuple[str, ...]
+    targets: dict[str, Task]
+    heads: dict[str, int]
+    episodes: int
+
+
+def _play(plan: _Plan, arm: str, seed: int, run_dirs: list[Path]) -> list[Played]:
+    """One seed of one arm on every target: a multi-task run plays them all through the heads
+    chosen; in per-target mode each target is played by the run of its head's task."""
+    agents: dict[Path, Agent] = {}
+    played = []
+    for name, task in plan.targets.items():
+        k = plan.heads[name]
+        run = run_dirs[0] if plan.mode == "multitask" else run_dirs[k]
+        if run not in agents:
+            agents[run] = load_agent(run, family=plan.family)
+        head = plan.task_names[k] if plan.mode == "multitask" else None
+        ((_, (mean, std)),) = agents[run].evaluate([task], plan.episodes, head=head).items()
+        played.append(Played(arm, seed, name, plan.task_names[k], mean, std, str(run.relative_to(plan.out))))
+    return played
 
 
 def _targets(spec: ExperimentSpec, targets: Sequence[Target] | str | None) -> dict[str, Task]:

@@ -178,6 +178,13 @@ def _worker_init(environ: dict[str, str], umask: int) -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+def worker_pool(workers: int) -> ProcessPoolExecutor:
+    """``workers`` worker processes that start clean (no inherited torch threads or open env
+    handles: see ``_context``), with the runner's environment and umask, and die with it."""
+    init = (dict(os.environ), rltransfer_io.UMASK)
+    return ProcessPoolExecutor(workers, mp_context=_context(), initializer=_worker_init, initargs=init)
+
+
 def _run_pool(
     queue: list[Item],
     workers: int,
@@ -187,9 +194,7 @@ def _run_pool(
 ) -> list[Item]:
     """Run ``queue`` in one process pool; returns the jobs to retry after the pool broke."""
     retry: list[Item] = []
-    # Workers start clean (no inherited torch threads or open env handles): see _context.
-    init = (dict(os.environ), rltransfer_io.UMASK)
-    with ProcessPoolExecutor(workers, mp_context=_context(), initializer=_worker_init, initargs=init) as pool:
+    with worker_pool(workers) as pool:
         pending: dict[Future[dict[str, Any]], Item] = {}
         broken = False
         while ((queue := runnable(queue)) and not broken) or pending:
