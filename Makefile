@@ -18,6 +18,7 @@ setup: $(BIN)/rltransfer
 
 demo: setup
 	$(BIN)/rltransfer run experiments/cartpole.yaml --out runs/cartpole --resume
+	$(BIN)/rltransfer generalize runs/cartpole
 
 lint: setup
 	$(BIN)/ruff check .
