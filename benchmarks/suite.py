@@ -4,7 +4,8 @@ For each spec (default: every ``experiments/*.yaml``) the grid is run (or resume
 overview of ``rltransfer.experiment.overview`` is printed: per target and transfer arm, the
 time-to-threshold ratio transfer/scratch with its 95% CI, the AUC gain over scratch with its
 CI, and the negative-transfer flag; then, per experiment and arm, the targets where transfer
-was positive, null or NEGATIVE. ``--quick`` scales every budget (source and
+was positive, null or NEGATIVE; then, per experiment and arm, the final policies on the
+family's held-out variants against scratch (``rltransfer generalize``). ``--quick`` scales every budget (source and
 target) down and uses 3 seeds, for a machine-sized pass; the tables record the settings used.
 
     python benchmarks/suite.py --quick experiments/cartpole.yaml experiments/cartpole-to-classic.yaml
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import sys
 import time
 from pathlib import Path
@@ -26,6 +28,7 @@ from pathlib import Path
 from sidebyside import machine
 
 from rltransfer.errors import UserError
+from rltransfer.experiment.generalization import ALL_TARGETS, Generalization, generalize, table
 from rltransfer.experiment.overview import Row, overview_markdown, rows_for
 from rltransfer.experiment.run import run_experiments
 from rltransfer.experiment.spec import ExperimentSpec, load_spec, parse_spec
@@ -48,6 +51,13 @@ def scaled(spec: ExperimentSpec, factor: float, seeds: int) -> ExperimentSpec:
             raw["source"]["seeds"] = list(spec.source.seeds[:seeds])
         raw["source"].pop("require_solved", None)  # a scaled-down source is not expected to solve
     return parse_spec(raw, where=f"{spec.path} (quick)")
+
+
+def generalization_rows(name: str, result: Generalization) -> list[str]:
+    """Markdown rows of each arm over all held-out variants (``rltransfer generalize``)."""
+    _, rows = table(result)
+    return [f"| {name} | {arm} | {runs} | {mean} | {diff} | {flag} |\n"
+            for target, arm, runs, mean, diff, _, _, flag in rows if target == ALL_TARGETS]  # fmt: skip
 
 
 def main() -> int:
@@ -90,6 +100,7 @@ def main() -> int:
         return 2
     print(f"{len(todo)} experiments: {time.time() - started:.0f}s", file=sys.stderr, flush=True)
     rows: list[Row] = []
+    held_out: list[str] = []
     for (path, spec, out), run in zip(todo, runs, strict=True):
         if run.error is not None:  # e.g. a source that missed source.require_solved: the other specs went on
             print(f"{path}: {run.error}", file=sys.stderr)
@@ -97,9 +108,16 @@ def main() -> int:
             print(f"{path}: {len(run.result.failed)} runs failed; rerun to retry", file=sys.stderr)
         else:
             rows += rows_for(spec, out)
+            held_out += generalization_rows(spec.name, generalize(out, workers=args.workers or os.cpu_count() or 1))
     setting = f"quick: budgets x{args.quick}, {args.seeds} seeds" if args.quick else "full budgets"
     header = f"machine: {machine()}, Python {sys.version.split()[0]}; {setting}\n\n"
     text = header + overview_markdown(rows)
+    if held_out:
+        text += (
+            "\n### Generalisation: final policies on the held-out variants (mean over them)\n\n"
+            "| experiment | arm | runs | mean return [95% CI] | vs scratch [95% CI] | flags |\n"
+            "| --- | --- | --- | --- | --- | --- |\n" + "".join(held_out)
+        )
     print(text, end="")
     if args.out:
         Path(args.out).write_text(text)
