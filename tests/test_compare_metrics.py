@@ -179,3 +179,15 @@ def test_compare_arms_rejects_bad_inputs() -> None:
         compare_arms({"scratch": scratch, "copy": scratch[:, :1]}, STEPS, TASKS, THRESHOLDS, reps=10)
     with pytest.raises(ValueError, match="task names"):
         compare_arms({"scratch": scratch}, STEPS, ["one"], THRESHOLDS, reps=10)
+
+
+@pytest.mark.parametrize("task", [*TASKS, ALL_TASKS])
+def test_asymptotic_gain_is_the_final_return_difference_to_scratch(comparison: list, task: str) -> None:
+    scratch, better, same = (find(comparison, arm, task) for arm in ("scratch", "better", "same"))
+    assert scratch.asymptotic_gain is None and scratch.to_dict()["asymptotic_gain"] is None
+    final = {r.arm: r.metrics["final_return"].mean.value for r in (scratch, better, same)}
+    gain = better.asymptotic_gain
+    assert gain is not None and gain.value == pytest.approx(final["better"] - final["scratch"])
+    assert gain.value == pytest.approx(30.0, abs=5.0) and 0.0 < gain.low <= gain.value <= gain.high
+    assert same.asymptotic_gain is not None and same.asymptotic_gain.low < 0.0 < same.asymptotic_gain.high
+    assert better.to_dict()["asymptotic_gain"]["value"] == pytest.approx(gain.value)

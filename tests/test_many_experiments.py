@@ -93,6 +93,9 @@ def test_command_line_runs_several_specs_and_one_failing_stops_only_itself(
     gain = next(c for c in summary["comparisons"] if (c["arm"], c["task"]) == ("freeze", "g12"))["auc_difference"]
     assert [(r["experiment"], r["target"], r["arm"]) for r in rows] == [("pend", "g12", "freeze")]
     assert float(rows[0]["auc_gain"]) == gain["value"] and float(rows[0]["auc_low"]) == gain["low"]
+    final = next(c for c in summary["comparisons"] if (c["arm"], c["task"]) == ("freeze", "g12"))["asymptotic_gain"]
+    assert float(rows[0]["asymptotic_gain"]) == final["value"] and float(rows[0]["asymptotic_high"]) == final["high"]
+    assert "asymptotic gain [95% CI]" in overview and f"{final['value']:+.1f} [" in overview
     # `rltransfer report` rebuilds it from the directories alone.
     assert main(["report", str(tmp_path / "all" / "pend"), "--overview", str(tmp_path / "again")]) == 0
     assert (tmp_path / "again" / "overview.csv").read_text() == (tmp_path / "all" / "overview.csv").read_text()

@@ -93,6 +93,8 @@ class TaskComparison:
         prob_improvement: ``P(arm > baseline)`` on AUC; ``None`` for the baseline itself.
         auc_difference: mean AUC of the arm minus that of the baseline, with an interval
             from resampling both arms' runs independently; ``None`` for the baseline.
+        asymptotic_gain: mean final return of the arm minus that of the baseline, with the
+            same kind of interval; ``None`` for the baseline.
         negative_transfer: the whole AUC-difference interval lies below 0.
         positive_transfer: the whole AUC-difference interval lies above 0.
         winner: arm with the highest mean AUC on this task, or :data:`TIE` when its mean
@@ -120,6 +122,7 @@ class TaskComparison:
     last_k: int = 1
     source_steps: float = 0.0
     accounting: Accounting = "target"
+    asymptotic_gain: Estimate | None = None
 
     @property
     def is_winner(self) -> bool:
@@ -139,6 +142,7 @@ class TaskComparison:
             "reached_fraction": json_float(self.reached_fraction),
             "prob_improvement": None if self.prob_improvement is None else self.prob_improvement.to_dict(),
             "auc_difference": None if self.auc_difference is None else self.auc_difference.to_dict(),
+            "asymptotic_gain": None if self.asymptotic_gain is None else self.asymptotic_gain.to_dict(),
             "negative_transfer": self.negative_transfer,
             "positive_transfer": self.positive_transfer,
             "winner": self.winner,
@@ -200,6 +204,7 @@ def compare_arms(
         for task, column, threshold in columns:
             part = {name: values[:, column] for name, values in arm_scores.items()}
             base_auc = scores[baseline]["auc"][:, column]
+            base_final = scores[baseline]["final_return"][:, column]
             is_base = arm == baseline
             difference = None if is_base else _difference(part["auc"], base_auc, boot)
             results.append(
@@ -220,6 +225,7 @@ def compare_arms(
                     last_k=last_k,
                     source_steps=float(offsets.get(arm, 0)),
                     accounting=accounting,
+                    asymptotic_gain=None if is_base else _difference(part["final_return"], base_final, boot),
                 )
             )
     return _with_winners(results)

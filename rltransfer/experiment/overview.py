@@ -2,11 +2,12 @@
 
 Per experiment, target and transfer arm: the time-to-threshold ratio transfer/scratch (mean steps;
 a run that never reaches the threshold counts as the full budget, so such ratios are bounds) with
-a 95% stratified bootstrap CI over seeds, the AUC gain over scratch with its CI (the report's),
-the fraction of runs that reached the threshold and the negative-transfer flag; then, per
-experiment and arm, on how many targets transfer was positive, null or NEGATIVE. Built from each
-experiment's finished report (``report/summary.json``, ``report/curves.npz``), so it costs no
-training and can be rebuilt at any time (``rltransfer report DIR DIR ...``).
+a 95% stratified bootstrap CI over seeds, the AUC gain and the asymptotic gain (final return)
+over scratch with their CIs (the report's), the fraction of runs that reached the threshold and
+the negative-transfer flag; then, per experiment and arm, on how many targets transfer was
+positive, null or NEGATIVE. Built from each experiment's finished report
+(``report/summary.json``, ``report/curves.npz``), so it costs no training and can be rebuilt at
+any time (``rltransfer report DIR DIR ...``).
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ CSV_COLUMNS = [
     "auc_gain",
     "auc_low",
     "auc_high",
+    "asymptotic_gain",
+    "asymptotic_low",
+    "asymptotic_high",
     "reached",
     "flag",
 ]
@@ -58,13 +62,16 @@ class Row:
     auc: tuple[float, float, float]  # gain over scratch, CI low, CI high
     reached: float
     flag: str  # "positive", "NEGATIVE" or ""
+    # Final return over scratch, CI low, CI high (NaN: a report built before it was measured).
+    asymptotic: tuple[float, float, float] = (math.nan, math.nan, math.nan)
 
     def line(self) -> str:
-        (r, lo, hi), (d, dlo, dhi) = self.ttt, self.auc
+        (r, lo, hi), (d, dlo, dhi), (g, glo, ghi) = self.ttt, self.auc, self.asymptotic
         ttt = "— (neither reached)" if math.isnan(r) else f"{r:.2f} [{lo:.2f}, {hi:.2f}]"
+        final = "— (rebuild with `rltransfer report`)" if math.isnan(g) else f"{g:+.1f} [{glo:+.1f}, {ghi:+.1f}]"
         return (
             f"| {self.experiment} | {self.task} | {self.arm} | {ttt} | {d:+.1f} "
-            f"[{dlo:+.1f}, {dhi:+.1f}] | {self.reached:.0%} | {self.flag} |"
+            f"[{dlo:+.1f}, {dhi:+.1f}] | {final} | {self.reached:.0%} | {self.flag} |"
         )
 
 
@@ -112,6 +119,7 @@ def rows_for(spec: ExperimentSpec, out: Path) -> list[Row]:
             continue
         t = summary["tasks"].index(task)
         d = c["auc_difference"]
+        g = c.get("asymptotic_gain") or {}
         flag = "NEGATIVE" if c["negative_transfer"] else ("positive" if c["positive_transfer"] else "")
         rows.append(
             Row(
@@ -123,6 +131,7 @@ def rows_for(spec: ExperimentSpec, out: Path) -> list[Row]:
                 (d["value"], d["low"], d["high"]),
                 c["reached_fraction"],
                 flag,
+                tuple(math.nan if g.get(k) is None else float(g[k]) for k in ("value", "low", "high")),  # type: ignore[arg-type]
             )
         )
     return rows
@@ -156,13 +165,14 @@ def arm_summary(rows: Sequence[Row]) -> list[str]:
 def overview_markdown(rows: Sequence[Row], notes: Sequence[str] = ()) -> str:
     """The per-target table, then the per-arm counts, then ``notes`` (one bullet each)."""
     lines = [
-        "| experiment | target | arm | TTT ratio transfer/scratch [95% CI] | AUC gain [95% CI] | reached | flag |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| experiment | target | arm | TTT ratio transfer/scratch [95% CI] | AUC gain [95% CI] | "
+        "asymptotic gain [95% CI] | reached | flag |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
         *(row.line() for row in rows),
         "",
         "TTT ratio: mean env steps to the threshold, transfer / scratch (below 1: transfer gets there "
         "sooner); a run that never reaches it counts as the full budget, so a ratio over such runs is a "
-        "bound. Reached: the transfer arm's runs that got there.",
+        "bound. Asymptotic gain: final return minus scratch's. Reached: the transfer arm's runs that got there.",
         "",
         *arm_summary(rows),
     ]
@@ -176,7 +186,7 @@ def overview_csv(rows: Sequence[Row]) -> str:
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for r in rows:
-        writer.writerow([r.experiment, r.budget, r.task, r.arm, *r.ttt, *r.auc, r.reached, r.flag])
+        writer.writerow([r.experiment, r.budget, r.task, r.arm, *r.ttt, *r.auc, *r.asymptotic, r.reached, r.flag])
     return buf.getvalue()
 
 

@@ -63,6 +63,7 @@ def headers(confidence: float) -> tuple[str, ...]:
         f"jumpstart {ci}",
         "time to threshold: median (reached)",
         f"final return {ci}",
+        f"asymptotic gain {ci}",
         f"transfer ratio {ci}",
         f"P(improvement) {ci}",
         "flags",
@@ -85,6 +86,7 @@ def row(comparison: TaskComparison) -> Row:
         fmt_estimate(metrics["jumpstart"].mean),
         fmt_time_to_threshold(comparison),
         fmt_estimate(metrics["final_return"].mean),
+        fmt_estimate(comparison.asymptotic_gain),
         fmt_estimate(metrics["transfer_ratio"].mean),
         fmt_estimate(comparison.prob_improvement),
     )
@@ -102,7 +104,8 @@ def winner_sentence(comparisons: Sequence[TaskComparison]) -> str:
 LEGEND = (
     "AUC is the mean evaluation return over training (trapezoidal area divided by the step span). "
     "IQM is the interquartile mean. Jumpstart is the return before training minus the baseline's. "
-    "Final return averages the last evaluations. Transfer ratio is "
+    "Final return averages the last evaluations; asymptotic gain is the arm's final return minus the "
+    "baseline's (its interval resamples both arms' runs independently). Transfer ratio is "
     "(AUC - baseline AUC) / |baseline AUC|. P(improvement) is the probability that a run of the arm "
     "has a higher AUC than a run of the baseline. Intervals are stratified bootstrap percentile "
     "intervals over runs. NEGATIVE TRANSFER marks an arm whose AUC-difference interval to the baseline "
