@@ -71,7 +71,9 @@ def cmd_generalize(args: argparse.Namespace) -> int:
     for row in rows:
         out.add_row(*map(escape, row))
     console.print(out)
-    console.print(escape(f"written: {Path(args.dir) / OUT_DIR}/{{report.md,scores.csv,summary.json}}"))
+    console.print(
+        escape(f"written: {Path(args.dir) / OUT_DIR}/{{report.md,generalization.png,scores.csv,summary.json}}")
+    )
     return 0
 
 

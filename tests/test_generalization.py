@@ -56,6 +56,7 @@ def test_every_run_plays_the_held_out_variants_with_its_nearest_head(multitask: 
     summary = json.loads((multitask / "generalization" / "summary.json").read_text())
     assert [r["target"] for r in summary["rows"]].count(ALL_TARGETS) == 2
     assert "heldout0" in (multitask / "generalization" / "report.md").read_text()
+    assert (multitask / "generalization" / "generalization.png").read_bytes().startswith(b"\x89PNG")
 
 
 def test_the_comparison_with_scratch_is_the_difference_of_the_runs_means(multitask: Path) -> None:

@@ -35,12 +35,14 @@ from rltransfer.experiment.runner import Job, plan_jobs
 from rltransfer.experiment.spec import ExperimentSpec
 from rltransfer.io import versions
 from rltransfer.report.files import write_csv, write_json, write_text
+from rltransfer.report.forest import Interval, plot_forest
 from rltransfer.report.tables import fmt_number
 from rltransfer.tasks import Target, resolve_targets
 
 BASELINE = "scratch"
 ALL_TARGETS = "all targets"
 OUT_DIR = "generalization"
+PLOT = "generalization.png"
 
 
 @dataclass(frozen=True)
@@ -93,8 +95,8 @@ def generalize(
     workers: int = 1,
 ) -> Generalization:
     """Play every finished run of the experiment in ``out`` on ``targets`` (default: its family's
-    held-out variants) and write ``<out>/generalization/`` (``report.md``, ``scores.csv``,
-    ``summary.json``). ``head``: the trained task whose head plays every target (default: for
+    held-out variants) and write ``<out>/generalization/`` (``report.md`` with a forest plot of the
+    differences to scratch, ``scores.csv``, ``summary.json``). ``head``: the trained task whose head plays every target (default: for
     each target, the nearest trained task in range-normalised parameters). ``workers`` > 1 plays
     the seeds in that many worker processes, with the same results."""
     out = Path(out)
@@ -293,6 +295,17 @@ def _write(result: Generalization, spec: ExperimentSpec) -> None:
         *("| " + " | ".join(row) + " |" for row in rows),
         "",
     ]
+    panels = {  # the forest plot's flags: "positive", "NEGATIVE" or ""
+        target: [
+            Interval(r.arm, *r.difference, flag=r.flag.removesuffix(" TRANSFER"))
+            for r in result.rows
+            if r.target == target and r.difference is not None
+        ]
+        for target in [*result.targets, ALL_TARGETS]
+    }
+    if any(panels.values()):
+        plot_forest(panels, where / PLOT, xlabel="return over scratch on the held-out target [95% CI]")
+        lines += [f"![Return over scratch per held-out target and arm]({PLOT})", ""]
     write_text(where / "report.md", "\n".join(lines))
     write_csv(
         where / "scores.csv",
