@@ -96,9 +96,9 @@ def generalize(
 ) -> Generalization:
     """Play every finished run of the experiment in ``out`` on ``targets`` (default: its family's
     held-out variants) and write ``<out>/generalization/`` (``report.md`` with a forest plot of the
-    differences to scratch, ``scores.csv``, ``summary.json``). ``head``: the trained task whose head plays every target (default: for
-    each target, the nearest trained task in range-normalised parameters). ``workers`` > 1 plays
-    the seeds in that many worker processes, with the same results."""
+    differences to scratch, ``scores.csv``, ``summary.json``). ``head``: the trained task whose head
+    plays every target (default: for each target, the nearest trained task in range-normalised
+    parameters). ``workers`` > 1 plays the seeds in that many worker processes, with the same results."""
     out = Path(out)
     spec = load_experiment(out)
     episodes = spec.eval_episodes if episodes is None else episodes
