@@ -19,7 +19,7 @@ from rltransfer.experiment.run import run_experiment
 
 
 def _grid(out: Path, **changes: object) -> Path:
-    spec = grid_spec("gen", targets=["long", "gravity30"], **changes)
+    spec = grid_spec("gen", **{"targets": ["long", "gravity30"], **changes})
     result, _ = run_experiment(spec, out=out, workers=2, progress=False)
     assert not result.failed
     return out
@@ -112,3 +112,14 @@ def test_command_line(multitask: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert "custom1" in capsys.readouterr().out
     assert main(["generalize", str(multitask), "--targets", "long"]) == 2
     assert "trained on" in capsys.readouterr().err
+
+
+def test_a_cross_family_grid_plays_every_familys_held_out_band(tmp_path: Path) -> None:
+    out = _grid(tmp_path / "cross", targets=["long", "acrobot/source"], seeds=1)
+    result = generalize(out, episodes=2)
+    heads = {name: t["head"] for name, t in result.targets.items()}
+    assert heads == {
+        **{f"cartpole/heldout{i}": "cartpole/long" for i in range(3)},
+        **{f"acrobot/heldout{i}": "acrobot/source" for i in range(3)},
+    }
+    assert {p.target for p in result.played} == set(heads)

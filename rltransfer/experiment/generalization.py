@@ -166,14 +166,16 @@ def _play(plan: _Plan, arm: str, seed: int, run_dirs: list[Path]) -> list[Played
 
 
 def _targets(spec: ExperimentSpec, targets: Sequence[Target] | str | None) -> dict[str, Task]:
+    """The targets to play, by the names results give them; by default the held-out variants of
+    every family the experiment trained on (``acrobot/heldout0`` where there are several)."""
     if targets is None:
-        held_out = spec.family.held_out_variants()
-        if not held_out:
+        families = {t.family.name: t.family for t in spec.targets}.values()
+        targets = [Task(f, v) for f in families for v in f.held_out_variants()]
+        if not targets:
             raise UserError(
-                f"family '{spec.family.name}' declares no held-out band; pass --targets (e.g. a variant "
-                "or {param: value}) to play instead"
+                f"{' and '.join(f'family {f.name!r}' for f in families)} declare no held-out band; pass --targets "
+                "(e.g. a variant or {param: value}) to play instead"
             )
-        targets = list(held_out)
     tasks = resolve_targets(spec.family, targets)
     trained = {(t.family.name, t.variant.name) for t in spec.targets}
     for t in tasks.tasks:
