@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch as th
 
 from rltransfer.agent import Agent, load_agent
 from rltransfer.compare import (
@@ -94,8 +95,8 @@ def generalize(
     reps: int = 2000,
     workers: int = 1,
 ) -> Generalization:
-    """Play every finished run of the experiment in ``out`` on ``targets`` (default: its family's
-    held-out variants) and write ``<out>/generalization/`` (``report.md`` with a forest plot of the
+    """Play every finished run of the experiment in ``out`` on ``targets`` (default: the held-out
+    variants of every family it trained on) and write ``<out>/generalization/`` (``report.md`` with a forest plot of the
     differences to scratch, ``scores.csv``, ``summary.json``). ``head``: the trained task whose head
     plays every target (default: for each target, the nearest trained task in range-normalised
     parameters). ``workers`` > 1 plays the seeds in that many worker processes, with the same results."""
@@ -152,6 +153,7 @@ class _Plan:
 def _play(plan: _Plan, arm: str, seed: int, run_dirs: list[Path]) -> list[Played]:
     """One seed of one arm on every target: a multi-task run plays them all through the heads
     chosen; in per-target mode each target is played by the run of its head's task."""
+    th.set_num_threads(1)  # as grid workers: small networks gain nothing from more, side by side they contend
     agents: dict[Path, Agent] = {}
     played = []
     for name, task in plan.targets.items():
