@@ -114,7 +114,7 @@ def generalize(
     if workers > 1 and len(groups) > 1:
         check_main_guard()  # workers import the main script again
         with worker_pool(min(workers, len(groups))) as pool:
-            done = list(pool.map(_play, [plan] * len(groups), *zip(*groups, strict=True)))
+            done = list(pool.map(_play_in_worker, [plan] * len(groups), *zip(*groups, strict=True)))
     else:
         done = [_play(plan, *group) for group in groups]
     played = [p for group in done for p in group]
@@ -153,7 +153,6 @@ class _Plan:
 def _play(plan: _Plan, arm: str, seed: int, run_dirs: list[Path]) -> list[Played]:
     """One seed of one arm on every target: a multi-task run plays them all through the heads
     chosen; in per-target mode each target is played by the run of its head's task."""
-    th.set_num_threads(1)  # as grid workers: small networks gain nothing from more, side by side they contend
     agents: dict[Path, Agent] = {}
     played = []
     for name, task in plan.targets.items():
@@ -165,6 +164,11 @@ def _play(plan: _Plan, arm: str, seed: int, run_dirs: list[Path]) -> list[Played
         ((_, (mean, std)),) = agents[run].evaluate([task], plan.episodes, head=head).items()
         played.append(Played(arm, seed, name, plan.task_names[k], mean, std, str(run.relative_to(plan.out))))
     return played
+
+
+def _play_in_worker(plan: _Plan, arm: str, seed: int, run_dirs: list[Path]) -> list[Played]:
+    th.set_num_threads(1)  # as grid workers: small networks gain nothing from more, side by side they contend
+    return _play(plan, arm, seed, run_dirs)
 
 
 def _targets(spec: ExperimentSpec, targets: Sequence[Target] | str | None) -> dict[str, Task]:
