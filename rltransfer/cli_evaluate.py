@@ -71,6 +71,8 @@ def cmd_generalize(args: argparse.Namespace) -> int:
     for row in rows:
         out.add_row(*map(escape, row))
     console.print(out)
+    if result.left_out:
+        console.print(escape(f"not played (unfinished or failed runs): {', '.join(result.left_out)}"))
     console.print(
         escape(f"written: {Path(args.dir) / OUT_DIR}/{{report.md,generalization.png,scores.csv,summary.json}}")
     )

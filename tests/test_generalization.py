@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -123,3 +124,16 @@ def test_a_cross_family_grid_plays_every_familys_held_out_band(tmp_path: Path) -
         **{f"acrobot/heldout{i}": "acrobot/source" for i in range(3)},
     }
     assert {p.target for p in result.played} == set(heads)
+
+
+def test_unfinished_runs_are_named_not_played(multitask: Path, tmp_path: Path) -> None:
+    grid = tmp_path / "grid"
+    shutil.copytree(multitask, grid)
+    shutil.rmtree(grid / "freeze" / "seed1")  # as a run still training, or one that failed
+    result = generalize(grid, "heldout0", episodes=2)
+    assert result.left_out == ["freeze/seed1"]
+    assert {(p.arm, p.seed) for p in result.played} == {("scratch", 0), ("scratch", 1), ("freeze", 0)}
+    assert (
+        "Not played (unfinished or failed runs): freeze/seed1." in (grid / "generalization" / "report.md").read_text()
+    )
+    assert json.loads((grid / "generalization" / "summary.json").read_text())["left_out"] == ["freeze/seed1"]

@@ -85,6 +85,7 @@ class Generalization:
     played: list[Played]
     rows: list[ArmOnTarget]
     episodes: int
+    left_out: list[str]  # arm/seed<k> of the grid not played: unfinished or failed runs
 
 
 def generalize(
@@ -110,7 +111,8 @@ def generalize(
     chosen = _targets(spec, targets)
     heads = {name: _head(spec, task, head) for name, task in chosen.items()}
     plan = _Plan(out, spec.family, spec.mode, tuple(spec.task_names), chosen, heads, episodes)
-    groups = [(arm, seed, [j.run_dir for j in jobs]) for (arm, seed), jobs in _complete_runs(spec, out).items()]
+    complete, left_out = _complete_runs(spec, out)
+    groups = [(arm, seed, [j.run_dir for j in jobs]) for (arm, seed), jobs in complete.items()]
     if workers > 1 and len(groups) > 1:
         check_main_guard()  # workers import the main script again
         with worker_pool(min(workers, len(groups))) as pool:
@@ -132,6 +134,7 @@ def generalize(
         played,
         rows,
         episodes,
+        left_out,
     )
     _write(result, spec)
     return result
@@ -212,15 +215,16 @@ def _distance(family: Family, a: Task, b: Task) -> float:
     return math.sqrt(sum(((pa[p.name] - pb[p.name]) / (p.high - p.low)) ** 2 for p in family.params))
 
 
-def _complete_runs(spec: ExperimentSpec, out: Path) -> dict[tuple[str, int], list[Job]]:
-    """Finished runs by (arm, seed), in spec order; in per-target mode only seeds with every target's run."""
+def _complete_runs(spec: ExperimentSpec, out: Path) -> tuple[dict[tuple[str, int], list[Job]], list[str]]:
+    """Finished runs by (arm, seed), in spec order (in per-target mode only seeds with every
+    target's run), and the ``arm/seed<k>`` left out."""
     grouped: dict[tuple[str, int], list[Job]] = {}
     for job in plan_jobs(spec, out):
         grouped.setdefault((job.arm.name, job.seed), []).append(job)
     complete = {key: jobs for key, jobs in grouped.items() if all(j.finished for j in jobs)}
     if not complete:
         raise UserError(f"no finished runs under '{out}'; run `rltransfer run SPEC --out {out} --resume`")
-    return complete
+    return complete, [f"{arm}/seed{seed}" for arm, seed in grouped if (arm, seed) not in complete]
 
 
 def _compare(spec: ExperimentSpec, targets: dict[str, Task], played: list[Played], reps: int) -> list[ArmOnTarget]:
@@ -291,6 +295,7 @@ def _write(result: Generalization, spec: ExperimentSpec) -> None:
         "trained on these targets. Intervals are stratified bootstrap percentile intervals over seeds; "
         "NEGATIVE TRANSFER marks an arm whose difference to scratch lies entirely below 0.",
         "",
+        *([f"Not played (unfinished or failed runs): {', '.join(result.left_out)}.", ""] if result.left_out else []),
         "| target | family | parameters | head |",
         "| --- | --- | --- | --- |",
         *(
@@ -325,6 +330,7 @@ def _write(result: Generalization, spec: ExperimentSpec) -> None:
         {
             "experiment": spec.name,
             "episodes": result.episodes,
+            "left_out": result.left_out,
             "targets": result.targets,
             "rows": [asdict(r) | {"flag": r.flag} for r in result.rows],
             "versions": versions(),
