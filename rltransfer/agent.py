@@ -54,6 +54,11 @@ class Agent:
         return ["source"] if self.tasks is None else self.tasks.names
 
     @property
+    def eval_episodes(self) -> int:
+        """Episodes per task of the run's own evaluations (the default of ``evaluate``)."""
+        return int(self.hyperparams.get("eval_episodes", 10))
+
+    @property
     def eval_seed(self) -> int:
         """The seed of the run's own evaluations: the default, so that those returns are repeated."""
         return self.seed + EVAL_SEED_OFFSET
@@ -89,7 +94,7 @@ class Agent:
         """Mean and std of the episode return per target (default: every task of the run), one
         episode per sub-env seeded ``seed + i``. The defaults (the run's episodes and seed)
         repeat the run's final evaluation."""
-        episodes = int(self.hyperparams.get("eval_episodes", 10)) if episodes is None else episodes
+        episodes = self.eval_episodes if episodes is None else episodes
         if episodes < 1:
             raise UserError(f"episodes must be at least 1, got {episodes}")
         seed = self.eval_seed if seed is None else seed

@@ -1,4 +1,4 @@
-"""Command line: a thin layer over the Python API (``rltransfer envs|pretrain|transfer|run|evaluate|report``)."""
+"""Command line: a thin layer over the Python API (``rltransfer envs|pretrain|transfer|run|report|...``)."""
 
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     agent = load_agent(args.run, family=args.family)
     targets = None if args.targets is None else parse_targets(agent.family, args.targets)
     seed = agent.eval_seed if args.seed is None else args.seed
-    episodes = int(agent.hyperparams.get("eval_episodes", 10)) if args.episodes is None else args.episodes
+    episodes = agent.eval_episodes if args.episodes is None else args.episodes
     results = agent.evaluate(targets, episodes, args.head, deterministic=not args.stochastic, seed=seed)
     if args.json:
         print(json.dumps({name: {"mean": m, "std": s} for name, (m, s) in results.items()}, indent=2))
@@ -97,7 +97,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("generalize", help="play every run of an experiment on held-out targets, against scratch")
     p.add_argument("dir", help="the --out directory of `rltransfer run`")
-    p.add_argument("--targets", help=f"default: the family's held-out variants; {TARGETS_HELP}")
+    p.add_argument("--targets", help=f"default: the held-out variants of every family trained on; {TARGETS_HELP}")
     p.add_argument("--head", help="the trained target whose head plays every target (default: the nearest one)")
     p.add_argument("--episodes", type=int, help="episodes per run and target (default: the experiment's)")
     p.add_argument("--workers", type=int, help="worker processes (default: all cores)")
