@@ -137,3 +137,14 @@ def test_unfinished_runs_are_named_not_played(multitask: Path, tmp_path: Path) -
         "Not played (unfinished or failed runs): freeze/seed1." in (grid / "generalization" / "report.md").read_text()
     )
     assert json.loads((grid / "generalization" / "summary.json").read_text())["left_out"] == ["freeze/seed1"]
+
+
+def test_a_family_without_a_held_out_band_needs_targets() -> None:
+    from rltransfer.experiment.generalization import _targets
+    from rltransfer.experiment.spec import load_spec
+
+    spec = load_spec(Path(__file__).parent.parent / "experiments" / "mountaincar-goal.yaml")  # a family as data
+    assert not spec.family.held_out
+    with pytest.raises(UserError, match=r"declare no held-out band; pass --targets"):
+        _targets(spec, None)
+    assert list(_targets(spec, [{"goal_velocity": 0.01}])) == ["custom0"]
