@@ -16,6 +16,7 @@ from rltransfer import load_agent
 from rltransfer.cli import main
 from rltransfer.errors import UserError
 from rltransfer.experiment.generalization import ALL_TARGETS, generalize
+from rltransfer.experiment.report import build_report
 from rltransfer.experiment.run import run_experiment
 
 
@@ -57,6 +58,8 @@ def test_every_run_plays_the_held_out_variants_with_its_nearest_head(multitask: 
     summary = json.loads((multitask / "generalization" / "summary.json").read_text())
     assert [r["target"] for r in summary["rows"]].count(ALL_TARGETS) == 2
     assert "heldout0" in (multitask / "generalization" / "report.md").read_text()
+    report = (multitask / "report" / "report.md").read_text()  # the experiment's report shows the table
+    assert "## Generalisation to held-out variants" in report and "| all targets | freeze | 2 |" in report
     assert (multitask / "generalization" / "generalization.png").read_bytes().startswith(b"\x89PNG")
 
 
@@ -132,8 +135,12 @@ def test_a_cross_family_grid_plays_every_familys_held_out_band(tmp_path: Path) -
 def test_unfinished_runs_are_named_not_played(multitask: Path, tmp_path: Path) -> None:
     grid = tmp_path / "grid"
     shutil.copytree(multitask, grid)
+    generalize(grid, "heldout0", episodes=2)
     shutil.rmtree(grid / "freeze" / "seed1")  # as a run still training, or one that failed
+    build_report(grid)  # the report's table was played on a run it no longer has
+    assert "STALE: played 4 runs, the grid has 3 finished now" in (grid / "report" / "report.md").read_text()
     result = generalize(grid, "heldout0", episodes=2)
+    assert "STALE" not in (grid / "report" / "report.md").read_text()
     assert result.left_out == ["freeze/seed1"]
     assert {(p.arm, p.seed) for p in result.played} == {("scratch", 0), ("scratch", 1), ("freeze", 0)}
     assert (

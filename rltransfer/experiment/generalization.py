@@ -31,7 +31,7 @@ from rltransfer.envs import Family, Task
 from rltransfer.errors import UserError
 from rltransfer.experiment.main_guard import check_main_guard
 from rltransfer.experiment.pool import worker_pool
-from rltransfer.experiment.report import load_experiment
+from rltransfer.experiment.report import GENERALIZATION_DIR, build_report, load_experiment
 from rltransfer.experiment.runner import Job, plan_jobs
 from rltransfer.experiment.spec import ExperimentSpec
 from rltransfer.io import versions
@@ -42,7 +42,7 @@ from rltransfer.tasks import Target, resolve_targets
 
 BASELINE = "scratch"
 ALL_TARGETS = "all targets"
-OUT_DIR = "generalization"
+OUT_DIR = GENERALIZATION_DIR
 PLOT = "generalization.png"
 
 
@@ -97,9 +97,10 @@ def generalize(
     workers: int = 1,
 ) -> Generalization:
     """Play every finished run of the experiment in ``out`` on ``targets`` (default: the held-out
-    variants of every family it trained on) and write ``<out>/generalization/`` (``report.md`` with a forest plot of the
-    differences to scratch, ``scores.csv``, ``summary.json``). ``head``: the trained task whose head
-    plays every target (default: for each target, the nearest trained task in range-normalised
+    variants of every family it trained on) and write ``<out>/generalization/`` (``report.md`` with
+    a forest plot of the differences to scratch, ``scores.csv``, ``summary.json``); the
+    experiment's report, when built, is rebuilt to show the table. ``head``: the trained task whose
+    head plays every target (default: for each target, the nearest trained task in range-normalised
     parameters). ``workers`` > 1 plays the seeds in that many worker processes, with the same results."""
     out = Path(out)
     spec = load_experiment(out)
@@ -137,6 +138,8 @@ def generalize(
         left_out,
     )
     _write(result, spec)
+    if (out / "report" / "summary.json").exists():  # the report shows this table: refresh it
+        build_report(out, spec)
     return result
 
 
@@ -331,6 +334,8 @@ def _write(result: Generalization, spec: ExperimentSpec) -> None:
             "experiment": spec.name,
             "episodes": result.episodes,
             "left_out": result.left_out,
+            "played_runs": sorted({f"{p.arm}/seed{p.seed}" for p in result.played}),
+            "table": {"header": header, "rows": rows},  # as the experiment's report shows it
             "targets": result.targets,
             "rows": [asdict(r) | {"flag": r.flag} for r in result.rows],
             "versions": versions(),

@@ -17,6 +17,8 @@ from rltransfer.report import ExtraTable, write_report
 from rltransfer.report.tables import fmt_number
 
 BOOTSTRAP_REPS = 2000
+# Where `rltransfer generalize` writes (rltransfer.experiment.generalization); the report shows its table.
+GENERALIZATION_DIR = "generalization"
 
 
 def load_experiment(out: Path) -> ExperimentSpec:
@@ -167,6 +169,31 @@ def _target_note(task: Task) -> str:
     return "custom: " + ", ".join(f"{k}={v:g}" for k, v in task.variant.params.items())
 
 
+def _generalization_table(out: Path, data: Collected) -> ExtraTable | None:
+    """The table `rltransfer generalize` last wrote, and whether it played the runs finished now."""
+    path = out / GENERALIZATION_DIR / "summary.json"
+    if not path.exists():
+        return None
+    summary = read_json(path, f"rerun `rltransfer generalize {out}`")
+    if "table" not in summary:  # written before the report showed it
+        return None
+    finished = sorted(f"{arm}/seed{s}" for arm, seeds in data.seeds.items() for s in seeds)
+    played = summary.get("played_runs") or []
+    heads = ", ".join(f"{name} by {target['head']}" for name, target in summary["targets"].items())
+    note = (
+        f"Every finished run's final policy on targets no run trained on ({summary['episodes']} deterministic "
+        f"episodes each; heads: {heads}), "
+        f"against scratch; a plot and every run's returns are in {out / GENERALIZATION_DIR}."
+    )
+    if sorted(played) != finished:
+        note = (
+            f"STALE: played {len(played)} runs, the grid has {len(finished)} finished now; rerun "
+            f"`rltransfer generalize {out}`. " + note
+        )
+    header, rows = summary["table"]["header"], summary["table"]["rows"]
+    return ExtraTable("Generalisation to held-out variants (`rltransfer generalize`)", header, rows, note)
+
+
 def _total_steps_table(spec: ExperimentSpec, data: Collected) -> ExtraTable | None:
     if not any(data.source_steps.values()):
         return None
@@ -247,6 +274,7 @@ def build_report(out: str | Path, spec: ExperimentSpec | None = None) -> Path:
         _forgetting_table(data),
         _feature_shift_table(data),
         _total_steps_table(spec, data),
+        _generalization_table(out, data),
     )
     extras = [t for t in tables if t is not None]
     report_dir = out / "report"
