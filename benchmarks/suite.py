@@ -28,8 +28,8 @@ from pathlib import Path
 from sidebyside import machine
 
 from rltransfer.errors import UserError
-from rltransfer.experiment.generalization import ALL_TARGETS, Generalization, generalize, table
-from rltransfer.experiment.overview import Row, overview_markdown, rows_for
+from rltransfer.experiment.generalization import generalize
+from rltransfer.experiment.overview import Row, generalization_lines, overview_markdown, rows_for
 from rltransfer.experiment.run import run_experiments
 from rltransfer.experiment.spec import ExperimentSpec, load_spec, parse_spec
 from rltransfer.hyperparams import resolve_hyperparams
@@ -51,13 +51,6 @@ def scaled(spec: ExperimentSpec, factor: float, seeds: int) -> ExperimentSpec:
             raw["source"]["seeds"] = list(spec.source.seeds[:seeds])
         raw["source"].pop("require_solved", None)  # a scaled-down source is not expected to solve
     return parse_spec(raw, where=f"{spec.path} (quick)")
-
-
-def generalization_rows(name: str, result: Generalization) -> list[str]:
-    """Markdown rows of each arm over all held-out variants (``rltransfer generalize``)."""
-    _, rows = table(result)
-    return [f"| {name} | {arm} | {runs} | {mean} | {diff} | {flag} |\n"
-            for target, arm, runs, mean, diff, _, _, flag in rows if target == ALL_TARGETS]  # fmt: skip
 
 
 def main() -> int:
@@ -100,7 +93,7 @@ def main() -> int:
         return 2
     print(f"{len(todo)} experiments: {time.time() - started:.0f}s", file=sys.stderr, flush=True)
     rows: list[Row] = []
-    held_out: list[str] = []
+    played: list[tuple[ExperimentSpec, Path]] = []
     for (path, spec, out), run in zip(todo, runs, strict=True):
         if run.error is not None:  # e.g. a source that missed source.require_solved: the other specs went on
             print(f"{path}: {run.error}", file=sys.stderr)
@@ -108,16 +101,11 @@ def main() -> int:
             print(f"{path}: {len(run.result.failed)} runs failed; rerun to retry", file=sys.stderr)
         else:
             rows += rows_for(spec, out)
-            held_out += generalization_rows(spec.name, generalize(out, workers=args.workers or os.cpu_count() or 1))
+            generalize(out, workers=args.workers or os.cpu_count() or 1)
+            played.append((spec, out))
     setting = f"quick: budgets x{args.quick}, {args.seeds} seeds" if args.quick else "full budgets"
     header = f"machine: {machine()}, Python {sys.version.split()[0]}; {setting}\n\n"
-    text = header + overview_markdown(rows)
-    if held_out:
-        text += (
-            "\n### Generalisation: final policies on the held-out variants (mean over them)\n\n"
-            "| experiment | arm | runs | mean return [95% CI] | vs scratch [95% CI] | flags |\n"
-            "| --- | --- | --- | --- | --- | --- |\n" + "".join(held_out)
-        )
+    text = header + overview_markdown(rows) + "".join(f"{line}\n" for line in generalization_lines(played))
     print(text, end="")
     if args.out:
         Path(args.out).write_text(text)

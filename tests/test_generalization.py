@@ -158,3 +158,15 @@ def test_a_family_without_a_held_out_band_needs_targets() -> None:
     with pytest.raises(UserError, match=r"declare no held-out band; pass --targets"):
         _targets(spec, None)
     assert list(_targets(spec, [{"goal_velocity": 0.01}])) == ["custom0"]
+
+
+def test_the_overview_repeats_each_experiments_generalisation(multitask: Path, tmp_path: Path) -> None:
+    from rltransfer.experiment.overview import write_overview
+    from rltransfer.experiment.report import load_experiment
+
+    generalize(multitask, episodes=2)
+    text = write_overview([(load_experiment(multitask), multitask)], tmp_path).read_text()
+    summary = json.loads((multitask / "generalization" / "summary.json").read_text())
+    (freeze,) = [r for r in summary["table"]["rows"] if r[:2] == [ALL_TARGETS, "freeze"]]
+    assert "Generalisation: final policies on the held-out variants" in text
+    assert f"| gen | freeze | 2 | {freeze[3]} | {freeze[4]} |" in text

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from rltransfer.compare import stratified_independent_bootstrap_ci, time_to_threshold
+from rltransfer.experiment.report import GENERALIZATION_DIR
 from rltransfer.experiment.spec import ExperimentSpec
 from rltransfer.hyperparams import resolve_hyperparams
 from rltransfer.io import atomic_write_text, read_json
@@ -162,6 +163,28 @@ def arm_summary(rows: Sequence[Row]) -> list[str]:
     return lines
 
 
+def generalization_lines(experiments: Sequence[tuple[ExperimentSpec, Path]]) -> list[str]:
+    """Per experiment and arm, its final policies over the held-out variants against scratch, as
+    `rltransfer generalize` last played them (experiments it has not played are left out)."""
+    rows = []
+    for spec, out in experiments:
+        path = out / GENERALIZATION_DIR / "summary.json"
+        summary = read_json(path, f"rerun `rltransfer generalize {out}`") if path.exists() else {}
+        for target, arm, runs, mean, diff, _, _, flag in (summary.get("table") or {}).get("rows", []):
+            if target == "all targets":
+                rows.append(f"| {spec.name} | {arm} | {runs} | {mean} | {diff} | {flag} |")
+    if not rows:
+        return []
+    return [
+        "",
+        "Generalisation: final policies on the held-out variants (mean over them; `rltransfer generalize`):",
+        "",
+        "| experiment | arm | runs | mean return [95% CI] | vs scratch [95% CI] | flags |",
+        "| --- | --- | --- | --- | --- | --- |",
+        *rows,
+    ]
+
+
 def overview_markdown(rows: Sequence[Row], notes: Sequence[str] = ()) -> str:
     """The per-target table, then the per-arm counts, then ``notes`` (one bullet each)."""
     lines = [
@@ -209,6 +232,7 @@ def write_overview(
     where.mkdir(parents=True, exist_ok=True)
     atomic_write_text(where / OVERVIEW_CSV, overview_csv(rows))
     text = "# Transfer vs scratch: overview\n\n" + overview_markdown(rows, notes)
+    text += "".join(f"{line}\n" for line in generalization_lines(experiments))
     if rows:
         plot_forest(_panels(rows), where / OVERVIEW_PNG, xlabel="AUC gain over scratch [95% CI]")
         text += f"\n![AUC gain over scratch per experiment, target and arm]({OVERVIEW_PNG})\n"
