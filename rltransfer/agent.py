@@ -228,12 +228,22 @@ def _tasks(manifest: Mapping[str, Any], fam: Family, override: str | Family | No
     tasks = []
     for entry in entries:
         f = _family(manifest, entry["family"], override if entry["family"] == fam.name else None)
-        name = entry.get("variant") or entry["name"]
-        tasks.append(Task(f, Variant(name, entry["params"], entry.get("distance", "custom"))))
+        tasks.append(Task(f, _variant(f, entry)))
     result = TaskSet(fam, tuple(tasks))
     if result.names != [e["name"] for e in entries]:  # a task named as the run named it, for the heads
         raise UserError(f"the run's tasks {[e['name'] for e in entries]} could not be rebuilt (got {result.names})")
     return result
+
+
+def _variant(family: Family, entry: Mapping[str, Any]) -> Variant:
+    """The variant a manifest's target entry records: the family's own where it still has it with
+    the same parameters (an observation-shift variant keeps its shift, which the entry does not
+    record), else the entry's name and parameter values."""
+    name = entry.get("variant") or entry["name"]
+    registered = next((v for v in family.all_variants() if v.name == name), None)
+    if registered is not None and family.resolve(registered.params) == entry["params"]:
+        return registered
+    return Variant(name, entry["params"], entry.get("distance", "custom"))
 
 
 def _family(manifest: Mapping[str, Any], name: str, override: str | Family | None) -> Family:

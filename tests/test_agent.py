@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from rltransfer.envs import get_family, make_eval_env
 from specs import grid_spec
 from stable_baselines3 import PPO
 from stable_baselines3.common.evaluation import evaluate_policy
@@ -187,3 +188,21 @@ def test_a_grid_from_a_fine_tuned_run_reports_its_lineage(cartpole: tuple[Path, 
     charged = load_checkpoint(ft).trained_steps
     assert charged is not None and charged > json.loads((ft / "manifest.json").read_text())["timesteps"]
     assert f"| freeze | heavy | {charged:,} |" in text
+
+
+def test_an_observation_shift_target_keeps_its_shift(cartpole: tuple[Path, Path], tmp_path: Path) -> None:
+    """A manifest records a shift variant by name and parameters; the rebuilt task shifts again."""
+    src, _ = cartpole
+    finetune("cartpole", ["long", "permuted"], src, "freeze", seed=0, timesteps=64, hyperparams=HP, out=tmp_path / "r")
+    agent = load_agent(tmp_path / "r")
+    family = get_family("cartpole")
+    expected = make_eval_env(family, family.variant("permuted"), 2, 1, 2)
+    expected.seed(3)
+    env = agent.env("permuted", n_envs=2)
+    env.seed(3)
+    np.testing.assert_array_equal(env.reset()["obs"], expected.reset()["obs"])
+    plain = make_eval_env(family, family.variant("source"), 2, 1, 2)  # the same physics unshifted
+    plain.seed(3)
+    assert not np.array_equal(env.reset()["obs"], plain.reset()["obs"])
+    final = json.loads((tmp_path / "r" / "manifest.json").read_text())["final_eval"]
+    assert {name: mean for name, (mean, _) in agent.evaluate().items()} == final
