@@ -145,7 +145,7 @@ def advise(
         targets = comma_items(targets)
     variants = [t if isinstance(t, Variant) else resolve_variant(fam, _own_variant(fam, t)) for t in targets]
     model = load_source_model(ckpt, fam, seed)
-    src_env = source_eval_env(ckpt, fam, source_variant(ckpt), 8)
+    src_env = source_eval_env(ckpt, fam, source_variant(ckpt, fam), 8)
     src_feats = _features(model, src_env, samples, seed)
     src_feats_b = _features(model, src_env, samples, seed + 1)
     floor = max(mmd_rbf(src_feats, src_feats_b), 0.0)

@@ -26,7 +26,7 @@ from rltransfer.evaluation import evaluate_tasks
 from rltransfer.finetuning import build_model
 from rltransfer.ppo import TransferPPO
 from rltransfer.pretraining import EVAL_SEED_OFFSET
-from rltransfer.resolve import comma_items, resolve_family, resolve_variant, split_target
+from rltransfer.resolve import comma_items, recorded_variant, resolve_family, resolve_variant, split_target
 from rltransfer.source_policy import load_source_model, source_eval_env, source_variant
 from rltransfer.tasks import Target, TaskSet
 
@@ -118,7 +118,11 @@ class Agent:
         names = self.task_names
         if head is not None and head not in names:
             raise UserError(f"head '{head}' is not a task of this run; choose one of: {', '.join(names)}")
-        own = self.tasks.tasks if self.tasks is not None else (Task(self.family, source_variant(self.checkpoint)),)
+        own = (
+            self.tasks.tasks
+            if self.tasks is not None
+            else (Task(self.family, source_variant(self.checkpoint, self.family)),)
+        )
         if target is None:
             k = names.index(head) if head is not None else 0
             return names[k], own[k], k
@@ -228,22 +232,12 @@ def _tasks(manifest: Mapping[str, Any], fam: Family, override: str | Family | No
     tasks = []
     for entry in entries:
         f = _family(manifest, entry["family"], override if entry["family"] == fam.name else None)
-        tasks.append(Task(f, _variant(f, entry)))
+        name = entry.get("variant") or entry["name"]
+        tasks.append(Task(f, recorded_variant(f, name, entry["params"], entry.get("distance", "custom"))))
     result = TaskSet(fam, tuple(tasks))
     if result.names != [e["name"] for e in entries]:  # a task named as the run named it, for the heads
         raise UserError(f"the run's tasks {[e['name'] for e in entries]} could not be rebuilt (got {result.names})")
     return result
-
-
-def _variant(family: Family, entry: Mapping[str, Any]) -> Variant:
-    """The variant a manifest's target entry records: the family's own where it still has it with
-    the same parameters (an observation-shift variant keeps its shift, which the entry does not
-    record), else the entry's name and parameter values."""
-    name = entry.get("variant") or entry["name"]
-    registered = next((v for v in family.all_variants() if v.name == name), None)
-    if registered is not None and family.resolve(registered.params) == entry["params"]:
-        return registered
-    return Variant(name, entry["params"], entry.get("distance", "custom"))
 
 
 def _family(manifest: Mapping[str, Any], name: str, override: str | Family | None) -> Family:

@@ -26,7 +26,7 @@ from torch.distributions import Categorical, Normal, kl_divergence
 
 from rltransfer import env_state
 from rltransfer.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from rltransfer.envs import Family, Task, Variant
+from rltransfer.envs import Family, Task
 from rltransfer.errors import UserError
 from rltransfer.evaluation import TaskEvalEnv, evaluate_tasks
 from rltransfer.finetuning import build_model
@@ -151,7 +151,7 @@ def distill(
         seen[c.sha256] = c.path
     names = [f"{c.manifest['variant']['name']}-{i}" for i, c in enumerate(ckpts)]  # type: ignore[index]
     tasks = TaskSet(
-        fam, tuple(Task(fam, Variant(n, source_variant(c).params, "source")) for n, c in zip(names, ckpts, strict=True))
+        fam, tuple(Task(fam, replace(source_variant(c, fam), name=n)) for n, c in zip(names, ckpts, strict=True))
     )
     arch = {k: hp_teacher[k] for k in ("trunk_arch", "head_arch", "activation_fn")}
     # The teachers label the student's own observations: they must be raw, as the teachers saw them

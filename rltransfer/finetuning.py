@@ -11,7 +11,7 @@ import io
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -195,7 +195,7 @@ def rehearsal_task(ckpt: Checkpoint | None, tasks: TaskSet) -> Task:
             f"checkpoint of the targets' family: {why}; drop rehearse from this arm"
         )
     assert ckpt is not None
-    return Task(tasks.family, Variant("rehearsal", source_variant(ckpt).params, "source"))
+    return Task(tasks.family, replace(source_variant(ckpt, tasks.family), name="rehearsal"))
 
 
 def _run(

@@ -43,7 +43,7 @@ def measure_forgetting(
     if not runs_as_source_of(checkpoint, family):
         return None
     model = load_source_model(checkpoint, family, seed)
-    eval_env = {"source": source_eval_env(checkpoint, family, source_variant(checkpoint), n_episodes)}
+    eval_env = {"source": source_eval_env(checkpoint, family, source_variant(checkpoint, family), n_episodes)}
     before = evaluate_tasks(model, eval_env, n_episodes, seed)["source"][0]
     with th.no_grad():
         for name, param in model.policy.named_parameters():

@@ -70,6 +70,16 @@ def _code_digests(family: Family) -> dict[str, str]:
     return digests
 
 
+def recorded_variant(family: Family, name: str, params: Mapping[str, Any], distance: str = "custom") -> Variant:
+    """The variant a manifest records by name and parameter values: the family's own where it still
+    has it with those values (an observation-shift variant keeps its shift, which the record does
+    not hold), else one of those values."""
+    registered = next((v for v in family.all_variants() if v.name == name), None)
+    if registered is not None and family.resolve(registered.params) == family.resolve(params):
+        return registered
+    return Variant(name, dict(params), distance)
+
+
 def resolve_variant(family: Family, variant: str | Variant | Mapping[str, float], name: str = "custom") -> Variant:
     """A registered variant by name, a ``Variant``, or a new one from parameter values."""
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import torch as th
@@ -16,18 +17,22 @@ from rltransfer.hyperparams import ppo_kwargs, resolve_hyperparams
 from rltransfer.policies import TRUNK_PREFIX
 from rltransfer.ppo import TransferPPO
 from rltransfer.pretraining import source_policy_kwargs
+from rltransfer.resolve import recorded_variant
 from rltransfer.source_settings import source_architecture
 from rltransfer.transfer import describe_space
 
 PLAIN_ACTOR = "mlp_extractor.policy_net."
 
 
-def source_variant(checkpoint: Checkpoint) -> Variant:
-    """The task the source trained on: its manifest's variant, or for a plain SB3 zip (which
-    does not record it) the family's own source variant."""
-    manifest = checkpoint.manifest or {}
-    params = manifest["variant"]["params"] if manifest else {}
-    return Variant("source-task", params, "source")
+def source_variant(checkpoint: Checkpoint, family: Family) -> Variant:
+    """The task the source trained on: its manifest's variant (an observation-shift variant with
+    its shift), or for a plain SB3 zip (which does not record it) the family's own source variant."""
+    if checkpoint.manifest is None:
+        return Variant("source-task", {}, "source")
+    recorded = checkpoint.manifest["variant"]
+    return replace(
+        recorded_variant(family, recorded["name"], recorded["params"]), name="source-task", distance="source"
+    )
 
 
 def plain_source_fits(checkpoint: Checkpoint, family: Family) -> bool:
@@ -78,7 +83,9 @@ def load_source_model(checkpoint: Checkpoint, family: Family, seed: int = 0) -> 
     ``rltransfer.checkpoint``).
     """
     hp = source_hyperparams(checkpoint, family)
-    env = normalization.wrap(make_task_vec_env(family, source_variant(checkpoint), 1, seed=seed), hp, False, False)
+    env = normalization.wrap(
+        make_task_vec_env(family, source_variant(checkpoint, family), 1, seed=seed), hp, False, False
+    )
     kwargs = {k: v for k, v in ppo_kwargs(hp).items() if k not in ("n_steps", "batch_size")}
     model = TransferPPO(
         "MlpPolicy",

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import gymnasium as gym
 import numpy as np
 import pytest
 import rltransfer.envs  # noqa: F401 - registers the ids
 from rltransfer.envs import FAMILIES, ObsShift, ObsShiftWrapper, get_family, make_multitask_vec_env
+
+from rltransfer import pretrain
+from rltransfer.checkpoint import load_checkpoint
+from rltransfer.finetuning import rehearsal_task
+from rltransfer.source_policy import source_eval_env, source_variant
+from rltransfer.tasks import resolve_targets
 
 
 def rollout(env: gym.Env, n: int = 20, seed: int = 0) -> np.ndarray:
@@ -70,3 +78,23 @@ def test_multitask_env_applies_shifts_per_task() -> None:
     plain = make_multitask_vec_env(family, ["source"], n_envs_per_task=2, seed=0).reset()
     shifted = make_multitask_vec_env(family, ["scaled"], n_envs_per_task=2, seed=0).reset()
     np.testing.assert_allclose(shifted["obs"], plain["obs"] * 2.0 + 0.5, rtol=1e-6)
+
+
+def test_a_source_pretrained_on_a_shift_keeps_it_as_its_own_task(tmp_path: Path) -> None:
+    """Forgetting, rehearsal, advice and distillation play the source's own task: for a source
+    pretrained on ``permuted`` that is the permuted env (its manifest records name and values only)."""
+    hp = {"n_steps": 32, "batch_size": 32, "n_epochs": 1, "n_envs": 1, "eval_freq": 64, "eval_episodes": 2}
+    pretrain("cartpole", "permuted", seed=0, timesteps=64, hyperparams=hp, out=tmp_path / "src")
+    family, ckpt = get_family("cartpole"), load_checkpoint(tmp_path / "src")
+    own = source_variant(ckpt, family)
+    assert own.shift == family.variant("permuted").shift and own.shift is not None
+
+    def first_obs(variant: object) -> np.ndarray:
+        env = source_eval_env(ckpt, family, variant, 2)  # type: ignore[arg-type]
+        env.seed(5)
+        return env.reset()
+
+    assert np.array_equal(first_obs(own), first_obs(family.variant("permuted")))
+    assert not np.array_equal(first_obs(own), first_obs(family.variant("source")))
+    rehearsed = rehearsal_task(ckpt, resolve_targets(family, ["long"]))
+    assert rehearsed.variant.name == "rehearsal" and rehearsed.variant.shift == own.shift
