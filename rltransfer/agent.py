@@ -12,7 +12,7 @@ repeats the run's own final one (same episodes, same returns).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -222,22 +222,32 @@ def _check_run_dir(path: Path) -> None:
 
 def _tasks(manifest: Mapping[str, Any], fam: Family, override: str | Family | None) -> TaskSet:
     """The run's tasks in head order, as its manifest records them."""
-    if manifest["kind"] == "distilled":
-        entries = [
-            {"name": n, "family": fam.name, "distance": "source", "params": t["variant"]["params"]}
-            for n, t in zip(manifest["tasks"], manifest["teachers"], strict=True)
+    if manifest["kind"] == "distilled":  # task k is teacher k's own task, named by the student
+        names = list(manifest["tasks"])
+        tasks = [
+            Task(fam, replace(recorded_variant(fam, **_recorded(t["variant"])), name=n, distance="source"))
+            for n, t in zip(names, manifest["teachers"], strict=True)
         ]
     else:
-        entries = manifest["targets"]
-    tasks = []
-    for entry in entries:
-        f = _family(manifest, entry["family"], override if entry["family"] == fam.name else None)
-        name = entry.get("variant") or entry["name"]
-        tasks.append(Task(f, recorded_variant(f, name, entry["params"], entry.get("distance", "custom"))))
+        names = [entry["name"] for entry in manifest["targets"]]
+        tasks = []
+        for entry in manifest["targets"]:
+            f = _family(manifest, entry["family"], override if entry["family"] == fam.name else None)
+            tasks.append(Task(f, recorded_variant(f, **_recorded(entry))))
     result = TaskSet(fam, tuple(tasks))
-    if result.names != [e["name"] for e in entries]:  # a task named as the run named it, for the heads
-        raise UserError(f"the run's tasks {[e['name'] for e in entries]} could not be rebuilt (got {result.names})")
+    if result.names != names:  # a task named as the run named it, for the heads
+        raise UserError(f"the run's tasks {names} could not be rebuilt (got {result.names})")
     return result
+
+
+def _recorded(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """``recorded_variant``'s arguments from a manifest's variant or target entry."""
+    return {
+        "name": entry.get("variant") or entry["name"],
+        "params": entry["params"],
+        "distance": entry.get("distance", "custom"),
+        "shift": entry.get("shift"),
+    }
 
 
 def _family(manifest: Mapping[str, Any], name: str, override: str | Family | None) -> Family:

@@ -254,7 +254,7 @@ def _run(
         key = run_key(
             kind="transfer",
             families=family_lineage(fam, *(t.family for t in tasks.tasks)),
-            targets=tasks.to_dicts(),
+            targets=tasks.to_dicts(shifts=False),  # as before shifts were recorded: older snapshots resume
             strategy=strat.to_dict(),
             seed=seed,
             hyperparams=hp,

@@ -138,7 +138,12 @@ def _train(
         "kind": "source",
         "family": fam.name,
         **family_lineage(fam),
-        "variant": {"name": var.name, "distance": var.distance, "params": params},
+        "variant": {
+            "name": var.name,
+            "distance": var.distance,
+            "params": params,
+            **({"shift": var.shift.to_dict()} if var.shift is not None else {}),
+        },
         "seed": seed,
         "timesteps": int(model.num_timesteps),
         "hyperparams": hp,

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from rltransfer.envs import FAMILIES, Family, Variant, get_family, split_env_id, user_family
+from rltransfer.envs import FAMILIES, Family, ObsShift, Variant, get_family, split_env_id, user_family
 from rltransfer.errors import UserError
 from rltransfer.io import sha256
 
@@ -70,10 +70,18 @@ def _code_digests(family: Family) -> dict[str, str]:
     return digests
 
 
-def recorded_variant(family: Family, name: str, params: Mapping[str, Any], distance: str = "custom") -> Variant:
-    """The variant a manifest records by name and parameter values: the family's own where it still
-    has it with those values (an observation-shift variant keeps its shift, which the record does
-    not hold), else one of those values."""
+def recorded_variant(
+    family: Family,
+    name: str,
+    params: Mapping[str, Any],
+    distance: str = "custom",
+    shift: Mapping[str, Any] | None = None,
+) -> Variant:
+    """The variant a manifest records by name, parameter values and observation shift. A manifest
+    written before shifts were recorded holds none: then the family's own variant of that name and
+    values, with its shift, where the family still has it."""
+    if shift is not None:
+        return Variant(name, dict(params), distance, shift=ObsShift(**shift))
     registered = next((v for v in family.all_variants() if v.name == name), None)
     if registered is not None and family.resolve(registered.params) == family.resolve(params):
         return registered

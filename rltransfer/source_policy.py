@@ -30,9 +30,8 @@ def source_variant(checkpoint: Checkpoint, family: Family) -> Variant:
     if checkpoint.manifest is None:
         return Variant("source-task", {}, "source")
     recorded = checkpoint.manifest["variant"]
-    return replace(
-        recorded_variant(family, recorded["name"], recorded["params"]), name="source-task", distance="source"
-    )
+    own = recorded_variant(family, recorded["name"], recorded["params"], shift=recorded.get("shift"))
+    return replace(own, name="source-task", distance="source")
 
 
 def plain_source_fits(checkpoint: Checkpoint, family: Family) -> bool:

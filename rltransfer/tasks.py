@@ -121,7 +121,8 @@ class TaskSet:
             and (src_family is None or t.family.name == src_family)
         ]
 
-    def to_dicts(self) -> list[dict[str, Any]]:
+    def to_dicts(self, shifts: bool = True) -> list[dict[str, Any]]:
+        """The tasks as manifests record them (``shifts``: with each observation shift's definition)."""
         return [
             {
                 "name": n,
@@ -129,6 +130,7 @@ class TaskSet:
                 "variant": t.variant.name,
                 "distance": t.variant.distance,
                 "params": t.family.resolve(t.variant.params),
+                **({"shift": t.variant.shift.to_dict()} if shifts and t.variant.shift is not None else {}),
             }
             for n, t in zip(self.names, self.tasks, strict=True)
         ]

@@ -204,5 +204,16 @@ def test_an_observation_shift_target_keeps_its_shift(cartpole: tuple[Path, Path]
     plain = make_eval_env(family, family.variant("source"), 2, 1, 2)  # the same physics unshifted
     plain.seed(3)
     assert not np.array_equal(env.reset()["obs"], plain.reset()["obs"])
-    final = json.loads((tmp_path / "r" / "manifest.json").read_text())["final_eval"]
-    assert {name: mean for name, (mean, _) in agent.evaluate().items()} == final
+    manifest = json.loads((tmp_path / "r" / "manifest.json").read_text())
+    assert {name: mean for name, (mean, _) in agent.evaluate().items()} == manifest["final_eval"]
+    assert manifest["targets"][1]["shift"] == {"kind": "permute", "amount": 0.0, "offset": 0.0, "seed": 0}
+    # A manifest written before shifts were recorded: the family's own variant of that name and values.
+    older = tmp_path / "older"
+    older.mkdir()
+    (older / "model.zip").write_bytes((tmp_path / "r" / "model.zip").read_bytes())
+    del manifest["targets"][1]["shift"]
+    (older / "manifest.json").write_text(json.dumps(manifest))
+    again = load_agent(older).env("permuted", n_envs=2)
+    again.seed(3)
+    expected.seed(3)
+    np.testing.assert_array_equal(again.reset()["obs"], expected.reset()["obs"])

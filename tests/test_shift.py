@@ -88,6 +88,9 @@ def test_a_source_pretrained_on_a_shift_keeps_it_as_its_own_task(tmp_path: Path)
     family, ckpt = get_family("cartpole"), load_checkpoint(tmp_path / "src")
     own = source_variant(ckpt, family)
     assert own.shift == family.variant("permuted").shift and own.shift is not None
+    assert ckpt.manifest is not None and ckpt.manifest["variant"]["shift"]["kind"] == "permute"
+    del ckpt.manifest["variant"]["shift"]  # as written before shifts were recorded: found by name and values
+    assert source_variant(ckpt, family).shift == own.shift
 
     def first_obs(variant: object) -> np.ndarray:
         env = source_eval_env(ckpt, family, variant, 2)  # type: ignore[arg-type]
