@@ -1,13 +1,14 @@
 """rltransfer: RL policy transfer with honest comparisons against scratch.
 
 Public API: :func:`pretrain`, :func:`finetune`, :func:`run_experiment`, :func:`load_agent` (a
-finished run's policy, to act with), :func:`load_checkpoint`, :func:`parse_strategy`,
-:func:`load_spec`, :func:`build_report`.
+finished run's policy, to act with), :func:`generalize` (an experiment's runs on held-out
+variants), :func:`load_checkpoint`, :func:`parse_strategy`, :func:`load_spec`, :func:`build_report`.
 """
 
 from rltransfer.agent import Agent, load_agent
 from rltransfer.checkpoint import Checkpoint, load_checkpoint
 from rltransfer.errors import UserError
+from rltransfer.experiment.generalization import Generalization, generalize
 from rltransfer.experiment.report import build_report
 from rltransfer.experiment.run import run_experiment
 from rltransfer.experiment.spec import ExperimentSpec, load_spec
@@ -23,6 +24,7 @@ __all__ = [
     "Checkpoint",
     "ExperimentSpec",
     "FinetuneResult",
+    "Generalization",
     "LayerMap",
     "PretrainResult",
     "Strategy",
@@ -31,6 +33,7 @@ __all__ = [
     "apply_transfer",
     "build_report",
     "finetune",
+    "generalize",
     "load_agent",
     "load_checkpoint",
     "load_spec",
