@@ -5,11 +5,12 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
-from rltransfer.envs import get_family
+from rltransfer.envs import Task, get_family
 from specs import grid_spec
 
 from rltransfer import load_agent
@@ -89,6 +90,8 @@ def test_a_named_head_and_bad_requests(multitask: Path) -> None:
     assert result.targets["heldout1"]["head"] == "gravity30" and result.episodes == 3
     with pytest.raises(UserError, match="'long' is a target the runs trained on"):
         generalize(multitask, ["long"])
+    with pytest.raises(UserError, match="'custom0' is a target the runs trained on"):
+        generalize(multitask, [{"length": 0.75}])  # long's values, by another name
     with pytest.raises(
         UserError, match="head 'nope' is not a target of the experiment; choose one of: long, gravity30"
     ):
@@ -158,6 +161,10 @@ def test_a_family_without_a_held_out_band_needs_targets() -> None:
     with pytest.raises(UserError, match=r"declare no held-out band; pass --targets"):
         _targets(spec, None)
     assert list(_targets(spec, [{"goal_velocity": 0.01}])) == ["custom0"]
+    # A spec target of values is named custom0 too: other values are still a target of their own.
+    spec = load_spec(Path(__file__).parent.parent / "experiments" / "cartpole.yaml")
+    spec = replace(spec, targets=(Task(spec.family, spec.family.custom("custom0", {"length": 0.9})),))
+    assert list(_targets(spec, [{"length": 1.2}])) == ["custom0"]
 
 
 def test_the_overview_repeats_each_experiments_generalisation(multitask: Path, tmp_path: Path) -> None:

@@ -189,11 +189,16 @@ def _targets(spec: ExperimentSpec, targets: Sequence[Target] | str | None) -> di
                 "(e.g. a variant or {param: value}) to play instead"
             )
     tasks = resolve_targets(spec.family, targets)
-    trained = {(t.family.name, t.variant.name) for t in spec.targets}
-    for t in tasks.tasks:
-        if (t.family.name, t.variant.name) in trained:
-            raise UserError(f"'{t.variant.name}' is a target the runs trained on; generalisation plays other targets")
+    trained = {_dynamics(t) for t in spec.targets}
+    for name, t in zip(tasks.names, tasks.tasks, strict=True):
+        if _dynamics(t) in trained:
+            raise UserError(f"'{name}' is a target the runs trained on; generalisation plays other targets")
     return dict(zip(tasks.names, tasks.tasks, strict=True))
+
+
+def _dynamics(task: Task) -> tuple[Any, ...]:
+    """What makes two targets the same task, whatever they are named: family, values and shift."""
+    return task.family.name, tuple(sorted(task.family.resolve(task.variant.params).items())), task.variant.shift
 
 
 def _head(spec: ExperimentSpec, task: Task, head: str | None) -> int:
