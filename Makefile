@@ -17,8 +17,7 @@ $(BIN)/rltransfer: pyproject.toml
 setup: $(BIN)/rltransfer
 
 demo: setup
-	$(BIN)/rltransfer run experiments/cartpole.yaml --out runs/cartpole --resume
-	$(BIN)/rltransfer generalize runs/cartpole
+	$(BIN)/rltransfer run experiments/cartpole.yaml --out runs/cartpole --resume --generalize
 
 lint: setup
 	$(BIN)/ruff check .

@@ -174,7 +174,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     options["progress"] = not args.quiet
     if len(args.spec) == 1:  # its errors are raised, as one line each (main)
         result, report = run_experiment(args.spec[0], out=args.out, **options)
-        return _print_run(result, report, None, prefix="")
+        code = _print_run(result, report, None, prefix="")
+        if args.generalize and report is not None:
+            _generalize(result.out, args.workers, prefix="")
+        return code
     from rltransfer.experiment.overview import overview_dir, write_overview
 
     code = 0
@@ -182,6 +185,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     for run in runs:
         code = max(code, _print_run(run.result, run.report, run.error, prefix=f"{run.spec.name}: "))
     reported = [(run.spec, run.out) for run in runs if run.report is not None]
+    if args.generalize:  # before the overview, which repeats each generalisation table
+        for spec, out in reported:
+            _generalize(out, args.workers, prefix=f"{spec.name}: ")
     if reported:
         left_out = [
             f"{run.spec.name}: not included, it has no report ({str(run.error or 'no finished runs').splitlines()[0]})"
@@ -191,6 +197,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         where = Path(args.out) if args.out else overview_dir([run.out for run in runs])
         print(f"overview: {write_overview(reported, where, left_out)}")
     return code
+
+
+def _generalize(out: Path, workers: int | None, prefix: str) -> None:
+    """``run --generalize``: the grid's runs on its held-out variants, after its report."""
+    from rltransfer.experiment.generalization import OUT_DIR, generalize
+
+    generalize(out, workers=workers or os.cpu_count() or 1)
+    print(f"{prefix}generalisation: {out / OUT_DIR / 'report.md'}  (also in the report)")
 
 
 def _specs_and_outs(args: argparse.Namespace) -> tuple[list[Any], list[Path | None]]:
@@ -368,6 +382,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run",
         action="store_true",
         help="print the sources and runs it would train, keep or resume; write nothing",
+    )
+    p.add_argument(
+        "--generalize",
+        action="store_true",
+        help="then play every run on the held-out variants against scratch (`rltransfer generalize`)",
     )
     p.set_defaults(func=cmd_run)
 

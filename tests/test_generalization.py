@@ -177,3 +177,17 @@ def test_the_overview_repeats_each_experiments_generalisation(multitask: Path, t
     (freeze,) = [r for r in summary["table"]["rows"] if r[:2] == [ALL_TARGETS, "freeze"]]
     assert "Generalisation: final policies on the held-out variants" in text
     assert f"| gen | freeze | 2 | {freeze[3]} | {freeze[4]} |" in text
+
+
+def test_run_generalize_plays_the_grid_after_its_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = tmp_path / "gen.yaml"
+    spec.write_text(json.dumps(grid_spec("gen", seeds=1)))  # JSON is YAML
+    out = tmp_path / "out"
+    assert main(["run", str(spec), "--out", str(out), "--workers", "1", "--quiet", "--generalize"]) == 0
+    printed = capsys.readouterr().out
+    assert f"generalisation: {out / 'generalization' / 'report.md'}" in printed
+    assert json.loads((out / "generalization" / "summary.json").read_text())["played_runs"] == [
+        "freeze/seed0",
+        "scratch/seed0",
+    ]
+    assert "## Generalisation to held-out variants" in (out / "report" / "report.md").read_text()
