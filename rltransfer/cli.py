@@ -203,7 +203,12 @@ def _generalize(out: Path, workers: int | None, prefix: str) -> None:
     """``run --generalize``: the grid's runs on its held-out variants, after its report."""
     from rltransfer.experiment.generalization import OUT_DIR, generalize
 
-    generalize(out, workers=workers or os.cpu_count() or 1)
+    try:
+        generalize(out, workers=workers or os.cpu_count() or 1)
+    except UserError as e:  # the grid and its report are done: say how to play other targets
+        raise UserError(
+            f"{prefix}{e} (`rltransfer generalize {out} --targets ...`; the grid and report are done)"
+        ) from None
     print(f"{prefix}generalisation: {out / OUT_DIR / 'report.md'}  (also in the report)")
 
 

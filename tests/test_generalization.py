@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from rltransfer.envs import Task, get_family
 from specs import grid_spec
 
@@ -191,3 +192,21 @@ def test_run_generalize_plays_the_grid_after_its_report(tmp_path: Path, capsys: 
         "scratch/seed0",
     ]
     assert "## Generalisation to held-out variants" in (out / "report" / "report.md").read_text()
+
+
+def test_run_generalize_without_a_held_out_band_names_the_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A family written as data without a band: the grid and report finish, then one line says
+    how to play targets of one's own."""
+    family = yaml.safe_load((Path(__file__).parent.parent / "experiments" / "mountaincar-goal.yaml").read_text())[
+        "family"
+    ]
+    spec = grid_spec("goal", family=family, targets=["v02"], seeds=1, arms=["scratch"])
+    path = tmp_path / "goal.yaml"
+    path.write_text(json.dumps(spec))
+    out = tmp_path / "out"
+    assert main(["run", str(path), "--out", str(out), "--workers", "1", "--quiet", "--generalize"]) == 2
+    err = capsys.readouterr().err
+    assert "declare no held-out band" in err and f"`rltransfer generalize {out} --targets ...`" in err
+    assert (out / "report" / "report.md").exists()
