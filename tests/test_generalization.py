@@ -159,7 +159,7 @@ def test_a_family_without_a_held_out_band_needs_targets() -> None:
 
     spec = load_spec(Path(__file__).parent.parent / "experiments" / "mountaincar-goal.yaml")  # a family as data
     assert not spec.family.held_out
-    with pytest.raises(UserError, match=r"declare no held-out band; pass --targets"):
+    with pytest.raises(UserError, match=r"declares no held-out band; pass --targets"):
         _targets(spec, None)
     assert list(_targets(spec, [{"goal_velocity": 0.01}])) == ["custom0"]
     # A spec target of values is named custom0 too: other values are still a target of their own.
@@ -208,5 +208,8 @@ def test_run_generalize_without_a_held_out_band_names_the_command(
     out = tmp_path / "out"
     assert main(["run", str(path), "--out", str(out), "--workers", "1", "--quiet", "--generalize"]) == 2
     err = capsys.readouterr().err
-    assert "declare no held-out band" in err and f"`rltransfer generalize {out} --targets ...`" in err
+    assert (
+        "family 'mountaincar-goal' declares no held-out band" in err
+        and f"`rltransfer generalize {out} --targets ...`" in err
+    )
     assert (out / "report" / "report.md").exists()

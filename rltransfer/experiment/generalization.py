@@ -185,8 +185,8 @@ def _targets(spec: ExperimentSpec, targets: Sequence[Target] | str | None) -> di
         targets = [Task(f, v) for f in families for v in f.held_out_variants()]
         if not targets:
             raise UserError(
-                f"{' and '.join(f'family {f.name!r}' for f in families)} declare no held-out band; pass --targets "
-                "(e.g. a variant or {param: value}) to play instead"
+                f"{' and '.join(f'family {f.name!r}' for f in families)} declare{'s' * (len(families) == 1)} no "
+                "held-out band; pass --targets (e.g. a variant or {param: value}) to play instead"
             )
     tasks = resolve_targets(spec.family, targets)
     trained = {_dynamics(t) for t in spec.targets}
