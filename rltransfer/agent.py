@@ -28,7 +28,7 @@ from rltransfer.ppo import TransferPPO
 from rltransfer.pretraining import EVAL_SEED_OFFSET
 from rltransfer.resolve import comma_items, recorded_variant, resolve_family, resolve_variant, split_target
 from rltransfer.source_policy import load_source_model, source_eval_env, source_variant
-from rltransfer.tasks import Target, TaskSet
+from rltransfer.tasks import Target, TaskSet, task_key
 
 KINDS = ("source", "transfer", "scratch", "distilled")
 
@@ -165,11 +165,8 @@ class Agent:
 
 
 def _same(a: Task, b: Task) -> bool:
-    return (a.family.name, a.variant.name, a.family.resolve(a.variant.params)) == (
-        b.family.name,
-        b.variant.name,
-        b.family.resolve(b.variant.params),
-    )
+    """The same task under the same name (a target of other values or name needs a head)."""
+    return a.variant.name == b.variant.name and task_key(a) == task_key(b)
 
 
 def load_agent(path: str | Path, family: str | Family | None = None) -> Agent:

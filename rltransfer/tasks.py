@@ -136,6 +136,11 @@ class TaskSet:
         ]
 
 
+def task_key(task: Task) -> tuple[Any, ...]:
+    """What makes two tasks the same, whatever they are named: family, parameter values and shift."""
+    return task.family.name, tuple(sorted(task.family.resolve(task.variant.params).items())), task.variant.shift
+
+
 def resolve_targets(family: str | Family, targets: Sequence[Target] | str) -> TaskSet:
     """``long`` (a variant of ``family``), ``acrobot/source`` (another family's), a Gymnasium id
     (``rltransfer/Acrobot-long1-v0``), a ``Variant``, a ``Task`` or parameter values (a custom

@@ -38,7 +38,7 @@ from rltransfer.io import versions
 from rltransfer.report.files import write_csv, write_json, write_text
 from rltransfer.report.forest import Interval, plot_forest
 from rltransfer.report.tables import fmt_number
-from rltransfer.tasks import Target, resolve_targets
+from rltransfer.tasks import Target, resolve_targets, task_key
 
 BASELINE = "scratch"
 ALL_TARGETS = "all targets"
@@ -189,16 +189,11 @@ def _targets(spec: ExperimentSpec, targets: Sequence[Target] | str | None) -> di
                 "held-out band; pass --targets (e.g. a variant or {param: value}) to play instead"
             )
     tasks = resolve_targets(spec.family, targets)
-    trained = {_dynamics(t) for t in spec.targets}
+    trained = {task_key(t) for t in spec.targets}
     for name, t in zip(tasks.names, tasks.tasks, strict=True):
-        if _dynamics(t) in trained:
+        if task_key(t) in trained:
             raise UserError(f"'{name}' is a target the runs trained on; generalisation plays other targets")
     return dict(zip(tasks.names, tasks.tasks, strict=True))
-
-
-def _dynamics(task: Task) -> tuple[Any, ...]:
-    """What makes two targets the same task, whatever they are named: family, values and shift."""
-    return task.family.name, tuple(sorted(task.family.resolve(task.variant.params).items())), task.variant.shift
 
 
 def _head(spec: ExperimentSpec, task: Task, head: str | None) -> int:
