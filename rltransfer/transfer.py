@@ -145,7 +145,13 @@ def detect_trunk_prefix(state_dict: Mapping[str, th.Tensor], layer_map: LayerMap
         if any(k.startswith(prefix) for k in state_dict):
             return prefix
     linear = sorted({m.group(1) for k in state_dict if (m := re.match(r"(.*\.)\d+\.weight$", k))})
-    found = f" (its numbered layers sit under {', '.join(linear)})" if linear else ""
+    if not linear:
+        # A policy with net_arch=[]: action_net and value_net read the observation directly.
+        raise UserError(
+            "source has no hidden layers at all (trained with net_arch=[]: only its action and value layers), so "
+            "it has no trunk to transfer; use a source with hidden layers (SB3's default net_arch is [64, 64])"
+        )
+    found = f" (its numbered layers sit under {', '.join(linear)})"
     raise UserError(
         f"source has no hidden layers under {TRUNK}* or mlp_extractor.policy_net.*{found}; name the trunk "
         f"with the option layer_map: {{trunk_from: <prefix>}} (--option 'layer_map={{trunk_from: <prefix>}}')"

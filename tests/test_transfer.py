@@ -239,6 +239,15 @@ def test_layer_map_trunk_from_must_match(source_dir: Path, tiny: dict[str, Any])
         apply_transfer(target_policy(tiny), ckpt, parse_parts("trunk"), LayerMap(trunk_from="nope"))
 
 
+def test_source_without_hidden_layers_is_refused(tmp_path: Path, tiny: dict[str, Any]) -> None:
+    # net_arch=[]: nothing to transfer, so the error must not point at layer_map's trunk_from.
+    model = PPO("MlpPolicy", "CartPole-v1", policy_kwargs={"net_arch": []}, n_steps=32, batch_size=32, device="cpu")
+    model.save(tmp_path / "flat.zip")
+    with pytest.raises(UserError, match=r"no hidden layers at all \(trained with net_arch=\[\]") as err:
+        apply_transfer(target_policy(tiny), load_checkpoint(tmp_path / "flat.zip"), parse_parts("trunk"))
+    assert "trunk_from" not in str(err.value)
+
+
 @pytest.mark.parametrize("spec", ["nope", "pi_head", "trunk+bogus"])
 def test_parse_parts_errors(spec: str) -> None:
     with pytest.raises(UserError):
