@@ -104,7 +104,10 @@ def _resolve_zip(path: Path) -> tuple[Path, Path | None]:
         zip_path = path / MODEL_FILE
         manifest = path / MANIFEST_FILE
         if not zip_path.exists():
-            raise UserError(f"'{path}' holds no {MODEL_FILE}; pass a checkpoint directory or an SB3 .zip")
+            # An RL Zoo run directory holds <EnvId>.zip and best_model.zip: which one is the user's call.
+            zips = sorted(str(z) for z in path.glob("*.zip"))
+            hint = f"pass one of its zips: {', '.join(zips)}" if zips else "pass a checkpoint directory or an SB3 .zip"
+            raise UserError(f"'{path}' holds no {MODEL_FILE}; {hint}")
         return zip_path, manifest if manifest.exists() else None
     if not path.exists():
         raise UserError(f"checkpoint '{path}' does not exist; run `rltransfer pretrain` or pass an SB3 PPO .zip")

@@ -17,8 +17,8 @@ from specs import grid_spec
 from rltransfer import load_agent
 from rltransfer.cli import main
 from rltransfer.errors import UserError
-from rltransfer.experiment.generalization import ALL_TARGETS, generalize
-from rltransfer.experiment.report import build_report
+from rltransfer.experiment.generalization import ALL_TARGETS, _held_out, generalize
+from rltransfer.experiment.report import build_report, load_experiment
 from rltransfer.experiment.run import run_experiment
 
 
@@ -136,6 +136,31 @@ def test_a_cross_family_grid_plays_every_familys_held_out_band(tmp_path: Path) -
     assert {p.target for p in result.played} == set(heads)
 
 
+def test_a_shift_target_plays_the_held_out_band_through_its_own_observations(tmp_path: Path) -> None:
+    # A head trained on scaled observations must see scaled observations: the held-out band is
+    # played once unshifted (by long's head) and once scaled (by scaled's head).
+    out = _grid(tmp_path / "shift", targets=["scaled", "long"], seeds=1, arms=["scratch"])
+    result = generalize(out, episodes=2)
+    held_out = [v.name for v in get_family("cartpole").held_out_variants()]
+    heads = {name: t["head"] for name, t in result.targets.items()}
+    assert heads == {**{f"{v}-scaled": "scaled" for v in held_out}, **{v: "long" for v in held_out}}
+    scaled = result.targets["heldout1-scaled"]
+    assert scaled["shift"]["kind"] == "scale" and "shift" not in result.targets["heldout1"]
+    assert scaled["params"] == result.targets["heldout1"]["params"]
+    # Each number is the run's policy on the scaled held-out env, as load_agent plays it.
+    one = next(p for p in result.played if p.target == "heldout1-scaled")
+    shifted = next(t for t in _held_out(load_experiment(out), None) if t.variant.name == "heldout1-scaled")
+    expected = load_agent(out / one.run).evaluate([shifted], episodes=2, head="scaled")
+    assert (one.mean, one.std) == next(iter(expected.values()))
+    # A named head plays the band through its own observations only; other observations are refused.
+    assert list(generalize(out, head="scaled", episodes=2).targets) == [f"{v}-scaled" for v in held_out]
+    with pytest.raises(UserError, match="head 'scaled' learnt from scale-shifted observations and 'heldout0' gives "):
+        generalize(out, "heldout0", head="scaled")
+    only_scaled = _grid(tmp_path / "scaled-only", targets=["scaled"], seeds=1, arms=["scratch"])
+    with pytest.raises(UserError, match="no cartpole target of the experiment learnt from unshifted observations"):
+        generalize(only_scaled, "heldout0")
+
+
 def test_unfinished_runs_are_named_not_played(multitask: Path, tmp_path: Path) -> None:
     grid = tmp_path / "grid"
     shutil.copytree(multitask, grid)
@@ -160,12 +185,12 @@ def test_a_family_without_a_held_out_band_needs_targets() -> None:
     spec = load_spec(Path(__file__).parent.parent / "experiments" / "mountaincar-goal.yaml")  # a family as data
     assert not spec.family.held_out
     with pytest.raises(UserError, match=r"declares no held-out band; pass --targets"):
-        _targets(spec, None)
-    assert list(_targets(spec, [{"goal_velocity": 0.01}])) == ["custom0"]
+        _targets(spec, None, None)
+    assert list(_targets(spec, [{"goal_velocity": 0.01}], None)) == ["custom0"]
     # A spec target of values is named custom0 too: other values are still a target of their own.
     spec = load_spec(Path(__file__).parent.parent / "experiments" / "cartpole.yaml")
     spec = replace(spec, targets=(Task(spec.family, spec.family.custom("custom0", {"length": 0.9})),))
-    assert list(_targets(spec, [{"length": 1.2}])) == ["custom0"]
+    assert list(_targets(spec, [{"length": 1.2}], None)) == ["custom0"]
 
 
 def test_the_overview_repeats_each_experiments_generalisation(multitask: Path, tmp_path: Path) -> None:

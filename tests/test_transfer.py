@@ -337,7 +337,12 @@ def test_corrupted_zip_raises_user_error(source_dir: Path, tmp_path: Path) -> No
 def test_missing_checkpoint_raises_user_error(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="does not exist"):
         load_checkpoint(tmp_path / "nope.zip")
-    with pytest.raises(UserError, match=r"holds no model\.zip"):
+    with pytest.raises(UserError, match=r"holds no model\.zip; pass a checkpoint directory"):
+        load_checkpoint(tmp_path)
+    # An RL Zoo run directory: its zips are named, since which one is meant is the user's call.
+    for name in ("CartPole-v1.zip", "best_model.zip"):
+        (tmp_path / name).write_bytes(b"")
+    with pytest.raises(UserError, match=r"holds no model\.zip; pass one of its zips: .*CartPole-v1\.zip, .*best_model"):
         load_checkpoint(tmp_path)
 
 

@@ -2,7 +2,7 @@
 
 Every family reserves a held-out parameter band that no target may use (``heldout0..2``).
 ``generalize`` plays every finished run of every arm on those variants (or on targets given),
-each through the head of its nearest trained task, and compares the arms with scratch as the
+each through the head of its nearest trained task with the same observations, and compares the arms with scratch as the
 report does: the mean return per target with bootstrap intervals over seeds, the difference to
 scratch, P(improvement) and the transfer flags. Each run plays its own evaluation episodes
 (seed ``k + 10000`` for seed ``k``), so arms meet the same starts seed by seed.
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from rltransfer.compare import (
     stratified_bootstrap_ci,
     stratified_independent_bootstrap_ci,
 )
-from rltransfer.envs import Family, Task
+from rltransfer.envs import Family, ObsShift, Task
 from rltransfer.errors import UserError
 from rltransfer.experiment.main_guard import check_main_guard
 from rltransfer.experiment.pool import worker_pool
@@ -97,11 +97,13 @@ def generalize(
     workers: int = 1,
 ) -> Generalization:
     """Play every finished run of the experiment in ``out`` on ``targets`` (default: the held-out
-    variants of every family it trained on) and write ``<out>/generalization/`` (``report.md`` with
-    a forest plot of the differences to scratch, ``scores.csv``, ``summary.json``); the
-    experiment's report, when built, is rebuilt to show the table. ``head``: the trained task whose
-    head plays every target (default: for each target, the nearest trained task in range-normalised
-    parameters). ``workers`` > 1 plays the seeds in that many worker processes, with the same results."""
+    variants of every family it trained on, through each observation shift its targets trained
+    under) and write ``<out>/generalization/`` (``report.md`` with a forest plot of the differences
+    to scratch, ``scores.csv``, ``summary.json``); the experiment's report, when built, is rebuilt
+    to show the table. ``head``: the trained task whose head plays every target (default: for each
+    target, the nearest trained task in range-normalised parameters among those trained on the same
+    observations). ``workers`` > 1 plays the seeds in that many worker processes, with the same
+    results."""
     out = Path(out)
     spec = load_experiment(out)
     episodes = spec.eval_episodes if episodes is None else episodes
@@ -109,8 +111,8 @@ def generalize(
         raise UserError(f"episodes must be at least 1, got {episodes}")
     if workers < 1:
         raise UserError(f"workers must be a positive integer, got {workers}")
-    chosen = _targets(spec, targets)
-    heads = {name: _head(spec, task, head) for name, task in chosen.items()}
+    chosen = _targets(spec, targets, head)
+    heads = {name: _head(spec, name, task, head) for name, task in chosen.items()}
     plan = _Plan(out, spec.family, spec.mode, tuple(spec.task_names), chosen, heads, episodes)
     complete, left_out = _complete_runs(spec, out)
     groups = [(arm, seed, [j.run_dir for j in jobs]) for (arm, seed), jobs in complete.items()]
@@ -128,6 +130,7 @@ def generalize(
             name: {
                 "family": t.family.name,
                 "params": t.family.resolve(t.variant.params),
+                **({"shift": t.variant.shift.to_dict()} if t.variant.shift is not None else {}),
                 "head": spec.task_names[heads[name]],
             }
             for name, t in chosen.items()
@@ -177,18 +180,10 @@ def _play_in_worker(plan: _Plan, arm: str, seed: int, run_dirs: list[Path]) -> l
     return _play(plan, arm, seed, run_dirs)
 
 
-def _targets(spec: ExperimentSpec, targets: Sequence[Target] | str | None) -> dict[str, Task]:
+def _targets(spec: ExperimentSpec, targets: Sequence[Target] | str | None, head: str | None) -> dict[str, Task]:
     """The targets to play, by the names results give them; by default the held-out variants of
     every family the experiment trained on (``acrobot/heldout0`` where there are several)."""
-    if targets is None:
-        families = {t.family.name: t.family for t in spec.targets}.values()
-        targets = [Task(f, v) for f in families for v in f.held_out_variants()]
-        if not targets:
-            raise UserError(
-                f"{' and '.join(f'family {f.name!r}' for f in families)} declare{'s' * (len(families) == 1)} no "
-                "held-out band; pass --targets (e.g. a variant or {param: value}) to play instead"
-            )
-    tasks = resolve_targets(spec.family, targets)
+    tasks = resolve_targets(spec.family, _held_out(spec, head) if targets is None else targets)
     trained = {task_key(t) for t in spec.targets}
     for name, t in zip(tasks.names, tasks.tasks, strict=True):
         if task_key(t) in trained:
@@ -196,8 +191,35 @@ def _targets(spec: ExperimentSpec, targets: Sequence[Target] | str | None) -> di
     return dict(zip(tasks.names, tasks.tasks, strict=True))
 
 
-def _head(spec: ExperimentSpec, task: Task, head: str | None) -> int:
-    """Index of the trained task that plays ``task``: ``head``, or the nearest one of its family."""
+def _held_out(spec: ExperimentSpec, head: str | None) -> list[Task]:
+    """Each trained family's held-out variants, seen through every observation shift its targets
+    trained under (``heldout0-scaled`` for a ``scaled`` target; unshifted where a target is), or
+    through ``head``'s alone: a head plays only the observations it learnt from."""
+    trained = list(spec.targets)
+    if head in spec.task_names:
+        trained = [spec.targets[spec.task_names.index(head)]]
+    families = {t.family.name: t.family for t in trained}.values()
+    if not any(f.held_out_variants() for f in families):
+        raise UserError(
+            f"{' and '.join(f'family {f.name!r}' for f in families)} declare{'s' * (len(families) == 1)} no "
+            "held-out band; pass --targets (e.g. a variant or {param: value}) to play instead"
+        )
+    held_out = []
+    for family in families:
+        shifts: dict[ObsShift | None, str] = {}  # each shift, named after the first target trained under it
+        for t in trained:
+            if t.family.name == family.name:
+                shifts.setdefault(t.variant.shift, t.variant.name)
+        for v in family.held_out_variants():
+            for shift, name in shifts.items():
+                shifted = replace(v, name=f"{v.name}-{name}", doc=f"{v.doc}; observations as {name}'s", shift=shift)
+                held_out.append(Task(family, v if shift is None else shifted))
+    return held_out
+
+
+def _head(spec: ExperimentSpec, name: str, task: Task, head: str | None) -> int:
+    """Index of the trained task that plays ``task``: ``head``, or the nearest one of its family
+    trained on the same observations (shift)."""
     names = spec.task_names
     if head is not None:
         if head not in names:
@@ -205,11 +227,27 @@ def _head(spec: ExperimentSpec, task: Task, head: str | None) -> int:
         k = names.index(head)
         if spec.targets[k].family.name != task.family.name:
             raise UserError(f"head '{head}' plays {spec.targets[k].family.name} tasks, not {task.family.name}")
+        if spec.targets[k].variant.shift != task.variant.shift:
+            raise UserError(
+                f"head '{head}' learnt from {_observations(spec.targets[k])} and '{name}' gives "
+                f"{_observations(task)}; name a head trained on the same observations"
+            )
         return k
     same = [k for k, t in enumerate(spec.targets) if t.family.name == task.family.name]
     if not same:
         raise UserError(f"no target of the experiment is a {task.family.name} task; play targets of its families")
-    return min(same, key=lambda k: _distance(task.family, spec.targets[k], task))
+    seen = [k for k in same if spec.targets[k].variant.shift == task.variant.shift]
+    if not seen:
+        raise UserError(
+            f"no {task.family.name} target of the experiment learnt from {_observations(task)} as '{name}' gives "
+            f"them; play targets with the observations of one of: {', '.join(names[k] for k in same)}"
+        )
+    return min(seen, key=lambda k: _distance(task.family, spec.targets[k], task))
+
+
+def _observations(task: Task) -> str:
+    shift = task.variant.shift
+    return "unshifted observations" if shift is None else f"{shift.kind}-shifted observations"
 
 
 def _distance(family: Family, a: Task, b: Task) -> float:
