@@ -16,6 +16,7 @@ from rltransfer.cli_args import (
     SNAPSHOT_HELP,
     TARGETS_HELP,
     family_arg,
+    hyperparams_args,
     kv,
     parse_targets,
     snapshot_seconds,
@@ -99,7 +100,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         variant,
         seed=args.seed,
         timesteps=args.timesteps,
-        hyperparams=kv(args.hp),
+        hyperparams=hyperparams_args(args),
         out=out,
         overwrite=args.overwrite,
         progress=not args.quiet,
@@ -138,7 +139,7 @@ def cmd_transfer(args: argparse.Namespace) -> int:
         strategy,
         seed=args.seed,
         timesteps=args.timesteps,
-        hyperparams=kv(args.hp),
+        hyperparams=hyperparams_args(args),
         out=out,
         overwrite=args.overwrite,
         progress=not args.quiet,
@@ -311,6 +312,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--family", required=True, help=FAMILY_HELP)
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--timesteps", type=int, help="training budget in env steps (default: the YAML's n_timesteps)")
+        p.add_argument(
+            "--conf-file",
+            metavar="FILE[:KEY]",
+            help="hyperparameters from an RL Zoo YAML file (the block of the family's env id, e.g. CartPole-v1; "
+            "KEY names one); --hp goes on top",
+        )
         p.add_argument("--hp", action="append", metavar="KEY=VALUE", help="override a PPO hyperparameter (repeatable)")
         p.add_argument("--out", help="output directory")
         p.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")

@@ -1,4 +1,5 @@
-"""Command-line text into the API's values: ``--hp``/``--param`` pairs, ``--targets``, ``--snapshot-every``."""
+"""Command-line text into the API's values: ``--hp``/``--param`` pairs, ``--conf-file``, ``--targets``,
+``--snapshot-every``."""
 
 from __future__ import annotations
 
@@ -30,6 +31,13 @@ def kv(items: Sequence[str] | None, flag: str = "--hp") -> dict[str, Any]:
     from rltransfer.hyperparams import parse_override
 
     return dict(parse_override(item, flag) for item in items or [])
+
+
+def hyperparams_args(args: Any) -> dict[str, Any]:
+    """``--conf-file`` (an RL Zoo YAML file's block for ``--family``), then ``--hp`` on top."""
+    from rltransfer.zoo_file import zoo_file_block
+
+    return {**(zoo_file_block(args.conf_file, args.family) if args.conf_file else {}), **kv(args.hp)}
 
 
 def snapshot_seconds(value: str | None) -> float | None:

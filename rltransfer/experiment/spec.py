@@ -24,6 +24,7 @@ from rltransfer.resolve import resolve_family, resolve_variant, user_families
 from rltransfer.snapshot import DEFAULT_EVERY_S, parse_snapshot_every
 from rltransfer.strategies import OPTIONS, Strategy, parse_strategy
 from rltransfer.tasks import TaskSet, resolve_targets
+from rltransfer.zoo_file import zoo_file_block
 
 Mode = Literal["multitask", "per-target"]
 TOP_KEYS = {
@@ -306,6 +307,12 @@ def parse_spec(
         raise ctx.fail("name", f"name '{name}' may hold only letters, digits, '_', '.', '-'")
 
     src = ctx.check_keys(raw.get("source", {}) or {}, SOURCE_KEYS, "source")
+    # An RL Zoo file's block stands in for its name, so the recorded spec holds the values trained with.
+    if isinstance(src.get("hyperparams"), str):
+        src = {**src, "hyperparams": _zoo_block(ctx, src["hyperparams"], family, "source.hyperparams")}
+        raw = {**raw, "source": src}
+    if isinstance(raw.get("hyperparams"), str):
+        raw = {**raw, "hyperparams": _zoo_block(ctx, raw["hyperparams"], family, "hyperparams")}
     if "params" in src and "variant" in src:
         raise ctx.fail("source", "the source takes variant (a named one) or params (its values), not both; drop one")
     try:
@@ -320,7 +327,9 @@ def parse_spec(
     src_hp = src.get("hyperparams", {}) or {}
     try:
         if not isinstance(src_hp, dict):
-            raise UserError(f"'source.hyperparams' must be a mapping of keys to values, got {src_hp!r}")
+            raise UserError(
+                f"'source.hyperparams' must be a mapping of keys to values or an RL Zoo file, got {src_hp!r}"
+            )
         resolve_hyperparams(family, src_hp)  # checked now, not when the source starts pretraining
     except UserError as e:
         raise ctx.fail("source.hyperparams", str(e)) from None
@@ -376,7 +385,10 @@ def parse_spec(
     arms = _parse_arms(ctx, raw["arms"])
 
     ev = ctx.check_keys(raw.get("eval", {}) or {}, EVAL_KEYS, "eval")
-    overrides = dict(raw.get("hyperparams", {}) or {})
+    overrides = raw.get("hyperparams", {}) or {}
+    if not isinstance(overrides, dict):
+        raise ctx.fail("hyperparams", f"must be a mapping of keys to values or an RL Zoo file, got {overrides!r}")
+    overrides = dict(overrides)
     try:
         hp = resolve_hyperparams(family, overrides)
     except UserError as e:
@@ -422,6 +434,14 @@ def parse_spec(
         device=device,
         snapshot_every=snapshot_every,
     )
+
+
+def _zoo_block(ctx: _Ctx, ref: str, family: Family, path: str) -> dict[str, Any]:
+    """``hyperparams: FILE[:KEY]``: an RL Zoo file's block, the file found beside the spec too."""
+    try:
+        return zoo_file_block(ref, family, ctx.base)
+    except UserError as e:
+        raise ctx.fail(path, str(e)) from None
 
 
 def _snapshot_every(ctx: _Ctx, value: Any) -> float | None:
