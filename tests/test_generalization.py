@@ -161,6 +161,24 @@ def test_a_shift_target_plays_the_held_out_band_through_its_own_observations(tmp
         generalize(only_scaled, "heldout0")
 
 
+def test_a_parameter_a_family_fixes_adds_no_distance() -> None:
+    from rltransfer.envs import Param
+
+    from rltransfer.experiment.generalization import _distance
+
+    cartpole = get_family("cartpole")
+    fixed = replace(
+        cartpole,
+        name="cartpole-fixed-force",
+        variants=tuple(v for v in cartpole.variants if "force_mag" not in v.params),
+        params=tuple(
+            Param(p.name, p.default, p.default, p.default) if p.name == "force_mag" else p for p in cartpole.params
+        ),
+    )
+    long, heldout = Task(fixed, fixed.variant("long")), Task(fixed, fixed.held_out_variants()[0])
+    assert _distance(fixed, long, heldout) == pytest.approx(_distance(cartpole, long, heldout))  # not a 0/0
+
+
 def test_unfinished_runs_are_named_not_played(multitask: Path, tmp_path: Path) -> None:
     grid = tmp_path / "grid"
     shutil.copytree(multitask, grid)

@@ -253,7 +253,8 @@ def _observations(task: Task) -> str:
 def _distance(family: Family, a: Task, b: Task) -> float:
     """Euclidean distance of two variants' parameters, each scaled by its valid range."""
     pa, pb = family.resolve(a.variant.params), family.resolve(b.variant.params)
-    return math.sqrt(sum(((pa[p.name] - pb[p.name]) / (p.high - p.low)) ** 2 for p in family.params))
+    # A parameter a user family fixes (low == high) cannot differ: it adds nothing.
+    return math.sqrt(sum(((pa[p.name] - pb[p.name]) / (p.high - p.low)) ** 2 for p in family.params if p.high > p.low))
 
 
 def _complete_runs(spec: ExperimentSpec, out: Path) -> tuple[dict[tuple[str, int], list[Job]], list[str]]:
