@@ -19,7 +19,7 @@ from typing import Any
 from stable_baselines3.common.vec_env import VecEnv
 
 from rltransfer import normalization
-from rltransfer.checkpoint import MODEL_FILE, Checkpoint, load_checkpoint
+from rltransfer.checkpoint import MODEL_FILE, Checkpoint, load_checkpoint, missing_model_hint
 from rltransfer.envs import FAMILIES, Family, Task, Variant
 from rltransfer.errors import UserError
 from rltransfer.evaluation import evaluate_tasks
@@ -212,9 +212,8 @@ def _check_run_dir(path: Path) -> None:
             f"'{path}' does not exist; pass a run directory (a source checkpoint, runs/<experiment>/<arm>/seed<k>)"
         )
     if path.is_dir() and not (path / MODEL_FILE).exists():
-        runs = sorted(p.parent for p in path.glob(f"**/{MODEL_FILE}"))
-        example = f": {', '.join(map(str, runs[:3]))}{', ...' if len(runs) > 3 else ''}" if runs else ""
-        raise UserError(f"'{path}' holds no {MODEL_FILE}; pass one run's directory{example}")
+        run = "pass a run directory (a source checkpoint, runs/<experiment>/<arm>/seed<k>)"
+        raise UserError(f"'{path}' holds no {MODEL_FILE}; {missing_model_hint(path, run)}")
 
 
 def _tasks(manifest: Mapping[str, Any], fam: Family, override: str | Family | None) -> TaskSet:

@@ -104,15 +104,25 @@ def _resolve_zip(path: Path) -> tuple[Path, Path | None]:
         zip_path = path / MODEL_FILE
         manifest = path / MANIFEST_FILE
         if not zip_path.exists():
-            # An RL Zoo run directory holds <EnvId>.zip and best_model.zip: which one is the user's call.
-            zips = sorted(str(z) for z in path.glob("*.zip"))
-            hint = f"pass one of its zips: {', '.join(zips)}" if zips else "pass a checkpoint directory or an SB3 .zip"
-            raise UserError(f"'{path}' holds no {MODEL_FILE}; {hint}")
+            raise UserError(f"'{path}' holds no {MODEL_FILE}; {missing_model_hint(path)}")
         return zip_path, manifest if manifest.exists() else None
     if not path.exists():
         raise UserError(f"checkpoint '{path}' does not exist; run `rltransfer pretrain` or pass an SB3 PPO .zip")
     beside = path.parent / MANIFEST_FILE
     return path, beside if path.name == MODEL_FILE and beside.exists() else None
+
+
+def missing_model_hint(directory: Path, otherwise: str = "pass a checkpoint directory or an SB3 .zip") -> str:
+    """What to pass instead of a directory without ``model.zip``: the zips in it (an RL Zoo run
+    directory holds ``<EnvId>.zip`` and ``best_model.zip``; which one is the user's call), or the
+    runs under it (an experiment's directory: its sources first)."""
+    zips = sorted(str(z) for z in directory.glob("*.zip"))
+    if zips:
+        return f"pass one of its zips: {', '.join(zips)}"
+    runs = sorted((p.parent for p in directory.glob(f"**/{MODEL_FILE}")), key=lambda p: (p.parent.name != "source", p))
+    if runs:
+        return f"pass one run's directory: {', '.join(map(str, runs[:3]))}{', ...' if len(runs) > 3 else ''}"
+    return otherwise
 
 
 def _readable(entry: Any) -> dict[str, Any]:

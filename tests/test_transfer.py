@@ -344,6 +344,15 @@ def test_missing_checkpoint_raises_user_error(tmp_path: Path) -> None:
         (tmp_path / name).write_bytes(b"")
     with pytest.raises(UserError, match=r"holds no model\.zip; pass one of its zips: .*CartPole-v1\.zip, .*best_model"):
         load_checkpoint(tmp_path)
+    # An experiment's directory: the runs under it, its sources first.
+    grid = tmp_path / "grid"
+    for run in ("finetune/seed0", "finetune/seed1", "source/seed1", "source/seed0"):
+        (grid / run).mkdir(parents=True)
+        (grid / run / "model.zip").write_bytes(b"")
+    with pytest.raises(UserError) as err:
+        load_checkpoint(grid)
+    runs = ", ".join(str(grid / r) for r in ("source/seed0", "source/seed1", "finetune/seed0"))
+    assert str(err.value).endswith(f"holds no model.zip; pass one run's directory: {runs}, ...")
 
 
 def test_manifest_checksum_mismatch_raises(source_dir: Path, tmp_path: Path) -> None:
