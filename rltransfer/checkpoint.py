@@ -119,7 +119,10 @@ def missing_model_hint(directory: Path, otherwise: str = "pass a checkpoint dire
     zips = sorted(str(z) for z in directory.glob("*.zip"))
     if zips:
         return f"pass one of its zips: {', '.join(zips)}"
-    runs = sorted((p.parent for p in directory.glob(f"**/{MODEL_FILE}")), key=lambda p: (p.parent.name != "source", p))
+    # Four levels down reach a per-target run of an experiment in a suite's root; deeper is not looked at,
+    # so a directory such as ~ is not walked whole.
+    found = [p.parent for depth in range(1, 5) for p in directory.glob("/".join(["*"] * depth + [MODEL_FILE]))]
+    runs = sorted(found, key=lambda p: (p.parent.name != "source", p))
     if runs:
         return f"pass one run's directory: {', '.join(map(str, runs[:3]))}{', ...' if len(runs) > 3 else ''}"
     return otherwise
