@@ -2,9 +2,9 @@
 
 Every family reserves a held-out parameter band that no target may use (``heldout0..2``).
 ``generalize`` plays every finished run of every arm on those variants (or on targets given),
-each through the head of its nearest trained task with the same observations, and compares the arms with scratch as the
-report does: the mean return per target with bootstrap intervals over seeds, the difference to
-scratch, P(improvement) and the transfer flags. Each run plays its own evaluation episodes
+each through the head of its nearest trained task with the same observations, and compares the
+arms with scratch as the report does: the mean return per target with bootstrap intervals over
+seeds, the difference to scratch, P(improvement) and the transfer flags. Each run plays its own evaluation episodes
 (seed ``k + 10000`` for seed ``k``), so arms meet the same starts seed by seed.
 """
 
