@@ -75,9 +75,9 @@ def from_zoo(block: Mapping[str, Any]) -> dict[str, Any]:
     ``policy: MlpPolicy`` is what rltransfer trains anyway (dropped); the Zoo's ``normalize`` written
     as a Python dict literal (``"{'norm_obs': True, 'norm_reward': False}"``) becomes that mapping;
     ``policy_kwargs`` (the Zoo's ``"dict(log_std_init=-2, ortho_init=False, activation_fn=nn.ReLU)"``
-    string, or a mapping) becomes ``log_std_init``, ``ortho_init`` and ``activation_fn``. Other
-    policies and other policy options (``net_arch``: rltransfer's architecture is a shared trunk
-    with per-task heads) are refused, naming the keys to write instead.
+    string, or a mapping) becomes ``log_std_init``, ``ortho_init``, ``activation_fn`` and, from
+    ``net_arch``, ``trunk_arch``/``head_arch`` (``_architecture``). Other policies and other policy
+    options are refused, naming the keys to write instead.
     """
     hp = dict(block)
     policy = hp.pop("policy", "MlpPolicy")
@@ -87,7 +87,11 @@ def from_zoo(block: Mapping[str, Any]) -> dict[str, Any]:
             "remove 'policy' or set it to MlpPolicy"
         )
     if "policy_kwargs" in hp:
-        hp.update(_policy_kwargs(hp.pop("policy_kwargs")))
+        options = _policy_kwargs(hp.pop("policy_kwargs"))
+        both = sorted(set(options) & set(hp))
+        if both:
+            raise UserError(f"{', '.join(both)} set both in policy_kwargs and as keys; keep one")
+        hp.update(options)
     normalize = hp.get("normalize")
     if isinstance(normalize, str) and normalize.lstrip().startswith("{"):
         try:
@@ -119,13 +123,37 @@ def _policy_kwargs(value: Any) -> dict[str, Any]:
         elif key in POLICY_KEYS:
             out[key] = option
         elif key == "net_arch":
-            raise UserError(
-                "policy_kwargs.net_arch: rltransfer's policy is a shared trunk with per-task heads; write trunk_arch "
-                "and head_arch instead (e.g. trunk_arch: [256, 256], head_arch: {pi: [], vf: []})"
-            )
+            out.update(_architecture(option))
         else:
             raise UserError(f"policy_kwargs.{key} is not supported; rltransfer passes on {sorted(POLICY_KEYS)}")
     return out
+
+
+def _architecture(net_arch: Any) -> dict[str, Any]:
+    """SB3's ``net_arch`` as rltransfer's shared trunk and per-task heads: shared layers (the old
+    ``[64, dict(pi=[32], vf=[32])]``) become the trunk and ``pi``/``vf`` the heads; without shared
+    layers, equal ``pi`` and ``vf`` (``dict(pi=[256, 256], vf=[256, 256])``, ``[64, 64]``) become the
+    trunk under linear heads, as a plain SB3 zip's actor layers do when it is a source."""
+    layers = list(net_arch) if isinstance(net_arch, list | tuple) else [net_arch]
+    shared = [w for w in layers if not isinstance(w, dict)]
+    split = [w for w in layers if isinstance(w, dict)]
+    heads = split[0] if split else {}
+    pi, vf = list(heads.get("pi", [])), list(heads.get("vf", []))
+    if not all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in [*shared, *pi, *vf]) or (
+        len(split) > 1 or set(heads) - {"pi", "vf"} or (split and layers[-1] is not heads)
+    ):
+        raise UserError(
+            f"policy_kwargs.net_arch {net_arch!r} is not an SB3 MLP architecture; write trunk_arch/head_arch"
+        )
+    if shared:
+        return {"trunk_arch": shared, "head_arch": {"pi": pi, "vf": vf}}
+    if pi != vf:
+        raise UserError(
+            f"policy_kwargs.net_arch {net_arch!r}: separate actor and critic networks of different sizes have no "
+            "shared layers to transfer; write trunk_arch and head_arch instead (e.g. trunk_arch: [256, 256], "
+            "head_arch: {pi: [], vf: []})"
+        )
+    return {"trunk_arch": pi, "head_arch": {"pi": [], "vf": []}}
 
 
 def _zoo_value(node: ast.expr) -> Any:
@@ -134,6 +162,8 @@ def _zoo_value(node: ast.expr) -> Any:
         return ast.unparse(node)
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict" and not node.args:
         return {kw.arg: _zoo_value(kw.value) for kw in node.keywords}  # net_arch=dict(pi=[...], vf=[...])
+    if isinstance(node, ast.List | ast.Tuple):
+        return [_zoo_value(item) for item in node.elts]  # net_arch=[dict(pi=[...], vf=[...])]
     try:
         return ast.literal_eval(node)
     except ValueError:

@@ -59,6 +59,41 @@ def test_the_block_of_the_familys_env_id(zoo: Path) -> None:
     assert zoo_file_block(f"{zoo}:CartPole-v1", get_family("acrobot"))["gamma"] == 0.98
 
 
+# The Zoo's MuJoCo blocks: a multi-line policy_kwargs string, and blocks merged from an anchor.
+ZOO_MUJOCO = """
+HalfCheetah-v3: &mujoco
+  normalize: true
+  n_envs: 1
+  policy: 'MlpPolicy'
+  batch_size: 64
+  n_steps: 512
+  gamma: 0.98
+  policy_kwargs: "dict(
+                    log_std_init=-2,
+                    ortho_init=False,
+                    activation_fn=nn.ReLU,
+                    net_arch=[dict(pi=[256, 256], vf=[256, 256])]
+                  )"
+Walker2d-v3:
+  <<: *mujoco
+  gamma: 0.99
+"""
+
+
+def test_the_zoos_mujoco_blocks(tmp_path: Path) -> None:
+    path = tmp_path / "ppo.yml"
+    path.write_text(ZOO_MUJOCO)
+    block = zoo_file_block(path, get_family("walker2d"))
+    assert block["gamma"] == 0.99 and block["batch_size"] == 64  # its own value over the anchor's
+    assert {k: block[k] for k in ("log_std_init", "ortho_init", "activation_fn", "trunk_arch", "head_arch")} == {
+        "log_std_init": -2,
+        "ortho_init": False,
+        "activation_fn": "relu",
+        "trunk_arch": [256, 256],
+        "head_arch": {"pi": [], "vf": []},
+    }
+
+
 def test_a_file_that_is_one_block_is_taken_whole(tmp_path: Path) -> None:
     path = tmp_path / "mine.yml"
     path.write_text("n_steps: 64\nbatch_size: 64\nlearning_rate: !!float 3e-4\n")

@@ -45,13 +45,33 @@ def test_a_spec_takes_a_pasted_zoo_block() -> None:
 
 
 @pytest.mark.parametrize(
+    ("net_arch", "trunk", "heads"),
+    [
+        # The Zoo's MuJoCo and PyBullet blocks: actor and critic alike, so the actor's layers are the
+        # trunk under linear heads (as a plain SB3 zip's are when it is a source).
+        ("[dict(pi=[256, 256], vf=[256, 256])]", [256, 256], {"pi": [], "vf": []}),
+        ("dict(pi=[256, 256], vf=[256, 256])", [256, 256], {"pi": [], "vf": []}),
+        ("[64, 64]", [64, 64], {"pi": [], "vf": []}),
+        # Shared layers first (SB3 before 1.8): they are the trunk, and pi/vf the heads.
+        ("[128, dict(pi=[32], vf=[64])]", [128], {"pi": [32], "vf": [64]}),
+    ],
+)
+def test_net_arch_becomes_the_trunk_and_the_heads(net_arch: str, trunk: list[int], heads: dict[str, Any]) -> None:
+    block = {**yaml.safe_load(ZOO_CARTPOLE), "policy_kwargs": f"dict(activation_fn=nn.ReLU,\n net_arch={net_arch}\n)"}
+    hp = resolve_hyperparams("cartpole", block)
+    assert (hp["trunk_arch"], hp["head_arch"], hp["activation_fn"]) == (trunk, heads, "relu")
+
+
+@pytest.mark.parametrize(
     ("changes", "says"),
     [
         ({"policy": "CnnPolicy"}, "policy 'CnnPolicy': rltransfer trains its own MLP policy"),
         (
-            {"policy_kwargs": "dict(net_arch=dict(pi=[256, 256], vf=[256, 256]), activation_fn=nn.ReLU)"},
-            "policy_kwargs.net_arch: rltransfer's policy is a shared trunk with per-task heads; write trunk_arch",
+            {"policy_kwargs": "dict(net_arch=dict(pi=[64], vf=[256, 256]), activation_fn=nn.ReLU)"},
+            "separate actor and critic networks of different sizes have no shared layers to transfer; write trunk_arch",
         ),
+        ({"policy_kwargs": "dict(net_arch=[dict(pi=[64]), 64])"}, "is not an SB3 MLP architecture"),
+        ({"policy_kwargs": "dict(net_arch=[64])", "trunk_arch": [32]}, "trunk_arch set both in policy_kwargs and as"),
         ({"policy_kwargs": "dict(squash_output=True)"}, r"policy_kwargs.squash_output is not supported"),
         ({"policy_kwargs": "dict(activation_fn=nn.SiLU)"}, "policy_kwargs.activation_fn 'nn.SiLU' unknown"),
         ({"policy_kwargs": "dict(log_std_init=-2 * x)"}, "value '-2 \\* x' is not a literal"),
