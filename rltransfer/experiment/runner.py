@@ -25,8 +25,9 @@ from typing import Any
 from rltransfer.checkpoint import MANIFEST_FILE, load_checkpoint
 from rltransfer.envs import Task
 from rltransfer.errors import SourceFailed, UserError
+from rltransfer.experiment.arms import Arm
 from rltransfer.experiment.source_checks import check_solved, preflight
-from rltransfer.experiment.spec import Arm, ExperimentSpec
+from rltransfer.experiment.spec import ExperimentSpec
 from rltransfer.io import atomic_write_json, check_writable, read_json, remove_partials, versions
 
 EXPERIMENT_FILE = "experiment.json"

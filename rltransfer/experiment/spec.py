@@ -19,10 +19,11 @@ import yaml
 from rltransfer.devices import parse_device
 from rltransfer.envs import DefinitionError, Family, Task, Variant, family_from_mapping
 from rltransfer.errors import UserError
+from rltransfer.experiment.arms import Arm, parse_arms
+from rltransfer.experiment.spec_context import SpecContext
 from rltransfer.hyperparams import resolve_hyperparams
 from rltransfer.resolve import resolve_family, resolve_variant, user_families
 from rltransfer.snapshot import DEFAULT_EVERY_S, parse_snapshot_every
-from rltransfer.strategies import OPTIONS, Strategy, parse_strategy
 from rltransfer.tasks import TaskSet, resolve_targets
 from rltransfer.zoo_file import zoo_file_block
 
@@ -48,20 +49,7 @@ TOP_KEYS = {
 EXECUTION_KEYS = ("seeds", "description", "device", "snapshot_every")
 SOURCE_KEYS = {"variant", "params", "timesteps", "seed", "seeds", "checkpoint", "hyperparams", "require_solved"}
 EVAL_KEYS = {"freq", "episodes"}
-ARM_KEYS = {"name", "strategy"} | OPTIONS
 TARGET_KEYS = {"name", "variant", "params", "family"}
-
-
-@dataclass(frozen=True)
-class Arm:
-    """One arm of the comparison: a display name and its fine-tuning strategy."""
-
-    name: str
-    strategy: Strategy
-
-    @property
-    def dirname(self) -> str:
-        return re.sub(r"[^A-Za-z0-9_.-]+", "-", self.name)
 
 
 @dataclass(frozen=True)
@@ -177,42 +165,14 @@ def _lines(node: yaml.Node, prefix: str = "") -> dict[str, int]:
     return out
 
 
-class _Ctx:
-    def __init__(self, where: str, lines: dict[str, int], base: Path | None = None) -> None:
-        self.where, self.lines, self.base = where, lines, base
-
-    def fail(self, path: str, message: str) -> UserError:
-        line = self.lines.get(path)
-        at = f"{self.where}:{line}" if line else self.where
-        return UserError(f"{at}: {message}")
-
-    def check_keys(self, mapping: Any, allowed: set[str], path: str) -> dict[str, Any]:
-        if not isinstance(mapping, dict):
-            raise self.fail(path, f"'{path or 'spec'}' must be a mapping of keys to values")
-        for key in mapping:
-            if key not in allowed:
-                raise self.fail(
-                    f"{path}.{key}" if path else str(key),
-                    f"unknown key '{key}'{' in ' + path if path else ''}; allowed: {', '.join(sorted(allowed))}",
-                )
-        return mapping
-
-    def positive_int(self, value: Any, path: str) -> int:
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise self.fail(path, f"'{path}' must be a positive integer, got {value!r}")
-        return value
-
-
-def _threshold(ctx: _Ctx, value: Any, path: str) -> float:
+def _threshold(ctx: SpecContext, value: Any, path: str) -> float:
     """A return to reach: a finite number."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise ctx.fail(path, f"'{path}' must be a number (a return to reach), got {value!r}")
     return float(value)
 
 
-def _family(ctx: _Ctx, value: Any, path: str) -> Family:
+def _family(ctx: SpecContext, value: Any, path: str) -> Family:
     """A family's name, ``module:ATTRIBUTE``, YAML file, or its definition written in the spec."""
     try:
         if isinstance(value, dict):
@@ -227,7 +187,7 @@ def _family(ctx: _Ctx, value: Any, path: str) -> Family:
 PAIRED = "paired"  # source.seeds: one source per target seed, pretrained with that seed
 
 
-def _seeds(ctx: _Ctx, value: Any, path: str) -> tuple[int, ...]:
+def _seeds(ctx: SpecContext, value: Any, path: str) -> tuple[int, ...]:
     """A seed count (``range(n)``) or an explicit list of distinct non-negative seeds."""
     if not isinstance(value, list):
         return tuple(range(ctx.positive_int(value, path)))
@@ -238,7 +198,9 @@ def _seeds(ctx: _Ctx, value: Any, path: str) -> tuple[int, ...]:
     return tuple(value)
 
 
-def _source_seeds(ctx: _Ctx, src: dict[str, Any], checkpoint: Path | None, targets: tuple[int, ...]) -> tuple[int, ...]:
+def _source_seeds(
+    ctx: SpecContext, src: dict[str, Any], checkpoint: Path | None, targets: tuple[int, ...]
+) -> tuple[int, ...]:
     """``source.seed`` (one source) or ``source.seeds``: a count or list (several sources, which the
     target seeds share out by ``SourceSpec.seed_for``), or ``paired`` (the target seeds ``targets``)."""
     if "seed" in src and "seeds" in src:
@@ -262,7 +224,7 @@ def _source_seeds(ctx: _Ctx, src: dict[str, Any], checkpoint: Path | None, targe
     return (seed,)
 
 
-def _require_solved(ctx: _Ctx, src: dict[str, Any], checkpoint: Path | None) -> bool:
+def _require_solved(ctx: SpecContext, src: dict[str, Any], checkpoint: Path | None) -> bool:
     value = src.get("require_solved", False)
     if not isinstance(value, bool):
         raise ctx.fail("source.require_solved", f"source.require_solved must be true or false, got {value!r}")
@@ -296,7 +258,7 @@ def parse_spec(
 ) -> ExperimentSpec:
     """Validate a spec given as a dict (``load_spec`` adds line numbers, and its directory as ``base``,
     where a family file or module is looked for after the working directory)."""
-    ctx = _Ctx(where, lines or {}, base)
+    ctx = SpecContext(where, lines or {}, base)
     raw = ctx.check_keys(raw, TOP_KEYS, "")
     for key in ("family", "targets", "arms"):
         if key not in raw:
@@ -382,7 +344,7 @@ def parse_spec(
         raise ctx.fail("targets", str(e)) from None
     names = task_set.names
 
-    arms = _parse_arms(ctx, raw["arms"])
+    arms = parse_arms(ctx, raw["arms"])
 
     ev = ctx.check_keys(raw.get("eval", {}) or {}, EVAL_KEYS, "eval")
     overrides = raw.get("hyperparams", {}) or {}
@@ -436,7 +398,7 @@ def parse_spec(
     )
 
 
-def _zoo_block(ctx: _Ctx, ref: str, family: Family, path: str) -> dict[str, Any]:
+def _zoo_block(ctx: SpecContext, ref: str, family: Family, path: str) -> dict[str, Any]:
     """``hyperparams: FILE[:KEY]``: an RL Zoo file's block, the file found beside the spec too."""
     try:
         return zoo_file_block(ref, family, ctx.base)
@@ -444,69 +406,13 @@ def _zoo_block(ctx: _Ctx, ref: str, family: Family, path: str) -> dict[str, Any]
         raise ctx.fail(path, str(e)) from None
 
 
-def _snapshot_every(ctx: _Ctx, value: Any) -> float | None:
+def _snapshot_every(ctx: SpecContext, value: Any) -> float | None:
     if value is None or value is False:
         return None
     try:
         return parse_snapshot_every(value)
     except UserError as e:
         raise ctx.fail("snapshot_every", str(e)) from None
-
-
-def _parse_arms(ctx: _Ctx, arms_raw: Any) -> tuple[Arm, ...]:
-    if not isinstance(arms_raw, list) or not arms_raw:
-        raise ctx.fail("arms", "'arms' must be a non-empty list, e.g. [scratch, freeze, finetune]")
-    arms: list[Arm] = []
-    for i, a in enumerate(arms_raw):
-        path = f"arms.{i}"
-        if isinstance(a, str):
-            a = {"name": a}
-        a = ctx.check_keys(a, ARM_KEYS | {"sweep"}, path)
-        strategy = str(a.get("strategy", a.get("name", "")))
-        name = str(a.get("name", strategy))
-        options = {k: v for k, v in a.items() if k not in ("name", "strategy", "sweep")}
-        for suffix, swept in _sweep(ctx, a.get("sweep"), options, f"{path}.sweep"):
-            try:
-                arms.append(Arm(name + suffix, parse_strategy(strategy, {**options, **swept})))
-            except UserError as e:
-                raise ctx.fail(path, f"{name + suffix}: {e}" if suffix else str(e)) from None
-    names = [a.name for a in arms]
-    if len(set(names)) != len(names):
-        raise ctx.fail("arms", f"arm names must be distinct, got {names}; give repeated strategies a 'name'")
-    if "scratch" not in names:
-        raise ctx.fail("arms", "arms must include 'scratch', the baseline every transfer arm is compared with")
-    if len({a.dirname for a in arms}) != len(arms):
-        raise ctx.fail("arms", f"arm names {names} collide as directory names; rename one")
-    return tuple(arms)
-
-
-def _sweep(ctx: _Ctx, sweep: Any, options: Mapping[str, Any], path: str) -> list[tuple[str, dict[str, Any]]]:
-    """An arm's ``sweep: {coef: [0.001, 0.01], ...}``: one arm per combination of the values (the
-    product, in the keys' order), named by a suffix such as ``-coef=0.001``; no sweep: the arm itself."""
-    if sweep is None:
-        return [("", {})]
-    if not isinstance(sweep, dict) or not sweep:
-        raise ctx.fail(path, f"sweep must map options to lists of values, e.g. {{coef: [0.001, 0.01]}}; got {sweep!r}")
-    for key, values in sweep.items():
-        if key not in OPTIONS:
-            raise ctx.fail(path, f"'{key}' is not a strategy option; sweep one of: {', '.join(sorted(OPTIONS))}")
-        if key in options:
-            raise ctx.fail(path, f"'{key}' is both set and swept; drop one")
-        if not isinstance(values, list) or not values:
-            raise ctx.fail(path, f"sweep.{key} must be a non-empty list of values, got {values!r}")
-    combos: list[tuple[str, dict[str, Any]]] = [("", {})]
-    for key, values in sweep.items():
-        combos = [(suffix + f"-{key}={_label(v)}", {**chosen, key: v}) for suffix, chosen in combos for v in values]
-    return combos
-
-
-def _label(value: Any) -> str:
-    """A swept value in an arm's name: ``0.01``, ``0.1,1`` for a list, ``true``."""
-    if isinstance(value, list | tuple):
-        return ",".join(_label(v) for v in value)
-    if isinstance(value, bool):
-        return str(value).lower()
-    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 SpecLike = ExperimentSpec | Mapping[str, Any] | str | Path

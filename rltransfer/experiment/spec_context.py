@@ -1,0 +1,38 @@
+"""Reading a spec: one-line errors that name the file and the line of the key at fault."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rltransfer.errors import UserError
+
+
+class SpecContext:
+    """Where a spec came from (file, line numbers, directory): errors name the line of the key at fault."""
+
+    def __init__(self, where: str, lines: dict[str, int], base: Path | None = None) -> None:
+        self.where, self.lines, self.base = where, lines, base
+
+    def fail(self, path: str, message: str) -> UserError:
+        line = self.lines.get(path)
+        at = f"{self.where}:{line}" if line else self.where
+        return UserError(f"{at}: {message}")
+
+    def check_keys(self, mapping: Any, allowed: set[str], path: str) -> dict[str, Any]:
+        if not isinstance(mapping, dict):
+            raise self.fail(path, f"'{path or 'spec'}' must be a mapping of keys to values")
+        for key in mapping:
+            if key not in allowed:
+                raise self.fail(
+                    f"{path}.{key}" if path else str(key),
+                    f"unknown key '{key}'{' in ' + path if path else ''}; allowed: {', '.join(sorted(allowed))}",
+                )
+        return mapping
+
+    def positive_int(self, value: Any, path: str) -> int:
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise self.fail(path, f"'{path}' must be a positive integer, got {value!r}")
+        return value
