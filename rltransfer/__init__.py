@@ -2,7 +2,8 @@
 
 Public API: :func:`pretrain`, :func:`finetune`, :func:`run_experiment`, :func:`load_agent` (a
 finished run's policy, to act with), :func:`generalize` (an experiment's runs on held-out
-variants), :func:`load_checkpoint`, :func:`parse_strategy`, :func:`load_spec`, :func:`build_report`.
+variants), :func:`load_checkpoint`, :func:`parse_strategy`, :func:`load_spec`, :func:`build_report`,
+:func:`zoo_hyperparams` (a family's block of an RL Zoo hyperparameter file).
 """
 
 from rltransfer.agent import Agent, load_agent
@@ -16,6 +17,7 @@ from rltransfer.finetuning import FinetuneResult, finetune
 from rltransfer.pretraining import PretrainResult, pretrain
 from rltransfer.strategies import Strategy, parse_strategy
 from rltransfer.transfer import LayerMap, TransferReport, apply_transfer
+from rltransfer.zoo_file import zoo_hyperparams
 
 __version__ = "0.1.0"
 
@@ -40,4 +42,5 @@ __all__ = [
     "parse_strategy",
     "pretrain",
     "run_experiment",
+    "zoo_hyperparams",
 ]

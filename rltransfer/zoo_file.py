@@ -17,9 +17,17 @@ import yaml
 from rltransfer.envs import Family
 from rltransfer.errors import UserError
 from rltransfer.hyperparams import POLICY_KEYS, PPO_KEYS, RUN_KEYS, from_zoo, resolve_hyperparams
+from rltransfer.resolve import resolve_family
 
 # Keys that mark a file as one block of hyperparameters rather than a table of blocks.
 _BLOCK_KEYS = PPO_KEYS | RUN_KEYS | POLICY_KEYS | {"policy", "policy_kwargs"}
+
+
+def zoo_hyperparams(ref: str | Path, family: str | Family) -> dict[str, Any]:
+    """The hyperparameters ``ref`` (``FILE`` or ``FILE:KEY``, an RL Zoo YAML file) holds for ``family``,
+    for the ``hyperparams`` of ``pretrain``, ``finetune`` or a spec: ``pretrain("cartpole",
+    hyperparams=zoo_hyperparams("hyperparams/ppo.yml", "cartpole"))``."""
+    return zoo_file_block(ref, resolve_family(family))
 
 
 def zoo_file_block(ref: str | Path, family: Family, base: Path | None = None) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import yaml
 from rltransfer.envs import get_family
 from test_zoo_hyperparams import ZOO_CARTPOLE
 
+import rltransfer
 from rltransfer.cli import main
 from rltransfer.errors import UserError
 from rltransfer.experiment.spec import load_spec
@@ -57,6 +58,7 @@ def test_the_block_of_the_familys_env_id(zoo: Path) -> None:
     }
     # FILE:KEY names a block, whatever the family.
     assert zoo_file_block(f"{zoo}:CartPole-v1", get_family("acrobot"))["gamma"] == 0.98
+    assert rltransfer.zoo_hyperparams(zoo, "cartpole") == block  # the public API, by family name
 
 
 # The Zoo's MuJoCo blocks: a multi-line policy_kwargs string, and blocks merged from an anchor.
