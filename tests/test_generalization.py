@@ -17,7 +17,7 @@ from specs import grid_spec
 from rltransfer import load_agent
 from rltransfer.cli import main
 from rltransfer.errors import UserError
-from rltransfer.experiment.generalization import ALL_TARGETS, _held_out, generalize
+from rltransfer.experiment.generalization import ALL_TARGETS, _distance, _held_out, generalize
 from rltransfer.experiment.report import build_report, load_experiment
 from rltransfer.experiment.run import run_experiment
 
@@ -46,6 +46,12 @@ def test_every_run_plays_the_held_out_variants_with_its_nearest_head(multitask: 
     # The held-out band (pole 0.55-0.7, gravity 10.5-14) lies nearest the long pole, not 3x gravity.
     assert {t["head"] for t in result.targets.values()} == {"long"}
     assert {(p.arm, p.seed) for p in result.played} == {(a, s) for a in ("scratch", "freeze") for s in (0, 1)}
+    cartpole = get_family("cartpole")
+    for name, t in result.targets.items():  # range-normalised distances to the head's task and the source's
+        target = Task(cartpole, next(v for v in cartpole.held_out_variants() if v.name == name))
+        long, source = (Task(cartpole, cartpole.variant(v)) for v in ("long", "source"))
+        assert t["distance_to_head"] == pytest.approx(_distance(cartpole, long, target))
+        assert t["distance_to_source"] == pytest.approx(_distance(cartpole, source, target))
     assert len(result.played) == 4 * len(held_out)
     # Each number is the run's own policy on that target, as load_agent plays it.
     one = next(p for p in result.played if p.arm == "freeze" and p.seed == 1 and p.target == "heldout2")
@@ -164,8 +170,6 @@ def test_a_shift_target_plays_the_held_out_band_through_its_own_observations(tmp
 def test_a_parameter_a_family_fixes_adds_no_distance() -> None:
     from rltransfer.envs import Param
 
-    from rltransfer.experiment.generalization import _distance
-
     cartpole = get_family("cartpole")
     fixed = replace(
         cartpole,
@@ -177,6 +181,17 @@ def test_a_parameter_a_family_fixes_adds_no_distance() -> None:
     )
     long, heldout = Task(fixed, fixed.variant("long")), Task(fixed, fixed.held_out_variants()[0])
     assert _distance(fixed, long, heldout) == pytest.approx(_distance(cartpole, long, heldout))  # not a 0/0
+
+
+def test_the_source_task_of_a_checkpoint_spec_is_its_manifests(multitask: Path, tmp_path: Path) -> None:
+    source = multitask / "source"  # one source for both seeds
+    out = _grid(tmp_path / "ckpt", source={"checkpoint": str(source)}, seeds=1)
+    pretrained = generalize(multitask, "heldout0", episodes=1).targets["heldout0"]["distance_to_source"]
+    assert generalize(out, "heldout0", episodes=1).targets["heldout0"]["distance_to_source"] == pretrained
+    # No transfer run to read the source from (scratch alone): the distance is left out, not guessed.
+    only_scratch = _grid(tmp_path / "scratch", source={"checkpoint": str(source)}, seeds=1, arms=["scratch"])
+    assert generalize(only_scratch, "heldout0", episodes=1).targets["heldout0"]["distance_to_source"] is None
+    assert "| long | 0.098 | — |" in (only_scratch / "generalization" / "report.md").read_text()
 
 
 def test_unfinished_runs_are_named_not_played(multitask: Path, tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ seeds, the difference to scratch, P(improvement) and the transfer flags. Each ru
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
@@ -38,6 +39,7 @@ from rltransfer.io import versions
 from rltransfer.report.files import write_csv, write_json, write_text
 from rltransfer.report.forest import Interval, plot_forest
 from rltransfer.report.tables import fmt_number
+from rltransfer.resolve import recorded_variant
 from rltransfer.tasks import Target, resolve_targets, task_key
 
 BASELINE = "scratch"
@@ -124,6 +126,7 @@ def generalize(
         done = [_play(plan, *group) for group in groups]
     played = [p for group in done for p in group]
     rows = _compare(spec, chosen, played, reps)
+    source = _source_task(spec, out, played)
     result = Generalization(
         out,
         {
@@ -132,6 +135,12 @@ def generalize(
                 "params": t.family.resolve(t.variant.params),
                 **({"shift": t.variant.shift.to_dict()} if t.variant.shift is not None else {}),
                 "head": spec.task_names[heads[name]],
+                # How far the target lies from what the runs trained on: the head's task, and the
+                # source task (where every transferred policy started; scratch never trained there).
+                "distance_to_head": _distance(t.family, spec.targets[heads[name]], t),
+                "distance_to_source": None
+                if source is None or source.family.name != t.family.name
+                else _distance(t.family, source, t),
             }
             for name, t in chosen.items()
         },
@@ -250,6 +259,20 @@ def _observations(task: Task) -> str:
     return "unshifted observations" if shift is None else f"{shift.kind}-shifted observations"
 
 
+def _source_task(spec: ExperimentSpec, out: Path, played: list[Played]) -> Task | None:
+    """The task the experiment's source trained on: the variant it pretrains, or the one a source
+    checkpoint's manifest records (as a transfer run copied it); ``None`` where no single source
+    task is known (no transfer run played, a plain zip, a fine-tuned run or a student as source)."""
+    if spec.source.checkpoint is None:
+        return Task(spec.family, spec.source.variant)
+    for p in played:
+        source = json.loads((out / p.run / "manifest.json").read_text()).get("source") or {}
+        recorded = (source.get("manifest") or {}).get("variant")
+        if recorded and source["manifest"].get("family") == spec.family.name:
+            return Task(spec.family, recorded_variant(spec.family, recorded["name"], recorded["params"]))
+    return None
+
+
 def _distance(family: Family, a: Task, b: Task) -> float:
     """Euclidean distance of two variants' parameters, each scaled by its valid range."""
     pa, pb = family.resolve(a.variant.params), family.resolve(b.variant.params)
@@ -325,6 +348,10 @@ def table(result: Generalization) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def _fmt_distance(distance: float | None) -> str:
+    return "—" if distance is None else f"{distance:.3f}"
+
+
 def _write(result: Generalization, spec: ExperimentSpec) -> None:
     where = result.out / OUT_DIR
     where.mkdir(parents=True, exist_ok=True)
@@ -338,12 +365,17 @@ def _write(result: Generalization, spec: ExperimentSpec) -> None:
         "NEGATIVE TRANSFER marks an arm whose difference to scratch lies entirely below 0.",
         "",
         *([f"Not played (unfinished or failed runs): {', '.join(result.left_out)}.", ""] if result.left_out else []),
-        "| target | family | parameters | head |",
-        "| --- | --- | --- | --- |",
+        "| target | family | parameters | head | distance to the head's task | to the source task |",
+        "| --- | --- | --- | --- | --- | --- |",
         *(
-            f"| {name} | {t['family']} | {', '.join(f'{k}={v:g}' for k, v in t['params'].items())} | {t['head']} |"
+            f"| {name} | {t['family']} | {', '.join(f'{k}={v:g}' for k, v in t['params'].items())} | {t['head']} "
+            f"| {_fmt_distance(t['distance_to_head'])} | {_fmt_distance(t['distance_to_source'])} |"
             for name, t in result.targets.items()
         ),
+        "",
+        "Distances are Euclidean over the family's parameters, each scaled by its valid range. A target "
+        "nearer the source task than the head's task tests how much of the source's competence an arm "
+        "keeps, more than extrapolation beyond the targets.",
         "",
         "| " + " | ".join(header) + " |",
         "| " + " | ".join("---" for _ in header) + " |",
