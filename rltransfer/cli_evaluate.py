@@ -16,6 +16,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     from rltransfer.agent import load_agent
     from rltransfer.cli_args import parse_targets, torch_threads
+    from rltransfer.tasks import observations
 
     torch_threads()
     agent = load_agent(args.run, family=args.family)
@@ -33,11 +34,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     table = Table()
     for col in ("target", "mean return", "std", "threshold", "reached"):
         table.add_column(col)
-    tasks = [agent.resolve_target(t, args.head)[1] for t in targets or agent.task_names]
-    for (name, (mean, std)), task in zip(results.items(), tasks, strict=True):
+    played = [agent.resolve_target(t, args.head) for t in targets or agent.task_names]
+    for (name, (mean, std)), (_, task, _) in zip(results.items(), played, strict=True):
         threshold = task.family.threshold
         table.add_row(escape(name), f"{mean:.1f}", f"{std:.1f}", f"{threshold:g}", "yes" if mean >= threshold else "no")
     console.print(table)
+    own = agent.tasks.tasks if agent.tasks is not None else ()
+    for name, (_, task, k) in zip(results, played, strict=True):
+        # Allowed (a head's robustness to a shift is a question), but unlike generalize it is not the default.
+        if k < len(own) and own[k].variant.shift != task.variant.shift:
+            seen, given = observations(own[k]), observations(task)
+            console.print(escape(f"note: {name}: the head learnt from {seen}, the target gives {given}"))
     return 0
 
 

@@ -141,6 +141,12 @@ def task_key(task: Task) -> tuple[Any, ...]:
     return task.family.name, tuple(sorted(task.family.resolve(task.variant.params).items())), task.variant.shift
 
 
+def observations(task: Task) -> str:
+    """What a task's policy sees, in words: ``unshifted observations`` or ``scale-shifted observations``."""
+    shift = task.variant.shift
+    return "unshifted observations" if shift is None else f"{shift.kind}-shifted observations"
+
+
 def resolve_targets(family: str | Family, targets: Sequence[Target] | str) -> TaskSet:
     """``long`` (a variant of ``family``), ``acrobot/source`` (another family's), a Gymnasium id
     (``rltransfer/Acrobot-long1-v0``), a ``Variant``, a ``Task`` or parameter values (a custom

@@ -190,7 +190,9 @@ def test_a_grid_from_a_fine_tuned_run_reports_its_lineage(cartpole: tuple[Path, 
     assert f"| freeze | heavy | {charged:,} |" in text
 
 
-def test_an_observation_shift_target_keeps_its_shift(cartpole: tuple[Path, Path], tmp_path: Path) -> None:
+def test_an_observation_shift_target_keeps_its_shift(
+    cartpole: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A manifest records a shift variant by name and parameters; the rebuilt task shifts again."""
     src, _ = cartpole
     finetune("cartpole", ["long", "permuted"], src, "freeze", seed=0, timesteps=64, hyperparams=HP, out=tmp_path / "r")
@@ -206,6 +208,12 @@ def test_an_observation_shift_target_keeps_its_shift(cartpole: tuple[Path, Path]
     assert not np.array_equal(env.reset()["obs"], plain.reset()["obs"])
     manifest = json.loads((tmp_path / "r" / "manifest.json").read_text())
     assert {name: mean for name, (mean, _) in agent.evaluate().items()} == manifest["final_eval"]
+    # `evaluate` plays a head on other observations when asked, and says so.
+    assert main(["evaluate", str(tmp_path / "r"), "--targets", "heavy", "--head", "permuted", "--episodes", "1"]) == 0
+    assert (
+        "note: heavy (head permuted): the head learnt from permute-shifted observations, the target gives "
+        "unshifted observations" in " ".join(capsys.readouterr().out.split())
+    )
     assert manifest["targets"][1]["shift"] == {"kind": "permute", "amount": 0.0, "offset": 0.0, "seed": 0}
     # A manifest written before shifts were recorded: the family's own variant of that name and values.
     older = tmp_path / "older"

@@ -40,7 +40,7 @@ from rltransfer.report.files import write_csv, write_json, write_text
 from rltransfer.report.forest import Interval, plot_forest
 from rltransfer.report.tables import fmt_number
 from rltransfer.resolve import recorded_variant
-from rltransfer.tasks import Target, resolve_targets, task_key
+from rltransfer.tasks import Target, observations, resolve_targets, task_key
 
 BASELINE = "scratch"
 ALL_TARGETS = "all targets"
@@ -238,8 +238,8 @@ def _head(spec: ExperimentSpec, name: str, task: Task, head: str | None) -> int:
             raise UserError(f"head '{head}' plays {spec.targets[k].family.name} tasks, not {task.family.name}")
         if spec.targets[k].variant.shift != task.variant.shift:
             raise UserError(
-                f"head '{head}' learnt from {_observations(spec.targets[k])} and '{name}' gives "
-                f"{_observations(task)}; name a head trained on the same observations"
+                f"head '{head}' learnt from {observations(spec.targets[k])} and '{name}' gives "
+                f"{observations(task)}; name a head trained on the same observations"
             )
         return k
     same = [k for k, t in enumerate(spec.targets) if t.family.name == task.family.name]
@@ -248,15 +248,10 @@ def _head(spec: ExperimentSpec, name: str, task: Task, head: str | None) -> int:
     seen = [k for k in same if spec.targets[k].variant.shift == task.variant.shift]
     if not seen:
         raise UserError(
-            f"no {task.family.name} target of the experiment learnt from {_observations(task)} as '{name}' gives "
+            f"no {task.family.name} target of the experiment learnt from {observations(task)} as '{name}' gives "
             f"them; play targets with the observations of one of: {', '.join(names[k] for k in same)}"
         )
     return min(seen, key=lambda k: _distance(task.family, spec.targets[k], task))
-
-
-def _observations(task: Task) -> str:
-    shift = task.variant.shift
-    return "unshifted observations" if shift is None else f"{shift.kind}-shifted observations"
 
 
 def _source_task(spec: ExperimentSpec, out: Path, played: list[Played]) -> Task | None:
