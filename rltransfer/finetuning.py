@@ -34,7 +34,7 @@ from rltransfer.pretraining import EVAL_SEED_OFFSET
 from rltransfer.resolve import family_lineage
 from rltransfer.snapshot import DEFAULT_EVERY_S, open_snapshots, run_key
 from rltransfer.source_policy import is_source_of, source_variant
-from rltransfer.source_settings import source_architecture
+from rltransfer.source_settings import settings_differing, source_architecture
 from rltransfer.strategies import (
     Strategy,
     configure_strategy,
@@ -224,6 +224,10 @@ def _run(
             normalization.load_stats(model.get_env(), ckpt.obs_normalization, padded)  # type: ignore[arg-type]
             count = ckpt.obs_normalization["count"]
             report.notes.append(f"observation normalisation statistics carried from the source (count {count:g})")
+        for key, (theirs, ours) in settings_differing(ckpt, hp).items():
+            # Given explicitly (--hp, --conf-file, a spec's hyperparams): allowed, but the weights meet a
+            # setting other than their own, which nothing else in the run would show.
+            report.notes.append(f"{key}={ours!r} differs from the source's {theirs!r}: set explicitly, so kept")
     fresh = untransferred_layers(policy, report.fresh) if report is not None else []
     callbacks = configure_strategy(model, strat, hp["n_timesteps"], fresh)
     if report is not None and fresh and strat.train:

@@ -3,6 +3,7 @@ observation (and reward) normalisation, read from an rltransfer manifest or a pl
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -20,6 +21,17 @@ SOURCE_BOUND_KEYS = ("trunk_arch", "head_arch", "activation_fn", "normalize")
 def bound_settings(hp: Mapping[str, Any]) -> dict[str, Any]:
     """The settings of ``hp`` that a policy's weights depend on (``SOURCE_BOUND_KEYS``)."""
     return {k: hp[k] for k in SOURCE_BOUND_KEYS if k in hp}
+
+
+def comparable(value: Any) -> Any:
+    """A setting as JSON would write it (tuples and lists alike; ``activation_fn`` case-blind)."""
+    return json.loads(json.dumps(value).lower())
+
+
+def settings_differing(checkpoint: Checkpoint, hp: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """The bound settings ``hp`` sets otherwise than the source trained with: key -> (source's, hp's)."""
+    bound = source_architecture(checkpoint)
+    return {k: (v, hp[k]) for k, v in bound.items() if k in hp and comparable(v) != comparable(hp[k])}
 
 
 def source_architecture(checkpoint: Checkpoint) -> dict[str, Any]:

@@ -386,3 +386,16 @@ def test_no_trunk_found_names_where_the_layers_are(source_dir: Path, tiny: dict[
     crafted = Checkpoint(ckpt.path, qnet, ckpt.manifest, ckpt.sha256, ckpt.spaces)
     with pytest.raises(UserError, match=r"under q_net\.q_net\.\); name the trunk with the option layer_map"):
         apply_transfer(target_policy(tiny), crafted, parse_parts("trunk"))
+
+
+def test_a_bound_setting_given_explicitly_is_kept_and_noted(source_dir: Path, tiny: dict[str, Any]) -> None:
+    # The source trained on raw observations; normalising the targets is the user's explicit call.
+    result = finetune("cartpole", ["long"], source_dir, "finetune", seed=0, timesteps=64, hyperparams=tiny)
+    assert result.report is not None and not any("differs from the source" in n for n in result.report.notes)
+    explicit = {**tiny, "normalize": True}
+    result = finetune("cartpole", ["long"], source_dir, "finetune", seed=0, timesteps=64, hyperparams=explicit)
+    assert result.report is not None
+    assert (
+        "normalize={'norm_obs': True, 'norm_reward': True} differs from the source's False: set explicitly, "
+        "so kept" in result.report.notes
+    )

@@ -7,10 +7,8 @@ run that would fine-tune it trains.
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from rltransfer.checkpoint import load_checkpoint
 from rltransfer.errors import UserError
@@ -60,14 +58,14 @@ def preflight(spec: ExperimentSpec, source: Path) -> None:
     uses the source trains; and check that the source was trained with the settings the runs use."""
     from rltransfer.finetuning import build_model, rehearsal_task, source_states
     from rltransfer.hyperparams import resolve_hyperparams
-    from rltransfer.source_settings import source_architecture
+    from rltransfer.source_settings import settings_differing
     from rltransfer.strategies import configure_strategy, untransferred_layers
     from rltransfer.transfer import apply_transfer
 
     ckpt = load_checkpoint(source)
     hp = resolve_hyperparams(spec.family, spec.target_hyperparams())
-    for key, value in source_architecture(ckpt).items():
-        if key not in spec.hyperparams and _comparable(value) != _comparable(hp[key]):
+    for key, (value, _) in settings_differing(ckpt, hp).items():
+        if key not in spec.hyperparams:
             raise UserError(
                 f"source '{ckpt.path}' was trained with {key}={value!r} but the spec's runs use "
                 f"{hp[key]!r}; pretrain it again (remove it) or set {key} in the spec's hyperparams"
@@ -87,8 +85,3 @@ def preflight(spec: ExperimentSpec, source: Path) -> None:
                     source_states(ckpt, tasks, arm.strategy)
             finally:
                 model.get_env().close()  # type: ignore[union-attr]
-
-
-def _comparable(value: Any) -> Any:
-    """A setting as JSON would write it (tuples and lists alike; ``activation_fn`` case-blind)."""
-    return json.loads(json.dumps(value).lower())
