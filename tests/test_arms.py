@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 from specs import grid_spec
 
 from rltransfer.errors import UserError
+from rltransfer.experiment.report import build_report
+from rltransfer.experiment.run import run_experiment
 from rltransfer.experiment.spec import parse_spec
 
 
@@ -26,19 +30,27 @@ def test_an_arm_sweeps_option_values_as_one_arm_each() -> None:
             ],
         )
     )
-    assert [a.name for a in spec.arms] == [
+    assert [a.name for a in spec.arms] == [  # keys in sorted order, whatever the spec's
         "scratch",
         "l2sp-coef=0.001",
         "l2sp-coef=0.1",
-        "finetune-trunk_lr_scale=0.1-rehearse=false",
-        "finetune-trunk_lr_scale=0.1-rehearse=true",
-        "finetune-trunk_lr_scale=0.1,1-rehearse=false",
-        "finetune-trunk_lr_scale=0.1,1-rehearse=true",
+        "finetune-rehearse=false-trunk_lr_scale=0.1",
+        "finetune-rehearse=false-trunk_lr_scale=0.1,1",
+        "finetune-rehearse=true-trunk_lr_scale=0.1",
+        "finetune-rehearse=true-trunk_lr_scale=0.1,1",
     ]
     assert [a.strategy.l2sp for a in spec.arms[1:3]] == [0.001, 0.1]
     last = spec.arms[-1].strategy
     assert last.trunk_lr_scale == (0.1, 1.0) and last.rehearse and "pi_head" in last.transfer
-    assert spec.arms[-1].dirname == "finetune-trunk_lr_scale-0.1-1-rehearse-true"
+    assert spec.arms[-1].dirname == "finetune-rehearse-true-trunk_lr_scale-0.1-1"
+    assert (spec.arms[-1].sweep_of, spec.arms[-1].swept) == (
+        "finetune",
+        (("rehearse", "true"), ("trunk_lr_scale", "0.1,1")),
+    )
+    assert spec.arms[0].sweep_of is None and spec.arms[0].swept == ()
+    # experiment.json stores the spec with sorted keys: read back, the arms are the same.
+    again = parse_spec(json.loads(json.dumps(spec.raw, sort_keys=True)))
+    assert again.arms == spec.arms
 
 
 @pytest.mark.parametrize(
@@ -57,3 +69,20 @@ def test_bad_sweeps_are_one_line(sweep: dict[str, Any], message: str) -> None:
         parse_spec(grid_spec("sweep", arms=arms))
     with pytest.raises(UserError, match="'coef' is both set and swept; drop one"):
         parse_spec(grid_spec("sweep", arms=["scratch", {"strategy": "l2sp", "coef": 1, "sweep": {"coef": [2]}}]))
+
+
+def test_a_swept_grid_runs_and_its_report_reads_down_the_values(tmp_path: Path) -> None:
+    arms = ["scratch", {"name": "l2sp", "strategy": "l2sp", "sweep": {"rehearse": [False], "coef": [0.001, 0.1]}}]
+    result, report_dir = run_experiment(grid_spec("swept", arms=arms, seeds=1), out=tmp_path, workers=2, progress=False)
+    assert not result.failed
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("l2sp")) == [
+        "l2sp-coef-0.001-rehearse-false",
+        "l2sp-coef-0.1-rehearse-false",
+    ]
+    build_report(tmp_path)  # from experiment.json alone, as `rltransfer report` does
+    report = (report_dir / "report.md").read_text()
+    assert "## Sweep: l2sp over coef, rehearse" in report
+    assert "| coef | rehearse | runs | AUC gain, all tasks | asymptotic gain, all tasks | AUC gain: long |" in report
+    for coef in ("0.001", "0.1"):  # each value's row holds its run's numbers, not a missing arm's dashes
+        row = next(line for line in report.splitlines() if line.startswith(f"| {coef} | false | "))
+        assert row.split(" | ")[2] == "1" and "—" not in row

@@ -16,10 +16,13 @@ ARM_KEYS = {"name", "strategy"} | OPTIONS
 
 @dataclass(frozen=True)
 class Arm:
-    """One arm of the comparison: a display name and its fine-tuning strategy."""
+    """One arm of the comparison: a display name and its fine-tuning strategy; an arm of a sweep
+    also names the arm it was swept from and its values (``(("coef", "0.01"),)``, as labelled)."""
 
     name: str
     strategy: Strategy
+    sweep_of: str | None = None
+    swept: tuple[tuple[str, str], ...] = ()
 
     @property
     def dirname(self) -> str:
@@ -42,7 +45,14 @@ def parse_arms(ctx: SpecContext, arms_raw: Any) -> tuple[Arm, ...]:
         options = {k: v for k, v in a.items() if k not in ("name", "strategy", "sweep")}
         for suffix, swept in _sweep(ctx, a.get("sweep"), options, f"{path}.sweep"):
             try:
-                arms.append(Arm(name + suffix, parse_strategy(strategy, {**options, **swept})))
+                arms.append(
+                    Arm(
+                        name + suffix,
+                        parse_strategy(strategy, {**options, **swept}),
+                        name if "sweep" in a else None,
+                        tuple((k, _label(v)) for k, v in swept.items()),
+                    )
+                )
             except UserError as e:
                 raise ctx.fail(path, f"{name + suffix}: {e}" if suffix else str(e)) from None
     names = [a.name for a in arms]
@@ -57,7 +67,7 @@ def parse_arms(ctx: SpecContext, arms_raw: Any) -> tuple[Arm, ...]:
 
 def _sweep(ctx: SpecContext, sweep: Any, options: Mapping[str, Any], path: str) -> list[tuple[str, dict[str, Any]]]:
     """An arm's ``sweep: {coef: [0.001, 0.01], ...}``: one arm per combination of the values (the
-    product, in the keys' order), named by a suffix such as ``-coef=0.001``; no sweep: the arm itself."""
+    product, keys in sorted order), named by a suffix such as ``-coef=0.001``; no sweep: the arm itself."""
     if sweep is None:
         return [("", {})]
     if not isinstance(sweep, dict) or not sweep:
@@ -70,7 +80,9 @@ def _sweep(ctx: SpecContext, sweep: Any, options: Mapping[str, Any], path: str) 
         if not isinstance(values, list) or not values:
             raise ctx.fail(path, f"sweep.{key} must be a non-empty list of values, got {values!r}")
     combos: list[tuple[str, dict[str, Any]]] = [("", {})]
-    for key, values in sweep.items():
+    # Keys in sorted order, not the spec's: experiment.json stores mappings with sorted keys, and a
+    # grid read back from it must name (and find) its arms as the spec did.
+    for key, values in sorted(sweep.items()):
         combos = [(suffix + f"-{key}={_label(v)}", {**chosen, key: v}) for suffix, chosen in combos for v in values]
     return combos
 

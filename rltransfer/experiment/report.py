@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rltransfer.compare import ALL_TASKS, area_under_curve, compare_arms, stratified_bootstrap_ci
+from rltransfer.compare import ALL_TASKS, TaskComparison, area_under_curve, compare_arms, stratified_bootstrap_ci
 from rltransfer.envs import Task
 from rltransfer.errors import UserError
 from rltransfer.experiment.collect import Collected, collect
@@ -14,7 +14,7 @@ from rltransfer.experiment.runner import EXPERIMENT_FILE
 from rltransfer.experiment.spec import ExperimentSpec, parse_spec
 from rltransfer.io import read_json
 from rltransfer.report import ExtraTable, write_report
-from rltransfer.report.tables import fmt_number
+from rltransfer.report.tables import fmt_estimate, fmt_number
 
 BOOTSTRAP_REPS = 2000
 # Where `rltransfer generalize` writes (rltransfer.experiment.generalization); the report shows its table.
@@ -194,6 +194,37 @@ def _generalization_table(out: Path, data: Collected) -> ExtraTable | None:
     return ExtraTable("Generalisation to held-out variants (`rltransfer generalize`)", header, rows, note)
 
 
+def _sweep_tables(spec: ExperimentSpec, comps: list[TaskComparison]) -> list[ExtraTable]:
+    """One table per swept arm (``sweep:`` in the spec): its values in order against the gains over
+    scratch, so that how the gain moves with the value reads down one column."""
+    by = {(c.arm, c.task): c for c in comps}
+    tables = []
+    for base in dict.fromkeys(a.sweep_of for a in spec.arms if a.sweep_of is not None):
+        arms = [a for a in spec.arms if a.sweep_of == base]
+        keys = [k for k, _ in arms[0].swept]
+        rows = []
+        for arm in arms:
+            overall = by.get((arm.name, ALL_TASKS))
+            flag = ""
+            if overall is not None:
+                flag = "positive" if overall.positive_transfer else "NEGATIVE" if overall.negative_transfer else ""
+            rows.append(
+                [
+                    *(label for _, label in arm.swept),
+                    str(overall.n_runs) if overall else "0",
+                    fmt_estimate(overall.auc_difference) if overall else "—",
+                    fmt_estimate(overall.asymptotic_gain) if overall else "—",
+                    *(fmt_estimate(c.auc_difference) if (c := by.get((arm.name, t))) else "—" for t in spec.task_names),
+                    flag,
+                ]
+            )
+        headers = [*keys, "runs", "AUC gain, all tasks", "asymptotic gain, all tasks"]
+        headers += [f"AUC gain: {t}" for t in spec.task_names] + ["flag (all tasks)"]
+        note = f"Each arm swept from '{base}' against scratch, as in the tables above (95% CIs)."
+        tables.append(ExtraTable(f"Sweep: {base} over {', '.join(keys)}", headers, rows, note))
+    return tables
+
+
 def _total_steps_table(spec: ExperimentSpec, data: Collected) -> ExtraTable | None:
     if not any(data.source_steps.values()):
         return None
@@ -276,7 +307,7 @@ def build_report(out: str | Path, spec: ExperimentSpec | None = None) -> Path:
         _total_steps_table(spec, data),
         _generalization_table(out, data),
     )
-    extras = [t for t in tables if t is not None]
+    extras = [*_sweep_tables(spec, comps), *(t for t in tables if t is not None)]
     report_dir = out / "report"
     write_report(
         report_dir,
