@@ -87,6 +87,7 @@ def family_from_mapping(raw: Any, ref: str | None = None) -> Family:
             hyperparams=dict(_mapping(raw, "hyperparams")),
             env_kwargs={**id_kwargs, **_mapping(raw, "env_kwargs")},
             ref=ref,
+            base_id=str(raw["env"]).rpartition(":")[2] if "env" in raw else None,
         )
     except ValueError as e:
         raise DefinitionError("", str(e)) from None

@@ -66,6 +66,8 @@ class Family:
             ``get_family``), so manifests say how to load it again.
         env_kwargs: fixed constructor arguments of every variant (a Gymnasium id's own, such as
             ``continuous=True``), under the parameters.
+        base_id: the Gymnasium id a family written as data builds on (``MountainCar-v0``), if any;
+            an RL Zoo hyperparameter file's block for it serves the family.
     """
 
     name: str
@@ -80,6 +82,7 @@ class Family:
     hyperparams: Mapping[str, Any] = field(default_factory=dict)
     ref: str | None = None
     env_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    base_id: str | None = None
 
     def __post_init__(self) -> None:
         # A user family is checked where it is built, not at its first environment step.

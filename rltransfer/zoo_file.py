@@ -2,7 +2,8 @@
 
 Such a file keys one block per environment id (``CartPole-v1: {n_envs: 8, ...}``); the block of a
 family's environment is found by the id's name (``CartPole`` for the ``cartpole`` family, any
-version or namespace), or by the family's own name as ``rltransfer/ppo.yml`` keys it. ``FILE:KEY``
+version or namespace; for a family written as data, the id it builds on), or by the family's own
+name as ``rltransfer/ppo.yml`` keys it. ``FILE:KEY``
 names a block, and a file that is itself one block of hyperparameters is taken whole.
 """
 
@@ -73,8 +74,10 @@ def _split(text: str, base: Path | None) -> tuple[Path, str | None]:
 
 
 def _block_key(table: dict[Any, Any], family: Family, path: Path) -> str:
-    """The one block of ``table`` for ``family``: keyed by its environment's name, or by its own name."""
-    found = [k for k in table if isinstance(k, str) and (k == family.name or _env_name(k) == family.title)]
+    """The one block of ``table`` for ``family``: keyed by its environment's name (a family written as
+    data: the Gymnasium id it builds on), or by its own name."""
+    env = _env_name(family.base_id) if family.base_id else family.title
+    found = [k for k in table if isinstance(k, str) and (k == family.name or _env_name(k) == env)]
     if len(found) == 1:
         return str(found[0])
     if found:
@@ -82,7 +85,7 @@ def _block_key(table: dict[Any, Any], family: Family, path: Path) -> str:
             f"{path} has several blocks for {family.name}: {', '.join(found)}; name one as {path}:{found[-1]}"
         )
     raise UserError(
-        f"{path} has no block for {family.name} (keyed {family.title}-v<N> or {family.name}); its blocks: "
+        f"{path} has no block for {family.name} (keyed {env}-v<N> or {family.name}); its blocks: "
         f"{', '.join(map(str, table))}; name one as {path}:KEY"
     )
 

@@ -169,3 +169,16 @@ def test_a_spec_names_a_file_beside_it_and_records_its_values(zoo: Path, tmp_pat
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump({**spec, "hyperparams": [1]}))
     with pytest.raises(UserError, match=r"must be a mapping of keys to values or an RL Zoo file, got \[1\]"):
         load_spec(tmp_path / "spec.yaml")
+
+
+def test_a_family_written_as_data_takes_the_block_of_the_id_it_builds_on(tmp_path: Path) -> None:
+    family = load_spec(Path(__file__).parent.parent / "experiments" / "mountaincar-goal.yaml").family
+    assert family.base_id == "MountainCar-v0"  # `env: MountainCar-v0`; its title is MountaincarGoal
+    path = tmp_path / "ppo.yml"
+    path.write_text("MountainCar-v0:\n  n_envs: 16\n  normalize: true\nCartPole-v1:\n  n_envs: 8\n")
+    assert zoo_file_block(path, family) == {"n_envs": 16, "normalize": True}
+    path.write_text("CartPole-v1:\n  n_envs: 8\n")
+    with pytest.raises(
+        UserError, match=r"no block for mountaincar-goal \(keyed MountainCar-v<N> or mountaincar-goal\)"
+    ):
+        zoo_file_block(path, family)
