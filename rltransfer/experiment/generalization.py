@@ -10,7 +10,6 @@ seeds, the difference to scratch, P(improvement) and the transfer flags. Each ru
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
@@ -35,7 +34,7 @@ from rltransfer.experiment.pool import worker_pool
 from rltransfer.experiment.report import GENERALIZATION_DIR, build_report, load_experiment
 from rltransfer.experiment.runner import Job, plan_jobs
 from rltransfer.experiment.spec import ExperimentSpec
-from rltransfer.io import versions
+from rltransfer.io import read_json, versions
 from rltransfer.report.files import write_csv, write_json, write_text
 from rltransfer.report.forest import Interval, plot_forest
 from rltransfer.report.tables import fmt_number
@@ -261,7 +260,8 @@ def _source_task(spec: ExperimentSpec, out: Path, played: list[Played]) -> Task 
     if spec.source.checkpoint is None:
         return Task(spec.family, spec.source.variant)
     for p in played:
-        source = json.loads((out / p.run / "manifest.json").read_text()).get("source") or {}
+        manifest = read_json(out / p.run / "manifest.json", "restore it, or delete the run and resume its grid")
+        source = manifest.get("source") or {}
         recorded = (source.get("manifest") or {}).get("variant")
         if recorded and source["manifest"].get("family") == spec.family.name:
             return Task(spec.family, recorded_variant(spec.family, recorded["name"], recorded["params"]))
