@@ -259,8 +259,8 @@ def _source_task(spec: ExperimentSpec, out: Path, played: list[Played]) -> Task 
     task is known (no transfer run played, a plain zip, a fine-tuned run or a student as source)."""
     if spec.source.checkpoint is None:
         return Task(spec.family, spec.source.variant)
-    for p in played:
-        manifest = read_json(out / p.run / "manifest.json", "restore it, or delete the run and resume its grid")
+    for run in dict.fromkeys(p.run for p in played):  # each run once, not once per target it played
+        manifest = read_json(out / run / "manifest.json", "restore it, or delete the run and resume its grid")
         source = manifest.get("source") or {}
         recorded = (source.get("manifest") or {}).get("variant")
         if recorded and source["manifest"].get("family") == spec.family.name:
