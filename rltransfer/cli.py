@@ -203,9 +203,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _generalize(out: Path, workers: int | None, prefix: str) -> None:
     """``run --generalize``: the grid's runs on its held-out variants, after its report."""
     from rltransfer.experiment.generalization import OUT_DIR, generalize
+    from rltransfer.experiment.runner import default_workers
 
     try:
-        generalize(out, workers=workers or os.cpu_count() or 1)
+        generalize(out, workers=default_workers() if workers is None else workers)
     except UserError as e:  # the grid and its report are done: say how to play other targets
         raise UserError(
             f"{prefix}{e} (`rltransfer generalize {out} --targets ...`; the grid and report are done)"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 
@@ -56,6 +55,7 @@ def cmd_generalize(args: argparse.Namespace) -> int:
     from rltransfer.cli_args import parse_targets, torch_threads
     from rltransfer.experiment.generalization import OUT_DIR, generalize, table
     from rltransfer.experiment.report import load_experiment
+    from rltransfer.experiment.runner import default_workers
 
     torch_threads()
     targets = None
@@ -66,7 +66,7 @@ def cmd_generalize(args: argparse.Namespace) -> int:
         targets,
         args.head,
         args.episodes,
-        workers=args.workers if args.workers is not None else os.cpu_count() or 1,
+        workers=default_workers() if args.workers is None else args.workers,
     )
     console = Console(width=max(Console().width, 140))
     heads = ", ".join(f"{name} by {t['head']}" for name, t in result.targets.items())
