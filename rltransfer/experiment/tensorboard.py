@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import shutil
+import tempfile
 from pathlib import Path
 
 from rltransfer.experiment.spec import ExperimentSpec
@@ -24,6 +26,11 @@ def write_layout(spec: ExperimentSpec, out: Path) -> Path:
         "training episode return per task (all arms)": {t: ["Multiline", tag("rollout", t)] for t in spec.task_names},
     }
     directory = out / "_layout"
-    with SummaryWriter(str(directory)) as writer:
+    # Written aside and swapped in: a resumed grid would otherwise add one event file per
+    # invocation, and TensorBoard reads any one of a run's layouts, not the newest.
+    fresh = Path(tempfile.mkdtemp(prefix=".layout-", dir=out))
+    with SummaryWriter(str(fresh)) as writer:
         writer.add_custom_scalars(layout)
+    shutil.rmtree(directory, ignore_errors=True)
+    fresh.rename(directory)
     return directory
