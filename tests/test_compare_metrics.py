@@ -191,3 +191,32 @@ def test_asymptotic_gain_is_the_final_return_difference_to_scratch(comparison: l
     assert gain.value == pytest.approx(30.0, abs=5.0) and 0.0 < gain.low <= gain.value <= gain.high
     assert same.asymptotic_gain is not None and same.asymptotic_gain.low < 0.0 < same.asymptotic_gain.high
     assert better.to_dict()["asymptotic_gain"]["value"] == pytest.approx(gain.value)
+
+
+def test_intervals_relative_to_the_baseline_carry_its_spread() -> None:
+    # Every run of "steady" starts at 50; the baseline's starts spread widely. Jumpstart is
+    # "steady's start minus the baseline's mean start", so the baseline's spread is in its interval.
+    rng = np.random.default_rng(0)
+    scratch = ramp_curves(8, 100.0, 0)
+    scratch[:, :, 0] = rng.normal(0.0, 40.0, (8, 2))
+    steady = ramp_curves(8, 100.0, 1) + 10.0
+    steady[:, :, 0] = 50.0
+    results = compare_arms({"scratch": scratch, "steady": steady}, STEPS, TASKS, THRESHOLDS, reps=1000)
+    for task in (*TASKS, ALL_TASKS):
+        arm, base = find(results, "steady", task), find(results, "scratch", task)
+        start = arm.metrics["jumpstart"].mean
+        spread = base.metrics["jumpstart"].mean  # the baseline's start about its own mean
+        assert start.value == pytest.approx(50.0 - base_start(scratch, task))
+        assert start.high - start.low == pytest.approx(spread.high - spread.low, rel=0.3)
+        assert arm.metrics["jumpstart"].iqm.high - arm.metrics["jumpstart"].iqm.low == 0.0  # per run: exact
+        ratio = arm.metrics["transfer_ratio"].mean
+        auc = area_under_curve(steady, STEPS).mean(axis=0), area_under_curve(scratch, STEPS).mean(axis=0)
+        columns = slice(None) if task == ALL_TASKS else slice(TASKS.index(task), TASKS.index(task) + 1)
+        assert ratio.value == pytest.approx(np.mean(((auc[0] - auc[1]) / np.abs(auc[1]))[columns]))
+        assert ratio.low < ratio.value < ratio.high
+        assert arm.auc_difference is not None and ratio.high - ratio.low > 0.0
+
+
+def base_start(curves: np.ndarray, task: str) -> float:
+    starts = curves[:, :, 0].mean(axis=0)
+    return float(starts.mean() if task == ALL_TASKS else starts[TASKS.index(task)])

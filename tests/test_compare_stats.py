@@ -11,6 +11,7 @@ from rltransfer.compare import (
     mean,
     mean_curve_ci,
     mean_difference,
+    mean_relative_difference,
     percentile_interval,
     probability_of_improvement,
     probability_of_improvement_ci,
@@ -40,6 +41,9 @@ def test_mean_is_mean_of_task_means() -> None:
     values = np.array([[0.0, 10.0], [2.0, 30.0]])
     assert mean(values) == pytest.approx((1.0 + 20.0) / 2)
     assert mean_difference(values + 3.0, values) == pytest.approx(3.0)
+    # Per task: (1 + 3 - 1) / 1 and (20 + 10 - 20) / 20, then their mean.
+    assert mean_relative_difference(values + np.array([3.0, 10.0]), values) == pytest.approx((3.0 + 0.5) / 2)
+    assert mean_relative_difference(-values - 1.0, -values) == pytest.approx(-(1.0 + 1.0 / 20) / 2)  # |negative| mean
 
 
 def test_scores_must_be_two_dimensional() -> None:
@@ -72,7 +76,7 @@ def test_vectorised_and_generic_statistics_agree(scores: np.ndarray) -> None:
         slow = stratified_bootstrap_ci(scores, lambda s, f=statistic: f(s), reps=500, seed=7)
         np.testing.assert_allclose(fast, slow, rtol=1e-12)
     x, y = scores[:6], scores[3:] + 0.5
-    for pair in (probability_of_improvement, mean_difference):
+    for pair in (probability_of_improvement, mean_difference, mean_relative_difference):
         fast = stratified_independent_bootstrap_ci(x, y, pair, reps=300, seed=2)
         slow = stratified_independent_bootstrap_ci(x, y, lambda a, b, f=pair: f(a, b), reps=300, seed=2)
         np.testing.assert_allclose(fast, slow, rtol=1e-12)

@@ -66,6 +66,16 @@ def mean_difference(x: npt.ArrayLike, y: npt.ArrayLike) -> float:
     return mean(x) - mean(y)
 
 
+def mean_relative_difference(x: npt.ArrayLike, y: npt.ArrayLike) -> float:
+    """Mean over tasks of ``(mean(x_t) - mean(y_t)) / |mean(y_t)|`` (the transfer ratio of two arms).
+
+    A task whose ``y`` mean is 0 gives ``±inf`` (NaN for a zero numerator), without a warning.
+    """
+    a, b = (scores.mean(axis=0) for scores in _check_pair(x, y))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return float(np.mean((a - b) / np.abs(b)))
+
+
 def probability_of_improvement(x: npt.ArrayLike, y: npt.ArrayLike) -> float:
     """Average probability of improvement of ``X`` over ``Y`` (``rliable`` definition).
 
@@ -269,6 +279,12 @@ def _batched_mean_difference(x: FloatArray, y: FloatArray) -> FloatArray:
     return _batched_mean(x) - _batched_mean(y)
 
 
+def _batched_mean_relative_difference(x: FloatArray, y: FloatArray) -> FloatArray:
+    a, b = x.mean(axis=1), y.mean(axis=1)  # (reps, tasks)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.asarray(((a - b) / np.abs(b)).mean(axis=1), dtype=np.float64)
+
+
 def _batched_probability_of_improvement(x: FloatArray, y: FloatArray) -> FloatArray:
     """``(reps, runs_x, tasks)`` and ``(reps, runs_y, tasks)`` to ``(reps,)``."""
     a, b = x[:, :, None, :], y[:, None, :, :]
@@ -285,4 +301,5 @@ _BATCHED: dict[Callable[..., float], Callable[[FloatArray], FloatArray]] = {
 _BATCHED_PAIR: dict[Callable[..., float], Callable[[FloatArray, FloatArray], FloatArray]] = {
     probability_of_improvement: _batched_probability_of_improvement,
     mean_difference: _batched_mean_difference,
+    mean_relative_difference: _batched_mean_relative_difference,
 }

@@ -25,6 +25,7 @@ from rltransfer.compare.stats import (
     iqm,
     mean,
     mean_difference,
+    mean_relative_difference,
     probability_of_improvement,
     probability_of_improvement_ci,
     stratified_bootstrap_ci,
@@ -84,7 +85,10 @@ class TaskComparison:
         n_runs: runs of this arm.
         threshold: the task's threshold; ``None`` for the aggregate.
         metrics: metric name (``jumpstart``, ``auc``, ``final_return``,
-            ``time_to_threshold``, ``transfer_ratio``) to its mean and IQM with intervals.
+            ``time_to_threshold``, ``transfer_ratio``) to its mean and IQM with intervals
+            over the arm's runs; jumpstart and transfer ratio are relative to the baseline's
+            mean, so for arms other than the baseline their means' intervals resample the
+            baseline's runs too (independently, as ``auc_difference``).
             Time to threshold is ``inf`` for runs that never reached it, so its mean is
             ``inf`` as soon as one run failed while its IQM stays finite while fewer than
             a quarter did.
@@ -207,6 +211,15 @@ def compare_arms(
             base_final = scores[baseline]["final_return"][:, column]
             is_base = arm == baseline
             difference = None if is_base else _difference(part["auc"], base_auc, boot)
+            summaries = {name: _summarise(part[name], boot) for name in METRICS}
+            if not is_base:  # relative to the baseline's mean: its runs' spread belongs in the interval
+                base_start = scores[baseline]["jumpstart"][:, column]
+                summaries["jumpstart"] = dataclasses.replace(
+                    summaries["jumpstart"], mean=_difference(part["jumpstart"], base_start, boot)
+                )
+                summaries["transfer_ratio"] = dataclasses.replace(
+                    summaries["transfer_ratio"], mean=_relative(part["auc"], base_auc, boot)
+                )
             results.append(
                 TaskComparison(
                     arm=arm,
@@ -214,7 +227,7 @@ def compare_arms(
                     baseline=baseline,
                     n_runs=arrays[arm].shape[0],
                     threshold=threshold,
-                    metrics={name: _summarise(part[name], boot) for name in METRICS},
+                    metrics=summaries,
                     time_to_threshold_median=float(np.median(part["time_to_threshold"])),
                     reached_fraction=float(reached_fraction(part["time_to_threshold"]).mean()),
                     prob_improvement=None if is_base else _improvement(part["auc"], base_auc, boot),
@@ -247,6 +260,11 @@ def _summarise(values: FloatArray, boot: _Bootstrap) -> MetricSummary:
 def _difference(x: FloatArray, y: FloatArray, boot: _Bootstrap) -> Estimate:
     low, high = stratified_independent_bootstrap_ci(x, y, mean_difference, *boot)
     return Estimate(mean_difference(x, y), low, high)
+
+
+def _relative(x: FloatArray, y: FloatArray, boot: _Bootstrap) -> Estimate:
+    low, high = stratified_independent_bootstrap_ci(x, y, mean_relative_difference, *boot)
+    return Estimate(mean_relative_difference(x, y), low, high)
 
 
 def _improvement(x: FloatArray, y: FloatArray, boot: _Bootstrap) -> Estimate:
