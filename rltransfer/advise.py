@@ -42,6 +42,10 @@ class Advice:
     predicted_gain: float
     recommendation: str
     reason: str
+    # The source policy on the task it trained on, normalised as ``zero_shot_score``.
+    source_return: float = float("nan")
+    source_random_return: float = float("nan")
+    source_score: float = float("nan")
 
 
 # Feature shift (MMD^2, in [0, 2)) up to which frozen source features are advised for a weak
@@ -56,12 +60,21 @@ def predicted_gain(score: float, mmd: float) -> float:
     return min(max(score, 0.0), 1.0) - max(mmd, 0.0)
 
 
-def recommend(score: float, mmd: float) -> tuple[str, str]:
-    """Heuristic strategy from the normalised zero-shot score and the feature shift (MMD^2)."""
+def recommend(score: float, mmd: float, source_learnt: bool = True) -> tuple[str, str]:
+    """Heuristic strategy from the normalised zero-shot score and the feature shift (MMD^2).
+
+    ``source_learnt`` is False for a source no better than random on its own task: its features
+    shift little because they are an untrained network's, not because they suit the target.
+    """
     if score >= 0.9:
         return "zero-shot", "the source policy already scores at least 90% of the way from random to the threshold"
     if score >= 0.3:
         return "finetune (transfer: heads)", "the source policy is partly competent: start from all of it"
+    if not source_learnt:
+        return (
+            "scratch",
+            "the source policy is no better than random on its own task: it has learnt nothing to transfer",
+        )
     if mmd <= FREEZE_MAX_SHIFT:
         return "freeze", "the source features shift little on this target: train new heads on them"
     if score > RANDOM_TOLERANCE:
@@ -145,26 +158,52 @@ def advise(
         targets = comma_items(targets)
     variants = [t if isinstance(t, Variant) else resolve_variant(fam, _own_variant(fam, t)) for t in targets]
     model = load_source_model(ckpt, fam, seed)
-    src_env = source_eval_env(ckpt, fam, source_variant(ckpt, fam), 8)
+    own = source_variant(ckpt, fam)
+    source_return, source_random, source_score = _zero_shot(
+        model, source_eval_env(ckpt, fam, own, episodes), own.name, fam, episodes, seed
+    )
+    src_env = source_eval_env(ckpt, fam, own, 8)
     src_feats = _features(model, src_env, samples, seed)
     src_feats_b = _features(model, src_env, samples, seed + 1)
     floor = max(mmd_rbf(src_feats, src_feats_b), 0.0)
     rows = []
     for v in variants:
-        env = source_eval_env(ckpt, fam, v, episodes)
-        zero_shot = evaluate_tasks(model, {v.name: env}, episodes, seed)[v.name][0]
-        rand = _random_return(env, episodes, seed)
-        score = (zero_shot - rand) / (fam.threshold - rand) if fam.threshold != rand else 0.0
+        zero_shot, rand, score = _zero_shot(model, source_eval_env(ckpt, fam, v, episodes), v.name, fam, episodes, seed)
         feats = _features(model, source_eval_env(ckpt, fam, v, 8), samples, seed)
         rows.append((v, zero_shot, rand, score, mmd_rbf(src_feats, feats)))
     advice = []
     for v, zero_shot, rand, score, mmd in rows:
         # A shift within the source's own sampling noise is no shift.
         shift = mmd if mmd > 2.0 * floor else 0.0
-        rec, why = recommend(score, shift)
+        rec, why = recommend(score, shift, source_learnt=source_score > RANDOM_TOLERANCE)
         gain = predicted_gain(score, shift)
-        advice.append(Advice(v.name, v.distance, zero_shot, rand, fam.threshold, score, mmd, gain, rec, why))
+        advice.append(
+            Advice(
+                v.name,
+                v.distance,
+                zero_shot,
+                rand,
+                fam.threshold,
+                score,
+                mmd,
+                gain,
+                rec,
+                why,
+                source_return=source_return,
+                source_random_return=source_random,
+                source_score=source_score,
+            )
+        )
     return advice
+
+
+def _zero_shot(model: Any, env: Any, name: str, family: Family, episodes: int, seed: int) -> tuple[float, float, float]:
+    """The policy's mean return on ``env`` (the task ``name``), a random policy's, and the first
+    normalised between the second (0) and the family's threshold (1)."""
+    returned = evaluate_tasks(model, {name: env}, episodes, seed)[name][0]
+    rand = _random_return(env, episodes, seed)
+    score = (returned - rand) / (family.threshold - rand) if family.threshold != rand else 0.0
+    return returned, rand, score
 
 
 def to_json(advice: Sequence[Advice]) -> list[dict[str, Any]]:

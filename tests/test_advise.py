@@ -58,6 +58,17 @@ def test_recommendation_rules(score: float, mmd: float, expected: str) -> None:
     assert recommend(score, mmd)[0] == expected
 
 
+@pytest.mark.parametrize(
+    ("score", "expected"), [(1.0, "zero-shot"), (0.5, "finetune (transfer: heads)"), (0.1, "scratch")]
+)
+def test_a_source_that_learnt_nothing_is_not_advised_for_its_features(score: float, expected: str) -> None:
+    # An untrained trunk's features barely shift between tasks: that is no reason to freeze them.
+    rec, why = recommend(score, 0.01, source_learnt=False)
+    assert rec == expected
+    if rec == "scratch":
+        assert "no better than random on its own task" in why
+
+
 def test_predicted_gain_is_the_clipped_head_start_minus_the_shift() -> None:
     assert predicted_gain(1.2, 0.1) == pytest.approx(0.9)
     assert predicted_gain(-0.5, 0.7) == pytest.approx(-0.7)
@@ -92,6 +103,29 @@ def test_advise_on_a_tiny_source(source_dir: Path, capsys: pytest.CaptureFixture
     )
     rows = json.loads(capsys.readouterr().out)
     assert [r["target"] for r in rows] == ["long", "longer", "custom2"]  # a target by its values too
+    # The source on its own task, scored as the targets are.
+    own = {(r["source_return"], r["source_random_return"], r["source_score"]) for r in rows}
+    assert len(own) == 1
+    ((returned, rand, score),) = own
+    assert score == pytest.approx((returned - rand) / (475.0 - rand))
+
+
+def test_advice_weighs_the_sources_own_score(source_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import rltransfer.advise as module
+
+    seen: list[bool] = []
+
+    def spy(score: float, mmd: float, source_learnt: bool = True) -> tuple[str, str]:
+        seen.append(source_learnt)
+        return recommend(score, mmd, source_learnt)
+
+    monkeypatch.setattr(module, "recommend", spy)
+    (a,) = advise(source_dir, "cartpole", ["long"], episodes=2, samples=16)
+    assert seen == [a.source_score > module.RANDOM_TOLERANCE]
+    monkeypatch.setattr(module, "RANDOM_TOLERANCE", a.source_score + 0.01)  # as if no better than random
+    (weak,) = advise(source_dir, "cartpole", ["long"], episodes=2, samples=16)
+    assert seen[-1] is False
+    assert weak.recommendation == ("scratch" if weak.zero_shot_score < 0.3 else a.recommendation)
 
 
 @pytest.mark.parametrize(("episodes", "samples"), [(0, 1000), (10, 1), (-3, 0)])
