@@ -165,6 +165,17 @@ def _linear_indices(state_dict: Mapping[str, th.Tensor], prefix: str) -> list[st
 
 
 def _check_shape(src_key: str, src: th.Tensor, dst_key: str, dst: th.Tensor) -> None:
+    if tuple(src.shape) == tuple(dst.shape):
+        return
+    if src_key == "log_std" and src.dim() != dst.dim():
+        # A vector is a state-independent std, a matrix gSDE's: the exploration, not the widths, differs.
+        kind = {1: "a state-independent std (use_sde=False)", 2: "gSDE's (use_sde=True)"}
+        raise UserError(
+            f"the source's log_std {tuple(src.shape)} is {kind.get(src.dim(), 'unknown')} and the target's "
+            f"{tuple(dst.shape)} is {kind.get(dst.dim(), 'unknown')}; set use_sde={str(src.dim() == 2).lower()} "
+            "as the source's (--hp, or a spec's hyperparams) to carry its exploration over, or transfer "
+            "without log_std (transfer: heads)"
+        )
     if tuple(src.shape) != tuple(dst.shape):
         raise UserError(
             f"shape mismatch: source {src_key} {tuple(src.shape)} vs target {dst_key} {tuple(dst.shape)}; "

@@ -33,6 +33,7 @@ from rltransfer.experiment.source_checks import preflight, with_source_settings
 from rltransfer.experiment.spec import load_spec
 from rltransfer.finetuning import finetune
 from rltransfer.source_settings import source_architecture
+from rltransfer.strategies import parse_strategy
 from rltransfer.vecnormalize_file import read_file
 
 TINY = {"n_steps": 32, "batch_size": 32, "n_epochs": 1}
@@ -183,3 +184,42 @@ def test_statistics_file_runs_no_code(tmp_path: Path) -> None:
     saved = read_file(tmp_path / "rewards.pkl")
     assert saved.obs_stats is None
     assert saved.options == {"norm_obs": False, "norm_reward": True, "clip_obs": 10.0, "clip_reward": 5.0}
+
+
+@pytest.mark.parametrize("source_sde", [False, True])
+def test_a_log_std_of_the_other_exploration_names_use_sde(tmp_path: Path, source_sde: bool) -> None:
+    # Pendulum's settings explore with gSDE (a matrix log_std); a plain zip may not (a vector).
+    path = tmp_path / "pendulum.zip"
+    PPO("MlpPolicy", "Pendulum-v1", seed=0, use_sde=source_sde, device="cpu", **TINY).save(path)
+    hp = {**TINY, "use_sde": not source_sde}
+    with pytest.raises(UserError) as caught:
+        finetune(
+            "pendulum",
+            ["g12"],
+            path,
+            strategy=parse_strategy("finetune", {"transfer": "all"}),
+            timesteps=32,
+            hyperparams=hp,
+        )
+    message = str(caught.value)
+    assert f"set use_sde={str(source_sde).lower()} as the source's" in message
+    assert "(transfer: heads)" in message and "trunk_arch" not in message
+    # As the message says: the source's exploration carries over, or is left out.
+    finetune(
+        "pendulum",
+        ["g12"],
+        path,
+        strategy=parse_strategy("finetune", {"transfer": "all"}),
+        timesteps=32,
+        hyperparams={**TINY, "use_sde": source_sde},
+        out=tmp_path / "same",
+    )
+    finetune(
+        "pendulum",
+        ["g12"],
+        path,
+        strategy=parse_strategy("finetune", {"transfer": "heads"}),
+        timesteps=32,
+        hyperparams=hp,
+        out=tmp_path / "heads",
+    )
