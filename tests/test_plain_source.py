@@ -191,35 +191,17 @@ def test_a_log_std_of_the_other_exploration_names_use_sde(tmp_path: Path, source
     # Pendulum's settings explore with gSDE (a matrix log_std); a plain zip may not (a vector).
     path = tmp_path / "pendulum.zip"
     PPO("MlpPolicy", "Pendulum-v1", seed=0, use_sde=source_sde, device="cpu", **TINY).save(path)
-    hp = {**TINY, "use_sde": not source_sde}
+
+    def transfer(parts: str, use_sde: bool, out: Path | None = None) -> None:
+        strategy = parse_strategy("finetune", {"transfer": parts})
+        hp = {**TINY, "use_sde": use_sde}
+        finetune("pendulum", ["g12"], path, strategy=strategy, timesteps=32, hyperparams=hp, out=out)
+
     with pytest.raises(UserError) as caught:
-        finetune(
-            "pendulum",
-            ["g12"],
-            path,
-            strategy=parse_strategy("finetune", {"transfer": "all"}),
-            timesteps=32,
-            hyperparams=hp,
-        )
+        transfer("all", use_sde=not source_sde)
     message = str(caught.value)
     assert f"set use_sde={str(source_sde).lower()} as the source's" in message
     assert "(transfer: heads)" in message and "trunk_arch" not in message
     # As the message says: the source's exploration carries over, or is left out.
-    finetune(
-        "pendulum",
-        ["g12"],
-        path,
-        strategy=parse_strategy("finetune", {"transfer": "all"}),
-        timesteps=32,
-        hyperparams={**TINY, "use_sde": source_sde},
-        out=tmp_path / "same",
-    )
-    finetune(
-        "pendulum",
-        ["g12"],
-        path,
-        strategy=parse_strategy("finetune", {"transfer": "heads"}),
-        timesteps=32,
-        hyperparams=hp,
-        out=tmp_path / "heads",
-    )
+    transfer("all", use_sde=source_sde, out=tmp_path / "same")
+    transfer("heads", use_sde=not source_sde, out=tmp_path / "heads")
