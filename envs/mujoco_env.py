@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import mujoco
@@ -23,9 +26,32 @@ def _scale_model(env: Any, family: Family, mass_scale: float, friction_scale: fl
     env.mass_scale, env.friction_scale = p["mass_scale"], p["friction_scale"]
 
 
+@contextmanager
+def settotalmass_muted() -> Iterator[None]:
+    """MuJoCo >= 4 warns, on every compile, that Gymnasium's ``half_cheetah.xml`` uses the deprecated
+    ``settotalmass``: the model compiles the same, the fix is Gymnasium's asset, and a grid builds
+    hundreds of envs, so that one warning is dropped while an env is built; any other goes where it went."""
+    previous: Callable[[str], None] | None = mujoco.get_mju_user_warning()
+
+    def warn(message: str) -> None:
+        if "'settotalmass' is deprecated" in message:
+            return
+        if previous is not None:
+            previous(message)
+        else:  # MuJoCo's own default
+            print(f"WARNING: {message}\n", file=sys.stderr)
+
+    mujoco.set_mju_user_warning(warn)
+    try:
+        yield
+    finally:
+        mujoco.set_mju_user_warning(previous)
+
+
 class HalfCheetahFamilyEnv(HalfCheetahEnv):
     def __init__(self, mass_scale: float = 1.0, friction_scale: float = 1.0, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+        with settotalmass_muted():
+            super().__init__(**kwargs)
         _scale_model(self, HALF_CHEETAH, mass_scale, friction_scale)
 
 

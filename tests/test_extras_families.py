@@ -43,3 +43,25 @@ def test_hopper_to_walker2d_crosses_spaces(tmp_path: Path) -> None:
     assert not any("task 1" in str(t) for t in copied)
     assert result.manifest["targets"][1]["family"] == "walker2d"
     assert any("normalisation" in n for n in report.notes)  # MuJoCo hyperparameters normalise observations
+
+
+def test_halfcheetah_builds_without_gymnasiums_settotalmass_warning(capfd: pytest.CaptureFixture[str]) -> None:
+    needs("halfcheetah")
+    import mujoco
+    from rltransfer.envs.mujoco_env import HalfCheetahFamilyEnv, settotalmass_muted
+
+    seen: list[str] = []
+    mujoco.set_mju_user_warning(seen.append)  # a handler of the user's own
+    try:
+        env = HalfCheetahFamilyEnv(mass_scale=1.6)
+        assert mujoco.get_mju_user_warning() is not None and not seen  # restored, and that warning dropped
+        with settotalmass_muted():  # any other warning still reaches the user's handler
+            mujoco.get_mju_user_warning()("Nan, Inf or huge value in QACC")
+        assert seen == ["Nan, Inf or huge value in QACC"]
+    finally:
+        mujoco.set_mju_user_warning(None)
+    env.close()
+    HalfCheetahFamilyEnv().close()  # MuJoCo's default handler: nothing printed either
+    assert "settotalmass" not in capfd.readouterr().err
+    # The mass scale still applies on top of the total mass the asset sets (14 at scale 1).
+    assert float(env.model.body_mass.sum()) == pytest.approx(14.0 * 1.6)
