@@ -47,12 +47,22 @@ class Advice:
     source_random_return: float = float("nan")
     source_score: float = float("nan")
 
+    @property
+    def source_learnt(self) -> bool:
+        """Whether the source beats a random policy on its own task (unknown, NaN: taken as yes)."""
+        return beats_random(self.source_score)
+
 
 # Feature shift (MMD^2, in [0, 2)) up to which frozen source features are advised for a weak
 # source policy: a quarter of the range. Beyond it the features are far from where they were learnt.
 FREEZE_MAX_SHIFT = 0.5
 # Zero-shot scores within this distance of a random policy's count as "no better than random".
 RANDOM_TOLERANCE = 0.05
+
+
+def beats_random(score: float) -> bool:
+    """Whether a normalised score is more than ``RANDOM_TOLERANCE`` above a random policy's (NaN: unknown, yes)."""
+    return not score <= RANDOM_TOLERANCE
 
 
 def predicted_gain(score: float, mmd: float) -> float:
@@ -77,7 +87,7 @@ def recommend(score: float, mmd: float, source_learnt: bool = True) -> tuple[str
         )
     if mmd <= FREEZE_MAX_SHIFT:
         return "freeze", "the source features shift little on this target: train new heads on them"
-    if score > RANDOM_TOLERANCE:
+    if beats_random(score):
         return "finetune", "features shift and the policy is weak: adapt the trunk, fresh heads"
     return "scratch", "features shift strongly and the source policy is no better than random"
 
@@ -171,28 +181,15 @@ def advise(
         zero_shot, rand, score = _zero_shot(model, source_eval_env(ckpt, fam, v, episodes), v.name, fam, episodes, seed)
         feats = _features(model, source_eval_env(ckpt, fam, v, 8), samples, seed)
         rows.append((v, zero_shot, rand, score, mmd_rbf(src_feats, feats)))
+    own_task = {"source_return": source_return, "source_random_return": source_random, "source_score": source_score}
     advice = []
     for v, zero_shot, rand, score, mmd in rows:
         # A shift within the source's own sampling noise is no shift.
         shift = mmd if mmd > 2.0 * floor else 0.0
-        rec, why = recommend(score, shift, source_learnt=source_score > RANDOM_TOLERANCE)
+        rec, why = recommend(score, shift, source_learnt=beats_random(source_score))
         gain = predicted_gain(score, shift)
         advice.append(
-            Advice(
-                v.name,
-                v.distance,
-                zero_shot,
-                rand,
-                fam.threshold,
-                score,
-                mmd,
-                gain,
-                rec,
-                why,
-                source_return=source_return,
-                source_random_return=source_random,
-                source_score=source_score,
-            )
+            Advice(v.name, v.distance, zero_shot, rand, fam.threshold, score, mmd, gain, rec, why, **own_task)
         )
     return advice
 

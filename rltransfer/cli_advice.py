@@ -15,7 +15,7 @@ def cmd_advise(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from rltransfer.advice_validation import validate
-    from rltransfer.advise import RANDOM_TOLERANCE, advise, to_json
+    from rltransfer.advise import advise, to_json
     from rltransfer.checkpoint import load_checkpoint
 
     torch_threads()
@@ -47,7 +47,7 @@ def cmd_advise(args: argparse.Namespace) -> int:
             table.caption = escape(
                 f"the source on its own task: {a.source_return:.1f} (random {a.source_random_return:.1f}), "
                 f"score {a.source_score:.2f}"
-                + ("" if a.source_score > RANDOM_TOLERANCE else ": no better than random, nothing learnt to transfer")
+                + ("" if a.source_learnt else ": no better than random, nothing learnt to transfer")
             )
         Console(width=max(Console().width, 140)).print(table)
     if args.validate:

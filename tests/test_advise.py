@@ -121,7 +121,7 @@ def test_advice_weighs_the_sources_own_score(source_dir: Path, monkeypatch: pyte
 
     monkeypatch.setattr(module, "recommend", spy)
     (a,) = advise(source_dir, "cartpole", ["long"], episodes=2, samples=16)
-    assert seen == [a.source_score > module.RANDOM_TOLERANCE]
+    assert seen == [a.source_learnt] == [a.source_score > module.RANDOM_TOLERANCE]
     monkeypatch.setattr(module, "RANDOM_TOLERANCE", a.source_score + 0.01)  # as if no better than random
     (weak,) = advise(source_dir, "cartpole", ["long"], episodes=2, samples=16)
     assert seen[-1] is False
