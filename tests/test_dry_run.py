@@ -90,3 +90,18 @@ def test_a_grid_in_progress_shows_its_progress(spec: Path, tmp_path: Path, capsy
     assert f"(in progress under pid {os.getpid()};" in printed
     assert "freeze     freeze       1 in progress, 1 kept" in printed
     assert f"{out} is in use by pid {os.getpid()}: run refuses it until that ends." in printed
+
+
+def test_reporting_a_grid_with_nothing_finished_names_its_runner(spec: Path, tmp_path: Path) -> None:
+    from rltransfer.errors import UserError
+    from rltransfer.experiment.report import build_report
+
+    out = tmp_path / "out"
+    run_experiment(spec, out=out, workers=1, progress=False)
+    for arm in ("scratch", "freeze", "zero-shot"):
+        shutil.rmtree(out / arm)
+    with pytest.raises(UserError, match=r"run `rltransfer run SPEC --out .* --resume`"):
+        build_report(out)
+    with exclusive_lock(out / LOCK_FILE, "out"), pytest.raises(UserError) as caught:  # a runner at work there
+        build_report(out)
+    assert str(caught.value).endswith(f"yet; pid {os.getpid()} is running its grid, report then")
