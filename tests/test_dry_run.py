@@ -94,6 +94,7 @@ def test_a_grid_in_progress_shows_its_progress(spec: Path, tmp_path: Path, capsy
 
 def test_reporting_a_grid_with_nothing_finished_names_its_runner(spec: Path, tmp_path: Path) -> None:
     from rltransfer.errors import UserError
+    from rltransfer.experiment.generalization import generalize
     from rltransfer.experiment.report import build_report
 
     out = tmp_path / "out"
@@ -104,4 +105,6 @@ def test_reporting_a_grid_with_nothing_finished_names_its_runner(spec: Path, tmp
         build_report(out)
     with exclusive_lock(out / LOCK_FILE, "out"), pytest.raises(UserError) as caught:  # a runner at work there
         build_report(out)
-    assert str(caught.value).endswith(f"yet; pid {os.getpid()} is running its grid, report then")
+    with exclusive_lock(out / LOCK_FILE, "out"), pytest.raises(UserError, match="running its grid"):
+        generalize(out)
+    assert str(caught.value).endswith(f"yet; pid {os.getpid()} is running its grid: try again once runs finish")

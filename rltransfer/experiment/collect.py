@@ -14,9 +14,9 @@ import numpy as np
 from rltransfer.checkpoint import MANIFEST_FILE
 from rltransfer.devices import device_label
 from rltransfer.errors import UserError
-from rltransfer.experiment.runner import LOCK_FILE, Job, plan_jobs
+from rltransfer.experiment.runner import Job, nothing_finished, plan_jobs
 from rltransfer.experiment.spec import ExperimentSpec
-from rltransfer.io import lock_holder, read_json
+from rltransfer.io import read_json
 
 
 @dataclass
@@ -114,10 +114,7 @@ def collect(spec: ExperimentSpec, out: Path) -> Collected:
         else:
             missing.append(str(job.run_dir))
     if not any(len(s) > 1 for runs in per_arm.values() for seed_runs in runs.values() for s, _, _ in seed_runs):
-        holder = lock_holder(out / LOCK_FILE)
-        if holder is not None:  # a runner is at work there: resuming would be refused
-            raise UserError(f"no finished training runs under '{out}' yet; {holder} is running its grid, report then")
-        raise UserError(f"no finished training runs under '{out}'; run `rltransfer run SPEC --out {out} --resume`")
+        raise nothing_finished(out, "finished training runs")
     steps = nominal_grid(spec.timesteps, spec.eval_freq)
     n_tasks = len(spec.targets)
     curves, seeds, forgetting, source_steps = {}, {}, {}, {}

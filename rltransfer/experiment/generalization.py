@@ -32,7 +32,7 @@ from rltransfer.errors import UserError
 from rltransfer.experiment.main_guard import check_main_guard
 from rltransfer.experiment.pool import worker_pool
 from rltransfer.experiment.report import GENERALIZATION_DIR, build_report, load_experiment
-from rltransfer.experiment.runner import Job, plan_jobs
+from rltransfer.experiment.runner import Job, nothing_finished, plan_jobs
 from rltransfer.experiment.spec import ExperimentSpec
 from rltransfer.io import read_json, versions
 from rltransfer.report.files import write_csv, write_json, write_text
@@ -283,7 +283,7 @@ def _complete_runs(spec: ExperimentSpec, out: Path) -> tuple[dict[tuple[str, int
         grouped.setdefault((job.arm.name, job.seed), []).append(job)
     complete = {key: jobs for key, jobs in grouped.items() if all(j.finished for j in jobs)}
     if not complete:
-        raise UserError(f"no finished runs under '{out}'; run `rltransfer run SPEC --out {out} --resume`")
+        raise nothing_finished(out, "finished runs")
     return complete, [f"{arm}/seed{seed}" for arm, seed in grouped if (arm, seed) not in complete]
 
 

@@ -28,7 +28,7 @@ from rltransfer.errors import SourceFailed, UserError
 from rltransfer.experiment.arms import Arm
 from rltransfer.experiment.source_checks import check_solved, preflight
 from rltransfer.experiment.spec import ExperimentSpec
-from rltransfer.io import atomic_write_json, check_writable, read_json, remove_partials, versions
+from rltransfer.io import atomic_write_json, check_writable, lock_holder, read_json, remove_partials, versions
 
 EXPERIMENT_FILE = "experiment.json"
 LOCK_FILE = ".lock"
@@ -105,6 +105,14 @@ def plan_jobs(spec: ExperimentSpec, out: Path) -> list[Job]:
                     for t, name in zip(spec.targets, spec.task_names, strict=True)
                 )
     return jobs
+
+
+def nothing_finished(out: Path, what: str) -> UserError:
+    """The error for a grid directory without ``what`` (finished runs) to read: how to get them."""
+    holder = lock_holder(out / LOCK_FILE)
+    if holder is not None:  # a runner is at work there, and would refuse a second one resuming
+        return UserError(f"no {what} under '{out}' yet; {holder} is running its grid: try again once runs finish")
+    return UserError(f"no {what} under '{out}'; run `rltransfer run SPEC --out {out} --resume`")
 
 
 def source_dir(spec: ExperimentSpec, out: Path, seed: int) -> Path:
