@@ -430,7 +430,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("distill", help="distil several source policies into one multi-task student")
     p.add_argument("--family", required=True, help=FAMILY_HELP)
-    p.add_argument("--sources", required=True, help="comma-separated source checkpoint directories")
+    p.add_argument(
+        "--sources",
+        required=True,
+        help="comma-separated source checkpoint directories; a plain SB3 PPO zip as PATH@VARIANT (its task)",
+    )
     p.add_argument("--rounds", type=int, default=8, help="DAgger rounds (the first follows the teachers)")
     p.add_argument("--steps", type=int, default=2048, help="env steps collected per round")
     p.add_argument("--epochs", type=int, default=4, help="passes over all states collected so far, per round")

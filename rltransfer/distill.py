@@ -26,7 +26,7 @@ from torch.distributions import Categorical, Normal, kl_divergence
 
 from rltransfer import env_state
 from rltransfer.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from rltransfer.envs import Family, Task
+from rltransfer.envs import Family, Task, Variant
 from rltransfer.errors import UserError
 from rltransfer.evaluation import TaskEvalEnv, evaluate_tasks
 from rltransfer.finetuning import build_model
@@ -34,7 +34,7 @@ from rltransfer.hyperparams import resolve_hyperparams
 from rltransfer.io import atomic_write_json, staging_dir, versions
 from rltransfer.ppo import TransferPPO
 from rltransfer.pretraining import EVAL_SEED_OFFSET
-from rltransfer.resolve import comma_items, resolve_family
+from rltransfer.resolve import comma_items, resolve_family, resolve_variant, variant_record
 from rltransfer.snapshot import (
     DEFAULT_EVERY_S,
     check_key,
@@ -48,7 +48,14 @@ from rltransfer.snapshot import (
     write_snapshot,
 )
 from rltransfer.snapshot import FORMAT as SNAPSHOT_FORMAT
-from rltransfer.source_policy import is_source_of, load_source_model, source_eval_env, source_variant
+from rltransfer.source_policy import (
+    is_source_of,
+    load_source_model,
+    plain_source_fits,
+    source_eval_env,
+    source_variant,
+)
+from rltransfer.source_settings import source_architecture
 from rltransfer.tasks import TaskSet
 from rltransfer.training import attach_logger
 
@@ -95,6 +102,33 @@ def _teacher_targets(teachers: Sequence[TransferPPO], obs: np.ndarray, task: np.
     return out
 
 
+def _teacher(source: str | Path | Checkpoint, family: Family) -> tuple[Checkpoint, Variant]:
+    """A teacher and the task it trained on: an rltransfer source records it; a plain SB3 zip is
+    named with it, ``PATH@VARIANT`` (it does not record it)."""
+    path, named = source, None
+    if isinstance(source, str) and "@" in source and not Path(source).exists():
+        path, named = source.rsplit("@", 1)
+    ckpt = path if isinstance(path, Checkpoint) else load_checkpoint(path)
+    if is_source_of(ckpt, family):
+        recorded = source_variant(ckpt, family)
+        if named is not None and family.resolve(resolve_variant(family, named).params) != family.resolve(
+            recorded.params
+        ):
+            raise UserError(f"'{ckpt.path}' records that it trained on other parameters than '{named}'; drop @{named}")
+        return ckpt, replace(recorded, name=ckpt.manifest["variant"]["name"])  # type: ignore[index]
+    if not plain_source_fits(ckpt, family):
+        raise UserError(
+            f"'{ckpt.path}' is not a source of the '{family.name}' family: give rltransfer source checkpoints, "
+            f"or plain SB3 PPO zips with its spaces as PATH@VARIANT"
+        )
+    if named is None:
+        raise UserError(
+            f"'{ckpt.path}' is a plain SB3 zip, which does not record the task it trained on; name it: "
+            f"{ckpt.path}@VARIANT (variants: {', '.join(v.name for v in family.all_variants())})"
+        )
+    return ckpt, resolve_variant(family, named)
+
+
 def _check_positive(**values: float) -> None:
     for name, value in values.items():
         if not value > 0:
@@ -117,7 +151,8 @@ def distill(
     snapshot_every: float | None = DEFAULT_EVERY_S,
     verbose: int = 0,
 ) -> DistillResult:
-    """Distil ``sources`` (rltransfer source checkpoints of ``family``, one per variant) into one student.
+    """Distil ``sources`` (rltransfer source checkpoints of ``family``, one per variant; a plain SB3 zip
+    as ``"PATH@VARIANT"``, naming the task it trained on) into one student.
 
     With ``out``, a snapshot is taken between rounds every ``snapshot_every`` seconds (0: every
     round; ``None``: never), and ``resume`` continues a killed run at ``out`` from it.
@@ -128,14 +163,12 @@ def distill(
         raise UserError(f"seed must be >= 0, got {seed}")
     if isinstance(sources, str | Path):  # comma-separated, as --sources takes them
         sources = comma_items(str(sources))
-    ckpts = [s if isinstance(s, Checkpoint) else load_checkpoint(s) for s in sources]
+    teachers_of = [_teacher(s, fam) for s in sources]
+    ckpts = [c for c, _ in teachers_of]
     if len(ckpts) < 2:
         raise UserError("distillation needs at least two source checkpoints (one per source variant)")
-    for c in ckpts:
-        if not is_source_of(c, fam):
-            raise UserError(f"'{c.path}' is not an rltransfer source checkpoint of the '{fam.name}' family")
-    hp_teacher = ckpts[0].manifest["hyperparams"]  # type: ignore[index]
-    if any(c.manifest["hyperparams"].get("normalize") for c in ckpts):  # type: ignore[index]
+    bound = [source_architecture(c) for c in ckpts]
+    if any(b.get("normalize") for b in bound):
         raise UserError(
             "distillation takes teachers trained without normalisation (each would need its own statistics); "
             "pretrain them with --hp normalize=false"
@@ -149,20 +182,24 @@ def distill(
         if c.sha256 in seen:
             raise UserError(f"'{c.path}' is the same checkpoint as '{seen[c.sha256]}'; give each teacher once")
         seen[c.sha256] = c.path
-    names = [f"{c.manifest['variant']['name']}-{i}" for i, c in enumerate(ckpts)]  # type: ignore[index]
+    names = [f"{v.name}-{i}" for i, (_, v) in enumerate(teachers_of)]
     tasks = TaskSet(
-        fam, tuple(Task(fam, replace(source_variant(c, fam), name=n)) for n, c in zip(names, ckpts, strict=True))
+        fam,
+        tuple(Task(fam, replace(v, name=n, distance="source")) for n, (_, v) in zip(names, teachers_of, strict=True)),
     )
-    arch = {k: hp_teacher[k] for k in ("trunk_arch", "head_arch", "activation_fn")}
+    arch: dict[str, Any] = {k: v for k, v in bound[0].items() if k in ("trunk_arch", "head_arch", "activation_fn")}
     # The teachers label the student's own observations: they must be raw, as the teachers saw them
     # (a family whose YAML normalises, e.g. Acrobot, would otherwise feed the teachers scaled inputs).
     hp = resolve_hyperparams(fam, {**arch, **(hyperparams or {}), "n_envs": 4, "normalize": False})
+    # The student is fit by distillation, never by PPO's minibatches: one whole rollout keeps SB3 from
+    # warning about a batch size that does not divide 3 teachers' rollout.
+    hp["batch_size"] = hp["n_steps"] * hp["n_envs"] * len(ckpts)
     teachers = [load_source_model(c, fam, seed) for c in ckpts]
     settings = _Settings(rounds, steps_per_round, epochs, batch_size, lr, seed)
     if out is None:
-        return _distill(fam, tasks, ckpts, teachers, hp, settings, None, snapshot_every, verbose)
+        return _distill(fam, tasks, teachers_of, teachers, hp, settings, None, snapshot_every, verbose)
     with staging_dir(Path(out), overwrite=overwrite, resume=resume) as staging:
-        return _distill(fam, tasks, ckpts, teachers, hp, settings, staging, snapshot_every, verbose)
+        return _distill(fam, tasks, teachers_of, teachers, hp, settings, staging, snapshot_every, verbose)
 
 
 def _teacher_actions(teachers: Sequence[TransferPPO], obs: np.ndarray, task: np.ndarray) -> np.ndarray:
@@ -247,7 +284,7 @@ def _fit(
 def _distill(
     fam: Family,
     tasks: TaskSet,
-    ckpts: list[Checkpoint],
+    teachers_of: list[tuple[Checkpoint, Variant]],  # each teacher's checkpoint and the task it trained on
     teachers: list[TransferPPO],
     hp: dict[str, Any],
     settings: _Settings,
@@ -266,7 +303,7 @@ def _distill(
     key = run_key(
         kind="distill",
         family=fam.name,
-        teachers=[c.sha256 for c in ckpts],
+        teachers=[c.sha256 for c, _ in teachers_of],
         tasks=tasks.names,
         hyperparams=hp,
         **asdict(settings),
@@ -317,7 +354,7 @@ def _distill(
     student_returns = {t: m for t, (m, _) in evaluate_tasks(student, student_eval, episodes, eval_seed).items()}
     teacher_returns = {
         n: evaluate_tasks(t, {n: source_eval_env(c, fam, tasks.tasks[k].variant, episodes)}, episodes, eval_seed)[n][0]
-        for k, (n, t, c) in enumerate(zip(tasks.names, teachers, ckpts, strict=True))
+        for k, (n, t, (c, _)) in enumerate(zip(tasks.names, teachers, teachers_of, strict=True))
     }
     manifest = {
         "kind": "distilled",
@@ -326,10 +363,10 @@ def _distill(
             {
                 "path": str(c.path),
                 "zip_sha256": c.sha256,
-                "variant": c.manifest["variant"],  # type: ignore[index]
+                "variant": c.manifest["variant"] if c.manifest else variant_record(fam, variant),
                 "timesteps": c.trained_steps,  # charged to a transfer from the student
             }
-            for c in ckpts
+            for c, variant in teachers_of
         ],
         "tasks": tasks.names,
         "seed": seed,

@@ -26,7 +26,7 @@ from rltransfer.hyperparams import activation, policy_options, ppo_kwargs, resol
 from rltransfer.io import atomic_write_bytes, atomic_write_json, staging_dir, versions
 from rltransfer.policies import TrunkExtractor
 from rltransfer.ppo import TransferPPO
-from rltransfer.resolve import family_lineage, resolve_family, resolve_variant
+from rltransfer.resolve import family_lineage, resolve_family, resolve_variant, variant_record
 from rltransfer.snapshot import DEFAULT_EVERY_S, open_snapshots, run_key
 from rltransfer.training import attach_logger, learn, record_hparams
 
@@ -138,12 +138,7 @@ def _train(
         "kind": "source",
         "family": fam.name,
         **family_lineage(fam),
-        "variant": {
-            "name": var.name,
-            "distance": var.distance,
-            "params": params,
-            **({"shift": var.shift.to_dict()} if var.shift is not None else {}),
-        },
+        "variant": variant_record(fam, var),
         "seed": seed,
         "timesteps": int(model.num_timesteps),
         "hyperparams": hp,

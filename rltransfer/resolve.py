@@ -70,6 +70,16 @@ def _code_digests(family: Family) -> dict[str, str]:
     return digests
 
 
+def variant_record(family: Family, variant: Variant) -> dict[str, Any]:
+    """A variant as a manifest records it (``recorded_variant`` reads it back)."""
+    return {
+        "name": variant.name,
+        "distance": variant.distance,
+        "params": family.resolve(variant.params),
+        **({"shift": variant.shift.to_dict()} if variant.shift is not None else {}),
+    }
+
+
 def recorded_variant(
     family: Family,
     name: str,

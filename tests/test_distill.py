@@ -75,14 +75,14 @@ def test_distill_input_errors(teachers: list[Path], student: Path) -> None:
         distill("cartpole", teachers, seed=-1)
     with pytest.raises(UserError, match="at least two"):  # one path as text, not its letters
         distill("cartpole", str(teachers[0]))
-    with pytest.raises(
-        UserError, match=f"'{teachers[0]}/model.zip' is not an rltransfer source checkpoint of the 'acrobot'"
-    ):
+    with pytest.raises(UserError, match=f"'{teachers[0]}/model.zip' is not a source of the 'acrobot' family"):
         distill("acrobot", f"{teachers[0]},{teachers[1]}")  # comma-separated, as --sources takes them
-    with pytest.raises(UserError, match="not an rltransfer source checkpoint of the 'acrobot'"):
+    with pytest.raises(UserError, match="not a source of the 'acrobot' family: give rltransfer source"):
         distill("acrobot", teachers)
-    with pytest.raises(UserError, match="not an rltransfer source"):
+    with pytest.raises(UserError, match="not a source of the 'cartpole' family"):
         distill("cartpole", [teachers[0], student])
+    with pytest.raises(UserError, match=r"records that it trained on other parameters than 'heavy'; drop @heavy"):
+        distill("cartpole", [f"{teachers[0]}@heavy", teachers[1]])
     with pytest.raises(UserError, match=r"is the same checkpoint as .*; give each teacher once"):
         distill("cartpole", [teachers[0], teachers[1], teachers[0] / "model.zip"])
 
@@ -208,3 +208,25 @@ def test_the_student_is_an_agent_and_charges_its_teachers(student: Path, teacher
     teacher_steps = sum(load_checkpoint(t).trained_steps or 0 for t in teachers)
     assert teacher_steps > 0
     assert load_checkpoint(student).trained_steps == manifest["curve"][-1]["steps"] + teacher_steps
+
+
+def test_plain_sb3_zips_teach_when_named_with_their_task(teachers: list[Path], tmp_path: Path) -> None:
+    """A plain SB3 zip does not record the task it trained on: ``PATH@VARIANT`` names it, and the
+    student's manifest records it as a source's would (an agent rebuilds its tasks from it)."""
+    import gymnasium as gym
+    from stable_baselines3 import PPO
+
+    zip_path = tmp_path / "heavy.zip"
+    env = gym.make("rltransfer/CartPole-heavy-v0")
+    PPO("MlpPolicy", env, seed=0, n_steps=32, batch_size=32, device="cpu").save(zip_path)
+    with pytest.raises(UserError, match=r"plain SB3 zip, which does not record the task .*heavy.zip@VARIANT"):
+        distill("cartpole", [teachers[1], zip_path])
+    result = distill(
+        "cartpole", f"{teachers[1]},{zip_path}@heavy", rounds=1, steps_per_round=64, epochs=1, out=tmp_path / "s"
+    )
+    records = [t["variant"] for t in result.manifest["teachers"]]
+    assert [(r["name"], r["distance"]) for r in records] == [("long", "near"), ("heavy", "near")]
+    assert records[1]["params"]["masscart"] == 2.0 and records[1]["params"]["masspole"] == 0.5
+    agent = load_agent(tmp_path / "s")
+    assert agent.task_names == ["long-0", "heavy-1"]
+    assert {t: m for t, (m, _) in agent.evaluate().items()} == result.manifest["eval"]["student"]
