@@ -171,7 +171,7 @@ def distill(
     if any(b.get("normalize") for b in bound):
         raise UserError(
             "distillation takes teachers trained without normalisation (each would need its own statistics); "
-            "pretrain them with --hp normalize=false"
+            "pretrain them with --hp normalize=false (or give plain SB3 zips trained without VecNormalize)"
         )
     if (hyperparams or {}).get("normalize"):
         raise UserError(
