@@ -26,6 +26,7 @@ def _layouts(directory: Path) -> list[layout_pb2.Layout]:
 def test_one_layout_per_grid_however_often_it_is_written(tmp_path: Path) -> None:
     spec = as_spec({"name": "t", "family": "cartpole", "targets": ["long", "heavy"], "arms": ["scratch", "freeze"]})
     directory = write_layout(spec, tmp_path)
+    (tmp_path / ".layout-killed").mkdir()  # a runner killed while writing it
     write_layout(spec, tmp_path)  # a resumed grid writes it again
     (layout,) = _layouts(directory)
     assert not list(tmp_path.glob(".layout-*"))

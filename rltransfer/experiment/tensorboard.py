@@ -28,6 +28,8 @@ def write_layout(spec: ExperimentSpec, out: Path) -> Path:
     directory = out / "_layout"
     # Written aside and swapped in: a resumed grid would otherwise add one event file per
     # invocation, and TensorBoard reads any one of a run's layouts, not the newest.
+    for stale in out.glob(".layout-*"):  # left by a runner killed while writing (the grid's lock: no other now)
+        shutil.rmtree(stale, ignore_errors=True)
     fresh = Path(tempfile.mkdtemp(prefix=".layout-", dir=out))
     with SummaryWriter(str(fresh)) as writer:
         writer.add_custom_scalars(layout)
