@@ -123,3 +123,22 @@ def test_reserved_arm_name_is_rejected(tmp_path: Path) -> None:
     comparisons = compare_arms(curves, STEPS, TASKS, THRESHOLDS, reps=20)
     with pytest.raises(ValueError, match="clash"):
         write_report(tmp_path, "t", comparisons, curves, STEPS, TASKS, THRESHOLDS, {})
+
+
+def test_an_arm_that_ends_lower_is_flagged_whatever_its_auc(tmp_path: Path) -> None:
+    """A head start that stalls: the same AUC as scratch (no AUC flag), a lower final return."""
+    from rltransfer.report.tables import ENDS_LOWER, row
+
+    rng = np.random.default_rng(1)
+    ramp = np.linspace(0.0, 100.0, STEPS.size)
+    curves = {
+        "scratch": ramp + rng.normal(0.0, 3.0, (5, len(TASKS), STEPS.size)),
+        "stalls": 50.0 + rng.normal(0.0, 3.0, (5, len(TASKS), STEPS.size)),  # AUC 50, as the ramp's
+    }
+    comparisons = compare_arms(curves, STEPS, TASKS, THRESHOLDS, reps=300)
+    for c in comparisons:
+        assert not c.negative_transfer and not c.positive_transfer
+        assert (ENDS_LOWER in row(c).flags) == (c.arm == "stalls")
+    write_report(tmp_path, "t", comparisons, curves, STEPS, TASKS, THRESHOLDS, {})
+    assert all(ENDS_LOWER in line for line in table_rows((tmp_path / "report.md").read_text(), "stalls"))
+    assert f'<span class="negative">{ENDS_LOWER}</span>' in (tmp_path / "report.html").read_text()

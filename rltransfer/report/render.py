@@ -16,7 +16,7 @@ from rltransfer.compare.scores import METRICS, per_run_scores, validate_arms
 from rltransfer.compare.summary import ALL_TASKS, TaskComparison, json_float
 from rltransfer.report.files import RESERVED_NPZ_KEYS, write_csv, write_curves_npz, write_json, write_text
 from rltransfer.report.plots import plot_learning_curves
-from rltransfer.report.tables import LEGEND, NEGATIVE, WINNER, Row, headers, row, winner_sentence
+from rltransfer.report.tables import ENDS_LOWER, LEGEND, NEGATIVE, WINNER, Row, headers, row, winner_sentence
 
 
 class ExtraTable(NamedTuple):
@@ -196,7 +196,7 @@ def _html(
         return f"<table><thead><tr>{cells}</tr></thead><tbody>{rows}</tbody></table>"
 
     def flags(r: Row) -> str:
-        classes = {NEGATIVE: "negative", WINNER: "winner"}
+        classes = {NEGATIVE: "negative", ENDS_LOWER: "negative", WINNER: "winner"}
         return " ".join(f'<span class="{classes.get(f, "positive")}">{esc(f)}</span>' for f in r.flags)
 
     parts = [

@@ -11,6 +11,7 @@ from rltransfer.compare.summary import TIE, Estimate, TaskComparison
 #: Flag texts; renderers emphasise them (bold negative-transfer marker, winner marker).
 NEGATIVE = "NEGATIVE TRANSFER"
 POSITIVE = "positive transfer"
+ENDS_LOWER = "ends below baseline"  # a head start (or none) that finishes lower: the AUC flags miss it
 WINNER = "winner"
 
 
@@ -76,6 +77,8 @@ def row(comparison: TaskComparison) -> Row:
     flags = [NEGATIVE] if comparison.negative_transfer else []
     if comparison.positive_transfer:
         flags.append(POSITIVE)
+    if comparison.asymptotic_gain is not None and comparison.asymptotic_gain.high < 0:
+        flags.append(ENDS_LOWER)
     if comparison.is_winner:
         flags.append(WINNER)
     cells = (
@@ -109,6 +112,7 @@ LEGEND = (
     "asymptotic gain and transfer ratio resample both arms' runs independently. P(improvement) is the "
     "probability that a run of the arm has a higher AUC than a run of the baseline. Intervals are "
     "stratified bootstrap percentile intervals over runs. NEGATIVE TRANSFER marks an arm whose "
-    "AUC-difference interval to the baseline lies entirely below 0; positive transfer, entirely above 0. "
+    "AUC-difference interval to the baseline lies entirely below 0; positive transfer, entirely above 0; "
+    "ends below baseline, an arm whose asymptotic-gain interval lies entirely below 0, whatever its AUC. "
     "The all-tasks rows pool raw returns across tasks."
 )
