@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -96,9 +97,24 @@ def test_command_line_runs_several_specs_and_one_failing_stops_only_itself(
     final = next(c for c in summary["comparisons"] if (c["arm"], c["task"]) == ("freeze", "g12"))["asymptotic_gain"]
     assert float(rows[0]["asymptotic_gain"]) == final["value"] and float(rows[0]["asymptotic_high"]) == final["high"]
     assert "asymptotic gain [95% CI]" in overview and f"{final['value']:+.1f} [" in overview
+    assert rows[0]["ends_lower"] == str(int(final["high"] < 0))
+    assert "| NEGATIVE | ends lower | AUC gain per target |" in overview
     # `rltransfer report` rebuilds it from the directories alone.
     assert main(["report", str(tmp_path / "all" / "pend"), "--overview", str(tmp_path / "again")]) == 0
     assert (tmp_path / "again" / "overview.csv").read_text() == (tmp_path / "all" / "overview.csv").read_text()
+
+
+def test_an_arm_that_ends_lower_is_marked_and_counted() -> None:
+    """The report's ``ends below baseline``: flagged beside the AUC flag, counted per arm."""
+    from rltransfer.experiment.overview import Row, arm_summary
+
+    def row(task: str, flag: str, final: tuple[float, float, float]) -> Row:
+        return Row("e", "1k -> 1k, 3 seeds", task, "zero-shot", (1.0, 1.0, 1.0), (5.0, -1.0, 9.0), 1.0, flag, final)
+
+    rows = [row("a", "", (-9.0, -12.0, -3.0)), row("b", "positive", (-1.0, -4.0, 2.0)), row("c", "", (math.nan,) * 3)]
+    assert [r.ends_lower for r in rows] == [True, False, False]  # NaN: not measured, not flagged
+    assert rows[0].line().endswith("| 100% | ends lower |") and rows[1].line().endswith("| positive |")
+    assert arm_summary(rows)[-1] == "| e | 1k -> 1k, 3 seeds | zero-shot | 1 | 2 | 0 | 1 | a +5 / b +5 / c +5 |"
 
 
 def test_time_to_threshold_ratio_counts_runs_that_never_reach_it_as_the_budget() -> None:

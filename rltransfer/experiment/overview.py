@@ -46,6 +46,7 @@ CSV_COLUMNS = [
     "asymptotic_high",
     "reached",
     "flag",
+    "ends_lower",
 ]
 # Report metadata that makes an experiment's numbers suspect: repeated beside its rows.
 WARNINGS = ("NOT COMPARABLE", "FAILED runs", "unfinished runs", "resumed with new episodes")
@@ -66,13 +67,20 @@ class Row:
     # Final return over scratch, CI low, CI high (NaN: a report built before it was measured).
     asymptotic: tuple[float, float, float] = (math.nan, math.nan, math.nan)
 
+    @property
+    def ends_lower(self) -> bool:
+        """The final return's interval lies below scratch's, whatever the AUC says (the report's
+        ``ends below baseline``)."""
+        return self.asymptotic[2] < 0  # NaN (not measured): False
+
     def line(self) -> str:
         (r, lo, hi), (d, dlo, dhi), (g, glo, ghi) = self.ttt, self.auc, self.asymptotic
         ttt = "— (neither reached)" if math.isnan(r) else f"{r:.2f} [{lo:.2f}, {hi:.2f}]"
         final = "— (rebuild with `rltransfer report`)" if math.isnan(g) else f"{g:+.1f} [{glo:+.1f}, {ghi:+.1f}]"
+        flags = ", ".join(f for f in (self.flag, "ends lower" if self.ends_lower else "") if f)
         return (
             f"| {self.experiment} | {self.task} | {self.arm} | {ttt} | {d:+.1f} "
-            f"[{dlo:+.1f}, {dhi:+.1f}] | {final} | {self.reached:.0%} | {self.flag} |"
+            f"[{dlo:+.1f}, {dhi:+.1f}] | {final} | {self.reached:.0%} | {flags} |"
         )
 
 
@@ -145,10 +153,12 @@ def warnings_for(out: Path) -> list[str]:
 
 
 def arm_summary(rows: Sequence[Row]) -> list[str]:
-    """Per experiment and arm: on how many targets transfer was positive, null or NEGATIVE."""
+    """Per experiment and arm: on how many targets transfer was positive, null or NEGATIVE (by AUC),
+    and on how many it ended below scratch."""
     lines = [
-        "| experiment | budget (source -> target, seeds) | arm | positive | null | NEGATIVE | AUC gain per target |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| experiment | budget (source -> target, seeds) | arm | positive | null | NEGATIVE | ends lower "
+        "| AUC gain per target |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     groups: dict[tuple[str, str], list[Row]] = {}
     for row in rows:
@@ -158,7 +168,7 @@ def arm_summary(rows: Sequence[Row]) -> list[str]:
         gains = " / ".join(f"{row.task} {row.auc[0]:+.0f}" for row in group)
         lines.append(
             f"| {experiment} | {group[0].budget} | {arm} | {flags.count('positive')} | {flags.count('')} | "
-            f"{flags.count('NEGATIVE')} | {gains} |"
+            f"{flags.count('NEGATIVE')} | {sum(row.ends_lower for row in group)} | {gains} |"
         )
     return lines
 
@@ -195,7 +205,8 @@ def overview_markdown(rows: Sequence[Row], notes: Sequence[str] = ()) -> str:
         "",
         "TTT ratio: mean env steps to the threshold, transfer / scratch (below 1: transfer gets there "
         "sooner); a run that never reaches it counts as the full budget, so a ratio over such runs is a "
-        "bound. Asymptotic gain: final return minus scratch's. Reached: the transfer arm's runs that got there.",
+        "bound. Asymptotic gain: final return minus scratch's; ends lower: its interval lies below 0, whatever "
+        "the AUC flag. Reached: the transfer arm's runs that got there.",
         "",
         *arm_summary(rows),
     ]
@@ -209,7 +220,9 @@ def overview_csv(rows: Sequence[Row]) -> str:
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for r in rows:
-        writer.writerow([r.experiment, r.budget, r.task, r.arm, *r.ttt, *r.auc, *r.asymptotic, r.reached, r.flag])
+        writer.writerow(
+            [r.experiment, r.budget, r.task, r.arm, *r.ttt, *r.auc, *r.asymptotic, r.reached, r.flag, int(r.ends_lower)]
+        )
     return buf.getvalue()
 
 
