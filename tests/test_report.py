@@ -138,7 +138,7 @@ def test_an_arm_that_ends_lower_is_flagged_whatever_its_auc(tmp_path: Path) -> N
     comparisons = compare_arms(curves, STEPS, TASKS, THRESHOLDS, reps=300)
     for c in comparisons:
         assert not c.negative_transfer and not c.positive_transfer
-        assert (ENDS_LOWER in row(c).flags) == (c.arm == "stalls")
+        assert (ENDS_LOWER in row(c).flags) == (c.arm == "stalls") == c.ends_lower == c.to_dict()["ends_lower"]
     write_report(tmp_path, "t", comparisons, curves, STEPS, TASKS, THRESHOLDS, {})
     assert all(ENDS_LOWER in line for line in table_rows((tmp_path / "report.md").read_text(), "stalls"))
     assert f'<span class="negative">{ENDS_LOWER}</span>' in (tmp_path / "report.html").read_text()

@@ -133,6 +133,12 @@ class TaskComparison:
         """Whether this arm is the (untied) winner of its task."""
         return self.winner == self.arm
 
+    @property
+    def ends_lower(self) -> bool:
+        """The whole asymptotic-gain interval lies below 0: the arm finishes below the baseline,
+        whatever its AUC (a head start that stalls)."""
+        return self.asymptotic_gain is not None and self.asymptotic_gain.high < 0
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dictionary (non-finite floats as in :func:`json_float`)."""
         return {
@@ -149,6 +155,7 @@ class TaskComparison:
             "asymptotic_gain": None if self.asymptotic_gain is None else self.asymptotic_gain.to_dict(),
             "negative_transfer": self.negative_transfer,
             "positive_transfer": self.positive_transfer,
+            "ends_lower": self.ends_lower,
             "winner": self.winner,
             "is_winner": self.is_winner,
             "confidence": self.confidence,

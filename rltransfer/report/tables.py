@@ -77,7 +77,7 @@ def row(comparison: TaskComparison) -> Row:
     flags = [NEGATIVE] if comparison.negative_transfer else []
     if comparison.positive_transfer:
         flags.append(POSITIVE)
-    if comparison.asymptotic_gain is not None and comparison.asymptotic_gain.high < 0:
+    if comparison.ends_lower:
         flags.append(ENDS_LOWER)
     if comparison.is_winner:
         flags.append(WINNER)
