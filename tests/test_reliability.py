@@ -356,8 +356,11 @@ def _kill_when(proc: subprocess.Popen[bytes], find: Callable[[], list[int]]) -> 
     while time.time() < deadline and proc.poll() is None:
         pids = find()
         if pids:
-            os.kill(pids[0], signal.SIGKILL)
-            return pids[0]
+            try:
+                os.kill(pids[0], signal.SIGKILL)
+                return pids[0]
+            except ProcessLookupError:  # it ended between the look and the kill: find another
+                continue
         time.sleep(0.02)
     return None
 
