@@ -14,6 +14,7 @@ how well the advice ranks realised transfer gains (docs/benchmarks.md).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import closing
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -169,17 +170,16 @@ def advise(
     variants = [t if isinstance(t, Variant) else resolve_variant(fam, _own_variant(fam, t)) for t in targets]
     model = load_source_model(ckpt, fam, seed)
     own = source_variant(ckpt, fam)
-    source_return, source_random, source_score = _zero_shot(
-        model, source_eval_env(ckpt, fam, own, episodes), own.name, fam, episodes, seed
-    )
-    src_env = source_eval_env(ckpt, fam, own, 8)
-    src_feats = _features(model, src_env, samples, seed)
-    src_feats_b = _features(model, src_env, samples, seed + 1)
+    source_return, source_random, source_score = _zero_shot(model, ckpt, fam, own, episodes, seed)
+    with closing(source_eval_env(ckpt, fam, own, 8)) as src_env:
+        src_feats = _features(model, src_env, samples, seed)
+        src_feats_b = _features(model, src_env, samples, seed + 1)
     floor = max(mmd_rbf(src_feats, src_feats_b), 0.0)
     rows = []
     for v in variants:
-        zero_shot, rand, score = _zero_shot(model, source_eval_env(ckpt, fam, v, episodes), v.name, fam, episodes, seed)
-        feats = _features(model, source_eval_env(ckpt, fam, v, 8), samples, seed)
+        zero_shot, rand, score = _zero_shot(model, ckpt, fam, v, episodes, seed)
+        with closing(source_eval_env(ckpt, fam, v, 8)) as env:
+            feats = _features(model, env, samples, seed)
         rows.append((v, zero_shot, rand, score, mmd_rbf(src_feats, feats)))
     own_task = {"source_return": source_return, "source_random_return": source_random, "source_score": source_score}
     advice = []
@@ -194,11 +194,14 @@ def advise(
     return advice
 
 
-def _zero_shot(model: Any, env: Any, name: str, family: Family, episodes: int, seed: int) -> tuple[float, float, float]:
-    """The policy's mean return on ``env`` (the task ``name``), a random policy's, and the first
-    normalised between the second (0) and the family's threshold (1)."""
-    returned = evaluate_tasks(model, {name: env}, episodes, seed)[name][0]
-    rand = _random_return(env, episodes, seed)
+def _zero_shot(
+    model: Any, ckpt: Checkpoint, family: Family, variant: Variant, episodes: int, seed: int
+) -> tuple[float, float, float]:
+    """The source policy's mean return on ``variant``, a random policy's, and the first normalised
+    between the second (0) and the family's threshold (1)."""
+    with closing(source_eval_env(ckpt, family, variant, episodes)) as env:
+        returned = evaluate_tasks(model, {variant.name: env}, episodes, seed)[variant.name][0]
+        rand = _random_return(env, episodes, seed)
     score = (returned - rand) / (family.threshold - rand) if family.threshold != rand else 0.0
     return returned, rand, score
 
