@@ -187,6 +187,11 @@ class Family:
                 f"'{name}' is no Gymnasium id of family '{self.name}', whose ids are "
                 f"rltransfer/{self.title}-<variant>-v0 for one of: {known}"
             )
+        if re.fullmatch(rf"{re.escape(self.title)}-v\d+", name) or name == self.base_id:
+            # The upstream id a user knows (CartPole-v1) is the family's defaults, not a variant name.
+            src = self.source
+            same = f"plays it as its variant '{src.name}' ({self.env_id(src)}); " if not src.params else ""
+            raise ValueError(f"'{name}' is Gymnasium's own id; family '{self.name}' {same}choose one of: {known}")
         raise ValueError(
             f"family '{self.name}' has no variant '{name}'; choose one of: {known} (or define one by parameter values)"
         )

@@ -38,6 +38,14 @@ def test_targets_by_id_cross_families_too() -> None:
         resolve_targets("cartpole", ["rltransfer/CartPole-nope-v0"])
 
 
+def test_gymnasiums_own_id_as_a_variant_names_the_default_one() -> None:
+    says = r"'CartPole-v1' is Gymnasium's own id; .* variant 'source' \(rltransfer/CartPole-source"
+    with pytest.raises(UserError, match=says):
+        resolve_targets("cartpole", ["CartPole-v1", "long"])
+    with pytest.raises(UserError, match="has no variant 'Acrobot-v1'"):  # another family's id is no hint here
+        resolve_targets("cartpole", ["Acrobot-v1"])
+
+
 @pytest.mark.parametrize(
     ("name", "says"),
     [
