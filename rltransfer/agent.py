@@ -28,7 +28,7 @@ from rltransfer.ppo import TransferPPO
 from rltransfer.pretraining import EVAL_SEED_OFFSET
 from rltransfer.resolve import comma_items, recorded_variant, resolve_family, resolve_variant, split_target
 from rltransfer.source_policy import load_source_model, source_eval_env, source_variant
-from rltransfer.tasks import Target, TaskSet, task_key
+from rltransfer.tasks import Target, TaskSet, nearest_task, task_key
 
 KINDS = ("source", "transfer", "scratch", "distilled")
 
@@ -66,7 +66,8 @@ class Agent:
     def env(self, target: Target | None = None, n_envs: int = 1, head: str | None = None) -> VecEnv:
         """``n_envs`` copies of ``target`` (default: the head's own task) as the policy sees them:
         tagged with ``head``'s task id and normalised with the run's final statistics, frozen.
-        ``head`` defaults to the task of the target's name; another target needs one named."""
+        ``head`` defaults to the task of the target's name; another target is played by the nearest
+        task's head (of its family, trained on the same observations), as ``generalize`` plays it."""
         if n_envs < 1:
             raise UserError(f"n_envs must be at least 1, got {n_envs}")
         _, task, k = self.resolve_target(target, head)
@@ -114,7 +115,7 @@ class Agent:
 
     def resolve_target(self, target: Target | None, head: str | None) -> tuple[str, Task, int]:
         """The target's name as results give it, its task, and the index of the head that plays it
-        (``None``: the head of the task the target names, or of the run's one task)."""
+        (``None``: the head of the task the target names, or else of the nearest task)."""
         names = self.task_names
         if head is not None and head not in names:
             raise UserError(f"head '{head}' is not a task of this run; choose one of: {', '.join(names)}")
@@ -141,13 +142,12 @@ class Agent:
         if mine is not None:  # one of the run's tasks, however named (long, cartpole/long, a Gymnasium id)
             k = mine if head is None else names.index(head)
             return (names[mine] if k == mine else f"{names[mine]} (head {names[k]})"), own[mine], k
-        if head is None:
+        if head is None:  # as `generalize` chooses: the nearest task trained on the same observations
+            k = 0
             if len(names) > 1:
-                raise UserError(
-                    f"'{self._label(task)}' is not a task of this run; pass head=NAME (--head) to choose the task "
-                    f"head that plays it, one of: {', '.join(names)}"
-                )
-            head = names[0]
+                label, what = self._label(task), "task of this run"
+                k = nearest_task(own, names, label, task, what, ", or name the head to play it (head=NAME, --head)")
+            head = names[k]
         k = names.index(head)
         if task.family.name != own[k].family.name:
             raise UserError(
@@ -165,7 +165,7 @@ class Agent:
 
 
 def _same(a: Task, b: Task) -> bool:
-    """The same task under the same name (a target of other values or name needs a head)."""
+    """The same task under the same name (a target of other values or name is played by another head)."""
     return a.variant.name == b.variant.name and task_key(a) == task_key(b)
 
 

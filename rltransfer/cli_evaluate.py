@@ -93,7 +93,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "run", help="a run directory: a source checkpoint, runs/<experiment>/<arm>/seed<k>, a distilled student"
     )
-    p.add_argument("--targets", help=f"default: every task of the run; {TARGETS_HELP} (another target needs --head)")
+    p.add_argument(
+        "--targets",
+        help=f"default: every task of the run; {TARGETS_HELP} (another: the nearest task's head)",
+    )
     p.add_argument("--head", help="the run's task whose head (and task id) plays the targets")
     p.add_argument("--episodes", type=int, help="episodes per target (default: the run's eval_episodes)")
     p.add_argument("--seed", type=int, help="episode i starts from seed+i (default: the run's own evaluation seed)")

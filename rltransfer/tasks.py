@@ -7,6 +7,7 @@ spaces differ the policy gets per-task input adapters and action masks.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -145,6 +146,31 @@ def observations(task: Task) -> str:
     """What a task's policy sees, in words: ``unshifted observations`` or ``scale-shifted observations``."""
     shift = task.variant.shift
     return "unshifted observations" if shift is None else f"{shift.kind}-shifted observations"
+
+
+def task_distance(family: Family, a: Task, b: Task) -> float:
+    """Euclidean distance of two variants' parameters, each scaled by its valid range."""
+    pa, pb = family.resolve(a.variant.params), family.resolve(b.variant.params)
+    # A parameter a user family fixes (low == high) cannot differ: it adds nothing.
+    return math.sqrt(sum(((pa[p.name] - pb[p.name]) / (p.high - p.low)) ** 2 for p in family.params if p.high > p.low))
+
+
+def nearest_task(
+    trained: Sequence[Task], names: Sequence[str], name: str, task: Task, what: str, or_else: str = ""
+) -> int:
+    """Index of the trained task whose head plays ``task`` (named ``name``): the nearest one of its
+    family (``task_distance``) among those trained on the same observations; ``what`` names the
+    trained tasks in errors (``target of the experiment``), ``or_else`` ends them with another way out."""
+    same = [k for k, t in enumerate(trained) if t.family.name == task.family.name]
+    if not same:
+        raise UserError(f"no {what} is a {task.family.name} task; play targets of its families")
+    seen = [k for k in same if trained[k].variant.shift == task.variant.shift]
+    if not seen:
+        raise UserError(
+            f"no {task.family.name} {what} learnt from {observations(task)} as '{name}' gives "
+            f"them; play targets with the observations of one of: {', '.join(names[k] for k in same)}{or_else}"
+        )
+    return min(seen, key=lambda k: task_distance(task.family, trained[k], task))
 
 
 def resolve_targets(family: str | Family, targets: Sequence[Target] | str) -> TaskSet:

@@ -90,11 +90,22 @@ def test_a_normalised_run_without_statistics_is_refused(normalised: tuple[Path, 
         load_agent(old)
 
 
-def test_another_target_is_played_by_a_named_head(cartpole: tuple[Path, Path]) -> None:
+def test_another_target_is_played_by_the_nearest_or_a_named_head(cartpole: tuple[Path, Path]) -> None:
     _, ft = cartpole
     agent = load_agent(ft)
-    with pytest.raises(UserError, match=r"'heavy' is not a task of this run; pass head=NAME \(--head\)"):
-        agent.evaluate(["heavy"])
+    # As `generalize` plays it: the nearest task in range-normalised parameters (long: 0.75, longer: 1.0).
+    nearest = agent.evaluate(["heavy", {"length": 0.9}, {"length": 0.8}])
+    assert list(nearest) == [
+        "heavy (head long)",
+        "custom (length=0.9) (head longer)",
+        "custom (length=0.8) (head long)",
+    ]
+    assert nearest["heavy (head long)"] == agent.evaluate("heavy", head="long")["heavy (head long)"]
+    with pytest.raises(
+        UserError, match=r"no cartpole task of this run learnt from permute-shifted .*, or name the head to play it"
+    ):
+        agent.evaluate(["permuted"])  # not silently through a head that never saw such inputs
+    assert list(agent.evaluate(["permuted"], head="long")) == ["permuted (head long)"]
     played = agent.evaluate(["heavy", {"length": 0.9}, "longer"], head="long")
     assert list(played) == ["heavy (head long)", "custom (length=0.9) (head long)", "longer (head long)"]
     # The head decides: the same target under its own head and another's.
@@ -161,8 +172,8 @@ def test_command_line(cartpole: tuple[Path, Path], capsys: pytest.CaptureFixture
     assert main(["evaluate", str(ft), "--targets", "heavy,{length: 0.9}", "--head", "long", "--json"]) == 0
     played = json.loads(capsys.readouterr().out)
     assert list(played) == ["heavy (head long)", "custom1 (length=0.9) (head long)"]
-    assert main(["evaluate", str(ft), "--targets", "heavy"]) == 2
-    assert "pass head=NAME (--head)" in capsys.readouterr().err
+    assert main(["evaluate", str(ft), "--targets", "heavy", "--json"]) == 0
+    assert list(json.loads(capsys.readouterr().out)) == ["heavy (head long)"]
     assert main(["evaluate", str(ft.parent)]) == 2
     err = capsys.readouterr().err
     assert "holds no model.zip; pass one run's directory:" in err and str(ft) in err

@@ -17,9 +17,10 @@ from specs import grid_spec
 from rltransfer import load_agent
 from rltransfer.cli import main
 from rltransfer.errors import UserError
-from rltransfer.experiment.generalization import ALL_TARGETS, _distance, _held_out, generalize
+from rltransfer.experiment.generalization import ALL_TARGETS, _held_out, generalize
 from rltransfer.experiment.report import build_report, load_experiment
 from rltransfer.experiment.run import run_experiment
+from rltransfer.tasks import task_distance
 
 
 def _grid(out: Path, **changes: object) -> Path:
@@ -50,8 +51,8 @@ def test_every_run_plays_the_held_out_variants_with_its_nearest_head(multitask: 
     for name, t in result.targets.items():  # range-normalised distances to the head's task and the source's
         target = Task(cartpole, next(v for v in cartpole.held_out_variants() if v.name == name))
         long, source = (Task(cartpole, cartpole.variant(v)) for v in ("long", "source"))
-        assert t["distance_to_head"] == pytest.approx(_distance(cartpole, long, target))
-        assert t["distance_to_source"] == pytest.approx(_distance(cartpole, source, target))
+        assert t["distance_to_head"] == pytest.approx(task_distance(cartpole, long, target))
+        assert t["distance_to_source"] == pytest.approx(task_distance(cartpole, source, target))
     assert len(result.played) == 4 * len(held_out)
     # Each number is the run's own policy on that target, as load_agent plays it.
     one = next(p for p in result.played if p.arm == "freeze" and p.seed == 1 and p.target == "heldout2")
@@ -180,7 +181,7 @@ def test_a_parameter_a_family_fixes_adds_no_distance() -> None:
         ),
     )
     long, heldout = Task(fixed, fixed.variant("long")), Task(fixed, fixed.held_out_variants()[0])
-    assert _distance(fixed, long, heldout) == pytest.approx(_distance(cartpole, long, heldout))  # not a 0/0
+    assert task_distance(fixed, long, heldout) == pytest.approx(task_distance(cartpole, long, heldout))  # not a 0/0
 
 
 def test_the_source_task_of_a_checkpoint_spec_is_its_manifests(multitask: Path, tmp_path: Path) -> None:

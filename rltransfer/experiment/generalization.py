@@ -10,7 +10,6 @@ seeds, the difference to scratch, P(improvement) and the transfer flags. Each ru
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -39,7 +38,7 @@ from rltransfer.report.files import write_csv, write_json, write_text
 from rltransfer.report.forest import Interval, plot_forest
 from rltransfer.report.tables import fmt_number
 from rltransfer.resolve import recorded_variant
-from rltransfer.tasks import Target, observations, resolve_targets, task_key
+from rltransfer.tasks import Target, nearest_task, observations, resolve_targets, task_distance, task_key
 
 BASELINE = "scratch"
 ALL_TARGETS = "all targets"
@@ -136,10 +135,10 @@ def generalize(
                 "head": spec.task_names[heads[name]],
                 # How far the target lies from what the runs trained on: the head's task, and the
                 # source task (where every transferred policy started; scratch never trained there).
-                "distance_to_head": _distance(t.family, spec.targets[heads[name]], t),
+                "distance_to_head": task_distance(t.family, spec.targets[heads[name]], t),
                 "distance_to_source": None
                 if source is None or source.family.name != t.family.name
-                else _distance(t.family, source, t),
+                else task_distance(t.family, source, t),
             }
             for name, t in chosen.items()
         },
@@ -241,16 +240,7 @@ def _head(spec: ExperimentSpec, name: str, task: Task, head: str | None) -> int:
                 f"{observations(task)}; name a head trained on the same observations"
             )
         return k
-    same = [k for k, t in enumerate(spec.targets) if t.family.name == task.family.name]
-    if not same:
-        raise UserError(f"no target of the experiment is a {task.family.name} task; play targets of its families")
-    seen = [k for k in same if spec.targets[k].variant.shift == task.variant.shift]
-    if not seen:
-        raise UserError(
-            f"no {task.family.name} target of the experiment learnt from {observations(task)} as '{name}' gives "
-            f"them; play targets with the observations of one of: {', '.join(names[k] for k in same)}"
-        )
-    return min(seen, key=lambda k: _distance(task.family, spec.targets[k], task))
+    return nearest_task(spec.targets, names, name, task, "target of the experiment")
 
 
 def _source_task(spec: ExperimentSpec, out: Path, played: list[Played]) -> Task | None:
@@ -266,13 +256,6 @@ def _source_task(spec: ExperimentSpec, out: Path, played: list[Played]) -> Task 
         if recorded and source["manifest"].get("family") == spec.family.name:
             return Task(spec.family, recorded_variant(spec.family, recorded["name"], recorded["params"]))
     return None
-
-
-def _distance(family: Family, a: Task, b: Task) -> float:
-    """Euclidean distance of two variants' parameters, each scaled by its valid range."""
-    pa, pb = family.resolve(a.variant.params), family.resolve(b.variant.params)
-    # A parameter a user family fixes (low == high) cannot differ: it adds nothing.
-    return math.sqrt(sum(((pa[p.name] - pb[p.name]) / (p.high - p.low)) ** 2 for p in family.params if p.high > p.low))
 
 
 def _complete_runs(spec: ExperimentSpec, out: Path) -> tuple[dict[tuple[str, int], list[Job]], list[str]]:
