@@ -232,6 +232,16 @@ def untransferred_layers(policy: MultiTaskActorCriticPolicy, fresh: Collection[s
     return [i for i, name in enumerate(names) if f"{TRUNK}{name}.weight" in fresh]
 
 
+def check_fits(strategy: Strategy, n: int) -> None:
+    """Refuse options that count trunk layers (``partial:N``, per-layer rates) when they count
+    more or other than the trunk's ``n`` layers."""
+    if strategy.trainable_layers is not None and strategy.trainable_layers > n:
+        raise UserError(f"'{strategy.name}': the trunk has only {n} layers; use partial:N with N <= {n}")
+    scales = strategy.trunk_lr_scale
+    if isinstance(scales, tuple) and len(scales) != n:
+        raise UserError(f"trunk_lr_scale has {len(scales)} values for {n} trunk layers; give one per layer or one")
+
+
 def configure_strategy(
     model: TransferPPO, strategy: Strategy, total_timesteps: int, untransferred: Collection[int] = ()
 ) -> list[BaseCallback]:
@@ -249,15 +259,12 @@ def configure_strategy(
     n = len(layers)
     fresh = set(untransferred)
     pretrained = [layer for i, layer in enumerate(layers) if i not in fresh]
+    check_fits(strategy, n)
     if strategy.trainable_layers is not None:
-        if strategy.trainable_layers > n:
-            raise UserError(f"'{strategy.name}': the trunk has only {n} layers; use partial:N with N <= {n}")
         set_trainable(
             [layer for i, layer in enumerate(layers[: n - strategy.trainable_layers]) if i not in fresh], False
         )
     scales = strategy.trunk_lr_scale
-    if isinstance(scales, tuple) and len(scales) != n:
-        raise UserError(f"trunk_lr_scale has {len(scales)} values for {n} trunk layers; give one per layer or one")
     per_layer = scales if isinstance(scales, tuple) else tuple(1.0 if i in fresh else scales for i in range(n))
     trunk_ids = {id(p) for layer in layers for p in layer.parameters()}
     groups = [(f"trunk.{i}", list(layer.parameters()), per_layer[i]) for i, layer in enumerate(layers)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -108,3 +109,23 @@ def test_reporting_a_grid_with_nothing_finished_names_its_runner(spec: Path, tmp
     with exclusive_lock(out / LOCK_FILE, "out"), pytest.raises(UserError, match="running its grid"):
         generalize(out)
     assert str(caught.value).endswith(f"yet; pid {os.getpid()} is running its grid: try again once runs finish")
+
+
+@pytest.mark.parametrize(
+    ("arm", "says"),
+    [
+        ({"name": "deep", "strategy": "partial:3"}, "arm 'deep': 'partial:3': the trunk has only 2 layers"),
+        ("partial:3", "^'partial:3': the trunk has only 2 layers"),
+        ({"strategy": "freeze", "trunk_lr_scale": [0.1, 0.5, 1.0]}, "arm 'freeze': trunk_lr_scale has 3 values for 2"),
+    ],
+)
+def test_arms_counting_past_the_trunk_stop_before_anything_trains(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], arm: object, says: str
+) -> None:
+    """The source is still to pretrain: the spec's trunk decides, not a preflight once it exists."""
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(grid_spec("deep", arms=["scratch", arm, "partial:2"])))
+    for extra in (["--dry-run"], []):
+        assert main(["run", str(path), "--out", str(tmp_path / "out"), *extra]) == 2
+        assert re.search(says, capsys.readouterr().err.removeprefix("rltransfer: error: "))
+    assert not (tmp_path / "out").exists()

@@ -80,11 +80,12 @@ def test_failed_source_keeps_the_runs_that_finished(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_preflight_failure_after_pretraining_is_one_line_exit_2(tmp_path: Path, workers: str) -> None:
-    spec = _spec(tmp_path, arms=["scratch", {"name": "deep", "strategy": "partial:9"}])
+    # What only the source's tensors can tell (a trunk count is checked before anything trains).
+    spec = _spec(tmp_path, arms=["scratch", {"name": "deep", "strategy": "finetune", "layer_map": {"trunk_from": "x"}}])
     out = tmp_path / "grid"
     proc = run_cli(spec, out, workers)
     assert proc.returncode == 2, proc.stderr
-    assert "only 2 layers" in proc.stderr and "Traceback" not in proc.stderr
+    assert "trunk_from 'x.' matches no source tensor" in proc.stderr and "Traceback" not in proc.stderr
     assert (out / "source" / "manifest.json").exists()  # kept: a fixed spec's run reuses nothing else
     assert not (out / "deep").exists()
     if workers == "2":  # scratch runs started beside the source and finished

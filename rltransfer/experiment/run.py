@@ -26,7 +26,7 @@ from rltransfer.experiment.runner import (
     plan_jobs,
     prepare_out,
 )
-from rltransfer.experiment.source_checks import check_solved, preflight, with_source_settings
+from rltransfer.experiment.source_checks import check_layer_counts, check_solved, preflight, with_source_settings
 from rltransfer.experiment.spec import ExperimentSpec, SpecLike, as_spec
 from rltransfer.experiment.tensorboard import write_layout
 from rltransfer.io import exclusive_lock
@@ -214,6 +214,8 @@ def check_experiments(
         check_out(spec, out_dir, resume)
         if spec.source.checkpoint is not None:
             preflight(spec, spec.source.checkpoint)
+        else:
+            check_layer_counts(spec)
     return loaded, dirs, n_workers
 
 

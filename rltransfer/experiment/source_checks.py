@@ -1,8 +1,8 @@
 """What a grid checks of its sources and binds from them before any run uses them.
 
 ``with_source_settings`` gives every arm, scratch included, the settings the source's weights
-depend on; ``check_solved`` and ``preflight`` stop the grid at a source it cannot use, before any
-run that would fine-tune it trains.
+depend on; ``check_layer_counts``, ``check_solved`` and ``preflight`` stop the grid at arms or a
+source it cannot use, before any run that would fine-tune it trains.
 """
 
 from __future__ import annotations
@@ -49,6 +49,37 @@ def with_source_settings(spec: ExperimentSpec) -> ExperimentSpec:
     else:
         settings = bound_settings(resolve_hyperparams(spec.family, spec.source.hyperparams))
     return replace(spec, source_settings=settings)
+
+
+def check_layer_counts(spec: ExperimentSpec) -> None:
+    """For a source still to pretrain: refuse arms whose options count more or other trunk layers
+    than the spec's trunk has (``partial:N``, per-layer rates), before anything trains (``preflight``
+    checks it all once the source exists; a scratch run would otherwise train meanwhile)."""
+    counting = [  # freeze trains 0 layers, which fits any trunk
+        a
+        for a in spec.arms
+        if a.strategy.uses_source
+        and ((a.strategy.trainable_layers or 0) > 0 or isinstance(a.strategy.trunk_lr_scale, tuple))
+    ]
+    if spec.source.checkpoint is not None or not counting:
+        return
+    # Imported here, past the common case: torch and SB3 would slow every `run` and `--dry-run`.
+    from rltransfer.finetuning import build_model
+    from rltransfer.hyperparams import resolve_hyperparams
+    from rltransfer.strategies import check_fits, trunk_layers
+
+    targets = spec.targets if spec.mode == "multitask" else spec.targets[:1]
+    hp = resolve_hyperparams(spec.family, spec.target_hyperparams())
+    model = build_model(resolve_targets(spec.family, targets), None, hp, seed=0)  # the trunk as the runs build it
+    try:
+        n = len(trunk_layers(model.policy))
+    finally:
+        model.get_env().close()  # type: ignore[union-attr]
+    for arm in counting:
+        try:
+            check_fits(arm.strategy, n)
+        except UserError as e:  # partial:N names itself; an arm named otherwise is named
+            raise UserError(str(e) if str(e).startswith(f"'{arm.name}'") else f"arm '{arm.name}': {e}") from None
 
 
 def preflight(spec: ExperimentSpec, source: Path) -> None:
