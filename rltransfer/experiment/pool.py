@@ -170,12 +170,20 @@ def _worker_init(environ: dict[str, str], umask: int) -> None:
     os.environ.update(environ)
     os.umask(umask)
     rltransfer_io.UMASK = umask
+    import signal
+
+    signal.signal(signal.SIGINT, _interrupted)
     if sys.platform.startswith("linux"):
         import ctypes
-        import signal
 
         PR_SET_PDEATHSIG = 1
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _interrupted(signum: int, frame: object) -> None:
+    """A worker's Ctrl-C: its run stops as an interrupted run does (``staging_dir`` keeps a snapshot
+    on any exception); a worker waiting for work exits without the traceback a KeyboardInterrupt prints."""
+    raise SystemExit(130)
 
 
 def worker_pool(workers: int) -> ProcessPoolExecutor:
@@ -193,40 +201,80 @@ def _run_pool(
     execute: Execute,
 ) -> list[Item]:
     """Run ``queue`` in one process pool; returns the jobs to retry after the pool broke."""
-    retry: list[Item] = []
     with worker_pool(workers) as pool:
-        pending: dict[Future[dict[str, Any]], Item] = {}
-        broken = False
-        while ((queue := runnable(queue)) and not broken) or pending:
-            while queue and not broken and len(pending) < workers:
-                grid, job = item = queue.pop(0)
-                fn, args = _task(grid, job, execute)
-                try:
-                    future = pool.submit(fn, *args)
-                except BrokenProcessPool:  # a worker died since the last wait: nothing was sent, so no attempt
-                    broken = True
-                    queue.insert(0, item)
-                    break
-                attempts[job.label] = attempts.get(job.label, 0) + 1
-                pending[future] = item
-                notify("start", job, {})
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in done:
-                grid, job = item = pending.pop(fut)
-                try:
-                    outcome = fut.result()
-                except BrokenProcessPool:
-                    broken = True
-                    if job.finished:
-                        # Its worker died after renaming the finished run into place (a kill between
-                        # that and returning): the run is complete, and a retry would refuse to replace it.
-                        outcome = {"ok": True, "seconds": 0.0}
-                    elif attempts[job.label] < MAX_ATTEMPTS:
-                        notify("retry", job, {})
-                        retry.append(item)
-                        continue
-                    else:
-                        died = f"worker process died {attempts[job.label]} times running {job.label}"
-                        outcome = {"ok": False, "traceback": died}
-                queue += record(grid, job, outcome, notify)
+        try:
+            return _drain(pool, queue, workers, attempts, notify, execute)
+        except KeyboardInterrupt:
+            stop_workers(pool)
+            raise
+
+
+def stop_workers(pool: ProcessPoolExecutor, grace: float = 10.0) -> None:
+    """On an interrupt of the runner: stop the workers' runs now, not once they finish.
+
+    A terminal's Ctrl-C reaches the workers too, and each stops its run as an interrupt does (its
+    snapshot kept, to resume). An interrupt of the runner alone (``kill -INT``) would leave
+    ``shutdown`` waiting out every run in flight (an hour's, for some): the workers still busy a
+    moment later get it too, and any left after ``grace`` seconds are killed (as ``kill -9``
+    would: the next ``--resume`` continues or clears what they leave).
+    """
+    import signal
+
+    processes = list((getattr(pool, "_processes", None) or {}).values())  # the executor keeps no public list
+    pool.shutdown(wait=False, cancel_futures=True)
+    for p in processes:
+        p.join(1.0)  # a Ctrl-C's own interrupt is being handled there
+    for p in processes:
+        if p.is_alive() and p.pid is not None:
+            os.kill(p.pid, signal.SIGINT)
+    for p in processes:
+        p.join(grace)
+        if p.is_alive():
+            p.kill()
+
+
+def _drain(
+    pool: ProcessPoolExecutor,
+    queue: list[Item],
+    workers: int,
+    attempts: dict[str, int],
+    notify: Notify,
+    execute: Execute,
+) -> list[Item]:
+    """Run ``queue`` in ``pool`` until it is done or the pool broke; the jobs to run in a new pool."""
+    retry: list[Item] = []
+    pending: dict[Future[dict[str, Any]], Item] = {}
+    broken = False
+    while ((queue := runnable(queue)) and not broken) or pending:
+        while queue and not broken and len(pending) < workers:
+            grid, job = item = queue.pop(0)
+            fn, args = _task(grid, job, execute)
+            try:
+                future = pool.submit(fn, *args)
+            except BrokenProcessPool:  # a worker died since the last wait: nothing was sent, so no attempt
+                broken = True
+                queue.insert(0, item)
+                break
+            attempts[job.label] = attempts.get(job.label, 0) + 1
+            pending[future] = item
+            notify("start", job, {})
+        done, _ = wait(pending, return_when=FIRST_COMPLETED)
+        for fut in done:
+            grid, job = item = pending.pop(fut)
+            try:
+                outcome = fut.result()
+            except BrokenProcessPool:
+                broken = True
+                if job.finished:
+                    # Its worker died after renaming the finished run into place (a kill between
+                    # that and returning): the run is complete, and a retry would refuse to replace it.
+                    outcome = {"ok": True, "seconds": 0.0}
+                elif attempts[job.label] < MAX_ATTEMPTS:
+                    notify("retry", job, {})
+                    retry.append(item)
+                    continue
+                else:
+                    died = f"worker process died {attempts[job.label]} times running {job.label}"
+                    outcome = {"ok": False, "traceback": died}
+            queue += record(grid, job, outcome, notify)
     return retry + runnable(queue)
