@@ -127,6 +127,11 @@ def test_grid_runs_reports_and_resumes(tmp_path: Path) -> None:
     (run / "manifest.json").write_text(json.dumps(on_gpu))
     meta = json.loads((build_report(out) / "summary.json").read_text())["meta"]
     assert meta["trained on"] == "cpu (7 runs), cuda (NVIDIA H100) (1 run)"
+    assert meta["target budget (env steps)"] == 192  # 3 rollouts of 2 tasks x 32 steps: exactly the budget
+    # A budget that is no multiple of a rollout is exceeded by whole rollouts: the report says by how much.
+    (run / "manifest.json").write_text(json.dumps({**manifest, "timesteps": 256}))
+    meta = json.loads((build_report(out) / "summary.json").read_text())["meta"]
+    assert meta["target budget (env steps)"] == "192 (runs trained 192 to 256: PPO collects whole rollouts)"
     (run / "manifest.json").write_text(json.dumps(manifest))
     with np.load(report / "curves.npz") as data:
         assert data["scratch"].shape == (2, 2, len(data["steps"]))

@@ -57,6 +57,9 @@ class Collected:
     # Settings whose value differs between finished runs: key -> value (as JSON) -> arms. Empty
     # when the arms are comparable (runs of an older rltransfer gave scratch its own architecture).
     differing: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    # Env steps the training runs took: PPO collects whole rollouts, so a budget that is not a
+    # multiple of one (n_envs x n_steps per task) is exceeded by up to a rollout.
+    trained_steps: set[int] = field(default_factory=set)
 
 
 def nominal_grid(timesteps: int, eval_freq: int) -> np.ndarray:
@@ -99,9 +102,12 @@ def collect(spec: ExperimentSpec, out: Path) -> Collected:
     sources: dict[str, SourceUse] = {}
     settings: list[tuple[str, dict]] = []  # (arm, hyperparameters) of every finished run
     inexact: dict[str, str] = {}
+    run_steps: set[int] = set()
     for job in plan_jobs(spec, out):
         if job.finished:
             run = _load_run(job)
+            if job.arm.strategy.train and run[2].get("timesteps") is not None:
+                run_steps.add(int(run[2]["timesteps"]))
             per_arm.setdefault(job.arm.name, {}).setdefault(job.seed, []).append(run)
             settings.append((job.arm.name, {**(run[2].get("hyperparams") or {}), **_family_settings(run[2])}))
             devices[device_label(run[2].get("device"))] += 1
@@ -161,6 +167,7 @@ def collect(spec: ExperimentSpec, out: Path) -> Collected:
         inexact,
         ordered,
         differing,
+        run_steps,
     )
 
 

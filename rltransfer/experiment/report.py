@@ -256,6 +256,15 @@ def _total_steps_table(spec: ExperimentSpec, data: Collected) -> ExtraTable | No
     )
 
 
+def _budget(timesteps: int, trained: set[int]) -> int | str:
+    """``30000``, or ``30000 (runs trained 30,720: ...)`` where whole rollouts went past it."""
+    if not trained or trained == {timesteps}:
+        return timesteps
+    lo, hi = min(trained), max(trained)
+    took = f"{lo:,}" if lo == hi else f"{lo:,} to {hi:,}"
+    return f"{timesteps} (runs trained {took}: PPO collects whole rollouts)"
+
+
 def build_report(out: str | Path, spec: ExperimentSpec | None = None) -> Path:
     """Write ``<out>/report/`` (markdown, HTML, plots, CSV, NPZ, JSON); returns the report directory."""
     out = Path(out)
@@ -279,7 +288,7 @@ def build_report(out: str | Path, spec: ExperimentSpec | None = None) -> Path:
         "mode": spec.mode,
         "targets": ", ".join(f"{n} ({_target_note(t)})" for n, t in zip(spec.task_names, spec.targets, strict=True)),
         "arms": ", ".join(f"{a} ({len(s)} seeds)" for a, s in data.seeds.items()),
-        "target budget (env steps)": spec.timesteps,
+        "target budget (env steps)": _budget(spec.timesteps, data.trained_steps),
         "evaluation": f"every {spec.eval_freq} steps, {spec.eval_episodes} deterministic episodes per task",
         "source pretraining steps": int(max(data.source_steps.values(), default=0)),
         "spec": str(spec.path or out / EXPERIMENT_FILE),
