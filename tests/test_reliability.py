@@ -186,20 +186,21 @@ def test_bad_input_one_line_exit_2_nothing_written(
 
 
 @pytest.mark.parametrize(
-    ("damage", "fragment"),
+    ("damage", "fragment", "text"),
     [
-        ("freeze/seed0/manifest.json", "manifest.json' is damaged (not valid JSON"),
-        ("freeze/seed0/curves.npz", "curves.npz' is missing or damaged (ValueError)"),
-        ("experiment.json", "experiment.json' is damaged (not valid JSON"),
+        ("freeze/seed0/manifest.json", "manifest.json' is damaged (not valid JSON", "{truncated"),
+        ("freeze/seed0/manifest.json", "manifest.json' is damaged (it records no kind or hyperparams)", "{}"),
+        ("freeze/seed0/curves.npz", "curves.npz' is missing or damaged (ValueError)", "{truncated"),
+        ("experiment.json", "experiment.json' is damaged (not valid JSON", "{truncated"),
     ],
 )
 def test_a_damaged_run_file_is_one_line_naming_it(
-    world: dict[str, Path], tmp_path: Path, damage: str, fragment: str, capsys: pytest.CaptureFixture[str]
+    world: dict[str, Path], tmp_path: Path, damage: str, fragment: str, text: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A truncated or hand-edited file of a finished grid: `report` names it and how to redo it."""
     exp = tmp_path / "exp"
     shutil.copytree(world["exp"], exp)
-    (exp / damage).write_text("{truncated")
+    (exp / damage).write_text(text)
     assert main(["report", str(exp)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and fragment in err[0], err

@@ -89,7 +89,11 @@ def _load_run(job: Job) -> tuple[np.ndarray, np.ndarray, dict]:
             steps, returns = data["steps"], data["returns"]
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
         raise UserError(f"'{job.run_dir / 'curves.npz'}' is missing or damaged ({type(e).__name__}); {redo}") from None
-    return steps, returns, read_json(job.run_dir / MANIFEST_FILE, redo)
+    manifest = read_json(job.run_dir / MANIFEST_FILE, redo)
+    lacking = [key for key in ("kind", "hyperparams") if key not in manifest]
+    if lacking:  # what every run's manifest records: without it the run cannot be compared
+        raise UserError(f"'{job.run_dir / MANIFEST_FILE}' is damaged (it records no {' or '.join(lacking)}); {redo}")
+    return steps, returns, manifest
 
 
 def collect(spec: ExperimentSpec, out: Path) -> Collected:
