@@ -184,6 +184,11 @@ def load_agent(path: str | Path, family: str | Family | None = None) -> Agent:
             f"'{ckpt.path}' is a plain SB3 zip, not an rltransfer run; load it with PPO.load, or pass the run directory"
         )
     kind = manifest.get("kind")
+    if kind is None:
+        raise UserError(
+            f"'{ckpt.path.parent / 'manifest.json'}' is damaged (it records no kind); "
+            "restore it, or train the run again"
+        )
     if kind not in KINDS:
         raise UserError(f"'{ckpt.path.parent}' holds a run of kind {kind!r}, not one of: {', '.join(KINDS)}")
     fam = _family(manifest, manifest["family"], family)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -185,6 +186,15 @@ def test_a_plain_zip_is_not_a_run(tmp_path: Path) -> None:
     PPO("MlpPolicy", "CartPole-v1", n_steps=32, batch_size=32, device="cpu").save(tmp_path / "plain.zip")
     with pytest.raises(UserError, match=r"is a plain SB3 zip, not an rltransfer run; load it with PPO\.load"):
         load_agent(tmp_path / "plain.zip")
+
+
+def test_a_manifest_without_its_kind_is_damaged(cartpole: tuple[Path, Path], tmp_path: Path) -> None:
+    _, ft = cartpole
+    run = tmp_path / "run"
+    shutil.copytree(ft, run)
+    (run / "manifest.json").write_text("{}")
+    with pytest.raises(UserError, match=r"manifest.json' is damaged \(it records no kind\); restore it"):
+        load_agent(run)
 
 
 def test_a_grid_from_a_fine_tuned_run_reports_its_lineage(cartpole: tuple[Path, Path], tmp_path: Path) -> None:
