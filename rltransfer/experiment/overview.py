@@ -28,6 +28,7 @@ from rltransfer.experiment.spec import ExperimentSpec
 from rltransfer.hyperparams import resolve_hyperparams
 from rltransfer.io import atomic_write_text, read_json
 from rltransfer.report.forest import Interval, plot_forest
+from rltransfer.report.tables import auc_flag
 
 OVERVIEW_MD, OVERVIEW_CSV, OVERVIEW_PNG = "overview.md", "overview.csv", "overview.png"
 CSV_COLUMNS = [
@@ -129,7 +130,7 @@ def rows_for(spec: ExperimentSpec, out: Path) -> list[Row]:
         t = summary["tasks"].index(task)
         d = c["auc_difference"]
         g = c.get("asymptotic_gain") or {}
-        flag = "NEGATIVE" if c["negative_transfer"] else ("positive" if c["positive_transfer"] else "")
+        flag = auc_flag(c["negative_transfer"], c["positive_transfer"])
         rows.append(
             Row(
                 spec.name,

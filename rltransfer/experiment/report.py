@@ -14,7 +14,7 @@ from rltransfer.experiment.runner import EXPERIMENT_FILE
 from rltransfer.experiment.spec import ExperimentSpec, parse_spec
 from rltransfer.io import read_json
 from rltransfer.report import ExtraTable, write_report
-from rltransfer.report.tables import fmt_estimate, fmt_number
+from rltransfer.report.tables import auc_flag, fmt_estimate, fmt_number
 
 BOOTSTRAP_REPS = 2000
 # Where `rltransfer generalize` writes (rltransfer.experiment.generalization); the report shows its table.
@@ -205,9 +205,7 @@ def _sweep_tables(spec: ExperimentSpec, comps: list[TaskComparison]) -> list[Ext
         rows = []
         for arm in arms:
             overall = by.get((arm.name, ALL_TASKS))
-            flag = ""
-            if overall is not None:
-                flag = "positive" if overall.positive_transfer else "NEGATIVE" if overall.negative_transfer else ""
+            flag = auc_flag(overall.negative_transfer, overall.positive_transfer) if overall is not None else ""
             rows.append(
                 [
                     *(label for _, label in arm.swept),

@@ -15,6 +15,12 @@ ENDS_LOWER = "ends below baseline"  # a head start (or none) that finishes lower
 WINNER = "winner"
 
 
+def auc_flag(negative: bool, positive: bool) -> str:
+    """The short flag of an AUC-difference interval, as summary tables and the overview write it:
+    ``NEGATIVE`` (entirely below 0), ``positive`` (entirely above 0) or ``""`` (null)."""
+    return "NEGATIVE" if negative else "positive" if positive else ""
+
+
 @dataclass(frozen=True)
 class Row:
     """One arm's cells in a task table, plus its flags (subsets of the constants above)."""
