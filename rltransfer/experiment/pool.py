@@ -11,9 +11,10 @@ from __future__ import annotations
 import multiprocessing
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from multiprocessing.context import BaseContext
 from pathlib import Path
@@ -193,20 +194,13 @@ def worker_pool(workers: int) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(workers, mp_context=_context(), initializer=_worker_init, initargs=init)
 
 
-def _run_pool(
-    queue: list[Item],
-    workers: int,
-    attempts: dict[str, int],
-    notify: Notify,
-    execute: Execute,
-) -> list[Item]:
-    """Run ``queue`` in one process pool; returns the jobs to retry after the pool broke."""
-    with worker_pool(workers) as pool:
-        try:
-            return _drain(pool, queue, workers, attempts, notify, execute)
-        except KeyboardInterrupt:
-            stop_workers(pool)
-            raise
+@contextmanager
+def _stopped_on_interrupt(pool: ProcessPoolExecutor) -> Iterator[None]:
+    try:
+        yield
+    except KeyboardInterrupt:
+        stop_workers(pool)
+        raise
 
 
 def stop_workers(pool: ProcessPoolExecutor, grace: float = 10.0) -> None:
@@ -233,48 +227,48 @@ def stop_workers(pool: ProcessPoolExecutor, grace: float = 10.0) -> None:
             p.kill()
 
 
-def _drain(
-    pool: ProcessPoolExecutor,
+def _run_pool(
     queue: list[Item],
     workers: int,
     attempts: dict[str, int],
     notify: Notify,
     execute: Execute,
 ) -> list[Item]:
-    """Run ``queue`` in ``pool`` until it is done or the pool broke; the jobs to run in a new pool."""
+    """Run ``queue`` in one process pool; returns the jobs to retry after the pool broke."""
     retry: list[Item] = []
-    pending: dict[Future[dict[str, Any]], Item] = {}
-    broken = False
-    while ((queue := runnable(queue)) and not broken) or pending:
-        while queue and not broken and len(pending) < workers:
-            grid, job = item = queue.pop(0)
-            fn, args = _task(grid, job, execute)
-            try:
-                future = pool.submit(fn, *args)
-            except BrokenProcessPool:  # a worker died since the last wait: nothing was sent, so no attempt
-                broken = True
-                queue.insert(0, item)
-                break
-            attempts[job.label] = attempts.get(job.label, 0) + 1
-            pending[future] = item
-            notify("start", job, {})
-        done, _ = wait(pending, return_when=FIRST_COMPLETED)
-        for fut in done:
-            grid, job = item = pending.pop(fut)
-            try:
-                outcome = fut.result()
-            except BrokenProcessPool:
-                broken = True
-                if job.finished:
-                    # Its worker died after renaming the finished run into place (a kill between
-                    # that and returning): the run is complete, and a retry would refuse to replace it.
-                    outcome = {"ok": True, "seconds": 0.0}
-                elif attempts[job.label] < MAX_ATTEMPTS:
-                    notify("retry", job, {})
-                    retry.append(item)
-                    continue
-                else:
-                    died = f"worker process died {attempts[job.label]} times running {job.label}"
-                    outcome = {"ok": False, "traceback": died}
-            queue += record(grid, job, outcome, notify)
+    with worker_pool(workers) as pool, _stopped_on_interrupt(pool):
+        pending: dict[Future[dict[str, Any]], Item] = {}
+        broken = False
+        while ((queue := runnable(queue)) and not broken) or pending:
+            while queue and not broken and len(pending) < workers:
+                grid, job = item = queue.pop(0)
+                fn, args = _task(grid, job, execute)
+                try:
+                    future = pool.submit(fn, *args)
+                except BrokenProcessPool:  # a worker died since the last wait: nothing was sent, so no attempt
+                    broken = True
+                    queue.insert(0, item)
+                    break
+                attempts[job.label] = attempts.get(job.label, 0) + 1
+                pending[future] = item
+                notify("start", job, {})
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                grid, job = item = pending.pop(fut)
+                try:
+                    outcome = fut.result()
+                except BrokenProcessPool:
+                    broken = True
+                    if job.finished:
+                        # Its worker died after renaming the finished run into place (a kill between
+                        # that and returning): the run is complete, and a retry would refuse to replace it.
+                        outcome = {"ok": True, "seconds": 0.0}
+                    elif attempts[job.label] < MAX_ATTEMPTS:
+                        notify("retry", job, {})
+                        retry.append(item)
+                        continue
+                    else:
+                        died = f"worker process died {attempts[job.label]} times running {job.label}"
+                        outcome = {"ok": False, "traceback": died}
+                queue += record(grid, job, outcome, notify)
     return retry + runnable(queue)
