@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import math
 import sys
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch as th
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList, ProgressBarCallback
 from stable_baselines3.common.logger import (
     CSVOutputFormat,
     HParam,
@@ -20,6 +21,8 @@ from stable_baselines3.common.logger import (
     configure,
 )
 from torch.utils.tensorboard import SummaryWriter
+from tqdm import TqdmExperimentalWarning
+from tqdm.rich import tqdm
 
 from rltransfer.ppo import TransferPPO
 from rltransfer.snapshot import Snapshots
@@ -43,6 +46,18 @@ class NanGuard(BaseCallback):
                 f"training diverged at step {self.num_timesteps}: loss={loss}, non-finite parameters: "
                 f"{bad[:3] or 'none'}; lower the learning rate or check the environment's rewards"
             )
+
+
+class RolloutProgressBar(ProgressBarCallback):
+    """SB3's progress bar, its total the steps PPO will take: whole rollouts, so a budget that is no
+    multiple of one is rounded up (SB3's own bar would end at 512/256)."""
+
+    def _on_training_start(self) -> None:
+        left = self.locals["total_timesteps"] - self.model.num_timesteps
+        rollout = getattr(self.model, "n_steps", 1) * self.training_env.num_envs
+        with warnings.catch_warnings():  # as SB3 does for its own bar: rich's tqdm says it is experimental
+            warnings.simplefilter("ignore", TqdmExperimentalWarning)
+            self.pbar = tqdm(total=-(-left // rollout) * rollout)
 
 
 class ContinuedCSV(CSVOutputFormat):
@@ -115,8 +130,7 @@ def learn(
     try:
         model.learn(
             total_timesteps=timesteps - start,
-            callback=CallbackList([*callbacks, NanGuard()]),
-            progress_bar=progress,
+            callback=CallbackList([*callbacks, NanGuard(), *([RolloutProgressBar()] if progress else [])]),
             reset_num_timesteps=snapshots is None or snapshots.state is None,
         )
     finally:

@@ -24,3 +24,19 @@ def test_a_failure_prints_one_literal_line(tmp_path: Path, capsys: pytest.Captur
         f"source pretraining failed: {label}: {error}",
         f"worker died, retrying: {label}",
     ]
+
+
+def test_a_runs_progress_bar_counts_the_whole_rollouts_ppo_takes() -> None:
+    """A budget of 100 steps is 2 rollouts of 2 envs x 32 steps: the bar ends at 128/128, not 128/100."""
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.env_util import make_vec_env
+
+    from rltransfer.training import RolloutProgressBar
+
+    model = PPO("MlpPolicy", make_vec_env("CartPole-v1", n_envs=2), n_steps=32, batch_size=64, n_epochs=1)
+    bar = RolloutProgressBar()
+    model.learn(100, callback=bar)
+    assert (bar.pbar.total, bar.pbar.n) == (128, 128)
+    bar = RolloutProgressBar()
+    model.learn(64, callback=bar, reset_num_timesteps=False)  # continued: the steps still to take
+    assert (bar.pbar.total, bar.pbar.n) == (64, 64)
