@@ -484,11 +484,11 @@ def test_a_run_finished_meanwhile_by_another_process_is_kept(tmp_path: Path) -> 
     assert [p.name for p in tmp_path.iterdir()] == ["run"]  # no staging directory left behind
 
 
-@pytest.mark.parametrize("whom", ["runner", "group"])
+@pytest.mark.parametrize("whom", ["runner", "group", "worker"])
 def test_an_interrupt_stops_the_runs_in_flight_at_once(tmp_path: Path, whom: str) -> None:
-    """Ctrl-C (the whole process group) and ``kill -INT`` of the runner alone both stop the grid in
-    seconds, not once the runs in flight finish: exit 130, no worker left, no traceback, and the
-    runs' snapshots kept for ``--resume``."""
+    """Ctrl-C (the whole process group), ``kill -INT`` of the runner alone or of one worker all stop
+    the grid in seconds, not once the runs in flight finish: exit 130, no worker left, no traceback,
+    and the runs' snapshots kept for ``--resume``."""
     spec = tmp_path / "spec.yaml"
     spec.write_text(yaml.safe_dump(tiny_spec(seeds=2, arms=["scratch"], timesteps=200_000)))
     out = tmp_path / "run"
@@ -501,10 +501,10 @@ def test_an_interrupt_stops_the_runs_in_flight_at_once(tmp_path: Path, whom: str
         workers = {int(p.name.split(".partial-")[1].split("-")[0]) for p in out.glob("scratch/seed*.partial-*")}
         assert len(workers) == 2 and proc.poll() is None, "both runs should be training"
         stopped = time.time()
-        if whom == "runner":
-            os.kill(proc.pid, signal.SIGINT)
-        else:
+        if whom == "group":
             os.killpg(proc.pid, signal.SIGINT)
+        else:
+            os.kill(proc.pid if whom == "runner" else min(workers), signal.SIGINT)
         assert proc.wait(timeout=60) == 130
     finally:
         if proc.poll() is None:  # not left training for minutes after a failure

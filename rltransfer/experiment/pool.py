@@ -181,9 +181,24 @@ def _worker_init(environ: dict[str, str], umask: int) -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+_busy = False  # whether this worker process is running a job
+
+
+def _busy_call(fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
+    """``fn(*args)`` in a pool worker, marked busy meanwhile (for ``_interrupted``)."""
+    global _busy
+    _busy = True
+    try:
+        return fn(*args)
+    finally:
+        _busy = False
+
+
 def _interrupted(signum: int, frame: object) -> None:
-    """A worker's Ctrl-C: its run stops as an interrupted run does (``staging_dir`` keeps a snapshot
-    on any exception); a worker waiting for work exits without the traceback a KeyboardInterrupt prints."""
+    """A worker's Ctrl-C: a run stops as an interrupted run does (a snapshot kept, the runner told);
+    a worker waiting for work exits without the traceback a KeyboardInterrupt would print there."""
+    if _busy:
+        raise KeyboardInterrupt
     raise SystemExit(130)
 
 
@@ -244,7 +259,7 @@ def _run_pool(
                 grid, job = item = queue.pop(0)
                 fn, args = _task(grid, job, execute)
                 try:
-                    future = pool.submit(fn, *args)
+                    future = pool.submit(_busy_call, fn, *args)
                 except BrokenProcessPool:  # a worker died since the last wait: nothing was sent, so no attempt
                     broken = True
                     queue.insert(0, item)
