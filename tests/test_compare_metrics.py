@@ -167,6 +167,16 @@ def test_tie_when_intervals_overlap() -> None:
     assert {r.winner for r in results} == {TIE}
 
 
+def test_one_arm_alone_wins_nothing() -> None:
+    """A grid in progress with only scratch finished: no arm to beat, so no winner and no claim of one."""
+    from rltransfer.report.tables import WINNER, row, winner_sentence
+
+    results = compare_arms({"scratch": ramp_curves(3, 100.0, 0)}, STEPS, TASKS, THRESHOLDS, reps=200)
+    assert {r.winner for r in results} == {""} and not any(r.is_winner for r in results)
+    assert WINNER not in row(results[0]).flags
+    assert winner_sentence(results[:1]).startswith("No winner: only scratch has finished runs on this task")
+
+
 def test_compare_arms_rejects_bad_inputs() -> None:
     scratch = ramp_curves(3, 100.0, 0)
     broken = scratch.copy()

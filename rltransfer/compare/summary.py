@@ -101,8 +101,8 @@ class TaskComparison:
             same kind of interval; ``None`` for the baseline.
         negative_transfer: the whole AUC-difference interval lies below 0.
         positive_transfer: the whole AUC-difference interval lies above 0.
-        winner: arm with the highest mean AUC on this task, or :data:`TIE` when its mean
-            AUC interval overlaps that of the next best arm.
+        winner: arm with the highest mean AUC on this task, :data:`TIE` when its mean
+            AUC interval overlaps that of the next best arm, ``""`` with one arm alone.
         confidence: coverage of every interval.
         last_k: evaluations averaged for the final return.
         source_steps: pretraining steps of this arm.
@@ -284,7 +284,7 @@ def _with_winners(results: list[TaskComparison]) -> list[TaskComparison]:
     winners: dict[str, str] = {}
     for task in dict.fromkeys(r.task for r in results):
         ranked = sorted((r for r in results if r.task == task), key=lambda r: -r.metrics["auc"].mean.value)
-        winner = ranked[0].arm
+        winner = ranked[0].arm if len(ranked) > 1 else ""  # one arm alone (a grid in progress) wins nothing
         if len(ranked) > 1:
             best, runner_up = ranked[0].metrics["auc"].mean, ranked[1].metrics["auc"].mean
             if best.low <= runner_up.high:

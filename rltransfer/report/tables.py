@@ -105,6 +105,9 @@ def row(comparison: TaskComparison) -> Row:
 def winner_sentence(comparisons: Sequence[TaskComparison]) -> str:
     """A sentence naming the task's winner, or explaining a tie."""
     winner = comparisons[0].winner if comparisons else ""
+    if not winner:
+        arms = ", ".join(c.arm for c in comparisons)
+        return f"No winner: only {arms or 'no arm'} has finished runs on this task, nothing to compare it with yet."
     if winner == TIE:
         return "Winner: tie — the best mean AUC's interval overlaps the runner-up's."
     return f"Winner (highest mean AUC, interval clear of the runner-up): {winner}."
