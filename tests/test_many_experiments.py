@@ -134,3 +134,11 @@ def test_one_worker_a_failed_source_stops_its_grid_only(specs: tuple[Path, Path]
     runs = run_experiments([failing, specs[1]], [tmp_path / "a", tmp_path / "b"], workers=1, progress=False)
     assert isinstance(runs[0].error, UserError) and "threshold" in str(runs[0].error) and runs[0].report is None
     assert runs[1].error is None and runs[1].result.complete and runs[1].report is not None
+
+
+def test_an_overview_of_grids_with_scratch_alone_says_so() -> None:
+    from rltransfer.experiment.overview import overview_markdown
+
+    text = overview_markdown([], ["exp: unfinished runs (excluded): exp/freeze/seed0"])
+    assert text.startswith("No transfer arm has finished runs on any target yet") and "| --- |" not in text
+    assert text.endswith("- exp: unfinished runs (excluded): exp/freeze/seed0\n")

@@ -198,6 +198,9 @@ def generalization_lines(experiments: Sequence[tuple[ExperimentSpec, Path]]) -> 
 
 def overview_markdown(rows: Sequence[Row], notes: Sequence[str] = ()) -> str:
     """The per-target table, then the per-arm counts, then ``notes`` (one bullet each)."""
+    if not rows:  # grids in progress: scratch alone, or nothing, has finished
+        lines = ["No transfer arm has finished runs on any target yet: nothing to compare with scratch."]
+        return "\n".join([*lines, *(["", *(f"- {note}" for note in notes)] if notes else [])]) + "\n"
     lines = [
         "| experiment | target | arm | TTT ratio transfer/scratch [95% CI] | AUC gain [95% CI] | "
         "asymptotic gain [95% CI] | reached | flag |",
