@@ -111,6 +111,20 @@ def test_reporting_a_grid_with_nothing_finished_names_its_runner(spec: Path, tmp
     assert str(caught.value).endswith(f"yet; pid {os.getpid()} is running its grid: try again once runs finish")
 
 
+def test_the_plan_counts_the_whole_rollouts_ppo_takes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """100 steps are 4 rollouts of 32 (one env): 128; two targets make a rollout of 64 (100 -> 128); a
+    rehearsing arm trains the source task too, a rollout of 96 (100 -> 192)."""
+    path = tmp_path / "spec.yaml"
+    arms = ["scratch", {"name": "rehearse", "strategy": "finetune", "rehearse": True}]
+    path.write_text(yaml.safe_dump(grid_spec("round", timesteps=100, targets=["long", "longer"], arms=arms)))
+    assert main(["run", str(path), "--out", str(tmp_path / "out"), "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert "(seeds 0; 128 steps each)" in printed  # the source: an exact budget says nothing more
+    assert "scratch   scratch      2 to run; 100 steps each (128 in whole rollouts)" in printed
+    assert "rehearse  finetune     2 to run; 100 steps each (192 in whole rollouts)" in printed
+    assert "768 env steps to train in all" in printed  # 128 (source) + 2 x 128 + 2 x 192
+
+
 @pytest.mark.parametrize(
     ("arm", "says"),
     [

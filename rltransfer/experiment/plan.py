@@ -8,7 +8,7 @@ it shows that runner's progress: runs finished, in progress, still to run.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -29,14 +29,16 @@ class ExperimentPlan:
     spec: ExperimentSpec
     out: Path
     sources: dict[int, Status | Path]  # by source seed; a Path: the spec's own checkpoint
-    source_steps: int
+    source_steps: int  # each source's budget, and what it trains in whole rollouts
     runs: list[tuple[Job, Status]]
     runner: str | None = None  # who holds the directory now (``pid 1234``): a grid in progress
+    source_trained: int = 0
+    arm_trained: dict[str, int] = field(default_factory=dict)  # a run of each arm, in whole rollouts
 
     def steps(self) -> tuple[int, int]:
-        """Env steps still to train: the sources', the runs' (a resumed one counted whole)."""
-        sources = sum(self.source_steps for s in self.sources.values() if isinstance(s, str) and s != "kept")
-        runs = sum(self.spec.timesteps for job, s in self.runs if s != "kept" and job.arm.strategy.train)
+        """Env steps still to train (whole rollouts): the sources', the runs' (a resumed one counted whole)."""
+        sources = sum(self.source_trained for s in self.sources.values() if isinstance(s, str) and s != "kept")
+        runs = sum(self.arm_trained[job.arm.name] for job, s in self.runs if s != "kept" and job.arm.strategy.train)
         return sources, runs
 
     def lines(self) -> list[str]:
@@ -51,11 +53,12 @@ class ExperimentPlan:
         else:
             counts = _count((s for s in self.sources.values() if isinstance(s, str)), new="to pretrain")
             seeds = ", ".join(str(seed) for seed in self.sources)
-            out.append(f"  sources: {counts} (seeds {seeds}; {self.source_steps:,} steps each)")
+            each = _each(self.source_steps, self.source_trained)
+            out.append(f"  sources: {counts} (seeds {seeds}; {each})")
         width = max(len(arm.name) for arm in self.spec.arms)
         for arm in self.spec.arms:
             jobs = [(job, s) for job, s in self.runs if job.arm == arm]
-            steps = f"{self.spec.timesteps:,} steps each" if arm.strategy.train else "evaluated only"
+            steps = _each(self.spec.timesteps, self.arm_trained[arm.name]) if arm.strategy.train else "evaluated only"
             name = arm.name.ljust(width)
             out.append(f"  {name}  {arm.strategy.name:<12} {_count(s for _, s in jobs)}; {steps}")
         sources, runs = self.steps()
@@ -94,12 +97,30 @@ def _plan(spec: ExperimentSpec, out: Path) -> ExperimentPlan:
             sources[seed] = spec.source.checkpoint
         else:
             sources[seed] = "kept" if seed in ready else _unfinished(source_dir(spec, out, seed), failed=False)
-    steps = spec.source.timesteps or resolve_hyperparams(spec.family, spec.source.hyperparams)["n_timesteps"]
+    src_hp = resolve_hyperparams(spec.family, spec.source.hyperparams)
+    steps = int(spec.source.timesteps or src_hp["n_timesteps"])
     runs = [
         (job, "kept" if job.finished else _unfinished(job.run_dir, job.failed_marker.exists()))
         for job in plan_jobs(spec, out)
     ]
-    return ExperimentPlan(spec, out, sources, int(steps), runs, lock_holder(out / LOCK_FILE))
+    hp = resolve_hyperparams(spec.family, spec.target_hyperparams())
+    per_task = hp["n_envs"] * hp["n_steps"]  # one rollout's steps per task (a rehearsed source task is one more)
+    trained = {
+        job.arm.name: _whole_rollouts(spec.timesteps, per_task * (len(job.targets) + job.arm.strategy.rehearse))
+        for job, _ in runs
+    }
+    source_trained = _whole_rollouts(steps, src_hp["n_envs"] * src_hp["n_steps"])
+    return ExperimentPlan(spec, out, sources, steps, runs, lock_holder(out / LOCK_FILE), source_trained, trained)
+
+
+def _whole_rollouts(budget: int, rollout: int) -> int:
+    """The env steps PPO takes for ``budget``: it collects whole rollouts of ``rollout`` steps."""
+    return -(-budget // rollout) * rollout
+
+
+def _each(budget: int, trained: int) -> str:
+    """``128 steps each``, or ``100 steps each (128 in whole rollouts)``."""
+    return f"{budget:,} steps each" + (f" ({trained:,} in whole rollouts)" if trained != budget else "")
 
 
 def _unfinished(run_dir: Path, failed: bool) -> Status:
