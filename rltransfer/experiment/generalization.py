@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from rltransfer.compare import (
 from rltransfer.envs import Family, ObsShift, Task
 from rltransfer.errors import UserError
 from rltransfer.experiment.main_guard import check_main_guard
-from rltransfer.experiment.pool import worker_pool
+from rltransfer.experiment.pool import busy_call, worker_pool
 from rltransfer.experiment.report import GENERALIZATION_DIR, build_report, load_experiment
 from rltransfer.experiment.runner import Job, nothing_finished, plan_jobs
 from rltransfer.experiment.spec import ExperimentSpec
@@ -119,7 +120,8 @@ def generalize(
     if workers > 1 and len(groups) > 1:
         check_main_guard()  # workers import the main script again
         with worker_pool(min(workers, len(groups))) as pool:
-            done = list(pool.map(_play_in_worker, [plan] * len(groups), *zip(*groups, strict=True)))
+            play = partial(busy_call, _play_in_worker)
+            done = list(pool.map(play, [plan] * len(groups), *zip(*groups, strict=True)))
     else:
         done = [_play(plan, *group) for group in groups]
     played = [p for group in done for p in group]

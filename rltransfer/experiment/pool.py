@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from multiprocessing.context import BaseContext
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from rltransfer import io as rltransfer_io
 from rltransfer.errors import UserError
@@ -182,10 +182,12 @@ def _worker_init(environ: dict[str, str], umask: int) -> None:
 
 
 _busy = False  # whether this worker process is running a job
+T = TypeVar("T")
 
 
-def _busy_call(fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
-    """``fn(*args)`` in a pool worker, marked busy meanwhile (for ``_interrupted``)."""
+def busy_call(fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` in a pool worker, marked busy meanwhile: what every task sent to ``worker_pool``
+    runs in, so that an interrupt stops it as Ctrl-C does (``_interrupted``)."""
     global _busy
     _busy = True
     try:
@@ -259,7 +261,7 @@ def _run_pool(
                 grid, job = item = queue.pop(0)
                 fn, args = _task(grid, job, execute)
                 try:
-                    future = pool.submit(_busy_call, fn, *args)
+                    future = pool.submit(busy_call, fn, *args)
                 except BrokenProcessPool:  # a worker died since the last wait: nothing was sent, so no attempt
                     broken = True
                     queue.insert(0, item)
