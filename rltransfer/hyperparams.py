@@ -19,6 +19,13 @@ from rltransfer.errors import UserError
 from rltransfer.hyperparam_bounds import check_values
 from rltransfer.normalization import canonical
 
+
+def whole_rollouts(budget: int, rollout: int) -> int:
+    """The env steps PPO takes for a ``budget``: it collects whole rollouts of ``rollout`` steps
+    (``n_steps`` x all sub-envs), so a budget that is no multiple of one is rounded up."""
+    return -(-budget // rollout) * rollout
+
+
 ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU}
 # Keys that are ours, not PPO's.
 RUN_KEYS = {

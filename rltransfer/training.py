@@ -24,6 +24,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import TqdmExperimentalWarning
 from tqdm.rich import tqdm
 
+from rltransfer.hyperparams import whole_rollouts
 from rltransfer.ppo import TransferPPO
 from rltransfer.snapshot import Snapshots
 
@@ -57,7 +58,7 @@ class RolloutProgressBar(ProgressBarCallback):
         rollout = getattr(self.model, "n_steps", 1) * self.training_env.num_envs
         with warnings.catch_warnings():  # as SB3 does for its own bar: rich's tqdm says it is experimental
             warnings.simplefilter("ignore", TqdmExperimentalWarning)
-            self.pbar = tqdm(total=-(-left // rollout) * rollout)
+            self.pbar = tqdm(total=whole_rollouts(left, rollout))
 
 
 class ContinuedCSV(CSVOutputFormat):

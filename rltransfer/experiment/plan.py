@@ -15,7 +15,7 @@ from typing import Literal
 from rltransfer.experiment.run import check_experiments
 from rltransfer.experiment.runner import EXPERIMENT_FILE, LOCK_FILE, Job, finished_sources, plan_jobs, source_dir
 from rltransfer.experiment.spec import ExperimentSpec, SpecLike
-from rltransfer.hyperparams import resolve_hyperparams
+from rltransfer.hyperparams import resolve_hyperparams, whole_rollouts
 from rltransfer.io import interrupted_runs, lock_holder, running_attempts
 
 Status = Literal["to run", "kept", "resumes", "redone", "in progress"]
@@ -106,16 +106,11 @@ def _plan(spec: ExperimentSpec, out: Path) -> ExperimentPlan:
     hp = resolve_hyperparams(spec.family, spec.target_hyperparams())
     per_task = hp["n_envs"] * hp["n_steps"]  # one rollout's steps per task (a rehearsed source task is one more)
     trained = {
-        job.arm.name: _whole_rollouts(spec.timesteps, per_task * (len(job.targets) + job.arm.strategy.rehearse))
+        job.arm.name: whole_rollouts(spec.timesteps, per_task * (len(job.targets) + job.arm.strategy.rehearse))
         for job, _ in runs
     }
-    source_trained = _whole_rollouts(steps, src_hp["n_envs"] * src_hp["n_steps"])
+    source_trained = whole_rollouts(steps, src_hp["n_envs"] * src_hp["n_steps"])
     return ExperimentPlan(spec, out, sources, steps, runs, lock_holder(out / LOCK_FILE), source_trained, trained)
-
-
-def _whole_rollouts(budget: int, rollout: int) -> int:
-    """The env steps PPO takes for ``budget``: it collects whole rollouts of ``rollout`` steps."""
-    return -(-budget // rollout) * rollout
 
 
 def _each(budget: int, trained: int) -> str:
