@@ -142,11 +142,9 @@ class Agent:
         if mine is not None:  # one of the run's tasks, however named (long, cartpole/long, a Gymnasium id)
             k = mine if head is None else names.index(head)
             return (names[mine] if k == mine else f"{names[mine]} (head {names[k]})"), own[mine], k
-        if head is None:  # as `generalize` chooses: the nearest task trained on the same observations
-            k = 0
-            if len(names) > 1:
-                label, what = self._label(task), "task of this run"
-                k = nearest_task(own, names, label, task, what, ", or name the head to play it (head=NAME, --head)")
+        if head is None:  # a run of one task plays anything with it; else, as `generalize` chooses, the nearest
+            way_out = ", or name the head to play it (head=NAME, --head)"
+            k = nearest_task(own, names, self._label(task), task, "task of this run", way_out) if len(names) > 1 else 0
             head = names[k]
         k = names.index(head)
         if task.family.name != own[k].family.name:
