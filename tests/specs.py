@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -36,3 +37,10 @@ def run_cli(spec: Path, out: Path, workers: str) -> subprocess.CompletedProcess[
         text=True,
         timeout=300,
     )
+
+
+def start_cli(args: list[str], **kw: Any) -> subprocess.Popen[bytes]:
+    """``rltransfer ARGS`` started in a fresh process (stderr piped), for tests that kill or interrupt it."""
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    return subprocess.Popen([sys.executable, "-m", "rltransfer.cli", *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kw)  # fmt: skip

@@ -10,7 +10,6 @@ import random
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import zipfile
 from collections.abc import Callable
@@ -20,7 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-from specs import HP, grid_spec
+from specs import HP, grid_spec, start_cli
 
 from rltransfer.cli import main
 
@@ -297,12 +296,6 @@ def test_write_failure_fails_loudly_and_keeps_finished_runs(tmp_path: Path, monk
 # --- kill -9 and resume ------------------------------------------------------------------------
 
 
-def _run_cli(args: list[str], **kw: Any) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PYTHONHASHSEED": "0"}
-    return subprocess.Popen([sys.executable, "-m", "rltransfer.cli", *args], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kw)  # fmt: skip
-
-
 REPORT_FILES = ("report.md", "scores.csv", "summary.json")
 
 
@@ -326,7 +319,7 @@ def kill_spec(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, flo
     spec = root / "spec.yaml"
     spec.write_text(yaml.safe_dump(tiny_spec(seeds=3, arms=["scratch", "freeze", "finetune"])))
     started = time.time()
-    proc = _run_cli(["run", str(spec), "--out", str(root / "ref"), "--workers", "2", "--quiet"])
+    proc = start_cli(["run", str(spec), "--out", str(root / "ref"), "--workers", "2", "--quiet"])
     assert proc.wait(timeout=300) == 0, proc.stderr.read() if proc.stderr else ""
     return spec, root / "ref", time.time() - started
 
@@ -337,12 +330,12 @@ def test_kill_runner_then_resume_matches_uninterrupted(
 ) -> None:
     spec, ref, duration = kill_spec
     out = tmp_path / "run"
-    proc = _run_cli(["run", str(spec), "--out", str(out), "--workers", "2", "--quiet"], start_new_session=True)
+    proc = start_cli(["run", str(spec), "--out", str(out), "--workers", "2", "--quiet"], start_new_session=True)
     time.sleep(random.Random(trial).uniform(0.5, max(1.0, 0.9 * duration)))
     os.killpg(proc.pid, signal.SIGKILL)  # the runner and its workers, as a crash or OOM would
     proc.wait()
     kept = {k: v for k, v in _runs(out).items()}  # finished before the kill
-    resume = _run_cli(["run", str(spec), "--out", str(out), "--workers", "2", "--resume", "--quiet"])
+    resume = start_cli(["run", str(spec), "--out", str(out), "--workers", "2", "--resume", "--quiet"])
     assert resume.wait(timeout=300) == 0, resume.stderr.read() if resume.stderr else ""
     after = _runs(out)
     assert {k: after[k] for k in kept} == kept, "a finished run changed on resume"
@@ -372,7 +365,7 @@ def test_killed_workers_are_retried_and_grid_completes(kill_spec: tuple[Path, Pa
     uninterrupted one."""
     spec, ref, _ = kill_spec
     out = tmp_path / "run"
-    proc = _run_cli(["run", str(spec), "--out", str(out), "--workers", "2", "--quiet"])
+    proc = start_cli(["run", str(spec), "--out", str(out), "--workers", "2", "--quiet"])
     killed: list[int] = []
 
     def workers_staging(pattern: str) -> list[int]:
@@ -457,12 +450,12 @@ def test_a_pool_found_broken_when_submitting_is_replaced(tmp_path: Path, monkeyp
 def test_two_runners_on_one_directory_are_refused(kill_spec: tuple[Path, Path, float], tmp_path: Path) -> None:
     spec, _, _ = kill_spec
     out = tmp_path / "run"
-    first = _run_cli(["run", str(spec), "--out", str(out), "--workers", "1", "--quiet"])
+    first = start_cli(["run", str(spec), "--out", str(out), "--workers", "1", "--quiet"])
     deadline = time.time() + 60
     while not (out / ".lock").exists() and time.time() < deadline:
         time.sleep(0.05)
     time.sleep(0.3)
-    second = _run_cli(["run", str(spec), "--out", str(out), "--workers", "1", "--resume", "--quiet"])
+    second = start_cli(["run", str(spec), "--out", str(out), "--workers", "1", "--resume", "--quiet"])
     assert second.wait(timeout=60) == 2
     assert second.stderr is not None and b"in use by pid" in second.stderr.read()
     first.kill()
@@ -482,36 +475,3 @@ def test_a_run_finished_meanwhile_by_another_process_is_kept(tmp_path: Path) -> 
         (final / "manifest.json").write_text("theirs")
     assert (final / "manifest.json").read_text() == "theirs"
     assert [p.name for p in tmp_path.iterdir()] == ["run"]  # no staging directory left behind
-
-
-@pytest.mark.parametrize("whom", ["runner", "group", "worker"])
-def test_an_interrupt_stops_the_runs_in_flight_at_once(tmp_path: Path, whom: str) -> None:
-    """Ctrl-C (the whole process group), ``kill -INT`` of the runner alone or of one worker all stop
-    the grid in seconds, not once the runs in flight finish: exit 130, no worker left, no traceback,
-    and the runs' snapshots kept for ``--resume``."""
-    spec = tmp_path / "spec.yaml"
-    spec.write_text(yaml.safe_dump(tiny_spec(seeds=2, arms=["scratch"], timesteps=200_000)))
-    out = tmp_path / "run"
-    args = ["run", str(spec), "--out", str(out), "--workers", "2", "--snapshot-every", "0", "--quiet"]
-    proc = _run_cli(args, start_new_session=True)
-    try:
-        deadline = time.time() + 120
-        while len(list(out.glob("scratch/seed*.partial-*/snapshot.pt"))) < 2 and time.time() < deadline:
-            time.sleep(0.1)
-        workers = {int(p.name.split(".partial-")[1].split("-")[0]) for p in out.glob("scratch/seed*.partial-*")}
-        assert len(workers) == 2 and proc.poll() is None, "both runs should be training"
-        stopped = time.time()
-        if whom == "group":
-            os.killpg(proc.pid, signal.SIGINT)
-        else:
-            os.kill(proc.pid if whom == "runner" else min(workers), signal.SIGINT)
-        assert proc.wait(timeout=60) == 130
-    finally:
-        if proc.poll() is None:  # not left training for minutes after a failure
-            os.killpg(proc.pid, signal.SIGKILL)
-    assert time.time() - stopped < 30  # a run of this budget takes minutes here
-    err = proc.stderr.read().decode() if proc.stderr else ""
-    assert "interrupted; finished runs are kept" in err and "Traceback" not in err, err
-    time.sleep(0.5)
-    assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()]
-    assert len(list(out.glob("scratch/seed*.partial-*/snapshot.pt"))) == 2
