@@ -284,10 +284,9 @@ def _with_winners(results: list[TaskComparison]) -> list[TaskComparison]:
     winners: dict[str, str] = {}
     for task in dict.fromkeys(r.task for r in results):
         ranked = sorted((r for r in results if r.task == task), key=lambda r: -r.metrics["auc"].mean.value)
-        winner = ranked[0].arm if len(ranked) > 1 else ""  # one arm alone (a grid in progress) wins nothing
+        winner = ""  # one arm alone (a grid in progress) wins nothing
         if len(ranked) > 1:
             best, runner_up = ranked[0].metrics["auc"].mean, ranked[1].metrics["auc"].mean
-            if best.low <= runner_up.high:
-                winner = TIE
+            winner = TIE if best.low <= runner_up.high else ranked[0].arm
         winners[task] = winner
     return [dataclasses.replace(r, winner=winners[r.task]) for r in results]
