@@ -26,7 +26,7 @@ from rltransfer.envs import Family, FiniteGuard, Task, Variant
 from rltransfer.errors import UserError
 from rltransfer.evaluation import EvalCurve, PerTaskEvalCallback, TaskEvalEnv, TaskRolloutLogger, evaluate_tasks
 from rltransfer.forgetting import measure_forgetting
-from rltransfer.hyperparams import activation, policy_options, ppo_kwargs, resolve_hyperparams
+from rltransfer.hyperparams import activation, from_zoo, policy_options, ppo_kwargs, resolve_hyperparams
 from rltransfer.io import atomic_write_bytes, atomic_write_json, sha256, staging_dir, versions
 from rltransfer.policies import TRUNK_PREFIX, MultiTaskActorCriticPolicy
 from rltransfer.ppo import TransferPPO
@@ -159,7 +159,7 @@ def finetune(
         raise UserError(f"strategy '{strat.name}' transfers from a source; pass --source PATH (or use scratch)")
     if strat.rehearse:
         tasks = tasks.with_rehearsal(rehearsal_task(ckpt, tasks))
-    overrides = dict(hyperparams or {})
+    overrides = from_zoo(hyperparams or {})  # a Zoo net_arch is trunk_arch/head_arch before the source's fill in
     if ckpt is not None:
         for key, value in source_architecture(ckpt).items():
             overrides.setdefault(key, value)

@@ -82,6 +82,19 @@ def _fraction(value: Any) -> float:
     return float(value)
 
 
+def _check_scale_trains(name: str, base: str, scale: float | tuple[float, ...], layer_map: LayerMap) -> None:
+    """Refuse a ``trunk_lr_scale`` that would change nothing, so an arm is not run (and labelled)
+    as slower learning it never had: zero-shot trains nothing, and freeze trains only trunk layers
+    a layer map left out, which a single scale (meant for pretrained layers) does not touch."""
+    if base == "zero-shot":
+        raise UserError(f"'{name}' trains nothing, so 'trunk_lr_scale' would do nothing; remove it")
+    if base == "freeze" and (not isinstance(scale, tuple) or not layer_map.skip):
+        raise UserError(
+            f"'{name}' keeps the pretrained trunk fixed, so 'trunk_lr_scale' would do nothing; use finetune, "
+            "partial:N or gradual (under freeze a per-layer list applies only to layers a layer_map skips)"
+        )
+
+
 def parse_strategy(name: str, options: Mapping[str, Any] | None = None) -> Strategy:
     """Build a strategy from its name (``freeze``, ``partial:2``, ...) and options.
 
@@ -113,6 +126,8 @@ def parse_strategy(name: str, options: Mapping[str, Any] | None = None) -> Strat
         "trunk_lr_scale": scale,
         "layer_map": LayerMap.from_options(opts.get("layer_map")),
     }
+    if "trunk_lr_scale" in opts:
+        _check_scale_trains(name, base, scale, kwargs["layer_map"])
     if "rehearse" in opts:
         if not isinstance(opts["rehearse"], bool):
             raise UserError(f"option 'rehearse' must be true or false, got {opts['rehearse']!r}")

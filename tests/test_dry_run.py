@@ -130,7 +130,7 @@ def test_the_plan_counts_the_whole_rollouts_ppo_takes(tmp_path: Path, capsys: py
     [
         ({"name": "deep", "strategy": "partial:3"}, "arm 'deep': 'partial:3': the trunk has only 2 layers"),
         ("partial:3", "^'partial:3': the trunk has only 2 layers"),
-        ({"strategy": "freeze", "trunk_lr_scale": [0.1, 0.5, 1.0]}, "arm 'freeze': trunk_lr_scale has 3 values for 2"),
+        ({"strategy": "finetune", "trunk_lr_scale": [0.1, 0.5, 1]}, "arm .finetune.: trunk_lr_scale has 3 values"),
     ],
 )
 def test_arms_counting_past_the_trunk_stop_before_anything_trains(

@@ -250,6 +250,7 @@ def test_a_trunk_layer_left_out_trains_under_freeze(
         ("gradual", {"unfreeze_at": [0.5]}, [True, False]),
         ("l2sp", {"coef": 1.0, "trunk_lr_scale": 0.1}, [True, True]),
         ("finetune", {"trunk_lr_scale": [0.2, 0.1]}, [True, True]),
+        ("freeze", {"trunk_lr_scale": [0.2, 0.1]}, [True, False]),  # the skipped layer's rate applies
     ],
 )
 def test_strategies_leave_untransferred_layers_to_train(
@@ -412,6 +413,10 @@ def test_same_seed_same_run(source_dir: Path, tiny: dict[str, Any]) -> None:
         ("finetune", {"trunk_lr_scale": "abc"}, "must be a number"),
         ("finetune", {"trunk_lr_scale": [1.0, -1.0]}, "must be > 0"),
         ("l2sp", {"coef": -1}, "coef must be > 0"),
+        ("zero-shot", {"trunk_lr_scale": 0.1}, "'zero-shot' trains nothing, so 'trunk_lr_scale' would do nothing"),
+        ("freeze", {"trunk_lr_scale": 0.1}, "'freeze' keeps the pretrained trunk fixed"),
+        ("freeze", {"trunk_lr_scale": [0.1, 1.0]}, "applies only to layers a layer_map skips"),
+        ("freeze", {"trunk_lr_scale": 0.1, **SKIP_BOTTOM}, "keeps the pretrained trunk fixed"),
         ("gradual", {"unfreeze_at": [0.5, 0.25]}, "increasing"),
         ("gradual", {"unfreeze_at": [1.0]}, r"\[0, 1\)"),
         ("gradual", {"unfreeze_at": []}, "list of training fractions"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -88,6 +89,34 @@ def test_what_does_not_carry_over_is_one_line(changes: dict[str, Any], says: str
     with pytest.raises(UserError, match=says) as error:
         resolve_hyperparams("cartpole", block)
     assert "\n" not in str(error.value)
+
+
+def test_a_zoo_net_arch_over_a_source_is_read_as_the_trunk(source_dir: Path, tiny: dict[str, Any]) -> None:
+    """The source's architecture fills in what the overrides leave out; a Zoo ``net_arch`` sets the
+    trunk, so it is compared with the source's (it was refused as 'set both' against the source's keys)."""
+    from rltransfer.finetuning import finetune
+
+    same = finetune(
+        "cartpole",
+        ["long"],
+        source_dir,
+        "freeze",
+        seed=0,
+        timesteps=256,
+        hyperparams={**tiny, "policy_kwargs": "dict(net_arch=[64, 64])"},
+    )
+    assert same.report is not None and same.report.copied
+    with pytest.raises(
+        UserError, match=r"shape mismatch: source features_extractor.trunk.0.weight \(64, 4\) vs target .* \(32, 4\)"
+    ):
+        finetune(
+            "cartpole",
+            ["long"],
+            source_dir,
+            "freeze",
+            seed=0,
+            hyperparams={**tiny, "policy_kwargs": "dict(net_arch=[32, 32])"},
+        )
 
 
 # rl-baselines3-zoo's MountainCarContinuous-v0 block (its policy options as the Zoo's Python string).
