@@ -142,3 +142,19 @@ def test_an_arm_that_ends_lower_is_flagged_whatever_its_auc(tmp_path: Path) -> N
     write_report(tmp_path, "t", comparisons, curves, STEPS, TASKS, THRESHOLDS, {})
     assert all(ENDS_LOWER in line for line in table_rows((tmp_path / "report.md").read_text(), "stalls"))
     assert f'<span class="negative">{ENDS_LOWER}</span>' in (tmp_path / "report.html").read_text()
+
+
+def test_time_to_threshold_is_written_in_whole_steps() -> None:
+    """Steps, not a measurement: a head start that is there at once reads ``0``, not ``0.00``."""
+    from rltransfer.report.tables import fmt_steps, fmt_time_to_threshold
+
+    assert [fmt_steps(v) for v in (0.0, 50.0, 4500.0, 1_234_567.0, float("inf"))] == [
+        "0",
+        "50",
+        "4,500",
+        "1,234,567",
+        "not reached",
+    ]
+    solved = {"scratch": make_curves()["scratch"], "solved": np.full((3, len(TASKS), STEPS.size), 1e3)}
+    comparisons = compare_arms(solved, STEPS, TASKS, THRESHOLDS, reps=20)
+    assert {fmt_time_to_threshold(c) for c in comparisons if c.arm == "solved"} == {"0 (100% reached)"}

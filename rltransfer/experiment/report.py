@@ -14,7 +14,7 @@ from rltransfer.experiment.runner import EXPERIMENT_FILE
 from rltransfer.experiment.spec import ExperimentSpec, parse_spec
 from rltransfer.io import read_json
 from rltransfer.report import ExtraTable, write_report
-from rltransfer.report.tables import auc_flag, fmt_estimate, fmt_number
+from rltransfer.report.tables import auc_flag, fmt_estimate, fmt_number, fmt_steps
 
 BOOTSTRAP_REPS = 2000
 # Where `rltransfer generalize` writes (rltransfer.experiment.generalization); the report shows its table.
@@ -240,7 +240,7 @@ def _total_steps_table(spec: ExperimentSpec, data: Collected) -> ExtraTable | No
             c.arm,
             c.task,
             f"{int(c.source_steps or 0):,}",
-            "not reached" if np.isinf(c.time_to_threshold_median) else fmt_number(c.time_to_threshold_median),
+            fmt_steps(c.time_to_threshold_median),
             f"{c.reached_fraction:.0%}",
         ]
         for c in comps

@@ -52,11 +52,14 @@ def fmt_estimate(estimate: Estimate | None) -> str:
     return f"{fmt_number(estimate.value)} [{fmt_number(estimate.low)}, {fmt_number(estimate.high)}]"
 
 
+def fmt_steps(steps: float) -> str:
+    """A median step count to threshold: whole steps (``0``, ``4,500``, not ``0.00``), or ``not reached``."""
+    return "not reached" if math.isinf(steps) else f"{steps:,.0f}"
+
+
 def fmt_time_to_threshold(comparison: TaskComparison) -> str:
     """Median steps to threshold and the share of runs that reached it."""
-    median = comparison.time_to_threshold_median
-    text = "not reached" if math.isinf(median) else fmt_number(median)
-    return f"{text} ({comparison.reached_fraction:.0%} reached)"
+    return f"{fmt_steps(comparison.time_to_threshold_median)} ({comparison.reached_fraction:.0%} reached)"
 
 
 def headers(confidence: float) -> tuple[str, ...]:
