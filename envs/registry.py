@@ -71,6 +71,12 @@ def get_family(name: str, base: Path | None = None) -> Family:
             f"'{name}' is the Gymnasium id of variant '{variant}' of family '{family.name}'; "
             f"name the family ({family.name}) and the variant where the command takes one"
         )
+    short, _, variant = name.partition("/")
+    if variant and short.lower().replace("-", "").replace("_", "") in FAMILIES:
+        raise ValueError(
+            f"'{name}' is variant '{variant}' of family '{short}'; name the family ({short}) and the variant "
+            "where the command takes one"
+        )
     upstream = re.fullmatch(r"([A-Za-z0-9_.]+)-v\d+", name)
     if upstream is not None and upstream.group(1).lower() in FAMILIES:
         family = FAMILIES[upstream.group(1).lower()]

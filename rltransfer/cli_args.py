@@ -49,10 +49,10 @@ def snapshot_seconds(value: str | None) -> float | None:
 
 def family_arg(args: Any) -> Any:
     """``--family`` as a ``Family``. Where the command takes ``--variant`` (pretrain), a Gymnasium id
-    (``rltransfer/CartPole-long-v0``) names the family and the variant."""
-    from rltransfer.resolve import env_id_variant, resolve_family
+    (``rltransfer/CartPole-long-v0``) or ``cartpole/long`` names the family and the variant."""
+    from rltransfer.resolve import named_variant, resolve_family
 
-    found = env_id_variant(args.family) if hasattr(args, "variant") else None
+    found = named_variant(args.family) if hasattr(args, "variant") else None
     if found is None:
         return resolve_family(args.family)
     family, variant = found

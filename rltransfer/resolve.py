@@ -37,6 +37,19 @@ def env_id_variant(text: str) -> tuple[Family, str] | None:
         raise UserError(str(e)) from None
 
 
+def named_variant(text: str) -> tuple[Family, str] | None:
+    """The family and variant that ``text`` names as ``--targets`` does for another family: a
+    Gymnasium id (``rltransfer/CartPole-long-v0``) or a shipped family's name and a variant's
+    (``cartpole/long``); ``None`` for other text (a family's name, file or module)."""
+    found = env_id_variant(text)
+    if found is None and "/" in text and ":" not in text:
+        name, _, variant = text.partition("/")
+        key = name.lower().replace("-", "").replace("_", "")
+        if key in FAMILIES and variant:
+            return FAMILIES[key], variant
+    return found
+
+
 def split_target(text: str, family: Family) -> tuple[Family, str]:
     """The family and variant name a target names: ``long`` (of ``family``), ``acrobot/long1`` or a
     Gymnasium id (``rltransfer/Acrobot-long1-v0``)."""

@@ -52,6 +52,7 @@ def test_gymnasiums_own_id_as_a_variant_names_the_default_one() -> None:
         ("rltransfer/CartPole-long-v0", "is the Gymnasium id of variant 'long' of family 'cartpole'"),
         ("CartPole-v1", "is a Gymnasium id; rltransfer's family of CartPole environments is 'cartpole'"),
         ("MountainCarContinuous-v0", "family of MountainCarContinuous environments is 'mountaincarcontinuous'"),
+        ("cartpole/long", "is variant 'long' of family 'cartpole'; name the family"),  # as --targets names one
     ],
 )
 def test_an_id_where_a_family_is_named_says_which_family(name: str, says: str) -> None:
@@ -59,16 +60,17 @@ def test_an_id_where_a_family_is_named_says_which_family(name: str, says: str) -
         get_family(name)
 
 
-def test_pretrain_family_given_as_an_id(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("family", ["rltransfer/CartPole-long-v0", "cartpole/long"])
+def test_pretrain_family_given_as_an_id(tmp_path: Path, capsys: pytest.CaptureFixture[str], family: str) -> None:
     hp = [arg for item in TINY_HP for arg in ("--hp", item)]
     out = tmp_path / "src"
-    args = ["pretrain", "--family", "rltransfer/CartPole-long-v0", "--timesteps", "64", "--quiet", *hp]
+    args = ["pretrain", "--family", family, "--timesteps", "64", "--quiet", *hp]
     assert main([*args, "--out", str(out)]) == 0
     assert load_checkpoint(out).manifest["variant"]["name"] == "long"
     assert main([*args, "--variant", "heavy", "--out", str(tmp_path / "two")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "is variant 'long' of family 'cartpole'; drop --variant" in err
-    assert main(["transfer", "--family", "rltransfer/CartPole-long-v0", "--targets", "long", "--source", str(out)]) == 2
+    assert main(["transfer", "--family", family, "--targets", "long", "--source", str(out)]) == 2
     assert "name the family (cartpole)" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]  # nothing written by the refused commands
 
