@@ -86,3 +86,41 @@ def test_a_swept_grid_runs_and_its_report_reads_down_the_values(tmp_path: Path) 
     for coef in ("0.001", "0.1"):  # each value's row holds its run's numbers, not a missing arm's dashes
         row = next(line for line in report.splitlines() if line.startswith(f"| {coef} | false | "))
         assert row.split(" | ")[2] == "1" and "—" not in row
+
+
+def test_a_grid_gains_arms_on_resume_and_keeps_each_arm_as_it_ran(tmp_path: Path) -> None:
+    """An arm added to a finished grid runs beside the kept runs; an arm changed under its name (kept
+    or dropped meanwhile) is refused with nothing written; a grid recorded before arms could change
+    takes only its own spec."""
+    out = tmp_path / "grid"
+    first, _ = run_experiment(grid_spec("grow", seeds=1), out=out, workers=1, progress=False)
+    assert len(first.finished) == 2
+    grown = grid_spec("grow", seeds=1, arms=["scratch", "freeze", "finetune"])
+    second, report = run_experiment(grown, out=out, workers=1, progress=False, resume=True)
+    assert [j.arm.name for j in second.finished] == ["finetune"] and len(second.skipped) == 2
+    assert "| arms | scratch (1 seeds), freeze (1 seeds), finetune (1 seeds) |" in (report / "report.md").read_text()
+    record = out / "experiment.json"
+    assert sorted(json.loads(record.read_text())["arms"]) == ["finetune", "freeze", "scratch"]
+
+    smaller, _ = run_experiment(grid_spec("grow", seeds=1), out=out, workers=1, progress=False, resume=True)
+    assert not smaller.finished and (out / "finetune" / "seed0" / "model.zip").exists()  # dropped, not deleted
+    before = record.read_text()
+    for arms, says in [
+        (
+            ["scratch", {"name": "freeze", "strategy": "partial:1"}],
+            "strategy 'freeze' -> 'partial:1', trainable_layers 0 -> 1",
+        ),
+        (["scratch", {"name": "finetune", "strategy": "finetune", "trunk_lr_scale": 0.5}], "trunk_lr_scale 1.0 -> 0.5"),
+    ]:
+        with pytest.raises(UserError, match=f"arm '(freeze|finetune)' has other settings than its runs in .*{says}"):
+            run_experiment(grid_spec("grow", seeds=1, arms=arms), out=out, workers=1, progress=False, resume=True)
+    assert record.read_text() == before
+    with pytest.raises(UserError, match=r"different experiment .*more than its seeds and arms differ"):
+        run_experiment(grid_spec("grow", seeds=1, timesteps=256), out=out, workers=1, progress=False, resume=True)
+
+    older = {k: v for k, v in json.loads(before).items() if k not in ("shared_fingerprint", "arms")}
+    record.write_text(json.dumps({**older, "fingerprint": parse_spec(grid_spec("grow", seeds=1)).fingerprint()}))
+    with pytest.raises(UserError, match=r"different experiment \('grow', another spec\); choose another --out"):
+        run_experiment(grown, out=out, workers=1, progress=False, resume=True)
+    same, _ = run_experiment(grid_spec("grow", seeds=1), out=out, workers=1, progress=False, resume=True)
+    assert len(same.skipped) == 2 and "arms" in json.loads(record.read_text())

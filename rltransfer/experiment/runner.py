@@ -128,15 +128,36 @@ def check_out(spec: ExperimentSpec, out: Path, resume: bool) -> None:
     record = out / EXPERIMENT_FILE
     if record.exists():
         previous = read_json(record, "choose another --out, or restore or remove it")
-        if previous.get("fingerprint") != spec.fingerprint():
-            raise UserError(
-                f"'{out}' holds runs of a different experiment ('{previous.get('name')}', another spec); "
-                "choose another --out"
-            )
+        check_same_experiment(spec, out, previous)
         if not resume:
             raise UserError(f"'{out}' already holds runs of this experiment; pass --resume to continue it")
     elif out.exists() and any(p.name != LOCK_FILE for p in out.iterdir()):
         raise UserError(f"'{out}' is not empty and holds no {EXPERIMENT_FILE}; choose an empty or new --out")
+
+
+def check_same_experiment(spec: ExperimentSpec, out: Path, previous: Mapping[str, Any]) -> None:
+    """Refuse ``spec`` on a grid directory recorded as ``previous`` unless its runs stay comparable:
+    the same experiment but for its seeds and arms, and an arm kept under its name kept as it was
+    (so added arms run beside the finished ones; a grid recorded before arms could change: the same spec)."""
+    shared = previous.get("shared_fingerprint")
+    if previous.get("fingerprint") != spec.fingerprint() and shared != spec.fingerprint(arms=False):
+        raise UserError(
+            f"'{out}' holds runs of a different experiment ('{previous.get('name')}', another spec"
+            f"{'' if shared is None else ': more than its seeds and arms differ'}); choose another --out"
+        )
+    recorded = previous.get("arms") or {}
+    for dirname, arm in spec.arm_settings().items():
+        old = recorded.get(dirname, arm)["strategy"]
+        changed = [
+            f"{'strategy' if k == 'name' else k} {old.get(k)!r} -> {v!r}"
+            for k, v in arm["strategy"].items()
+            if old.get(k) != v
+        ]
+        if changed:
+            raise UserError(
+                f"arm '{arm['name']}' has other settings than its runs in '{out / dirname}' ({', '.join(changed)}); "
+                "give the arm another name, or choose another --out"
+            )
 
 
 def prepare_out(spec: ExperimentSpec, out: Path, resume: bool) -> None:
@@ -146,11 +167,15 @@ def prepare_out(spec: ExperimentSpec, out: Path, resume: bool) -> None:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"cannot create '{out}' ({e.strerror}); choose a writable --out") from None
+    record = out / EXPERIMENT_FILE
+    recorded = read_json(record, "restore or remove it").get("arms") if record.exists() else None
     atomic_write_json(
-        out / EXPERIMENT_FILE,
+        record,
         {
             "name": spec.name,
             "fingerprint": spec.fingerprint(),
+            "shared_fingerprint": spec.fingerprint(arms=False),
+            "arms": {**(recorded or {}), **spec.arm_settings()},  # arms dropped from the spec since: their runs stay
             "spec": spec.raw,
             "spec_path": str(spec.path) if spec.path else None,
             "versions": versions(),

@@ -136,9 +136,12 @@ class ExperimentSpec:
         source = replace(self.source, seeds=seeds) if self.source.paired else self.source
         return replace(self, seeds=seeds, source=source)
 
-    def fingerprint(self) -> str:
-        """Hash of everything but the seeds and execution settings: runs of the same fingerprint are comparable."""
-        body = {k: v for k, v in self.raw.items() if k not in EXECUTION_KEYS}
+    def fingerprint(self, arms: bool = True) -> str:
+        """Hash of everything but the seeds and execution settings: runs of the same fingerprint are
+        comparable. ``arms=False`` leaves the arms out too: what every arm's runs share, so a grid
+        can gain arms (``arm_settings`` tells an arm changed under its name)."""
+        skip = EXECUTION_KEYS if arms else (*EXECUTION_KEYS, "arms")
+        body = {k: v for k, v in self.raw.items() if k not in skip}
         # A user family is defined outside the spec: a resumed grid must not mix two of its definitions.
         users = user_families(*self.families)
         if users:
@@ -148,6 +151,12 @@ class ExperimentSpec:
                 for n, f in users.items()
             }
         return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    def arm_settings(self) -> dict[str, dict[str, Any]]:
+        """Each arm's name and strategy by its directory, as ``experiment.json`` records them (JSON types)."""
+        arms = {a.dirname: {"name": a.name, "strategy": a.strategy.to_dict()} for a in self.arms}
+        settings: dict[str, dict[str, Any]] = json.loads(json.dumps(arms))
+        return settings
 
 
 def _lines(node: yaml.Node, prefix: str = "") -> dict[str, int]:
