@@ -163,7 +163,10 @@ def nearest_task(
     trained tasks in errors (``target of the experiment``), ``or_else`` ends them with another way out."""
     same = [k for k, t in enumerate(trained) if t.family.name == task.family.name]
     if not same:
-        raise UserError(f"no {what} is a {task.family.name} task; play targets of its families")
+        families = ", ".join(sorted({t.family.name for t in trained}))
+        raise UserError(
+            f"'{name}' is of family {task.family.name} and no {what} is; play targets of its families ({families})"
+        )
     seen = [k for k in same if trained[k].variant.shift == task.variant.shift]
     if not seen:
         raise UserError(

@@ -115,6 +115,10 @@ def test_another_target_is_played_by_the_nearest_or_a_named_head(cartpole: tuple
         agent.evaluate(head="nope")
     with pytest.raises(UserError, match="given twice"):
         agent.evaluate(["long", "long"])
+    with pytest.raises(
+        UserError, match=r"^'acrobot/source' is of family acrobot and no task of this run is; .*\(cartpole\)$"
+    ):
+        agent.evaluate(["acrobot/source"])
     with pytest.raises(UserError, match="episodes must be at least 1"):
         agent.evaluate(episodes=0)
     with pytest.raises(UserError, match="seed must be >= 0, got -1"):
