@@ -15,7 +15,7 @@ from stable_baselines3 import PPO
 from torch import nn
 
 from rltransfer.envs import FAMILIES, Family
-from rltransfer.errors import UserError
+from rltransfer.errors import UserError, did_you_mean
 from rltransfer.hyperparam_bounds import check_values
 from rltransfer.normalization import canonical
 
@@ -208,7 +208,10 @@ def resolve_hyperparams(family: str | Family, overrides: Mapping[str, Any] | Non
         if key in RESERVED:
             raise UserError(f"hyperparameter '{key}' is set by rltransfer itself; remove it")
         if key not in PPO_KEYS and key not in RUN_KEYS:
-            raise UserError(f"unknown hyperparameter '{key}'; use a PPO argument or one of {sorted(RUN_KEYS)}")
+            raise UserError(
+                f"unknown hyperparameter '{key}'{did_you_mean(key, PPO_KEYS | RUN_KEYS)}; "
+                f"use a PPO argument or one of {sorted(RUN_KEYS)}"
+            )
         if isinstance(value, str) and key not in ("activation_fn", "normalize", *POLICY_KEYS):
             schedule(value, key)  # validate now, not at the first update
     if "log_std_init" in hp and (

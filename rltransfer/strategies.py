@@ -10,7 +10,7 @@ import torch as th
 from stable_baselines3.common.callbacks import BaseCallback
 from torch import nn
 
-from rltransfer.errors import UserError
+from rltransfer.errors import UserError, did_you_mean
 from rltransfer.policies import MultiTaskActorCriticPolicy
 from rltransfer.ppo import TransferPPO
 from rltransfer.transfer import TRUNK, LayerMap, parse_parts
@@ -104,10 +104,11 @@ def parse_strategy(name: str, options: Mapping[str, Any] | None = None) -> Strat
     opts = dict(options or {})
     unknown = set(opts) - OPTIONS
     if unknown:
-        raise UserError(f"unknown option(s) {sorted(unknown)} for strategy '{name}'; known: {sorted(OPTIONS)}")
+        hint = did_you_mean(next(iter(unknown)), OPTIONS) if len(unknown) == 1 else ""
+        raise UserError(f"unknown option(s) {sorted(unknown)} for strategy '{name}'{hint}; known: {sorted(OPTIONS)}")
     base, _, arg = name.partition(":")
     if base not in {n.split(":")[0] for n in NAMES}:
-        raise UserError(f"unknown strategy '{name}'; choose one of: {', '.join(NAMES)}")
+        raise UserError(f"unknown strategy '{name}'{did_you_mean(base, NAMES)}; choose one of: {', '.join(NAMES)}")
     default_parts = {"scratch": "none", "zero-shot": "all"}.get(base, "trunk")
     parts = parse_parts(opts.get("transfer", default_parts))
     if base == "scratch" and parts:

@@ -43,7 +43,7 @@ def test_shipped_specs_parse() -> None:
 def test_unknown_key_names_key_and_line(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text("family: cartpole\ntargets: [long]\narms: [scratch]\nsedes: 3\n")
-    with pytest.raises(UserError, match=r"bad.yaml:4: unknown key 'sedes'"):
+    with pytest.raises(UserError, match=r"bad.yaml:4: unknown key 'sedes' \(did you mean 'seeds'\?\); allowed: "):
         load_spec(path)
 
 
@@ -62,7 +62,10 @@ def test_malformed_yaml_names_line(tmp_path: Path) -> None:
         ({"targets": [{"name": "x", "params": {"length": 99}}]}, "outside its valid range"),
         ({"targets": [{"length": 99}]}, "outside its valid range"),
         ({"targets": [{"nmae": 0.5}]}, "has no parameter 'nmae'"),
-        ({"targets": [{"name": "x", "prams": {}}]}, r"^spec: unknown key 'prams' in targets.0; allowed"),
+        (
+            {"targets": [{"name": "x", "prams": {}}]},
+            r"^spec: unknown key 'prams' in targets.0 \(did you mean 'params'\?\); allowed",
+        ),
         ({"targets": [3]}, r"target 3 is not a variant name, \{param: value\} or \{name, params\}"),
         ({"targets": [{}]}, "target {} is not a variant name"),
         ({"targets": [{"family": "acrobot"}]}, "names no variant; add variant: NAME"),
@@ -85,7 +88,10 @@ def test_malformed_yaml_names_line(tmp_path: Path) -> None:
         ({"thresholds": {"long": "abc"}}, "'thresholds.long' must be a number"),
         ({"source": {"timesteps": 256, "hyperparams": {"gamma": 2}}}, r"gamma must lie in \(0, 1\]"),
         ({"source": {"timesteps": 256, "hyperparams": [1]}}, "'source.hyperparams' must be a mapping"),
-        ({"hyperparams": {"n_stepz": 3}}, "unknown hyperparameter 'n_stepz'"),
+        (
+            {"hyperparams": {"n_stepz": 3}},
+            "unknown hyperparameter 'n_stepz' \\(did you mean 'n_steps'\\?\\); use a PPO argument",
+        ),
         ({"arms": ["scratch", {"strategy": "partial:x"}]}, "partial:N"),
     ],
 )

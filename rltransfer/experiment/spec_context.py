@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from rltransfer.errors import UserError
+from rltransfer.errors import UserError, did_you_mean
 
 
 class SpecContext:
@@ -26,7 +26,8 @@ class SpecContext:
             if key not in allowed:
                 raise self.fail(
                     f"{path}.{key}" if path else str(key),
-                    f"unknown key '{key}'{' in ' + path if path else ''}; allowed: {', '.join(sorted(allowed))}",
+                    f"unknown key '{key}'{' in ' + path if path else ''}{did_you_mean(str(key), allowed)}; "
+                    f"allowed: {', '.join(sorted(allowed))}",
                 )
         return mapping
 
