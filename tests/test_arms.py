@@ -91,7 +91,7 @@ def test_a_swept_grid_runs_and_its_report_reads_down_the_values(tmp_path: Path) 
 def test_a_grid_gains_arms_on_resume_and_keeps_each_arm_as_it_ran(tmp_path: Path) -> None:
     """An arm added to a finished grid runs beside the kept runs; an arm changed under its name (kept
     or dropped meanwhile) is refused with nothing written; a grid recorded before arms could change
-    takes only its own spec."""
+    is read by the spec it recorded."""
     out = tmp_path / "grid"
     first, _ = run_experiment(grid_spec("grow", seeds=1), out=out, workers=1, progress=False)
     assert len(first.finished) == 2
@@ -118,9 +118,15 @@ def test_a_grid_gains_arms_on_resume_and_keeps_each_arm_as_it_ran(tmp_path: Path
     with pytest.raises(UserError, match=r"different experiment .*more than its seeds and arms differ"):
         run_experiment(grid_spec("grow", seeds=1, timesteps=256), out=out, workers=1, progress=False, resume=True)
 
+    # A grid recorded before arms could change: its arms are read from the spec it recorded.
     older = {k: v for k, v in json.loads(before).items() if k not in ("shared_fingerprint", "arms")}
+    assert older["spec"]["arms"] == ["scratch", "freeze"]
     record.write_text(json.dumps({**older, "fingerprint": parse_spec(grid_spec("grow", seeds=1)).fingerprint()}))
-    with pytest.raises(UserError, match=r"different experiment \('grow', another spec\); choose another --out"):
-        run_experiment(grown, out=out, workers=1, progress=False, resume=True)
-    same, _ = run_experiment(grid_spec("grow", seeds=1), out=out, workers=1, progress=False, resume=True)
-    assert len(same.skipped) == 2 and "arms" in json.loads(record.read_text())
+    with pytest.raises(UserError, match="arm 'freeze' has other settings than its runs"):
+        run_experiment(grid_spec("grow", seeds=1, arms=["scratch", {"name": "freeze", "strategy": "partial:1"}]),
+                       out=out, workers=1, progress=False, resume=True)  # fmt: skip
+    with pytest.raises(UserError, match="different experiment"):
+        run_experiment(grid_spec("grow", seeds=1, timesteps=256), out=out, workers=1, progress=False, resume=True)
+    regrown, _ = run_experiment(grown, out=out, workers=1, progress=False, resume=True)
+    assert len(regrown.skipped) == 3 and not regrown.finished  # finetune's runs were kept on disk
+    assert sorted(json.loads(record.read_text())["arms"]) == ["finetune", "freeze", "scratch"]

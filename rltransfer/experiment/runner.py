@@ -138,14 +138,13 @@ def check_out(spec: ExperimentSpec, out: Path, resume: bool) -> None:
 def check_same_experiment(spec: ExperimentSpec, out: Path, previous: Mapping[str, Any]) -> None:
     """Refuse ``spec`` on a grid directory recorded as ``previous`` unless its runs stay comparable:
     the same experiment but for its seeds and arms, and an arm kept under its name kept as it was
-    (so added arms run beside the finished ones; a grid recorded before arms could change: the same spec)."""
-    shared = previous.get("shared_fingerprint")
-    if previous.get("fingerprint") != spec.fingerprint() and shared != spec.fingerprint(arms=False):
+    (so added arms run beside the finished ones)."""
+    recorded = recorded_arms(spec, previous)
+    if recorded is None:
         raise UserError(
-            f"'{out}' holds runs of a different experiment ('{previous.get('name')}', another spec"
-            f"{'' if shared is None else ': more than its seeds and arms differ'}); choose another --out"
+            f"'{out}' holds runs of a different experiment ('{previous.get('name')}', another spec: "
+            "more than its seeds and arms differ); choose another --out"
         )
-    recorded = previous.get("arms") or {}
     for dirname, arm in spec.arm_settings().items():
         old = recorded.get(dirname, arm)["strategy"]
         changed = [
@@ -160,6 +159,21 @@ def check_same_experiment(spec: ExperimentSpec, out: Path, previous: Mapping[str
             )
 
 
+def recorded_arms(spec: ExperimentSpec, previous: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The arms (``ExperimentSpec.arm_settings``) whose runs a grid directory's record ``previous``
+    holds, if it is ``spec``'s experiment but for seeds and arms; ``None`` if it is another."""
+    if "shared_fingerprint" in previous:
+        same = previous["shared_fingerprint"] == spec.fingerprint(arms=False)
+        return dict(previous.get("arms") or {}) if same else None
+    # Recorded before arms could change: the arms of the spec it holds, if with the rest of this
+    # spec they make up its fingerprint.
+    try:
+        old = spec.with_arms(previous["spec"]["arms"])
+    except (KeyError, TypeError, UserError):
+        return None
+    return old.arm_settings() if old.fingerprint() == previous.get("fingerprint") else None
+
+
 def prepare_out(spec: ExperimentSpec, out: Path, resume: bool) -> None:
     """Claim ``out`` for this experiment (call while holding the directory's lock)."""
     check_out(spec, out, resume)
@@ -168,7 +182,7 @@ def prepare_out(spec: ExperimentSpec, out: Path, resume: bool) -> None:
     except OSError as e:
         raise UserError(f"cannot create '{out}' ({e.strerror}); choose a writable --out") from None
     record = out / EXPERIMENT_FILE
-    recorded = read_json(record, "restore or remove it").get("arms") if record.exists() else None
+    recorded = recorded_arms(spec, read_json(record, "restore or remove it")) if record.exists() else None
     atomic_write_json(
         record,
         {

@@ -152,6 +152,11 @@ class ExperimentSpec:
             }
         return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
+    def with_arms(self, raw_arms: Any) -> ExperimentSpec:
+        """The spec with other arms, given as a spec's ``arms`` holds them (a recorded spec's)."""
+        arms = parse_arms(SpecContext("the recorded spec", {}), raw_arms)
+        return replace(self, arms=arms, raw={**self.raw, "arms": raw_arms})
+
     def arm_settings(self) -> dict[str, dict[str, Any]]:
         """Each arm's name and strategy by its directory, as ``experiment.json`` records them (JSON types)."""
         arms = {a.dirname: {"name": a.name, "strategy": a.strategy.to_dict()} for a in self.arms}
