@@ -54,8 +54,9 @@ def get_family(name: str, base: Path | None = None) -> Family:
             f"'{name}' names a Python file; name its module and the Family in it instead: "
             f"{module}:{attr or 'ATTRIBUTE'} ({where})"
         )
-    if name.endswith((".yaml", ".yml")):
-        path = Path(name)
+    file, fragment, which = name.partition("#")  # ``spec.yaml#family``: the family a spec defines, as runs record it
+    if file.endswith((".yaml", ".yml")) and (not fragment or which == "family"):
+        path = Path(file)
         if not path.exists() and base is not None and (base / path).exists():
             path = base / path
         return read_family(path)
@@ -120,7 +121,7 @@ def load_family(ref: str, base: Path | None = None) -> Family:
     module_name, _, attr = ref.partition(":")
     if not module_name or not attr:
         raise ValueError(f"family reference '{ref}' must look like module:ATTRIBUTE, e.g. mypkg.envs:MY_FAMILY")
-    module = _import(module_name, ref, [os.getcwd(), *([str(base.resolve())] if base is not None else [])])
+    module = _import(module_name, ref, [os.getcwd(), *_search_dirs(module_name, base)])
     try:
         obj = attrgetter(attr)(module)
     except AttributeError:
@@ -175,6 +176,19 @@ def user_family(family: Family) -> Family:
 # User families registered and checked in this process, by object (held, so ids are not reused):
 # a spec resolves its family once per target, and each check builds the source environment.
 _CHECKED: dict[int, Family] = {}
+
+
+def _search_dirs(module_name: str, base: Path | None) -> list[str]:
+    """Where else a spec's module is looked for: the spec's directory, and the nearest directory
+    above it from which the dotted name leads to the file (``experiments.pointmass`` from a spec in
+    ``experiments/``), so a spec runs from any working directory."""
+    if base is None:
+        return []
+    base = base.resolve()
+    parts = module_name.split(".")
+    found = [d for d in (base, *base.parents) if d.joinpath(*parts).with_suffix(".py").is_file()
+             or d.joinpath(*parts, "__init__.py").is_file()]  # fmt: skip
+    return list(dict.fromkeys([str(base), *(str(d) for d in found[:1])]))
 
 
 def _import(module_name: str, ref: str, fallbacks: list[str]) -> ModuleType:

@@ -264,4 +264,10 @@ def _family(manifest: Mapping[str, Any], name: str, override: str | Family | Non
     try:
         return resolve_family(ref)
     except UserError as e:
+        found_in = definition.get("found_in")  # where the run found it: from another working directory
+        if found_in and Path(found_in).is_dir():
+            try:
+                return resolve_family(ref, base=Path(found_in))
+            except UserError:
+                pass
         raise UserError(f"the run's family '{name}' ({ref}) cannot be loaded: {e}; pass family= (--family)") from None

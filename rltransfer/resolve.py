@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -70,8 +71,28 @@ def user_families(*families: Family) -> dict[str, Family]:
 def family_lineage(*families: Family) -> dict[str, Any]:
     """Manifest entries holding the user families' definitions and the SHA-256 of their modules'
     source files (shipped families are named by rltransfer's version)."""
-    user = {name: {**f.to_dict(), "code_sha256": _code_digests(f)} for name, f in user_families(*families).items()}
+    user = {
+        name: {**f.to_dict(), "code_sha256": _code_digests(f), **_found_in(f)}
+        for name, f in user_families(*families).items()
+    }
     return {"family_definitions": user} if user else {}
+
+
+def _found_in(family: Family) -> dict[str, str]:
+    """``{"found_in": DIR}``: the directory ``family.ref`` was read from (the import root of its
+    ``module:ATTRIBUTE``, the working directory of a relative file), so a run is loaded from
+    another working directory too (``rltransfer.agent``); ``{}`` where there is none to record."""
+    if not family.ref:
+        return {}
+    module, colon, _ = family.ref.partition(":")
+    if not colon:  # a YAML file (``path`` or ``path#family``): relative to the working directory
+        return {} if Path(family.ref).is_absolute() else {"found_in": str(Path.cwd())}
+    found = importlib.util.find_spec(module) if module in sys.modules else None
+    if found is None or not found.origin or not Path(found.origin).is_file():
+        return {}
+    origin, depth = Path(found.origin).resolve(), module.count(".")
+    root = origin.parents[depth + 1] if origin.name == "__init__.py" else origin.parents[depth]
+    return {"found_in": str(root)}
 
 
 def _code_digests(family: Family) -> dict[str, str]:

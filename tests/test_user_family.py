@@ -460,3 +460,42 @@ def test_a_family_beside_its_spec_is_found_from_another_directory(tmp_path: Path
     write_family(specs, PENDULUM_G)
     (specs / "data.yaml").write_text(yaml.safe_dump({**spec, "family": "pend-g.yaml"}))
     assert load_spec(Path("specs/data.yaml")).family.ref == str(Path("specs") / "pend-g.yaml")
+
+
+def test_a_runs_family_is_found_from_any_working_directory(
+    tmp_path: Path, here: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A spec naming its family by a package path from a directory above it (``lab.mod:FAMILY`` for a
+    spec in ``proj/lab/``) runs from elsewhere; its runs, and those of a family the spec defines
+    (recorded as ``spec.yaml#family``), act from any working directory."""
+    package = f"lab{uuid.uuid4().hex[:8]}"
+    home = tmp_path / "proj" / package
+    home.mkdir(parents=True)
+    name = f"userfam_{uuid.uuid4().hex[:8]}"
+    (home / f"{name}.py").write_text(textwrap.dedent(MODULE).format(module=f"{package}.{name}", tag=name[-8:]))
+    spec = grid_spec("swing", family=f"{package}.{name}:FAMILY", targets=["g12"], arms=["scratch"], seeds=1)
+    (home / "spec.yaml").write_text(yaml.safe_dump({**spec, "timesteps": 32}))
+    (home / "data.yaml").write_text(yaml.safe_dump({**spec, "name": "data", "family": PENDULUM_G, "timesteps": 32}))
+    for spec_file, out in (("spec.yaml", "grid"), ("data.yaml", "data")):
+        code, _, err = here("run", f"proj/{package}/{spec_file}", "--out", out, "--workers", "1", "--quiet")
+        assert code == 0, err
+    definition = json.loads((tmp_path / "grid" / "scratch" / "seed0" / "manifest.json").read_text())
+    assert definition["family_definitions"]["swing"]["found_in"] == str((tmp_path / "proj").resolve())
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    # A fresh process, where the module is not imported yet: found where the run found it.
+    played = cli(elsewhere, "evaluate", str(tmp_path / "grid" / "scratch" / "seed0"), "--episodes", "1", "--json")
+    assert played.returncode == 0, played.stderr
+    assert list(json.loads(played.stdout)) == ["g12"]
+    rebuilt = cli(elsewhere, "report", "../grid")  # the recorded spec's directory leads to the module
+    assert rebuilt.returncode == 0, rebuilt.stderr
+
+    monkeypatch.chdir(elsewhere)
+    code, out, err = here("evaluate", "../data/scratch/seed0", "--episodes", "1", "--json")
+    assert code == 0 and list(json.loads(out)) == ["g12"], err
+    # Resumed from there, the spec's family is read as ../proj/...: the same family, comparable runs.
+    code, _, err = here(
+        "run", f"../proj/{package}/data.yaml", "--out", "../data", "--resume", "--seeds", "2", "--quiet"
+    )
+    assert code == 0, err
+    assert "NOT COMPARABLE" not in (tmp_path / "data" / "report" / "report.md").read_text()

@@ -180,7 +180,10 @@ def _family_settings(manifest: dict) -> dict[str, str]:
     with two versions of them are reported as not comparable."""
     found = {}
     for name, definition in (manifest.get("family_definitions") or {}).items():
-        body = json.dumps({k: v for k, v in definition.items() if k != "code_sha256"}, sort_keys=True)
+        # Where the family was found (``ref`` relative to the working directory, ``found_in``) is no
+        # setting: runs resumed from another directory compare, as the grid's fingerprint has it.
+        where = ("code_sha256", "ref", "found_in")
+        body = json.dumps({k: v for k, v in definition.items() if k not in where}, sort_keys=True)
         found[f"family {name}: definition"] = hashlib.sha256(body.encode()).hexdigest()[:12]
         for module, digest in (definition.get("code_sha256") or {}).items():
             found[f"family {name}: code of {module}"] = digest[:12]

@@ -191,7 +191,7 @@ def prepare_out(spec: ExperimentSpec, out: Path, resume: bool) -> None:
             "shared_fingerprint": spec.fingerprint(arms=False),
             "arms": {**(recorded or {}), **spec.arm_settings()},  # arms dropped from the spec since: their runs stay
             "spec": spec.raw,
-            "spec_path": str(spec.path) if spec.path else None,
+            "spec_path": str(spec.path.resolve()) if spec.path else None,  # found again from any directory
             "versions": versions(),
             "seeds": list(spec.seeds),
         },
