@@ -102,8 +102,10 @@ def test_a_grid_gains_arms_on_resume_and_keeps_each_arm_as_it_ran(tmp_path: Path
     record = out / "experiment.json"
     assert sorted(json.loads(record.read_text())["arms"]) == ["finetune", "freeze", "scratch"]
 
-    smaller, _ = run_experiment(grid_spec("grow", seeds=1), out=out, workers=1, progress=False, resume=True)
+    smaller, report = run_experiment(grid_spec("grow", seeds=1), out=out, workers=1, progress=False, resume=True)
     assert not smaller.finished and (out / "finetune" / "seed0" / "model.zip").exists()  # dropped, not deleted
+    text = (report / "report.md").read_text()
+    assert "| not reported: arms no longer in the spec | finetune (1 finished run in finetune/) |" in text
     before = record.read_text()
     for arms, says in [
         (

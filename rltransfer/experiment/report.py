@@ -254,6 +254,20 @@ def _total_steps_table(spec: ExperimentSpec, data: Collected) -> ExtraTable | No
     )
 
 
+def _dropped_arms(spec: ExperimentSpec, out: Path) -> str:
+    """The arms the grid ran that its spec has since dropped, with their finished runs kept on disk
+    (``experiment.json`` records every arm): ``l2sp (3 finished runs in l2sp/)``, or ``""``."""
+    record = out / EXPERIMENT_FILE
+    recorded = (read_json(record, "restore it").get("arms") or {}) if record.exists() else {}
+    current = {arm.dirname for arm in spec.arms}
+    dropped = []
+    for dirname, arm in sorted(recorded.items()):
+        runs = len([*(out / dirname).glob("seed*/manifest.json"), *(out / dirname).glob("seed*/*/manifest.json")])
+        if dirname not in current and runs:
+            dropped.append(f"{arm['name']} ({runs} finished run{'s' * (runs != 1)} in {dirname}/)")
+    return ", ".join(dropped)
+
+
 def _budget(timesteps: int, trained: set[int]) -> int | str:
     """``30000``, or ``30000 (runs trained 30,720: ...)`` where whole rollouts went past it."""
     if not trained or trained == {timesteps}:
@@ -302,6 +316,9 @@ def build_report(out: str | Path, spec: ExperimentSpec | None = None) -> Path:
         meta["resumed with new episodes (not bit-identical to an uninterrupted run)"] = "; ".join(
             f"{run} {why}" for run, why in data.inexact_resumes.items()
         )
+    dropped = _dropped_arms(spec, out)
+    if dropped:
+        meta["not reported: arms no longer in the spec"] = dropped
     if data.failed:
         meta["FAILED runs (excluded)"] = ", ".join(data.failed)
     if data.missing:
