@@ -23,8 +23,13 @@ GENERALIZATION_DIR = "generalization"
 
 def load_experiment(out: Path) -> ExperimentSpec:
     record = out / EXPERIMENT_FILE
+    if not out.exists():
+        raise UserError(f"'{out}' does not exist; pass the --out directory of `rltransfer run`")
     if not record.exists():
-        raise UserError(f"'{out}' holds no {EXPERIMENT_FILE}; pass the --out directory of `rltransfer run`")
+        above = list(out.parents)[:3] or list(out.resolve().parents)[:3]  # as given where it has parents
+        grid = next((d for d in above if (d / EXPERIMENT_FILE).exists()), None)
+        where = f"pass its grid, '{grid}'" if grid is not None else "pass the --out directory of `rltransfer run`"
+        raise UserError(f"'{out}' holds no {EXPERIMENT_FILE}; {where}")
     data = read_json(record, "restore it, or rerun the experiment into a new --out")
     spec_path = data.get("spec_path")
     spec = parse_spec(data["spec"], where=str(record), base=Path(spec_path).parent if spec_path else None)

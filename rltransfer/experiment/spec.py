@@ -253,9 +253,20 @@ def _require_solved(ctx: SpecContext, src: dict[str, Any], checkpoint: Path | No
 def load_spec(path: str | Path) -> ExperimentSpec:
     """Read and validate a YAML experiment spec."""
     p = Path(path)
+    if p.is_dir():
+        what = "a grid's output directory" if (p / "experiment.json").exists() else "a directory"
+        raise UserError(
+            f"spec '{p}' is {what}; pass a YAML file such as experiments/cartpole.yaml"
+            + (f" (its report: `rltransfer report {p}`)" if what != "a directory" else "")
+        )
     if not p.is_file():
         raise UserError(f"spec '{p}' not found; pass a YAML file such as experiments/cartpole.yaml")
-    text = p.read_text()
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"spec '{p}' is not a text file; pass a YAML file such as experiments/cartpole.yaml") from None
+    except OSError as e:
+        raise UserError(f"cannot read spec '{p}' ({e.strerror}); check its permissions") from None
     try:
         node = yaml.compose(text)
         raw = yaml.safe_load(text)
