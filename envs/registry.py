@@ -135,9 +135,11 @@ def read_family(path: Path) -> Family:
     """The family a YAML file defines (``rltransfer.envs.definition``), or an experiment spec's
     ``family:`` definition, registered and checked."""
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as e:
         raise ValueError(f"cannot read family file '{path}': {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"family file '{path}' is not a text file; pass a YAML file defining a family") from None
     except yaml.YAMLError as e:
         raise ValueError(
             f"family file '{path}' is malformed YAML ({getattr(e, 'problem', e)}); fix the syntax"

@@ -37,7 +37,9 @@ def zoo_file_block(ref: str | Path, family: Family, base: Path | None = None) ->
     ``base`` (a spec's directory)."""
     path, key = _split(str(ref), base)
     try:
-        table = yaml.safe_load(path.read_text())
+        table = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not a text file; pass an RL Zoo hyperparameter YAML file") from None
     except yaml.YAMLError as e:
         raise UserError(f"{path}: malformed YAML ({getattr(e, 'problem', e)}); fix the syntax") from None
     if not isinstance(table, dict) or not table:

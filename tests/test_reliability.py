@@ -64,6 +64,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
     # A plain SB3 zip, as the RL Zoo saves them: no manifest, no source states.
     PPO("MlpPolicy", "CartPole-v1", n_steps=64, batch_size=64, device="cpu").save(root / "plain.zip")
+    (root / "binary.yaml").write_bytes((root / "plain.zip").read_bytes())  # a binary file named as YAML
     return {"root": root, "good": good, "other": other, "exp": root / "exp", "src": root / "exp" / "source"}
 
 
@@ -125,6 +126,10 @@ CASES: list[tuple[str, Callable[[dict[str, Path]], list[str]], str]] = [
     ("pretrain-overwrite-finished", lambda w: ["pretrain", "--family", "cartpole", "--timesteps", "64", "--out", str(w["src"])],
      "already holds a finished run"),
     ("pretrain-unwritable", lambda w: ["pretrain", "--family", "cartpole", "--out", str(w["root"] / "file" / "sub")], "cannot write"),
+    ("pretrain-binary-conf-file", lambda w: ["pretrain", "--family", "cartpole", "--conf-file", str(w["root"] / "plain.zip"),
+                                             "--out", str(w["root"] / "p9")], "is not a text file; pass an RL Zoo"),
+    ("pretrain-binary-family-file", lambda w: ["pretrain", "--family", str(w["root"] / "binary.yaml"), "--out", str(w["root"] / "p10")],
+     "is not a text file; pass a YAML file defining a family"),
     ("pretrain-bad-hp-syntax", lambda w: ["pretrain", "--family", "cartpole", "--hp", "n_steps", "--out", str(w["root"] / "p7")],
      "must look like KEY=VALUE"),
     ("pretrain-bad-schedule", lambda w: ["pretrain", "--family", "cartpole", "--hp", "learning_rate=lin_x", "--out", str(w["root"] / "p8")],
