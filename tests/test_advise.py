@@ -218,7 +218,7 @@ def test_validate_advice_cli_errors_and_json(
     tmp_path: Path, source_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["validate-advice", str(tmp_path / "missing")]) == 2
-    assert "experiment.json" in capsys.readouterr().err
+    assert "missing' does not exist; pass the --out directory" in capsys.readouterr().err
     out = _finished_experiment(tmp_path, source_dir, {"long": 1.0, "longer": 3.0, "weak": 2.0})
     args = ["validate-advice", str(out), "--episodes", "2", "--samples", "64", "--json", str(tmp_path / "v.json")]
     assert main(args) == 0
