@@ -15,7 +15,9 @@ TARGETS_HELP = (
     "comma-separated variants (long, acrobot/source, rltransfer/CartPole-long-v0) or custom ones: {length: 0.9}"
 )
 FAMILY_HELP = "a shipped family (see `rltransfer envs`), or your own as module:ATTRIBUTE or a YAML file"
-SNAPSHOT_HELP = "seconds between mid-run snapshots a killed run resumes from (default 300; 0: every update; off)"
+SNAPSHOT_HELP = (
+    "seconds (or 5m, 1h) between mid-run snapshots a killed run resumes from (default 300; 0: every update; off)"
+)
 
 
 def torch_threads() -> None:

@@ -63,16 +63,26 @@ class Resumable(Protocol):
     def load_state_dict(self, state: Mapping[str, Any]) -> None: ...
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600}
+
+
 def parse_snapshot_every(value: Any) -> float | None:
-    """Seconds between snapshots from a spec or the command line: a number >= 0, or off (``None``)."""
+    """Seconds between snapshots from a spec or the command line: a number >= 0, optionally with a
+    unit (``90s``, ``5m``, ``1h``), or off (``None``)."""
     if value is None or (isinstance(value, str) and value.lower() in ("off", "never", "none", "false")):
         return None
+    text = value.strip().lower() if isinstance(value, str) else value
+    scale = 1
+    if isinstance(text, str) and text[-1:] in _UNITS:
+        text, scale = text[:-1], _UNITS[text[-1]]
     try:
-        seconds = float(value)
+        seconds = float(text) * scale
     except (TypeError, ValueError):
         seconds = math.nan
     if isinstance(value, bool) or not seconds >= 0:
-        raise UserError(f"snapshot_every must be seconds >= 0 (0: after every PPO iteration) or off, got {value!r}")
+        raise UserError(
+            f"snapshot_every must be seconds >= 0 (or 5m, 1h; 0: after every PPO iteration) or off, got {value!r}"
+        )
     return seconds
 
 

@@ -292,7 +292,8 @@ def test_snapshot_every_seconds() -> None:
     assert parse_snapshot_every(0) == 0.0
     assert parse_snapshot_every("120") == 120.0
     assert parse_snapshot_every("off") is None and parse_snapshot_every(None) is None
-    for bad in (-1, "soon", True, float("nan")):
+    assert [parse_snapshot_every(v) for v in ("90s", "5m", "1.5h", " 2M ")] == [90.0, 300.0, 5400.0, 120.0]
+    for bad in (-1, "soon", True, float("nan"), "m", "-5m", "5d"):
         with pytest.raises(UserError, match="snapshot_every must be seconds >= 0"):
             parse_snapshot_every(bad)
 
