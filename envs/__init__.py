@@ -19,6 +19,7 @@ from rltransfer.envs.registry import (
     read_family,
     register_family,
     split_env_id,
+    split_short_id,
     user_family,
 )
 from rltransfer.envs.shift import STANDARD_SHIFTS, ObsShift, ObsShiftWrapper
@@ -51,5 +52,6 @@ __all__ = [
     "read_family",
     "register_family",
     "split_env_id",
+    "split_short_id",
     "user_family",
 ]

@@ -62,7 +62,7 @@ def get_family(name: str, base: Path | None = None) -> Family:
         return read_family(path)
     if ":" in name:
         return load_family(name, base)
-    key = name.lower().replace("-", "").replace("_", "")
+    key = _key(name)
     if key in FAMILIES:
         return FAMILIES[key]
     found = split_env_id(name)
@@ -72,11 +72,11 @@ def get_family(name: str, base: Path | None = None) -> Family:
             f"'{name}' is the Gymnasium id of variant '{variant}' of family '{family.name}'; "
             f"name the family ({family.name}) and the variant where the command takes one"
         )
-    short, _, variant = name.partition("/")
-    if variant and short.lower().replace("-", "").replace("_", "") in FAMILIES:
+    short = split_short_id(name)
+    if short is not None:
         raise ValueError(
-            f"'{name}' is variant '{variant}' of family '{short}'; name the family ({short}) and the variant "
-            "where the command takes one"
+            f"'{name}' is variant '{short[1]}' of family '{short[0].name}'; name the family ({short[0].name}) and "
+            "the variant where the command takes one"
         )
     upstream = re.fullmatch(r"([A-Za-z0-9_.]+)-v\d+", name)
     if upstream is not None and upstream.group(1).lower() in FAMILIES:
@@ -89,6 +89,18 @@ def get_family(name: str, base: Path | None = None) -> Family:
         f"unknown family '{name}'; choose one of: {', '.join(FAMILIES)}, "
         "or name your own as module:ATTRIBUTE (a rltransfer.envs.Family) or a YAML file defining one"
     )
+
+
+def _key(name: str) -> str:
+    """A shipped family's key in ``FAMILIES`` as a user may spell it (``CartPole``, ``mountain-car``)."""
+    return name.lower().replace("-", "").replace("_", "")
+
+
+def split_short_id(text: str) -> tuple[Family, str] | None:
+    """The shipped family and variant name ``family/variant`` names (``cartpole/long``, as ``--targets``
+    names another family's variant); ``None`` for any other text."""
+    name, slash, variant = text.partition("/")
+    return (FAMILIES[_key(name)], variant) if slash and variant and ":" not in text and _key(name) in FAMILIES else None
 
 
 ENV_ID = re.compile(r"rltransfer/([A-Za-z0-9_.]+)-([A-Za-z0-9_.-]+)-v0")

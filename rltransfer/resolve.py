@@ -8,7 +8,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from rltransfer.envs import FAMILIES, Family, ObsShift, Variant, get_family, split_env_id, user_family
+from rltransfer.envs import (
+    FAMILIES,
+    Family,
+    ObsShift,
+    Variant,
+    get_family,
+    split_env_id,
+    split_short_id,
+    user_family,
+)
 from rltransfer.errors import UserError
 from rltransfer.io import sha256
 
@@ -42,13 +51,7 @@ def named_variant(text: str) -> tuple[Family, str] | None:
     """The family and variant that ``text`` names as ``--targets`` does for another family: a
     Gymnasium id (``rltransfer/CartPole-long-v0``) or a shipped family's name and a variant's
     (``cartpole/long``); ``None`` for other text (a family's name, file or module)."""
-    found = env_id_variant(text)
-    if found is None and "/" in text and ":" not in text:
-        name, _, variant = text.partition("/")
-        key = name.lower().replace("-", "").replace("_", "")
-        if key in FAMILIES and variant:
-            return FAMILIES[key], variant
-    return found
+    return env_id_variant(text) or split_short_id(text)
 
 
 def split_target(text: str, family: Family) -> tuple[Family, str]:
