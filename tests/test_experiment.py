@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,26 @@ def test_unknown_key_names_key_and_line(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text("family: cartpole\ntargets: [long]\narms: [scratch]\nsedes: 3\n")
     with pytest.raises(UserError, match=r"bad.yaml:4: unknown key 'sedes' \(did you mean 'seeds'\?\); allowed: "):
+        load_spec(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        (
+            "arms: [scratch, freeze]\ntargets: [long]\narms: [scratch]\n",
+            ":4: key 'arms' is given twice (also on line 2)",
+        ),
+        (
+            "arms: [scratch]\ntargets: [long]\neval:\n  freq: 64\n  freq: 128\n",
+            ":6: key 'eval.freq' is given twice (also on line 5)",
+        ),
+    ],
+)
+def test_a_key_given_twice_is_refused_not_overwritten(tmp_path: Path, text: str, says: str) -> None:
+    path = tmp_path / "twice.yaml"
+    path.write_text("family: cartpole\n" + text)
+    with pytest.raises(UserError, match=re.escape(f"{path}{says}; keep one")):
         load_spec(path)
 
 

@@ -164,18 +164,22 @@ class ExperimentSpec:
         return settings
 
 
-def _lines(node: yaml.Node, prefix: str = "") -> dict[str, int]:
-    """Map ``a.b.c`` key paths to 1-based line numbers, for error messages."""
+def _lines(node: yaml.Node, where: str, prefix: str = "") -> dict[str, int]:
+    """Map ``a.b.c`` key paths to 1-based line numbers, for error messages. A key given twice in
+    one mapping is refused: YAML keeps the last silently (a second ``arms:`` would drop the first)."""
     out: dict[str, int] = {}
     if isinstance(node, yaml.MappingNode):
         for key, value in node.value:
             path = f"{prefix}{key.value}"
-            out[path] = key.start_mark.line + 1
-            out.update(_lines(value, path + "."))
+            line = key.start_mark.line + 1
+            if path in out:
+                raise UserError(f"{where}:{line}: key '{path}' is given twice (also on line {out[path]}); keep one")
+            out[path] = line
+            out.update(_lines(value, where, path + "."))
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             out[f"{prefix}{i}"] = item.start_mark.line + 1
-            out.update(_lines(item, f"{prefix}{i}."))
+            out.update(_lines(item, where, f"{prefix}{i}."))
     return out
 
 
@@ -274,7 +278,7 @@ def load_spec(path: str | Path) -> ExperimentSpec:
         mark = getattr(e, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
         raise UserError(f"{p}{line}: malformed YAML ({getattr(e, 'problem', e)}); fix the syntax") from None
-    spec = parse_spec(raw, where=str(p), lines=_lines(node) if node is not None else {}, base=p.parent)
+    spec = parse_spec(raw, where=str(p), lines=_lines(node, str(p)) if node is not None else {}, base=p.parent)
     return ExperimentSpec(**{**spec.__dict__, "path": p})
 
 
