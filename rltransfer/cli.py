@@ -20,6 +20,7 @@ from rltransfer.cli_args import (
     kv,
     parse_targets,
     snapshot_seconds,
+    steps_arg,
     torch_threads,
     variant_arg,
 )
@@ -312,7 +313,11 @@ def build_parser() -> argparse.ArgumentParser:
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--family", required=True, help=FAMILY_HELP)
         p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--timesteps", type=int, help="training budget in env steps (default: the YAML's n_timesteps)")
+        p.add_argument(
+            "--timesteps",
+            type=steps_arg,
+            help="training budget in env steps, e.g. 100000 or 1e5 (default: the YAML's n_timesteps)",
+        )
         p.add_argument(
             "--conf-file",
             metavar="FILE[:KEY]",

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import yaml
 
 from rltransfer.errors import UserError
+from rltransfer.hyperparam_bounds import whole_number
 
 TARGETS_HELP = (
     "comma-separated variants (long, acrobot/source, rltransfer/CartPole-long-v0) or custom ones: {length: 0.9}"
@@ -40,6 +42,14 @@ def hyperparams_args(args: Any) -> dict[str, Any]:
     from rltransfer.zoo_file import zoo_file_block
 
     return {**(zoo_file_block(args.conf_file, args.family) if args.conf_file else {}), **kv(args.hp)}
+
+
+def steps_arg(text: str) -> int:
+    """``--timesteps``: a whole number of env steps, ``100000`` or ``1e5``."""
+    steps = whole_number(text)
+    if steps is None:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number of steps (e.g. 100000 or 1e5)")
+    return steps
 
 
 def snapshot_seconds(value: str | None) -> float | None:

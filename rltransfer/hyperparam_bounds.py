@@ -69,6 +69,21 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def whole_number(value: Any) -> int | None:
+    """A count as users write it: an int, a whole float (the RL Zoo's ``!!float 1e5``) or text
+    such as ``1e5`` (YAML reads an exponent without a dot as a string) or ``100_000``; else ``None``."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            return None
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    return value if isinstance(value, int) else None
+
+
 def _initial(value: Any, key: str = "value") -> float:
     """A number, or a ``lin_<x>`` schedule's initial value ``x``."""
     if isinstance(value, str) and value.startswith("lin_"):

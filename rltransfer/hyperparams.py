@@ -16,7 +16,7 @@ from torch import nn
 
 from rltransfer.envs import FAMILIES, Family
 from rltransfer.errors import UserError, did_you_mean
-from rltransfer.hyperparam_bounds import check_values
+from rltransfer.hyperparam_bounds import POSITIVE_INTS, check_values, whole_number
 from rltransfer.normalization import canonical
 
 
@@ -220,10 +220,13 @@ def resolve_hyperparams(family: str | Family, overrides: Mapping[str, Any] | Non
         raise UserError(f"log_std_init must be a number, got {hp['log_std_init']!r}")
     if "ortho_init" in hp and not isinstance(hp["ortho_init"], bool):
         raise UserError(f"ortho_init must be true or false, got {hp['ortho_init']!r}")
+    for key in ("n_timesteps", "n_envs", "eval_freq", "eval_episodes", *POSITIVE_INTS):
+        count = whole_number(hp[key]) if key in hp else None
+        if count is not None:
+            hp[key] = count  # 1e5 and 1e5.0 as the int PPO takes
     for key in ("n_timesteps", "n_envs", "eval_freq", "eval_episodes"):
-        if int(hp[key]) != hp[key] or hp[key] <= 0:
+        if isinstance(hp[key], bool) or not isinstance(hp[key], int) or hp[key] <= 0:
             raise UserError(f"{key} must be a positive integer, got {hp[key]!r}")
-        hp[key] = int(hp[key])
     check_values(hp)
     hp["normalize"] = canonical(hp.get("normalize", False))  # explicit in configs and manifests, off too
     if str(hp["activation_fn"]).lower() not in ACTIVATIONS:

@@ -369,3 +369,20 @@ def test_cli_transfer_tiny(source_dir: Path, in_tmp: Path, capsys: pytest.Captur
     # A second run into the same directory is refused.
     assert main(argv) == 2
     assert "already holds a finished run" in one_line_error(capsys.readouterr().err)
+
+
+def test_timesteps_as_users_write_them(in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    hp = [
+        arg
+        for key, value in {"n_steps": 32, "batch_size": 32, "n_epochs": 1}.items()
+        for arg in ("--hp", f"{key}={value}")
+    ]
+    assert (
+        main(["pretrain", "--family", "cartpole", "--timesteps", "6.4e1", "--out", str(in_tmp / "a"), "--quiet", *hp])
+        == 0
+    )
+    assert json.loads((in_tmp / "a" / "manifest.json").read_text())["hyperparams"]["n_timesteps"] == 64
+    with pytest.raises(SystemExit):
+        main(["pretrain", "--family", "cartpole", "--timesteps", "10.5", "--out", str(in_tmp / "b")])
+    assert "'10.5' is not a whole number of steps (e.g. 100000 or 1e5)" in capsys.readouterr().err
+    assert not (in_tmp / "b").exists()

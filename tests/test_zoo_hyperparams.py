@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import torch as th
 import yaml
+from specs import grid_spec
 
 from rltransfer.errors import UserError
 from rltransfer.experiment.spec import parse_spec
@@ -178,3 +179,16 @@ def test_cross_space_adapters_follow_ortho_init(ortho: bool) -> None:
     gram = weight.T @ weight
     assert th.allclose(gram, th.diag(gram.diagonal()), atol=1e-4) is ortho
     assert bool(adapters.bias.abs().sum() > 0) is not ortho
+
+
+def test_counts_are_taken_as_users_write_them() -> None:
+    """``1e5`` (text to YAML, which wants a dot), ``!!float 1e5`` and ``64.0`` are whole numbers of
+    steps; ``10.5`` is not (``--hp n_timesteps=1e3`` raised a ValueError)."""
+    hp = resolve_hyperparams("cartpole", {"n_timesteps": "1e3", "n_steps": "64", "batch_size": 32.0, "n_envs": 4.0})
+    assert (hp["n_timesteps"], hp["n_steps"], hp["batch_size"], hp["n_envs"]) == (1000, 64, 32, 4)
+    assert all(type(hp[k]) is int for k in ("n_timesteps", "n_steps", "batch_size", "n_envs"))
+    for bad in ({"n_timesteps": "10.5"}, {"n_steps": 10.5}, {"n_timesteps": True}):
+        with pytest.raises(UserError, match="must be a positive integer"):
+            resolve_hyperparams("cartpole", bad)
+    spec = parse_spec(grid_spec("counts", timesteps="3e5", seeds=2.0))
+    assert spec.timesteps == 300_000 and spec.seeds == (0, 1)

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from rltransfer.errors import UserError, did_you_mean
+from rltransfer.hyperparam_bounds import whole_number
 
 
 class SpecContext:
@@ -32,8 +33,7 @@ class SpecContext:
         return mapping
 
     def positive_int(self, value: Any, path: str) -> int:
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        count = whole_number(value)  # 300000, 3e5 (YAML reads it as text), !!float 3e5
+        if count is None or count <= 0:
             raise self.fail(path, f"'{path}' must be a positive integer, got {value!r}")
-        return value
+        return count
