@@ -111,8 +111,9 @@ def parse_strategy(name: str, options: Mapping[str, Any] | None = None) -> Strat
         raise UserError(f"unknown strategy '{name}'{did_you_mean(base, NAMES)}; choose one of: {', '.join(NAMES)}")
     default_parts = {"scratch": "none", "zero-shot": "all"}.get(base, "trunk")
     parts = parse_parts(opts.get("transfer", default_parts))
-    if base == "scratch" and parts:
-        raise UserError("strategy 'scratch' copies nothing; remove its 'transfer' option")
+    if base == "scratch" and (parts or "layer_map" in opts):
+        option = "transfer" if parts else "layer_map"
+        raise UserError(f"strategy 'scratch' copies nothing; remove its '{option}' option")
     if base != "scratch" and not parts:
         raise UserError(f"strategy '{name}' needs transferred parts; use 'scratch' for random initialisation")
     scale_raw = opts.get("trunk_lr_scale", 1.0)

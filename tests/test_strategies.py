@@ -414,6 +414,7 @@ def test_same_seed_same_run(source_dir: Path, tiny: dict[str, Any]) -> None:
         ("finetune", {"trunk_lr_scale": [1.0, -1.0]}, "must be > 0"),
         ("l2sp", {"coef": -1}, "coef must be > 0"),
         ("freez", None, r"unknown strategy 'freez' \(did you mean 'freeze'\?\); choose one of"),
+        ("scratch", {"layer_map": {"skip": ["x"]}}, "strategy 'scratch' copies nothing; remove its 'layer_map' option"),
         ("l2sp", {"coeff": 0.1}, r"\['coeff'\] for strategy 'l2sp' \(did you mean 'coef'\?\); known"),
         ("l2sp", {"coeff": 0.1, "zzz": 1}, r"for strategy 'l2sp'; known"),
         ("zero-shot", {"trunk_lr_scale": 0.1}, "'zero-shot' trains nothing, so 'trunk_lr_scale' would do nothing"),
