@@ -79,6 +79,7 @@ def test_malformed_yaml_names_line(tmp_path: Path) -> None:
     ("changes", "message"),
     [
         ({"family": "nope"}, "unknown family 'nope'"),
+        ({"seeds": []}, r"seeds is an empty list; give a count \(3\) or seeds \(\[0, 1, 2\]\)"),
         ({"targets": ["nope"]}, "no variant 'nope'"),
         ({"targets": [{"name": "x", "params": {"length": 99}}]}, "outside its valid range"),
         ({"targets": [{"length": 99}]}, "outside its valid range"),

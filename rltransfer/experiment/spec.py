@@ -209,7 +209,9 @@ def _seeds(ctx: SpecContext, value: Any, path: str) -> tuple[int, ...]:
     """A seed count (``range(n)``) or an explicit list of distinct non-negative seeds."""
     if not isinstance(value, list):
         return tuple(range(ctx.positive_int(value, path)))
-    if not value or any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in value):
+    if not value:
+        raise ctx.fail(path, f"{path} is an empty list; give a count (3) or seeds ([0, 1, 2])")
+    if any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in value):
         raise ctx.fail(path, f"{path} must be non-negative integers, got {value}")
     if len(set(value)) != len(value):
         raise ctx.fail(path, f"{path} must be distinct, got {value}")
