@@ -7,6 +7,7 @@ arguments of the family's environment class, never attributes set on a built env
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import re
 from collections.abc import Mapping
@@ -192,8 +193,11 @@ class Family:
             src = self.source
             same = f"plays it as its variant '{src.name}' ({self.env_id(src)}); " if not src.params else ""
             raise ValueError(f"'{name}' is Gymnasium's own id; family '{self.name}' {same}choose one of: {known}")
+        close = difflib.get_close_matches(name, [v.name for v in self.all_variants()], n=1, cutoff=0.75)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise ValueError(
-            f"family '{self.name}' has no variant '{name}'; choose one of: {known} (or define one by parameter values)"
+            f"family '{self.name}' has no variant '{name}'{hint}; choose one of: {known} "
+            "(or define one by parameter values)"
         )
 
     def custom(self, name: str, params: Mapping[str, Any], doc: str = "") -> Variant:

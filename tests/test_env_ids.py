@@ -34,6 +34,8 @@ def test_targets_by_id_cross_families_too() -> None:
     tasks = resolve_targets("cartpole", ["rltransfer/CartPole-heavy-v0", "longer", "rltransfer/Acrobot-long1-v0"])
     assert tasks.names == ["cartpole/heavy", "cartpole/longer", "acrobot/long1"]
     assert tasks.tasks[2].family is get_family("acrobot")
+    with pytest.raises(UserError, match=r"has no variant 'lnog' \(did you mean 'long'\?\); choose one of"):
+        resolve_targets("cartpole", ["lnog"])
     with pytest.raises(UserError, match="has no variant 'nope'"):
         resolve_targets("cartpole", ["rltransfer/CartPole-nope-v0"])
 
