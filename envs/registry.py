@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import os
 import re
@@ -85,8 +86,10 @@ def get_family(name: str, base: Path | None = None) -> Family:
             f"'{name}' is a Gymnasium id; rltransfer's family of {family.title} environments is "
             f"'{family.name}' (its source variant has the defaults, ids rltransfer/{family.title}-<variant>-v0)"
         )
+    close = difflib.get_close_matches(key, list(FAMILIES), n=1, cutoff=0.75)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
     raise ValueError(
-        f"unknown family '{name}'; choose one of: {', '.join(FAMILIES)}, "
+        f"unknown family '{name}'{hint}; choose one of: {', '.join(FAMILIES)}, "
         "or name your own as module:ATTRIBUTE (a rltransfer.envs.Family) or a YAML file defining one"
     )
 

@@ -86,7 +86,7 @@ CASES: list[tuple[str, Callable[[dict[str, Path]], list[str]], str]] = [
     ("report-a-run-dir", lambda w: ["report", str(w["exp"] / "scratch" / "seed0")], "holds no experiment.json; pass its grid, '"),
     ("report-missing-dir", lambda w: ["report", str(w["root"] / "gone")], "does not exist"),
     ("yaml-unknown-family", lambda w: ["run", spec_file(w["root"], GOOD_YAML.replace("cartpole", "cartpol"))],
-     "unknown family 'cartpol'"),
+     "unknown family 'cartpol' (did you mean 'cartpole'?)"),
     ("yaml-unknown-variant", lambda w: ["run", spec_file(w["root"], GOOD_YAML.replace("- long", "- lengthy"))],
      "no variant 'lengthy'"),
     ("yaml-unknown-arm", lambda w: ["run", spec_file(w["root"], GOOD_YAML.replace("- freeze", "- melt"))],
