@@ -314,9 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--family", required=True, help=FAMILY_HELP)
         p.add_argument("--seed", type=int, default=0)
         p.add_argument(
-            "--timesteps",
-            type=steps_arg,
-            help="training budget in env steps, e.g. 100000 or 1e5 (default: the YAML's n_timesteps)",
+            "--timesteps", type=steps_arg, help="env steps to train, e.g. 1e5 (default: the YAML's n_timesteps)"
         )
         p.add_argument(
             "--conf-file",

@@ -1,8 +1,10 @@
-"""Shared fixtures: one torch thread, tiny PPO budgets, a tiny pretrained CartPole source, the Ray tests' grid."""
+"""Shared fixtures: one torch thread, tiny PPO budgets, a tiny pretrained CartPole source, the Ray tests' grid,
+the command line run in-process from a test's directory (``here``)."""
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -72,3 +74,24 @@ def long_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     path = tmp_path_factory.mktemp("long") / "spec.yaml"
     path.write_text(yaml.safe_dump(grid_spec("ray-long", timesteps=2048, eval={"freq": 512, "episodes": 2})))
     return path, run_locally(path, path.parent / "ref")
+
+
+@pytest.fixture
+def here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Any:
+    """``here(*args)``: the command line in this process, run from ``tmp_path`` (where the user's
+    module lies, not on the path: it is found as the working directory); ``(exit code, out, err)``."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))  # what load_family appends goes with the test
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)  # modules edited within one second reload
+
+    from rltransfer.cli import main
+
+    def run(*args: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        for name in [m for m in sys.modules if m.startswith("userfam_")]:
+            del sys.modules[name]  # as a fresh process would: edited modules are read again
+        code = main(list(args))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
