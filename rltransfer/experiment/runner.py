@@ -122,23 +122,26 @@ def source_dir(spec: ExperimentSpec, out: Path, seed: int) -> Path:
     return out / "source" if one else out / "source" / f"seed{seed}"
 
 
-def check_out(spec: ExperimentSpec, out: Path, resume: bool) -> None:
-    """Refuse ``out`` if it holds another experiment, or this one without ``resume`` (reads only)."""
+def check_out(spec: ExperimentSpec, out: Path, resume: bool) -> dict[str, Any]:
+    """Refuse ``out`` if it holds another experiment, or this one without ``resume`` (reads only).
+    Returns the arms its record holds runs of (``recorded_arms``; none for a new directory)."""
     check_writable(out)
     record = out / EXPERIMENT_FILE
     if record.exists():
         previous = read_json(record, "choose another --out, or restore or remove it")
-        check_same_experiment(spec, out, previous)
+        recorded = check_same_experiment(spec, out, previous)
         if not resume:
             raise UserError(f"'{out}' already holds runs of this experiment; pass --resume to continue it")
-    elif out.exists() and any(p.name != LOCK_FILE for p in out.iterdir()):
+        return recorded
+    if out.exists() and any(p.name != LOCK_FILE for p in out.iterdir()):
         raise UserError(f"'{out}' is not empty and holds no {EXPERIMENT_FILE}; choose an empty or new --out")
+    return {}
 
 
-def check_same_experiment(spec: ExperimentSpec, out: Path, previous: Mapping[str, Any]) -> None:
+def check_same_experiment(spec: ExperimentSpec, out: Path, previous: Mapping[str, Any]) -> dict[str, Any]:
     """Refuse ``spec`` on a grid directory recorded as ``previous`` unless its runs stay comparable:
     the same experiment but for its seeds and arms, and an arm kept under its name kept as it was
-    (so added arms run beside the finished ones)."""
+    (so added arms run beside the finished ones). Returns the recorded arms."""
     recorded = recorded_arms(spec, previous)
     if recorded is None:
         raise UserError(
@@ -157,6 +160,7 @@ def check_same_experiment(spec: ExperimentSpec, out: Path, previous: Mapping[str
                 f"arm '{arm['name']}' has other settings than its runs in '{out / dirname}' ({', '.join(changed)}); "
                 "give the arm another name, or choose another --out"
             )
+    return recorded
 
 
 def recorded_arms(spec: ExperimentSpec, previous: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -176,20 +180,18 @@ def recorded_arms(spec: ExperimentSpec, previous: Mapping[str, Any]) -> dict[str
 
 def prepare_out(spec: ExperimentSpec, out: Path, resume: bool) -> None:
     """Claim ``out`` for this experiment (call while holding the directory's lock)."""
-    check_out(spec, out, resume)
+    recorded = check_out(spec, out, resume)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"cannot create '{out}' ({e.strerror}); choose a writable --out") from None
-    record = out / EXPERIMENT_FILE
-    recorded = recorded_arms(spec, read_json(record, "restore or remove it")) if record.exists() else None
     atomic_write_json(
-        record,
+        out / EXPERIMENT_FILE,
         {
             "name": spec.name,
             "fingerprint": spec.fingerprint(),
             "shared_fingerprint": spec.fingerprint(arms=False),
-            "arms": {**(recorded or {}), **spec.arm_settings()},  # arms dropped from the spec since: their runs stay
+            "arms": {**recorded, **spec.arm_settings()},  # arms dropped from the spec since: their runs stay
             "spec": spec.raw,
             "spec_path": str(spec.path.resolve()) if spec.path else None,  # found again from any directory
             "versions": versions(),
