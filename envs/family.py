@@ -7,7 +7,6 @@ arguments of the family's environment class, never attributes set on a built env
 
 from __future__ import annotations
 
-import difflib
 import importlib.util
 import re
 from collections.abc import Mapping
@@ -16,6 +15,7 @@ from typing import Any, Literal
 
 import gymnasium as gym
 import numpy as np
+from rltransfer.envs.hints import did_you_mean
 from rltransfer.envs.shift import STANDARD_SHIFTS, ObsShift, ObsShiftWrapper
 
 # Which family registered each Gymnasium id in this process: a family loaded again after an edit
@@ -193,8 +193,7 @@ class Family:
             src = self.source
             same = f"plays it as its variant '{src.name}' ({self.env_id(src)}); " if not src.params else ""
             raise ValueError(f"'{name}' is Gymnasium's own id; family '{self.name}' {same}choose one of: {known}")
-        close = difflib.get_close_matches(name, [v.name for v in self.all_variants()], n=1, cutoff=0.75)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        hint = did_you_mean(name, [v.name for v in self.all_variants()])
         raise ValueError(
             f"family '{self.name}' has no variant '{name}'{hint}; choose one of: {known} "
             "(or define one by parameter values)"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import os
 import re
@@ -17,6 +16,7 @@ from rltransfer.envs.acrobot import ACROBOT
 from rltransfer.envs.cartpole import CARTPOLE
 from rltransfer.envs.definition import DefinitionError, family_from_mapping
 from rltransfer.envs.family import Family
+from rltransfer.envs.hints import did_you_mean
 from rltransfer.envs.lunar_lander import LUNAR_LANDER, LUNAR_LANDER_CONTINUOUS
 from rltransfer.envs.mountain_car import MOUNTAIN_CAR
 from rltransfer.envs.mountain_car_continuous import MOUNTAIN_CAR_CONTINUOUS
@@ -86,10 +86,8 @@ def get_family(name: str, base: Path | None = None) -> Family:
             f"'{name}' is a Gymnasium id; rltransfer's family of {family.title} environments is "
             f"'{family.name}' (its source variant has the defaults, ids rltransfer/{family.title}-<variant>-v0)"
         )
-    close = difflib.get_close_matches(key, list(FAMILIES), n=1, cutoff=0.75)
-    hint = f" (did you mean '{close[0]}'?)" if close else ""
     raise ValueError(
-        f"unknown family '{name}'{hint}; choose one of: {', '.join(FAMILIES)}, "
+        f"unknown family '{name}'{did_you_mean(key, FAMILIES)}; choose one of: {', '.join(FAMILIES)}, "
         "or name your own as module:ATTRIBUTE (a rltransfer.envs.Family) or a YAML file defining one"
     )
 
@@ -203,9 +201,9 @@ def _search_dirs(module_name: str, base: Path | None) -> list[str]:
         return []
     base = base.resolve()
     parts = module_name.split(".")
-    found = [d for d in (base, *base.parents) if d.joinpath(*parts).with_suffix(".py").is_file()
-             or d.joinpath(*parts, "__init__.py").is_file()]  # fmt: skip
-    return list(dict.fromkeys([str(base), *(str(d) for d in found[:1])]))
+    root = next((d for d in (base, *base.parents) if d.joinpath(*parts).with_suffix(".py").is_file()
+                 or d.joinpath(*parts, "__init__.py").is_file()), None)  # fmt: skip
+    return list(dict.fromkeys([str(base), *([str(root)] if root is not None else [])]))
 
 
 def _import(module_name: str, ref: str, fallbacks: list[str]) -> ModuleType:

@@ -7,8 +7,9 @@ worker's traceback, exit code 1.
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Iterable
+from rltransfer.envs.hints import did_you_mean
+
+__all__ = ["SourceFailed", "UserError", "did_you_mean"]
 
 
 class UserError(Exception):
@@ -17,10 +18,3 @@ class UserError(Exception):
 
 class SourceFailed(RuntimeError):
     """Source pretraining failed in a worker (a bug, or a worker that kept dying): the traceback is the message."""
-
-
-def did_you_mean(word: str, known: Iterable[str]) -> str:
-    """`` (did you mean 'n_steps'?)`` for a misspelt key close to a known one, else ``""``: the
-    suffix of an "unknown ..." error."""
-    close = difflib.get_close_matches(word, sorted(known), n=1, cutoff=0.75)
-    return f" (did you mean '{close[0]}'?)" if close else ""
