@@ -267,8 +267,10 @@ def _dropped_arms(spec: ExperimentSpec, out: Path) -> str:
     current = {arm.dirname for arm in spec.arms}
     dropped = []
     for dirname, arm in sorted(recorded.items()):
+        if dirname in current:
+            continue
         runs = len([*(out / dirname).glob("seed*/manifest.json"), *(out / dirname).glob("seed*/*/manifest.json")])
-        if dirname not in current and runs:
+        if runs:
             dropped.append(f"{arm['name']} ({runs} finished run{'s' * (runs != 1)} in {dirname}/)")
     return ", ".join(dropped)
 
