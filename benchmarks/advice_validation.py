@@ -8,7 +8,10 @@ and prints one markdown table and the pooled Spearman correlation between the ad
 predicted gain and the realised gain (best transfer arm's AUC minus scratch's, both divided by
 the target's threshold minus a random policy's return).
 
-    python benchmarks/advice_validation.py [SPEC ...] [--root runs] [--json FILE]
+    python benchmarks/advice_validation.py [SPEC ...] [--root runs] [--seeds N] [--json FILE]
+
+``--seeds`` overrides the specs' seed count (a finished grid resumed with more seeds trains only
+the new ones); the printed Spearman comes with a 95% interval from resampling each arm's seeds.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from pathlib import Path
 from sidebyside import machine
 
 from rltransfer.advice_validation import validate_experiments
-from rltransfer.experiment.run import run_experiment
+from rltransfer.experiment.run import run_experiments
 from rltransfer.experiment.spec import load_spec
 
 
@@ -30,20 +33,18 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("specs", nargs="*", help="default: experiments/advice-*.yaml")
     parser.add_argument("--root", default="runs", help="grids run in ROOT/<experiment name> (resumed if there)")
+    parser.add_argument("--seeds", type=int, help="seeds per arm, 0..N-1 (default: the specs')")
     parser.add_argument("--json", help="also write every point as JSON")
     args = parser.parse_args()
     paths = [Path(p) for p in args.specs] or sorted(Path("experiments").glob("advice-*.yaml"))
-    dirs = []
-    for path in paths:
-        spec = load_spec(path)
-        out = Path(args.root) / spec.name
-        started = time.time()
-        result, _ = run_experiment(spec, out=out, resume=True, progress=False)
-        if result.failed:
-            print(f"{path}: {len(result.failed)} runs failed; rerun to retry", file=sys.stderr)
+    dirs = [Path(args.root) / load_spec(path).name for path in paths]
+    started = time.time()
+    # One pool for every grid: workers idle only at the very end.
+    for path, run in zip(paths, run_experiments(paths, dirs, args.seeds, resume=True, progress=False), strict=True):
+        if run.error is not None or run.result.failed:
+            print(f"{path}: {run.error or f'{len(run.result.failed)} runs failed'}; rerun to retry", file=sys.stderr)
             return 1
-        print(f"{path}: {time.time() - started:.0f}s", file=sys.stderr, flush=True)
-        dirs.append(out)
+    print(f"grids: {time.time() - started:.0f}s", file=sys.stderr, flush=True)
     v = validate_experiments(dirs)
     print(f"machine: {machine()}; specs: {', '.join(str(p) for p in paths)}\n")
     print(
@@ -59,7 +60,8 @@ def main() -> int:
             f"| {p.predicted_gain:.2f} | {p.realised_gain:+.3f} ({p.best_arm}) | {p.recommendation} | {advised} |"
         )
     families = ", ".join(f"{f}: {r:.2f}" for f, r in v.per_family.items())
-    print(f"\nSpearman(predicted, realised) = **{v.spearman:.2f}** over {len(v.points)} targets ({families})")
+    ci = "" if v.spearman_ci is None else f" [{v.spearman_ci[0]:.2f}, {v.spearman_ci[1]:.2f}]"
+    print(f"\nSpearman(predicted, realised) = **{v.spearman:.2f}**{ci} over {len(v.points)} targets ({families})")
     agree, tested = v.agreement
     print(f"Advised strategy best or tied with the best (95% CIs): {agree} of {tested} tested targets")
     if args.json:

@@ -7,6 +7,10 @@ by the target's ``threshold - random return`` (the same normalisation as the zer
 one Spearman correlation covers every family. Cross-family targets are skipped: the source policy
 cannot act on them, so there is no zero-shot return to advise from.
 
+The Spearman correlation comes with a 95% interval for the seeds' noise in the realised gains:
+each arm's per-run AUCs (``report/scores.csv``) are resampled with replacement, independently
+per arm and target as the report's AUC differences are, and the correlation recomputed.
+
 The recommended strategy is checked too: per target, the arm that carries it out (matched by
 strategy, not by name; scratch counts as a gain of 0) must be the best option or have a CI that
 reaches the best one's. Recommendations with no such arm in the grid count as untested.
@@ -14,13 +18,14 @@ reaches the best one's. Recommendations with no such arm in the grid count as un
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import csv
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.stats import spearmanr
+from scipy.stats import rankdata, spearmanr
 
 from rltransfer.advise import Advice, advise
 from rltransfer.errors import UserError
@@ -60,6 +65,8 @@ class Validation:
     spearman: float
     points: tuple[ValidationPoint, ...]
     per_family: dict[str, float]  # Spearman within each family with >= 3 targets
+    # 95% interval of ``spearman`` over the seeds' noise (None: an experiment has no scores.csv)
+    spearman_ci: tuple[float, float] | None = None
 
     @property
     def agreement(self) -> tuple[int, int]:
@@ -71,6 +78,7 @@ class Validation:
         agree, tested = self.agreement
         return {
             "spearman": self.spearman,
+            "spearman_ci": None if self.spearman_ci is None else list(self.spearman_ci),
             "per_family": self.per_family,
             "strategy_agreement": {"agree": agree, "tested": tested},
             "points": [{**asdict(p), "advice": asdict(p.advice)} for p in self.points],
@@ -157,15 +165,61 @@ def _spearman(x: Sequence[float], y: Sequence[float]) -> float:
     return float(spearmanr(x, y).statistic)
 
 
+RunAUCs = Mapping[str, Mapping[str, np.ndarray]]  # target -> arm -> per-run AUC
+
+
+def run_aucs(experiment_dir: str | Path) -> dict[str, dict[str, np.ndarray]] | None:
+    """Per target, per arm (scratch included): each run's AUC (``report/scores.csv``); None if absent."""
+    path = Path(experiment_dir) / "report" / "scores.csv"
+    if not path.is_file():
+        return None
+    runs: dict[str, dict[str, list[float]]] = {}
+    with path.open(newline="") as f:
+        for row in csv.DictReader(f):
+            runs.setdefault(row["task"], {}).setdefault(row["arm"], []).append(float(row["auc"]))
+    return {task: {arm: np.asarray(v) for arm, v in arms.items()} for task, arms in runs.items()}
+
+
+def spearman_interval(
+    predicted: Sequence[float],
+    runs: Sequence[Mapping[str, np.ndarray]],
+    spans: Sequence[float],
+    reps: int = 2000,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """95% percentile interval of Spearman(predicted, realised) over resampled runs.
+
+    ``runs[i]`` holds target ``i``'s per-run AUCs by arm (``scratch`` and the transfer arms);
+    each replicate resamples every arm's runs with replacement, takes the best transfer arm's
+    mean AUC minus scratch's over ``spans[i]`` as the realised gain, and ranks the targets again.
+    """
+    rng = np.random.default_rng(seed)
+    realised = np.empty((reps, len(runs)))
+    for i, (arms, span) in enumerate(zip(runs, spans, strict=True)):
+        means = {arm: a[rng.integers(0, len(a), (reps, len(a)))].mean(axis=1) for arm, a in arms.items()}
+        base = means.pop("scratch")
+        realised[:, i] = (np.max(np.stack(list(means.values())), axis=0) - base) / span
+    pred = rankdata(predicted)
+    ranks = rankdata(realised, axis=1)
+    pred_c = pred - pred.mean()
+    ranks_c = ranks - ranks.mean(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):  # a replicate with all gains tied has no rank order
+        rho = ranks_c @ pred_c / (np.linalg.norm(ranks_c, axis=1) * np.linalg.norm(pred_c))
+    low, high = np.nanpercentile(rho, [2.5, 97.5])
+    return float(low), float(high)
+
+
 def validate_experiments(
     experiment_dirs: Sequence[str | Path], episodes: int = 10, samples: int = 1000, seed: int = 0
 ) -> Validation:
     """Advice vs realised gains over every same-family target of the given finished experiments."""
     points: list[ValidationPoint] = []
+    resample: list[tuple[Mapping[str, np.ndarray], float]] | None = []  # per point: runs by arm, span
     for d in experiment_dirs:
         out = Path(d)
         spec = load_experiment(out)
         gains = arm_gains(out)
+        aucs = run_aucs(out)
         labels = {arm.name: advice_label(arm.strategy) for arm in spec.arms}
         # The report names tasks as ``task_names`` does (the variant alone when all are one family).
         tasks = [
@@ -181,6 +235,10 @@ def validate_experiments(
             best_gain, best = best_arm(gains[name])
             advised_arm, advised = _advised(a.recommendation, labels, gains[name])
             span = a.threshold - a.random_return
+            if aucs is None or resample is None:
+                resample = None
+            else:
+                resample.append(({arm: aucs[name][arm] for arm in ("scratch", *gains[name])}, span))
             points.append(
                 ValidationPoint(
                     experiment=spec.name,
@@ -204,5 +262,9 @@ def validate_experiments(
         sub = [p for p in points if p.family == fam]
         if len(sub) >= 3:
             per_family[fam] = _spearman([p.predicted_gain for p in sub], [p.realised_gain for p in sub])
-    rho = _spearman([p.predicted_gain for p in points], [p.realised_gain for p in points])
-    return Validation(rho if np.isfinite(rho) else 0.0, tuple(points), per_family)
+    predicted = [p.predicted_gain for p in points]
+    rho = _spearman(predicted, [p.realised_gain for p in points])
+    interval = None
+    if resample is not None:
+        interval = spearman_interval(predicted, [r for r, _ in resample], [span for _, span in resample], seed=seed)
+    return Validation(rho if np.isfinite(rho) else 0.0, tuple(points), per_family, interval)

@@ -89,7 +89,10 @@ def cmd_validate_advice(args: argparse.Namespace) -> int:
         )
     Console(width=max(Console().width, 140)).print(table)
     families = ", ".join(f"{f} {r:.2f}" for f, r in result.per_family.items())
-    print(f"Spearman(predicted, realised) = {result.spearman:.2f} over {len(result.points)} targets ({families})")
+    ci = result.spearman_ci
+    interval = "" if ci is None else f" (95% CI over seeds [{ci[0]:.2f}, {ci[1]:.2f}])"
+    n = len(result.points)
+    print(f"Spearman(predicted, realised) = {result.spearman:.2f}{interval} over {n} targets ({families})")
     if args.json:
         atomic_write_json(Path(args.json), result.to_json())
     return 0

@@ -214,6 +214,47 @@ def test_validate_experiments_pools_normalised_gains(tmp_path: Path, source_dir:
     assert validate_experiments([out2], episodes=2, samples=64).spearman == pytest.approx(-1.0)
 
 
+def _write_scores(out: Path, runs: dict[tuple[str, str], list[float]]) -> None:
+    """``report/scores.csv`` with the given per-run AUCs by (arm, task); other columns unused."""
+    lines = ["arm,task,run,auc"] + [
+        f"{arm},{task},{i},{auc}" for (arm, task), aucs in runs.items() for i, auc in enumerate(aucs)
+    ]
+    (out / "report" / "scores.csv").write_text("\n".join(lines) + "\n")
+
+
+def test_spearman_interval_reflects_the_seeds_noise(
+    tmp_path: Path, source_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from rltransfer.advice_validation import spearman_interval, validate_experiments
+
+    targets = ["long", "longer", "gravity30", "weak"]
+    ranked = sorted(advise(source_dir, "cartpole", targets, episodes=2, samples=64), key=lambda a: a.predicted_gain)
+    gains = {a.target: 10.0 * i for i, a in enumerate(ranked)}
+    out = _finished_experiment(tmp_path, source_dir, gains)
+    assert validate_experiments([out], episodes=2, samples=64).spearman_ci is None  # no per-run scores
+    # Every seed gives the same AUCs: no noise, so the interval is the point itself.
+    exact = {(arm, f"cartpole/{t}"): [100.0 + g + d] * 3 for t, g in gains.items() for arm, d in
+             (("scratch", -g), ("freeze", -1.0), ("finetune", 0.0))}  # fmt: skip
+    _write_scores(out, exact)
+    result = validate_experiments([out], episodes=2, samples=64)
+    assert result.spearman_ci == pytest.approx((1.0, 1.0)) and result.to_json()["spearman_ci"] == pytest.approx(
+        [1.0, 1.0]
+    )
+    assert main(["validate-advice", str(out), "--episodes", "2", "--samples", "64"]) == 0
+    assert "= 1.00 (95% CI over seeds [1.00, 1.00]) over 4 targets" in capsys.readouterr().out
+    # Seeds spread wider than the targets' differences: the ranking is uncertain.
+    noisy = {key: [v[0] - 40.0, v[0], v[0] + 40.0] for key, v in exact.items()}
+    _write_scores(out, noisy)
+    low, high = validate_experiments([out], episodes=2, samples=64).spearman_ci or (0.0, 0.0)
+    assert -1.0 <= low < 0.5 and high == pytest.approx(1.0)
+    # The best arm is chosen within each replicate, against scratch's resampled mean.
+    runs = [{"scratch": np.array([0.0, 0.0]), "a": np.array([1.0, 1.0]), "b": np.array([3.0, 3.0])},
+            {"scratch": np.array([0.0, 0.0]), "a": np.array([2.0, 2.0]), "b": np.array([0.0, 0.0])},
+            {"scratch": np.array([5.0, 5.0]), "a": np.array([5.0, 5.0]), "b": np.array([5.0, 5.0])}]  # fmt: skip
+    assert spearman_interval([3.0, 2.0, 1.0], runs, [1.0, 1.0, 1.0]) == pytest.approx((1.0, 1.0))
+    assert spearman_interval([1.0, 2.0, 3.0], runs, [1.0, 1.0, 1.0]) == pytest.approx((-1.0, -1.0))
+
+
 def test_validate_advice_cli_errors_and_json(
     tmp_path: Path, source_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
