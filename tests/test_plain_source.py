@@ -120,6 +120,42 @@ def test_scratch_runs_the_sources_architecture_and_activation(tmp_path: Path) ->
     assert "normalize (unset) (scratch), false (finetune); trunk_arch [64, 64] (scratch), [32, 32] (finetune)" in report
 
 
+def test_a_relative_checkpoint_is_found_beside_the_spec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: ``checkpoint: ../models/ppo.zip`` was read from the working directory only, so a
+    spec naming its source as family and RL Zoo files are named ran from its own directory alone."""
+    (tmp_path / "models").mkdir()
+    plain_zip(tmp_path / "models" / "ppo.zip")
+    specs = tmp_path / "project" / "specs"
+    specs.mkdir(parents=True)
+    spec = grid_spec("beside", source={"checkpoint": "../../models/ppo.zip"}, seeds=1, timesteps=64)
+    (specs / "spec.yaml").write_text(yaml.safe_dump(spec))
+    monkeypatch.chdir(tmp_path / "project")  # the path is relative to specs/, not to here
+    assert load_spec("specs/spec.yaml").source.checkpoint == Path("specs/../../models/ppo.zip")
+    run_experiment("specs/spec.yaml", out="out", workers=1, progress=False)
+    assert (Path("out") / "freeze" / "seed0" / "manifest.json").is_file()
+    monkeypatch.chdir(tmp_path)  # the grid reads it again from elsewhere: resumed, rebuilt
+    assert main(["run", "project/specs/spec.yaml", "--out", "project/out", "--resume", "--dry-run"]) == 0
+    assert main(["report", "project/out"]) == 0
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("5", "spec.yaml:3: source.checkpoint must be a path (a run directory or an SB3 .zip), got 5"),
+        ("nope.zip", "source.checkpoint 'nope.zip' is in neither the working directory nor beside the spec ("),
+        ("/nope/x.zip", "source.checkpoint '/nope/x.zip' does not exist; give the path of a run directory"),
+    ],
+)
+def test_a_checkpoint_that_is_not_there_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any, value: str, message: str
+) -> None:
+    (tmp_path / "spec.yaml").write_text(f"name: x\nfamily: cartpole\nsource: {{checkpoint: {value}}}\n"
+                                        "targets: [long]\narms: [scratch, freeze]\n")  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "spec.yaml", "--out", "g"]) == 2
+    assert message in capsys.readouterr().err and not (tmp_path / "g").exists()
+
+
 def test_scratch_runs_the_architecture_the_spec_pretrains(tmp_path: Path) -> None:
     source = {"timesteps": 64, "hyperparams": {**HP, "trunk_arch": [16], "activation_fn": "relu"}}
     out = run_small(tmp_path, grid_spec("wide", source=source))

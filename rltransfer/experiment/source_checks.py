@@ -45,6 +45,7 @@ def with_source_settings(spec: ExperimentSpec) -> ExperimentSpec:
     from rltransfer.source_settings import bound_settings, source_architecture
 
     if spec.source.checkpoint is not None:
+        check_checkpoint_exists(spec)
         settings = source_architecture(load_checkpoint(spec.source.checkpoint))
     else:
         settings = bound_settings(resolve_hyperparams(spec.family, spec.source.hyperparams))
@@ -80,6 +81,23 @@ def check_layer_counts(spec: ExperimentSpec) -> None:
             check_fits(arm.strategy, n)
         except UserError as e:  # partial:N names itself; an arm named otherwise is named
             raise UserError(str(e) if str(e).startswith(f"'{arm.name}'") else f"arm '{arm.name}': {e}") from None
+
+
+def check_checkpoint_exists(spec: ExperimentSpec) -> None:
+    """``source.checkpoint`` is on disk; where a relative one was looked for, if not."""
+    path = spec.source.checkpoint
+    if path is None or path.exists():
+        return
+    if path.is_absolute():
+        where = "does not exist"
+    elif spec.path is not None:
+        where = f"is in neither the working directory nor beside the spec ({spec.path.parent})"
+    else:
+        where = "is not in the working directory"
+    raise UserError(
+        f"source.checkpoint '{path}' {where}; give the path of a run directory or an SB3 PPO .zip "
+        "(`rltransfer pretrain` makes one), or drop it to pretrain the source in the grid"
+    )
 
 
 def preflight(spec: ExperimentSpec, source: Path) -> None:

@@ -316,7 +316,7 @@ def parse_spec(
         )
     except UserError as e:
         raise ctx.fail("source", str(e)) from None
-    checkpoint = Path(src["checkpoint"]) if src.get("checkpoint") else None
+    checkpoint = _checkpoint(ctx, src["checkpoint"]) if src.get("checkpoint") else None
     src_hp = src.get("hyperparams", {}) or {}
     try:
         if not isinstance(src_hp, dict):
@@ -435,6 +435,20 @@ def _zoo_block(ctx: SpecContext, ref: str, family: Family, path: str) -> dict[st
         return zoo_file_block(ref, family, ctx.base)
     except UserError as e:
         raise ctx.fail(path, str(e)) from None
+
+
+def _checkpoint(ctx: SpecContext, value: Any) -> Path:
+    """``source.checkpoint``: a run directory or SB3 zip, a relative one looked for in the working
+    directory, then beside the spec (as family and RL Zoo files are); whether it holds a policy is
+    checked when the grid starts, so a finished grid's report needs no checkpoint on disk."""
+    if not isinstance(value, str):
+        raise ctx.fail(
+            "source.checkpoint", f"source.checkpoint must be a path (a run directory or an SB3 .zip), got {value!r}"
+        )
+    path = Path(value)
+    if not path.exists() and ctx.base is not None and not path.is_absolute() and (ctx.base / path).exists():
+        return ctx.base / path
+    return path
 
 
 def _snapshot_every(ctx: SpecContext, value: Any) -> float | None:
