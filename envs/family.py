@@ -113,6 +113,12 @@ class Family:
             p = self.param(key)
             if not (p.low <= low <= high <= p.high):
                 raise ValueError(f"{where}: held-out band {key} [{low}, {high}] must lie within [{p.low}, {p.high}]")
+        for v in self.variants:  # the band is what generalisation plays as unseen: no variant trains there
+            if self.in_held_out(v.params):
+                raise ValueError(
+                    f"{where}: variant '{v.name}' lies in the held-out band, which no variant may use; "
+                    "move one of its parameters outside its interval, or narrow the band"
+                )
 
     @property
     def available(self) -> bool:
@@ -205,6 +211,14 @@ class Family:
             raise ValueError(f"variant name '{name}' already exists in family '{self.name}'; choose another")
         resolved = self.resolve(params)
         return Variant(name, {k: resolved[k] for k in params}, "custom", doc)
+
+    def in_held_out(self, params: Mapping[str, Any]) -> bool:
+        """Whether a variant's parameters (overrides of the defaults) lie in the held-out band:
+        every held-out parameter within its interval."""
+        if not self.held_out:
+            return False
+        values = self.resolve(params)
+        return all(low <= values[key] <= high for key, (low, high) in self.held_out.items())
 
     def held_out_variants(self, n: int = 3) -> tuple[Variant, ...]:
         """``n`` evenly spaced points through the held-out band (deterministic, so ids are stable)."""

@@ -56,7 +56,7 @@ from rltransfer.source_policy import (
     source_variant,
 )
 from rltransfer.source_settings import source_architecture
-from rltransfer.tasks import TaskSet
+from rltransfer.tasks import TaskSet, check_trainable
 from rltransfer.training import attach_logger
 
 
@@ -187,6 +187,7 @@ def distill(
         fam,
         tuple(Task(fam, replace(v, name=n, distance="source")) for n, (_, v) in zip(names, teachers_of, strict=True)),
     )
+    check_trainable(tasks.tasks, "teacher task")  # the student trains on them
     arch: dict[str, Any] = {k: v for k, v in bound[0].items() if k in ("trunk_arch", "head_arch", "activation_fn")}
     # The teachers label the student's own observations: they must be raw, as the teachers saw them
     # (a family whose YAML normalises, e.g. Acrobot, would otherwise feed the teachers scaled inputs).

@@ -18,7 +18,7 @@ from rltransfer import normalization
 from rltransfer.checkpoint import SOURCE_OBS_FILE, save_checkpoint
 from rltransfer.devices import device_record, resolve_device
 from rltransfer.domain import collect_observations
-from rltransfer.envs import Family, FiniteGuard, Variant, make_eval_env
+from rltransfer.envs import Family, FiniteGuard, Task, Variant, make_eval_env
 from rltransfer.envs.multitask import make_task_vec_env
 from rltransfer.errors import UserError
 from rltransfer.evaluation import EvalCurve, PerTaskEvalCallback
@@ -28,6 +28,7 @@ from rltransfer.policies import TrunkExtractor
 from rltransfer.ppo import TransferPPO
 from rltransfer.resolve import family_lineage, resolve_family, resolve_variant, variant_record
 from rltransfer.snapshot import DEFAULT_EVERY_S, open_snapshots, run_key
+from rltransfer.tasks import check_trainable
 from rltransfer.training import attach_logger, learn, record_hparams
 
 EVAL_SEED_OFFSET = 10_000
@@ -80,6 +81,7 @@ def pretrain(
     """
     fam = resolve_family(family)
     var = resolve_variant(fam, variant)
+    check_trainable([Task(fam, var)], "source")
     overrides = dict(hyperparams or {})
     if timesteps is not None:
         overrides["n_timesteps"] = timesteps

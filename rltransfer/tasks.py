@@ -176,6 +176,19 @@ def nearest_task(
     return min(seen, key=lambda k: task_distance(task.family, trained[k], task))
 
 
+def check_trainable(tasks: Sequence[Task], role: str = "target") -> None:
+    """Refuse to train on a family's held-out band: it is kept unseen for ``rltransfer generalize``."""
+    for task in tasks:
+        family, variant = task.family, task.variant
+        if family.in_held_out(variant.params):
+            band = ", ".join(f"{k} in [{lo:g}, {hi:g}]" for k, (lo, hi) in family.held_out.items())
+            raise UserError(
+                f"{role} '{task.name}' ({', '.join(f'{k}={v:g}' for k, v in variant.params.items())}) lies in "
+                f"{family.name}'s held-out band ({band}), kept unseen for "
+                "`rltransfer generalize`; train on values outside it (any one parameter outside its interval)"
+            )
+
+
 def resolve_targets(family: str | Family, targets: Sequence[Target] | str) -> TaskSet:
     """``long`` (a variant of ``family``), ``acrobot/source`` (another family's), a Gymnasium id
     (``rltransfer/Acrobot-long1-v0``), a ``Variant``, a ``Task`` or parameter values (a custom

@@ -71,6 +71,7 @@ def test_an_ids_own_arguments_are_kept_under_env_kwargs_and_parameters(tmp_path:
         ({"far": {"g15": {"gee": 15.0}}}, "family:", "no parameter 'gee'"),
         ({"far": {"g15": 15.0}}, "g15:", "a variant is a mapping of parameter values"),
         ({"held_out": {"g": [25.0, 40.0]}}, "family:", r"held-out band g \[25.0, 40.0\] must lie within"),
+        ({"held_out": {"g": [11.0, 13.0]}}, "family:", "variant 'g12' lies in the held-out band, which no variant"),
         ({"max_episode_steps": 0}, "max_episode_steps:", "must be a positive integer"),
         ({"params": {"gee": [10.0, 1.0, 30.0]}, "near": {}, "far": {}}, "family:", "unexpected keyword argument 'gee'"),
     ],

@@ -272,3 +272,71 @@ def test_run_generalize_without_a_held_out_band_names_the_command(
         and f"`rltransfer generalize {out} --targets ...`" in err
     )
     assert (out / "report" / "report.md").exists()
+
+
+def test_no_run_trains_on_the_held_out_band(
+    tmp_path: Path, source_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: a target, source or teacher in the band `generalize` plays as unseen trained without
+    a word (`--targets heldout0`), so its generalisation figures measured training tasks."""
+    from stable_baselines3 import PPO
+
+    cartpole = get_family("cartpole")
+    assert all(cartpole.in_held_out(v.params) for v in cartpole.held_out_variants())
+    assert cartpole.in_held_out({"length": 0.55, "gravity": 14.0})  # the band's edges are in it
+    assert not cartpole.in_held_out({"length": 0.6})  # gravity at its default, outside its interval
+    assert not any(cartpole.in_held_out(v.params) for v in cartpole.variants)
+
+    monkeypatch.chdir(tmp_path)
+    band = "lies in cartpole's held-out band (length in [0.55, 0.7], gravity in [10.5, 14]), kept unseen for"
+
+    def refused(*args: str, says: str = band) -> None:
+        assert main(list(args)) == 2
+        err = capsys.readouterr().err
+        assert says in err and err.count("\n") == 1, err
+        assert not any(Path(d).exists() for d in ("out", "g")), "nothing is written"
+
+    tiny = ["--timesteps", "64", "--hp", "n_steps=32", "--hp", "batch_size=32", "--hp", "n_envs=1"]
+    transfer = ["transfer", "--source", str(source_dir), "--family", "cartpole", "--strategy", "finetune", *tiny]
+    refused(
+        *transfer,
+        "--targets",
+        "long,heldout0",
+        "--out",
+        "out",
+        says=f"target 'cartpole/heldout0' (length=0.575, gravity=11.0833) {band}",
+    )
+    refused(
+        *transfer,
+        "--targets",
+        "{length: 0.6, gravity: 11}",
+        "--out",
+        "out",
+        says="target 'cartpole/custom0' (length=0.6, gravity=11) lies in",
+    )
+    refused(
+        *transfer,
+        "--targets",
+        "long,acrobot/heldout1",
+        "--out",
+        "out",
+        says="lies in acrobot's held-out band (link_length_2 in [1.1, 1.3])",
+    )
+    refused("pretrain", "--family", "cartpole/heldout2", *tiny, "--out", "out", says="source 'cartpole/heldout2' (")
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(grid_spec("band", targets=["long", "heldout1"])))
+    refused("run", "spec.yaml", "--out", "g", says="target 'cartpole/heldout1' (")
+    refused("run", "spec.yaml", "--out", "g", "--dry-run", says="target 'cartpole/heldout1' (")
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(grid_spec("band", source={"variant": "heldout0"})))
+    refused("run", "spec.yaml", "--out", "g", says="source 'cartpole/heldout0' (")
+    PPO("MlpPolicy", "CartPole-v1", n_steps=32, batch_size=32, n_epochs=1, seed=0).save(tmp_path / "plain.zip")
+    sources = f"{source_dir},{tmp_path / 'plain.zip'}@heldout0"
+    refused(
+        "distill",
+        "--family",
+        "cartpole",
+        "--sources",
+        sources,
+        "--out",
+        "out",
+        says="teacher task 'cartpole/heldout0-1' (",
+    )

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Literal
 
 from rltransfer.devices import parse_device, resolve_device
-from rltransfer.envs import NonFiniteError
+from rltransfer.envs import NonFiniteError, Task
 from rltransfer.errors import SourceFailed, UserError
 from rltransfer.experiment.main_guard import check_main_guard
 from rltransfer.experiment.pool import Grid, run_grids, start_method
@@ -31,6 +31,7 @@ from rltransfer.experiment.spec import ExperimentSpec, SpecLike, as_spec
 from rltransfer.experiment.tensorboard import write_layout
 from rltransfer.io import exclusive_lock
 from rltransfer.snapshot import parse_snapshot_every
+from rltransfer.tasks import check_trainable
 from rltransfer.training import DivergenceError
 
 BACKENDS = ("local", "ray")
@@ -211,6 +212,9 @@ def check_experiments(
             )
     # Everything that can be checked is checked before the first file is written.
     for spec, out_dir in zip(loaded, dirs, strict=True):
+        check_trainable(spec.targets)
+        if spec.source.checkpoint is None:
+            check_trainable([Task(spec.family, spec.source.variant)], "source")
         check_out(spec, out_dir, resume)
         if spec.source.checkpoint is not None:
             preflight(spec, spec.source.checkpoint)
