@@ -42,7 +42,7 @@ from rltransfer.strategies import (
     parse_strategy,
     untransferred_layers,
 )
-from rltransfer.tasks import Target, TaskSet, check_trainable, resolve_targets
+from rltransfer.tasks import Target, TaskSet, check_distinct, check_trainable, resolve_targets
 from rltransfer.training import attach_logger, learn, record_hparams
 from rltransfer.transfer import TransferReport, apply_transfer
 
@@ -153,6 +153,7 @@ def finetune(
     """
     tasks = resolve_targets(family, targets)
     check_trainable(tasks.tasks)
+    check_distinct(tasks.tasks)
     fam = tasks.family
     strat = parse_strategy(strategy) if isinstance(strategy, str) else strategy
     ckpt = load_checkpoint(checkpoint) if isinstance(checkpoint, str | Path) else checkpoint

@@ -189,6 +189,19 @@ def check_trainable(tasks: Sequence[Task], role: str = "target") -> None:
             )
 
 
+def check_distinct(tasks: Sequence[Task]) -> None:
+    """Refuse one task trained twice under two names (``long`` and ``{length: 0.75}``): two heads
+    would learn it apart, and the pooled figures would count it twice."""
+    seen: dict[tuple[Any, ...], Task] = {}
+    for task in tasks:
+        first = seen.setdefault(task_key(task), task)
+        if first is not task:
+            raise UserError(
+                f"targets '{first.name}' and '{task.name}' are the same task (the same parameters"
+                f"{'' if task.variant.shift is None else ' and observation shift'}); give it once"
+            )
+
+
 def resolve_targets(family: str | Family, targets: Sequence[Target] | str) -> TaskSet:
     """``long`` (a variant of ``family``), ``acrobot/source`` (another family's), a Gymnasium id
     (``rltransfer/Acrobot-long1-v0``), a ``Variant``, a ``Task`` or parameter values (a custom

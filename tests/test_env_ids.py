@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 from rltransfer.envs import get_family, split_env_id
 
 from rltransfer.checkpoint import load_checkpoint
@@ -95,3 +96,25 @@ def test_spec_names_source_and_targets_by_id() -> None:
         "acrobot/long1",
         "cartpole/weak",
     ]
+
+
+def test_one_task_under_two_names_is_trained_once(
+    tmp_path: Path, source_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: `--targets long,{length: 0.75}` trained two heads on one task and counted it twice
+    in the pooled figures."""
+    monkeypatch.chdir(tmp_path)
+    base = ["transfer", "--source", str(source_dir), "--family", "cartpole", "--strategy", "finetune", "--out", "o"]
+    for targets, names in [
+        ("long,{length: 0.75}", "'cartpole/long' and 'cartpole/custom1'"),
+        ("{length: 0.9},heavy,{length: 0.9}", "'cartpole/custom0' and 'cartpole/custom2'"),
+        ("heavy,{name: mine, params: {masscart: 2.0, masspole: 0.5}}", "'cartpole/heavy' and 'cartpole/mine'"),
+    ]:
+        assert main([*base, "--targets", targets, "--timesteps", "64"]) == 2
+        err = capsys.readouterr().err
+        assert f"targets {names} are the same task" in err and not (tmp_path / "o").exists(), err
+    spec = {"name": "twice", "family": "cartpole", "targets": ["source", {"name": "plain", "params": {}}],
+            "arms": ["scratch"], "mode": "per-target"}  # fmt: skip
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    assert main(["run", "spec.yaml", "--out", "g", "--dry-run"]) == 2
+    assert "targets 'cartpole/source' and 'cartpole/plain' are the same task" in capsys.readouterr().err

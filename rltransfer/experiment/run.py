@@ -31,7 +31,7 @@ from rltransfer.experiment.spec import ExperimentSpec, SpecLike, as_spec
 from rltransfer.experiment.tensorboard import write_layout
 from rltransfer.io import exclusive_lock
 from rltransfer.snapshot import parse_snapshot_every
-from rltransfer.tasks import check_trainable
+from rltransfer.tasks import check_distinct, check_trainable
 from rltransfer.training import DivergenceError
 
 BACKENDS = ("local", "ray")
@@ -213,6 +213,7 @@ def check_experiments(
     # Everything that can be checked is checked before the first file is written.
     for spec, out_dir in zip(loaded, dirs, strict=True):
         check_trainable(spec.targets)
+        check_distinct(spec.targets)
         if spec.source.checkpoint is None:
             check_trainable([Task(spec.family, spec.source.variant)], "source")
         check_out(spec, out_dir, resume)
