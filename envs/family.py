@@ -148,7 +148,8 @@ class Family:
             if p.name == name:
                 return p
         known = ", ".join(p.name for p in self.params)
-        raise ValueError(f"family '{self.name}' has no parameter '{name}'; known parameters: {known}")
+        hint = did_you_mean(name, [p.name for p in self.params])
+        raise ValueError(f"family '{self.name}' has no parameter '{name}'{hint}; known parameters: {known}")
 
     def defaults(self) -> dict[str, float]:
         return {p.name: p.default for p in self.params}

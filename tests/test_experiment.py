@@ -83,7 +83,8 @@ def test_malformed_yaml_names_line(tmp_path: Path) -> None:
         ({"targets": ["nope"]}, "no variant 'nope'"),
         ({"targets": [{"name": "x", "params": {"length": 99}}]}, "outside its valid range"),
         ({"targets": [{"length": 99}]}, "outside its valid range"),
-        ({"targets": [{"nmae": 0.5}]}, "has no parameter 'nmae'"),
+        ({"targets": [{"nmae": 0.5}]}, "has no parameter 'nmae'; known"),
+        ({"targets": [{"lenght": 0.9}]}, r"has no parameter 'lenght' \(did you mean 'length'\?\); known"),
         (
             {"targets": [{"name": "x", "prams": {}}]},
             r"^spec: unknown key 'prams' in targets.0 \(did you mean 'params'\?\); allowed",
