@@ -179,7 +179,9 @@ def load_agent(path: str | Path, family: str | Family | None = None) -> Agent:
     manifest = ckpt.manifest
     if manifest is None:
         raise UserError(
-            f"'{ckpt.path}' is a plain SB3 zip, not an rltransfer run; load it with PPO.load, or pass the run directory"
+            f"'{ckpt.path}' is a plain SB3 zip, not an rltransfer run; load it with PPO.load (its return on a "
+            f"family's variants: `rltransfer advise --source {ckpt.path} --family F --targets ...`), "
+            "or pass a run directory"
         )
     kind = manifest.get("kind")
     if kind is None:
