@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Sequence
@@ -24,6 +23,7 @@ from rltransfer.cli_args import (
     torch_threads,
     variant_arg,
 )
+from rltransfer.cli_envs import add_parser as add_envs_parser
 from rltransfer.cli_evaluate import add_parser as add_evaluate_parser
 from rltransfer.devices import DEVICE_HELP
 from rltransfer.envs import NonFiniteError
@@ -34,58 +34,6 @@ if TYPE_CHECKING:
     from rltransfer.experiment.runner import GridResult
 
 EXIT_USAGE = 2
-
-
-def cmd_envs(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
-
-    from rltransfer.envs import FAMILIES
-
-    families = [args.family] if args.family else list(FAMILIES.values())
-    if args.json:
-        out = []
-        for fam in families:
-            out.append(
-                {
-                    "family": fam.name,
-                    "threshold": fam.threshold,
-                    "max_episode_steps": fam.max_episode_steps,
-                    "params": [vars(p) for p in fam.params],
-                    "held_out": {k: list(v) for k, v in fam.held_out.items()},
-                    "variants": [
-                        {
-                            "name": v.name,
-                            "distance": v.distance,
-                            "params": dict(v.params),
-                            "id": fam.env_id(v),
-                        }
-                        for v in (*fam.variants, *fam.held_out_variants())
-                    ],
-                }
-            )
-        print(json.dumps(out, indent=2))
-        return 0
-    console = Console(width=max(Console().width, 110))
-    for fam in families:
-        params = Table(title=f"{fam.name}: parameters (threshold {fam.threshold:g})", title_justify="left")
-        for col in ("parameter", "default", "valid range", "meaning"):
-            params.add_column(col)
-        for p in fam.params:
-            # escape: units in brackets ("[m/s^2]") would otherwise be read as rich markup and vanish
-            params.add_row(p.name, f"{p.default:g}", escape(f"[{p.low:g}, {p.high:g}]"), escape(p.doc))
-        variants = Table(title=f"{fam.name}: variants", title_justify="left")
-        for col in ("variant", "distance", "changes", "gymnasium id"):
-            variants.add_column(col)
-        for v in (*fam.variants, *fam.held_out_variants()):
-            changes = ", ".join(f"{k}={val:g}" for k, val in v.params.items()) or "(defaults)"
-            variants.add_row(v.name, v.distance, changes, fam.env_id(v))
-        console.print(params)
-        console.print(variants)
-    if not args.family:
-        console.print("Your own: --family module:ATTRIBUTE (a rltransfer.envs.Family) or a YAML file (README).")
-    return 0
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
@@ -305,10 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rltransfer", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("envs", help="list families, variants and parameters")
-    p.add_argument("--family", help="only this family (a name; your own as module:ATTRIBUTE or a YAML file)")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(func=cmd_envs)
+    add_envs_parser(sub)
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--family", required=True, help=FAMILY_HELP)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -196,7 +197,11 @@ def test_cli_envs_lists_every_family(capsys: pytest.CaptureFixture[str]) -> None
 def test_cli_envs_keeps_units_in_brackets(capsys: pytest.CaptureFixture[str]) -> None:
     # rich reads "[m/s^2]" as markup and drops it unless the text is escaped
     assert main(["envs", "--family", "pendulum"]) == 0
-    assert "gravitational acceleration [m/s^2]" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "gravitational acceleration [m/s^2]" in out
+    # The held-out band no run may train in, beside each parameter it bounds.
+    assert re.search(r"│ g +│ 10 +│ \[1, 30\] +│ \[10\.5, 11\.5\] +│", out), out
+    assert re.search(r"│ l +│ 1 +│ \[[0-9.]+, [0-9.]+\] +│ +│", out) and "nothing trains where every held-out" in out
 
 
 def test_cli_envs_unknown_family(capsys: pytest.CaptureFixture[str]) -> None:
