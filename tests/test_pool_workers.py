@@ -67,3 +67,40 @@ def test_a_bad_start_method_is_one_line_with_nothing_written(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "RLTRANSFER_START_METHOD must be forkserver or spawn, got 'fork'" in err[0]
     assert not (tmp_path / "out").exists()
+
+
+def pid_after(seconds: float) -> int:
+    """The worker's pid, after ``seconds`` (module level: workers import it by name)."""
+    import time
+
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def test_an_interrupt_between_runs_leaves_the_pool_whole() -> None:
+    """Before: a worker waiting for work raised SystemExit on SIGINT, which could land between a
+    queue message's length and its bytes, so the other worker read the rest as a message
+    (`EOFError: Ran out of input` printed mid-interrupt). Between runs it now only starts no
+    other run: the pool stays whole, and its shutdown ends the workers."""
+    import signal
+    import time
+    from concurrent.futures import wait
+
+    from rltransfer.experiment.pool import busy_call, worker_pool
+
+    pool = worker_pool(2)
+    try:
+        # Two jobs at once: both workers started (a Ctrl-C while one starts up breaks a pool), now idle.
+        assert len(set(pool.map(busy_call, [pid_after] * 2, [1.0] * 2, timeout=60))) == 2
+        workers = list(pool._processes.values())
+        for p in workers:
+            assert p.pid is not None
+            os.kill(p.pid, signal.SIGINT)
+        time.sleep(1.0)
+        assert all(p.is_alive() for p in workers), [(p.pid, p.exitcode) for p in workers]  # exit codes
+        # ...and start no other run: the runner is stopping the grid.
+        done, _ = wait([pool.submit(busy_call, os.getpid) for _ in range(4)], timeout=60)
+        assert len(done) == 4 and all(isinstance(f.exception(), KeyboardInterrupt) for f in done)
+    finally:
+        pool.shutdown(wait=True)
+    assert not any(p.is_alive() for p in workers)

@@ -182,6 +182,7 @@ def _worker_init(environ: dict[str, str], umask: int) -> None:
 
 
 _busy = False  # whether this worker process is running a job
+_stopping = False  # whether this worker was interrupted between jobs
 T = TypeVar("T")
 
 
@@ -189,6 +190,8 @@ def busy_call(fn: Callable[..., T], *args: Any) -> T:
     """``fn(*args)`` in a pool worker, marked busy meanwhile: what every task sent to ``worker_pool``
     runs in, so that an interrupt stops it as Ctrl-C does (``_interrupted``)."""
     global _busy
+    if _stopping:  # Ctrl-C reached this worker between jobs: it starts none (the runner is stopping)
+        raise KeyboardInterrupt
     _busy = True
     try:
         return fn(*args)
@@ -197,11 +200,17 @@ def busy_call(fn: Callable[..., T], *args: Any) -> T:
 
 
 def _interrupted(signum: int, frame: object) -> None:
-    """A worker's Ctrl-C: a run stops as an interrupted run does (a snapshot kept, the runner told);
-    a worker waiting for work exits without the traceback a KeyboardInterrupt would print there."""
+    """A worker's Ctrl-C: a run stops as an interrupted run does (a snapshot kept, the runner told).
+
+    A worker between runs starts no other (``busy_call``) and exits when the executor shuts down,
+    once the runs in flight have stopped (the runner kills what is left). Raising there could land
+    between a queue message's length and its bytes, leaving the next reader of the shared queue
+    mid-message (``EOFError: Ran out of input`` in another worker, a broken pool in the runner).
+    """
+    global _stopping
     if _busy:
         raise KeyboardInterrupt
-    raise SystemExit(130)
+    _stopping = True
 
 
 def worker_pool(workers: int) -> ProcessPoolExecutor:
