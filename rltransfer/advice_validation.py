@@ -165,9 +165,6 @@ def _spearman(x: Sequence[float], y: Sequence[float]) -> float:
     return float(spearmanr(x, y).statistic)
 
 
-RunAUCs = Mapping[str, Mapping[str, np.ndarray]]  # target -> arm -> per-run AUC
-
-
 def run_aucs(experiment_dir: str | Path) -> dict[str, dict[str, np.ndarray]] | None:
     """Per target, per arm (scratch included): each run's AUC (``report/scores.csv``); None if absent."""
     path = Path(experiment_dir) / "report" / "scores.csv"
