@@ -25,6 +25,7 @@ from rltransfer.cli_args import (
 )
 from rltransfer.cli_envs import add_parser as add_envs_parser
 from rltransfer.cli_evaluate import add_parser as add_evaluate_parser
+from rltransfer.cli_summary import print_generalization, print_results
 from rltransfer.devices import DEVICE_HELP
 from rltransfer.envs import NonFiniteError
 from rltransfer.errors import SourceFailed, UserError
@@ -125,8 +126,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if len(args.spec) == 1:  # its errors are raised, as one line each (main)
         result, report = run_experiment(args.spec[0], out=args.out, **options)
         code = _print_run(result, report, None, prefix="")
+        if report is not None and not args.quiet:
+            print_results(result.out)
         if args.generalize and report is not None:
-            _generalize(result.out, args.workers, prefix="")
+            _generalize(result.out, args.workers, prefix="", quiet=args.quiet)
         return code
     from rltransfer.experiment.overview import overview_dir, write_overview
 
@@ -134,10 +137,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     runs = run_experiments(*_specs_and_outs(args), **options)
     for run in runs:
         code = max(code, _print_run(run.result, run.report, run.error, prefix=f"{run.spec.name}: "))
+        if run.report is not None and not args.quiet:
+            print_results(run.out, prefix=f"{run.spec.name}: ")
     reported = [(run.spec, run.out) for run in runs if run.report is not None]
     if args.generalize:  # before the overview, which repeats each generalisation table
         for spec, out in reported:
-            _generalize(out, args.workers, prefix=f"{spec.name}: ")
+            _generalize(out, args.workers, prefix=f"{spec.name}: ", quiet=args.quiet)
     if reported:
         left_out = [
             f"{run.spec.name}: not included, it has no report ({str(run.error or 'no finished runs').splitlines()[0]})"
@@ -149,17 +154,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     return code
 
 
-def _generalize(out: Path, workers: int | None, prefix: str) -> None:
+def _generalize(out: Path, workers: int | None, prefix: str, quiet: bool) -> None:
     """``run --generalize``: the grid's runs on its held-out variants, after its report."""
     from rltransfer.experiment.generalization import OUT_DIR, generalize
     from rltransfer.experiment.runner import default_workers
 
     try:
-        generalize(out, workers=default_workers() if workers is None else workers)
+        result = generalize(out, workers=default_workers() if workers is None else workers)
     except UserError as e:  # the grid and its report are done: say how to play other targets
         raise UserError(
             f"{prefix}{e} (`rltransfer generalize {out} --targets ...`; the grid and report are done)"
         ) from None
+    if not quiet:
+        print_generalization(result, all_targets_only=True)
     print(f"{prefix}generalisation: {out / OUT_DIR / 'report.md'}  (also in the report)")
 
 
@@ -215,6 +222,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     experiments = [(load_experiment(d), d) for d in dirs]  # every directory checked before a file is written
     for spec, d in experiments:
         print(f"report: {build_report(d, spec) / 'report.md'}")
+        print_results(d, prefix=f"{spec.name}: " if len(experiments) > 1 else "")
     if len(dirs) > 1 or args.overview:
         where = Path(args.overview) if args.overview else overview_dir(dirs)
         print(f"overview: {write_overview(experiments, where)}")

@@ -50,10 +50,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_generalize(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.markup import escape
-    from rich.table import Table
 
     from rltransfer.cli_args import parse_targets, torch_threads
-    from rltransfer.experiment.generalization import OUT_DIR, generalize, table
+    from rltransfer.cli_summary import print_generalization
+    from rltransfer.experiment.generalization import OUT_DIR, generalize
     from rltransfer.experiment.report import load_experiment
     from rltransfer.experiment.runner import default_workers
 
@@ -71,13 +71,7 @@ def cmd_generalize(args: argparse.Namespace) -> int:
     console = Console(width=max(Console().width, 140))
     heads = ", ".join(f"{name} by {t['head']}" for name, t in result.targets.items())
     console.print(escape(f"{result.episodes} deterministic episodes per run and target; played {heads}"))
-    header, rows = table(result)
-    out = Table()
-    for col in header:
-        out.add_column(escape(col))
-    for row in rows:
-        out.add_row(*map(escape, row))
-    console.print(out)
+    print_generalization(result)
     if result.left_out:
         console.print(escape(f"not played (unfinished or failed runs): {', '.join(result.left_out)}"))
     console.print(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -20,6 +21,7 @@ from rltransfer.errors import UserError
 from rltransfer.experiment.generalization import ALL_TARGETS, _held_out, generalize
 from rltransfer.experiment.report import build_report, load_experiment
 from rltransfer.experiment.run import run_experiment
+from rltransfer.report.tables import fmt_number
 from rltransfer.tasks import task_distance
 
 
@@ -251,6 +253,31 @@ def test_run_generalize_plays_the_grid_after_its_report(tmp_path: Path, capsys: 
         "scratch/seed0",
     ]
     assert "## Generalisation to held-out variants" in (out / "report" / "report.md").read_text()
+    assert "transfer vs scratch" not in printed and "all targets" not in printed  # --quiet: paths alone
+
+
+def test_run_and_report_print_the_comparison_on_the_terminal(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: `rltransfer run` (so `make demo`) printed where the report was and nothing of what
+    it found; now each target's arms against scratch, and after --generalize the held-out mean."""
+    spec = tmp_path / "gen.yaml"
+    spec.write_text(json.dumps(grid_spec("gen", seeds=2, targets=["long", "gravity30"])))
+    out = tmp_path / "out"
+    assert main(["run", str(spec), "--out", str(out), "--workers", "1", "--generalize"]) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((out / "report" / "summary.json").read_text())
+    assert "transfer vs scratch, 0.128k -> 0.128k, 2 seeds (95% CIs over seeds" in printed
+    for c in summary["comparisons"]:
+        if c["arm"] == "freeze" and c["task"] in ("long", "gravity30"):
+            d = c["auc_difference"]
+            auc = f"{fmt_number(d['value'])} [{fmt_number(d['low'])}, {fmt_number(d['high'])}]"
+            assert re.search(rf"│ {c['task']} +│ freeze +│ {re.escape(auc)} +│", printed), (auc, printed)
+    assert "held-out targets (heldout0, heldout1, heldout2), vs scratch" in printed
+    assert re.search(r"│ all targets +│ freeze +│ 2 +│", printed) and "│ heldout0 " not in printed
+    assert main(["report", str(out)]) == 0
+    again = capsys.readouterr().out
+    assert "transfer vs scratch" in again and re.search(r"│ gravity30 +│ freeze +│", again)
 
 
 def test_run_generalize_without_a_held_out_band_names_the_command(

@@ -1,0 +1,66 @@
+"""The answer on the terminal: after a grid (``run``, ``report``) each transfer arm against scratch
+per target, and after ``generalize`` each arm on the held-out targets, as the reports give them."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from rltransfer.report.tables import fmt_number
+
+if TYPE_CHECKING:
+    from rltransfer.experiment.generalization import Generalization
+
+
+def _console() -> Console:
+    return Console(width=max(Console().width, 140))
+
+
+def _interval(value: float, low: float, high: float) -> str:
+    return f"{fmt_number(value)} [{fmt_number(low)}, {fmt_number(high)}]"
+
+
+def print_results(out: Path, prefix: str = "") -> None:
+    """Per target and transfer arm of the grid in ``out`` (report built): AUC gain over scratch,
+    time to threshold as a share of scratch's, final return over scratch, with 95% CIs and flags."""
+    from rltransfer.experiment.overview import rows_for
+    from rltransfer.experiment.report import load_experiment
+
+    spec = load_experiment(out)
+    rows = rows_for(spec, out)
+    if not rows:
+        return
+    title = f"{prefix}transfer vs scratch, {rows[0].budget} (95% CIs over seeds; report.md has every metric)"
+    table = Table(title=escape(title), title_justify="left")
+    for col in ("target", "arm", "AUC gain", "steps to threshold / scratch's", "final return gain", "reached", "flags"):
+        table.add_column(col)
+    for row in sorted(rows, key=lambda r: [r.task for r in rows].index(r.task)):  # by target, arms in order
+        ratio = "— (neither reached)" if math.isnan(row.ttt[0]) else _interval(*row.ttt)
+        final = "—" if math.isnan(row.asymptotic[0]) else _interval(*row.asymptotic)
+        flags = ", ".join(f for f in (row.flag, "ends lower" if row.ends_lower else "") if f)
+        style = "bold red" if row.flag == "NEGATIVE" or row.ends_lower else "green" if row.flag else None
+        cells = [row.task, row.arm, _interval(*row.auc), ratio, final, f"{row.reached:.0%}", flags]
+        table.add_row(*map(escape, cells), style=style)
+    _console().print(table)
+
+
+def print_generalization(result: Generalization, all_targets_only: bool = False) -> None:
+    """``generalize``'s comparison with scratch; ``all_targets_only``: the mean over the targets."""
+    from rltransfer.experiment.generalization import ALL_TARGETS, table
+
+    header, rows = table(result)
+    out = Table(
+        title=escape(f"held-out targets ({', '.join(result.targets)}), vs scratch" if all_targets_only else ""),
+        title_justify="left",
+    )
+    for col in header:
+        out.add_column(escape(col))
+    for row in rows:
+        if not all_targets_only or row[0] == ALL_TARGETS:
+            out.add_row(*map(escape, row))
+    _console().print(out)
