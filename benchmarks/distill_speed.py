@@ -12,6 +12,7 @@ before teacher distributions were computed once per state).
 from __future__ import annotations
 
 import argparse
+import inspect
 import statistics
 import sys
 import tempfile
@@ -19,10 +20,12 @@ import time
 from pathlib import Path
 
 import torch
+from rltransfer.envs import get_family
 from sidebyside import alternate, machine, module_at, paired_ratio
 
 from rltransfer import distill as current
 from rltransfer.pretraining import pretrain
+from rltransfer.source_policy import source_variant
 
 
 def main() -> None:
@@ -38,7 +41,12 @@ def main() -> None:
         for variant in ("source", "long"):
             pretrain("cartpole", variant, seed=0, timesteps=args.teacher_steps, out=root / variant)
             teachers.append(root / variant)
-        modules = {"earlier": module_at(args.against, "rltransfer/distill.py", root), "now": current}
+        earlier = module_at(args.against, "rltransfer/distill.py", root)
+        # Its imports resolve to today's package, where source_variant has since taken the family
+        # (observation-shift sources): the earlier call, source_variant(ckpt), is adapted here.
+        if "family" in inspect.signature(source_variant).parameters and hasattr(earlier, "source_variant"):
+            earlier.source_variant = lambda ckpt: source_variant(ckpt, get_family("cartpole"))  # type: ignore[attr-defined]
+        modules = {"earlier": earlier, "now": current}
         returns: dict[str, set[str]] = {name: set() for name in modules}
 
         def arm(name: str) -> float:
