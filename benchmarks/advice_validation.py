@@ -59,7 +59,10 @@ def main() -> int:
             f"| {p.experiment} | {p.target} | {p.advice.zero_shot_score:.2f} | {p.advice.feature_mmd:.3f} "
             f"| {p.predicted_gain:.2f} | {p.realised_gain:+.3f} ({p.best_arm}) | {p.recommendation} | {advised} |"
         )
-    families = ", ".join(f"{f}: {r:.2f}" for f, r in v.per_family.items())
+    families = ", ".join(
+        f"{f}: {r:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if (ci := v.per_family_ci.get(f)) else "")
+        for f, r in v.per_family.items()
+    )
     ci = "" if v.spearman_ci is None else f" [{v.spearman_ci[0]:.2f}, {v.spearman_ci[1]:.2f}]"
     print(f"\nSpearman(predicted, realised) = **{v.spearman:.2f}**{ci} over {len(v.points)} targets ({families})")
     agree, tested = v.agreement

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +67,7 @@ class Validation:
     per_family: dict[str, float]  # Spearman within each family with >= 3 targets
     # 95% interval of ``spearman`` over the seeds' noise (None: an experiment has no scores.csv)
     spearman_ci: tuple[float, float] | None = None
+    per_family_ci: dict[str, tuple[float, float]] = field(default_factory=dict)  # the same, per family
 
     @property
     def agreement(self) -> tuple[int, int]:
@@ -80,6 +81,7 @@ class Validation:
             "spearman": self.spearman,
             "spearman_ci": None if self.spearman_ci is None else list(self.spearman_ci),
             "per_family": self.per_family,
+            "per_family_ci": {f: list(ci) for f, ci in self.per_family_ci.items()},
             "strategy_agreement": {"agree": agree, "tested": tested},
             "points": [{**asdict(p), "advice": asdict(p.advice)} for p in self.points],
         }
@@ -254,14 +256,23 @@ def validate_experiments(
             )
     if len(points) < 3:
         raise UserError(f"need >= 3 same-family targets with realised gains to correlate, got {len(points)}")
-    per_family = {}
+
+    def interval(rows: list[int]) -> tuple[float, float] | None:
+        if resample is None:
+            return None
+        runs, spans = [resample[i][0] for i in rows], [resample[i][1] for i in rows]
+        return spearman_interval([points[i].predicted_gain for i in rows], runs, spans, seed=seed)
+
+    per_family, per_family_ci = {}, {}
     for fam in sorted({p.family for p in points}):
-        sub = [p for p in points if p.family == fam]
-        if len(sub) >= 3:
-            per_family[fam] = _spearman([p.predicted_gain for p in sub], [p.realised_gain for p in sub])
-    predicted = [p.predicted_gain for p in points]
-    rho = _spearman(predicted, [p.realised_gain for p in points])
-    interval = None
-    if resample is not None:
-        interval = spearman_interval(predicted, [r for r, _ in resample], [span for _, span in resample], seed=seed)
-    return Validation(rho if np.isfinite(rho) else 0.0, tuple(points), per_family, interval)
+        rows = [i for i, p in enumerate(points) if p.family == fam]
+        if len(rows) >= 3:
+            per_family[fam] = _spearman(
+                [points[i].predicted_gain for i in rows], [points[i].realised_gain for i in rows]
+            )
+            ci = interval(rows)
+            if ci is not None:
+                per_family_ci[fam] = ci
+    rho = _spearman([p.predicted_gain for p in points], [p.realised_gain for p in points])
+    pooled = interval(list(range(len(points))))
+    return Validation(rho if np.isfinite(rho) else 0.0, tuple(points), per_family, pooled, per_family_ci)

@@ -88,7 +88,10 @@ def cmd_validate_advice(args: argparse.Namespace) -> int:
             p.recommendation,
         )
     Console(width=max(Console().width, 140)).print(table)
-    families = ", ".join(f"{f} {r:.2f}" for f, r in result.per_family.items())
+    families = ", ".join(
+        f"{f} {r:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if (ci := result.per_family_ci.get(f)) else "")
+        for f, r in result.per_family.items()
+    )
     ci = result.spearman_ci
     interval = "" if ci is None else f" (95% CI over seeds [{ci[0]:.2f}, {ci[1]:.2f}])"
     n = len(result.points)

@@ -237,11 +237,12 @@ def test_spearman_interval_reflects_the_seeds_noise(
              (("scratch", -g), ("freeze", -1.0), ("finetune", 0.0))}  # fmt: skip
     _write_scores(out, exact)
     result = validate_experiments([out], episodes=2, samples=64)
-    assert result.spearman_ci == pytest.approx((1.0, 1.0)) and result.to_json()["spearman_ci"] == pytest.approx(
-        [1.0, 1.0]
-    )
+    assert result.spearman_ci == pytest.approx((1.0, 1.0))
+    assert result.per_family_ci == {"cartpole": pytest.approx((1.0, 1.0))}
+    assert result.to_json()["spearman_ci"] == pytest.approx([1.0, 1.0])
     assert main(["validate-advice", str(out), "--episodes", "2", "--samples", "64"]) == 0
-    assert "= 1.00 (95% CI over seeds [1.00, 1.00]) over 4 targets" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "= 1.00 (95% CI over seeds [1.00, 1.00]) over 4 targets (cartpole 1.00 [1.00, 1.00])" in printed
     # Seeds spread wider than the targets' differences: the ranking is uncertain.
     noisy = {key: [v[0] - 40.0, v[0], v[0] + 40.0] for key, v in exact.items()}
     _write_scores(out, noisy)
