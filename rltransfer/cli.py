@@ -25,7 +25,6 @@ from rltransfer.cli_args import (
 )
 from rltransfer.cli_envs import add_parser as add_envs_parser
 from rltransfer.cli_evaluate import add_parser as add_evaluate_parser
-from rltransfer.cli_summary import print_generalization, print_results
 from rltransfer.devices import DEVICE_HELP
 from rltransfer.envs import NonFiniteError
 from rltransfer.errors import SourceFailed, UserError
@@ -127,10 +126,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         result, report = run_experiment(args.spec[0], out=args.out, **options)
         code = _print_run(result, report, None, prefix="")
         if report is not None and not args.quiet:
+            from rltransfer.cli_summary import print_results
+
             print_results(result.out)
         if args.generalize and report is not None:
             _generalize(result.out, args.workers, prefix="", quiet=args.quiet)
         return code
+    from rltransfer.cli_summary import print_results
     from rltransfer.experiment.overview import overview_dir, write_overview
 
     code = 0
@@ -138,7 +140,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     for run in runs:
         code = max(code, _print_run(run.result, run.report, run.error, prefix=f"{run.spec.name}: "))
         if run.report is not None and not args.quiet:
-            print_results(run.out, prefix=f"{run.spec.name}: ")
+            print_results(run.out, run.spec, prefix=f"{run.spec.name}: ")
     reported = [(run.spec, run.out) for run in runs if run.report is not None]
     if args.generalize:  # before the overview, which repeats each generalisation table
         for spec, out in reported:
@@ -156,6 +158,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _generalize(out: Path, workers: int | None, prefix: str, quiet: bool) -> None:
     """``run --generalize``: the grid's runs on its held-out variants, after its report."""
+    from rltransfer.cli_summary import print_generalization
     from rltransfer.experiment.generalization import OUT_DIR, generalize
     from rltransfer.experiment.runner import default_workers
 
@@ -215,6 +218,7 @@ def _print_run(result: GridResult, report: Path | None, error: Exception | None,
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from rltransfer.cli_summary import print_results
     from rltransfer.experiment.overview import overview_dir, write_overview
     from rltransfer.experiment.report import build_report, load_experiment
 
@@ -222,7 +226,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     experiments = [(load_experiment(d), d) for d in dirs]  # every directory checked before a file is written
     for spec, d in experiments:
         print(f"report: {build_report(d, spec) / 'report.md'}")
-        print_results(d, prefix=f"{spec.name}: " if len(experiments) > 1 else "")
+        print_results(d, spec, prefix=f"{spec.name}: " if len(experiments) > 1 else "")
     if len(dirs) > 1 or args.overview:
         where = Path(args.overview) if args.overview else overview_dir(dirs)
         print(f"overview: {write_overview(experiments, where)}")

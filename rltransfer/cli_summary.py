@@ -15,6 +15,7 @@ from rltransfer.report.tables import fmt_number
 
 if TYPE_CHECKING:
     from rltransfer.experiment.generalization import Generalization
+    from rltransfer.experiment.spec import ExperimentSpec
 
 
 def _console() -> Console:
@@ -25,14 +26,14 @@ def _interval(value: float, low: float, high: float) -> str:
     return f"{fmt_number(value)} [{fmt_number(low)}, {fmt_number(high)}]"
 
 
-def print_results(out: Path, prefix: str = "") -> None:
-    """Per target and transfer arm of the grid in ``out`` (report built): AUC gain over scratch,
-    time to threshold as a share of scratch's, final return over scratch, with 95% CIs and flags."""
+def print_results(out: Path, spec: ExperimentSpec | None = None, prefix: str = "") -> None:
+    """Per target and transfer arm of the grid in ``out`` (report built; ``spec``: its spec, read
+    from there if not given): AUC gain over scratch, time to threshold as a share of scratch's,
+    final return over scratch, with 95% CIs and flags."""
     from rltransfer.experiment.overview import rows_for
     from rltransfer.experiment.report import load_experiment
 
-    spec = load_experiment(out)
-    rows = rows_for(spec, out)
+    rows = rows_for(spec or load_experiment(out), out)
     if not rows:
         return
     title = f"{prefix}transfer vs scratch, {rows[0].budget} (95% CIs over seeds; report.md has every metric)"
