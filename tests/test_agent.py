@@ -188,8 +188,9 @@ def test_command_line(cartpole: tuple[Path, Path], capsys: pytest.CaptureFixture
 
 def test_a_plain_zip_is_not_a_run(tmp_path: Path) -> None:
     PPO("MlpPolicy", "CartPole-v1", n_steps=32, batch_size=32, device="cpu").save(tmp_path / "plain.zip")
-    with pytest.raises(UserError, match=r"is a plain SB3 zip, not an rltransfer run; load it with PPO\.load"):
+    with pytest.raises(UserError, match=r"is a plain SB3 zip, not an rltransfer run; load it with PPO\.load") as e:
         load_agent(tmp_path / "plain.zip")
+    assert f"`rltransfer advise --source {tmp_path / 'plain.zip'} --family F --targets ...`" in str(e.value)
 
 
 def test_a_manifest_without_its_kind_is_damaged(cartpole: tuple[Path, Path], tmp_path: Path) -> None:
