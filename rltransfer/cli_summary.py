@@ -40,7 +40,8 @@ def print_results(out: Path, spec: ExperimentSpec | None = None, prefix: str = "
     table = Table(title=escape(title), title_justify="left")
     for col in ("target", "arm", "AUC gain", "steps to threshold / scratch's", "final return gain", "reached", "flags"):
         table.add_column(col)
-    for row in sorted(rows, key=lambda r: [r.task for r in rows].index(r.task)):  # by target, arms in order
+    targets = list(dict.fromkeys(row.task for row in rows))
+    for row in sorted(rows, key=lambda r: targets.index(r.task)):  # by target, arms in their order
         ratio = "— (neither reached)" if math.isnan(row.ttt[0]) else _interval(*row.ttt)
         final = "—" if math.isnan(row.asymptotic[0]) else _interval(*row.asymptotic)
         flags = ", ".join(f for f in (row.flag, "ends lower" if row.ends_lower else "") if f)
