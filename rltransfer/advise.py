@@ -156,15 +156,7 @@ def advise(
     ckpt = source if isinstance(source, Checkpoint) else load_checkpoint(source)
     fam = resolve_family(family)
     if not runs_as_source_of(ckpt, fam):
-        why = (
-            "a plain SB3 zip must be an MlpPolicy with the family's observation and action spaces"
-            if ckpt.manifest is None
-            else f"'{ckpt.path}' is not a source of that family"
-        )
-        raise UserError(
-            f"advise needs a source checkpoint pretrained by rltransfer on the '{fam.name}' family, or a plain "
-            f"SB3 PPO zip of one of its tasks ({why})"
-        )
+        raise UserError(_not_a_source(ckpt, fam))
     if isinstance(targets, str):  # one target, or several comma-separated as on the command line
         targets = comma_items(targets)
     variants = [t if isinstance(t, Variant) else resolve_variant(fam, _own_variant(fam, t)) for t in targets]
@@ -192,6 +184,38 @@ def advise(
             Advice(v.name, v.distance, zero_shot, rand, fam.threshold, score, mmd, gain, rec, why, **own_task)
         )
     return advice
+
+
+def _not_a_source(ckpt: Checkpoint, family: Family) -> str:
+    """Why ``ckpt`` cannot be advised on as a source of ``family``, and what to do instead."""
+    manifest = ckpt.manifest
+    kind = None if manifest is None else manifest.get("kind")
+    if kind in ("transfer", "scratch", "distilled"):
+        # Its heads belong to its own tasks and only its trunk transfers, so no zero-shot head start.
+        run = ckpt.path.parent
+        what = "a distilled student" if kind == "distilled" else f"a {kind} run"
+        teachers = [str(t.get("path")) for t in (manifest or {}).get("teachers", [])]
+        upstream = ((manifest or {}).get("source") or {}).get("path")
+        if teachers:
+            instead = f"its teachers ({', '.join(teachers)})"
+        elif upstream:
+            instead = f"the source it was trained from ({upstream})"
+        else:
+            instead = "a pretrained source (`rltransfer pretrain`)"
+        return (
+            f"advise takes a single-task source policy; '{run}' is {what}, whose heads belong to its own tasks, "
+            f"so only its trunk transfers; advise on {instead}, or play it on the targets with "
+            f"`rltransfer evaluate {run} --targets ...` (each through its nearest task's head)"
+        )
+    why = (
+        "a plain SB3 zip must be an MlpPolicy with the family's observation and action spaces"
+        if manifest is None
+        else f"'{ckpt.path}' is a source of family '{manifest.get('family')}'"
+    )
+    return (
+        f"advise needs a source checkpoint pretrained by rltransfer on the '{family.name}' family, or a plain "
+        f"SB3 PPO zip of one of its tasks ({why})"
+    )
 
 
 def _zero_shot(

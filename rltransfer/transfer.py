@@ -259,7 +259,7 @@ def apply_transfer(
     if multi_task_source and parts & {"pi_head", "action", "vf_head", "log_std"}:
         raise UserError(
             "the source is a multi-task policy (e.g. a distilled student) whose heads belong to its own tasks; "
-            "transfer its trunk only (transfer: trunk)"
+            "transfer its trunk only (transfer: trunk), or drop a zero-shot arm (it plays the source's own heads)"
         )
     pending: list[tuple[str, th.Tensor, str, th.Tensor]] = []  # (src_key, value, dst_key, dst view)
     handled: set[str] = set()

@@ -140,7 +140,7 @@ def test_advise_takes_targets_as_one_string(source_dir: Path) -> None:
 
 
 def test_advise_refuses_other_sources(source_dir: Path) -> None:
-    with pytest.raises(UserError, match=r"'acrobot' family.*is not a source of that family"):
+    with pytest.raises(UserError, match=r"'acrobot' family.*is a source of family 'cartpole'"):
         advise(source_dir, "acrobot", ["long1"])
 
 

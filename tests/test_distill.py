@@ -13,10 +13,12 @@ import torch as th
 
 from rltransfer import distill as distill_module
 from rltransfer import load_agent
+from rltransfer.advise import advise
 from rltransfer.checkpoint import load_checkpoint
 from rltransfer.cli import main
 from rltransfer.distill import distill
 from rltransfer.errors import UserError
+from rltransfer.experiment.run import run_experiment
 from rltransfer.finetuning import finetune
 from rltransfer.pretraining import pretrain
 from rltransfer.strategies import parse_strategy
@@ -66,6 +68,34 @@ def test_student_heads_do_not_transfer(student: Path) -> None:
             timesteps=64,
             hyperparams=HP,
         )
+
+
+def test_a_grid_names_the_arm_that_wants_the_students_heads(student: Path, tmp_path: Path) -> None:
+    spec = {
+        "name": "from-student",
+        "family": "cartpole",
+        "source": {"checkpoint": str(student)},
+        "targets": ["longer"],
+        "arms": ["scratch", "freeze", "zero-shot"],
+        "seeds": 1,
+        "timesteps": 64,
+        "hyperparams": {k: v for k, v in HP.items() if not k.startswith("eval")},
+        "eval": {"freq": 64, "episodes": 1},
+    }
+    with pytest.raises(UserError, match=r"^arm 'zero-shot': the source is a multi-task policy.*drop a zero-shot arm"):
+        run_experiment(spec, out=tmp_path / "out", workers=1, progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_advise_points_a_multi_task_run_to_its_sources(student: Path, teachers: list[Path], tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=r"single-task source policy; .* is a distilled student") as e:
+        advise(student, "cartpole", ["longer"])
+    assert all(str(t / "model.zip") in str(e.value) for t in teachers)
+    assert f"rltransfer evaluate {student} --targets" in str(e.value)
+    run = tmp_path / "ft"
+    finetune("cartpole", ["longer"], student, "freeze", seed=0, timesteps=64, hyperparams=HP, out=run)
+    with pytest.raises(UserError, match=r"is a transfer run.*the source it was trained from \(.*model\.zip\)"):
+        advise(run, "cartpole", ["long"])
 
 
 def test_distill_input_errors(teachers: list[Path], student: Path) -> None:

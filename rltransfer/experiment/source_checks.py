@@ -80,7 +80,7 @@ def check_layer_counts(spec: ExperimentSpec) -> None:
         try:
             check_fits(arm.strategy, n)
         except UserError as e:  # partial:N names itself; an arm named otherwise is named
-            raise UserError(str(e) if str(e).startswith(f"'{arm.name}'") else f"arm '{arm.name}': {e}") from None
+            raise _naming(arm.name, e) from None
 
 
 def check_checkpoint_exists(spec: ExperimentSpec) -> None:
@@ -119,18 +119,27 @@ def preflight(spec: ExperimentSpec, source: Path) -> None:
                 f"source '{ckpt.path}' was trained with {key}={value!r} but the spec's runs use "
                 f"{hp[key]!r}; pretrain it again (remove it) or set {key} in the spec's hyperparams"
             )
+    targets = spec.targets if spec.mode == "multitask" else spec.targets[:1]
+    tasks = resolve_targets(spec.family, targets)
     for arm in spec.arms:
-        if arm.strategy.uses_source:
-            targets = spec.targets if spec.mode == "multitask" else spec.targets[:1]
-            tasks = resolve_targets(spec.family, targets)
+        if not arm.strategy.uses_source:
+            continue
+        model = build_model(tasks, None, hp, seed=0)
+        try:
             if arm.strategy.rehearse:
                 rehearsal_task(ckpt, tasks)
-            model = build_model(tasks, None, hp, seed=0)
-            try:
-                report = apply_transfer(model.policy, ckpt, arm.strategy.transfer, arm.strategy.layer_map)
-                fresh = untransferred_layers(model.policy, report.fresh)
-                configure_strategy(model, arm.strategy, hp["n_timesteps"], fresh)
-                if arm.strategy.dann:  # the states are read (and checksummed) only where an arm needs them
-                    source_states(ckpt, tasks, arm.strategy)
-            finally:
-                model.get_env().close()  # type: ignore[union-attr]
+            report = apply_transfer(model.policy, ckpt, arm.strategy.transfer, arm.strategy.layer_map)
+            fresh = untransferred_layers(model.policy, report.fresh)
+            configure_strategy(model, arm.strategy, hp["n_timesteps"], fresh)
+            if arm.strategy.dann:  # the states are read (and checksummed) only where an arm needs them
+                source_states(ckpt, tasks, arm.strategy)
+        except UserError as e:  # which arm cannot use the source, where the message does not say
+            raise _naming(arm.name, e) from None
+        finally:
+            model.get_env().close()  # type: ignore[union-attr]
+
+
+def _naming(arm: str, error: UserError) -> UserError:
+    """``error`` with the arm it concerns named first, unless it already names it."""
+    text = str(error)
+    return UserError(text if text.startswith(f"'{arm}'") else f"arm '{arm}': {text}")
