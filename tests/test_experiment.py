@@ -250,3 +250,16 @@ def test_arms_with_different_env_counts_are_read_on_one_grid() -> None:
     b = on_grid(np.array([0, 30, 60, 90, 100]), returns[:, :5], grid)
     assert a.tolist() == [[0, 1, 2, 3, 4]] and b.tolist() == [[0, 1, 2, 3, 4]]
     assert on_grid(np.array([0]), np.array([[7.0]]), grid).tolist() == [[7.0] * 5]  # zero-shot
+
+
+def test_spec_differences_name_each_changed_value_by_its_key_path() -> None:
+    from rltransfer.experiment.spec_diff import spec_differences
+
+    recorded = {"name": "a", "seeds": 3, "hyperparams": {"n_steps": 64, "gamma": 0.99}, "targets": ["long"]}
+    raw = {"name": "a", "seeds": 5, "hyperparams": {"n_steps": 32, "ent_coef": 0.01}, "targets": ("long",)}
+    assert spec_differences(recorded, raw, skip=("seeds",)) == [
+        "hyperparams.ent_coef: (absent) -> 0.01",
+        "hyperparams.gamma: 0.99 -> (absent)",
+        "hyperparams.n_steps: 64 -> 32",
+    ]
+    assert spec_differences(recorded, {**recorded, "seeds": 9}, skip=("seeds",)) == []

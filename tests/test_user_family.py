@@ -210,7 +210,9 @@ def test_a_changed_definition_refuses_resume_and_changed_code_is_not_comparable(
     original = module.read_text()
     module.write_text(original.replace('"g": 12.0', '"g": 13.0'))
     code, _, err = here("run", "spec.yaml", "--resume", "--seeds", "2", "--workers", "1", "--quiet")
-    assert code == 2 and "holds runs of a different experiment" in err
+    assert (
+        code == 2 and "holds runs of a different experiment ('swing', the definition of family 'swing' differs" in err
+    )
 
     # The same definition, other code: the grid resumes, and its report says the runs differ.
     module.write_text(original.replace("super().__init__(", "super().__init__(  # edited\n            "))

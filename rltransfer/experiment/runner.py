@@ -27,8 +27,10 @@ from rltransfer.envs import Task
 from rltransfer.errors import SourceFailed, UserError
 from rltransfer.experiment.arms import Arm
 from rltransfer.experiment.source_checks import check_solved, preflight
-from rltransfer.experiment.spec import ExperimentSpec
+from rltransfer.experiment.spec import EXECUTION_KEYS, ExperimentSpec
+from rltransfer.experiment.spec_diff import spec_differences
 from rltransfer.io import atomic_write_json, check_writable, lock_holder, read_json, remove_partials, versions
+from rltransfer.resolve import user_families
 
 EXPERIMENT_FILE = "experiment.json"
 LOCK_FILE = ".lock"
@@ -144,9 +146,18 @@ def check_same_experiment(spec: ExperimentSpec, out: Path, previous: Mapping[str
     (so added arms run beside the finished ones). Returns the recorded arms."""
     recorded = recorded_arms(spec, previous)
     if recorded is None:
+        differing = spec_differences(previous.get("spec") or {}, spec.raw, skip=(*EXECUTION_KEYS, "arms"))
+        users = sorted(user_families(*spec.families))
+        if differing:
+            what = f"recorded -> this spec: {'; '.join(differing[:4])}{'; ...' if len(differing) > 4 else ''}"
+        elif users:  # the same spec text: the definition of a family it only names changed
+            what = f"the definition of family {', '.join(map(repr, users))} differs from the one its runs trained"
+        else:
+            what = "another spec: more than its seeds and arms differ"
+        recorded_path = previous.get("spec_path")
         raise UserError(
-            f"'{out}' holds runs of a different experiment ('{previous.get('name')}', another spec: "
-            "more than its seeds and arms differ); choose another --out"
+            f"'{out}' holds runs of a different experiment ('{previous.get('name')}', {what}); choose another "
+            f"--out, or run the spec it records{f' ({recorded_path})' if recorded_path else ''}"
         )
     for dirname, arm in spec.arm_settings().items():
         old = recorded.get(dirname, arm)["strategy"]
