@@ -48,6 +48,8 @@ def print_results(out: Path, spec: ExperimentSpec | None = None, prefix: str = "
         style = "bold red" if row.flag == "NEGATIVE" or row.ends_lower else "green" if row.flag else None
         cells = [row.task, row.arm, _interval(*row.auc), ratio, final, f"{row.reached:.0%}", flags]
         table.add_row(*map(escape, cells), style=style)
+    if any(math.isnan(row.auc[1]) and not math.isnan(row.auc[0]) for row in rows):
+        table.caption = "[—, —]: an arm with one run has no interval, and no flag; run 2 or more seeds (--seeds 3)"
     _console().print(table)
 
 

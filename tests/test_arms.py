@@ -73,7 +73,8 @@ def test_bad_sweeps_are_one_line(sweep: dict[str, Any], message: str) -> None:
 
 def test_a_swept_grid_runs_and_its_report_reads_down_the_values(tmp_path: Path) -> None:
     arms = ["scratch", {"name": "l2sp", "strategy": "l2sp", "sweep": {"rehearse": [False], "coef": [0.001, 0.1]}}]
-    result, report_dir = run_experiment(grid_spec("swept", arms=arms, seeds=1), out=tmp_path, workers=2, progress=False)
+    # Two seeds: one run per arm has no intervals, whose bounds a report shows as dashes too.
+    result, report_dir = run_experiment(grid_spec("swept", arms=arms, seeds=2), out=tmp_path, workers=2, progress=False)
     assert not result.failed
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("l2sp")) == [
         "l2sp-coef-0.001-rehearse-false",
@@ -85,7 +86,7 @@ def test_a_swept_grid_runs_and_its_report_reads_down_the_values(tmp_path: Path) 
     assert "| coef | rehearse | runs | AUC gain, all tasks | asymptotic gain, all tasks | AUC gain: long |" in report
     for coef in ("0.001", "0.1"):  # each value's row holds its run's numbers, not a missing arm's dashes
         row = next(line for line in report.splitlines() if line.startswith(f"| {coef} | false | "))
-        assert row.split(" | ")[2] == "1" and "—" not in row
+        assert row.split(" | ")[2] == "2" and "—" not in row
 
 
 def test_a_grid_gains_arms_on_resume_and_keeps_each_arm_as_it_ran(tmp_path: Path) -> None:
@@ -98,7 +99,7 @@ def test_a_grid_gains_arms_on_resume_and_keeps_each_arm_as_it_ran(tmp_path: Path
     grown = grid_spec("grow", seeds=1, arms=["scratch", "freeze", "finetune"])
     second, report = run_experiment(grown, out=out, workers=1, progress=False, resume=True)
     assert [j.arm.name for j in second.finished] == ["finetune"] and len(second.skipped) == 2
-    assert "| arms | scratch (1 seeds), freeze (1 seeds), finetune (1 seeds) |" in (report / "report.md").read_text()
+    assert "| arms | scratch (1 seed), freeze (1 seed), finetune (1 seed) |" in (report / "report.md").read_text()
     record = out / "experiment.json"
     assert sorted(json.loads(record.read_text())["arms"]) == ["finetune", "freeze", "scratch"]
 

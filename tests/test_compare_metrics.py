@@ -177,6 +177,25 @@ def test_one_arm_alone_wins_nothing() -> None:
     assert winner_sentence(results[:1]).startswith("No winner: only scratch has finished runs on this task")
 
 
+def test_single_runs_have_no_interval_flag_or_winner() -> None:
+    """One seed per arm: a difference of two runs is not evidence, however large (its resamples
+    are itself, a zero-width interval that would flag it NEGATIVE and crown the other arm)."""
+    from rltransfer.report.tables import row, winner_sentence
+
+    curves = {"scratch": ramp_curves(1, 100.0, 0), "worse": ramp_curves(1, 50.0, 1)}
+    results = compare_arms(curves, STEPS, TASKS, THRESHOLDS, reps=200)
+    worse = find(results, "worse", "short")
+    assert worse.auc_difference.value < -20 and np.isnan([worse.auc_difference.low, worse.auc_difference.high]).all()
+    assert not any(r.negative_transfer or r.positive_transfer or r.ends_lower for r in results)
+    assert {r.winner for r in results} == {TIE}
+    assert winner_sentence([r for r in results if r.task == "short"]).startswith("No winner: an arm with a single run")
+    assert "[—, —]" in " ".join(row(worse).cells)
+    json.dumps([r.to_dict() for r in results], allow_nan=False)
+    # A second run brings the interval, and the flag, back.
+    curves = {"scratch": ramp_curves(2, 100.0, 0), "worse": ramp_curves(2, 50.0, 1)}
+    assert find(compare_arms(curves, STEPS, TASKS, THRESHOLDS, reps=200), "worse", "short").negative_transfer
+
+
 def test_compare_arms_rejects_bad_inputs() -> None:
     scratch = ramp_curves(3, 100.0, 0)
     broken = scratch.copy()

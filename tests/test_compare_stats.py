@@ -154,3 +154,14 @@ def test_agrees_with_rliable(scores: np.ndarray) -> None:
         np.testing.assert_allclose(probability_of_improvement_ci(x, y, reps=2000), intervals["pair"].ravel(), atol=0.05)
     finally:
         np.random.set_state(state)
+
+
+def test_one_run_has_no_interval() -> None:
+    one, three = np.array([[1.0, 2.0]]), np.array([[0.0, 1.0], [1.0, 2.0], [2.0, 3.0]])
+    for statistic in (mean, iqm, lambda m: float(m.max())):
+        assert np.isnan(stratified_bootstrap_ci(one, statistic)).all()
+    for x, y in ((one, three), (three, one), (one, one)):
+        assert np.isnan(stratified_independent_bootstrap_ci(x, y, mean_difference)).all()
+        assert np.isnan(probability_of_improvement_ci(x, y)).all()
+    low, high = stratified_independent_bootstrap_ci(three[:2], three, mean_difference)
+    assert low < high

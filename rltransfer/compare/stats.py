@@ -8,7 +8,9 @@ with the same number of tasks and possibly different numbers of runs.
 Bootstrap resampling is *stratified*: runs are resampled with replacement independently
 within each task (the task set is fixed), and intervals are percentile intervals. Every
 function draws from a ``numpy.random.Generator`` built from an explicit ``seed``, so
-results are deterministic.
+results are deterministic. A sample of one run has no interval (NaN bounds): its resamples
+are all that run, a zero-width interval no spread was measured for (``rliable`` returns it
+as such), which would make any difference between two single runs look certain.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ PairStatistic = Callable[[FloatArray, FloatArray], float]
 
 # Keep one bootstrap batch below this many elements (bounded memory for large inputs).
 _MAX_BATCH_ELEMENTS = 4_000_000
+#: Runs per sample a bootstrap interval needs; with fewer, intervals are ``NO_INTERVAL``.
+MIN_RUNS = 2
+NO_INTERVAL = (float("nan"), float("nan"))
 
 
 def as_scores(scores: npt.ArrayLike, name: str = "scores") -> FloatArray:
@@ -116,10 +121,12 @@ def stratified_bootstrap_ci(
 
     Returns:
         ``(lower, upper)``; infinite when the statistic is infinite in the tail
-        replicates, NaN when any replicate is NaN.
+        replicates, NaN when any replicate is NaN or there is one run.
     """
     data = as_scores(scores)
     _check_bootstrap_args(reps, confidence)
+    if data.shape[0] < MIN_RUNS:
+        return NO_INTERVAL
     rng = np.random.default_rng(seed)
     batched = _BATCHED.get(statistic)
     values = np.empty(reps)
@@ -156,10 +163,12 @@ def stratified_independent_bootstrap_ci(
         seed: seed of the ``numpy.random.Generator``.
 
     Returns:
-        ``(lower, upper)``.
+        ``(lower, upper)``; NaN when either sample has one run.
     """
     xs, ys = _check_pair(x, y)
     _check_bootstrap_args(reps, confidence)
+    if min(xs.shape[0], ys.shape[0]) < MIN_RUNS:
+        return NO_INTERVAL
     rng = np.random.default_rng(seed)
     batched = _BATCHED_PAIR.get(statistic)
     values = np.empty(reps)

@@ -287,6 +287,7 @@ def _with_winners(results: list[TaskComparison]) -> list[TaskComparison]:
         winner = ""  # one arm alone (a grid in progress) wins nothing
         if len(ranked) > 1:
             best, runner_up = ranked[0].metrics["auc"].mean, ranked[1].metrics["auc"].mean
-            winner = TIE if best.low <= runner_up.high else ranked[0].arm
+            # No interval (an arm of one run) separates nothing: a tie, as overlapping ones.
+            winner = ranked[0].arm if best.low > runner_up.high else TIE
         winners[task] = winner
     return [dataclasses.replace(r, winner=winners[r.task]) for r in results]

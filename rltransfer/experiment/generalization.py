@@ -27,6 +27,7 @@ from rltransfer.compare import (
     stratified_bootstrap_ci,
     stratified_independent_bootstrap_ci,
 )
+from rltransfer.compare.summary import json_float
 from rltransfer.envs import Family, ObsShift, Task
 from rltransfer.errors import UserError
 from rltransfer.experiment.main_guard import check_main_guard
@@ -328,6 +329,12 @@ def table(result: Generalization) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def _json_row(row: ArmOnTarget) -> dict[str, Any]:
+    """``row`` as strict JSON holds it: a bound without an interval (one run) is ``null``."""
+    fields = {k: [json_float(x) for x in v] if isinstance(v, tuple) else v for k, v in asdict(row).items()}
+    return fields | {"flag": row.flag}
+
+
 def _fmt_distance(distance: float | None) -> str:
     return "—" if distance is None else f"{distance:.3f}"
 
@@ -388,7 +395,7 @@ def _write(result: Generalization, spec: ExperimentSpec) -> None:
             "played_runs": sorted({f"{p.arm}/seed{p.seed}" for p in result.played}),
             "table": {"header": header, "rows": rows},  # as the experiment's report shows it
             "targets": result.targets,
-            "rows": [asdict(r) | {"flag": r.flag} for r in result.rows],
+            "rows": [_json_row(r) for r in result.rows],
             "versions": versions(),
         },
     )

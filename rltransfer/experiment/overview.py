@@ -16,9 +16,10 @@ import csv
 import io
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -76,13 +77,22 @@ class Row:
 
     def line(self) -> str:
         (r, lo, hi), (d, dlo, dhi), (g, glo, ghi) = self.ttt, self.auc, self.asymptotic
-        ttt = "— (neither reached)" if math.isnan(r) else f"{r:.2f} [{lo:.2f}, {hi:.2f}]"
-        final = "— (rebuild with `rltransfer report`)" if math.isnan(g) else f"{g:+.1f} [{glo:+.1f}, {ghi:+.1f}]"
+        ttt = "— (neither reached)" if math.isnan(r) else f"{r:.2f} [{_bound(lo, '.2f')}, {_bound(hi, '.2f')}]"
+        final = (
+            "— (rebuild with `rltransfer report`)"
+            if math.isnan(g)
+            else f"{g:+.1f} [{_bound(glo, '+.1f')}, {_bound(ghi, '+.1f')}]"
+        )
         flags = ", ".join(f for f in (self.flag, "ends lower" if self.ends_lower else "") if f)
         return (
             f"| {self.experiment} | {self.task} | {self.arm} | {ttt} | {d:+.1f} "
-            f"[{dlo:+.1f}, {dhi:+.1f}] | {final} | {self.reached:.0%} | {flags} |"
+            f"[{_bound(dlo, '+.1f')}, {_bound(dhi, '+.1f')}] | {final} | {self.reached:.0%} | {flags} |"
         )
+
+
+def _bound(value: float, spec: str) -> str:
+    """An interval's bound, ``—`` where there is no interval (an arm of one run)."""
+    return "—" if math.isnan(value) else format(value, spec)
 
 
 def ttt_ratio(arm: np.ndarray, scratch: np.ndarray, budget: float) -> tuple[float, float, float]:
@@ -109,7 +119,8 @@ def budget_of(spec: ExperimentSpec) -> str:
         steps = spec.source.timesteps or resolve_hyperparams(spec.family)["n_timesteps"]
         sources = len(spec.source.seeds)
         source = f"{steps / 1000:g}k" + (f" x{sources} sources" if sources > 1 else "")
-    return f"{source} -> {spec.timesteps / 1000:g}k, {len(spec.seeds)} seeds"
+    n = len(spec.seeds)
+    return f"{source} -> {spec.timesteps / 1000:g}k, {n} seed{'s' if n != 1 else ''}"
 
 
 def rows_for(spec: ExperimentSpec, out: Path) -> list[Row]:
@@ -138,13 +149,19 @@ def rows_for(spec: ExperimentSpec, out: Path) -> list[Row]:
                 task,
                 arm,
                 ttt_ratio(ttt[arm][:, t : t + 1], ttt[summary["baseline"]][:, t : t + 1], budget),
-                (d["value"], d["low"], d["high"]),
+                _floats(d),
                 c["reached_fraction"],
                 flag,
-                tuple(math.nan if g.get(k) is None else float(g[k]) for k in ("value", "low", "high")),  # type: ignore[arg-type]
+                _floats(g),
             )
         )
     return rows
+
+
+def _floats(estimate: Mapping[str, Any]) -> tuple[float, float, float]:
+    """An estimate as summary.json holds it (``null``: no interval, or not measured) as floats, NaN for null."""
+    value, low, high = (math.nan if estimate.get(k) is None else float(estimate[k]) for k in ("value", "low", "high"))
+    return value, low, high
 
 
 def warnings_for(out: Path) -> list[str]:

@@ -306,7 +306,7 @@ def build_report(out: str | Path, spec: ExperimentSpec | None = None) -> Path:
         **({"family loaded from": spec.family.ref} if spec.family.ref else {}),
         "mode": spec.mode,
         "targets": ", ".join(f"{n} ({_target_note(t)})" for n, t in zip(spec.task_names, spec.targets, strict=True)),
-        "arms": ", ".join(f"{a} ({len(s)} seeds)" for a, s in data.seeds.items()),
+        "arms": ", ".join(f"{a} ({len(s)} seed{'s' if len(s) != 1 else ''})" for a, s in data.seeds.items()),
         "target budget (env steps)": _budget(spec.timesteps, data.trained_steps),
         "evaluation": f"every {spec.eval_freq} steps, {spec.eval_episodes} deterministic episodes per task",
         "source pretraining steps": int(max(data.source_steps.values(), default=0)),

@@ -6,6 +6,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from rltransfer.compare.stats import MIN_RUNS
 from rltransfer.compare.summary import TIE, Estimate, TaskComparison
 
 #: Flag texts; renderers emphasise them (bold negative-transfer marker, winner marker).
@@ -111,6 +112,11 @@ def winner_sentence(comparisons: Sequence[TaskComparison]) -> str:
     if not winner:
         arms = ", ".join(c.arm for c in comparisons)
         return f"No winner: only {arms or 'no arm'} has finished runs on this task, nothing to compare it with yet."
+    if winner == TIE and any(c.n_runs < MIN_RUNS for c in comparisons):
+        return (
+            "No winner: an arm with a single run has no confidence interval to tell it from the others "
+            "(and no transfer flag); run 2 or more seeds (3 or more advised)."
+        )
     if winner == TIE:
         return "Winner: tie — the best mean AUC's interval overlaps the runner-up's."
     return f"Winner (highest mean AUC, interval clear of the runner-up): {winner}."
@@ -123,7 +129,8 @@ LEGEND = (
     "baseline's. Transfer ratio is (AUC - baseline AUC) / |baseline AUC|. The intervals of jumpstart, "
     "asymptotic gain and transfer ratio resample both arms' runs independently. P(improvement) is the "
     "probability that a run of the arm has a higher AUC than a run of the baseline. Intervals are "
-    "stratified bootstrap percentile intervals over runs. NEGATIVE TRANSFER marks an arm whose "
+    "stratified bootstrap percentile intervals over runs; one run has none ([—, —]), nor any flag. "
+    "NEGATIVE TRANSFER marks an arm whose "
     "AUC-difference interval to the baseline lies entirely below 0; positive transfer, entirely above 0; "
     "ends below baseline, an arm whose asymptotic-gain interval lies entirely below 0, whatever its AUC. "
     "The all-tasks rows pool raw returns across tasks."
