@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -135,3 +136,41 @@ def test_a_grid_gains_arms_on_resume_and_keeps_each_arm_as_it_ran(tmp_path: Path
     regrown, _ = run_experiment(grown, out=out, workers=1, progress=False, resume=True)
     assert len(regrown.skipped) == 3 and not regrown.finished  # finetune's runs were kept on disk
     assert sorted(json.loads(record.read_text())["arms"]) == ["finetune", "freeze", "scratch"]
+
+
+@pytest.mark.parametrize(
+    ("name", "says"),
+    [
+        ("", "makes no directory of its own"),
+        (".", "makes no directory of its own"),
+        ("..", "makes no directory of its own"),  # would write its runs beside --out
+        (".hidden", "makes no directory of its own"),
+        ("report", "is the grid's own 'report' directory"),
+        ("Source", "is the grid's own 'source' directory"),
+        ("generalization", "is the grid's own 'generalization' directory"),
+        ("_layout", "is the grid's own '_layout' directory"),
+        ("experiment.json", "is the grid's own 'experiment.json' directory"),
+    ],
+)
+def test_an_arm_cannot_take_the_grids_own_directories(name: str, says: str) -> None:
+    with pytest.raises(UserError, match=re.escape(says)):
+        parse_spec(grid_spec("names", arms=["scratch", {"name": name, "strategy": "freeze"}]))
+
+
+def test_arm_directories_differ_beyond_case() -> None:
+    with pytest.raises(UserError, match=r"collide as directory names \(case aside\)"):
+        parse_spec(grid_spec("names", arms=["scratch", "freeze", {"name": "Freeze", "strategy": "freeze"}]))
+
+
+def test_the_reserved_names_are_the_grids_directories(tmp_path: Path) -> None:
+    from rltransfer.experiment.arms import RESERVED_DIRS
+    from rltransfer.experiment.report import GENERALIZATION_DIR
+    from rltransfer.experiment.runner import EXPERIMENT_FILE, source_dir
+    from rltransfer.experiment.tensorboard import LAYOUT_DIR
+
+    spec = parse_spec(grid_spec("names", seeds=1))
+    _, report_dir = run_experiment(grid_spec("names", seeds=1), out=tmp_path, workers=1, progress=False)
+    written = {p.name for p in tmp_path.iterdir() if not p.name.startswith(".")} - {a.dirname for a in spec.arms}
+    source = source_dir(spec, tmp_path, 0).relative_to(tmp_path).parts[0]
+    assert written == {EXPERIMENT_FILE, LAYOUT_DIR, source, report_dir.relative_to(tmp_path).parts[0]}
+    assert set(RESERVED_DIRS) == written | {GENERALIZATION_DIR}  # `generalize` writes that one

@@ -12,6 +12,10 @@ from rltransfer.experiment.spec_context import SpecContext
 from rltransfer.strategies import OPTIONS, Strategy, parse_strategy
 
 ARM_KEYS = {"name", "strategy"} | OPTIONS
+# What a grid's directory holds beside its arms' directories (runner, report, generalization,
+# tensorboard modules; tests/test_arms.py checks the list against them): an arm there would mix
+# its runs into them. Compared case-insensitively, as macOS and Windows file systems do.
+RESERVED_DIRS = ("report", "source", "generalization", "_layout", "experiment.json")
 
 
 @dataclass(frozen=True)
@@ -60,8 +64,17 @@ def parse_arms(ctx: SpecContext, arms_raw: Any) -> tuple[Arm, ...]:
         raise ctx.fail("arms", f"arm names must be distinct, got {names}; give repeated strategies a 'name'")
     if "scratch" not in names:
         raise ctx.fail("arms", "arms must include 'scratch', the baseline every transfer arm is compared with")
-    if len({a.dirname for a in arms}) != len(arms):
-        raise ctx.fail("arms", f"arm names {names} collide as directory names; rename one")
+    for arm in arms:
+        if not arm.dirname or arm.dirname.startswith("."):  # '', '.', '..': the grid's own or its parent
+            raise ctx.fail(
+                "arms", f"arm name {arm.name!r} makes no directory of its own; start it with a letter or digit"
+            )
+        if arm.dirname.casefold() in RESERVED_DIRS:
+            raise ctx.fail(
+                "arms", f"arm name {arm.name!r} is the grid's own '{arm.dirname.casefold()}' directory; rename the arm"
+            )
+    if len({a.dirname.casefold() for a in arms}) != len(arms):
+        raise ctx.fail("arms", f"arm names {names} collide as directory names (case aside); rename one")
     return tuple(arms)
 
 

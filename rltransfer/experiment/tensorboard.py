@@ -9,6 +9,8 @@ from pathlib import Path
 
 from rltransfer.experiment.spec import ExperimentSpec
 
+LAYOUT_DIR = "_layout"  # the Custom Scalars layout: every arm's runs on one chart per task
+
 
 def write_layout(spec: ExperimentSpec, out: Path) -> Path:
     """Write the layout into ``<out>/_layout`` (runs live in ``<out>/<arm>/seed<k>/logs``).
@@ -25,7 +27,7 @@ def write_layout(spec: ExperimentSpec, out: Path) -> Path:
         "evaluation return per task (all arms)": {t: ["Multiline", tag("eval", t)] for t in spec.task_names},
         "training episode return per task (all arms)": {t: ["Multiline", tag("rollout", t)] for t in spec.task_names},
     }
-    directory = out / "_layout"
+    directory = out / LAYOUT_DIR
     # Written aside and swapped in: a resumed grid would otherwise add one event file per
     # invocation, and TensorBoard reads any one of a run's layouts, not the newest.
     for stale in out.glob(".layout-*"):  # left by a runner killed while writing (the grid's lock: no other now)
