@@ -116,6 +116,9 @@ def test_malformed_yaml_names_line(tmp_path: Path) -> None:
             "unknown hyperparameter 'n_stepz' \\(did you mean 'n_steps'\\?\\); use a PPO argument",
         ),
         ({"arms": ["scratch", {"strategy": "partial:x"}]}, "partial:N"),
+        ({"name": ".."}, "start with neither '.' nor '-'"),  # runs/.. is the working directory
+        ({"name": ".hidden"}, "start with neither '.' nor '-'"),
+        ({"name": "a/b"}, "may hold only letters"),
     ],
 )
 def test_bad_specs(changes: dict[str, Any], message: str) -> None:

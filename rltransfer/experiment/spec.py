@@ -296,8 +296,10 @@ def parse_spec(
             raise ctx.fail("", f"missing required key '{key}'")
     family = _family(ctx, raw["family"], "family")
     name = str(raw.get("name", family.name))
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-        raise ctx.fail("name", f"name '{name}' may hold only letters, digits, '_', '.', '-'")
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name):  # runs/<name>: never '.', '..' or hidden
+        raise ctx.fail(
+            "name", f"name '{name}' may hold only letters, digits, '_', '.', '-', and start with neither '.' nor '-'"
+        )
 
     src = ctx.check_keys(raw.get("source", {}) or {}, SOURCE_KEYS, "source")
     # An RL Zoo file's block stands in for its name, so the recorded spec holds the values trained with.
