@@ -119,6 +119,8 @@ def test_malformed_yaml_names_line(tmp_path: Path) -> None:
         ({"name": ".."}, "start with neither '.' nor '-'"),  # runs/.. is the working directory
         ({"name": ".hidden"}, "start with neither '.' nor '-'"),
         ({"name": "a/b"}, "may hold only letters"),
+        ({"targets": [{"name": "..", "params": {"length": 0.9}}]}, "variant name '..' may hold only letters"),
+        ({"targets": [{"name": "a/b", "params": {"length": 0.9}}]}, "variant name 'a/b' may hold only letters"),
     ],
 )
 def test_bad_specs(changes: dict[str, Any], message: str) -> None:
