@@ -17,11 +17,10 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.save_util import load_from_zip_file
 
 from rltransfer.errors import UserError
-from rltransfer.io import atomic_write_json, read_json, sha256
+from rltransfer.io import MANIFEST_FILE, atomic_write_json, read_json, sha256
 from rltransfer.vecnormalize_file import SavedNormalization, find_stats_file, read_file
 
 MODEL_FILE = "model.zip"
-MANIFEST_FILE = "manifest.json"
 SOURCE_OBS_FILE = "source_obs.npy"
 
 

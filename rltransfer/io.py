@@ -16,6 +16,8 @@ from typing import Any
 
 from rltransfer.errors import UserError
 
+MANIFEST_FILE = "manifest.json"  # what makes a directory a finished run (rltransfer.checkpoint writes it)
+
 
 def _read_umask() -> int:
     mask = os.umask(0o022)  # the only way to read it is to set it: once, at import, before any thread
@@ -177,6 +179,11 @@ def remove_partials(final: Path, keep_interrupted: bool = False, keep: Path | No
         shutil.rmtree(stale, ignore_errors=True)
 
 
+def _empty_dir(path: Path) -> bool:
+    """An empty directory, not a link to one: a run can be renamed onto it."""
+    return path.is_dir() and not path.is_symlink() and not any(path.iterdir())
+
+
 @contextmanager
 def staging_dir(final: Path, overwrite: bool = False, resume: bool = False) -> Iterator[Path]:
     """Build a run in its own ``<final>.partial-<pid>-<n>`` and rename it into place only on success.
@@ -190,10 +197,16 @@ def staging_dir(final: Path, overwrite: bool = False, resume: bool = False) -> I
     and logs, and the caller continues it. Without ``resume`` (or ``overwrite``, which discards it) it is an error, so
     that hours of training are never deleted unasked.
     """
-    if final.exists() and not overwrite:
-        if resume:
+    if (final.exists() or final.is_symlink()) and not _empty_dir(final):
+        if not (final / MANIFEST_FILE).is_file():  # --overwrite deletes a run, never a directory of other files
+            what = "a file" if not final.is_dir() or final.is_symlink() else "a directory holding no run"
+            raise UserError(
+                f"'{final}' is {what}; a run is written into a new or empty directory: choose another --out"
+            )
+        if not overwrite and resume:
             raise UserError(f"'{final}' already holds a finished run: nothing to resume (--overwrite trains it again)")
-        raise UserError(f"'{final}' already holds a finished run; pass --overwrite or choose another --out")
+        if not overwrite:
+            raise UserError(f"'{final}' already holds a finished run; pass --overwrite or choose another --out")
     check_writable(final.parent)
     interrupted = interrupted_runs(final)
     if interrupted and not (resume or overwrite):

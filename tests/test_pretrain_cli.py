@@ -95,6 +95,26 @@ def test_pretrain_overwrite_replaces_the_run(tmp_path: Path, tiny: dict[str, Any
     load_checkpoint(out)  # checksum of the new zip matches the new manifest
 
 
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_overwrite_never_deletes_a_directory_that_holds_no_run(
+    tmp_path: Path, tiny: dict[str, Any], overwrite: bool
+) -> None:
+    """``--out . --overwrite`` in a project directory once trained, then deleted the directory."""
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match=r"is a directory holding no run; a run is written into a new or empty"):
+        pretrain("cartpole", seed=0, timesteps=64, hyperparams=tiny, out=tmp_path, overwrite=overwrite)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match=r"'.*file' is a file; a run is written into a new or empty directory"):
+        pretrain("cartpole", seed=0, timesteps=64, hyperparams=tiny, out=tmp_path / "file", overwrite=overwrite)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "notes.txt"]
+
+
+def test_an_empty_directory_takes_the_run(tmp_path: Path, tiny: dict[str, Any]) -> None:
+    (tmp_path / "run").mkdir()
+    pretrain("cartpole", seed=0, timesteps=64, hyperparams=tiny, out=tmp_path / "run")
+    load_checkpoint(tmp_path / "run")
+
+
 def test_failed_pretrain_leaves_no_partial(
     tmp_path: Path, tiny: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
