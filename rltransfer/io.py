@@ -197,6 +197,9 @@ def staging_dir(final: Path, overwrite: bool = False, resume: bool = False) -> I
     and logs, and the caller continues it. Without ``resume`` (or ``overwrite``, which discards it) it is an error, so
     that hours of training are never deleted unasked.
     """
+    here = Path.cwd().resolve()
+    if final.resolve() in (here, *here.parents):  # a run replaces its directory by a rename at the end
+        raise UserError(f"'{final}' is the working directory or above it; a run gets its own: choose --out NAME")
     if (final.exists() or final.is_symlink()) and not _empty_dir(final):
         if not (final / MANIFEST_FILE).is_file():  # --overwrite deletes a run, never a directory of other files
             what = "a file" if not final.is_dir() or final.is_symlink() else "a directory holding no run"

@@ -109,6 +109,17 @@ def test_overwrite_never_deletes_a_directory_that_holds_no_run(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "notes.txt"]
 
 
+@pytest.mark.parametrize("out", [".", "..", "/"])
+def test_the_working_directory_is_no_run_directory(
+    tmp_path: Path, tiny: dict[str, Any], monkeypatch: pytest.MonkeyPatch, out: str
+) -> None:
+    """``--out .`` in an empty directory trained, then failed to rename the run onto it."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError, match="is the working directory or above it; a run gets its own"):
+        pretrain("cartpole", seed=0, timesteps=64, hyperparams=tiny, out=out)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_an_empty_directory_takes_the_run(tmp_path: Path, tiny: dict[str, Any]) -> None:
     (tmp_path / "run").mkdir()
     pretrain("cartpole", seed=0, timesteps=64, hyperparams=tiny, out=tmp_path / "run")
