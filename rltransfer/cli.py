@@ -17,6 +17,7 @@ from rltransfer.cli_args import (
     family_arg,
     hyperparams_args,
     kv,
+    note_oversubscribed,
     parse_targets,
     snapshot_seconds,
     steps_arg,
@@ -109,6 +110,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from rltransfer.experiment.run import run_experiment, run_experiments
 
     torch_threads()
+    note_oversubscribed(args.workers, args.backend)
     options = {
         "seeds": args.seeds,
         "workers": args.workers,

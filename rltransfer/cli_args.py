@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,6 +29,22 @@ def torch_threads() -> None:
     import torch
 
     torch.set_num_threads(int(os.environ.get("RLTRANSFER_TORCH_THREADS", "1")))
+
+
+def note_oversubscribed(workers: int | None, backend: str = "local") -> None:
+    """A one-line note on stderr when ``--workers`` asks for more local processes than there are
+    cores: they then share cores, each run slower (the numbers stay the same), each holding its own torch."""
+    if workers is None or backend != "local":
+        return
+    from rltransfer.experiment.runner import default_workers
+
+    cores = default_workers()
+    if workers > cores:
+        print(
+            f"rltransfer: note: --workers {workers} is more than the {cores} cores here: runs share them "
+            "(each slower, with the same numbers)",
+            file=sys.stderr,
+        )
 
 
 def kv(items: Sequence[str] | None, flag: str = "--hp") -> dict[str, Any]:

@@ -51,13 +51,14 @@ def cmd_generalize(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.markup import escape
 
-    from rltransfer.cli_args import parse_targets, torch_threads
+    from rltransfer.cli_args import note_oversubscribed, parse_targets, torch_threads
     from rltransfer.cli_summary import print_generalization
     from rltransfer.experiment.generalization import OUT_DIR, generalize
     from rltransfer.experiment.report import load_experiment
     from rltransfer.experiment.runner import default_workers
 
     torch_threads()
+    note_oversubscribed(args.workers)
     targets = None
     if args.targets is not None:
         targets = parse_targets(load_experiment(Path(args.dir)).family, args.targets)

@@ -104,3 +104,19 @@ def test_an_interrupt_between_runs_leaves_the_pool_whole() -> None:
     finally:
         pool.shutdown(wait=True)
     assert not any(p.is_alive() for p in workers)
+
+
+def test_more_workers_than_cores_is_noted(capsys: pytest.CaptureFixture[str]) -> None:
+    from rltransfer.cli_args import note_oversubscribed
+    from rltransfer.experiment.runner import default_workers
+
+    cores = default_workers()
+    for quiet in (None, cores, 1):
+        note_oversubscribed(quiet)
+    note_oversubscribed(cores + 62, "ray")  # a cluster's cores are not these
+    assert capsys.readouterr().err == ""
+    note_oversubscribed(cores + 62)
+    assert capsys.readouterr().err == (
+        f"rltransfer: note: --workers {cores + 62} is more than the {cores} cores here: runs share them "
+        "(each slower, with the same numbers)\n"
+    )
