@@ -222,13 +222,19 @@ def _print_run(result: GridResult, report: Path | None, error: Exception | None,
 def cmd_report(args: argparse.Namespace) -> int:
     from rltransfer.cli_summary import print_results
     from rltransfer.experiment.overview import overview_dir, write_overview
-    from rltransfer.experiment.report import build_report, load_experiment
+    from rltransfer.experiment.report import build_report, load_experiment, report_dir
 
     dirs = [Path(d) for d in args.dir]
+    if args.baseline != "scratch" and args.overview:
+        raise UserError("--overview compares every experiment with scratch; drop --baseline or --overview")
     experiments = [(load_experiment(d), d) for d in dirs]  # every directory checked before a file is written
     for spec, d in experiments:
-        print(f"report: {build_report(d, spec) / 'report.md'}")
-        print_results(d, spec, prefix=f"{spec.name}: " if len(experiments) > 1 else "")
+        report_dir(d, spec, args.baseline)  # an arm of every experiment, before anything is written
+    for spec, d in experiments:
+        print(f"report: {build_report(d, spec, args.baseline) / 'report.md'}")
+        print_results(d, spec, prefix=f"{spec.name}: " if len(experiments) > 1 else "", baseline=args.baseline)
+    if args.baseline != "scratch":
+        return 0
     if len(dirs) > 1 or args.overview:
         where = Path(args.overview) if args.overview else overview_dir(dirs)
         print(f"overview: {write_overview(experiments, where)}")
@@ -418,6 +424,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--overview",
         metavar="DIR",
         help="where overview.md and overview.csv go (default: the directories' common parent)",
+    )
+    p.add_argument(
+        "--baseline",
+        metavar="ARM",
+        default="scratch",
+        help="compare every arm with this one instead of scratch (is finetune better than freeze?), "
+        "into DIR/report-vs-ARM/",
     )
     p.set_defaults(func=cmd_report)
     return parser

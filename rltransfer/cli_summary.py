@@ -26,26 +26,29 @@ def _interval(value: float, low: float, high: float) -> str:
     return f"{fmt_number(value)} [{fmt_number(low)}, {fmt_number(high)}]"
 
 
-def print_results(out: Path, spec: ExperimentSpec | None = None, prefix: str = "") -> None:
+def print_results(out: Path, spec: ExperimentSpec | None = None, prefix: str = "", baseline: str = "scratch") -> None:
     """Per target and transfer arm of the grid in ``out`` (report built; ``spec``: its spec, read
-    from there if not given): AUC gain over scratch, time to threshold as a share of scratch's,
-    final return over scratch, with 95% CIs and flags."""
+    from there if not given): AUC gain over scratch (or ``baseline``, whose report is built too),
+    time to threshold as a share of its, final return over its, with 95% CIs and flags."""
     from rltransfer.experiment.overview import rows_for
-    from rltransfer.experiment.report import load_experiment
+    from rltransfer.experiment.report import load_experiment, report_dir
 
-    rows = rows_for(spec or load_experiment(out), out)
+    spec = spec or load_experiment(out)
+    rows = rows_for(spec, out, report_dir(out, spec, baseline))
     if not rows:
         return
-    title = f"{prefix}transfer vs scratch, {rows[0].budget} (95% CIs over seeds; report.md has every metric)"
+    what = "transfer vs scratch" if baseline == "scratch" else f"arms vs {baseline}"
+    title = f"{prefix}{what}, {rows[0].budget} (95% CIs over seeds; report.md has every metric)"
     table = Table(title=escape(title), title_justify="left")
-    for col in ("target", "arm", "AUC gain", "steps to threshold / scratch's", "final return gain", "reached", "flags"):
+    ttt = f"steps to threshold / {baseline}'s"
+    for col in ("target", "arm", "AUC gain", ttt, "final return gain", "reached", "flags"):
         table.add_column(col)
     targets = list(dict.fromkeys(row.task for row in rows))
     for row in sorted(rows, key=lambda r: targets.index(r.task)):  # by target, arms in their order
         ratio = "— (neither reached)" if math.isnan(row.ttt[0]) else _interval(*row.ttt)
         final = "—" if math.isnan(row.asymptotic[0]) else _interval(*row.asymptotic)
         flags = ", ".join(f for f in (row.flag, "ends lower" if row.ends_lower else "") if f)
-        style = "bold red" if row.flag == "NEGATIVE" or row.ends_lower else "green" if row.flag else None
+        style = "bold red" if row.flag in ("NEGATIVE", "worse") or row.ends_lower else "green" if row.flag else None
         cells = [row.task, row.arm, _interval(*row.auc), ratio, final, f"{row.reached:.0%}", flags]
         table.add_row(*map(escape, cells), style=style)
     if any(math.isnan(row.auc[1]) and not math.isnan(row.auc[0]) for row in rows):

@@ -16,6 +16,7 @@ ARM_KEYS = {"name", "strategy"} | OPTIONS
 # tensorboard modules; tests/test_arms.py checks the list against them): an arm there would mix
 # its runs into them. Compared case-insensitively, as macOS and Windows file systems do.
 RESERVED_DIRS = ("report", "source", "generalization", "_layout", "experiment.json")
+VS_PREFIX = "report-vs-"  # <out>/report-vs-<arm>: the report against another arm than scratch
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,8 @@ def parse_arms(ctx: SpecContext, arms_raw: Any) -> tuple[Arm, ...]:
             raise ctx.fail(
                 "arms", f"arm name {arm.name!r} is the grid's own '{arm.dirname.casefold()}' directory; rename the arm"
             )
+        if arm.dirname.casefold().startswith(VS_PREFIX):
+            raise ctx.fail("arms", f"arm name {arm.name!r} starts as the reports against other arms do; rename the arm")
     if len({a.dirname.casefold() for a in arms}) != len(arms):
         raise ctx.fail("arms", f"arm names {names} collide as directory names (case aside); rename one")
     return tuple(arms)

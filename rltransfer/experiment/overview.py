@@ -123,9 +123,10 @@ def budget_of(spec: ExperimentSpec) -> str:
     return f"{source} -> {spec.timesteps / 1000:g}k, {n} seed{'s' if n != 1 else ''}"
 
 
-def rows_for(spec: ExperimentSpec, out: Path) -> list[Row]:
-    """The rows of one experiment whose report is built (``<out>/report``)."""
-    report = out / "report"
+def rows_for(spec: ExperimentSpec, out: Path, report: Path | None = None) -> list[Row]:
+    """The rows of one experiment whose report is built (``<out>/report``, or ``report``: one
+    against another arm, whose flags then read ``worse`` and ``better``)."""
+    report = report if report is not None else out / "report"
     summary = read_json(report / "summary.json", f"rebuild it with `rltransfer report {out}`")
     with np.load(report / "curves.npz") as data:
         steps = data["steps"]
@@ -142,6 +143,8 @@ def rows_for(spec: ExperimentSpec, out: Path) -> list[Row]:
         d = c["auc_difference"]
         g = c.get("asymptotic_gain") or {}
         flag = auc_flag(c["negative_transfer"], c["positive_transfer"])
+        if summary["baseline"] != "scratch":  # better or worse than that arm, not transfer
+            flag = {"NEGATIVE": "worse", "positive": "better"}.get(flag, flag)
         rows.append(
             Row(
                 spec.name,

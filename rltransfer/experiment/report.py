@@ -9,14 +9,16 @@ import numpy as np
 from rltransfer.compare import ALL_TASKS, TaskComparison, area_under_curve, compare_arms, stratified_bootstrap_ci
 from rltransfer.envs import Task
 from rltransfer.errors import UserError
+from rltransfer.experiment.arms import VS_PREFIX
 from rltransfer.experiment.collect import Collected, collect
 from rltransfer.experiment.runner import EXPERIMENT_FILE
 from rltransfer.experiment.spec import ExperimentSpec, parse_spec
 from rltransfer.io import read_json
 from rltransfer.report import ExtraTable, write_report
-from rltransfer.report.tables import auc_flag, fmt_estimate, fmt_number, fmt_steps
+from rltransfer.report.tables import flag_of, fmt_estimate, fmt_number, fmt_steps
 
 BOOTSTRAP_REPS = 2000
+BASELINE = "scratch"  # what every report compares with, unless asked for another arm
 # Where `rltransfer generalize` writes (rltransfer.experiment.generalization); the report shows its table.
 GENERALIZATION_DIR = "generalization"
 
@@ -201,7 +203,8 @@ def _generalization_table(out: Path, data: Collected) -> ExtraTable | None:
 
 def _sweep_tables(spec: ExperimentSpec, comps: list[TaskComparison]) -> list[ExtraTable]:
     """One table per swept arm (``sweep:`` in the spec): its values in order against the gains over
-    scratch, so that how the gain moves with the value reads down one column."""
+    the baseline, so that how the gain moves with the value reads down one column."""
+    baseline = comps[0].baseline if comps else BASELINE
     by = {(c.arm, c.task): c for c in comps}
     tables = []
     for base in dict.fromkeys(a.sweep_of for a in spec.arms if a.sweep_of is not None):
@@ -210,7 +213,7 @@ def _sweep_tables(spec: ExperimentSpec, comps: list[TaskComparison]) -> list[Ext
         rows = []
         for arm in arms:
             overall = by.get((arm.name, ALL_TASKS))
-            flag = auc_flag(overall.negative_transfer, overall.positive_transfer) if overall is not None else ""
+            flag = flag_of(overall) if overall is not None else ""
             rows.append(
                 [
                     *(label for _, label in arm.swept),
@@ -223,7 +226,7 @@ def _sweep_tables(spec: ExperimentSpec, comps: list[TaskComparison]) -> list[Ext
             )
         headers = [*keys, "runs", "AUC gain, all tasks", "asymptotic gain, all tasks"]
         headers += [f"AUC gain: {t}" for t in spec.task_names] + ["flag (all tasks)"]
-        note = f"Each arm swept from '{base}' against scratch, as in the tables above (95% CIs)."
+        note = f"Each arm swept from '{base}' against {baseline}, as in the tables above (95% CIs)."
         tables.append(ExtraTable(f"Sweep: {base} over {', '.join(keys)}", headers, rows, note))
     return tables
 
@@ -284,18 +287,40 @@ def _budget(timesteps: int, trained: set[int]) -> int | str:
     return f"{timesteps} (runs trained {took}: PPO collects whole rollouts)"
 
 
-def build_report(out: str | Path, spec: ExperimentSpec | None = None) -> Path:
-    """Write ``<out>/report/`` (markdown, HTML, plots, CSV, NPZ, JSON); returns the report directory."""
+def report_dir(out: Path, spec: ExperimentSpec, baseline: str = BASELINE) -> Path:
+    """Where the report against ``baseline`` goes: ``<out>/report``, or ``<out>/report-vs-<arm>``
+    for another arm of the spec."""
+    if baseline == BASELINE:
+        return out / "report"
+    arm = next((a for a in spec.arms if a.name == baseline), None)
+    if arm is None:
+        raise UserError(
+            f"'{baseline}' is not an arm of experiment '{spec.name}'; compare with one of: "
+            f"{', '.join(a.name for a in spec.arms)}"
+        )
+    return out / f"{VS_PREFIX}{arm.dirname}"
+
+
+def build_report(out: str | Path, spec: ExperimentSpec | None = None, baseline: str = BASELINE) -> Path:
+    """Write ``<out>/report/`` (markdown, HTML, plots, CSV, NPZ, JSON); returns the report directory.
+
+    ``baseline``: another arm every arm is compared with instead of scratch (is fine-tuning better
+    than freezing?), written to ``<out>/report-vs-<arm>/`` beside the report against scratch;
+    the tables that concern scratch or the sources (sources, forgetting, total steps...) stay there.
+    """
     out = Path(out)
     spec = spec or load_experiment(out)
+    where = report_dir(out, spec, baseline)
     data = collect(spec, out)
-    if "scratch" not in data.curves:
-        raise UserError(f"no finished scratch runs under '{out}'; the comparison needs the baseline")
+    if baseline not in data.curves:
+        what = "the comparison needs the baseline" if baseline == BASELINE else "nothing to compare with"
+        raise UserError(f"no finished {baseline} runs under '{out}'; {what}")
     comps = compare_arms(
         data.curves,
         data.steps,
         spec.task_names,
         spec.thresholds,
+        baseline=baseline,
         reps=BOOTSTRAP_REPS,
         source_steps=data.source_steps,
         accounting="target",
@@ -330,6 +355,14 @@ def build_report(out: str | Path, spec: ExperimentSpec | None = None) -> Path:
         meta["FAILED runs (excluded)"] = ", ".join(data.failed)
     if data.missing:
         meta["unfinished runs (excluded)"] = ", ".join(data.missing)
+    if baseline != BASELINE:
+        meta["baseline"] = (
+            f"{baseline}: every interval, P(improvement) and flag compares an arm with it; the comparison with "
+            f"scratch, the sources, forgetting and total steps are in {out / 'report'}"
+        )
+        write_report(where, f"Arms vs {baseline}: {spec.name}", comps, data.curves, data.steps,
+                     spec.task_names, spec.thresholds, meta, extra_tables=_sweep_tables(spec, comps))  # fmt: skip
+        return where
     tables = (
         _sources_table(spec, out, data),
         _by_source_table(spec, data),
@@ -339,9 +372,8 @@ def build_report(out: str | Path, spec: ExperimentSpec | None = None) -> Path:
         _generalization_table(out, data),
     )
     extras = [*_sweep_tables(spec, comps), *(t for t in tables if t is not None)]
-    report_dir = out / "report"
     write_report(
-        report_dir,
+        where,
         f"Transfer vs scratch: {spec.name}",
         comps,
         data.curves,
@@ -351,4 +383,4 @@ def build_report(out: str | Path, spec: ExperimentSpec | None = None) -> Path:
         meta,
         extra_tables=extras,
     )
-    return report_dir
+    return where

@@ -22,6 +22,14 @@ def auc_flag(negative: bool, positive: bool) -> str:
     return "NEGATIVE" if negative else "positive" if positive else ""
 
 
+def flag_of(comparison: TaskComparison) -> str:
+    """``auc_flag`` of a comparison with scratch; against another arm, ``worse`` or ``better`` (than it:
+    not transfer, which is measured against scratch)."""
+    if comparison.baseline == "scratch":
+        return auc_flag(comparison.negative_transfer, comparison.positive_transfer)
+    return "worse" if comparison.negative_transfer else "better" if comparison.positive_transfer else ""
+
+
 @dataclass(frozen=True)
 class Row:
     """One arm's cells in a task table, plus its flags (subsets of the constants above)."""
@@ -84,9 +92,12 @@ def headers(confidence: float) -> tuple[str, ...]:
 def row(comparison: TaskComparison) -> Row:
     """Cells for one comparison; the last column (flags) is left to the renderer."""
     metrics = comparison.metrics
-    flags = [NEGATIVE] if comparison.negative_transfer else []
+    negative, positive = NEGATIVE, POSITIVE
+    if comparison.baseline != "scratch":  # against another arm: better or worse than it, not transfer
+        negative, positive = f"worse than {comparison.baseline}", f"better than {comparison.baseline}"
+    flags = [negative] if comparison.negative_transfer else []
     if comparison.positive_transfer:
-        flags.append(POSITIVE)
+        flags.append(positive)
     if comparison.ends_lower:
         flags.append(ENDS_LOWER)
     if comparison.is_winner:
