@@ -80,3 +80,12 @@ def test_an_arm_without_finished_runs_is_nothing_to_compare_with(tmp_path: Path)
     spec = parse_spec(grid_spec("half", arms=["scratch", "freeze", "finetune"], seeds=1))
     with pytest.raises(UserError, match=r"no finished finetune runs under .*; nothing to compare with"):
         build_report(out, spec, baseline="finetune")
+
+
+def test_the_report_against_scratch_brings_those_against_other_arms_up_to_date(tmp_path: Path) -> None:
+    out = tmp_path / "grid"
+    run_experiment(grid_spec("grow", arms=["scratch", "freeze"], seeds=1), out=out, workers=1, progress=False)
+    build_report(out, baseline="freeze")
+    run_experiment(grid_spec("grow", arms=["scratch", "freeze"]), out=out, workers=1, progress=False, resume=True)
+    summary = json.loads((out / "report-vs-freeze" / "summary.json").read_text())
+    assert {c["n_runs"] for c in summary["comparisons"]} == {2}  # the second seed, not the first alone

@@ -383,4 +383,7 @@ def build_report(out: str | Path, spec: ExperimentSpec | None = None, baseline: 
         meta,
         extra_tables=extras,
     )
+    for arm in spec.arms:  # reports asked for against other arms: kept up to date with this one
+        if arm.name != BASELINE and arm.name in data.curves and (out / f"{VS_PREFIX}{arm.dirname}").is_dir():
+            build_report(out, spec, arm.name)
     return where
