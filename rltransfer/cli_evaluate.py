@@ -23,8 +23,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     seed = agent.eval_seed if args.seed is None else args.seed
     episodes = agent.eval_episodes if args.episodes is None else args.episodes
     results = agent.evaluate(targets, episodes, args.head, deterministic=not args.stochastic, seed=seed)
-    if args.json:
-        print(json.dumps({name: {"mean": m, "std": s} for name, (m, s) in results.items()}, indent=2))
+    played = [agent.resolve_target(t, args.head) for t in targets or agent.task_names]
+    if args.json:  # per target: what the table shows, and how it was played
+        rows = {
+            name: {
+                "mean": mean,
+                "std": std,
+                "threshold": task.family.threshold,
+                "reached": mean >= task.family.threshold,
+                "head": agent.task_names[k],
+                "episodes": episodes,
+                "seeds": [seed, seed + episodes - 1],
+                "deterministic": not args.stochastic,
+            }
+            for (name, (mean, std)), (_, task, k) in zip(results.items(), played, strict=True)
+        }
+        print(json.dumps(rows, indent=2))
         return 0
     policy = "stochastic" if args.stochastic else "deterministic"
     console = Console(width=max(Console().width, 120))
@@ -33,7 +47,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     table = Table()
     for col in ("target", "mean return", "std", "threshold", "reached"):
         table.add_column(col)
-    played = [agent.resolve_target(t, args.head) for t in targets or agent.task_names]
     for (name, (mean, std)), (_, task, _) in zip(results.items(), played, strict=True):
         threshold = task.family.threshold
         table.add_row(escape(name), f"{mean:.1f}", f"{std:.1f}", f"{threshold:g}", "yes" if mean >= threshold else "no")

@@ -177,6 +177,9 @@ def test_command_line(cartpole: tuple[Path, Path], capsys: pytest.CaptureFixture
     assert main(["evaluate", str(ft), "--targets", "heavy,{length: 0.9}", "--head", "long", "--json"]) == 0
     played = json.loads(capsys.readouterr().out)
     assert list(played) == ["heavy (head long)", "custom1 (length=0.9) (head long)"]
+    heavy = played["heavy (head long)"]
+    assert heavy["head"] == "long" and heavy["threshold"] == 475.0 and heavy["reached"] == (heavy["mean"] >= 475)
+    assert heavy["episodes"] == 2 and heavy["seeds"] == [10001, 10002] and heavy["deterministic"] is True
     assert main(["evaluate", str(ft), "--targets", "heavy", "--json"]) == 0
     assert list(json.loads(capsys.readouterr().out)) == ["heavy (head long)"]
     assert main(["evaluate", str(ft.parent)]) == 2
