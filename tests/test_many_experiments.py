@@ -142,3 +142,16 @@ def test_an_overview_of_grids_with_scratch_alone_says_so() -> None:
     text = overview_markdown([], ["exp: unfinished runs (excluded): exp/freeze/seed0"])
     assert text.startswith("No transfer arm has finished runs on any target yet") and "| --- |" not in text
     assert text.endswith("- exp: unfinished runs (excluded): exp/freeze/seed0\n")
+
+
+def test_grids_of_one_name_are_told_apart_in_the_overview(specs: tuple[Path, Path], tmp_path: Path) -> None:
+    """Two grids of one spec (before and after a change, say) in one overview: labelled by directory."""
+    import shutil
+
+    run_experiment(specs[0], out=tmp_path / "before", workers=1, progress=False)
+    shutil.copytree(tmp_path / "before", tmp_path / "after")
+    assert main(["report", str(tmp_path / "before"), str(tmp_path / "after"), "--overview", str(tmp_path)]) == 0
+    text = (tmp_path / "overview.md").read_text()
+    for out in ("before", "after"):
+        assert f"| carts ({tmp_path / out}) | long | freeze |" in text
+    assert "| carts | long |" not in text

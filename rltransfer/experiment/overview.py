@@ -17,7 +17,7 @@ import io
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -194,16 +194,23 @@ def arm_summary(rows: Sequence[Row]) -> list[str]:
     return lines
 
 
+def labels(experiments: Sequence[tuple[ExperimentSpec, Path]]) -> list[str]:
+    """Each experiment's name in the overview, with its directory where another has the same name
+    (two grids of one spec, e.g. before and after a change)."""
+    names = [spec.name for spec, _ in experiments]
+    return [spec.name if names.count(spec.name) == 1 else f"{spec.name} ({out})" for spec, out in experiments]
+
+
 def generalization_lines(experiments: Sequence[tuple[ExperimentSpec, Path]]) -> list[str]:
     """Per experiment and arm, its final policies over the held-out variants against scratch, as
     `rltransfer generalize` last played them (experiments it has not played are left out)."""
     rows = []
-    for spec, out in experiments:
+    for (_, out), label in zip(experiments, labels(experiments), strict=True):
         path = out / GENERALIZATION_DIR / "summary.json"
         summary = read_json(path, f"rerun `rltransfer generalize {out}`") if path.exists() else {}
         for target, arm, runs, mean, diff, _, _, flag in (summary.get("table") or {}).get("rows", []):
             if target == "all targets":
-                rows.append(f"| {spec.name} | {arm} | {runs} | {mean} | {diff} | {flag} |")
+                rows.append(f"| {label} | {arm} | {runs} | {mean} | {diff} | {flag} |")
     if not rows:
         return []
     return [
@@ -263,9 +270,9 @@ def write_overview(
     ``left_out``: a line per experiment without one (it is named under the tables). Returns the markdown."""
     rows: list[Row] = []
     notes = list(left_out)
-    for spec, out in experiments:
-        rows += rows_for(spec, out)
-        notes += [f"{spec.name}: {warning}" for warning in warnings_for(out)]
+    for (spec, out), label in zip(experiments, labels(experiments), strict=True):
+        rows += [replace(row, experiment=label) for row in rows_for(spec, out)]
+        notes += [f"{label}: {warning}" for warning in warnings_for(out)]
     where.mkdir(parents=True, exist_ok=True)
     atomic_write_text(where / OVERVIEW_CSV, overview_csv(rows))
     text = "# Transfer vs scratch: overview\n\n" + overview_markdown(rows, notes)
