@@ -156,6 +156,8 @@ def finetune(
     check_distinct(tasks.tasks)
     fam = tasks.family
     strat = parse_strategy(strategy) if isinstance(strategy, str) else strategy
+    if not isinstance(strat, Strategy):
+        raise UserError(f"strategy must be a name such as 'freeze' or a parse_strategy(...) result, got {strategy!r}")
     ckpt = load_checkpoint(checkpoint) if isinstance(checkpoint, str | Path) else checkpoint
     if strat.uses_source and ckpt is None:
         raise UserError(f"strategy '{strat.name}' transfers from a source; pass --source PATH (or use scratch)")

@@ -446,3 +446,10 @@ def test_parse_strategy_values() -> None:
     assert parse_strategy("freeze", {"transfer": "no-action"}).transfer == {"trunk", "pi_head", "vf_head"}
     d = parse_strategy("partial:1", {"layer_map": {"skip": "rnd.*"}}).to_dict()
     assert d["layer_map"]["skip"] == ["rnd.*"] and d["trainable_layers"] == 1
+
+
+def test_a_strategy_of_another_type_is_one_line(tiny: dict[str, Any]) -> None:
+    with pytest.raises(
+        UserError, match=r"strategy must be a name such as 'freeze' or a parse_strategy\(...\) result, got 5"
+    ):
+        finetune("cartpole", ["long"], None, 5, timesteps=64, hyperparams=tiny)  # type: ignore[arg-type]
