@@ -439,12 +439,12 @@ def test_a_pool_found_broken_when_submitting_is_replaced(tmp_path: Path, monkeyp
     class BreaksOnce(ProcessPoolExecutor):
         def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
             submitted[0] += 1
-            if submitted[0] == 2:  # the source is in flight
+            if submitted[0] == 2:  # the first run is in flight
                 raise BrokenProcessPool("a child process terminated abruptly")
             return super().submit(fn, *args, **kwargs)
 
-    spec_path = tmp_path / "spec.yaml"  # the source, then three scratch runs
-    spec_path.write_text(yaml.safe_dump(tiny_spec(arms=["scratch"], seeds=3)))
+    spec_path = tmp_path / "spec.yaml"  # four scratch runs (no source: no run fine-tunes one)
+    spec_path.write_text(yaml.safe_dump(tiny_spec(arms=["scratch"], seeds=4)))
     spec, grids = load_spec(spec_path), []
     for name in ("ref", "run"):
         prepare_out(spec, tmp_path / name, resume=False)

@@ -6,6 +6,7 @@ stops the grid with its one-line error after the runs in flight, which are kept.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from grid_events import Events, assert_source_beside_scratch
 from specs import grid_spec, run_cli
 
 from rltransfer.checkpoint import load_checkpoint
+from rltransfer.cli import main
 from rltransfer.errors import UserError
 from rltransfer.experiment.pool import run_grid
 from rltransfer.experiment.runner import Job, SourceJob, prepare_out
@@ -58,7 +60,7 @@ def test_source_from_the_pool_equals_the_source_pretrained_in_process(tmp_path: 
     """One torch thread in both: the same weights whichever process pretrains the source."""
     from rltransfer.experiment.run import run_experiment
 
-    spec = _spec(tmp_path, arms=["scratch"], seeds=1)
+    spec = _spec(tmp_path, arms=["scratch", "zero-shot"], seeds=1)
     run_experiment(spec, out=tmp_path / "serial", workers=1, progress=False)
     run_experiment(spec, out=tmp_path / "pool", workers=2, progress=False)
     a = load_checkpoint(tmp_path / "serial" / "source").state_dict
@@ -106,3 +108,23 @@ def test_gate_raises_what_the_worker_reported(tmp_path: Path) -> None:
     error = UserError("the env produced NaN; check its parameters")
     assert gate.done(SourceJob(tmp_path / "source"), {"ok": False, "error": str(error), "exception": error}) == []
     assert gate.error is error and gate.waiting == {0: waiting} and not gate.ready  # nothing released
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_source_no_unfinished_run_needs_is_not_pretrained(
+    tmp_path: Path, workers: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Scratch alone pretrains nothing; a deleted source whose runs have all finished is not pretrained
+    again; once a transfer arm joins, its source is."""
+    spec = _spec(tmp_path, arms=["scratch"], seeds=1)
+    out = tmp_path / "grid"
+    assert main(["run", str(spec), "--out", str(out), "--dry-run"]) == 0
+    assert "sources: 1 not needed (seeds 0;" in capsys.readouterr().out
+    assert main(["run", str(spec), "--out", str(out), "--workers", workers, "--quiet"]) == 0
+    assert not (out / "source").exists() and _finished(out, "scratch") == ["seed0"]
+    spec = _spec(tmp_path, arms=["scratch", "freeze"], seeds=1)
+    assert main(["run", str(spec), "--out", str(out), "--workers", workers, "--quiet", "--resume"]) == 0
+    assert (out / "source" / "manifest.json").exists() and _finished(out, "freeze") == ["seed0"]
+    shutil.rmtree(out / "source")  # to save space, say: every run that fine-tuned it has finished
+    assert main(["run", str(spec), "--out", str(out), "--workers", workers, "--quiet", "--resume"]) == 0
+    assert not (out / "source").exists()

@@ -13,13 +13,22 @@ from pathlib import Path
 from typing import Literal
 
 from rltransfer.experiment.run import check_experiments
-from rltransfer.experiment.runner import EXPERIMENT_FILE, LOCK_FILE, Job, finished_sources, plan_jobs, source_dir
+from rltransfer.experiment.runner import (
+    EXPERIMENT_FILE,
+    LOCK_FILE,
+    Job,
+    finished_sources,
+    needed_sources,
+    plan_jobs,
+    source_dir,
+)
 from rltransfer.experiment.spec import ExperimentSpec, SpecLike
 from rltransfer.hyperparams import resolve_hyperparams, whole_rollouts
 from rltransfer.io import interrupted_runs, lock_holder, running_attempts
 
-Status = Literal["to run", "kept", "resumes", "redone", "in progress"]
-STATUSES: tuple[Status, ...] = ("to run", "in progress", "resumes", "redone", "kept")
+Status = Literal["to run", "kept", "resumes", "redone", "in progress", "not needed"]
+# "not needed": a source no unfinished run fine-tunes (scratch arms alone, or its runs all finished).
+STATUSES: tuple[Status, ...] = ("to run", "in progress", "resumes", "redone", "kept", "not needed")
 
 
 @dataclass(frozen=True)
@@ -37,7 +46,7 @@ class ExperimentPlan:
 
     def steps(self) -> tuple[int, int]:
         """Env steps still to train (whole rollouts): the sources', the runs' (a resumed one counted whole)."""
-        sources = sum(self.source_trained for s in self.sources.values() if isinstance(s, str) and s != "kept")
+        sources = sum(self.source_trained for s in self.sources.values() if s not in ("kept", "not needed"))
         runs = sum(self.arm_trained[job.arm.name] for job, s in self.runs if s != "kept" and job.arm.strategy.train)
         return sources, runs
 
@@ -90,13 +99,15 @@ def plan_experiments(
 
 
 def _plan(spec: ExperimentSpec, out: Path) -> ExperimentPlan:
-    ready = finished_sources(spec, out)
+    ready, needed = finished_sources(spec, out), needed_sources(spec, out)
     sources: dict[int, Status | Path] = {}
     for seed in spec.source.seeds:
         if spec.source.checkpoint is not None:
             sources[seed] = spec.source.checkpoint
+        elif seed in ready:
+            sources[seed] = "kept"
         else:
-            sources[seed] = "kept" if seed in ready else _unfinished(source_dir(spec, out, seed), failed=False)
+            sources[seed] = _unfinished(source_dir(spec, out, seed), failed=False) if seed in needed else "not needed"
     src_hp = resolve_hyperparams(spec.family, spec.source.hyperparams)
     steps = int(spec.source.timesteps or src_hp["n_timesteps"])
     runs = [

@@ -23,6 +23,7 @@ from rltransfer.experiment.runner import (
     default_workers,
     ensure_sources,
     finished_sources,
+    needed_sources,
     plan_jobs,
     prepare_out,
 )
@@ -126,7 +127,7 @@ def run_experiments(
                     raise
                 stopped[out_dir] = e  # pretrained here (one worker) and failed: the other grids go on
                 continue
-            todo += len(set(spec.source.seeds) - set(sources))
+            todo += len(set(needed_sources(spec, out_dir)) - set(sources))
             grids.append(Grid(spec, out_dir, sources))
         total = sum(len(plan_jobs(g.spec, g.out)) for g in grids) + todo
         label = "runs" if not todo else "source + runs" if todo == 1 else "sources + runs"

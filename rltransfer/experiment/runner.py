@@ -214,10 +214,18 @@ def prepare_out(spec: ExperimentSpec, out: Path, resume: bool) -> None:
 Sources = Mapping[int, Path]
 
 
+def needed_sources(spec: ExperimentSpec, out: Path) -> list[int]:
+    """The source seeds an unfinished run fine-tunes: the ones a grid pretrains if they are not there
+    (a grid of scratch runs alone, or whose transfer runs have all finished, needs none)."""
+    wanted = {job.source_seed for job in plan_jobs(spec, out) if job.source_seed is not None and not job.finished}
+    return [seed for seed in spec.source.seeds if seed in wanted]
+
+
 def ensure_sources(spec: ExperimentSpec, out: Path, progress: bool) -> dict[int, Path]:
-    """Every source checkpoint by source seed: the spec's, or each pretrained once under ``<out>/source``."""
+    """Every source checkpoint there is by source seed: the spec's, or each pretrained once under
+    ``<out>/source`` where an unfinished run needs it."""
     ready = finished_sources(spec, out)
-    for seed in spec.source.seeds:
+    for seed in needed_sources(spec, out):
         if seed not in ready:
             pretrain_source(spec, source_dir(spec, out, seed), progress, seed)
             ready[seed] = source_dir(spec, out, seed)
@@ -356,7 +364,8 @@ def schedule(
         ready = dict.fromkeys(spec.source.seeds, sources)
     else:
         ready = dict(sources)
-    missing = [seed for seed in spec.source.seeds if seed not in ready]
+    needed = {j.source_seed for j in todo}
+    missing = [seed for seed in spec.source.seeds if seed not in ready and seed in needed]
     gate = SourceGate(spec, ready, {seed: [j for j in todo if j.source_seed == seed] for seed in missing})
     pretrain = [SourceJob(source_dir(spec, out, seed), seed) for seed in missing]
     return [*pretrain, *(j for j in todo if j.source_seed not in missing)], gate
