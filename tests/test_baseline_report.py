@@ -89,3 +89,16 @@ def test_the_report_against_scratch_brings_those_against_other_arms_up_to_date(t
     run_experiment(grid_spec("grow", arms=["scratch", "freeze"]), out=out, workers=1, progress=False, resume=True)
     summary = json.loads((out / "report-vs-freeze" / "summary.json").read_text())
     assert {c["n_runs"] for c in summary["comparisons"]} == {2}  # the second seed, not the first alone
+
+
+def test_worse_than_the_baseline_arm_is_marked_as_bad_news(tmp_path: Path) -> None:
+    from rltransfer.report import write_report
+
+    steps = np.arange(3) * 10.0
+    low, high = np.zeros((3, 1, 3)) + np.arange(3.0)[:, None, None], np.full((3, 1, 3), 50.0)
+    curves = {"scratch": low, "freeze": high, "finetune": low}
+    comps = compare_arms(curves, steps, ["t"], [100.0], "freeze", reps=200)
+    write_report(tmp_path, "vs freeze", comps, curves, steps, ["t"], [100.0], {"experiment": "x"})
+    assert "**worse than freeze**" in (tmp_path / "report.md").read_text()
+    html = (tmp_path / "report.html").read_text()
+    assert '<span class="negative">worse than freeze</span>' in html and 'positive">worse' not in html

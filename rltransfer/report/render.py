@@ -16,7 +16,7 @@ from rltransfer.compare.scores import METRICS, per_run_scores, validate_arms
 from rltransfer.compare.summary import ALL_TASKS, TaskComparison, json_float
 from rltransfer.report.files import RESERVED_NPZ_KEYS, write_csv, write_curves_npz, write_json, write_text
 from rltransfer.report.plots import plot_learning_curves
-from rltransfer.report.tables import ENDS_LOWER, LEGEND, NEGATIVE, WINNER, Row, headers, row, winner_sentence
+from rltransfer.report.tables import ENDS_LOWER, LEGEND, WINNER, Row, headers, is_negative, row, winner_sentence
 
 
 class ExtraTable(NamedTuple):
@@ -157,8 +157,7 @@ def _markdown(
         return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
 
     def flags(r: Row) -> str:
-        marks = {NEGATIVE: f"**{NEGATIVE}**", WINNER: f"**{WINNER}**"}
-        return ", ".join(marks.get(flag, flag) for flag in r.flags)
+        return ", ".join(f"**{f}**" if (is_negative(f) and f != ENDS_LOWER) or f == WINNER else f for f in r.flags)
 
     out = [f"# {title}", "", line(["key", "value"]), line(["---", "---"])]
     out += [line(pair) for pair in _meta_rows(meta)]
@@ -196,8 +195,10 @@ def _html(
         return f"<table><thead><tr>{cells}</tr></thead><tbody>{rows}</tbody></table>"
 
     def flags(r: Row) -> str:
-        classes = {NEGATIVE: "negative", ENDS_LOWER: "negative", WINNER: "winner"}
-        return " ".join(f'<span class="{classes.get(f, "positive")}">{esc(f)}</span>' for f in r.flags)
+        def kind(f: str) -> str:
+            return "negative" if is_negative(f) else "winner" if f == WINNER else "positive"
+
+        return " ".join(f'<span class="{kind(f)}">{esc(f)}</span>' for f in r.flags)
 
     parts = [
         f"<h1>{esc(title)}</h1>",

@@ -14,6 +14,12 @@ NEGATIVE = "NEGATIVE TRANSFER"
 POSITIVE = "positive transfer"
 ENDS_LOWER = "ends below baseline"  # a head start (or none) that finishes lower: the AUC flags miss it
 WINNER = "winner"
+WORSE_THAN = "worse than "  # + the arm: NEGATIVE's counterpart in a report against another arm than scratch
+
+
+def is_negative(flag: str) -> bool:
+    """A flag renderers mark as bad news: negative transfer, worse than the baseline arm, ending lower."""
+    return flag in (NEGATIVE, ENDS_LOWER) or flag.startswith(WORSE_THAN)
 
 
 def auc_flag(negative: bool, positive: bool) -> str:
@@ -94,7 +100,7 @@ def row(comparison: TaskComparison) -> Row:
     metrics = comparison.metrics
     negative, positive = NEGATIVE, POSITIVE
     if comparison.baseline != "scratch":  # against another arm: better or worse than it, not transfer
-        negative, positive = f"worse than {comparison.baseline}", f"better than {comparison.baseline}"
+        negative, positive = f"{WORSE_THAN}{comparison.baseline}", f"better than {comparison.baseline}"
     flags = [negative] if comparison.negative_transfer else []
     if comparison.positive_transfer:
         flags.append(positive)
