@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -312,10 +313,55 @@ def build_report(out: str | Path, spec: ExperimentSpec | None = None, baseline: 
     spec = spec or load_experiment(out)
     where = report_dir(out, spec, baseline)
     data = collect(spec, out)
+    if baseline != BASELINE:
+        return _report_vs(out, spec, data, baseline)
+    comps = _comparisons(out, spec, data, BASELINE)
+    tables = (
+        _sources_table(spec, out, data),
+        _by_source_table(spec, data),
+        _forgetting_table(data),
+        _feature_shift_table(data),
+        _total_steps_table(spec, data),
+        _generalization_table(out, data),
+    )
+    extras = [*_sweep_tables(spec, comps), *(t for t in tables if t is not None)]
+    write_report(
+        where,
+        f"Transfer vs scratch: {spec.name}",
+        comps,
+        data.curves,
+        data.steps,
+        spec.task_names,
+        spec.thresholds,
+        _meta(out, spec, data),
+        extra_tables=extras,
+    )
+    for arm in spec.arms:  # reports asked for against other arms: kept up to date with this one
+        if arm.name != BASELINE and arm.name in data.curves and (out / f"{VS_PREFIX}{arm.dirname}").is_dir():
+            _report_vs(out, spec, data, arm.name)
+    return where
+
+
+def _report_vs(out: Path, spec: ExperimentSpec, data: Collected, baseline: str) -> Path:
+    """``<out>/report-vs-<arm>``: every arm against ``baseline``, the comparison tables alone."""
+    comps = _comparisons(out, spec, data, baseline)
+    meta = _meta(out, spec, data)
+    meta["baseline"] = (
+        f"{baseline}: every interval, P(improvement) and flag compares an arm with it; the comparison with "
+        f"scratch, the sources, forgetting and total steps are in {out / 'report'}"
+    )
+    where = report_dir(out, spec, baseline)
+    write_report(where, f"Arms vs {baseline}: {spec.name}", comps, data.curves, data.steps,
+                 spec.task_names, spec.thresholds, meta, extra_tables=_sweep_tables(spec, comps))  # fmt: skip
+    return where
+
+
+def _comparisons(out: Path, spec: ExperimentSpec, data: Collected, baseline: str) -> list[TaskComparison]:
+    """Every arm against ``baseline``, per task and over all of them."""
     if baseline not in data.curves:
         what = "the comparison needs the baseline" if baseline == BASELINE else "nothing to compare with"
         raise UserError(f"no finished {baseline} runs under '{out}'; {what}")
-    comps = compare_arms(
+    return compare_arms(
         data.curves,
         data.steps,
         spec.task_names,
@@ -325,6 +371,10 @@ def build_report(out: str | Path, spec: ExperimentSpec | None = None, baseline: 
         source_steps=data.source_steps,
         accounting="target",
     )
+
+
+def _meta(out: Path, spec: ExperimentSpec, data: Collected) -> dict[str, Any]:
+    """The report's header: what ran, how, and what is left out or differs."""
     meta = {
         "experiment": spec.name,
         "family": spec.family.name,
@@ -355,35 +405,4 @@ def build_report(out: str | Path, spec: ExperimentSpec | None = None, baseline: 
         meta["FAILED runs (excluded)"] = ", ".join(data.failed)
     if data.missing:
         meta["unfinished runs (excluded)"] = ", ".join(data.missing)
-    if baseline != BASELINE:
-        meta["baseline"] = (
-            f"{baseline}: every interval, P(improvement) and flag compares an arm with it; the comparison with "
-            f"scratch, the sources, forgetting and total steps are in {out / 'report'}"
-        )
-        write_report(where, f"Arms vs {baseline}: {spec.name}", comps, data.curves, data.steps,
-                     spec.task_names, spec.thresholds, meta, extra_tables=_sweep_tables(spec, comps))  # fmt: skip
-        return where
-    tables = (
-        _sources_table(spec, out, data),
-        _by_source_table(spec, data),
-        _forgetting_table(data),
-        _feature_shift_table(data),
-        _total_steps_table(spec, data),
-        _generalization_table(out, data),
-    )
-    extras = [*_sweep_tables(spec, comps), *(t for t in tables if t is not None)]
-    write_report(
-        where,
-        f"Transfer vs scratch: {spec.name}",
-        comps,
-        data.curves,
-        data.steps,
-        spec.task_names,
-        spec.thresholds,
-        meta,
-        extra_tables=extras,
-    )
-    for arm in spec.arms:  # reports asked for against other arms: kept up to date with this one
-        if arm.name != BASELINE and arm.name in data.curves and (out / f"{VS_PREFIX}{arm.dirname}").is_dir():
-            build_report(out, spec, arm.name)
-    return where
+    return meta
