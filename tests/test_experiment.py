@@ -268,3 +268,12 @@ def test_spec_differences_name_each_changed_value_by_its_key_path() -> None:
         "hyperparams.n_steps: 64 -> 32",
     ]
     assert spec_differences(recorded, {**recorded, "seeds": 9}, skip=("seeds",)) == []
+
+
+def test_finished_runs_of_seeds_left_out_are_named_in_the_report(tmp_path: Path) -> None:
+    out = tmp_path / "grid"
+    run_experiment(grid_spec("fewer", seeds=2), out=out, workers=1, progress=False)
+    _, report = run_experiment(grid_spec("fewer", seeds=1), out=out, workers=1, progress=False, resume=True)
+    text = (report / "report.md").read_text()
+    assert "| not reported: finished runs of other seeds | seed 1 (2 runs); `rltransfer run SPEC --resume`" in text
+    assert "| arms | scratch (1 seed), freeze (1 seed) |" in text

@@ -279,6 +279,24 @@ def _dropped_arms(spec: ExperimentSpec, out: Path) -> str:
     return ", ".join(dropped)
 
 
+def _other_seeds(spec: ExperimentSpec, out: Path) -> str:
+    """Finished runs of the spec's arms under seeds it no longer asks for (``--seeds`` lowered on a
+    resume): ``seed 2 (5 runs); ...`` and how to report them, or ``""``."""
+    found: dict[int, int] = {}
+    for arm in spec.arms:
+        for manifest in [
+            *(out / arm.dirname).glob("seed*/manifest.json"),
+            *(out / arm.dirname).glob("seed*/*/manifest.json"),
+        ]:
+            name = manifest.relative_to(out / arm.dirname).parts[0].removeprefix("seed")
+            if name.isdigit() and int(name) not in spec.seeds:
+                found[int(name)] = found.get(int(name), 0) + 1
+    if not found:
+        return ""
+    listed = "; ".join(f"seed {k} ({n} run{'s' * (n != 1)})" for k, n in sorted(found.items()))
+    return f"{listed}; `rltransfer run SPEC --resume` with seeds that include them reports them (kept, not retrained)"
+
+
 def _budget(timesteps: int, trained: set[int]) -> int | str:
     """``30000``, or ``30000 (runs trained 30,720: ...)`` where whole rollouts went past it."""
     if not trained or trained == {timesteps}:
@@ -401,6 +419,9 @@ def _meta(out: Path, spec: ExperimentSpec, data: Collected) -> dict[str, Any]:
     dropped = _dropped_arms(spec, out)
     if dropped:
         meta["not reported: arms no longer in the spec"] = dropped
+    other_seeds = _other_seeds(spec, out)
+    if other_seeds:
+        meta["not reported: finished runs of other seeds"] = other_seeds
     if data.failed:
         meta["FAILED runs (excluded)"] = ", ".join(data.failed)
     if data.missing:
