@@ -121,6 +121,15 @@ def test_malformed_yaml_names_line(tmp_path: Path) -> None:
         ({"name": "a/b"}, "may hold only letters"),
         ({"targets": [{"name": "..", "params": {"length": 0.9}}]}, "variant name '..' may hold only letters"),
         ({"targets": [{"name": "a/b", "params": {"length": 0.9}}]}, "variant name 'a/b' may hold only letters"),
+        (
+            {"hyperparams": {**HP, "n_timesteps": 1000}},
+            r"^spec: 'timesteps' \(192\) and 'hyperparams.n_timesteps' \(1000\) both set it; keep one",
+        ),
+        ({"hyperparams": {**HP, "eval_freq": 128}}, r"'eval.freq' \(64\) and 'hyperparams.eval_freq' \(128\)"),
+        (
+            {"source": {"timesteps": 256, "hyperparams": {**HP, "n_timesteps": 512}}},
+            r"'source.timesteps' \(256\) and 'source.hyperparams.n_timesteps' \(512\) both set it",
+        ),
     ],
 )
 def test_bad_specs(changes: dict[str, Any], message: str) -> None:
@@ -277,3 +286,8 @@ def test_finished_runs_of_seeds_left_out_are_named_in_the_report(tmp_path: Path)
     text = (report / "report.md").read_text()
     assert "| not reported: finished runs of other seeds | seed 1 (2 runs); `rltransfer run SPEC --resume`" in text
     assert "| arms | scratch (1 seed), freeze (1 seed) |" in text
+
+
+def test_a_setting_given_twice_with_one_value_is_fine() -> None:
+    spec = parse_spec(tiny_spec(hyperparams={**HP, "n_timesteps": 192, "eval_freq": 64}))
+    assert spec.timesteps == 192 and spec.eval_freq == 64

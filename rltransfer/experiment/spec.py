@@ -302,6 +302,15 @@ def parse_spec(
         )
 
     src = ctx.check_keys(raw.get("source", {}) or {}, SOURCE_KEYS, "source")
+    # Written out beside the budget, n_timesteps contradicts it; an RL Zoo block carries its own, overridden.
+    ctx.given_once(
+        "source.timesteps", src.get("timesteps"), src.get("hyperparams"), "n_timesteps", "source.hyperparams"
+    )
+    ev_raw = raw.get("eval") if isinstance(raw.get("eval"), dict) else {}
+    for path, value, key in [("timesteps", raw.get("timesteps"), "n_timesteps"),
+                             ("eval.freq", ev_raw.get("freq"), "eval_freq"),
+                             ("eval.episodes", ev_raw.get("episodes"), "eval_episodes")]:  # fmt: skip
+        ctx.given_once(path, value, raw.get("hyperparams"), key, "hyperparams")
     # An RL Zoo file's block stands in for its name, so the recorded spec holds the values trained with.
     if isinstance(src.get("hyperparams"), str):
         src = {**src, "hyperparams": _zoo_block(ctx, src["hyperparams"], family, "source.hyperparams")}

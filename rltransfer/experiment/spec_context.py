@@ -37,3 +37,13 @@ class SpecContext:
         if count is None or count <= 0:
             raise self.fail(path, f"'{path}' must be a positive integer, got {value!r}")
         return count
+
+    def given_once(self, path: str, value: Any, hyperparams: Any, key: str, hp_path: str) -> None:
+        """Refuse a setting given both as ``path`` and as ``hp_path.key`` with another value (a budget of
+        ``timesteps: 512`` beside ``hyperparams: {n_timesteps: 1e5}``: one would be dropped unseen)."""
+        if value is None or not isinstance(hyperparams, dict) or key not in hyperparams:
+            return
+        if whole_number(value) != whole_number(hyperparams[key]):
+            raise self.fail(
+                path, f"'{path}' ({value}) and '{hp_path}.{key}' ({hyperparams[key]}) both set it; keep one"
+            )
