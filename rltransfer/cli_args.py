@@ -58,7 +58,11 @@ def hyperparams_args(args: Any) -> dict[str, Any]:
     """``--conf-file`` (an RL Zoo YAML file's block for ``--family``), then ``--hp`` on top."""
     from rltransfer.zoo_file import zoo_file_block
 
-    return {**(zoo_file_block(args.conf_file, args.family) if args.conf_file else {}), **kv(args.hp)}
+    given = kv(args.hp)
+    budget = given.get("n_timesteps")
+    if budget is not None and getattr(args, "timesteps", None) is not None and whole_number(budget) != args.timesteps:
+        raise UserError(f"--timesteps {args.timesteps} and --hp n_timesteps={budget} both set the budget; keep one")
+    return {**(zoo_file_block(args.conf_file, args.family) if args.conf_file else {}), **given}
 
 
 def steps_arg(text: str) -> int:

@@ -275,6 +275,10 @@ def test_a_reader_gone_is_no_error(tmp_path: Path) -> None:
             "--param 'length' must look like KEY=VALUE, e.g. --param length",
         ),
         (["--family", "cartpole", "--hp", "learning_rate=lin_abc"], "lin_"),
+        (
+            ["--family", "cartpole", "--timesteps", "256", "--hp", "n_timesteps=1e3"],
+            "--timesteps 256 and --hp n_timesteps=1e3 both set the budget; keep one",
+        ),
     ],
 )
 def test_cli_pretrain_usage_errors(
