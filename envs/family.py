@@ -18,9 +18,10 @@ import numpy as np
 from rltransfer.envs.hints import did_you_mean
 from rltransfer.envs.shift import STANDARD_SHIFTS, ObsShift, ObsShiftWrapper
 
-# A variant's name names directories (a per-target run, a grid's source): never '', '.', '..' or hidden.
-VARIANT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
-VARIANT_NAME_RULE = "may hold only letters, digits, '_', '.', '-', and start with neither '.' nor '-'"
+# A name that names a directory (a variant's per-target run, an experiment's runs/<name>): never '',
+# '.', '..' or hidden, no '/'.
+SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+SAFE_NAME_RULE = "may hold only letters, digits, '_', '.', '-', and start with neither '.' nor '-'"
 
 # Which family registered each Gymnasium id in this process: a family loaded again after an edit
 # replaces its own ids, never another's.
@@ -110,8 +111,8 @@ class Family:
         if len(set(seen)) != len(seen):
             raise ValueError(f"{where}: variant names repeat ({', '.join(seen)}); name each once")
         for v in self.variants:
-            if not VARIANT_NAME.fullmatch(v.name):
-                raise ValueError(f"{where}: variant name '{v.name}' {VARIANT_NAME_RULE}")
+            if not SAFE_NAME.fullmatch(v.name):
+                raise ValueError(f"{where}: variant name '{v.name}' {SAFE_NAME_RULE}")
             self.resolve(v.params)
         for key, (low, high) in self.held_out.items():
             p = self.param(key)
@@ -212,8 +213,8 @@ class Family:
 
     def custom(self, name: str, params: Mapping[str, Any], doc: str = "") -> Variant:
         """A user-defined variant by parameter values alone (validated now, not at first step)."""
-        if not VARIANT_NAME.fullmatch(name):
-            raise ValueError(f"variant name '{name}' {VARIANT_NAME_RULE}")
+        if not SAFE_NAME.fullmatch(name):
+            raise ValueError(f"variant name '{name}' {SAFE_NAME_RULE}")
         if any(name == v.name for v in self.variants):
             raise ValueError(f"variant name '{name}' already exists in family '{self.name}'; choose another")
         resolved = self.resolve(params)

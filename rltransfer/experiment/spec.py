@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -18,6 +17,7 @@ import yaml
 
 from rltransfer.devices import parse_device
 from rltransfer.envs import DefinitionError, Family, Task, Variant, family_from_mapping
+from rltransfer.envs.family import SAFE_NAME, SAFE_NAME_RULE
 from rltransfer.errors import UserError
 from rltransfer.experiment.arms import Arm, parse_arms
 from rltransfer.experiment.spec_context import SpecContext
@@ -296,10 +296,8 @@ def parse_spec(
             raise ctx.fail("", f"missing required key '{key}'")
     family = _family(ctx, raw["family"], "family")
     name = str(raw.get("name", family.name))
-    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name):  # runs/<name>: never '.', '..' or hidden
-        raise ctx.fail(
-            "name", f"name '{name}' may hold only letters, digits, '_', '.', '-', and start with neither '.' nor '-'"
-        )
+    if not SAFE_NAME.fullmatch(name):  # runs/<name>
+        raise ctx.fail("name", f"name '{name}' {SAFE_NAME_RULE}")
 
     src = ctx.check_keys(raw.get("source", {}) or {}, SOURCE_KEYS, "source")
     # Written out beside the budget, n_timesteps contradicts it; an RL Zoo block carries its own, overridden.
