@@ -117,8 +117,14 @@ def _teacher(source: str | Path | Checkpoint, family: Family) -> tuple[Checkpoin
             raise UserError(f"'{ckpt.path}' records that it trained on other parameters than '{named}'; drop @{named}")
         return ckpt, replace(recorded, name=ckpt.manifest["variant"]["name"])  # type: ignore[index]
     if not plain_source_fits(ckpt, family):
+        manifest = ckpt.manifest or {}
+        kind, what = manifest.get("kind"), ""  # what it is instead, where its manifest says
+        if kind == "source":
+            what = f" (it is a source of family '{manifest.get('family')}')"
+        elif kind:
+            what = f" (it is a {'distilled student' if kind == 'distilled' else f'{kind} run'}: a multi-task policy)"
         raise UserError(
-            f"'{ckpt.path}' is not a source of the '{family.name}' family: give rltransfer source checkpoints, "
+            f"'{ckpt.path}' is not a source of the '{family.name}' family{what}: give rltransfer source checkpoints, "
             f"or plain SB3 PPO zips with its spaces as PATH@VARIANT"
         )
     if named is None:

@@ -107,9 +107,13 @@ def test_distill_input_errors(teachers: list[Path], student: Path) -> None:
         distill("cartpole", str(teachers[0]))
     with pytest.raises(UserError, match=f"'{teachers[0]}/model.zip' is not a source of the 'acrobot' family"):
         distill("acrobot", f"{teachers[0]},{teachers[1]}")  # comma-separated, as --sources takes them
-    with pytest.raises(UserError, match="not a source of the 'acrobot' family: give rltransfer source"):
+    with pytest.raises(
+        UserError, match=r"not a source of the 'acrobot' family \(it is a source of family 'cartpole'\): give"
+    ):
         distill("acrobot", teachers)
-    with pytest.raises(UserError, match="not a source of the 'cartpole' family"):
+    with pytest.raises(
+        UserError, match=r"not a source of the 'cartpole' family \(it is a distilled student: a multi-task"
+    ):
         distill("cartpole", [teachers[0], student])
     with pytest.raises(UserError, match=r"records that it trained on other parameters than 'heavy'; drop @heavy"):
         distill("cartpole", [f"{teachers[0]}@heavy", teachers[1]])
