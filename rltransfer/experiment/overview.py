@@ -142,9 +142,7 @@ def rows_for(spec: ExperimentSpec, out: Path, report: Path | None = None) -> lis
         t = summary["tasks"].index(task)
         d = c["auc_difference"]
         g = c.get("asymptotic_gain") or {}
-        flag = auc_flag(c["negative_transfer"], c["positive_transfer"])
-        if summary["baseline"] != "scratch":  # better or worse than that arm, not transfer
-            flag = {"NEGATIVE": "worse", "positive": "better"}.get(flag, flag)
+        flag = auc_flag(c["negative_transfer"], c["positive_transfer"], summary["baseline"])
         rows.append(
             Row(
                 spec.name,

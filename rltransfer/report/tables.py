@@ -22,18 +22,18 @@ def is_negative(flag: str) -> bool:
     return flag in (NEGATIVE, ENDS_LOWER) or flag.startswith(WORSE_THAN)
 
 
-def auc_flag(negative: bool, positive: bool) -> str:
+def auc_flag(negative: bool, positive: bool, baseline: str = "scratch") -> str:
     """The short flag of an AUC-difference interval, as summary tables and the overview write it:
-    ``NEGATIVE`` (entirely below 0), ``positive`` (entirely above 0) or ``""`` (null)."""
+    ``NEGATIVE`` (entirely below 0), ``positive`` (entirely above 0) or ``""`` (null); against another
+    arm than scratch, ``worse`` or ``better`` (than it: not transfer, which is measured against scratch)."""
+    if baseline != "scratch":
+        return "worse" if negative else "better" if positive else ""
     return "NEGATIVE" if negative else "positive" if positive else ""
 
 
 def flag_of(comparison: TaskComparison) -> str:
-    """``auc_flag`` of a comparison with scratch; against another arm, ``worse`` or ``better`` (than it:
-    not transfer, which is measured against scratch)."""
-    if comparison.baseline == "scratch":
-        return auc_flag(comparison.negative_transfer, comparison.positive_transfer)
-    return "worse" if comparison.negative_transfer else "better" if comparison.positive_transfer else ""
+    """``auc_flag`` of a comparison."""
+    return auc_flag(comparison.negative_transfer, comparison.positive_transfer, comparison.baseline)
 
 
 @dataclass(frozen=True)
