@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +29,7 @@ from rltransfer.cli_envs import add_parser as add_envs_parser
 from rltransfer.cli_evaluate import add_parser as add_evaluate_parser
 from rltransfer.devices import DEVICE_HELP
 from rltransfer.envs import NonFiniteError
-from rltransfer.errors import SourceFailed, UserError
+from rltransfer.errors import NoLearningWarning, SourceFailed, UserError
 from rltransfer.training import DivergenceError
 
 if TYPE_CHECKING:
@@ -439,6 +440,24 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    with warnings.catch_warnings():
+        warnings.showwarning = _one_line(warnings.showwarning)
+        return _main(args)
+
+
+def _one_line(show: Callable[..., None]) -> Callable[..., None]:
+    """``warnings.showwarning`` printing rltransfer's own warnings as one line, as its errors."""
+
+    def shown(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+        if issubclass(category, NoLearningWarning):
+            print(f"rltransfer: warning: {message}", file=sys.stderr)
+        else:
+            show(message, category, *args, **kwargs)
+
+    return shown
+
+
+def _main(args: argparse.Namespace) -> int:
     try:
         if getattr(args, "family", None):
             # Once, up front: a user family's module:ATTRIBUTE becomes its Family (and its name in paths).

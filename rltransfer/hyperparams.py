@@ -26,6 +26,37 @@ def whole_rollouts(budget: int, rollout: int) -> int:
     return -(-budget // rollout) * rollout
 
 
+def learning_updates(learning_rate: Any, budget: int, rollout: int) -> int:
+    """How many of PPO's updates over ``budget`` env steps have a learning rate above 0.
+
+    SB3 updates after each whole rollout at the rate its schedule gives for the progress left then,
+    ``1 - steps / budget``: a ``lin_`` schedule is 0 from the budget on, so the update after the
+    rollout that reaches it changes nothing, and a budget of one rollout learns nothing at all.
+    """
+    rate = schedule(learning_rate, "learning_rate")
+    n = whole_rollouts(budget, rollout) // rollout
+    if not callable(rate):
+        return n if rate > 0 else 0
+    return sum(1 for k in range(1, n + 1) if rate(1.0 - k * rollout / budget) > 0)
+
+
+def no_learning(learning_rate: Any, budget: int, n_steps: int, envs: int) -> str | None:
+    """Why no update of a run of ``budget`` env steps on ``envs`` sub-envs would learn (a ``lin_`` rate
+    at 0 by the first update), or ``None`` when one does (``learning_rate`` ``None``: PPO's constant default)."""
+    rollout = n_steps * envs
+    if learning_rate is None or learning_updates(learning_rate, budget, rollout) > 0:
+        return None
+    name = learning_rate if isinstance(learning_rate, str | _Linear | float | int) else "its schedule"
+    n = whole_rollouts(budget, rollout) // rollout
+    if n > 1:  # a schedule of the user's own that is never above 0
+        return f"no update learns: learning_rate {name} is not above 0 at any of the {n} updates"
+    return (
+        f"no update learns: {budget:,} env steps are one rollout ({rollout:,}: n_steps {n_steps} x {envs} "
+        f"sub-envs), and learning_rate {name} is 0 by the update that follows it; give more than {rollout:,} "
+        "steps (or a constant learning_rate)"
+    )
+
+
 ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU}
 # Keys that are ours, not PPO's.
 RUN_KEYS = {

@@ -73,8 +73,9 @@ def test_two_specs_writing_one_directory_are_refused(specs: tuple[Path, Path], t
 def test_command_line_runs_several_specs_and_one_failing_stops_only_itself(
     specs: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """``require_solved``: a 128-step source misses CartPole's threshold; the other grid finishes."""
-    failing = write(tmp_path, "unsolved", targets=["long"], source={"timesteps": 128, "require_solved": True})
+    """``require_solved``: a 512-step source (two rollouts: one learns) misses CartPole's threshold; the other
+    grid finishes."""
+    failing = write(tmp_path, "unsolved", targets=["long"], source={"timesteps": 512, "require_solved": True})
     args = ["run", str(failing), str(specs[1]), "--out", str(tmp_path / "all"), "--workers", "2", "--quiet"]
     assert main(args) == 2
     out, err = capsys.readouterr()

@@ -371,7 +371,7 @@ def test_cli_transfer_tiny(source_dir: Path, in_tmp: Path, capsys: pytest.Captur
         "--strategy",
         "freeze",
         "--timesteps",
-        "64",
+        "256",  # two rollouts of the four tasks: one update learns
         *hp_args(),
         "--out",
         str(out),

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from rltransfer.experiment.budget import source_budget, sub_envs
 from rltransfer.experiment.run import check_experiments
 from rltransfer.experiment.runner import (
     EXPERIMENT_FILE,
@@ -108,18 +109,13 @@ def _plan(spec: ExperimentSpec, out: Path) -> ExperimentPlan:
             sources[seed] = "kept"
         else:
             sources[seed] = _unfinished(source_dir(spec, out, seed), failed=False) if seed in needed else "not needed"
-    src_hp = resolve_hyperparams(spec.family, spec.source.hyperparams)
-    steps = int(spec.source.timesteps or src_hp["n_timesteps"])
+    src_hp, steps = source_budget(spec)
     runs = [
         (job, "kept" if job.finished else _unfinished(job.run_dir, job.failed_marker.exists()))
         for job in plan_jobs(spec, out)
     ]
     hp = resolve_hyperparams(spec.family, spec.target_hyperparams())
-    per_task = hp["n_envs"] * hp["n_steps"]  # one rollout's steps per task (a rehearsed source task is one more)
-    trained = {
-        job.arm.name: whole_rollouts(spec.timesteps, per_task * (len(job.targets) + job.arm.strategy.rehearse))
-        for job, _ in runs
-    }
+    trained = {job.arm.name: whole_rollouts(spec.timesteps, hp["n_steps"] * sub_envs(hp, job)) for job, _ in runs}
     source_trained = whole_rollouts(steps, src_hp["n_envs"] * src_hp["n_steps"])
     return ExperimentPlan(spec, out, sources, steps, runs, lock_holder(out / LOCK_FILE), source_trained, trained)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import time
 import traceback
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,7 @@ from typing import Any
 
 from rltransfer.checkpoint import MANIFEST_FILE, load_checkpoint
 from rltransfer.envs import Task
-from rltransfer.errors import SourceFailed, UserError
+from rltransfer.errors import NoLearningWarning, SourceFailed, UserError
 from rltransfer.experiment.arms import Arm
 from rltransfer.experiment.source_checks import check_solved, preflight
 from rltransfer.experiment.spec import EXECUTION_KEYS, ExperimentSpec
@@ -253,19 +254,21 @@ def pretrain_source(spec: ExperimentSpec, source_dir: Path, progress: bool, seed
     from rltransfer.pretraining import pretrain
 
     torch.set_num_threads(1)
-    pretrain(
-        spec.family,
-        spec.source.variant,
-        seed=spec.source.seed if seed is None else seed,
-        timesteps=spec.source.timesteps,
-        hyperparams=spec.source.hyperparams,
-        out=source_dir,
-        overwrite=False,
-        progress=progress,
-        device=spec.device,
-        resume=True,  # a killed attempt's snapshot (the grid's own directory: same spec)
-        snapshot_every=spec.snapshot_every,
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NoLearningWarning)  # said for the whole grid before it started
+        pretrain(
+            spec.family,
+            spec.source.variant,
+            seed=spec.source.seed if seed is None else seed,
+            timesteps=spec.source.timesteps,
+            hyperparams=spec.source.hyperparams,
+            out=source_dir,
+            overwrite=False,
+            progress=progress,
+            device=spec.device,
+            resume=True,  # a killed attempt's snapshot (the grid's own directory: same spec)
+            snapshot_every=spec.snapshot_every,
+        )
 
 
 def execute_job(job: Job, spec: ExperimentSpec, source: str | None) -> dict[str, Any]:
@@ -277,20 +280,22 @@ def execute_job(job: Job, spec: ExperimentSpec, source: str | None) -> dict[str,
 
     started = time.time()
     try:
-        finetune(
-            spec.family,
-            list(job.targets),
-            source if job.arm.strategy.uses_source else None,
-            job.arm.strategy,
-            seed=job.seed,
-            hyperparams=spec.target_hyperparams(),
-            out=job.run_dir,
-            overwrite=False,
-            forgetting=spec.forgetting,
-            device=spec.device,
-            resume=True,  # a killed attempt's snapshot (the grid's own directory: same spec)
-            snapshot_every=spec.snapshot_every,
-        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NoLearningWarning)  # said for the whole grid before it started
+            finetune(
+                spec.family,
+                list(job.targets),
+                source if job.arm.strategy.uses_source else None,
+                job.arm.strategy,
+                seed=job.seed,
+                hyperparams=spec.target_hyperparams(),
+                out=job.run_dir,
+                overwrite=False,
+                forgetting=spec.forgetting,
+                device=spec.device,
+                resume=True,  # a killed attempt's snapshot (the grid's own directory: same spec)
+                snapshot_every=spec.snapshot_every,
+            )
     except Exception:
         return {"ok": False, "traceback": traceback.format_exc(), "seconds": time.time() - started}
     return {"ok": True, "seconds": time.time() - started}

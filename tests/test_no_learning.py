@@ -1,0 +1,105 @@
+"""A budget no PPO update learns from (a ``lin_`` learning rate at 0 by the first update) is said
+before the run trains: once per run, and once per group of arms for a grid (its workers stay quiet)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+from specs import grid_spec
+
+from rltransfer import finetune, pretrain
+from rltransfer.cli import main
+from rltransfer.errors import NoLearningWarning
+from rltransfer.finetuning import build_model
+from rltransfer.hyperparams import learning_updates, no_learning
+from rltransfer.tasks import resolve_targets
+
+
+@pytest.mark.parametrize(
+    ("rate", "budget", "updates"),
+    [
+        ("lin_0.001", 64, 0),  # one rollout: its update comes at progress 0
+        ("lin_0.001", 32, 0),  # less than one rollout: PPO still takes a whole one
+        ("lin_0.001", 65, 1),  # two rollouts: the first update at progress 1 - 64/65
+        ("lin_0.001", 128, 1),  # a budget of whole rollouts: the last update has rate 0 (as in the RL Zoo)
+        ("lin_0.001", 640, 9),
+        (3e-4, 64, 1),  # a constant rate: every update learns
+        ("3e-4", 200, 4),
+    ],
+)
+def test_updates_that_learn(rate: Any, budget: int, updates: int) -> None:
+    assert learning_updates(rate, budget, 64) == updates
+    assert (no_learning(rate, budget, 32, 2) is None) == (updates > 0)
+
+
+def test_the_reason_names_the_budget_the_rollout_and_the_fix() -> None:
+    why = no_learning("lin_0.001", 100, 32, 6)
+    assert why == (
+        "no update learns: 100 env steps are one rollout (192: n_steps 32 x 6 sub-envs), and learning_rate "
+        "lin_0.001 is 0 by the update that follows it; give more than 192 steps (or a constant learning_rate)"
+    )
+    assert no_learning(None, 100, 32, 6) is None  # PPO's default rate, a constant
+    never = no_learning(lambda progress: 0.0, 1000, 32, 6)  # a schedule of the user's own
+    assert never == "no update learns: learning_rate its schedule is not above 0 at any of the 6 updates"
+
+
+def test_a_run_that_cannot_learn_warns_and_trains_nothing(tiny: dict[str, Any]) -> None:
+    """The warning is true: the trunk and heads end where they started."""
+    with pytest.warns(NoLearningWarning, match=r"64 env steps are one rollout \(128: n_steps 32 x 4 sub-envs\)"):
+        result = finetune("cartpole", ["long", "heavy"], None, "scratch", timesteps=64, hyperparams=tiny)
+    start = build_model(resolve_targets("cartpole", ["long", "heavy"]), None, result.manifest["hyperparams"], seed=0)
+    after = result.model.policy.state_dict()
+    for name, before in start.policy.state_dict().items():
+        assert np.array_equal(before.numpy(), after[name].numpy()), name
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NoLearningWarning)
+        learned = finetune("cartpole", ["long", "heavy"], None, "scratch", timesteps=129, hyperparams=tiny)
+    moved = learned.model.policy.state_dict()  # two rollouts: the first update learns
+    assert any(not np.array_equal(before.numpy(), moved[n].numpy()) for n, before in start.policy.state_dict().items())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NoLearningWarning)
+        pretrain("cartpole", timesteps=64, hyperparams={**tiny, "learning_rate": 3e-4})
+    with pytest.warns(NoLearningWarning, match="one rollout"):
+        pretrain("cartpole", timesteps=64, hyperparams=tiny)
+
+
+def test_the_command_line_says_it_on_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["pretrain", "--family", "cartpole", "--timesteps", "64", "--out", str(tmp_path / "src"), "--quiet"]
+    assert main([*args, "--hp", "n_envs=2", "--hp", "batch_size=64", "--hp", "n_epochs=1"]) == 0
+    err = capsys.readouterr().err
+    assert err.splitlines() == [
+        "rltransfer: warning: no update learns: 64 env steps are one rollout (64: n_steps 32 x 2 sub-envs), and "
+        "learning_rate lin_0.001 is 0 by the update that follows it; give more than 64 steps (or a constant "
+        "learning_rate)"
+    ]
+    assert (tmp_path / "src" / "manifest.json").exists()  # a warning, not an error: the run is there
+
+
+def test_a_grid_says_it_once_per_group_of_arms_before_it_trains(tmp_path: Path) -> None:
+    """Two workers, four runs that cannot learn, a source that can: one line, from the runner, none from
+    the workers; ``--dry-run`` says it too."""
+    spec = grid_spec("still", arms=["scratch", "freeze", "zero-shot"], timesteps=32)  # 1 env x 32 steps per rollout
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    line = (
+        "rltransfer: warning: experiment 'still', arms scratch, freeze: no update learns: 32 env steps are one "
+        "rollout (32: n_steps 32 x 1 sub-envs), and learning_rate lin_0.001 is 0 by the update that follows it; "
+        "give more than 32 steps (or a constant learning_rate)"
+    )
+    command = [sys.executable, "-m", "rltransfer.cli", "run", str(path), "--out", str(tmp_path / "out"), "--quiet"]
+    dry = subprocess.run([*command, "--dry-run"], capture_output=True, text=True, timeout=120)
+    assert dry.returncode == 0 and dry.stderr.splitlines() == [line]
+    done = subprocess.run([*command, "--workers", "2"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines() == [line]
+    assert len(list((tmp_path / "out").glob("*/seed*/manifest.json"))) == 6
+    # Resumed with every run finished: nothing is left to train, nothing to say.
+    again = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and again.stderr == ""
