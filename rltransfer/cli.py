@@ -441,6 +441,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     with warnings.catch_warnings():
+        warnings.simplefilter("always", NoLearningWarning)  # every command's, not once per process (tests, notebooks)
         warnings.showwarning = _one_line(warnings.showwarning)
         return _main(args)
 

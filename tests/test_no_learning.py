@@ -3,8 +3,6 @@ before the run trains: once per run, and once per group of arms for a grid (its 
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -82,9 +80,11 @@ def test_the_command_line_says_it_on_one_line(tmp_path: Path, capsys: pytest.Cap
     assert (tmp_path / "src" / "manifest.json").exists()  # a warning, not an error: the run is there
 
 
-def test_a_grid_says_it_once_per_group_of_arms_before_it_trains(tmp_path: Path) -> None:
-    """Two workers, four runs that cannot learn, a source that can: one line, from the runner, none from
-    the workers; ``--dry-run`` says it too."""
+def test_a_grid_says_it_once_per_group_of_arms_before_it_trains(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Two worker processes, four runs that cannot learn, a source that can: one line, from the runner,
+    none from the workers; ``--dry-run`` says it too, and a resumed grid with nothing left to train nothing."""
     spec = grid_spec("still", arms=["scratch", "freeze", "zero-shot"], timesteps=32)  # 1 env x 32 steps per rollout
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
@@ -93,13 +93,11 @@ def test_a_grid_says_it_once_per_group_of_arms_before_it_trains(tmp_path: Path) 
         "rollout (32: n_steps 32 x 1 sub-envs), and learning_rate lin_0.001 is 0 by the update that follows it; "
         "give more than 32 steps (or a constant learning_rate)"
     )
-    command = [sys.executable, "-m", "rltransfer.cli", "run", str(path), "--out", str(tmp_path / "out"), "--quiet"]
-    dry = subprocess.run([*command, "--dry-run"], capture_output=True, text=True, timeout=120)
-    assert dry.returncode == 0 and dry.stderr.splitlines() == [line]
-    done = subprocess.run([*command, "--workers", "2"], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    assert done.stderr.splitlines() == [line]
+    args = ["run", str(path), "--out", str(tmp_path / "out"), "--quiet"]
+    assert main([*args, "--dry-run"]) == 0
+    assert capfd.readouterr().err.splitlines() == [line]
+    assert main([*args, "--workers", "2"]) == 0
+    assert capfd.readouterr().err.splitlines() == [line]  # the workers' stderr is this process's
     assert len(list((tmp_path / "out").glob("*/seed*/manifest.json"))) == 6
-    # Resumed with every run finished: nothing is left to train, nothing to say.
-    again = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=120)
-    assert again.returncode == 0 and again.stderr == ""
+    assert main([*args, "--resume"]) == 0
+    assert capfd.readouterr().err == ""
