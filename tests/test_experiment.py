@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -171,6 +172,12 @@ def test_grid_runs_reports_and_resumes(tmp_path: Path) -> None:
     meta = json.loads((build_report(out) / "summary.json").read_text())["meta"]
     assert meta["trained on"] == "cpu (7 runs), cuda (NVIDIA H100) (1 run)"
     assert meta["target budget (env steps)"] == 192  # 3 rollouts of 2 tasks x 32 steps: exactly the budget
+    assert meta["evaluation"] == "every 64 steps, 4 per run; 2 deterministic episodes per task"
+    coarse = replace(load_spec(spec_path), eval_freq=192)  # a curve of its two ends, read from the same runs
+    assert json.loads((build_report(out, coarse) / "summary.json").read_text())["meta"]["evaluation"] == (
+        "every 192 steps, 2 per run (start and end only: eval.freq is not below the budget); "
+        "2 deterministic episodes per task"
+    )
     # A budget that is no multiple of a rollout is exceeded by whole rollouts: the report says by how much.
     (run / "manifest.json").write_text(json.dumps({**manifest, "timesteps": 256}))
     meta = json.loads((build_report(out) / "summary.json").read_text())["meta"]
