@@ -6,7 +6,7 @@ import ast
 import copy
 import functools
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from importlib import resources
 from typing import Any
 
@@ -33,18 +33,21 @@ def learning_updates(learning_rate: Any, budget: int, rollout: int) -> int:
     ``1 - steps / budget``: a ``lin_`` schedule is 0 from the budget on, so the update after the
     rollout that reaches it changes nothing, and a budget of one rollout learns nothing at all.
     """
+    return sum(rate > 0 for rate in _update_rates(learning_rate, budget, rollout))
+
+
+def _update_rates(learning_rate: Any, budget: int, rollout: int) -> Iterator[float]:
+    """The learning rate of each of PPO's updates over ``budget`` env steps, first to last."""
     rate = schedule(learning_rate, "learning_rate")
-    n = whole_rollouts(budget, rollout) // rollout
-    if not callable(rate):
-        return n if rate > 0 else 0
-    return sum(1 for k in range(1, n + 1) if rate(1.0 - k * rollout / budget) > 0)
+    for k in range(1, whole_rollouts(budget, rollout) // rollout + 1):
+        yield rate(1.0 - k * rollout / budget) if callable(rate) else rate
 
 
 def no_learning(learning_rate: Any, budget: int, n_steps: int, envs: int) -> str | None:
     """Why no update of a run of ``budget`` env steps on ``envs`` sub-envs would learn (a ``lin_`` rate
     at 0 by the first update), or ``None`` when one does (``learning_rate`` ``None``: PPO's constant default)."""
     rollout = n_steps * envs
-    if learning_rate is None or learning_updates(learning_rate, budget, rollout) > 0:
+    if learning_rate is None or any(rate > 0 for rate in _update_rates(learning_rate, budget, rollout)):
         return None
     name = learning_rate if isinstance(learning_rate, str | _Linear | float | int) else "its schedule"
     n = whole_rollouts(budget, rollout) // rollout
