@@ -12,9 +12,8 @@ import pytest
 import yaml
 from specs import grid_spec
 
-from rltransfer import finetune, pretrain
+from rltransfer import NoLearningWarning, finetune, pretrain
 from rltransfer.cli import main
-from rltransfer.errors import NoLearningWarning
 from rltransfer.finetuning import build_model
 from rltransfer.hyperparams import learning_updates, no_learning
 from rltransfer.tasks import resolve_targets
