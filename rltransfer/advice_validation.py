@@ -28,6 +28,7 @@ import numpy as np
 from scipy.stats import rankdata, spearmanr
 
 from rltransfer.advise import Advice, advise
+from rltransfer.compare.summary import Estimate
 from rltransfer.errors import UserError
 from rltransfer.experiment.report import load_experiment
 from rltransfer.experiment.runner import source_dir
@@ -100,9 +101,8 @@ def arm_gains(experiment_dir: str | Path) -> dict[str, dict[str, Gain]]:
         d = c["auc_difference"]
         if c["arm"] == "scratch" or d is None or c["task"] == "all tasks":
             continue
-        gains.setdefault(c["task"], {})[c["arm"]] = Gain(
-            float(d["value"]), float(d.get("low", d["value"])), float(d.get("high", d["value"]))
-        )
+        e = Estimate.from_dict(d)  # one run has no interval: NaN bounds, and _agrees compares the values
+        gains.setdefault(c["task"], {})[c["arm"]] = Gain(e.value, e.low, e.high)
     return gains
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -167,6 +168,30 @@ def test_validate_correlates_with_realised_gains(tmp_path: Path) -> None:
     advice = [Advice(t, "near", 0, 0, 1, 0, 0, g, "x", "y") for t, g in (("a", 3.0), ("b", 2.0), ("c", 1.0))]
     rho, pairs = validate(advice, tmp_path)
     assert rho == pytest.approx(1.0) and len(pairs) == 3
+
+
+def test_validate_reads_a_one_seed_report(tmp_path: Path) -> None:
+    """One seed per arm: the report's intervals are ``null`` (no interval); the gains are still read."""
+    from rltransfer.advice_validation import Gain, _agrees, arm_gains
+    from rltransfer.advise import Advice
+    from rltransfer.compare.summary import Estimate
+
+    def one_run(gain: float) -> dict[str, Any]:
+        return dict(Estimate(gain, math.nan, math.nan).to_dict())  # as summary.json holds a single run's
+
+    comparisons = [
+        {"arm": arm, "task": task, "auc_difference": None if arm == "scratch" else one_run(gain)}
+        for task, gain in (("a", 10.0), ("b", 5.0), ("c", -3.0))
+        for arm in ("scratch", "freeze")
+    ]
+    (tmp_path / "report").mkdir()
+    (tmp_path / "report" / "summary.json").write_text(json.dumps({"comparisons": comparisons}))
+    gains = arm_gains(tmp_path)
+    assert gains["a"]["freeze"].value == 10.0 and math.isnan(gains["a"]["freeze"].low)
+    advice = [Advice(t, "near", 0, 0, 1, 0, 0, g, "x", "y") for t, g in (("a", 3.0), ("b", 2.0), ("c", 1.0))]
+    assert validate(advice, tmp_path)[0] == pytest.approx(1.0)
+    # Without intervals, the advised arm agrees only where it is the best by its value.
+    assert _agrees(gains["c"]["freeze"], {}) is False and _agrees(Gain(0.0, 0.0, 0.0), gains["c"]) is True
 
 
 def _finished_experiment(tmp_path: Path, source_dir: Path, gains: dict[str, float]) -> Path:

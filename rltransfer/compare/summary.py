@@ -61,6 +61,12 @@ class Estimate:
         """JSON-safe dictionary (see :func:`json_float`)."""
         return {"value": json_float(self.value), "low": json_float(self.low), "high": json_float(self.high)}
 
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Estimate:
+        """The estimate ``to_dict`` wrote: ``null`` (one run: no interval; or not measured) is NaN again."""
+        value, low, high = (math.nan if d.get(k) is None else float(d[k]) for k in ("value", "low", "high"))
+        return cls(value, low, high)
+
 
 @dataclass(frozen=True)
 class MetricSummary:

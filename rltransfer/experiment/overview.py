@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from rltransfer.compare import stratified_independent_bootstrap_ci, time_to_threshold
+from rltransfer.compare.summary import Estimate
 from rltransfer.experiment.report import GENERALIZATION_DIR
 from rltransfer.experiment.spec import ExperimentSpec
 from rltransfer.hyperparams import resolve_hyperparams
@@ -160,9 +161,9 @@ def rows_for(spec: ExperimentSpec, out: Path, report: Path | None = None) -> lis
 
 
 def _floats(estimate: Mapping[str, Any]) -> tuple[float, float, float]:
-    """An estimate as summary.json holds it (``null``: no interval, or not measured) as floats, NaN for null."""
-    value, low, high = (math.nan if estimate.get(k) is None else float(estimate[k]) for k in ("value", "low", "high"))
-    return value, low, high
+    """An estimate as summary.json holds it, as floats (NaN for ``null``)."""
+    e = Estimate.from_dict(estimate)
+    return e.value, e.low, e.high
 
 
 def warnings_for(out: Path) -> list[str]:
