@@ -20,12 +20,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rltransfer.compare.summary import Estimate
 from rltransfer.experiment.run import run_experiment
 from rltransfer.experiment.spec import load_spec
+from rltransfer.report.tables import fmt_estimate
 
 
 def _num(value: Any) -> float:
-    return float(value)  # summary.json writes infinities as "inf"
+    return math.nan if value is None else float(value)  # summary.json writes infinities as "inf", NaN as null
 
 
 def main() -> int:
@@ -65,7 +67,7 @@ def main() -> int:
             continue
         ttt = _num(c["time_to_threshold_median"])
         ratio = min(ttt, budget) / scratch_ttt[task] if scratch_ttt.get(task) else math.nan
-        diff = c["auc_difference"]
+        diff = fmt_estimate(Estimate.from_dict(c["auc_difference"]))  # one seed: no interval, [—, —]
         flags = ", ".join(
             f for f, on in (("NEGATIVE", c["negative_transfer"]), ("positive", c["positive_transfer"])) if on
         )
@@ -75,8 +77,7 @@ def main() -> int:
         ttt_text = "never" if math.isinf(ttt) else f"{ttt:,.0f}"
         print(
             f"| {task} ({distance.get(task)}) | {arm} | {ttt_text} ({c['reached_fraction']:.0%}) | {ratio:.2f} | "
-            f"{c['metrics']['jumpstart']['mean']['value']:.1f} | {diff['value']:.1f} [{diff['low']:.1f}, "
-            f"{diff['high']:.1f}] | {flags} |"
+            f"{c['metrics']['jumpstart']['mean']['value']:.1f} | {diff} | {flags} |"
         )
     ok = all(near_ok.values())
     for task, good in near_ok.items():

@@ -34,8 +34,10 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import VecNormalize
 
 from rltransfer.checkpoint import load_checkpoint
+from rltransfer.compare.summary import Estimate
 from rltransfer.experiment.run import run_experiment
 from rltransfer.finetuning import finetune
+from rltransfer.report.tables import fmt_estimate
 from rltransfer.strategies import parse_strategy
 from rltransfer.transfer import parse_parts
 
@@ -162,12 +164,11 @@ def main() -> int:
     print("| target | arm | final return [95% CI] | AUC gain over scratch [95% CI] | flag |")
     print("| --- | --- | --- | --- | --- |")
     for c in summary["comparisons"]:
-        final = c["metrics"]["final_return"]["mean"]
+        final = fmt_estimate(Estimate.from_dict(c["metrics"]["final_return"]["mean"]))  # one seed: [—, —]
         gain = c["auc_difference"]
         flag = "NEGATIVE" if c["negative_transfer"] else "positive" if c["positive_transfer"] else ""
-        text = "" if gain is None else f"{gain['value']:+.1f} [{gain['low']:+.1f}, {gain['high']:+.1f}]"
-        interval = f"{final['value']:.1f} [{final['low']:.1f}, {final['high']:.1f}]"
-        print(f"| {c['task']} | {c['arm']} | {interval} | {text} | {flag} |")
+        text = "" if gain is None else fmt_estimate(Estimate.from_dict(gain))
+        print(f"| {c['task']} | {c['arm']} | {final} | {text} | {flag} |")
     print(f"report: {report / 'report.md'}")
     return 0
 
