@@ -28,6 +28,7 @@ import numpy as np
 from scipy.stats import rankdata, spearmanr
 
 from rltransfer.advise import Advice, advise
+from rltransfer.compare.stats import MIN_RUNS
 from rltransfer.compare.summary import Estimate
 from rltransfer.errors import UserError
 from rltransfer.experiment.report import load_experiment
@@ -35,14 +36,8 @@ from rltransfer.experiment.runner import source_dir
 from rltransfer.io import read_json
 from rltransfer.strategies import Strategy
 
-
-@dataclass(frozen=True)
-class Gain:
-    """One arm's mean-AUC gain over scratch on one target, with its 95% CI."""
-
-    value: float
-    low: float
-    high: float
+#: One arm's mean-AUC gain over scratch on one target, with its 95% CI (as the report's summary.json holds it).
+Gain = Estimate
 
 
 @dataclass(frozen=True)
@@ -66,7 +61,7 @@ class Validation:
     spearman: float
     points: tuple[ValidationPoint, ...]
     per_family: dict[str, float]  # Spearman within each family with >= 3 targets
-    # 95% interval of ``spearman`` over the seeds' noise (None: an experiment has no scores.csv)
+    # 95% interval of ``spearman`` over the seeds' noise (None: an experiment has no scores.csv, or an arm one run)
     spearman_ci: tuple[float, float] | None = None
     per_family_ci: dict[str, tuple[float, float]] = field(default_factory=dict)  # the same, per family
 
@@ -101,8 +96,8 @@ def arm_gains(experiment_dir: str | Path) -> dict[str, dict[str, Gain]]:
         d = c["auc_difference"]
         if c["arm"] == "scratch" or d is None or c["task"] == "all tasks":
             continue
-        e = Estimate.from_dict(d)  # one run has no interval: NaN bounds, and _agrees compares the values
-        gains.setdefault(c["task"], {})[c["arm"]] = Gain(e.value, e.low, e.high)
+        # One run has no interval: NaN bounds, and _agrees compares the values.
+        gains.setdefault(c["task"], {})[c["arm"]] = Gain.from_dict(d)
     return gains
 
 
@@ -234,10 +229,11 @@ def validate_experiments(
             best_gain, best = best_arm(gains[name])
             advised_arm, advised = _advised(a.recommendation, labels, gains[name])
             span = a.threshold - a.random_return
-            if aucs is None or resample is None:
-                resample = None
+            runs = None if aucs is None else {arm: aucs[name][arm] for arm in ("scratch", *gains[name])}
+            if resample is None or runs is None or min(len(r) for r in runs.values()) < MIN_RUNS:
+                resample = None  # no scores, or an arm of one run: no seed noise to resample
             else:
-                resample.append(({arm: aucs[name][arm] for arm in ("scratch", *gains[name])}, span))
+                resample.append((runs, span))
             points.append(
                 ValidationPoint(
                     experiment=spec.name,

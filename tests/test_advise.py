@@ -268,6 +268,9 @@ def test_spearman_interval_reflects_the_seeds_noise(
     assert main(["validate-advice", str(out), "--episodes", "2", "--samples", "64"]) == 0
     printed = capsys.readouterr().out
     assert "= 1.00 (95% CI over seeds [1.00, 1.00]) over 4 targets (cartpole 1.00 [1.00, 1.00])" in printed
+    # One run per arm: no seed noise to resample, so no interval (as the report has none for one run).
+    _write_scores(out, {key: v[:1] for key, v in exact.items()})
+    assert validate_experiments([out], episodes=2, samples=64).spearman_ci is None
     # Seeds spread wider than the targets' differences: the ranking is uncertain.
     noisy = {key: [v[0] - 40.0, v[0], v[0] + 40.0] for key, v in exact.items()}
     _write_scores(out, noisy)
