@@ -119,15 +119,29 @@ class TransferReport:
         }
 
     def summary(self) -> str:
+        """One line per copied tensor, one per module's skipped tensors (``transfer_report.json`` has each)."""
         lines = [f"transfer from {self.source} (parts: {', '.join(self.parts) or 'none'})"]
+        skipped: dict[tuple[str, str], list[Entry]] = {}  # by module and reason, in the source's order
         for e in self.entries:
-            arrow = f" -> {e.target}" if e.target else ""
-            note = f"  ({e.reason})" if e.reason else ""
-            lines.append(f"  {e.status:8s} {e.source}{arrow} {tuple(e.shape)}{note}")
+            if e.status == "skipped":
+                skipped.setdefault((_module(e.source), e.reason), []).append(e)
+        for e in self.copied:
+            lines.append(f"  copied   {e.source} -> {e.target} {tuple(e.shape)}")
+        for (module, reason), group in skipped.items():
+            what = group[0].source if len(group) == 1 else f"{module}.* ({len(group)} tensors)"
+            lines.append(f"  skipped  {what}" + (f"  ({reason})" if reason else ""))
         lines.append(f"  fresh (random init): {', '.join(self.fresh) or 'none'}")
         lines.append(f"  frozen: {', '.join(self.frozen) or 'none'}")
         lines += [f"  note: {note}" for note in self.notes]
         return "\n".join(lines)
+
+
+def _module(key: str) -> str:
+    """``mlp_extractor.policy_net`` of ``mlp_extractor.policy_net.0.weight``: the layers' module."""
+    parts = key.split(".")
+    while len(parts) > 1 and (parts[-1] in ("weight", "bias") or parts[-1].isdigit()):
+        parts.pop()
+    return ".".join(parts)
 
 
 def detect_trunk_prefix(state_dict: Mapping[str, th.Tensor], layer_map: LayerMap) -> str:

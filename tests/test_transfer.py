@@ -92,7 +92,11 @@ def test_trunk_copies_exactly_the_trunk(source_dir: Path, tiny: dict[str, Any]) 
     d = report.to_dict()
     assert d["n_copied"] == 4 and d["n_skipped"] == len(ckpt.state_dict) - 4
     json.dumps(d)  # serialisable for transfer_report.json
-    assert "copied   features_extractor.trunk.0.weight" in report.summary()
+    summary = report.summary().splitlines()
+    assert "  copied   features_extractor.trunk.0.weight -> features_extractor.trunk.0.weight (64, 4)" in summary
+    # Skipped tensors: one line per module and reason (each tensor is in transfer_report.json).
+    assert "  skipped  pi_features_extractor.trunk.* (4 tensors)  (alias of the shared features extractor)" in summary
+    assert sum(line.startswith("  skipped") for line in summary) == 6
 
 
 def test_all_makes_every_task_equal_to_the_source(source_dir: Path, tiny: dict[str, Any]) -> None:
