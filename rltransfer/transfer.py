@@ -130,10 +130,16 @@ class TransferReport:
         for (module, reason), group in skipped.items():
             what = group[0].source if len(group) == 1 else f"{module}.* ({len(group)} tensors)"
             lines.append(f"  skipped  {what}" + (f"  ({reason})" if reason else ""))
-        lines.append(f"  fresh (random init): {', '.join(self.fresh) or 'none'}")
-        lines.append(f"  frozen: {', '.join(self.frozen) or 'none'}")
+        lines.append(f"  fresh (random init): {_layers(self.fresh)}")
+        lines.append(f"  frozen: {_layers(self.frozen)}")
         lines += [f"  note: {note}" for note in self.notes]
         return "\n".join(lines)
+
+
+def _layers(keys: list[str]) -> str:
+    """``features_extractor.trunk.0, ...``: the layers ``keys`` (their weights and biases) belong to."""
+    layers = dict.fromkeys(k.removesuffix(".weight").removesuffix(".bias") for k in sorted(keys))
+    return ", ".join(layers) or "none"
 
 
 def _module(key: str) -> str:

@@ -97,6 +97,8 @@ def test_trunk_copies_exactly_the_trunk(source_dir: Path, tiny: dict[str, Any]) 
     # Skipped tensors: one line per module and reason (each tensor is in transfer_report.json).
     assert "  skipped  pi_features_extractor.trunk.* (4 tensors)  (alias of the shared features extractor)" in summary
     assert sum(line.startswith("  skipped") for line in summary) == 6
+    fresh = "  fresh (random init): action_net, mlp_extractor.policy_heads.0, mlp_extractor.value_heads.0, value_net"
+    assert fresh in summary  # by layer: its weight and bias on one name
 
 
 def test_all_makes_every_task_equal_to_the_source(source_dir: Path, tiny: dict[str, Any]) -> None:
