@@ -40,6 +40,7 @@ def test_a_new_experiment_is_planned_and_nothing_written(
     assert "scratch    scratch      2 to run; 128 steps each" in printed
     assert "zero-shot  zero-shot    2 to run; evaluated only" in printed
     assert "640 env steps to train in all" in printed  # 128 (source) + 4 training runs x 128
+    assert "  evaluation: every 64 steps, 3 per run; 2 deterministic episodes per task" in printed  # 0, 64, 128
     assert listing(tmp_path) == before
 
 

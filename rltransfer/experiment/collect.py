@@ -67,6 +67,15 @@ def nominal_grid(timesteps: int, eval_freq: int) -> np.ndarray:
     return np.unique(np.concatenate([np.arange(0, timesteps, eval_freq), [timesteps]])).astype(np.int64)
 
 
+def evaluation_line(spec: ExperimentSpec) -> str:
+    """``every 3,000 steps, 11 per run; 10 deterministic episodes per task`` (a curve of two points said as such)."""
+    points = len(nominal_grid(spec.timesteps, spec.eval_freq))
+    ends = " (start and end only: eval.freq is not below the budget)" if points == 2 else ""
+    return (
+        f"every {spec.eval_freq:,} steps, {points} per run{ends}; {spec.eval_episodes} deterministic episodes per task"
+    )
+
+
 def on_grid(steps: np.ndarray, returns: np.ndarray, grid: np.ndarray) -> np.ndarray:
     """A run's ``(tasks, evals)`` returns read at each nominal step.
 

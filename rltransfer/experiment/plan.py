@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 from rltransfer.experiment.budget import source_budget, sub_envs
+from rltransfer.experiment.collect import evaluation_line
 from rltransfer.experiment.run import check_experiments
 from rltransfer.experiment.runner import (
     EXPERIMENT_FILE,
@@ -57,6 +58,7 @@ class ExperimentPlan:
         if self.runner is not None:
             state = f"in progress under {self.runner}"
         out = [f"{self.spec.name} -> {self.out} ({state}; {self.spec.mode} on {', '.join(self.spec.task_names)})"]
+        out.append(f"  evaluation: {evaluation_line(self.spec)}")
         given = {str(s) for s in self.sources.values() if isinstance(s, Path)}
         if given:
             out.append(f"  source: {', '.join(sorted(given))} (given)")

@@ -11,7 +11,7 @@ from rltransfer.compare import ALL_TASKS, TaskComparison, area_under_curve, comp
 from rltransfer.envs import Task
 from rltransfer.errors import UserError
 from rltransfer.experiment.arms import VS_PREFIX
-from rltransfer.experiment.collect import Collected, collect
+from rltransfer.experiment.collect import Collected, collect, evaluation_line
 from rltransfer.experiment.runner import EXPERIMENT_FILE
 from rltransfer.experiment.spec import ExperimentSpec, parse_spec
 from rltransfer.io import read_json
@@ -391,14 +391,6 @@ def _comparisons(out: Path, spec: ExperimentSpec, data: Collected, baseline: str
     )
 
 
-def _evaluation(spec: ExperimentSpec, points: int) -> str:
-    """``every 3,000 steps, 11 per run; 10 deterministic episodes per task`` (a curve of two points said as such)."""
-    ends = " (start and end only: eval.freq is not below the budget)" if points == 2 else ""
-    return (
-        f"every {spec.eval_freq:,} steps, {points} per run{ends}; {spec.eval_episodes} deterministic episodes per task"
-    )
-
-
 def _meta(out: Path, spec: ExperimentSpec, data: Collected) -> dict[str, Any]:
     """The report's header: what ran, how, and what is left out or differs."""
     meta = {
@@ -409,7 +401,7 @@ def _meta(out: Path, spec: ExperimentSpec, data: Collected) -> dict[str, Any]:
         "targets": ", ".join(f"{n} ({_target_note(t)})" for n, t in zip(spec.task_names, spec.targets, strict=True)),
         "arms": ", ".join(f"{a} ({len(s)} seed{'s' if len(s) != 1 else ''})" for a, s in data.seeds.items()),
         "target budget (env steps)": _budget(spec.timesteps, data.trained_steps),
-        "evaluation": _evaluation(spec, len(data.steps)),
+        "evaluation": evaluation_line(spec),
         "source pretraining steps": int(max(data.source_steps.values(), default=0)),
         "spec": str(spec.path or out / EXPERIMENT_FILE),
         # One device is the rule; a grid resumed elsewhere says so (numbers then differ by rounding).
