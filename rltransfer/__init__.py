@@ -8,7 +8,7 @@ variants), :func:`load_checkpoint`, :func:`parse_strategy`, :func:`load_spec`, :
 
 from rltransfer.agent import Agent, load_agent
 from rltransfer.checkpoint import Checkpoint, load_checkpoint
-from rltransfer.errors import NoLearningWarning, UserError
+from rltransfer.errors import MinibatchWarning, NoLearningWarning, RltransferWarning, UserError
 from rltransfer.experiment.generalization import Generalization, generalize
 from rltransfer.experiment.report import build_report
 from rltransfer.experiment.run import run_experiment
@@ -28,8 +28,10 @@ __all__ = [
     "FinetuneResult",
     "Generalization",
     "LayerMap",
+    "MinibatchWarning",
     "NoLearningWarning",
     "PretrainResult",
+    "RltransferWarning",
     "Strategy",
     "TransferReport",
     "UserError",

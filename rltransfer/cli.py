@@ -29,7 +29,7 @@ from rltransfer.cli_envs import add_parser as add_envs_parser
 from rltransfer.cli_evaluate import add_parser as add_evaluate_parser
 from rltransfer.devices import DEVICE_HELP
 from rltransfer.envs import NonFiniteError
-from rltransfer.errors import NoLearningWarning, SourceFailed, UserError
+from rltransfer.errors import RltransferWarning, SourceFailed, UserError
 from rltransfer.training import DivergenceError
 
 if TYPE_CHECKING:
@@ -441,7 +441,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     with warnings.catch_warnings():
-        warnings.simplefilter("always", NoLearningWarning)  # every command's, not once per process (tests, notebooks)
+        warnings.simplefilter("always", RltransferWarning)  # every command's, not once per process (tests, notebooks)
         warnings.showwarning = _one_line(warnings.showwarning)
         return _main(args)
 
@@ -450,7 +450,7 @@ def _one_line(show: Callable[..., None]) -> Callable[..., None]:
     """``warnings.showwarning`` printing rltransfer's own warnings as one line, as its errors."""
 
     def shown(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
-        if issubclass(category, NoLearningWarning):
+        if issubclass(category, RltransferWarning):
             print(f"rltransfer: warning: {message}", file=sys.stderr)
         else:
             show(message, category, *args, **kwargs)

@@ -60,6 +60,26 @@ def no_learning(learning_rate: Any, budget: int, n_steps: int, envs: int) -> str
     )
 
 
+def ppo_value(hp: Mapping[str, Any], key: str) -> Any:
+    """``hp[key]``, or PPO's own default where ``hp`` leaves it to PPO (a family block without ``batch_size``)."""
+    return hp[key] if key in hp else inspect.signature(PPO.__init__).parameters[key].default
+
+
+def truncated_minibatch(batch_size: int, n_steps: int, envs: int) -> str | None:
+    """Why PPO's minibatches of ``batch_size`` would not divide a rollout (``n_steps`` x ``envs``), or ``None``."""
+    rollout = n_steps * envs
+    rest = rollout % batch_size
+    if rest == 0:
+        return None
+    where = f"a rollout of {rollout:,} (n_steps {n_steps} x {envs} sub-envs)"
+    if batch_size > rollout:
+        return f"batch_size {batch_size} is above {where}: every epoch is one minibatch of {rollout:,}"
+    return (
+        f"batch_size {batch_size} does not divide {where}: every epoch ends with a minibatch of {rest}; "
+        f"a factor of {rollout:,} avoids it"
+    )
+
+
 ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU}
 # Keys that are ours, not PPO's.
 RUN_KEYS = {

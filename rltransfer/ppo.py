@@ -17,6 +17,7 @@ plain SB3.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -70,7 +71,12 @@ class TransferPPO(PPO):
     def __init__(self, *args: Any, fused_adam: bool = True, **kwargs: Any) -> None:
         if fused_adam and fused_adam_supported(kwargs.get("device", "auto")):
             kwargs["policy_kwargs"] = with_fused_adam(kwargs.get("policy_kwargs"))
-        super().__init__(*args, **kwargs)
+        with warnings.catch_warnings():
+            # SB3 warns of a batch_size that does not divide the rollout in four lines for every model,
+            # even one built only to evaluate; rltransfer says it in one line when a run trains
+            # (``training.learn``; a grid's runner once for all of its runs).
+            warnings.filterwarnings("ignore", "You have specified a mini-batch size", UserWarning)
+            super().__init__(*args, **kwargs)
 
     def train(self) -> None:
         if self.lean:

@@ -24,8 +24,8 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import TqdmExperimentalWarning
 from tqdm.rich import tqdm
 
-from rltransfer.errors import NoLearningWarning
-from rltransfer.hyperparams import no_learning, whole_rollouts
+from rltransfer.errors import MinibatchWarning, NoLearningWarning
+from rltransfer.hyperparams import no_learning, truncated_minibatch, whole_rollouts
 from rltransfer.ppo import TransferPPO
 from rltransfer.snapshot import Snapshots
 
@@ -121,12 +121,17 @@ def learn(
     """``model.learn`` with the NaN guard; ``timesteps`` counted from zero. Closes the log files.
 
     With ``snapshots``, the run is snapshotted as it goes, and continues from the snapshot it
-    was given to resume from, if any. A budget no update learns from is a ``NoLearningWarning``.
+    was given to resume from, if any. A budget no update learns from is a ``NoLearningWarning``,
+    minibatches that do not divide a rollout a ``MinibatchWarning``.
     """
     start = 0
-    why = no_learning(model.learning_rate, timesteps, model.n_steps, model.n_envs)
-    if why is not None and (snapshots is None or snapshots.state is None):  # said when the run started
-        warnings.warn(why, NoLearningWarning, stacklevel=4)  # the caller of finetune or pretrain
+    if snapshots is None or snapshots.state is None:  # said when the run started, not on its resume
+        for why, category in (
+            (no_learning(model.learning_rate, timesteps, model.n_steps, model.n_envs), NoLearningWarning),
+            (truncated_minibatch(model.batch_size, model.n_steps, model.n_envs), MinibatchWarning),
+        ):
+            if why is not None:
+                warnings.warn(why, category, stacklevel=4)  # the caller of finetune or pretrain
     if snapshots is not None:
         if snapshots.state is not None:
             snapshots.prepare()

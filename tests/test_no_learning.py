@@ -14,8 +14,9 @@ from specs import grid_spec
 
 from rltransfer import NoLearningWarning, finetune, pretrain
 from rltransfer.cli import main
+from rltransfer.errors import MinibatchWarning
 from rltransfer.finetuning import build_model
-from rltransfer.hyperparams import learning_updates, no_learning
+from rltransfer.hyperparams import learning_updates, no_learning, resolve_hyperparams, truncated_minibatch
 from rltransfer.tasks import resolve_targets
 
 
@@ -100,3 +101,60 @@ def test_a_grid_says_it_once_per_group_of_arms_before_it_trains(
     assert len(list((tmp_path / "out").glob("*/seed*/manifest.json"))) == 6
     assert main([*args, "--resume"]) == 0
     assert capfd.readouterr().err == ""
+
+
+@pytest.mark.parametrize(
+    ("batch", "says"),
+    [
+        (64, None),
+        (32, None),
+        (48, "batch_size 48 does not divide a rollout of 64 (n_steps 32 x 2 sub-envs): every epoch ends with a "
+         "minibatch of 16; a factor of 64 avoids it"),
+        (256, "batch_size 256 is above a rollout of 64 (n_steps 32 x 2 sub-envs): every epoch is one minibatch of 64"),
+    ],
+)  # fmt: skip
+def test_minibatches_that_do_not_divide_a_rollout(batch: int, says: str | None) -> None:
+    assert truncated_minibatch(batch, 32, 2) == says
+
+
+def test_sb3s_four_line_minibatch_warning_is_one_line_when_a_run_trains(
+    tiny: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """SB3 warns for every model it builds, one built to evaluate too; rltransfer once, when a run trains."""
+    hp = {**tiny, "batch_size": 48}  # a rollout of 2 tasks x 2 envs x 32 steps: 128
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing at all while a model is only built
+        build_model(resolve_targets("cartpole", ["long", "heavy"]), None, resolve_hyperparams("cartpole", hp), seed=0)
+    with pytest.warns(MinibatchWarning, match="batch_size 48 does not divide a rollout of 128") as caught:
+        finetune("cartpole", ["long", "heavy"], None, "scratch", timesteps=256, hyperparams=hp)
+    assert [w.category for w in caught] == [MinibatchWarning]  # and not SB3's own
+    args = [
+        "transfer",
+        "--family",
+        "cartpole",
+        "--targets",
+        "long,heavy",
+        "--strategy",
+        "scratch",
+        "--timesteps",
+        "256",
+    ]
+    hps = [a for key, value in {**hp, "batch_size": 48}.items() for a in ("--hp", f"{key}={value}")]
+    assert main([*args, *hps, "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    assert capsys.readouterr().err.splitlines() == [
+        "rltransfer: warning: batch_size 48 does not divide a rollout of 128 (n_steps 32 x 4 sub-envs): every epoch "
+        "ends with a minibatch of 32; a factor of 128 avoids it"
+    ]
+
+
+def test_a_grid_says_it_of_its_source_and_its_arms_once(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    hp = {"n_steps": 32, "batch_size": 24, "n_epochs": 1, "n_envs": 1}
+    spec = grid_spec("odd", source={"timesteps": 128, "hyperparams": hp}, hyperparams=hp)
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    assert main(["run", str(path), "--out", str(tmp_path / "out"), "--workers", "2", "--quiet"]) == 0
+    says = "batch_size 24 does not divide a rollout of 32 (n_steps 32 x 1 sub-envs): every epoch ends with a "
+    assert capfd.readouterr().err.splitlines() == [
+        f"rltransfer: warning: experiment 'odd', source: {says}minibatch of 8; a factor of 32 avoids it",
+        f"rltransfer: warning: experiment 'odd', arms scratch, freeze: {says}minibatch of 8; a factor of 32 avoids it",
+    ]

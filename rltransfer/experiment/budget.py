@@ -1,4 +1,5 @@
-"""A grid's budgets in whole rollouts, and those no PPO update would learn from (said before it starts)."""
+"""A grid's budgets in whole rollouts, and what its runs would not do as meant, said once before it starts:
+budgets no PPO update learns from, minibatches that do not divide a rollout."""
 
 from __future__ import annotations
 
@@ -6,10 +7,10 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from rltransfer.errors import NoLearningWarning
+from rltransfer.errors import MinibatchWarning, NoLearningWarning, RltransferWarning
 from rltransfer.experiment.runner import Job, finished_sources, needed_sources, plan_jobs
 from rltransfer.experiment.spec import ExperimentSpec
-from rltransfer.hyperparams import no_learning, resolve_hyperparams
+from rltransfer.hyperparams import no_learning, ppo_value, resolve_hyperparams, truncated_minibatch
 
 
 def source_budget(spec: ExperimentSpec) -> tuple[dict[str, Any], int]:
@@ -23,23 +24,33 @@ def sub_envs(hp: dict[str, Any], job: Job) -> int:
     return int(hp["n_envs"]) * (len(job.targets) + job.arm.strategy.rehearse)
 
 
-def warn_no_learning(spec: ExperimentSpec, out: Path) -> None:
-    """A ``NoLearningWarning`` for the source and for each group of arms still to train whose every
-    update would have learning rate 0 (a ``lin_`` schedule over a budget of one rollout): such a grid
-    compares initialisations, and its workers say nothing of it themselves."""
+def warn_before_training(spec: ExperimentSpec, out: Path) -> None:
+    """For the source and for each group of arms still to train: a ``NoLearningWarning`` where every
+    update would have learning rate 0 (a ``lin_`` schedule over a budget of one rollout: such a grid
+    compares initialisations), a ``MinibatchWarning`` where ``batch_size`` does not divide a rollout.
+    Said here once, for the grid; its workers say nothing of it themselves."""
     if spec.source.checkpoint is None and set(needed_sources(spec, out)) - finished_sources(spec, out).keys():
         hp, steps = source_budget(spec)
-        why = no_learning(hp.get("learning_rate"), steps, hp["n_steps"], hp["n_envs"])
-        if why is not None:
-            warnings.warn(f"experiment '{spec.name}', source: {why}", NoLearningWarning, stacklevel=2)
+        for why, category in _settings(hp, steps, hp["n_envs"]):
+            warnings.warn(f"experiment '{spec.name}', source: {why}", category, stacklevel=2)
     hp = resolve_hyperparams(spec.family, spec.target_hyperparams())
-    arms: dict[str, list[str]] = {}
+    said: dict[tuple[str, type[RltransferWarning]], list[str]] = {}  # the arms each warning is for
     for job in plan_jobs(spec, out):
         if not job.arm.strategy.train or job.finished:
             continue
-        why = no_learning(hp.get("learning_rate"), spec.timesteps, hp["n_steps"], sub_envs(hp, job))
-        if why is not None and job.arm.name not in arms.setdefault(why, []):
-            arms[why].append(job.arm.name)
-    for why, names in arms.items():
-        which = f"arm{'s' if len(names) > 1 else ''} {', '.join(names)}"
-        warnings.warn(f"experiment '{spec.name}', {which}: {why}", NoLearningWarning, stacklevel=2)
+        for found in _settings(hp, spec.timesteps, sub_envs(hp, job)):
+            if job.arm.name not in said.setdefault(found, []):
+                said[found].append(job.arm.name)
+    for (why, category), arms in said.items():
+        which = f"arm{'s' if len(arms) > 1 else ''} {', '.join(arms)}"
+        warnings.warn(f"experiment '{spec.name}', {which}: {why}", category, stacklevel=2)
+
+
+def _settings(hp: dict[str, Any], budget: int, envs: int) -> list[tuple[str, type[RltransferWarning]]]:
+    """What a run of ``budget`` env steps on ``envs`` sub-envs with ``hp`` would not do as meant."""
+    n_steps = hp["n_steps"]
+    found = [
+        (no_learning(ppo_value(hp, "learning_rate"), budget, n_steps, envs), NoLearningWarning),
+        (truncated_minibatch(ppo_value(hp, "batch_size"), n_steps, envs), MinibatchWarning),
+    ]
+    return [(why, category) for why, category in found if why is not None]

@@ -11,7 +11,7 @@ from typing import Literal
 from rltransfer.devices import parse_device, resolve_device
 from rltransfer.envs import NonFiniteError, Task
 from rltransfer.errors import SourceFailed, UserError
-from rltransfer.experiment.budget import warn_no_learning
+from rltransfer.experiment.budget import warn_before_training
 from rltransfer.experiment.main_guard import check_main_guard
 from rltransfer.experiment.pool import Grid, run_grids, start_method
 from rltransfer.experiment.progress import GridProgress
@@ -224,7 +224,7 @@ def check_experiments(
         else:
             check_layer_counts(spec)
     for spec, out_dir in zip(loaded, dirs, strict=True):
-        warn_no_learning(spec, out_dir)  # once every spec has passed its checks
+        warn_before_training(spec, out_dir)  # once every spec has passed its checks
     return loaded, dirs, n_workers
 
 

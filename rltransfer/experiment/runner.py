@@ -25,7 +25,7 @@ from typing import Any
 
 from rltransfer.checkpoint import MANIFEST_FILE, load_checkpoint
 from rltransfer.envs import Task
-from rltransfer.errors import NoLearningWarning, SourceFailed, UserError
+from rltransfer.errors import RltransferWarning, SourceFailed, UserError
 from rltransfer.experiment.arms import Arm
 from rltransfer.experiment.source_checks import check_solved, preflight
 from rltransfer.experiment.spec import EXECUTION_KEYS, ExperimentSpec
@@ -255,7 +255,7 @@ def pretrain_source(spec: ExperimentSpec, source_dir: Path, progress: bool, seed
 
     torch.set_num_threads(1)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NoLearningWarning)  # said for the whole grid before it started
+        warnings.simplefilter("ignore", RltransferWarning)  # said for the whole grid before it started
         pretrain(
             spec.family,
             spec.source.variant,
@@ -281,7 +281,7 @@ def execute_job(job: Job, spec: ExperimentSpec, source: str | None) -> dict[str,
     started = time.time()
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NoLearningWarning)  # said for the whole grid before it started
+            warnings.simplefilter("ignore", RltransferWarning)  # said for the whole grid before it started
             finetune(
                 spec.family,
                 list(job.targets),
