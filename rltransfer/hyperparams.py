@@ -45,9 +45,9 @@ def _update_rates(learning_rate: Any, budget: int, rollout: int) -> Iterator[flo
 
 def no_learning(learning_rate: Any, budget: int, n_steps: int, envs: int) -> str | None:
     """Why no update of a run of ``budget`` env steps on ``envs`` sub-envs would learn (a ``lin_`` rate
-    at 0 by the first update), or ``None`` when one does (``learning_rate`` ``None``: PPO's constant default)."""
+    at 0 by the first update), or ``None`` when one does."""
     rollout = n_steps * envs
-    if learning_rate is None or any(rate > 0 for rate in _update_rates(learning_rate, budget, rollout)):
+    if any(rate > 0 for rate in _update_rates(learning_rate, budget, rollout)):
         return None
     name = learning_rate if isinstance(learning_rate, str | _Linear | float | int) else "its schedule"
     n = whole_rollouts(budget, rollout) // rollout

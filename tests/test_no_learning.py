@@ -16,7 +16,7 @@ from rltransfer import NoLearningWarning, finetune, pretrain
 from rltransfer.cli import main
 from rltransfer.errors import MinibatchWarning
 from rltransfer.finetuning import build_model
-from rltransfer.hyperparams import learning_updates, no_learning, resolve_hyperparams, truncated_minibatch
+from rltransfer.hyperparams import learning_updates, no_learning, ppo_value, resolve_hyperparams, truncated_minibatch
 from rltransfer.tasks import resolve_targets
 
 
@@ -43,7 +43,7 @@ def test_the_reason_names_the_budget_the_rollout_and_the_fix() -> None:
         "no update learns: 100 env steps are one rollout (192: n_steps 32 x 6 sub-envs), and learning_rate "
         "lin_0.001 is 0 by the update that follows it; give more than 192 steps (or a constant learning_rate)"
     )
-    assert no_learning(None, 100, 32, 6) is None  # PPO's default rate, a constant
+    assert no_learning(ppo_value({}, "learning_rate"), 100, 32, 6) is None  # PPO's default rate, a constant
     never = no_learning(lambda progress: 0.0, 1000, 32, 6)  # a schedule of the user's own
     assert never == "no update learns: learning_rate its schedule is not above 0 at any of the 6 updates"
 
