@@ -15,7 +15,7 @@ from stable_baselines3 import PPO
 from torch import nn
 
 from rltransfer.envs import FAMILIES, Family
-from rltransfer.errors import UserError, did_you_mean
+from rltransfer.errors import MinibatchWarning, NoLearningWarning, RltransferWarning, UserError, did_you_mean
 from rltransfer.hyperparam_bounds import POSITIVE_INTS, check_values, whole_number
 from rltransfer.normalization import canonical
 
@@ -78,6 +78,18 @@ def truncated_minibatch(batch_size: int, n_steps: int, envs: int) -> str | None:
         f"batch_size {batch_size} does not divide {where}: every epoch ends with a minibatch of {rest}; "
         f"a factor of {rollout:,} avoids it"
     )
+
+
+def run_warnings(
+    learning_rate: Any, batch_size: int, budget: int, n_steps: int, envs: int
+) -> list[tuple[str, type[RltransferWarning]]]:
+    """What a run of ``budget`` env steps on ``envs`` sub-envs would not do as meant, with the warning
+    to say it as: the one list a single run (``training.learn``) and a grid's runner check."""
+    found = [
+        (no_learning(learning_rate, budget, n_steps, envs), NoLearningWarning),
+        (truncated_minibatch(batch_size, n_steps, envs), MinibatchWarning),
+    ]
+    return [(why, category) for why, category in found if why is not None]
 
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU}

@@ -24,8 +24,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import TqdmExperimentalWarning
 from tqdm.rich import tqdm
 
-from rltransfer.errors import MinibatchWarning, NoLearningWarning
-from rltransfer.hyperparams import no_learning, truncated_minibatch, whole_rollouts
+from rltransfer.hyperparams import run_warnings, whole_rollouts
 from rltransfer.ppo import TransferPPO
 from rltransfer.snapshot import Snapshots
 
@@ -126,12 +125,10 @@ def learn(
     """
     start = 0
     if snapshots is None or snapshots.state is None:  # said when the run started, not on its resume
-        for why, category in (
-            (no_learning(model.learning_rate, timesteps, model.n_steps, model.n_envs), NoLearningWarning),
-            (truncated_minibatch(model.batch_size, model.n_steps, model.n_envs), MinibatchWarning),
+        for why, category in run_warnings(
+            model.learning_rate, model.batch_size, timesteps, model.n_steps, model.n_envs
         ):
-            if why is not None:
-                warnings.warn(why, category, stacklevel=4)  # the caller of finetune or pretrain
+            warnings.warn(why, category, stacklevel=4)  # the caller of finetune or pretrain
     if snapshots is not None:
         if snapshots.state is not None:
             snapshots.prepare()

@@ -7,10 +7,10 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from rltransfer.errors import MinibatchWarning, NoLearningWarning, RltransferWarning
+from rltransfer.errors import RltransferWarning
 from rltransfer.experiment.runner import Job, finished_sources, needed_sources, plan_jobs
 from rltransfer.experiment.spec import ExperimentSpec
-from rltransfer.hyperparams import no_learning, ppo_value, resolve_hyperparams, truncated_minibatch
+from rltransfer.hyperparams import ppo_value, resolve_hyperparams, run_warnings
 
 
 def source_budget(spec: ExperimentSpec) -> tuple[dict[str, Any], int]:
@@ -47,10 +47,6 @@ def warn_before_training(spec: ExperimentSpec, out: Path) -> None:
 
 
 def _settings(hp: dict[str, Any], budget: int, envs: int) -> list[tuple[str, type[RltransferWarning]]]:
-    """What a run of ``budget`` env steps on ``envs`` sub-envs with ``hp`` would not do as meant."""
-    n_steps = hp["n_steps"]
-    found = [
-        (no_learning(ppo_value(hp, "learning_rate"), budget, n_steps, envs), NoLearningWarning),
-        (truncated_minibatch(ppo_value(hp, "batch_size"), n_steps, envs), MinibatchWarning),
-    ]
-    return [(why, category) for why, category in found if why is not None]
+    """``run_warnings`` for a run with ``hp`` (PPO's own defaults where a family leaves them)."""
+    batch = ppo_value(hp, "batch_size")
+    return run_warnings(ppo_value(hp, "learning_rate"), batch, budget, hp["n_steps"], envs)
