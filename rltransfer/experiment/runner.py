@@ -18,7 +18,8 @@ import os
 import time
 import traceback
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -242,6 +243,15 @@ def finished_sources(spec: ExperimentSpec, out: Path) -> dict[int, Path]:
     return {seed: d for seed, d in dirs.items() if (d / MANIFEST_FILE).exists()}
 
 
+@contextmanager
+def said_by_the_runner() -> Iterator[None]:
+    """A grid's run with its rltransfer warnings silenced: the runner said them once for the whole grid
+    before it started (``budget.warn_before_training``)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RltransferWarning)
+        yield
+
+
 def pretrain_source(spec: ExperimentSpec, source_dir: Path, progress: bool, seed: int | None = None) -> None:
     """Pretrain the spec's source policy of ``seed`` (default: the first source seed) into ``source_dir``
     (shared by the local and Ray backends).
@@ -254,8 +264,7 @@ def pretrain_source(spec: ExperimentSpec, source_dir: Path, progress: bool, seed
     from rltransfer.pretraining import pretrain
 
     torch.set_num_threads(1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RltransferWarning)  # said for the whole grid before it started
+    with said_by_the_runner():
         pretrain(
             spec.family,
             spec.source.variant,
@@ -280,8 +289,7 @@ def execute_job(job: Job, spec: ExperimentSpec, source: str | None) -> dict[str,
 
     started = time.time()
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RltransferWarning)  # said for the whole grid before it started
+        with said_by_the_runner():
             finetune(
                 spec.family,
                 list(job.targets),
