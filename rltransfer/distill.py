@@ -24,7 +24,7 @@ import numpy as np
 import torch as th
 from torch.distributions import Categorical, Normal, kl_divergence
 
-from rltransfer import env_state
+from rltransfer import env_state, interrupts
 from rltransfer.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from rltransfer.envs import Family, Task, Variant
 from rltransfer.errors import UserError
@@ -251,6 +251,7 @@ def _collect(
     states: list[np.ndarray] = []
     task_ids: list[np.ndarray] = []
     for _ in range(n):
+        interrupts.raise_pending()
         task = np.asarray(obs["task_id"]).reshape(-1)
         states.append(np.asarray(obs["obs"], dtype=np.float32))
         task_ids.append(task)
@@ -279,6 +280,7 @@ def _fit(
     for _ in range(s.epochs):
         order = rng.permutation(len(all_obs))
         for start in range(0, len(order), s.batch_size):
+            interrupts.raise_pending()
             idx = order[start : start + s.batch_size]
             loss = _batch_loss(policy, all_target[idx], all_obs[idx], all_task[idx])
             optimizer.zero_grad()
@@ -337,24 +339,26 @@ def _distill(
         done.history.append(resumed)
     clock = last_snapshot = time.monotonic()
     first = done.round
-    try:
-        for r in range(first, settings.rounds):
-            due = snapshot_every is not None and time.monotonic() - last_snapshot >= snapshot_every
-            if staging is not None and r > first and due:
-                elapsed = done.elapsed_before + time.monotonic() - clock
-                state = {"policy": policy.state_dict(), "optimizer": optimizer.state_dict()}
-                _snapshot(staging, key, student, rng, replace(done, elapsed_before=elapsed), obs, state)
-                last_snapshot = time.monotonic()
-            obs, returns = _collect(
-                student, teachers, tasks, obs, done, max(1, settings.steps_per_round // env.num_envs)
-            )
-            round_losses = _fit(policy, optimizer, rng, done, settings)
-            done.losses.extend(round_losses)
-            size = sum(len(o) for o in done.data_obs)
-            done.curve.append(_record(student, r, done.steps, size, round_losses, returns))
-            done.round = r + 1
-    finally:
-        student.logger.close()
+    # Ctrl-C between two steps or minibatches, never inside the TensorBoard writer (``rltransfer.interrupts``).
+    with interrupts.deferred():
+        try:
+            for r in range(first, settings.rounds):
+                due = snapshot_every is not None and time.monotonic() - last_snapshot >= snapshot_every
+                if staging is not None and r > first and due:
+                    elapsed = done.elapsed_before + time.monotonic() - clock
+                    state = {"policy": policy.state_dict(), "optimizer": optimizer.state_dict()}
+                    _snapshot(staging, key, student, rng, replace(done, elapsed_before=elapsed), obs, state)
+                    last_snapshot = time.monotonic()
+                obs, returns = _collect(
+                    student, teachers, tasks, obs, done, max(1, settings.steps_per_round // env.num_envs)
+                )
+                round_losses = _fit(policy, optimizer, rng, done, settings)
+                done.losses.extend(round_losses)
+                size = sum(len(o) for o in done.data_obs)
+                done.curve.append(_record(student, r, done.steps, size, round_losses, returns))
+                done.round = r + 1
+        finally:
+            student.logger.close()
     eval_seed = seed + EVAL_SEED_OFFSET
     episodes = int(hp["eval_episodes"])
     student_eval = TaskEvalEnv(tasks.eval_env_all(episodes), tasks.names, episodes)

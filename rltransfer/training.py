@@ -24,6 +24,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import TqdmExperimentalWarning
 from tqdm.rich import tqdm
 
+from rltransfer import interrupts
 from rltransfer.hyperparams import run_warnings, whole_rollouts
 from rltransfer.ppo import TransferPPO
 from rltransfer.snapshot import Snapshots
@@ -118,6 +119,7 @@ def learn(
     snapshots: Snapshots | None = None,
 ) -> None:
     """``model.learn`` with the NaN guard; ``timesteps`` counted from zero. Closes the log files.
+    Ctrl-C stops it at the next environment step (``rltransfer.interrupts``).
 
     With ``snapshots``, the run is snapshotted as it goes, and continues from the snapshot it
     was given to resume from, if any. A budget no update learns from is a ``NoLearningWarning``,
@@ -134,12 +136,16 @@ def learn(
             snapshots.prepare()
             start = model.num_timesteps
         model.rollout_hook = snapshots.on_rollout
-    try:
-        model.learn(
-            total_timesteps=timesteps - start,
-            callback=CallbackList([*callbacks, NanGuard(), *([RolloutProgressBar()] if progress else [])]),
-            reset_num_timesteps=snapshots is None or snapshots.state is None,
-        )
-    finally:
-        model.rollout_hook = None
-        model.logger.close()
+    stop = interrupts.StopOnInterrupt()  # first: a Ctrl-C stops the run before an evaluation starts
+    progress_bar = [RolloutProgressBar()] if progress else []
+    # Ctrl-C between two env steps, never inside the TensorBoard writer (``rltransfer.interrupts``).
+    with interrupts.deferred():
+        try:
+            model.learn(
+                total_timesteps=timesteps - start,
+                callback=CallbackList([stop, *callbacks, NanGuard(), *progress_bar]),
+                reset_num_timesteps=snapshots is None or snapshots.state is None,
+            )
+        finally:
+            model.rollout_hook = None
+            model.logger.close()

@@ -1,16 +1,23 @@
 """Interrupts of a grid (Ctrl-C, ``kill -INT`` of the runner or of one worker): the runs in flight
-stop within seconds, their snapshots kept for ``--resume``."""
+stop within seconds, their snapshots kept for ``--resume``; a run takes one between two environment
+steps (``rltransfer.interrupts``)."""
 
 from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 from specs import grid_spec, start_cli
+from stable_baselines3.common.logger import TensorBoardOutputFormat
+
+from rltransfer import interrupts, pretrain
+from rltransfer.distill import distill
 
 
 @pytest.mark.parametrize("whom", ["runner", "group", "worker"])
@@ -44,3 +51,92 @@ def test_an_interrupt_stops_the_runs_in_flight_at_once(tmp_path: Path, whom: str
     time.sleep(0.5)
     assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()]
     assert len(list(out.glob("scratch/seed*.partial-*/snapshot.pt"))) == 2
+
+
+def interrupt_inside_tensorboard(monkeypatch: pytest.MonkeyPatch, step: int) -> list[int]:
+    """A SIGINT sent from inside TensorBoard's first write at ``step`` or later, as Ctrl-C might land;
+    the steps whose write then finished."""
+    write = TensorBoardOutputFormat.write
+    written: list[int] = []
+
+    def interrupted_write(self: TensorBoardOutputFormat, values: Any, excluded: Any, at: int = 0) -> None:
+        if at >= step and not written:
+            os.kill(os.getpid(), signal.SIGINT)
+            write(self, values, excluded, at)
+            written.append(at)
+        else:
+            write(self, values, excluded, at)
+
+    monkeypatch.setattr(TensorBoardOutputFormat, "write", interrupted_write)
+    return written
+
+
+def test_an_interrupt_inside_the_tensorboard_writer_stops_the_run_at_the_next_step(
+    tmp_path: Path, tiny: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A SIGINT landing inside TensorBoard's writer is raised at the next environment step, not
+    there: an interrupt inside its queue could lose the wake-up of its writer thread, and the
+    run's ``logger.close()`` then hung for up to two minutes (a grid worker kept training)."""
+    written = interrupt_inside_tensorboard(monkeypatch, 256)  # a few iterations in: a snapshot was taken
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt) as caught:
+        pretrain("cartpole", timesteps=100_000, hyperparams=tiny, out=tmp_path / "src", snapshot_every=0)
+    assert written, "the interrupted write was not finished"
+    assert caught.traceback[-1].name == "raise_pending"  # raised between two steps
+    assert signal.getsignal(signal.SIGINT) is before
+    assert list(tmp_path.glob("src.partial-*/snapshot.pt")), "the snapshot to resume from is kept"
+
+
+def test_distillation_takes_an_interrupt_between_two_steps(
+    tmp_path: Path, tiny: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    teachers = [tmp_path / v for v in ("source", "long")]
+    for out in teachers:
+        pretrain("cartpole", out.name, timesteps=64, hyperparams=tiny, out=out)
+    written = interrupt_inside_tensorboard(monkeypatch, 1)
+    with pytest.raises(KeyboardInterrupt) as caught:
+        distill("cartpole", teachers, rounds=50, steps_per_round=64, epochs=1, out=tmp_path / "s", snapshot_every=0)
+    assert written and caught.traceback[-1].name == "raise_pending"
+
+
+def test_a_second_interrupt_goes_to_the_previous_handler_at_once() -> None:
+    """The user who presses Ctrl-C twice (or a runner stopping its workers) is not made to wait."""
+    calls: list[int] = []
+
+    def previous(signum: int, frame: object) -> None:
+        calls.append(signum)
+
+    old = signal.signal(signal.SIGINT, previous)
+    try:
+        with interrupts.deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            assert interrupts.pending() and not calls
+            os.kill(os.getpid(), signal.SIGINT)
+            assert calls == [signal.SIGINT]
+            with pytest.raises(KeyboardInterrupt):
+                interrupts.raise_pending()
+            interrupts.raise_pending()  # raised once
+        assert signal.getsignal(signal.SIGINT) is previous and not interrupts.pending()
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+def test_an_interrupt_after_the_last_step_is_not_lost() -> None:
+    with pytest.raises(KeyboardInterrupt), interrupts.deferred():
+        os.kill(os.getpid(), signal.SIGINT)
+    assert not interrupts.pending()
+
+
+def test_outside_the_main_thread_nothing_is_deferred() -> None:
+    """Python runs signal handlers in the main thread only; a run in another thread leaves them be."""
+    seen: list[object] = []
+
+    def body() -> None:
+        with interrupts.deferred():
+            seen.append(signal.getsignal(signal.SIGINT))
+
+    before = signal.getsignal(signal.SIGINT)
+    thread = threading.Thread(target=body)
+    thread.start()
+    thread.join()
+    assert seen == [before]

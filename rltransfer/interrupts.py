@@ -1,0 +1,75 @@
+"""Ctrl-C during training, taken between two environment steps rather than wherever it lands.
+
+Python raises ``KeyboardInterrupt`` at whatever bytecode the main thread is running when SIGINT
+arrives. Inside TensorBoard's event writer (a queue shared with its writer thread, whose
+``threading.Condition`` is pure Python) that can lose the wake-up of the writer thread: the run's
+``logger.close()`` then waits for it until its next flush, up to two minutes, and a grid worker
+interrupted alone kept training while its runner waited (seen about once in 50 interrupts here).
+While ``deferred`` is active a first SIGINT only sets a flag, which ``StopOnInterrupt`` raises as
+``KeyboardInterrupt`` at the next environment step; a second SIGINT goes to the handler that was
+there before (Python's: ``KeyboardInterrupt`` at once), for a run stuck elsewhere.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from types import FrameType
+
+from stable_baselines3.common.callbacks import BaseCallback
+
+_received = 0  # SIGINTs while deferred
+_raised = False  # whether the first was raised
+
+
+def pending() -> bool:
+    """Whether a deferred SIGINT waits to be raised."""
+    return _received > 0 and not _raised
+
+
+def raise_pending() -> None:
+    """Raise the deferred SIGINT as ``KeyboardInterrupt``, if one arrived."""
+    global _raised
+    if pending():
+        _raised = True
+        raise KeyboardInterrupt
+
+
+@contextmanager
+def deferred() -> Iterator[None]:
+    """SIGINT deferred to the body's next ``raise_pending`` (or its end), as the module says.
+
+    Only in the main thread, whose handler Python runs, and only over a handler set from Python
+    (one set in C, or SIGINT ignored, is left alone); the previous handler is restored after.
+    """
+    global _received, _raised
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or not callable(previous):
+        yield
+        return
+    again: Callable[[int, FrameType | None], object] = previous
+
+    def flag(signum: int, frame: FrameType | None) -> None:
+        global _received
+        _received += 1
+        if _received > 1:  # the second (the user insists, or a runner stopping its workers): at once
+            again(signum, frame)
+
+    _received, _raised = 0, False
+    signal.signal(signal.SIGINT, flag)
+    try:
+        yield
+        raise_pending()  # one that arrived after the last step is not lost
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        _received, _raised = 0, False
+
+
+class StopOnInterrupt(BaseCallback):
+    """Raise a deferred SIGINT between two environment steps (first in a run's callbacks)."""
+
+    def _on_step(self) -> bool:
+        raise_pending()
+        return True
