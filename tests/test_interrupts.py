@@ -9,7 +9,7 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import yaml
@@ -18,6 +18,7 @@ from stable_baselines3.common.logger import TensorBoardOutputFormat
 
 from rltransfer import interrupts, pretrain
 from rltransfer.distill import distill
+from rltransfer.experiment.pool import stop_workers
 
 
 @pytest.mark.parametrize("whom", ["runner", "group", "worker"])
@@ -140,3 +141,39 @@ def test_outside_the_main_thread_nothing_is_deferred() -> None:
     thread.start()
     thread.join()
     assert seen == [before]
+
+
+class StuckWorker:
+    """A pool process that stops only when killed: it takes every wait it is given in full."""
+
+    pid = None  # nothing to signal
+
+    def __init__(self) -> None:
+        self.killed = False
+
+    def join(self, timeout: float | None = None) -> None:
+        time.sleep(timeout or 0.0)
+
+    def is_alive(self) -> bool:
+        return not self.killed
+
+    def kill(self) -> None:
+        self.killed = True
+
+
+class StuckPool:
+    def __init__(self, workers: int) -> None:
+        self._processes = {k: StuckWorker() for k in range(workers)}
+
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        pass
+
+
+def test_a_stopping_runner_waits_for_its_workers_together() -> None:
+    """One second for the workers to take their own Ctrl-C, then the grace, for all of them at
+    once: waited one by one, a 16-worker pool heard nothing for 16 s."""
+    pool = StuckPool(6)
+    started = time.monotonic()
+    stop_workers(cast(Any, pool), grace=0.5)
+    assert time.monotonic() - started < 3.0  # 1 + 0.5 s; one by one: 6 x (1 + 0.5) s
+    assert all(p.killed for p in pool._processes.values())

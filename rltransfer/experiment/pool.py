@@ -11,6 +11,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -236,21 +237,28 @@ def stop_workers(pool: ProcessPoolExecutor, grace: float = 10.0) -> None:
     snapshot kept, to resume). An interrupt of the runner alone (``kill -INT``) would leave
     ``shutdown`` waiting out every run in flight (an hour's, for some): the workers still busy a
     moment later get it too, and any left after ``grace`` seconds are killed (as ``kill -9``
-    would: the next ``--resume`` continues or clears what they leave).
+    would: the next ``--resume`` continues or clears what they leave). Both waits are for all
+    workers together: one second each would be 16 s before a 16-worker pool is even told.
     """
     import signal
 
     processes = list((getattr(pool, "_processes", None) or {}).values())  # the executor keeps no public list
     pool.shutdown(wait=False, cancel_futures=True)
-    for p in processes:
-        p.join(1.0)  # a Ctrl-C's own interrupt is being handled there
+    _join_all(processes, 1.0)  # a Ctrl-C's own interrupt is being handled there
     for p in processes:
         if p.is_alive() and p.pid is not None:
             os.kill(p.pid, signal.SIGINT)
+    _join_all(processes, grace)
     for p in processes:
-        p.join(grace)
         if p.is_alive():
             p.kill()
+
+
+def _join_all(processes: Sequence[Any], seconds: float) -> None:
+    """Wait until every process has exited or ``seconds`` have passed, whichever is first."""
+    deadline = time.monotonic() + seconds
+    for p in processes:
+        p.join(max(0.0, deadline - time.monotonic()))
 
 
 def _run_pool(
