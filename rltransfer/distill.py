@@ -340,25 +340,22 @@ def _distill(
     clock = last_snapshot = time.monotonic()
     first = done.round
     # Ctrl-C between two steps or minibatches, never inside the TensorBoard writer (``rltransfer.interrupts``).
-    with interrupts.deferred():
-        try:
-            for r in range(first, settings.rounds):
-                due = snapshot_every is not None and time.monotonic() - last_snapshot >= snapshot_every
-                if staging is not None and r > first and due:
-                    elapsed = done.elapsed_before + time.monotonic() - clock
-                    state = {"policy": policy.state_dict(), "optimizer": optimizer.state_dict()}
-                    _snapshot(staging, key, student, rng, replace(done, elapsed_before=elapsed), obs, state)
-                    last_snapshot = time.monotonic()
-                obs, returns = _collect(
-                    student, teachers, tasks, obs, done, max(1, settings.steps_per_round // env.num_envs)
-                )
-                round_losses = _fit(policy, optimizer, rng, done, settings)
-                done.losses.extend(round_losses)
-                size = sum(len(o) for o in done.data_obs)
-                done.curve.append(_record(student, r, done.steps, size, round_losses, returns))
-                done.round = r + 1
-        finally:
-            student.logger.close()
+    with interrupts.training(student.logger):
+        for r in range(first, settings.rounds):
+            due = snapshot_every is not None and time.monotonic() - last_snapshot >= snapshot_every
+            if staging is not None and r > first and due:
+                elapsed = done.elapsed_before + time.monotonic() - clock
+                state = {"policy": policy.state_dict(), "optimizer": optimizer.state_dict()}
+                _snapshot(staging, key, student, rng, replace(done, elapsed_before=elapsed), obs, state)
+                last_snapshot = time.monotonic()
+            obs, returns = _collect(
+                student, teachers, tasks, obs, done, max(1, settings.steps_per_round // env.num_envs)
+            )
+            round_losses = _fit(policy, optimizer, rng, done, settings)
+            done.losses.extend(round_losses)
+            size = sum(len(o) for o in done.data_obs)
+            done.curve.append(_record(student, r, done.steps, size, round_losses, returns))
+            done.round = r + 1
     eval_seed = seed + EVAL_SEED_OFFSET
     episodes = int(hp["eval_episodes"])
     student_eval = TaskEvalEnv(tasks.eval_env_all(episodes), tasks.names, episodes)

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from types import FrameType
 
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.logger import Logger
 
 _received = 0  # SIGINTs while deferred
 _raised = False  # whether the first was raised
@@ -65,6 +66,17 @@ def deferred() -> Iterator[None]:
     finally:
         signal.signal(signal.SIGINT, previous)
         _received, _raised = 0, False
+
+
+@contextmanager
+def training(logger: Logger) -> Iterator[None]:
+    """The body trains with SIGINT ``deferred``, then ``logger`` is closed (an interrupt there deferred too):
+    the body raises it at its steps (``raise_pending``, ``StopOnInterrupt``)."""
+    with deferred():
+        try:
+            yield
+        finally:
+            logger.close()
 
 
 class StopOnInterrupt(BaseCallback):

@@ -138,14 +138,13 @@ def learn(
         model.rollout_hook = snapshots.on_rollout
     stop = interrupts.StopOnInterrupt()  # first: a Ctrl-C stops the run before an evaluation starts
     progress_bar = [RolloutProgressBar()] if progress else []
-    # Ctrl-C between two env steps, never inside the TensorBoard writer (``rltransfer.interrupts``).
-    with interrupts.deferred():
-        try:
+    try:
+        # Ctrl-C between two env steps, never inside the TensorBoard writer (``rltransfer.interrupts``).
+        with interrupts.training(model.logger):
             model.learn(
                 total_timesteps=timesteps - start,
                 callback=CallbackList([stop, *callbacks, NanGuard(), *progress_bar]),
                 reset_num_timesteps=snapshots is None or snapshots.state is None,
             )
-        finally:
-            model.rollout_hook = None
-            model.logger.close()
+    finally:
+        model.rollout_hook = None
