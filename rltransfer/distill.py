@@ -340,7 +340,7 @@ def _distill(
     clock = last_snapshot = time.monotonic()
     first = done.round
     # Ctrl-C between two steps or minibatches, never inside the TensorBoard writer (``rltransfer.interrupts``).
-    with interrupts.training(student.logger):
+    with interrupts.training(student):
         for r in range(first, settings.rounds):
             due = snapshot_every is not None and time.monotonic() - last_snapshot >= snapshot_every
             if staging is not None and r > first and due:

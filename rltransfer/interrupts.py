@@ -18,8 +18,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 
+from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.logger import Logger
 
 _received = 0  # SIGINTs while deferred
 _raised = False  # whether the first was raised
@@ -69,14 +69,15 @@ def deferred() -> Iterator[None]:
 
 
 @contextmanager
-def training(logger: Logger) -> Iterator[None]:
-    """The body trains with SIGINT ``deferred``, then ``logger`` is closed (an interrupt there deferred too):
-    the body raises it at its steps (``raise_pending``, ``StopOnInterrupt``)."""
+def training(model: BaseAlgorithm) -> Iterator[None]:
+    """The body trains ``model`` with SIGINT ``deferred``, then its logger is closed (an interrupt there
+    deferred too): the body raises it at its steps (``raise_pending``, ``StopOnInterrupt``). The logger
+    is looked up after the body: ``learn`` sets SB3's default one up on a model that has none."""
     with deferred():
         try:
             yield
         finally:
-            logger.close()
+            model.logger.close()
 
 
 class StopOnInterrupt(BaseCallback):

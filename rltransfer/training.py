@@ -140,7 +140,7 @@ def learn(
     progress_bar = [RolloutProgressBar()] if progress else []
     try:
         # Ctrl-C between two env steps, never inside the TensorBoard writer (``rltransfer.interrupts``).
-        with interrupts.training(model.logger):
+        with interrupts.training(model):
             model.learn(
                 total_timesteps=timesteps - start,
                 callback=CallbackList([stop, *callbacks, NanGuard(), *progress_bar]),

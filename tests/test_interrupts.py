@@ -19,6 +19,8 @@ from stable_baselines3.common.logger import TensorBoardOutputFormat
 from rltransfer import interrupts, pretrain
 from rltransfer.distill import distill
 from rltransfer.experiment.pool import stop_workers
+from rltransfer.ppo import TransferPPO
+from rltransfer.training import learn
 
 
 @pytest.mark.parametrize("whom", ["runner", "group", "worker"])
@@ -177,3 +179,11 @@ def test_a_stopping_runner_waits_for_its_workers_together() -> None:
     stop_workers(cast(Any, pool), grace=0.5)
     assert time.monotonic() - started < 3.0  # 1 + 0.5 s; one by one: 6 x (1 + 0.5) s
     assert all(p.killed for p in pool._processes.values())
+
+
+def test_learn_closes_the_logger_sb3_sets_up_for_a_model_without_one() -> None:
+    """``learn`` on a model no logger was attached to (as ``benchmarks/overhead.py`` builds them):
+    SB3's ``learn`` sets its default logger up, and that is the one closed after."""
+    model = TransferPPO("MlpPolicy", "CartPole-v1", n_steps=32, batch_size=32, n_epochs=1, seed=0)
+    learn(model, 64, [])
+    assert model.num_timesteps == 64
