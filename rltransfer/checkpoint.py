@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +16,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.save_util import load_from_zip_file
 
 from rltransfer.errors import UserError
-from rltransfer.io import MANIFEST_FILE, atomic_write_json, read_json, sha256
+from rltransfer.io import MANIFEST_FILE, atomic_write_bytes, atomic_write_json, read_json, sha256
 from rltransfer.vecnormalize_file import SavedNormalization, find_stats_file, read_file
 
 MODEL_FILE = "model.zip"
@@ -89,12 +88,12 @@ class Checkpoint:
 
 def save_checkpoint(model: BaseAlgorithm, directory: Path, manifest: dict[str, Any]) -> Path:
     """Write ``model.zip`` then ``manifest.json`` (last, so its presence means complete)."""
-    directory.mkdir(parents=True, exist_ok=True)
     zip_path = directory / MODEL_FILE
-    tmp = directory / f".{MODEL_FILE}.tmp.zip"
-    model.save(tmp)
-    os.replace(tmp, zip_path)
-    atomic_write_json(directory / MANIFEST_FILE, {**manifest, "zip_sha256": sha256(zip_path)})
+    buf = io.BytesIO()
+    model.save(buf)  # in memory: on a full disk torch's zip writer fails with a RuntimeError naming no file
+    data = buf.getvalue()
+    atomic_write_bytes(zip_path, data)
+    atomic_write_json(directory / MANIFEST_FILE, {**manifest, "zip_sha256": hashlib.sha256(data).hexdigest()})
     return zip_path
 
 

@@ -30,6 +30,7 @@ from rltransfer.cli_evaluate import add_parser as add_evaluate_parser
 from rltransfer.devices import DEVICE_HELP
 from rltransfer.envs import NonFiniteError
 from rltransfer.errors import RltransferWarning, SourceFailed, UserError
+from rltransfer.io import is_disk_full
 from rltransfer.training import DivergenceError
 
 if TYPE_CHECKING:
@@ -204,7 +205,8 @@ def _print_plan(args: argparse.Namespace, options: dict[str, Any]) -> int:
 def _print_run(result: GridResult, report: Path | None, error: Exception | None, prefix: str) -> int:
     """One experiment's summary lines; its exit code (2: its grid stopped on bad input, 1: failed runs)."""
     if error is not None:
-        print(f"rltransfer: error: {prefix}{error}", file=sys.stderr)
+        said = os_error_line(error, resumes=True) if isinstance(error, OSError) else error
+        print(f"rltransfer: error: {prefix}{said}", file=sys.stderr)
         return EXIT_USAGE if isinstance(error, UserError | NonFiniteError) else 1
     done = len(result.finished) + len(result.skipped)
     print(f"{prefix}runs: {done} finished ({len(result.skipped)} kept from before), {len(result.failed)} failed")
@@ -446,6 +448,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _main(args)
 
 
+def os_error_line(e: OSError, resumes: bool) -> str:
+    """An ``OSError`` on one line: the file, the reason and, for a full disk, what to do
+    (``resumes``: the command takes ``--resume``)."""
+    where = f" '{e.filename}'" if e.filename else ""
+    if not is_disk_full(e):
+        return f"cannot write or read{where}: {e.strerror or e}"
+    again = (
+        "rerun with --resume: finished runs are kept and unfinished ones continue from their last snapshot"
+        if resumes
+        else "run the same command again"
+    )
+    return f"cannot write{where}: {e.strerror}; free some space (or raise the quota), then {again}"
+
+
 def _one_line(show: Callable[..., None]) -> Callable[..., None]:
     """``warnings.showwarning`` printing rltransfer's own warnings as one line, as its errors."""
 
@@ -477,7 +493,7 @@ def _main(args: argparse.Namespace) -> int:
         return 1
     except OSError as e:
         # Disk full, permissions, vanished paths mid-run: finished runs are untouched (atomic writes).
-        print(f"rltransfer: error: cannot write or read '{e.filename or '?'}': {e.strerror or e}", file=sys.stderr)
+        print(f"rltransfer: error: {os_error_line(e, hasattr(args, 'resume'))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -42,13 +43,33 @@ def as_created(path: str | Path | int, directory: bool = False) -> None:
         os.chmod(path, mode)
 
 
+# A write that failed for want of space or quota: not the run's fault, and the next run's writes fail too.
+DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def is_disk_full(e: BaseException | None) -> bool:
+    return isinstance(e, OSError) and e.errno in DISK_FULL
+
+
+@contextmanager
+def naming(path: Path) -> Iterator[None]:
+    """Name ``path`` in an ``OSError`` that names no file: a full disk's ``write`` to an open file
+    says only "No space left on device", and the user needs to know where."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is not None or e.errno is None:
+            raise
+        raise OSError(e.errno, e.strerror, str(path)) from e  # OSError(errno, ...) is its subclass again
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temporary file beside ``path``, fsync, then rename over it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         as_created(fd)
-        with os.fdopen(fd, "wb") as f:
+        with naming(path), os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())

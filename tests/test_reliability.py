@@ -275,33 +275,6 @@ def test_divergence_stops_with_step_and_is_recorded_failed(tmp_path: Path, monke
     assert (tmp_path / "e" / "freeze" / "seed0" / "manifest.json").exists()  # the other run is untouched
 
 
-def test_write_failure_fails_loudly_and_keeps_finished_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import errno
-
-    from rltransfer import checkpoint
-    from rltransfer.experiment.run import run_experiment
-
-    spec = tmp_path / "s.yaml"
-    spec.write_text(yaml.safe_dump(tiny_spec()))
-    run_experiment(spec, out=tmp_path / "e", workers=1, progress=False, seeds=1)
-    finished = tree(tmp_path / "e" / "freeze")
-    real = checkpoint.atomic_write_json
-
-    def disk_full(path: Path, obj: Any) -> None:
-        if "seed1" in str(path):
-            raise OSError(errno.ENOSPC, "No space left on device", str(path))
-        real(path, obj)
-
-    monkeypatch.setattr(checkpoint, "atomic_write_json", disk_full)
-    result, _ = run_experiment(spec, out=tmp_path / "e", workers=1, progress=False, seeds=2, resume=True)
-    assert {j.label for j, _ in result.failed} == {str(tmp_path / "e" / a / "seed1") for a in ("scratch", "freeze")}
-    assert all("No space left on device" in tb for _, tb in result.failed)
-    assert not (tmp_path / "e" / "freeze" / "seed1").exists() and not list(
-        (tmp_path / "e" / "freeze").glob("seed1.partial*")
-    )
-    assert {k: v for k, v in tree(tmp_path / "e" / "freeze").items() if k.startswith("seed0")} == finished
-
-
 # --- kill -9 and resume ------------------------------------------------------------------------
 
 

@@ -117,9 +117,12 @@ def first_queue(grids: Sequence[Grid], notify: Notify) -> list[Item]:
 
 
 def record(grid: Grid, job: Job | SourceJob, outcome: dict[str, Any], notify: Notify) -> list[Item]:
-    """Record a job's outcome in its grid; the runs it releases (a source's, once ready)."""
+    """Record a job's outcome in its grid; the runs it releases (a source's, once ready). A run that
+    failed on a full disk stops its grid as a failed source does."""
     if isinstance(job, Job):
         record_outcome(grid.result, job, outcome, notify)
+        if "exception" in outcome and grid.gate.error is None:
+            grid.gate.error = outcome["exception"]  # a full disk (``execute_job``): its other runs are left to --resume
         return []
     notify("done" if outcome["ok"] else "failed", job, outcome)
     return [(grid, released) for released in grid.gate.done(job, outcome)]

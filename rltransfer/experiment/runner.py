@@ -19,7 +19,7 @@ import time
 import traceback
 import warnings
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,15 @@ from rltransfer.experiment.arms import Arm
 from rltransfer.experiment.source_checks import check_solved, preflight
 from rltransfer.experiment.spec import EXECUTION_KEYS, ExperimentSpec
 from rltransfer.experiment.spec_diff import spec_differences
-from rltransfer.io import atomic_write_json, check_writable, lock_holder, read_json, remove_partials, versions
+from rltransfer.io import (
+    atomic_write_json,
+    check_writable,
+    is_disk_full,
+    lock_holder,
+    read_json,
+    remove_partials,
+    versions,
+)
 from rltransfer.resolve import user_families
 
 EXPERIMENT_FILE = "experiment.json"
@@ -304,8 +312,11 @@ def execute_job(job: Job, spec: ExperimentSpec, source: str | None) -> dict[str,
                 resume=True,  # a killed attempt's snapshot (the grid's own directory: same spec)
                 snapshot_every=spec.snapshot_every,
             )
-    except Exception:
-        return {"ok": False, "traceback": traceback.format_exc(), "seconds": time.time() - started}
+    except Exception as e:
+        outcome = {"ok": False, "traceback": traceback.format_exc(), "seconds": time.time() - started}
+        if is_disk_full(e):  # the grid stops (``pool.record``): every run after it would fail the same way
+            outcome["exception"] = e
+        return outcome
     return {"ok": True, "seconds": time.time() - started}
 
 
@@ -404,7 +415,9 @@ def record_outcome(result: GridResult, job: Job, outcome: dict[str, Any], notify
         result.finished.append(job)
         notify("done", job, outcome)
     else:
-        atomic_write_json(job.failed_marker, {"run": str(job.run_dir), **outcome})
+        with suppress(OSError):  # a full disk: --resume redoes a run without its marker as well
+            record = {k: v for k, v in outcome.items() if k != "exception"}
+            atomic_write_json(job.failed_marker, {"run": str(job.run_dir), **record})
         result.failed.append((job, outcome["traceback"]))
         notify("failed", job, outcome)
 

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from rltransfer.io import as_created
+from rltransfer.io import as_created, naming
 
 #: Names ``curves.npz`` uses for its own arrays; arms may not take them.
 RESERVED_NPZ_KEYS = frozenset({"steps", "task_names", "arm_names", "thresholds"})
@@ -42,7 +42,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     os.close(fd)
     tmp = Path(name)
     try:
-        yield tmp
+        with naming(target):
+            yield tmp
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
