@@ -356,3 +356,34 @@ def test_snapshots_cross_the_cluster(
     assert all(r["exact"] for runs in resumed.values() for r in runs)
     assert _runs(out) == _runs(reference)
     assert not list(out.rglob("*.partial-*")), "the driver's copies of the snapshots were removed"
+
+
+def test_a_full_disk_on_the_driver_stops_the_grid(
+    local_ray: Any, spec_path: Path, reference: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run whose files cannot be installed on the driver for want of space stops the grid (as the
+    local pool does): the runs after it would fail the same way."""
+    import errno
+
+    from rltransfer.experiment import ray_backend
+    from rltransfer.experiment.spec import load_spec
+
+    real = ray_backend.install
+    attempts = tmp_path / "attempts"
+    attempts.mkdir()
+
+    def install(files: Any, run_dir: Path) -> None:
+        if run_dir.parent.name == "scratch" and run_dir.name == "seed0":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(run_dir / "model.zip"))
+        real(files, run_dir)
+
+    def counted(job: Job, spec: Any, source: str | None) -> dict[str, Any]:
+        (attempts / f"{job.arm.name}{job.seed}").write_text("x")
+        return execute_job(job, spec, source)
+
+    monkeypatch.setattr(ray_backend, "install", install)
+    with pytest.raises(OSError) as caught:
+        ray_backend.run_grid_ray(load_spec(spec_path), tmp_path / "g", reference / "source", execute=counted)
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(tmp_path / "g/scratch/seed0/model.zip")
+    assert len(list(attempts.iterdir())) < 4  # the runs after the failure were not started
+    assert (tmp_path / "g" / "scratch" / "seed0.failed.json").is_file()

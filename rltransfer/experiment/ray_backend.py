@@ -51,7 +51,7 @@ from rltransfer.experiment.runner import (
     execute_source,
 )
 from rltransfer.experiment.spec import ExperimentSpec
-from rltransfer.io import PARTIAL, as_created, atomic_write_json, interrupted_runs, remove_partials
+from rltransfer.io import PARTIAL, as_created, atomic_write_json, interrupted_runs, is_disk_full, remove_partials
 from rltransfer.resolve import user_families
 from rltransfer.snapshot import snapshot_listener
 from rltransfer.vecnormalize_file import find_stats_file
@@ -451,6 +451,7 @@ def _collect(ray: Any, ref: Any, job: Job) -> dict[str, Any]:
     if outcome.get("ok"):
         try:
             install(files, job.run_dir)
-        except Exception:
-            return {**outcome, "ok": False, "traceback": traceback.format_exc()}
+        except Exception as e:
+            failed = {**outcome, "ok": False, "traceback": traceback.format_exc()}
+            return {**failed, "exception": e} if is_disk_full(e) else failed  # the driver's disk: stops the grid
     return outcome
