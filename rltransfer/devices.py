@@ -8,6 +8,8 @@ explicit accelerator that is not there is an error naming the fix.
 
 from __future__ import annotations
 
+import functools
+import platform
 from typing import Any, Literal
 
 import torch as th
@@ -60,9 +62,28 @@ def resolve_device(device: str | th.device) -> th.device:
     return parsed
 
 
+@functools.cache
+def cpu_model() -> str:
+    """The CPU's model name (Linux's ``/proc/cpuinfo``, else ``platform``), or ``unknown``."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
 def device_record(device: th.device) -> dict[str, Any]:
-    """What a manifest records of the device a run trained on (the GPU's name, for CUDA)."""
+    """What a manifest records of the device a run trained on: the GPU's name for CUDA; for the CPU its
+    model and the vector instructions torch uses, since the same seed gives the same numbers only where
+    the kernels are the same (torch's MKL and ATen pick theirs by CPU: an AVX-512 machine's last bits
+    differ from an AVX2 one's, and the difference grows over training)."""
     record: dict[str, Any] = {"type": device.type, "name": str(device)}
+    if device.type == "cpu":
+        record["cpu"] = cpu_model()
+        record["isa"] = th.backends.cpu.get_cpu_capability()
     if device.type == "cuda":
         index = device.index if device.index is not None else th.cuda.current_device()
         record["gpu"] = th.cuda.get_device_name(index)
@@ -74,5 +95,8 @@ def device_label(record: dict[str, Any] | None) -> str:
     """A manifest's device record in a few words: ``cpu``, ``cuda:0 (NVIDIA H100 80GB HBM3)``."""
     if not record:
         return "not recorded"
-    gpu = record.get("gpu")
-    return f"{record['name']} ({gpu})" if gpu else str(record["name"])
+    if record.get("gpu"):
+        return f"{record['name']} ({record['gpu']})"
+    if record.get("cpu"):  # recorded since the CPU's model and instructions were
+        return f"{record['name']} ({record['cpu']}, {record['isa']})"
+    return str(record["name"])

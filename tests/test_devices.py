@@ -9,7 +9,7 @@ import torch as th
 import yaml
 from specs import grid_spec
 
-from rltransfer.devices import device_label, device_record, parse_device, resolve_device
+from rltransfer.devices import cpu_model, device_label, device_record, parse_device, resolve_device
 from rltransfer.errors import UserError
 from rltransfer.experiment.run import _with_device
 from rltransfer.experiment.spec import load_spec, parse_spec
@@ -58,8 +58,12 @@ def test_with_cuda_auto_is_cuda_and_indices_are_checked(monkeypatch: pytest.Monk
 
 
 def test_record_of_a_cpu_run_and_labels() -> None:
-    assert device_record(th.device("cpu")) == {"type": "cpu", "name": "cpu"}
-    assert device_label(device_record(th.device("cpu"))) == "cpu"
+    # The CPU and its vector instructions: the same seed gives the same numbers where they are the same.
+    record = device_record(th.device("cpu"))
+    assert record == {"type": "cpu", "name": "cpu", "cpu": cpu_model(), "isa": th.backends.cpu.get_cpu_capability()}
+    assert cpu_model() not in ("", "unknown") and record["isa"] in ("DEFAULT", "AVX2", "AVX512", "NO AVX", "SVE256")
+    assert device_label(record) == f"cpu ({cpu_model()}, {record['isa']})"
+    assert device_label({"type": "cpu", "name": "cpu"}) == "cpu"  # recorded before the CPU was
     assert device_label({"type": "cuda", "name": "cuda:1", "gpu": "NVIDIA H200"}) == "cuda:1 (NVIDIA H200)"
     assert device_label(None) == "not recorded"  # manifests written before devices were recorded
 

@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 import yaml
 from specs import HP, grid_spec
+from torch.backends.cpu import get_cpu_capability
 
+from rltransfer.devices import cpu_model
 from rltransfer.errors import UserError
 from rltransfer.experiment.report import build_report
 from rltransfer.experiment.run import run_experiment
@@ -161,16 +163,19 @@ def test_grid_runs_reports_and_resumes(tmp_path: Path) -> None:
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["source"]["zip_sha256"] == json.loads((out / "source" / "manifest.json").read_text())["zip_sha256"]
     assert manifest["forgetting"] is not None and manifest["forgetting"]["drop"] == 0.0  # frozen trunk
-    assert manifest["device"] == {"type": "cpu", "name": "cpu"}
+    assert manifest["device"] == {"type": "cpu", "name": "cpu", "cpu": cpu_model(), "isa": get_cpu_capability()}
     md = (report / "report.md").read_text()
     assert "## long" in md and "## mine" in md and "Source-task forgetting" in md
     assert "| targets | long (near), mine (custom: length=0.9) |" in md
-    assert json.loads((report / "summary.json").read_text())["meta"]["trained on"] == "cpu (8 runs)"
+    assert (
+        json.loads((report / "summary.json").read_text())["meta"]["trained on"]
+        == f"cpu ({cpu_model()}, {get_cpu_capability()}) (8 runs)"
+    )
     # A grid resumed on another device says so in its report.
     on_gpu = {**manifest, "device": {"type": "cuda", "name": "cuda", "gpu": "NVIDIA H100", "cuda": "12.8"}}
     (run / "manifest.json").write_text(json.dumps(on_gpu))
     meta = json.loads((build_report(out) / "summary.json").read_text())["meta"]
-    assert meta["trained on"] == "cpu (7 runs), cuda (NVIDIA H100) (1 run)"
+    assert meta["trained on"] == f"cpu ({cpu_model()}, {get_cpu_capability()}) (7 runs), cuda (NVIDIA H100) (1 run)"
     assert meta["target budget (env steps)"] == 192  # 3 rollouts of 2 tasks x 32 steps: exactly the budget
     assert meta["evaluation"] == "every 64 steps, 4 per run; 2 deterministic episodes per task"
     coarse = replace(load_spec(spec_path), eval_freq=192)  # a curve of its two ends, read from the same runs

@@ -20,6 +20,7 @@ from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from rltransfer import lean as lean_module
+from rltransfer.devices import device_record
 from rltransfer.grad_clip import clip_grad_norm
 from rltransfer.hyperparams import ppo_kwargs, resolve_hyperparams
 from rltransfer.lean import FlatRollout, categorical_logits, plain_mlp, program_for, rounding_only
@@ -421,7 +422,7 @@ def test_device_cpu_is_honoured_explicitly(tiny: dict[str, Any]) -> None:
     target = finetune("cartpole", ["long"], None, "scratch", timesteps=64, hyperparams=tiny, device="cpu")
     assert target.model.device == th.device("cpu")
     # The manifests say where each trained (``auto`` resolves before training: SB3 would fall back silently).
-    assert source.manifest["device"] == target.manifest["device"] == {"type": "cpu", "name": "cpu"}
+    assert source.manifest["device"] == target.manifest["device"] == device_record(th.device("cpu"))
     auto = finetune("cartpole", ["long"], None, "scratch", timesteps=64, hyperparams=tiny, device="auto")
     assert auto.manifest["device"]["type"] == ("cuda" if th.cuda.is_available() else "cpu")
 
