@@ -372,8 +372,11 @@ def test_a_full_disk_on_the_driver_stops_the_grid(
     attempts = tmp_path / "attempts"
     attempts.mkdir()
 
+    full: list[Path] = []
+
     def install(files: Any, run_dir: Path) -> None:
-        if run_dir.parent.name == "scratch" and run_dir.name == "seed0":
+        if not full:  # the first run to finish, whichever it is: the disk is full from then on
+            full.append(run_dir)
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(run_dir / "model.zip"))
         real(files, run_dir)
 
@@ -383,7 +386,7 @@ def test_a_full_disk_on_the_driver_stops_the_grid(
 
     monkeypatch.setattr(ray_backend, "install", install)
     with pytest.raises(OSError) as caught:
-        ray_backend.run_grid_ray(load_spec(spec_path), tmp_path / "g", reference / "source", execute=counted)
-    assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(tmp_path / "g/scratch/seed0/model.zip")
-    assert len(list(attempts.iterdir())) < 4  # the runs after the failure were not started
-    assert (tmp_path / "g" / "scratch" / "seed0.failed.json").is_file()
+        ray_backend.run_grid_ray(load_spec(spec_path), tmp_path / "g", reference / "source", 2, execute=counted)
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(full[0] / "model.zip")
+    assert len(list(attempts.iterdir())) == 2  # those in flight (2 CPUs); the others were not started
+    assert full[0].with_name(full[0].name + ".failed.json").is_file()
