@@ -5,9 +5,11 @@ arrives. Inside TensorBoard's event writer (a queue shared with its writer threa
 ``threading.Condition`` is pure Python) that can lose the wake-up of the writer thread: the run's
 ``logger.close()`` then waits for it until its next flush, up to two minutes, and a grid worker
 interrupted alone kept training while its runner waited (2 of ~130 interrupts in a stress loop).
-While ``deferred`` is active a first SIGINT only sets a flag, which ``StopOnInterrupt`` raises as
-``KeyboardInterrupt`` at the next environment step; a second SIGINT goes to the handler that was
-there before (Python's: ``KeyboardInterrupt`` at once), for a run stuck elsewhere.
+While ``deferred`` is active a first SIGINT only sets a flag, raised as ``KeyboardInterrupt`` by a
+run that snapshots once it has finished its PPO iteration and snapshotted it (``Snapshots.on_rollout``:
+nothing is lost), by one that does not at the next environment step (``StopOnInterrupt``); a second
+SIGINT goes to the handler that was there before (Python's: ``KeyboardInterrupt`` at once), for a run
+stuck elsewhere. A grid runner asks its workers to stop with ``STOP_REQUEST``, which counts as a first.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 _received = 0  # SIGINTs while deferred
 _raised = False  # whether the first was raised
+# A runner's request that its workers stop (``pool.stop_workers``): a deferred stop as a first SIGINT,
+# never a second, which a worker that also had the terminal's Ctrl-C would take as "stop at once".
+STOP_REQUEST = getattr(signal, "SIGUSR1", signal.SIGINT)
 
 
 def pending() -> bool:
@@ -55,16 +60,27 @@ def deferred() -> Iterator[None]:
     def flag(signum: int, frame: FrameType | None) -> None:
         global _received
         _received += 1
-        if _received > 1:  # the second (the user insists, or a runner stopping its workers): at once
+        if _received > 1:  # the second: the user insists, at once
             again(signum, frame)
 
+    def requested(signum: int, frame: FrameType | None) -> None:
+        global _received
+        _received = max(_received, 1)
+
+    # A pool worker takes its runner's stop request as it takes SIGINT (``pool._worker_init``).
+    relay = STOP_REQUEST != signal.SIGINT and callable(signal.getsignal(STOP_REQUEST))
+    before = signal.getsignal(STOP_REQUEST)
     _received, _raised = 0, False
     signal.signal(signal.SIGINT, flag)
+    if relay:
+        signal.signal(STOP_REQUEST, requested)
     try:
         yield
         raise_pending()  # one that arrived after the last step is not lost
     finally:
         signal.signal(signal.SIGINT, previous)
+        if relay:
+            signal.signal(STOP_REQUEST, before)
         _received, _raised = 0, False
 
 
@@ -81,8 +97,15 @@ def training(model: BaseAlgorithm) -> Iterator[None]:
 
 
 class StopOnInterrupt(BaseCallback):
-    """Raise a deferred SIGINT between two environment steps (first in a run's callbacks)."""
+    """Raise a deferred SIGINT between two environment steps (first in a run's callbacks); with
+    ``at_steps=False`` leave it to the run's next snapshot (``Snapshots.on_rollout``), which keeps
+    the PPO iteration in progress."""
+
+    def __init__(self, at_steps: bool = True) -> None:
+        super().__init__()
+        self.at_steps = at_steps
 
     def _on_step(self) -> bool:
-        raise_pending()
+        if self.at_steps:
+            raise_pending()
         return True

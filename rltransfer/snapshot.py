@@ -33,7 +33,7 @@ import numpy as np
 import torch as th
 from stable_baselines3.common.logger import Logger
 
-from rltransfer import env_state
+from rltransfer import env_state, interrupts
 from rltransfer.errors import UserError
 from rltransfer.io import SNAPSHOT_FILE, atomic_write_bytes
 from rltransfer.ppo import TransferPPO
@@ -271,17 +271,18 @@ class Snapshots:
     # -- saving --------------------------------------------------------------------------------
 
     def on_rollout(self) -> None:
-        """``TransferPPO.rollout_hook``: resume on the first call, then snapshot when it is time."""
+        """``TransferPPO.rollout_hook``: resume on the first call, then snapshot when it is time, or
+        when the run was interrupted (Ctrl-C) since the last call: then it stops, having lost nothing."""
         self._calls += 1
         if self.state is not None and self._calls == 1:
             self._restore()
-            return
-        model = self.model
-        if self.every_s is None or model.num_timesteps in (0, self._saved_at):
-            return
-        if time.monotonic() - self._last < self.every_s:
-            return
-        self.save()
+        elif (
+            self.every_s is not None
+            and self.model.num_timesteps not in (0, self._saved_at)
+            and (interrupts.pending() or time.monotonic() - self._last >= self.every_s)
+        ):
+            self.save()
+        interrupts.raise_pending()
 
     def save(self) -> None:
         """Write the snapshot now (at the top of ``collect_rollouts``)."""

@@ -136,7 +136,9 @@ def learn(
             snapshots.prepare()
             start = model.num_timesteps
         model.rollout_hook = snapshots.on_rollout
-    stop = interrupts.StopOnInterrupt()  # first: a Ctrl-C stops the run before an evaluation starts
+    # First: a Ctrl-C stops the run before an evaluation starts, or where it snapshots, at the end of
+    # the PPO iteration in progress (``Snapshots.on_rollout``): then nothing of it is lost.
+    stop = interrupts.StopOnInterrupt(at_steps=snapshots is None or snapshots.every_s is None)
     progress_bar = [RolloutProgressBar()] if progress else []
     try:
         # Ctrl-C between two env steps, never inside the TensorBoard writer (``rltransfer.interrupts``).

@@ -1,6 +1,6 @@
 """Interrupts of a grid (Ctrl-C, ``kill -INT`` of the runner or of one worker): the runs in flight
-stop within seconds, their snapshots kept for ``--resume``; a run takes one between two environment
-steps (``rltransfer.interrupts``)."""
+stop within seconds, each snapshotting the PPO iteration in progress for ``--resume``; a run takes
+one between two environment steps, never inside TensorBoard's writer (``rltransfer.interrupts``)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
+import torch as th
 import yaml
 from specs import grid_spec, start_cli
 from stable_baselines3.common.logger import TensorBoardOutputFormat
@@ -27,15 +28,22 @@ from rltransfer.training import learn
 def test_an_interrupt_stops_the_runs_in_flight_at_once(tmp_path: Path, whom: str) -> None:
     """Ctrl-C (the whole process group), ``kill -INT`` of the runner alone or of one worker all stop
     the grid in seconds, not once the runs in flight finish: exit 130, no worker left, no traceback,
-    and the runs' snapshots kept for ``--resume``."""
+    and each run snapshotted where it stopped for ``--resume``, though its 5-minute snapshot
+    interval had not come (a runner's request does not count as a second Ctrl-C, "stop at once")."""
     spec = tmp_path / "spec.yaml"
     spec.write_text(yaml.safe_dump(grid_spec("rel", seeds=2, arms=["scratch"], timesteps=200_000)))
     out = tmp_path / "run"
-    args = ["run", str(spec), "--out", str(out), "--workers", "2", "--snapshot-every", "0", "--quiet"]
+    args = ["run", str(spec), "--out", str(out), "--workers", "2", "--quiet"]
     proc = start_cli(args, start_new_session=True)
     try:
         deadline = time.time() + 120
-        while len(list(out.glob("scratch/seed*.partial-*/snapshot.pt"))) < 2 and time.time() < deadline:
+        while (
+            time.time() < deadline
+            and [  # both runs a few PPO iterations in
+                len(log.read_text().splitlines()) >= 3 for log in out.glob("scratch/seed*.partial-*/logs/progress.csv")
+            ].count(True)
+            < 2
+        ):
             time.sleep(0.1)
         workers = {int(p.name.split(".partial-")[1].split("-")[0]) for p in out.glob("scratch/seed*.partial-*")}
         assert len(workers) == 2 and proc.poll() is None, "both runs should be training"
@@ -100,6 +108,50 @@ def test_distillation_takes_an_interrupt_between_two_steps(
     with pytest.raises(KeyboardInterrupt) as caught:
         distill("cartpole", teachers, rounds=50, steps_per_round=64, epochs=1, out=tmp_path / "s", snapshot_every=0)
     assert written and caught.traceback[-1].name == "raise_pending"
+
+
+def test_an_interrupted_run_snapshots_the_iteration_in_progress_and_resumes_exactly(
+    tmp_path: Path, tiny: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C long before the next periodic snapshot is due: the run finishes its PPO iteration,
+    snapshots it and stops, so that ``--resume`` loses nothing and ends where an uninterrupted run does."""
+    from rltransfer.snapshot import read_snapshot
+
+    reference = pretrain("cartpole", timesteps=1024, hyperparams=tiny, out=tmp_path / "ref")
+    interrupt_inside_tensorboard(monkeypatch, 512)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain("cartpole", timesteps=1024, hyperparams=tiny, out=tmp_path / "src", snapshot_every=300)
+    [staging] = tmp_path.glob("src.partial-*")
+    state = read_snapshot(staging)
+    assert state is not None and 512 <= state["num_timesteps"] < 1024
+    monkeypatch.undo()
+    resumed = pretrain("cartpole", timesteps=1024, hyperparams=tiny, out=tmp_path / "src", resume=True)
+    assert resumed.manifest["resumed"][0]["at_step"] == state["num_timesteps"]
+    ours, theirs = resumed.model.policy.state_dict(), reference.model.policy.state_dict()
+    assert all(th.equal(ours[k], theirs[k]) for k in theirs)
+
+
+def test_a_runners_stop_request_is_a_first_interrupt_never_a_second() -> None:
+    """A worker that had the terminal's Ctrl-C and then its runner's request still snapshots before
+    it stops (a second SIGINT would stop it at once); the request alone stops it as one Ctrl-C."""
+    calls: list[int] = []
+
+    def previous(signum: int, frame: object) -> None:
+        calls.append(signum)
+
+    old = signal.signal(signal.SIGINT, previous), signal.signal(interrupts.STOP_REQUEST, previous)
+    try:
+        for first in (signal.SIGINT, None):
+            with pytest.raises(KeyboardInterrupt), interrupts.deferred():
+                if first is not None:
+                    os.kill(os.getpid(), first)
+                os.kill(os.getpid(), interrupts.STOP_REQUEST)
+                os.kill(os.getpid(), interrupts.STOP_REQUEST)
+                assert interrupts.pending() and not calls
+            assert signal.getsignal(interrupts.STOP_REQUEST) is previous
+    finally:
+        signal.signal(signal.SIGINT, old[0])
+        signal.signal(interrupts.STOP_REQUEST, old[1])
 
 
 def test_a_second_interrupt_goes_to_the_previous_handler_at_once() -> None:

@@ -39,6 +39,7 @@ from rltransfer.experiment.runner import (
     unfinished_jobs,
 )
 from rltransfer.experiment.spec import ExperimentSpec
+from rltransfer.interrupts import STOP_REQUEST
 
 
 @dataclass
@@ -178,6 +179,8 @@ def _worker_init(environ: dict[str, str], umask: int) -> None:
     import signal
 
     signal.signal(signal.SIGINT, _interrupted)
+    if STOP_REQUEST != signal.SIGINT:
+        signal.signal(STOP_REQUEST, _interrupted)  # the runner's, in ``stop_workers``
     if sys.platform.startswith("linux"):
         import ctypes
 
@@ -239,18 +242,17 @@ def stop_workers(pool: ProcessPoolExecutor, grace: float = 10.0) -> None:
     A terminal's Ctrl-C reaches the workers too, and each stops its run as an interrupt does (its
     snapshot kept, to resume). An interrupt of the runner alone (``kill -INT``) would leave
     ``shutdown`` waiting out every run in flight (an hour's, for some): the workers still busy a
-    moment later get it too, and any left after ``grace`` seconds are killed (as ``kill -9``
-    would: the next ``--resume`` continues or clears what they leave). Both waits are for all
-    workers together: one second each would be 16 s before a 16-worker pool is even told.
+    moment later get the runner's stop request (``interrupts.STOP_REQUEST``), and any left after
+    ``grace`` seconds are killed (as ``kill -9`` would: the next ``--resume`` continues or clears
+    what they leave). Both waits are for all workers together: one second each would be 16 s
+    before a 16-worker pool is even told.
     """
-    import signal
-
     processes = list((getattr(pool, "_processes", None) or {}).values())  # the executor keeps no public list
     pool.shutdown(wait=False, cancel_futures=True)
     _join_all(processes, 1.0)  # a Ctrl-C's own interrupt is being handled there
     for p in processes:
         if p.is_alive() and p.pid is not None:
-            os.kill(p.pid, signal.SIGINT)
+            os.kill(p.pid, STOP_REQUEST)  # not a second SIGINT to a worker that had Ctrl-C's: "at once"
     _join_all(processes, grace)
     for p in processes:
         if p.is_alive():
