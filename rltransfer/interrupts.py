@@ -5,11 +5,11 @@ arrives. Inside TensorBoard's event writer (a queue shared with its writer threa
 ``threading.Condition`` is pure Python) that can lose the wake-up of the writer thread: the run's
 ``logger.close()`` then waits for it until its next flush, up to two minutes, and a grid worker
 interrupted alone kept training while its runner waited (2 of ~130 interrupts in a stress loop).
-While ``deferred`` is active a first SIGINT only sets a flag, raised as ``KeyboardInterrupt`` by a
-run that snapshots once it has finished its PPO iteration and snapshotted it (``Snapshots.on_rollout``:
-nothing is lost), by one that does not at the next environment step (``StopOnInterrupt``); a second
-SIGINT goes to the handler that was there before (Python's: ``KeyboardInterrupt`` at once), for a run
-stuck elsewhere. A grid runner asks its workers to stop with ``STOP_REQUEST``, which counts as a first.
+While ``deferred`` is active a first SIGINT only sets a flag, raised as ``KeyboardInterrupt`` once the
+run has finished its PPO iteration and snapshotted it (``Snapshots.on_rollout``: nothing is lost), or,
+in a run that takes no snapshots, at the next environment step (``StopOnInterrupt``); a second SIGINT
+goes to the handler that was there before (Python's: ``KeyboardInterrupt`` at once), for a run stuck
+elsewhere. A grid runner asks its workers to stop with ``STOP_REQUEST``, which counts as a first.
 """
 
 from __future__ import annotations
@@ -68,8 +68,8 @@ def deferred() -> Iterator[None]:
         _received = max(_received, 1)
 
     # A pool worker takes its runner's stop request as it takes SIGINT (``pool._worker_init``).
-    relay = STOP_REQUEST != signal.SIGINT and callable(signal.getsignal(STOP_REQUEST))
     before = signal.getsignal(STOP_REQUEST)
+    relay = STOP_REQUEST != signal.SIGINT and callable(before)
     _received, _raised = 0, False
     signal.signal(signal.SIGINT, flag)
     if relay:

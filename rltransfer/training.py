@@ -119,7 +119,8 @@ def learn(
     snapshots: Snapshots | None = None,
 ) -> None:
     """``model.learn`` with the NaN guard; ``timesteps`` counted from zero. Closes the log files.
-    Ctrl-C stops it at the next environment step (``rltransfer.interrupts``).
+    Ctrl-C stops it once the PPO iteration in progress is snapshotted, or, without snapshots, at the
+    next environment step (``rltransfer.interrupts``).
 
     With ``snapshots``, the run is snapshotted as it goes, and continues from the snapshot it
     was given to resume from, if any. A budget no update learns from is a ``NoLearningWarning``,
@@ -136,12 +137,13 @@ def learn(
             snapshots.prepare()
             start = model.num_timesteps
         model.rollout_hook = snapshots.on_rollout
-    # First: a Ctrl-C stops the run before an evaluation starts, or where it snapshots, at the end of
-    # the PPO iteration in progress (``Snapshots.on_rollout``): then nothing of it is lost.
+    # A run that snapshots takes a Ctrl-C at the end of the PPO iteration in progress, once it is
+    # snapshotted (``Snapshots.on_rollout``: nothing is lost); one that does not, at the next step,
+    # before an evaluation starts (the callback is first).
     stop = interrupts.StopOnInterrupt(at_steps=snapshots is None or snapshots.every_s is None)
     progress_bar = [RolloutProgressBar()] if progress else []
     try:
-        # Ctrl-C between two env steps, never inside the TensorBoard writer (``rltransfer.interrupts``).
+        # Ctrl-C there, never inside the TensorBoard writer (``rltransfer.interrupts``).
         with interrupts.training(model):
             model.learn(
                 total_timesteps=timesteps - start,
