@@ -205,7 +205,7 @@ def distill(
     settings = _Settings(rounds, steps_per_round, epochs, batch_size, lr, seed)
     if out is None:
         return _distill(fam, tasks, teachers_of, teachers, hp, settings, None, snapshot_every, verbose)
-    with staging_dir(Path(out), overwrite=overwrite, resume=resume) as staging:
+    with interrupts.run_in(staging_dir(Path(out), overwrite=overwrite, resume=resume)) as staging:
         return _distill(fam, tasks, teachers_of, teachers, hp, settings, staging, snapshot_every, verbose)
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch as th
 
-from rltransfer import normalization
+from rltransfer import interrupts, normalization
 from rltransfer.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from rltransfer.devices import device_record, resolve_device
 from rltransfer.domain import DomainAdversarial, FeatureShift
@@ -176,7 +176,7 @@ def finetune(
     out_path = Path(out) if out is not None else None
     if out_path is None:
         return _run(tasks, ckpt, strat, seed, hp, None, progress, dev, verbose, forgetting)
-    with staging_dir(out_path, overwrite=overwrite, resume=resume) as staging:
+    with interrupts.run_in(staging_dir(out_path, overwrite=overwrite, resume=resume)) as staging:
         result = _run(tasks, ckpt, strat, seed, hp, staging, progress, dev, verbose, forgetting, snapshot_every)
     result.out = out_path
     return result

@@ -17,14 +17,17 @@ from __future__ import annotations
 import signal
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from types import FrameType
+from typing import TypeVar
 
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 
 _received = 0  # SIGINTs while deferred
 _raised = False  # whether the first was raised
+_active = False  # whether a deferral is in force (an inner one leaves it to the outer)
+T = TypeVar("T")
 # A runner's request that its workers stop (``pool.stop_workers``): a deferred stop as a first SIGINT,
 # never a second, which a worker that also had the terminal's Ctrl-C would take as "stop at once".
 STOP_REQUEST = getattr(signal, "SIGUSR1", signal.SIGINT)
@@ -49,10 +52,11 @@ def deferred() -> Iterator[None]:
 
     Only in the main thread, whose handler Python runs, and only over a handler set from Python
     (one set in C, or SIGINT ignored, is left alone); the previous handler is restored after.
+    Nested, the inner one changes nothing: what it would raise at its end, the outer raises at its.
     """
-    global _received, _raised
+    global _received, _raised, _active
     previous = signal.getsignal(signal.SIGINT)
-    if threading.current_thread() is not threading.main_thread() or not callable(previous):
+    if _active or threading.current_thread() is not threading.main_thread() or not callable(previous):
         yield
         return
     again: Callable[[int, FrameType | None], object] = previous
@@ -70,7 +74,7 @@ def deferred() -> Iterator[None]:
     # A pool worker takes its runner's stop request as it takes SIGINT (``pool._worker_init``).
     before = signal.getsignal(STOP_REQUEST)
     relay = STOP_REQUEST != signal.SIGINT and callable(before)
-    _received, _raised = 0, False
+    _received, _raised, _active = 0, False, True
     signal.signal(signal.SIGINT, flag)
     if relay:
         signal.signal(STOP_REQUEST, requested)
@@ -81,7 +85,16 @@ def deferred() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
         if relay:
             signal.signal(STOP_REQUEST, before)
-        _received, _raised = 0, False
+        _received, _raised, _active = 0, False, False
+
+
+@contextmanager
+def run_in(staging: AbstractContextManager[T]) -> Iterator[T]:
+    """A run's staging directory (``io.staging_dir``) with SIGINT ``deferred`` over all of it: an
+    interrupt that arrives once the last PPO iteration has begun (no snapshot point is left) lets the
+    run finish, evaluate and be renamed into place, and is raised then; earlier, training raises it."""
+    with deferred(), staging as directory:
+        yield directory
 
 
 @contextmanager

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch as th
 
-from rltransfer import normalization
+from rltransfer import interrupts, normalization
 from rltransfer.checkpoint import SOURCE_OBS_FILE, save_checkpoint
 from rltransfer.devices import device_record, resolve_device
 from rltransfer.domain import collect_observations
@@ -92,7 +92,7 @@ def pretrain(
     out_path = Path(out) if out is not None else None
     if out_path is None:
         return _train(fam, var, seed, hp, None, progress, dev, verbose)
-    with staging_dir(out_path, overwrite=overwrite, resume=resume) as staging:
+    with interrupts.run_in(staging_dir(out_path, overwrite=overwrite, resume=resume)) as staging:
         return _train(fam, var, seed, hp, staging, progress, dev, verbose, out_path, snapshot_every)
 
 

@@ -131,6 +131,27 @@ def test_an_interrupted_run_snapshots_the_iteration_in_progress_and_resumes_exac
     assert all(th.equal(ours[k], theirs[k]) for k in theirs)
 
 
+def test_an_interrupt_in_the_last_iteration_lets_the_run_finish_then_stops(
+    tmp_path: Path, tiny: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once the last PPO iteration has begun no snapshot point is left: the run finishes, evaluates
+    and is renamed into place, and only then is the interrupt raised (it lost the run before)."""
+    written = interrupt_inside_tensorboard(monkeypatch, 1024)  # the last iteration's logs
+    with pytest.raises(KeyboardInterrupt):
+        pretrain("cartpole", timesteps=1024, hyperparams=tiny, out=tmp_path / "src", snapshot_every=300)
+    assert written == [1024]
+    assert (tmp_path / "src" / "manifest.json").is_file() and not list(tmp_path.glob("src.partial-*"))
+
+
+def test_a_deferral_inside_another_leaves_the_interrupt_to_the_outer() -> None:
+    reached = []
+    with pytest.raises(KeyboardInterrupt), interrupts.deferred():
+        with interrupts.deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+        reached.append(interrupts.pending())  # the inner one raised nothing at its end
+    assert reached == [True] and not interrupts.pending()
+
+
 def test_a_runners_stop_request_is_a_first_interrupt_never_a_second() -> None:
     """A worker that had the terminal's Ctrl-C and then its runner's request still snapshots before
     it stops (a second SIGINT would stop it at once); the request alone stops it as one Ctrl-C."""
