@@ -390,3 +390,51 @@ def test_a_full_disk_on_the_driver_stops_the_grid(
     assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(full[0] / "model.zip")
     assert len(list(attempts.iterdir())) == 2  # those in flight (2 CPUs); the others were not started
     assert full[0].with_name(full[0].name + ".failed.json").is_file()
+
+
+def test_an_interrupted_ray_grid_keeps_each_runs_iteration_in_progress(
+    local_ray: Any, reference: Path, tmp_path: Path
+) -> None:
+    """Ctrl-C of the driver: the runs on the cluster are cancelled as an interrupt (not killed), so
+    each snapshots its PPO iteration, relayed and kept beside its run for ``--resume``, though the
+    5-minute snapshot interval had not come."""
+    import signal
+    import threading
+    import time
+
+    from rltransfer.experiment.ray_backend import run_grid_ray
+    from rltransfer.experiment.spec import parse_spec
+    from rltransfer.io import interrupted_runs
+
+    started = tmp_path / "started"
+    started.mkdir()
+
+    def marked(job: Job, spec: Any, source: str | None) -> dict[str, Any]:
+        """``execute_job``, marking its run once it has trained 3 PPO iterations (in the Ray worker)."""
+        from rltransfer.snapshot import Snapshots
+
+        real = Snapshots.on_rollout
+
+        def on_rollout(self: Snapshots) -> None:
+            real(self)
+            if self._calls == 4:
+                (started / f"{job.arm.name}{job.seed}").write_text("x")
+
+        Snapshots.on_rollout = on_rollout  # type: ignore[method-assign]
+        try:
+            return execute_job(job, spec, source)
+        finally:
+            Snapshots.on_rollout = real  # type: ignore[method-assign]  # the worker runs other tests' tasks
+
+    def interrupt_once_both_train() -> None:
+        deadline = time.time() + 120
+        while len(list(started.iterdir())) < 2 and time.time() < deadline:
+            time.sleep(0.1)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    spec = parse_spec(grid_spec("ray", arms=["scratch"], timesteps=200_000))
+    threading.Thread(target=interrupt_once_both_train, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        run_grid_ray(spec, tmp_path / "g", reference / "source", 2, execute=marked)
+    kept = [interrupted_runs(tmp_path / "g" / "scratch" / f"seed{s}") for s in (0, 1)]
+    assert all(len(k) == 1 and k[0].name.endswith("-relayed") for k in kept), kept

@@ -392,7 +392,27 @@ def run_grids_ray(
                 outcome = _collect(ray, ref, job) if isinstance(job, Job) else _collect_source(ray, ref, job.run_dir)
                 queue += record(grid, job, outcome, notify)
     finally:
-        for ref in pending:  # interrupted: stop what is still running on the cluster
+        _stop_tasks(ray, list(pending), relay)  # interrupted: stop what is still running on the cluster
+
+
+def _stop_tasks(ray: Any, refs: list[Any], relay: Any, grace: float = 10.0) -> None:
+    """Stop the runs still on the cluster as Ctrl-C stops a local one, and keep what they leave.
+
+    ``ray.cancel`` without ``force`` interrupts a task as SIGINT would (``KeyboardInterrupt``), so each
+    run finishes its PPO iteration and snapshots it (``rltransfer.interrupts``), relayed here and
+    kept beside its run for ``--resume``; the tasks still running after ``grace`` seconds are killed.
+    """
+    if not refs:
+        return
+    try:
+        for ref in refs:
+            with suppress(Exception):
+                ray.cancel(ref, force=False)
+        with suppress(Exception):
+            ray.wait(refs, num_returns=len(refs), timeout=grace)
+        _keep_snapshots(ray, relay)
+    finally:
+        for ref in refs:
             with suppress(Exception):
                 ray.cancel(ref, force=True)
 
