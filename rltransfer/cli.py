@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,10 +27,10 @@ from rltransfer.cli_args import (
 )
 from rltransfer.cli_envs import add_parser as add_envs_parser
 from rltransfer.cli_evaluate import add_parser as add_evaluate_parser
+from rltransfer.cli_messages import one_line, os_error_line
 from rltransfer.devices import DEVICE_HELP
 from rltransfer.envs import NonFiniteError
 from rltransfer.errors import RltransferWarning, SourceFailed, UserError
-from rltransfer.io import is_disk_full
 from rltransfer.training import DivergenceError
 
 if TYPE_CHECKING:
@@ -444,34 +444,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with warnings.catch_warnings():
         warnings.simplefilter("always", RltransferWarning)  # every command's, not once per process (tests, notebooks)
-        warnings.showwarning = _one_line(warnings.showwarning)
+        warnings.showwarning = one_line(warnings.showwarning)
         return _main(args)
-
-
-def os_error_line(e: OSError, resumes: bool) -> str:
-    """An ``OSError`` on one line: the file, the reason and, for a full disk, what to do
-    (``resumes``: the command takes ``--resume``)."""
-    where = f" '{e.filename}'" if e.filename else ""
-    if not is_disk_full(e):
-        return f"cannot write or read{where}: {e.strerror or e}"
-    again = (
-        "rerun with --resume: finished runs are kept and unfinished ones continue from their last snapshot"
-        if resumes
-        else "run the same command again"
-    )
-    return f"cannot write{where}: {e.strerror}; free some space (or raise the quota), then {again}"
-
-
-def _one_line(show: Callable[..., None]) -> Callable[..., None]:
-    """``warnings.showwarning`` printing rltransfer's own warnings as one line, as its errors."""
-
-    def shown(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
-        if issubclass(category, RltransferWarning):
-            print(f"rltransfer: warning: {message}", file=sys.stderr)
-        else:
-            show(message, category, *args, **kwargs)
-
-    return shown
 
 
 def _main(args: argparse.Namespace) -> int:

@@ -15,7 +15,8 @@ import yaml
 from specs import grid_spec
 
 from rltransfer import io as rltransfer_io
-from rltransfer.cli import main, os_error_line
+from rltransfer.cli import main
+from rltransfer.cli_messages import os_error_line
 from rltransfer.report.files import write_text
 
 
