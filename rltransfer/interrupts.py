@@ -110,15 +110,9 @@ def training(model: BaseAlgorithm) -> Iterator[None]:
 
 
 class StopOnInterrupt(BaseCallback):
-    """Raise a deferred SIGINT between two environment steps (first in a run's callbacks); with
-    ``at_steps=False`` leave it to the run's next snapshot (``Snapshots.on_rollout``), which keeps
-    the PPO iteration in progress."""
-
-    def __init__(self, at_steps: bool = True) -> None:
-        super().__init__()
-        self.at_steps = at_steps
+    """Raise a deferred SIGINT between two environment steps (first in the callbacks of a run that
+    takes no snapshots; one that does raises it at its next, ``Snapshots.on_rollout``)."""
 
     def _on_step(self) -> bool:
-        if self.at_steps:
-            raise_pending()
+        raise_pending()
         return True

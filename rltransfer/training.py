@@ -140,14 +140,14 @@ def learn(
     # A run that snapshots takes a Ctrl-C at the end of the PPO iteration in progress, once it is
     # snapshotted (``Snapshots.on_rollout``: nothing is lost); one that does not, at the next step,
     # before an evaluation starts (the callback is first).
-    stop = interrupts.StopOnInterrupt(at_steps=snapshots is None or snapshots.every_s is None)
+    stop = [interrupts.StopOnInterrupt()] if snapshots is None or snapshots.every_s is None else []
     progress_bar = [RolloutProgressBar()] if progress else []
     try:
         # Ctrl-C there, never inside the TensorBoard writer (``rltransfer.interrupts``).
         with interrupts.training(model):
             model.learn(
                 total_timesteps=timesteps - start,
-                callback=CallbackList([stop, *callbacks, NanGuard(), *progress_bar]),
+                callback=CallbackList([*stop, *callbacks, NanGuard(), *progress_bar]),
                 reset_num_timesteps=snapshots is None or snapshots.state is None,
             )
     finally:
